@@ -1,0 +1,302 @@
+"""The ``dbkit`` command line: a thin map from options onto library functions.
+
+No SQL here and no heavy imports at module level: each command imports what
+it needs, so ``dbkit --help`` stays fast.  Errors are caught once, in
+:func:`main`, and rendered as one line (traceback only with ``-v``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from dbkit import __version__
+from dbkit.errors import DbkitError, NotImplementedYet
+from dbkit.urls import mask_secrets
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@dataclass
+class State:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    verbose: bool = False
+    _settings: Any = None
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            from dbkit.config import load_settings
+
+            self._settings = load_settings(self.overrides)
+        return self._settings
+
+
+_state = State()  # the error handler in main() reads .verbose
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="dbkit")
+@click.option("--env", "env", metavar="ENV", help="Environment: dev, test, staging or prod (DBKIT_ENV).")
+@click.option(
+    "--database-url", "database_url", metavar="URL",
+    help="Database URL (DATABASE_URL). A URL with a password is refused here: it would show in `ps`.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, env: str | None, database_url: str | None, verbose: bool) -> None:
+    """dbkit: migrations, seeds, backups and row-level security for PostgreSQL
+    with pgvector and TimescaleDB.
+
+    Without DATABASE_URL (and with DBKIT_ENV=dev, the default) every command
+    uses the embedded dev cluster in .dbkit/, starting it when needed.
+    """
+    _state.verbose = verbose or _state.verbose
+    if database_url:
+        from dbkit.errors import ConfigError
+        from dbkit.urls import parse_database_url
+
+        if parse_database_url(database_url, variable="--database-url").password is not None:
+            raise ConfigError(
+                "--database-url", "contains a password, which other users can read in the process list",
+                example="export DATABASE_URL=postgresql://app:secret@host/app (or put it in .env)",
+            )
+    _state.overrides = {"env": env, "database_url": database_url}
+    _state._settings = None
+    ctx.obj = _state
+
+
+pass_state = click.make_pass_decorator(State)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+# ------------------------------------------------------------------ check
+
+@cli.command()
+@json_option
+@pass_state
+def check(state: State, as_json: bool) -> None:
+    """Settings, connectivity, server version, extensions.
+
+    Exit code: 0 healthy, 1 degraded, 2 unhealthy.
+    """
+    from dbkit import health, render
+
+    report = health.check(state.settings)
+    if as_json:
+        render.emit_json(report.as_dict())
+    else:
+        _render_check(report)
+    sys.exit(report.exit_code)
+
+
+def _render_check(report) -> None:
+    from dbkit import render
+
+    render.table(["setting", "value", "source"], [(s["variable"], s["value"], s["source"]) for s in report.settings],
+                 title="Settings")
+    render.line()
+    rows = []
+    db = report.services["database"]
+    if db["status"] == "ok":
+        rows.append(("database", db["status"], f"{db['url']}  PostgreSQL {db['server_version']}  "
+                     f"latency {db['latency_ms']} ms (connect {db['connect_ms']} ms)"))
+    else:
+        rows.append(("database", db["status"], db["error"] + (f"; fix: {db['hint']}" if "hint" in db else "")))
+    ext = report.services["extensions"]
+    for item in ext.get("items", []):
+        if item["status"] != "ok":
+            detail = f"fix: {item['hint']}"
+        elif item["installed"]:
+            detail = f"installed {item['installed']}"
+        else:
+            detail = f"available {item['available']}; {item['note']}"
+        if item["name"] == "timescaledb" and item["available"]:
+            detail += "; preloaded" if ext["timescaledb_preloaded"] else "; NOT preloaded"
+        rows.append((f"extension {item['name']}", item["status"], detail))
+    if "error" in ext:
+        rows.append(("extensions", ext["status"], ext["error"]))
+    render.table(["check", "status", "detail"], rows, title="Health")
+    render.line()
+    render.line(f"status: {report.status}")
+
+
+# ------------------------------------------------------------------ config
+
+@cli.group()
+def config() -> None:
+    """Inspect the resolved settings."""
+
+
+@config.command("show")
+@json_option
+@pass_state
+def config_show(state: State, as_json: bool) -> None:
+    """Every setting with its value (secrets masked) and where it came from."""
+    from dbkit import render
+
+    rows = state.settings.describe()
+    if as_json:
+        render.emit_json([{"variable": v, "value": val, "source": src} for v, val, src in rows])
+    else:
+        render.table(["setting", "value", "source"], rows)
+
+
+# ------------------------------------------------------------------ dev cluster
+
+@cli.group()
+def dev() -> None:
+    """The embedded local PostgreSQL cluster in .dbkit/ (development and tests)."""
+
+
+def _cluster(state: State):
+    from dbkit.dev import DevCluster
+
+    return DevCluster.from_settings(state.settings)
+
+
+def _render_status(status, as_json: bool) -> None:
+    from dbkit import render
+
+    if as_json:
+        render.emit_json(status.as_dict())
+        return
+    for note in status.notes:
+        render.line(f"note: {note}")
+    if status.running:
+        render.line(f"running  {status.url}  (pid {status.pid}, data {status.data_dir})")
+    else:
+        where = status.data_dir if status.initialized else f"{status.base_dir} (not initialized)"
+        render.line(f"stopped  {where}")
+
+
+@dev.command("up")
+@click.option("--no-extensions", is_flag=True, help="Do not create the configured extensions.")
+@json_option
+@pass_state
+def dev_up(state: State, no_extensions: bool, as_json: bool) -> None:
+    """Start the cluster (initializing it the first time), create the database and extensions."""
+    from dbkit import dev as devmod
+    from dbkit import render
+
+    settings = state.settings
+    result = devmod.provision(_cluster(state), () if no_extensions else settings.extensions)
+    if as_json:
+        render.emit_json({**result.status.as_dict(), "database": settings.dev_database,
+                          "database_created": result.database_created,
+                          "extensions_created": list(result.extensions_created)})
+        return
+    _render_status(result.status, False)
+    if result.database_created:
+        render.line(f"created database {settings.dev_database}")
+    if result.extensions_created:
+        render.line(f"created extensions: {', '.join(result.extensions_created)}")
+
+
+@dev.command("down")
+@click.option("--purge", is_flag=True, help="Also delete the cluster's data directory.")
+@pass_state
+def dev_down(state: State, purge: bool) -> None:
+    """Stop the cluster (fast shutdown); --purge deletes its data too."""
+    _render_status(_cluster(state).down(purge=purge), False)
+
+
+@dev.command("status")
+@json_option
+@pass_state
+def dev_status(state: State, as_json: bool) -> None:
+    """Running or stopped, with the URL.  Exit 0 when running, 1 when stopped."""
+    status = _cluster(state).status()
+    _render_status(status, as_json)
+    sys.exit(0 if status.running else 1)
+
+
+@dev.command("url")
+@click.option("--database", "dbname", metavar="NAME", help="Database name (default: DBKIT_DEV_DATABASE).")
+@pass_state
+def dev_url(state: State, dbname: str | None) -> None:
+    """Print the cluster's URL (starts it when needed), e.g. for DATABASE_URL=$(dbkit dev url)."""
+    from dbkit import dev as devmod
+    from dbkit import render
+
+    cluster = _cluster(state)
+    result = devmod.provision(cluster, state.settings.extensions)
+    render.line(result.url.with_dbname(dbname).masked if dbname else result.url.masked)
+
+
+@dev.command("psql", context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def dev_psql(state: State, psql_args: tuple[str, ...]) -> None:
+    """Open psql on the dev cluster's database (extra arguments go to psql)."""
+    import shutil
+
+    from dbkit import dev as devmod
+    from dbkit.errors import MissingDependency
+
+    result = devmod.provision(_cluster(state), state.settings.extensions)
+    psql = shutil.which("psql")
+    if psql is None:
+        raise MissingDependency("psql was not found on PATH", hint="install it: apt-get install postgresql-client")
+    os.execv(psql, [psql, result.url.conninfo, *psql_args])
+
+
+# ------------------------------------------------------------------ later issues
+
+def _stub(name: str, issue: int, summary: str) -> click.Command:
+    @click.command(name, help=f"{summary} (not implemented yet)",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        raise NotImplementedYet(name, issue)
+
+    return command
+
+
+for _name, _issue, _summary in (
+    ("migrate", 3, "Alembic migrations with safety rails"),
+    ("seed", 4, "Deterministic, FK-consistent fake data"),
+    ("roles", 5, "Roles as code: apply, list, check"),
+    ("rls", 5, "Row-level security audit"),
+    ("backup", 6, "pg_dump streamed to S3 or disk, with a manifest"),
+    ("restore", 6, "Restore a backup into a new database"),
+):
+    cli.add_command(_stub(_name, _issue, _summary))
+
+
+# ------------------------------------------------------------------ entry point
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and map errors to one line + exit code."""
+    _state.verbose = os.environ.get("DBKIT_VERBOSE", "") not in ("", "0")
+    try:
+        rv = cli.main(args=argv, prog_name="dbkit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("dbkit: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DbkitError as exc:
+        if _state.verbose:
+            traceback.print_exc()
+        click.echo(f"dbkit: error: {mask_secrets(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("dbkit: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are rendered
+        if _state.verbose:
+            traceback.print_exc()
+        click.echo(
+            f"dbkit: unexpected error: {type(exc).__name__}: {mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else '')} "
+            "(rerun with -v for the traceback)",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,338 @@
+"""Settings: resolved once into a frozen dataclass.
+
+Precedence, highest first (the way click documents it):
+
+1. a command-line flag (``dbkit --env staging …``)
+2. the process environment (``DBKIT_ENV=staging``)
+3. ``.env.<DBKIT_ENV>`` in the project directory (e.g. ``.env.test``)
+4. ``.env`` in the project directory
+5. ``[tool.dbkit]`` in the project's ``pyproject.toml`` (keys are the field names)
+6. the default
+
+The project directory is ``DBKIT_PROJECT_DIR`` or the nearest directory at or
+above the current one that holds a ``pyproject.toml``.
+
+Every setting is listed once, in :data:`FIELDS`; the README's settings table is
+generated from it (``python -m dbkit.config``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dbkit.errors import ConfigError
+from dbkit.urls import DbUrl, parse_database_url
+
+__all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "parse_dotenv", "find_project_dir"]
+
+ENVIRONMENTS = ("dev", "test", "staging", "prod")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # attribute and [tool.dbkit] key
+    env: str  # environment / .env variable
+    kind: str  # str | int | list | path | url | choice
+    default: Any
+    purpose: str  # completes "it ..." in error messages
+    example: str
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        "env", "DBKIT_ENV", "choice", "dev",
+        "selects the environment's safety rules and its .env.<env> file", "DBKIT_ENV=staging",
+        choices=ENVIRONMENTS,
+    ),
+    Field(
+        "database_url", "DATABASE_URL", "url", None,
+        "tells dbkit which PostgreSQL database to use (unset in dev: the embedded cluster)",
+        "DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True,
+    ),
+    Field(
+        "extensions", "DBKIT_EXTENSIONS", "list", ("vector", "timescaledb", "pgcrypto"),
+        "lists the PostgreSQL extensions the application needs", "DBKIT_EXTENSIONS=vector,timescaledb,pgcrypto",
+    ),
+    Field(
+        "connect_timeout", "DBKIT_CONNECT_TIMEOUT", "int", 5,
+        "bounds, in seconds, how long dbkit waits for a connection", "DBKIT_CONNECT_TIMEOUT=10",
+    ),
+    Field(
+        "dev_dir", "DBKIT_DEV_DIR", "path", Path(".dbkit"),
+        "holds the embedded dev cluster (data, socket, log), relative to the project", "DBKIT_DEV_DIR=.dbkit",
+    ),
+    Field(
+        "dev_port", "DBKIT_DEV_PORT", "int", 0,
+        "fixes the dev cluster's TCP port on 127.0.0.1 (0: pick a free one once and keep it)",
+        "DBKIT_DEV_PORT=54329",
+    ),
+    Field(
+        "dev_database", "DBKIT_DEV_DATABASE", "str", "dbkit",
+        "names the database dbkit creates in the dev cluster", "DBKIT_DEV_DATABASE=app",
+    ),
+    Field(
+        "pg_bindir", "DBKIT_PG_BINDIR", "path", None,
+        "points at the PostgreSQL server programs (initdb, pg_ctl, postgres) for the dev cluster",
+        "DBKIT_PG_BINDIR=/usr/lib/postgresql/15/bin",
+    ),
+)
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+FIELDS_BY_ENV = {f.env: f for f in FIELDS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings.  Build with :func:`load_settings`; never mutate."""
+
+    env: str = "dev"
+    database_url: DbUrl | None = None
+    extensions: tuple[str, ...] = ("vector", "timescaledb", "pgcrypto")
+    connect_timeout: int = 5
+    dev_dir: Path = Path(".dbkit")
+    dev_port: int = 0
+    dev_database: str = "dbkit"
+    pg_bindir: Path | None = None
+    project_dir: Path = field(default_factory=Path.cwd)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_dev_cluster(self) -> bool:
+        """True when commands run against the embedded dev cluster."""
+        return self.database_url is None and self.env == "dev"
+
+    def require_database_url(self) -> DbUrl:
+        """The configured URL, or a ConfigError saying it is needed (outside dev)."""
+        if self.database_url is None:
+            f = FIELDS_BY_NAME["database_url"]
+            raise ConfigError(
+                f.env,
+                f"is not set and DBKIT_ENV={self.env} has no embedded cluster",
+                purpose="tells dbkit which PostgreSQL database to use",
+                example=f.example.split("=", 1)[1],
+            )
+        return self.database_url
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, printable value, source) for every setting, secrets masked."""
+        rows = []
+        for f in FIELDS:
+            value = getattr(self, f.name)
+            if value is None:
+                text = "(embedded dev cluster)" if f.name == "database_url" and self.env == "dev" else "(unset)"
+            elif isinstance(value, DbUrl):
+                text = value.masked
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            else:
+                text = str(value)
+            rows.append((f.env, text, self.sources.get(f.name, "default")))
+        return rows
+
+
+# --------------------------------------------------------------------- .env files
+
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*?)\s*$")
+
+
+def parse_dotenv(text: str, *, filename: str = ".env") -> dict[str, str]:
+    """Parse a .env file: ``KEY=value`` lines, ``export`` prefix, quotes, ``#`` comments.
+
+    A line that is neither blank, a comment nor an assignment is a ConfigError
+    naming the file and line.
+    """
+    values: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        m = _DOTENV_LINE.match(line)
+        if not m:
+            raise ConfigError(
+                f"{filename}:{lineno}",
+                "is not a KEY=value line",
+                example="DATABASE_URL=postgresql://app:secret@localhost:5432/app",
+            )
+        value = m["value"]
+        if value[:1] in ("'", '"'):
+            quote = value[0]
+            end = value.find(quote, 1)
+            if end == -1:
+                raise ConfigError(f"{filename}:{lineno}", f"has an unterminated {quote} quote",
+                                  example=f"{m['key']}={quote}value{quote}")
+            inner = value[1:end]
+            if quote == '"':
+                inner = inner.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+            value = inner
+        else:
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        values[m["key"]] = value
+    return values
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read ({exc.strerror})") from None
+    return parse_dotenv(text, filename=path.name)
+
+
+# --------------------------------------------------------------------- pyproject
+
+def find_project_dir(start: Path, environ: Mapping[str, str]) -> Path:
+    """``DBKIT_PROJECT_DIR``, else the nearest directory with a pyproject.toml, else ``start``."""
+    explicit = environ.get("DBKIT_PROJECT_DIR")
+    if explicit:
+        return Path(explicit).resolve()
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if (d / "pyproject.toml").is_file():
+            return d
+    return start
+
+
+def _read_pyproject(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / "pyproject.toml"
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML ({exc})") from None
+    section = data.get("tool", {}).get("dbkit", {})
+    table: dict[str, Any] = {}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if isinstance(value, dict):  # sub-tables belong to later parts (e.g. [tool.dbkit.roles])
+            table[name] = value
+            continue
+        if name not in FIELDS_BY_NAME:
+            known = ", ".join(sorted(FIELDS_BY_NAME))
+            raise ConfigError(f"[tool.dbkit] {key}", f"in {path.name} is not a known setting (known: {known})")
+        table[name] = value
+    return table
+
+
+# --------------------------------------------------------------------- conversion
+
+def _convert(f: Field, value: Any, where: str) -> Any:
+    """Turn a raw value (str from env/.env, or a TOML value) into the field's type."""
+    label = f.env if where in ("env", "flag") or where.startswith(".env") else f"[tool.dbkit] {f.name}"
+    if where.startswith(".env"):
+        label = f"{f.env} (from {where})"
+    example = f.example.split("=", 1)[1] if "=" in f.example else f.example
+    if f.kind == "choice":
+        text = str(value).strip().lower()
+        if text not in f.choices:
+            raise ConfigError(label, f"is {value!r}, not one of {', '.join(f.choices)}", purpose=f.purpose, example=example)
+        return text
+    if f.kind == "int":
+        if isinstance(value, bool):
+            raise ConfigError(label, f"is {value!r}, not a whole number", purpose=f.purpose, example=example)
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(label, f"is {value!r}, not a whole number", purpose=f.purpose, example=example) from None
+        if number < 0:
+            raise ConfigError(label, f"is {number}, must not be negative", purpose=f.purpose, example=example)
+        return number
+    if f.kind == "list":
+        items = value if isinstance(value, list) else str(value).split(",")
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    if f.kind == "url":
+        text = str(value).strip()
+        if not text:
+            return None
+        return parse_database_url(text, variable=label)
+    if f.kind == "path":
+        text = str(value).strip()
+        return Path(text) if text else None
+    return str(value)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Resolve every setting once: flag > env > .env.<env> > .env > [tool.dbkit] > default.
+
+    ``overrides`` holds CLI flags by field name (``None`` means "not given").
+    Raises :class:`ConfigError` for anything missing or malformed.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for name in overrides:
+        if name not in FIELDS_BY_NAME:
+            raise ValueError(f"unknown setting {name!r}")
+    project_dir = find_project_dir(cwd or Path.cwd(), environ)
+    pyproject = _read_pyproject(project_dir)
+    dotenv = _read_dotenv(project_dir / ".env")
+
+    layers: list[tuple[str, Mapping[str, Any]]] = []  # lowest precedence first, keyed by field name
+
+    def by_name(values: Mapping[str, str]) -> dict[str, str]:
+        return {FIELDS_BY_ENV[k].name: v for k, v in values.items() if k in FIELDS_BY_ENV}
+
+    layers.append(("pyproject", {k: v for k, v in pyproject.items() if k in FIELDS_BY_NAME}))
+    layers.append((".env", by_name(dotenv)))
+    # DBKIT_ENV decides which .env.<env> applies, so resolve it from the layers above first.
+    env_layers = [*layers, ("env", by_name(environ)), ("flag", overrides)]
+    env_value, env_source = "dev", "default"
+    for source, values in env_layers:
+        if "env" in values and str(values["env"]).strip():
+            env_value, env_source = values["env"], source
+    env_name = _convert(FIELDS_BY_NAME["env"], env_value, env_source)
+    env_file = f".env.{env_name}"
+    layers.append((env_file, by_name(_read_dotenv(project_dir / env_file))))
+    layers.append(("env", by_name(environ)))
+    layers.append(("flag", overrides))
+
+    resolved: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for f in FIELDS:
+        value, source = f.default, "default"
+        for layer_source, values in layers:
+            if f.name in values:
+                raw = values[f.name]
+                if isinstance(raw, str) and raw.strip() == "" and f.kind != "str":
+                    continue  # FOO= (empty) means unset, as in most tools
+                value, source = _convert(f, raw, layer_source), layer_source
+        resolved[f.name] = value
+        sources[f.name] = source
+    resolved["env"] = env_name
+    sources["env"] = env_source
+    dev_dir = resolved["dev_dir"]
+    if not dev_dir.is_absolute():
+        resolved["dev_dir"] = project_dir / dev_dir
+    if resolved["dev_port"] > 65535:
+        raise ConfigError(FIELDS_BY_NAME["dev_port"].env, f"is {resolved['dev_port']}, above 65535",
+                          example="54329")
+    return Settings(**resolved, project_dir=project_dir, sources=sources)
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated from :data:`FIELDS`."""
+    lines = ["| Variable | `[tool.dbkit]` key | Default | What it is for |", "|---|---|---|---|"]
+    for f in FIELDS:
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        default = "unset" if default is None else f"`{default}`"
+        purpose = (f.purpose[0].upper() + f.purpose[1:]).replace("<", "\\<")
+        lines.append(f"| `{f.env}` | `{f.name}` | {default} | {purpose} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation helper
+    print(settings_table_markdown())

@@ -1,0 +1,137 @@
+"""Connections: the one place dbkit opens a PostgreSQL connection.
+
+psycopg 3 for everything dbkit does itself; SQLAlchemy engines (for Alembic)
+are built from the same :class:`~dbkit.urls.DbUrl`.  psycopg is imported
+inside the functions so that ``dbkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dbkit.errors import DatabaseUnavailable, MissingDependency
+from dbkit.urls import DbUrl, mask_secrets
+
+if TYPE_CHECKING:  # pragma: no cover
+    import psycopg
+
+    from dbkit.config import Settings
+
+__all__ = ["resolve_url", "connect", "ensure_extensions", "timed_ping", "timescaledb_preloaded", "install_hint"]
+
+APPLICATION_NAME = "dbkit"
+
+
+def resolve_url(settings: Settings) -> DbUrl:
+    """The database URL commands use.
+
+    ``DATABASE_URL`` when set; otherwise, in dev, the embedded cluster (started
+    and provisioned on first use); otherwise a ConfigError naming DATABASE_URL.
+    """
+    if not settings.uses_dev_cluster:
+        return settings.require_database_url()
+    from dbkit import dev
+
+    return dev.provision(dev.DevCluster.from_settings(settings), settings.extensions).url
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            # libpq: 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
+            return mask_secrets(line.removeprefix("connection failed: "))
+    return type(exc).__name__
+
+
+def connect(
+    url: DbUrl,
+    *,
+    autocommit: bool = False,
+    connect_timeout: int = 5,
+    dbname: str | None = None,
+) -> psycopg.Connection:
+    """Open a psycopg connection or raise :class:`DatabaseUnavailable` (password masked)."""
+    import psycopg
+
+    target = url.with_dbname(dbname) if dbname else url
+    try:
+        return psycopg.connect(
+            target.conninfo,
+            autocommit=autocommit,
+            connect_timeout=max(1, connect_timeout),
+            application_name=APPLICATION_NAME,
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to {target.masked}: {_first_line(exc)}",
+            hint="is the server running and reachable, and are DATABASE_URL's user and password right?",
+        ) from None
+
+
+def timed_ping(conn: psycopg.Connection, rounds: int = 3) -> float:
+    """Median round-trip of ``SELECT 1`` in milliseconds."""
+    samples = []
+    for _ in range(max(1, rounds)):
+        t0 = time.perf_counter()
+        conn.execute("SELECT 1").fetchone()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def ensure_extensions(conn: psycopg.Connection, names: Iterable[str]) -> list[str]:
+    """``CREATE EXTENSION IF NOT EXISTS`` each of ``names``; returns the ones created.
+
+    Checks first, before any DDL, that the server has each extension (and that
+    timescaledb is preloaded); raises :class:`MissingDependency` naming the
+    extension and how to install or preload it.
+    """
+    from psycopg import errors, sql
+
+    names = list(names)
+    installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+    available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+    for name in names:
+        if name not in installed and name not in available:
+            raise MissingDependency(
+                f"the PostgreSQL extension '{name}' is not installed on the server", hint=install_hint(name)
+            )
+    if "timescaledb" in names and not timescaledb_preloaded(conn):
+        raise MissingDependency("the extension 'timescaledb' is not preloaded", hint=install_hint("timescaledb"))
+    created = []
+    for name in names:
+        if name in installed:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} CASCADE").format(sql.Identifier(name)))
+        except errors.InsufficientPrivilege:
+            raise MissingDependency(
+                f"the connecting role may not create the extension '{name}' (it is not a trusted extension)",
+                hint=f"create it once as a superuser (CREATE EXTENSION {name}) or have a DBA allow it",
+            ) from None
+        created.append(name)
+    return created
+
+
+def timescaledb_preloaded(conn: psycopg.Connection) -> bool:
+    """Whether ``timescaledb`` is in the server's shared_preload_libraries."""
+    value = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+    return "timescaledb" in [v.strip().strip('"') for v in value.split(",")]
+
+
+INSTALL_HINTS = {
+    "vector": "install pgvector on the database server (Debian: build it with scripts/bootstrap, "
+    "or apt-get install postgresql-<major>-pgvector where packaged)",
+    "timescaledb": "install TimescaleDB on the database server (scripts/bootstrap builds it) and add "
+    "shared_preload_libraries = 'timescaledb' to postgresql.conf, then restart",
+    "pgcrypto": "install the contrib package on the database server (Debian: postgresql-contrib)",
+}
+
+
+def install_hint(name: str) -> str:
+    return INSTALL_HINTS.get(name, f"install the '{name}' extension on the database server")

@@ -1,0 +1,139 @@
+"""Test harness: a real PostgreSQL with vector, timescaledb and pgcrypto.
+
+* Not root: pytest-postgresql's own process fixture starts the server.
+* Root (CI, these machines): PostgreSQL refuses to run as root, so the server
+  is dbkit's own :class:`~dbkit.dev.DevCluster`, which runs it as the
+  ``postgres`` OS user, used through pytest-postgresql's noproc fixture.
+
+Either way a template database with the extensions is built once per session
+(``pg_template``) and every test that asks for ``postgresql`` gets a fresh copy
+(``CREATE DATABASE … TEMPLATE``: milliseconds, not a migration run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor
+
+from dbkit import db
+from dbkit.dev import DevCluster, find_bindir
+from dbkit.urls import DbUrl, parse_database_url
+
+EXTENSIONS = ("vector", "timescaledb", "pgcrypto")
+# Speed over durability for throw-away test clusters.  TimescaleDB's background
+# workers would connect to the template database and block CREATE DATABASE … TEMPLATE.
+TEST_SERVER_CONF = (
+    "fsync = off",
+    "synchronous_commit = off",
+    "full_page_writes = off",
+    "timescaledb.max_background_workers = 0",
+)
+IS_ROOT = os.geteuid() == 0
+
+
+def make_shared_tmpdir(prefix: str) -> Path:
+    """A temp dir the ``postgres`` OS user can reach (pytest's tmp_path is 0700 under root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+pg_proc = factories.postgresql_proc(
+    executable=str(find_bindir() / "pg_ctl"),
+    port=None,
+    postgres_options=" ".join(f"-c {line.replace(' ', '')}" for line in
+                              ("shared_preload_libraries=timescaledb", *TEST_SERVER_CONF)),
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> Iterator[NoopExecutor]:
+    """The session's PostgreSQL server (host, port, user)."""
+    if not IS_ROOT:
+        yield request.getfixturevalue("pg_proc")
+        return
+    base = make_shared_tmpdir("dbkit-test-pg-")
+    cluster = DevCluster(base, extra_conf=TEST_SERVER_CONF)
+    status = cluster.up()
+    server = NoopExecutor(host="127.0.0.1", port=status.port, user="postgres", password=None,
+                          dbname="tests", options="")
+    # pg_template clones the server's base template, as pytest-postgresql's process fixture provides.
+    cluster.ensure_database(server.template_dbname)
+    try:
+        yield server
+    finally:
+        cluster.down(purge=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _load_extensions(host: str, port: int, user: str, dbname: str, password: str | None, **_: object) -> None:
+    url = parse_database_url(f"postgresql://{user}@{host}:{port}/{dbname}")
+    with db.connect(url, autocommit=True) as conn:
+        db.ensure_extensions(conn, EXTENSIONS)
+
+
+pg_template = factories.postgresql_noproc(depends_on="pg_server", dbname="dbkit_test", load=[_load_extensions])
+postgresql = factories.postgresql("pg_template")
+
+
+@pytest.fixture
+def pg_url(postgresql: psycopg.Connection) -> DbUrl:
+    """URL of this test's fresh database (has the extensions, nothing else)."""
+    info = postgresql.info
+    return parse_database_url(f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}")
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp dir the postgres OS user can reach, removed afterwards."""
+    path = make_shared_tmpdir("dbkit-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is ``unit`` or ``integration``: a test using the database is integration."""
+    db_fixtures = {"postgresql", "pg_url", "pg_server", "pg_template", "dev_cluster", "dbkit_cli_dev"}
+    for item in items:
+        if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.integration if fixtures & db_fixtures else pytest.mark.unit)
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The process environment without dbkit's variables, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DBKIT_", "DATABASE_URL", "S3_", "AWS_"))}
+    env.update(overrides)
+    return env
+
+
+class DbkitRunner:
+    """Runs the real ``dbkit`` CLI in a subprocess (real exit codes, real stderr)."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
+        import subprocess
+        import sys
+
+        return subprocess.run(
+            [sys.executable, "-m", "dbkit", *args], cwd=self.cwd, env=clean_env(**(env or {})),
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+
+@pytest.fixture
+def dbkit_cli(tmp_path: Path) -> DbkitRunner:
+    """``dbkit_cli("check", env={...})`` runs the CLI in an empty project directory."""
+    return DbkitRunner(tmp_path)

@@ -1,0 +1,95 @@
+"""The CLI as users run it: a real subprocess, real exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+import dbkit
+
+pytestmark = pytest.mark.unit
+
+
+def test_help_lists_command_groups(dbkit_cli):
+    res = dbkit_cli("--help")
+    assert res.returncode == 0, res.stderr
+    for group in ("check", "config", "dev", "migrate", "seed", "backup", "restore", "roles", "rls"):
+        assert f"  {group} " in res.stdout
+
+
+def test_version(dbkit_cli):
+    res = dbkit_cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"dbkit, version {dbkit.__version__}"
+
+
+@pytest.mark.parametrize("command, issue", [("migrate", 3), ("seed", 4), ("roles", 5), ("rls", 5),
+                                            ("backup", 6), ("restore", 6)])
+def test_stubs_say_not_implemented_and_fail(dbkit_cli, command, issue):
+    res = dbkit_cli(command, "--to", "s3://bucket/x")
+    assert res.returncode != 0
+    assert res.stderr.strip() == f"dbkit: error: 'dbkit {command}' is not implemented yet (tracked in issue {issue})"
+    assert res.stdout == ""
+
+
+def test_help_does_not_import_heavy_modules():
+    code = ("import sys; from dbkit.cli import cli; "
+            "heavy = {'sqlalchemy', 'alembic', 'psycopg', 'boto3', 'faker', 'rich', 'pgvector'}; "
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"DBKIT_ENV": "production"}, "dbkit: error: DBKIT_ENV is 'production', not one of dev, test, staging, prod"),
+    ({"DATABASE_URL": "mysql://root:hunter2@db/app"}, "dbkit: error: DATABASE_URL is malformed"),
+    ({"DBKIT_CONNECT_TIMEOUT": "soon"}, "dbkit: error: DBKIT_CONNECT_TIMEOUT is 'soon', not a whole number"),
+])
+def test_config_errors_are_one_line_exit_2(dbkit_cli, env, expected):
+    res = dbkit_cli("config", "show", env=env)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected) and "example:" in lines[0]
+    assert "Traceback" not in res.stderr and "hunter2" not in res.stderr
+
+
+def test_missing_database_url_outside_dev_is_exit_2(dbkit_cli):
+    res = dbkit_cli("--env", "staging", "check", "--json")
+    assert res.returncode == 2
+    assert '"error": "DATABASE_URL is not set and DBKIT_ENV=staging has no embedded cluster' in res.stdout
+
+
+def test_verbose_shows_traceback(dbkit_cli):
+    res = dbkit_cli("-v", "config", "show", env={"DBKIT_ENV": "nope"})
+    assert res.returncode == 2 and "Traceback (most recent call last)" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("dbkit: error: DBKIT_ENV is 'nope'")
+
+
+def test_password_on_command_line_is_refused(dbkit_cli):
+    res = dbkit_cli("--database-url", "postgresql://app:hunter2@db/app", "config", "show")
+    assert res.returncode == 2
+    assert "--database-url contains a password" in res.stderr and "hunter2" not in res.stderr
+
+
+def test_config_show_masks_and_names_sources(dbkit_cli):
+    res = dbkit_cli("config", "show", "--json", env={"DATABASE_URL": "postgresql://app:hunter2@db/app"})
+    assert res.returncode == 0, res.stderr
+    assert "hunter2" not in res.stdout
+    import json
+
+    rows = {r["variable"]: r for r in json.loads(res.stdout)}
+    assert rows["DATABASE_URL"] == {"variable": "DATABASE_URL", "value": "postgresql://app:***@db/app", "source": "env"}
+    assert rows["DBKIT_ENV"]["source"] == "default"
+
+
+def test_unknown_command_is_usage_error(dbkit_cli):
+    res = dbkit_cli("frobnicate")
+    assert res.returncode == 2 and "No such command 'frobnicate'" in res.stderr
+
+
+def test_unexpected_errors_are_short_with_a_hint(dbkit_cli, tmp_path):
+    # A directory where a file is expected makes the .env read fail in an unplanned way.
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
+    (tmp_path / ".env").mkdir()
+    res = dbkit_cli("config", "show")
+    assert res.returncode != 0
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

@@ -1,0 +1,37 @@
+"""The harness itself: every test gets a fresh database with the extensions."""
+
+import pytest
+
+import dbkit
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_fresh_database_per_test(postgresql, attempt):
+    # The first run creates a table; the second must not see it.
+    exists = postgresql.execute("SELECT to_regclass('public.leftover') IS NOT NULL").fetchone()[0]
+    assert exists is False
+    postgresql.execute("CREATE TABLE leftover (id int)")
+    postgresql.commit()
+
+
+def test_template_has_the_extensions(postgresql):
+    rows = postgresql.execute("SELECT extname FROM pg_extension ORDER BY 1").fetchall()
+    assert [r[0] for r in rows] == ["pgcrypto", "plpgsql", "timescaledb", "vector"]
+    assert "timescaledb" in postgresql.execute("SHOW shared_preload_libraries").fetchone()[0]
+    # the extensions work, not just exist
+    assert postgresql.execute("SELECT '[3,4]'::vector <-> '[0,0]'::vector").fetchone()[0] == 5
+    postgresql.execute("CREATE TABLE m (t timestamptz NOT NULL, v float)")
+    postgresql.execute("SELECT create_hypertable('m', 't')")
+    assert len(postgresql.execute("SELECT gen_random_uuid()").fetchone()[0].bytes) == 16
+
+
+@pytest.mark.unit
+def test_public_surface_is_explicit():
+    assert sorted(dbkit.__all__) == sorted([
+        "__version__", "ConfigError", "DatabaseUnavailable", "DbkitError", "MissingDependency",
+        "NotImplementedYet", "Refused",
+    ])
+    for name in dbkit.__all__:
+        assert hasattr(dbkit, name)
