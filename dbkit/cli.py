@@ -246,6 +246,188 @@ def dev_psql(state: State, psql_args: tuple[str, ...]) -> None:
     os.execv(psql, [psql, result.url.conninfo, *psql_args])
 
 
+# ------------------------------------------------------------------ migrate
+
+def _setup_migrate_logging() -> None:
+    """Alembic's "Running upgrade …" lines and dbkit's lock messages go to stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("dbkit: %(message)s"))
+    handler.addFilter(lambda r: not r.getMessage().startswith(("Context impl", "Will assume")))
+    for name, level in (("alembic.runtime.migration", logging.INFO), ("dbkit", logging.INFO)):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _render_run(result, as_json: bool, verb: str) -> None:
+    from dbkit import render
+
+    if as_json:
+        render.emit_json(result.as_dict())
+        return
+    if not result.applied:
+        render.line(f"nothing to {verb}: at {', '.join(result.after) or 'base'}")
+        return
+    for rev in result.applied:
+        render.line(f"{verb}d {rev.revision}  {rev.message}")
+    render.line(f"now at {', '.join(result.after) or 'base'}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--to", "to_rev", default="head", show_default=True, metavar="REV", help="Target revision.")
+@json_option
+@click.pass_context
+def migrate(ctx: click.Context, to_rev: str, as_json: bool) -> None:
+    """Upgrade the database to head (or --to REV), with safety rails.
+
+    Session advisory lock (concurrent runs wait), lock_timeout/statement_timeout,
+    one transaction per revision, runs as the owner role, extensions checked first.
+    """
+    if ctx.invoked_subcommand:
+        return
+    from dbkit.migrate import runner
+
+    _setup_migrate_logging()
+    _render_run(runner.upgrade(ctx.find_object(State).settings, to_rev), as_json, "upgrade")
+
+
+@migrate.command("down", context_settings={"ignore_unknown_options": True})
+@click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--allow-prod", is_flag=True, help="Allow a downgrade when DBKIT_ENV=prod.")
+@json_option
+@pass_state
+def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_json: bool) -> None:
+    """Downgrade to REVISION (an id, -1 or base).  Asks first unless --yes."""
+    from dbkit.errors import Refused
+    from dbkit.migrate import runner
+
+    settings = state.settings
+    if settings.env == "prod" and not allow_prod:
+        raise Refused("downgrading is refused when DBKIT_ENV=prod", hint="pass --allow-prod if you really mean it")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Refused(f"downgrade to {revision} needs confirmation", hint="rerun with --yes")
+        click.confirm(f"Downgrade the database to {revision}? Data in dropped tables is lost", abort=True)
+    _setup_migrate_logging()
+    _render_run(runner.downgrade(settings, revision, allow_prod=allow_prod), as_json, "downgrade")
+
+
+@migrate.command("status")
+@json_option
+@pass_state
+def migrate_status(state: State, as_json: bool) -> None:
+    """Current revision, head and pending revisions.  Exit 0 even when behind."""
+    from dbkit import render
+    from dbkit.migrate import runner
+
+    st = runner.status(state.settings)
+    if as_json:
+        render.emit_json(st.as_dict())
+        return
+    render.line(f"current: {', '.join(st.current) or 'base (nothing applied)'}")
+    render.line(f"head:    {', '.join(st.heads)}")
+    if st.pending:
+        render.table(["pending", "message"], [(r.revision, r.message) for r in st.pending])
+    else:
+        render.line("up to date")
+
+
+@migrate.command("history")
+@json_option
+@pass_state
+def migrate_history(state: State, as_json: bool) -> None:
+    """Every revision, base first, and whether it is applied."""
+    from dataclasses import asdict
+
+    from dbkit import render
+    from dbkit.migrate import runner
+
+    revs = runner.history(state.settings)
+    if as_json:
+        render.emit_json([asdict(r) for r in revs])
+        return
+    render.table(["revision", "down", "applied", "message"],
+                 [(r.revision + (" (head)" if r.is_head else ""), r.down_revision or "base",
+                   "yes" if r.applied else "no", r.message) for r in revs])
+
+
+@migrate.command("new")
+@click.option("-m", "--message", required=True, help="What the revision does.")
+@click.option("--autogenerate", is_flag=True, help="Fill it with the diff between models and database.")
+@pass_state
+def migrate_new(state: State, message: str, autogenerate: bool) -> None:
+    """Create a new revision file in migrations/versions/."""
+    from dbkit import render
+    from dbkit.migrate import runner
+
+    render.line(str(runner.new(state.settings, message, autogenerate=autogenerate)))
+
+
+@migrate.command("sql")
+@click.option("--from", "from_rev", metavar="REV", help="Start after this revision (default: base).")
+@click.option("--to", "to_rev", default="head", show_default=True, metavar="REV")
+@pass_state
+def migrate_sql(state: State, from_rev: str | None, to_rev: str) -> None:
+    """Print the SQL an upgrade would run, for review.  Needs no database."""
+    from dbkit import render
+    from dbkit.migrate import runner
+
+    render.line(runner.offline_sql(state.settings, from_rev, to_rev).rstrip())
+
+
+@migrate.command("check")
+@json_option
+@pass_state
+def migrate_check(state: State, as_json: bool) -> None:
+    """Exit 1 when revisions are pending, the schema differs from the models,
+    or an applied revision's file was edited after it was applied."""
+    from dbkit import render
+    from dbkit.migrate import runner
+
+    result = runner.check(state.settings)
+    if as_json:
+        render.emit_json(result.as_dict())
+    else:
+        for r in result.pending:
+            render.line(f"pending: {r.revision}  {r.message}")
+        for d in result.schema_diffs:
+            render.line(f"schema differs from models: {d}")
+        for e in result.edited:
+            what = "was deleted" if e.current_sha256 is None else "was edited after it was applied"
+            render.line(f"revision {e.revision} ({e.filename}) {what}: recorded sha256 {e.recorded_sha256[:12]}, "
+                        f"now {(e.current_sha256 or '-')[:12]}")
+        render.line("clean: at head, schema matches the models, revision files unchanged" if result.clean
+                    else "migrate check failed")
+    sys.exit(0 if result.clean else 1)
+
+
+@migrate.command("lint")
+@click.option("--all", "all_revisions", is_flag=True, help="Lint every revision, not only pending ones.")
+@json_option
+@pass_state
+def migrate_lint(state: State, all_revisions: bool, as_json: bool) -> None:
+    """Lock-safety lint (squawk) of the SQL of pending (or all) revisions.  Exit 1 on violations."""
+    from dataclasses import asdict
+
+    from dbkit import render
+    from dbkit.migrate import runner
+
+    revs, violations = runner.lint(state.settings, all_revisions=all_revisions)
+    if as_json:
+        render.emit_json({"revisions": [r.revision for r in revs], "violations": [asdict(v) for v in violations]})
+    else:
+        for v in violations:
+            render.line(f"{v.revision}: {v.rule}: {v.message}")
+            render.line(f"    {v.statement}")
+        render.line(f"{len(violations)} violation(s) in {len(revs)} revision(s)"
+                    + ("" if violations else ": clean"))
+    sys.exit(1 if violations else 0)
+
+
 # ------------------------------------------------------------------ later issues
 
 def _stub(name: str, issue: int, summary: str) -> click.Command:
@@ -259,7 +441,6 @@ def _stub(name: str, issue: int, summary: str) -> click.Command:
 
 
 for _name, _issue, _summary in (
-    ("migrate", 3, "Alembic migrations with safety rails"),
     ("seed", 4, "Deterministic, FK-consistent fake data"),
     ("roles", 5, "Roles as code: apply, list, check"),
     ("rls", 5, "Row-level security audit"),

@@ -83,6 +83,59 @@ FIELDS: tuple[Field, ...] = (
         "points at the PostgreSQL server programs (initdb, pg_ctl, postgres) for the dev cluster",
         "DBKIT_PG_BINDIR=/usr/lib/postgresql/15/bin",
     ),
+    # ---- schema and roles (the role model: owner / enforce / bypass / readonly)
+    Field(
+        "schema", "DBKIT_SCHEMA", "ident", "app",
+        "names the schema that holds the application's tables", "DBKIT_SCHEMA=app",
+    ),
+    Field(
+        "role_owner", "DBKIT_ROLE_OWNER", "ident", "app_owner",
+        "names the NOLOGIN role that owns every table (migrations run as it)", "DBKIT_ROLE_OWNER=app_owner",
+    ),
+    Field(
+        "role_enforce", "DBKIT_ROLE_ENFORCE", "ident", "app_rls",
+        "names the LOGIN role the application connects as, always subject to RLS",
+        "DBKIT_ROLE_ENFORCE=cognitive_engine_rls",
+    ),
+    Field(
+        "role_bypass", "DBKIT_ROLE_BYPASS", "ident", "app_full",
+        "names the LOGIN BYPASSRLS role for trusted workers", "DBKIT_ROLE_BYPASS=cognitive_engine_full",
+    ),
+    Field(
+        "role_readonly", "DBKIT_ROLE_READONLY", "ident", "app_readonly",
+        "names the LOGIN read-only role (still subject to RLS)", "DBKIT_ROLE_READONLY=app_readonly",
+    ),
+    Field(
+        "tenant_claim", "DBKIT_TENANT_CLAIM", "claim", "app.tenant_id",
+        "names the setting that carries the current tenant for RLS policies", "DBKIT_TENANT_CLAIM=app.tenant_id",
+    ),
+    Field(
+        "user_claim", "DBKIT_USER_CLAIM", "claim", "app.user_id",
+        "names the setting that carries the current user for RLS policies", "DBKIT_USER_CLAIM=app.user_id",
+    ),
+    # ---- migrations
+    Field(
+        "migrations_dir", "DBKIT_MIGRATIONS_DIR", "path", Path("migrations"),
+        "points at the Alembic environment (env.py, versions/), relative to the project",
+        "DBKIT_MIGRATIONS_DIR=migrations",
+    ),
+    Field(
+        "lock_timeout", "DBKIT_LOCK_TIMEOUT", "duration", "5s",
+        "bounds how long a migration statement waits for a table lock (0: forever)", "DBKIT_LOCK_TIMEOUT=5s",
+    ),
+    Field(
+        "statement_timeout", "DBKIT_STATEMENT_TIMEOUT", "duration", "0",
+        "bounds how long one migration statement may run (0: no limit)", "DBKIT_STATEMENT_TIMEOUT=15min",
+    ),
+    Field(
+        "migrate_set_role", "DBKIT_MIGRATE_SET_ROLE", "bool", True,
+        "makes migrations run as the owner role (SET ROLE) so it owns every object",
+        "DBKIT_MIGRATE_SET_ROLE=false",
+    ),
+    Field(
+        "lint_ignore", "DBKIT_LINT_IGNORE", "list", (),
+        "lists squawk rules that `dbkit migrate lint` ignores", "DBKIT_LINT_IGNORE=prefer-bigint-over-int",
+    ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 FIELDS_BY_ENV = {f.env: f for f in FIELDS}
@@ -100,6 +153,18 @@ class Settings:
     dev_port: int = 0
     dev_database: str = "dbkit"
     pg_bindir: Path | None = None
+    schema: str = "app"
+    role_owner: str = "app_owner"
+    role_enforce: str = "app_rls"
+    role_bypass: str = "app_full"
+    role_readonly: str = "app_readonly"
+    tenant_claim: str = "app.tenant_id"
+    user_claim: str = "app.user_id"
+    migrations_dir: Path = Path("migrations")
+    lock_timeout: str = "5s"
+    statement_timeout: str = "0"
+    migrate_set_role: bool = True
+    lint_ignore: tuple[str, ...] = ()
     project_dir: Path = field(default_factory=Path.cwd)
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -130,7 +195,9 @@ class Settings:
             elif isinstance(value, DbUrl):
                 text = value.masked
             elif isinstance(value, tuple):
-                text = ",".join(value)
+                text = ",".join(value) or "(none)"
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
             else:
                 text = str(value)
             rows.append((f.env, text, self.sources.get(f.name, "default")))
@@ -226,6 +293,10 @@ def _read_pyproject(project_dir: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------- conversion
 
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_CLAIM = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
+_DURATION = re.compile(r"\d+(ms|s|min|h|d)?")
+
 def _convert(f: Field, value: Any, where: str) -> Any:
     """Turn a raw value (str from env/.env, or a TOML value) into the field's type."""
     label = f.env if where in ("env", "flag") or where.startswith(".env") else f"[tool.dbkit] {f.name}"
@@ -247,6 +318,29 @@ def _convert(f: Field, value: Any, where: str) -> Any:
         if number < 0:
             raise ConfigError(label, f"is {number}, must not be negative", purpose=f.purpose, example=example)
         return number
+    if f.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(label, f"is {value!r}, not true or false", purpose=f.purpose, example=example)
+    if f.kind in ("ident", "claim"):
+        text = str(value).strip()
+        pattern = _IDENT if f.kind == "ident" else _CLAIM
+        if not pattern.fullmatch(text):
+            what = ("a lower-case SQL identifier (letters, digits, _; at most 63)" if f.kind == "ident"
+                    else "a custom setting name such as app.tenant_id")
+            raise ConfigError(label, f"is {value!r}, not {what}", purpose=f.purpose, example=example)
+        return text
+    if f.kind == "duration":
+        text = str(value).strip().replace(" ", "")
+        if not _DURATION.fullmatch(text):
+            raise ConfigError(label, f"is {value!r}, not a PostgreSQL duration (e.g. 5s, 500ms, 2min, 0)",
+                              purpose=f.purpose, example=example)
+        return text
     if f.kind == "list":
         items = value if isinstance(value, list) else str(value).split(",")
         return tuple(str(i).strip() for i in items if str(i).strip())
@@ -314,9 +408,9 @@ def load_settings(
         sources[f.name] = source
     resolved["env"] = env_name
     sources["env"] = env_source
-    dev_dir = resolved["dev_dir"]
-    if not dev_dir.is_absolute():
-        resolved["dev_dir"] = project_dir / dev_dir
+    for name in ("dev_dir", "migrations_dir"):
+        if not resolved[name].is_absolute():
+            resolved[name] = project_dir / resolved[name]
     if resolved["dev_port"] > 65535:
         raise ConfigError(FIELDS_BY_NAME["dev_port"].env, f"is {resolved['dev_port']}, above 65535",
                           example="54329")
@@ -328,7 +422,9 @@ def settings_table_markdown() -> str:
     lines = ["| Variable | `[tool.dbkit]` key | Default | What it is for |", "|---|---|---|---|"]
     for f in FIELDS:
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-        default = "unset" if default is None else f"`{default}`"
+        if isinstance(default, bool):
+            default = str(default).lower()
+        default = "unset" if default is None or default == "" else f"`{default}`"
         purpose = (f.purpose[0].upper() + f.purpose[1:]).replace("<", "\\<")
         lines.append(f"| `{f.env}` | `{f.name}` | {default} | {purpose} |")
     return "\n".join(lines)

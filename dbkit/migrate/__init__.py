@@ -1,0 +1,27 @@
+"""``dbkit migrate``: Alembic migrations with PostgreSQL-aware operations and safety rails.
+
+* :mod:`dbkit.migrate.ops`      ``op.create_extension``, ``op.create_hypertable``, ``op.enable_rls``, ...
+* :mod:`dbkit.migrate.session`  advisory lock, timeouts, extension preflight, SET ROLE owner
+* :mod:`dbkit.migrate.env`      what ``migrations/env.py`` calls (shared by ``alembic`` and ``dbkit``)
+* :mod:`dbkit.migrate.runner`   the verbs behind ``dbkit migrate …``
+* :mod:`dbkit.migrate.lint`     lock-safety lint of offline SQL with squawk
+
+Revisions call :func:`settings` for role names, schema and claim names, which are settings.
+"""
+
+from __future__ import annotations
+
+__all__ = ["settings"]
+
+
+def settings():
+    """The dbkit settings of the running migration (use inside a revision's upgrade/downgrade)."""
+    from alembic import op
+
+    config = op.get_context().config
+    value = config.attributes.get("dbkit_settings") if config is not None else None
+    if value is None:
+        from dbkit.config import load_settings
+
+        value = load_settings()
+    return value

@@ -1,0 +1,345 @@
+"""The verbs behind ``dbkit migrate``: plain functions that take Settings and return data.
+
+``upgrade``, ``downgrade``, ``status``, ``history``, ``new``, ``offline_sql``,
+``check`` and ``lint``.  Each goes through Alembic's own ``command`` API and
+``migrations/env.py`` (so plain ``alembic`` behaves the same), and maps failures
+to :class:`~dbkit.errors.DbkitError` messages that name the revision and the
+statement.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dbkit import db
+from dbkit.errors import ConfigError, DbkitError, Refused
+from dbkit.migrate.env import file_sha256
+from dbkit.migrate.session import BOOKKEEPING_SCHEMA
+
+__all__ = [
+    "MigrationFailed", "Status", "CheckResult", "alembic_config", "upgrade", "downgrade", "status",
+    "history", "new", "offline_sql", "check", "lint",
+]
+
+log = logging.getLogger("dbkit.migrate")
+
+
+class MigrationFailed(DbkitError):
+    """A revision failed; it was rolled back and earlier revisions stay applied."""
+
+    exit_code = 1
+
+
+class MigrationCheckFailed(DbkitError):
+    """``dbkit migrate check`` found pending revisions, schema drift or edited revisions."""
+
+    exit_code = 1
+
+
+@dataclass
+class Revision:
+    revision: str
+    down_revision: str | None
+    message: str
+    path: str
+    applied: bool = False
+    is_head: bool = False
+
+
+@dataclass
+class Status:
+    current: list[str]
+    heads: list[str]
+    pending: list[Revision] = field(default_factory=list)
+
+    @property
+    def at_head(self) -> bool:
+        return not self.pending
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "heads": self.heads, "at_head": self.at_head,
+                "pending": [asdict(r) for r in self.pending]}
+
+
+@dataclass
+class Drift:
+    revision: str
+    filename: str
+    recorded_sha256: str
+    current_sha256: str | None
+
+
+@dataclass
+class CheckResult:
+    pending: list[Revision]
+    schema_diffs: list[str]
+    edited: list[Drift]
+
+    @property
+    def clean(self) -> bool:
+        return not (self.pending or self.schema_diffs or self.edited)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"clean": self.clean, "pending": [asdict(r) for r in self.pending],
+                "schema_diffs": self.schema_diffs, "edited": [asdict(d) for d in self.edited]}
+
+
+# --------------------------------------------------------------------- config
+
+def alembic_config(settings, *, readonly: bool = False, output: io.StringIO | None = None):
+    """An Alembic Config for the project's migrations, carrying the dbkit settings."""
+    from alembic.config import Config
+
+    directory = Path(settings.migrations_dir)
+    if not (directory / "env.py").is_file():
+        raise ConfigError(
+            "DBKIT_MIGRATIONS_DIR", f"points at {directory}, which has no env.py",
+            purpose="points at the Alembic environment of the project",
+            example="migrations (create one with: alembic init migrations)",
+        )
+    ini = settings.project_dir / "alembic.ini"
+    cfg = Config(str(ini) if ini.is_file() else None, output_buffer=output, stdout=output or sys.stdout)
+    cfg.set_main_option("script_location", str(directory))
+    cfg.attributes["dbkit_settings"] = settings
+    cfg.attributes["dbkit_readonly"] = readonly
+    return cfg
+
+
+def _script(settings):
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(settings))
+
+
+def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
+    down = script_rev.down_revision
+    return Revision(
+        revision=script_rev.revision,
+        down_revision=",".join(down) if isinstance(down, tuple) else down,
+        message=(script_rev.doc or "").strip().splitlines()[0] if script_rev.doc else "",
+        path=str(script_rev.path),
+        applied=script_rev.revision in applied,
+        is_head=script_rev.revision in heads,
+    )
+
+
+# --------------------------------------------------------------------- reading state
+
+def _current(settings) -> list[str]:
+    """Applied heads from dbkit.alembic_version (empty when nothing was ever applied)."""
+    url = db.resolve_url(settings)
+    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.alembic_version",)).fetchone()[0]
+        if not exists:
+            return []
+        return [r[0] for r in conn.execute(f"SELECT version_num FROM {BOOKKEEPING_SCHEMA}.alembic_version")]
+
+
+def _applied_set(script, current: list[str]) -> set[str]:
+    applied: set[str] = set()
+    for head in current:
+        applied.update(r.revision for r in script.iterate_revisions(head, "base"))
+    return applied
+
+
+def status(settings) -> Status:
+    """Current revision(s), head(s) and the pending revisions in the order they would apply."""
+    script = _script(settings)
+    current = _current(settings)
+    heads = list(script.get_heads())
+    applied = _applied_set(script, current)
+    pending = [r for r in script.walk_revisions() if r.revision not in applied]
+    pending.reverse()  # walk_revisions goes head -> base
+    return Status(current=current, heads=heads,
+                  pending=[_revision(r, applied, set(heads)) for r in pending])
+
+
+def history(settings) -> list[Revision]:
+    """Every revision, base first, with whether it is applied."""
+    script = _script(settings)
+    heads = set(script.get_heads())
+    applied = _applied_set(script, _current(settings))
+    revs = [_revision(r, applied, heads) for r in script.walk_revisions()]
+    revs.reverse()
+    return revs
+
+
+# --------------------------------------------------------------------- running
+
+def _failing_revision(exc: BaseException) -> tuple[str | None, str | None]:
+    """(revision id, file) of the revision whose code raised, from the traceback."""
+    found = (None, None)
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        g = frame.f_globals
+        if "revision" in g and "down_revision" in g and isinstance(g.get("revision"), str):
+            found = (g["revision"], Path(frame.f_code.co_filename).name)
+    return found
+
+
+def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitError:
+    from sqlalchemy import exc as sa_exc
+
+    revision, filename = _failing_revision(exc)
+    where = f"revision {revision} ({filename})" if revision else f"{verb}"
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None)
+        diag = getattr(orig, "diag", None)
+        primary = (diag.message_primary if diag is not None and diag.message_primary else str(orig)).strip()
+        statement = " ".join(str(exc.statement or "").split())
+        if len(statement) > 200:
+            statement = statement[:197] + "..."
+        if sqlstate == "55P03":  # lock_not_available: lock_timeout fired
+            watcher = cfg.attributes.get("dbkit_watcher")
+            blockers = watcher.last if watcher is not None else []
+            who = "; ".join(b.describe() for b in blockers) or "a session that could not be identified"
+            return MigrationFailed(
+                f"{where} could not get a lock within lock_timeout={settings.lock_timeout} and was rolled back; "
+                f"blocked by {who}; statement: {statement}",
+                hint="end or wait for that transaction and rerun; DBKIT_LOCK_TIMEOUT raises the limit",
+            )
+        if sqlstate == "57014":  # query_canceled: statement_timeout
+            return MigrationFailed(
+                f"{where} exceeded statement_timeout={settings.statement_timeout} and was rolled back; "
+                f"statement: {statement}",
+                hint="raise DBKIT_STATEMENT_TIMEOUT or split the revision",
+            )
+        return MigrationFailed(
+            f"{where} failed and was rolled back (earlier revisions stay applied): "
+            f"{primary} [SQLSTATE {sqlstate}]; statement: {statement}",
+        )
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return MigrationFailed(f"{where} failed and was rolled back (earlier revisions stay applied): "
+                           f"{type(exc).__name__}: {detail}")
+
+
+def _run(settings, verb: str, fn, *args, readonly: bool = False, **kwargs):
+    from alembic.util import CommandError
+
+    cfg = alembic_config(settings, readonly=readonly)
+    try:
+        return fn(cfg, *args, **kwargs)
+    except DbkitError:
+        raise
+    except CommandError as exc:
+        raise DbkitError(f"alembic: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a revision can raise anything
+        raise _describe_failure(exc, cfg, settings, verb) from exc
+
+
+@dataclass
+class RunResult:
+    before: list[str]
+    after: list[str]
+    applied: list[Revision]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"before": self.before, "after": self.after, "applied": [asdict(r) for r in self.applied]}
+
+
+def upgrade(settings, revision: str = "head") -> RunResult:
+    """Apply revisions up to ``revision`` (default: head), each in its own transaction."""
+    from alembic import command
+
+    before = status(settings)
+    _run(settings, "upgrade", command.upgrade, revision)
+    after = _current(settings)
+    applied = _applied_set(_script(settings), after)
+    return RunResult(before.current, after, [r for r in before.pending if r.revision in applied])
+
+
+def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult:
+    """Revert revisions down to ``revision`` (an id, ``-1`` or ``base``).  Refused in prod
+    unless ``allow_prod``."""
+    from alembic import command
+
+    if settings.env == "prod" and not allow_prod:
+        raise Refused("downgrading is refused when DBKIT_ENV=prod",
+                      hint="pass --allow-prod if you really mean it (and have a backup)")
+    script = _script(settings)
+    before = _current(settings)
+    applied_before = _applied_set(script, before)
+    _run(settings, "downgrade", command.downgrade, revision)
+    after = _current(settings)
+    applied_after = _applied_set(script, after)
+    reverted = [_revision(script.get_revision(r), applied_before, set()) for r in applied_before - applied_after]
+    return RunResult(before, after, sorted(reverted, key=lambda r: r.revision, reverse=True))
+
+
+def new(settings, message: str, *, autogenerate: bool = False) -> Path:
+    """Create a revision file; with ``autogenerate`` it holds the diff between models and database."""
+    from alembic import command
+
+    script = _run(settings, "revision", command.revision, message=message, autogenerate=autogenerate,
+                  readonly=True)
+    scripts = script if isinstance(script, list) else [script]
+    return Path(scripts[0].path)
+
+
+def offline_sql(settings, from_rev: str | None = None, to_rev: str = "head") -> str:
+    """The SQL an upgrade would run (``alembic upgrade --sql``), for review; needs no database."""
+    from alembic import command
+
+    buf = io.StringIO()
+    cfg = alembic_config(settings, output=buf)
+    target = f"{from_rev}:{to_rev}" if from_rev else to_rev
+    try:
+        command.upgrade(cfg, target, sql=True)
+    except Exception as exc:  # noqa: BLE001
+        raise _describe_failure(exc, cfg, settings, "offline SQL generation") from exc
+    return buf.getvalue()
+
+
+def _schema_diffs(settings) -> list[str]:
+    from alembic import command
+    from alembic.util import AutogenerateDiffsDetected
+
+    cfg = alembic_config(settings, readonly=True, output=io.StringIO())
+    try:
+        command.check(cfg)
+    except AutogenerateDiffsDetected as exc:
+        return [str(d) for d in getattr(exc, "diffs", None) or [str(exc)]]
+    return []
+
+
+def _edited(settings) -> list[Drift]:
+    script = _script(settings)
+    url = db.resolve_url(settings)
+    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+        if not conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.migration_checksums",)).fetchone()[0]:
+            return []
+        rows = conn.execute(f"SELECT revision, filename, sha256 FROM {BOOKKEEPING_SCHEMA}.migration_checksums "
+                            "ORDER BY revision").fetchall()
+    drifts = []
+    for rev, filename, recorded in rows:
+        try:
+            path = script.get_revision(rev).path
+            current = file_sha256(path)
+        except Exception:  # noqa: BLE001 - the file was deleted or no longer parses
+            current = None
+        if current != recorded:
+            drifts.append(Drift(rev, filename, recorded, current))
+    return drifts
+
+
+def check(settings) -> CheckResult:
+    """Pending revisions, schema drift (autogenerate would emit operations) and applied
+    revision files edited after they were applied."""
+    pending = status(settings).pending
+    diffs = [] if pending else _schema_diffs(settings)  # the diff is meaningless before head
+    return CheckResult(pending=pending, schema_diffs=diffs, edited=_edited(settings))
+
+
+def lint(settings, *, all_revisions: bool = False):
+    """squawk lint of the offline SQL of pending (or all) revisions; returns violations."""
+    from dbkit.migrate import lint as squawk
+
+    revs = history(settings) if all_revisions else status(settings).pending
+    items = [(rev.revision, offline_sql(settings, rev.down_revision, rev.revision)) for rev in revs]
+    return revs, squawk.lint_sql(items, ignore=settings.lint_ignore)

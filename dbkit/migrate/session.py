@@ -1,0 +1,189 @@
+"""The migration session: one PostgreSQL connection with dbkit's safety rails.
+
+In order, before Alembic runs a single revision:
+
+1. a **session-level** ``pg_advisory_lock`` on a fixed key (a second ``dbkit migrate``
+   waits, with a message, then finds nothing to do; autocommit blocks do not release it);
+2. ``lock_timeout`` / ``statement_timeout`` from the settings;
+3. preflight, as the connecting role: the required extensions exist or can be
+   created (a clear error naming the extension before any DDL), the roles from
+   ``sql/roles/`` exist with the declared attributes, and the ``dbkit`` schema
+   (Alembic's version table and dbkit's checksum table) exists;
+4. ``SET ROLE <owner>`` so every object the revisions create is owned by the owner role.
+
+While revisions run, a watcher on a second connection records which sessions
+block the migration, so a lock timeout can name them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dbkit import db
+from dbkit.errors import DbkitError, MissingDependency
+
+__all__ = ["ADVISORY_LOCK_KEY", "BOOKKEEPING_SCHEMA", "Blocker", "migration_connection"]
+
+log = logging.getLogger("dbkit.migrate")
+
+#: Fixed advisory lock key: the bytes of "dbkitmig" as a signed 64-bit integer.
+ADVISORY_LOCK_KEY = int.from_bytes(b"dbkitmig", "big", signed=True)
+#: Schema that holds alembic_version and dbkit's own bookkeeping tables.
+BOOKKEEPING_SCHEMA = "dbkit"
+
+
+@dataclass(frozen=True)
+class Blocker:
+    pid: int
+    user: str | None
+    state: str | None
+    seconds_in_transaction: float | None
+    query: str | None
+
+    def describe(self) -> str:
+        age = f" for {self.seconds_in_transaction:.0f}s" if self.seconds_in_transaction is not None else ""
+        query = " ".join((self.query or "").split())[:120]
+        return f"pid {self.pid} ({self.user}, {self.state}{age}: {query!r})"
+
+
+_BLOCKERS_SQL = """
+SELECT a.pid, a.usename, a.state, EXTRACT(EPOCH FROM now() - a.xact_start)::float8, a.query
+FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(%s)) ORDER BY a.xact_start
+"""
+
+
+class BlockerWatcher:
+    """Polls ``pg_blocking_pids`` of the migrating backend and keeps the last non-empty answer."""
+
+    def __init__(self, url, backend_pid: int, interval: float = 0.1) -> None:
+        self.url, self.backend_pid, self.interval = url, backend_pid, interval
+        self.last: list[Blocker] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dbkit-blocker-watcher", daemon=True)
+
+    def start(self) -> BlockerWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            conn = db.connect(self.url, autocommit=True, connect_timeout=5)
+        except DbkitError:
+            return
+        with conn:
+            while not self._stop.wait(self.interval):
+                try:
+                    rows = conn.execute(_BLOCKERS_SQL, (self.backend_pid,)).fetchall()
+                except Exception:  # noqa: BLE001 - the watcher must never break a migration
+                    return
+                if rows:
+                    self.last = [Blocker(*r) for r in rows]
+
+
+def _holder_of_lock(conn) -> str:
+    row = conn.execute(
+        "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.objid = (%s::bigint & 4294967295)::oid AND l.classid = (%s::bigint >> 32)::oid LIMIT 1",
+        (ADVISORY_LOCK_KEY, ADVISORY_LOCK_KEY),
+    ).fetchone()
+    return f"pid {row[0]} ({row[1] or 'unknown client'})" if row else "another session"
+
+
+def _acquire_lock(conn) -> None:
+    if conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]:
+        return
+    log.warning("another migration is running (%s); waiting for it to finish", _holder_of_lock(conn))
+    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    log.warning("the other migration finished; continuing")
+
+
+def _set_timeouts(conn, settings) -> None:
+    conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                  (settings.lock_timeout, settings.statement_timeout))
+
+
+def _role_exists(conn, role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+def _preflight(conn, settings) -> None:
+    """Extensions, roles, bookkeeping schema; as the connecting role, before any revision runs."""
+    from psycopg import errors, sql
+
+    from dbkit import roles
+
+    db.ensure_extensions(conn, settings.extensions)
+    for f in roles.role_files(settings):
+        try:
+            conn.execute(f.sql)
+        except errors.InsufficientPrivilege as exc:
+            raise MissingDependency(
+                f"the connecting role may not create or correct role '{f.role}' ({f.path.name}): "
+                f"{exc.diag.message_primary}",
+                hint="connect as a role with CREATEROLE (a superuser for BYPASSRLS roles), "
+                "or have a DBA run the files in sql/roles/ once",
+            ) from None
+    owner = settings.role_owner if settings.migrate_set_role else None
+    stmt = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(BOOKKEEPING_SCHEMA))
+    if owner:
+        stmt = sql.SQL("{} AUTHORIZATION {}").format(stmt, sql.Identifier(owner))
+    conn.execute(stmt)
+
+
+def _ensure_bookkeeping(conn) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.migration_checksums ("
+        " revision text PRIMARY KEY, filename text NOT NULL, sha256 text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+
+
+@contextlib.contextmanager
+def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[object, BlockerWatcher | None]]:
+    """A SQLAlchemy Connection for Alembic on a dbkit-prepared psycopg connection.
+
+    ``mutate=False`` (status, autogenerate, check) skips the lock, the preflight and
+    the bookkeeping DDL; it still switches to the owner role when that role exists.
+    Yields ``(sqlalchemy_connection, watcher)``.
+    """
+    from psycopg import sql
+    from sqlalchemy import create_engine, pool
+
+    url = db.resolve_url(settings)
+    raw = db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout)
+    watcher = None
+    locked = False
+    try:
+        if mutate:
+            _acquire_lock(raw)
+            locked = True
+        _set_timeouts(raw, settings)
+        if mutate:
+            _preflight(raw, settings)
+        if settings.migrate_set_role and _role_exists(raw, settings.role_owner):
+            raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.role_owner)))
+        if mutate:
+            _ensure_bookkeeping(raw)
+            watcher = BlockerWatcher(url, raw.info.backend_pid).start()
+        raw.autocommit = False
+        engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=pool.StaticPool)
+        with engine.connect() as conn:
+            yield conn, watcher
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        with contextlib.suppress(Exception):
+            raw.rollback()
+            raw.autocommit = True
+            if locked:
+                raw.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        raw.close()

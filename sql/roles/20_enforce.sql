@@ -1,0 +1,16 @@
+-- enforce: what the application connects as. LOGIN, never BYPASSRLS: every row it
+-- touches goes through the tables' row-level security policies.
+-- {{role}} is replaced by dbkit with the validated name from DBKIT_ROLE_ENFORCE.
+DO $dbkit$
+DECLARE
+  attrs constant text := 'LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT';
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{{role}}') THEN
+    EXECUTE format('CREATE ROLE %I WITH %s', '{{role}}', attrs);
+  ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = '{{role}}'
+                AND (NOT rolcanlogin OR rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication
+                     OR rolbypassrls OR NOT rolinherit)) THEN
+    EXECUTE format('ALTER ROLE %I WITH %s', '{{role}}', attrs);
+  END IF;
+END
+$dbkit$;

@@ -1,0 +1,16 @@
+-- bypass: trusted workers (seeding, maintenance jobs). LOGIN BYPASSRLS: sees every tenant.
+-- {{role}} is replaced by dbkit with the validated name from DBKIT_ROLE_BYPASS.
+-- Creating a BYPASSRLS role needs a superuser.
+DO $dbkit$
+DECLARE
+  attrs constant text := 'LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS INHERIT';
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{{role}}') THEN
+    EXECUTE format('CREATE ROLE %I WITH %s', '{{role}}', attrs);
+  ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = '{{role}}'
+                AND (NOT rolcanlogin OR rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication
+                     OR NOT rolbypassrls OR NOT rolinherit)) THEN
+    EXECUTE format('ALTER ROLE %I WITH %s', '{{role}}', attrs);
+  END IF;
+END
+$dbkit$;
