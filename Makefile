@@ -13,6 +13,8 @@ bootstrap:
 demo: bootstrap
 	$(DBKIT) dev up
 	$(DBKIT) check
+	$(DBKIT) migrate
+	$(DBKIT) migrate status
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: bootstrap

@@ -394,7 +394,9 @@ def migrate_check(state: State, as_json: bool) -> None:
     else:
         for r in result.pending:
             render.line(f"pending: {r.revision}  {r.message}")
-        for d in result.schema_diffs:
+        if result.schema_diffs is None:
+            render.line("schema not compared: migrations/env.py gives no target_metadata")
+        for d in result.schema_diffs or ():
             render.line(f"schema differs from models: {d}")
         for e in result.edited:
             what = "was deleted" if e.current_sha256 is None else "was edited after it was applied"

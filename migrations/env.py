@@ -6,13 +6,14 @@ preflight, SET ROLE owner, checksums).  The URL comes from dbkit's settings
 (DATABASE_URL, or the embedded dev cluster in dev), never from alembic.ini.
 """
 
-import sys
+import importlib.util
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dbkit.migrate.env import run
 
-from models import metadata  # noqa: E402
+# models.py beside this file, loaded afresh on every run (no stale sys.modules entry)
+_spec = importlib.util.spec_from_file_location("dbkit_project_models", Path(__file__).with_name("models.py"))
+models = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(models)
 
-from dbkit.migrate.env import run  # noqa: E402
-
-run(target_metadata=metadata)
+run(target_metadata=models.metadata)

@@ -14,11 +14,21 @@ from __future__ import annotations
 __all__ = ["settings"]
 
 
-def settings():
-    """The dbkit settings of the running migration (use inside a revision's upgrade/downgrade)."""
-    from alembic import op
+def settings(operations=None):
+    """The dbkit settings of the running migration (use inside a revision's upgrade/downgrade).
 
-    config = op.get_context().config
+    Taken from the Alembic config dbkit's env put them on; loaded afresh when the
+    migration runs without it (e.g. an Operations object built by hand).
+    """
+    if operations is None:
+        from alembic import op
+
+        try:
+            config = op.get_context().config
+        except NameError:  # no migration is running
+            config = None
+    else:
+        config = operations.migration_context.config
     value = config.attributes.get("dbkit_settings") if config is not None else None
     if value is None:
         from dbkit.config import load_settings

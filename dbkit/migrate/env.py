@@ -25,6 +25,9 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
     """on_version_apply: remember each applied revision's file checksum (same transaction)."""
     if ctx.as_sql:
         return
+    if ctx.config is not None:  # what really ran, for dbkit's report
+        ctx.config.attributes.setdefault("dbkit_steps", []).extend(
+            (rev_id, step.is_upgrade) for rev_id in step.up_revision_ids)
     conn = ctx.connection
     for rev_id in step.up_revision_ids:
         if step.is_upgrade:
@@ -117,5 +120,7 @@ def run(*, target_metadata=None, context=None) -> None:
         opts["include_object"] = make_include_object(_timescale_index_names(connection))
         connection.commit()
         context.configure(connection=connection, **opts)
+        # read under the advisory lock: what a concurrent run already applied counts
+        config.attributes["dbkit_before"] = list(context.get_context().get_current_heads())
         with context.begin_transaction():
             context.run_migrations()

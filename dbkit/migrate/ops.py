@@ -64,7 +64,7 @@ def _run_as_session_user(operations: Operations, statements: Iterable[str]) -> N
     """
     ctx = operations.migration_context
     if ctx.as_sql:
-        settings = dbkit_settings()
+        settings = dbkit_settings(operations)
         if settings.migrate_set_role:
             operations.execute("SET ROLE NONE")
         for stmt in statements:
@@ -170,7 +170,7 @@ class CreateHypertableOp(MigrateOperation):
         return operations.invoke(cls(table_name, time_column, schema, chunk_interval, migrate_data, if_not_exists))
 
     def reverse(self) -> RevertHypertableOp:
-        return RevertHypertableOp(self.table_name, schema=self.schema)
+        return RevertHypertableOp(self.table_name, self.schema, self.time_column, self.chunk_interval)
 
 
 @Operations.implementation_for(CreateHypertableOp)
@@ -204,15 +204,21 @@ class RevertHypertableOp(MigrateOperation):
         op.revert_hypertable("events", schema="app")
     """
 
-    def __init__(self, table_name: str, schema: str | None = None) -> None:
+    def __init__(self, table_name: str, schema: str | None = None, time_column: str | None = None,
+                 chunk_interval: str | None = None) -> None:
         self.table_name, self.schema = table_name, schema
+        self.time_column, self.chunk_interval = time_column, chunk_interval
 
     @classmethod
-    def revert_hypertable(cls, operations, table_name: str, schema: str | None = None):
-        return operations.invoke(cls(table_name, schema))
+    def revert_hypertable(cls, operations, table_name: str, schema: str | None = None,
+                          time_column: str | None = None, chunk_interval: str | None = None):
+        return operations.invoke(cls(table_name, schema, time_column, chunk_interval))
 
-    def reverse(self) -> MigrateOperation:
-        raise NotImplementedError("revert_hypertable has no automatic reverse: use create_hypertable")
+    def reverse(self) -> CreateHypertableOp:
+        if self.time_column is None:
+            raise ValueError(f"cannot reverse revert_hypertable({self.table_name!r}) without its time_column")
+        return CreateHypertableOp(self.table_name, self.time_column, self.schema, self.chunk_interval,
+                                  migrate_data=True)
 
 
 @Operations.implementation_for(RevertHypertableOp)
@@ -633,14 +639,14 @@ class DropRolesOp(MigrateOperation):
 def _apply_roles(operations, op: ApplyRolesOp) -> None:
     from dbkit import roles
 
-    _run_as_session_user(operations, [f.sql for f in roles.role_files(dbkit_settings())])
+    _run_as_session_user(operations, [f.sql for f in roles.role_files(dbkit_settings(operations))])
 
 
 @Operations.implementation_for(DropRolesOp)
 def _drop_roles(operations, op: DropRolesOp) -> None:
     from dbkit import roles
 
-    names = list(roles.role_names(dbkit_settings()).values())
+    names = list(roles.role_names(dbkit_settings(operations)).values())
     stmt = (
         "DO $dbkit$ DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY["
         + ", ".join(_literal(n) for n in names)
