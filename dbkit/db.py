@@ -120,8 +120,11 @@ def ensure_extensions(conn: psycopg.Connection, names: Iterable[str]) -> list[st
 
 def timescaledb_preloaded(conn: psycopg.Connection) -> bool:
     """Whether ``timescaledb`` is in the server's shared_preload_libraries."""
-    value = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
-    return "timescaledb" in [v.strip().strip('"') for v in value.split(",")]
+    row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'").fetchone()
+    if row is None:  # not superuser nor pg_read_all_settings: ask the loader's own setting instead
+        loaded = conn.execute("SELECT current_setting('timescaledb.bgw_launcher_poll_time', true)").fetchone()[0]
+        return loaded is not None
+    return "timescaledb" in [v.strip().strip('"') for v in row[0].split(",")]
 
 
 INSTALL_HINTS = {

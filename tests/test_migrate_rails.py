@@ -177,13 +177,50 @@ def test_new_revision_and_autogenerate(tmp_path, pg_url):
     models = project / "migrations" / "models.py"
     models.write_text(models.read_text().replace(
         'Column("slug", Text, nullable=False, unique=True),',
-        'Column("slug", Text, nullable=False, unique=True),\n    Column("plan", Text),'))
+        'Column("slug", Text, nullable=False, unique=True),\n    Column("plan", Text),\n'
+        '    Column("profile_embedding", Vector(8)),'))
     proj_settings = settings_for(pg_url, project)
     diffs = runner.check(proj_settings).schema_diffs
-    assert len(diffs) == 1 and "add_column" in diffs[0] and "plan" in diffs[0]
+    assert len(diffs) == 2 and all("add_column" in d for d in diffs) and "plan" in diffs[0]
     path = runner.new(proj_settings, "add tenants.plan", autogenerate=True)
     text = path.read_text()
     assert "op.add_column('tenants', sa.Column('plan', sa.Text()" in text and "schema='app'" in text
+    assert "from pgvector.sqlalchemy import VECTOR" in text, "the generated revision imports what it uses"
+    assert "sa.Column('profile_embedding', VECTOR(dim=8), nullable=True)" in text
     assert "down_revision: str | Sequence[str] | None = '0006'" in text
     runner.upgrade(proj_settings)
     assert runner.check(proj_settings).clean
+
+
+def test_statement_timeout_is_reported(tmp_path, pg_url):
+    project = make_project(tmp_path, {
+        "0001_slow.py": revision("0001", None, "op.execute('SELECT pg_sleep(5)')", doc="too slow"),
+    })
+    settings = settings_for(pg_url, project, DBKIT_STATEMENT_TIMEOUT="300ms")
+    with pytest.raises(MigrationFailed, match=r"revision 0001 \(0001_slow.py\) exceeded statement_timeout=300ms "
+                                              r"and was rolled back; statement: SELECT pg_sleep\(5\)"):
+        runner.upgrade(settings)
+    assert runner.status(settings).current == []
+
+
+def test_untrusted_extension_refused_for_a_non_superuser(tmp_path, pg_url):
+    """A deploy role that owns its database but is no superuser cannot create pgvector."""
+    from dbkit.errors import MissingDependency
+
+    q(pg_url, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rails_deployer') "
+              "THEN CREATE ROLE rails_deployer LOGIN CREATEROLE; END IF; END $$")
+    q(pg_url, "DROP DATABASE IF EXISTS rails_noext")
+    q(pg_url, "CREATE DATABASE rails_noext OWNER rails_deployer TEMPLATE template0")
+    try:
+        url = pg_url.with_dbname("rails_noext")
+        deployer = url.raw.replace("postgres@", "rails_deployer@", 1)
+        from dbkit.urls import parse_database_url
+
+        settings = settings_for(parse_database_url(deployer), make_project(tmp_path, {"0001_t.py": CREATE_T}))
+        with pytest.raises(MissingDependency) as err:
+            runner.upgrade(settings)
+        assert "may not create the extension 'vector' (it is not a trusted extension)" in str(err.value)
+        assert "CREATE EXTENSION vector" in str(err.value)
+        assert q(url, "SELECT to_regclass('dbkit.alembic_version')") == [(None,)]  # no DDL ran
+    finally:
+        q(pg_url, "DROP DATABASE IF EXISTS rails_noext WITH (FORCE)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 
-__all__ = ["run", "include_name", "make_include_object", "file_sha256"]
+__all__ = ["run", "include_name", "make_include_object", "render_item", "file_sha256"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -67,6 +67,16 @@ def _timescale_index_names(conn) -> set[tuple[str, str]]:
     return {(s, f"{t}_{c}_idx") for s, t, c in rows}
 
 
+def render_item(type_, obj, autogen_context):
+    """Render pgvector types as ``VECTOR(dim=384)`` with ``from pgvector.sqlalchemy import VECTOR``,
+    so generated revisions import what they use."""
+    if type_ == "type" and type(obj).__module__.startswith("pgvector."):
+        name = type(obj).__name__
+        autogen_context.imports.add(f"from pgvector.sqlalchemy import {name}")
+        return repr(obj)
+    return False
+
+
 def make_include_object(timescale_indexes: set[tuple[str, str]]):
     def _include(obj, name, type_, reflected, compare_to) -> bool:
         if type_ == "index" and reflected and compare_to is None:
@@ -99,6 +109,7 @@ def run(*, target_metadata=None, context=None) -> None:
         include_schemas=True,
         include_name=include_name(schemas),
         compare_type=True,
+        render_item=render_item,
         transaction_per_migration=True,
         on_version_apply=[_record_checksum],
     )
