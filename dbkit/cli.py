@@ -430,6 +430,97 @@ def migrate_lint(state: State, all_revisions: bool, as_json: bool) -> None:
     sys.exit(1 if violations else 0)
 
 
+# ------------------------------------------------------------------ seed
+
+def _seed_progress():
+    """A progress callback: a rich bar per table with rows/s on a TTY, plain lines elsewhere."""
+    from dbkit import render
+
+    if not render.is_tty():
+        def plain(table: str, done: int, total: int) -> None:
+            if done == 0:
+                render.error_line(f"dbkit: seeding {table} ({total} rows)")
+        return plain, None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+
+    bar = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.speed} rows/s"), TimeElapsedColumn(), transient=False)
+    tasks: dict[str, int] = {}
+
+    def fancy(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            tasks[table] = bar.add_task(table, total=total)
+        bar.update(tasks[table], completed=done, total=max(total, done))
+
+    return fancy, bar
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--profile", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply every row count.")
+@click.option("--seed", "seed_value", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--only", metavar="TABLE,...", help="Seed only these tables (their parents must hold rows).")
+@click.option("--truncate", is_flag=True, help="Empty the tables first (reload).")
+@click.option("--dry-run", is_flag=True, help="Show the plan; write nothing.")
+@click.option("--defer-indexes", is_flag=True, help="Drop non-constraint indexes during the load, rebuild after.")
+@click.option("--tenant-skew", type=float, default=0.0, show_default=True,
+              help="Spread rows over tenants: 0 uniform, >0 Zipf-like (1.0: a few big tenants).")
+@click.option("--allow-prod", is_flag=True, help="Allow seeding when DBKIT_ENV=prod (needs --yes too).")
+@click.option("--yes", is_flag=True, help="Confirm --allow-prod.")
+@json_option
+@click.pass_context
+def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: str | None, truncate: bool,
+         dry_run: bool, defer_indexes: bool, tenant_skew: float, allow_prod: bool, yes: bool, as_json: bool) -> None:
+    """Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."""
+    if ctx.invoked_subcommand:
+        return
+    from dbkit import render
+    from dbkit.seed import engine
+
+    callback, bar = (None, None) if as_json else _seed_progress()
+    only_list = [t.strip() for t in only.split(",") if t.strip()] if only else None
+    if bar is not None:
+        bar.start()
+    try:
+        result = engine.run(ctx.find_object(State).settings, profile=profile, scale=scale, seed=seed_value,
+                            only=only_list, truncate=truncate, dry_run=dry_run, defer_indexes=defer_indexes,
+                            tenant_skew=tenant_skew, allow_prod=allow_prod, yes=yes, progress=callback)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if as_json:
+        render.emit_json(result.as_dict())
+        return
+    rows = [(t.table, t.rows, f"{t.seconds:.2f}", f"{t.rows_per_s:,.0f}",
+             "" if t.index_seconds is None else f"{t.index_seconds:.2f}", t.checksum or "") for t in result.tables]
+    render.table(["table", "rows", "seconds", "rows/s", "index s", "checksum"], rows,
+                 title=f"seed {result.seed}, profile {result.profile}, scale {result.scale}")
+    render.line(result.message)
+
+
+@seed.command("status")
+@json_option
+@pass_state
+def seed_status(state: State, as_json: bool) -> None:
+    """What was seeded, when, with which seed/profile, and the current row counts."""
+    from dbkit import render
+    from dbkit.seed import engine
+
+    info = engine.status(state.settings)
+    if as_json:
+        render.emit_json(info)
+        return
+    render.table(["table", "rows now"], [(t, "missing" if n is None else n) for t, n in info["tables"].items()])
+    render.line()
+    if not info["runs"]:
+        render.line("no seed runs recorded")
+        return
+    render.table(["run", "finished", "seed", "profile", "scale", "skew", "rows"],
+                 [(r["id"], f"{r['finished_at']:%Y-%m-%d %H:%M:%S}", r["seed"], r["profile"], r["scale"],
+                   r["tenant_skew"], sum(v["rows"] for v in r["tables"].values())) for r in info["runs"]],
+                 title="recent runs")
+
+
 # ------------------------------------------------------------------ later issues
 
 def _stub(name: str, issue: int, summary: str) -> click.Command:
@@ -443,7 +534,6 @@ def _stub(name: str, issue: int, summary: str) -> click.Command:
 
 
 for _name, _issue, _summary in (
-    ("seed", 4, "Deterministic, FK-consistent fake data"),
     ("roles", 5, "Roles as code: apply, list, check"),
     ("rls", 5, "Row-level security audit"),
     ("backup", 6, "pg_dump streamed to S3 or disk, with a manifest"),

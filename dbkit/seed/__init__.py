@@ -1,0 +1,8 @@
+"""``dbkit seed``: deterministic, FK-consistent, fast fake data (Faker pools + binary COPY).
+
+Seed definitions live in the project's ``seeds/`` folder; see :func:`seeder`.
+"""
+
+from dbkit.seed.registry import PROFILES, seeder
+
+__all__ = ["PROFILES", "seeder"]
