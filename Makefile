@@ -15,6 +15,7 @@ demo: bootstrap
 	$(DBKIT) check
 	$(DBKIT) migrate
 	$(DBKIT) migrate status
+	$(DBKIT) seed --profile small
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: bootstrap
@@ -24,6 +25,7 @@ test: bootstrap
 
 bench: bootstrap
 	$(VENV)/bin/python bench/cli_startup.py
+	$(VENV)/bin/python bench/seed_bench.py
 
 clean:
 	-$(DBKIT) dev down --purge

@@ -13,8 +13,8 @@ def documents(ctx):
     for tenant_id, user_id in ctx.fetch("users", "tenant_id", "id"):
         by_tenant[tenant_id].append(user_id)
     tenants = sorted(by_tenant)
-    titles = ctx.pool("sentence", 3000)
-    paragraphs = ctx.pool("paragraph", 3000)
+    titles = ctx.pool("sentence", 2000)
+    paragraphs = ctx.pool("paragraph", 1000)
     times = ctx.times(ctx.rows)
     for tenant_id, created in zip(ctx.spread(tenants, ctx.rows), times, strict=True):
         body = "\n\n".join(ctx.rng.choices(paragraphs, k=ctx.rng.randint(2, 5)))
@@ -27,7 +27,7 @@ def documents(ctx):
 def document_chunks(ctx):
     docs = ctx.fetch("documents", "id", "tenant_id")
     dim = ctx.vector_dim("document_chunks", "embedding")
-    sentences = ctx.pool("sentence", 5000)
+    sentences = ctx.pool("sentence", 2000)  # the same pool as the titles: made once
     # spread the chunks over the documents: every document gets at least one when there are enough
     per_doc = [0] * len(docs)
     for i in range(ctx.rows):

@@ -126,11 +126,15 @@ def test_dry_run_writes_nothing(migrated_url):
     assert q(migrated_url, "SELECT to_regclass('dbkit.seed_runs')") == [(None,)]
 
 
-def test_defer_indexes_rebuilds_them(migrated_url):
-    before = q(migrated_url, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'app' ORDER BY 1")
+def test_defer_indexes_rebuilds_indexes_and_foreign_keys(migrated_url):
+    indexes = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'app' ORDER BY 1"
+    fks = ("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+           "WHERE contype = 'f' AND connamespace = 'app'::regnamespace ORDER BY 1, 2")
+    before = q(migrated_url, indexes), q(migrated_url, fks)
     result = engine.run(settings_for(migrated_url), profile="tiny", seed=3, defer_indexes=True)
-    after = q(migrated_url, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'app' ORDER BY 1")
-    assert after == before
+    assert (q(migrated_url, indexes), q(migrated_url, fks)) == before
+    plain = engine.run(settings_for(migrated_url), profile="tiny", seed=3, truncate=True)
+    assert [t.checksum for t in plain.tables] == [t.checksum for t in result.tables]
     chunks = next(t for t in result.tables if t.table == "document_chunks")
     assert chunks.index_seconds is not None
 

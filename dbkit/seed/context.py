@@ -90,19 +90,28 @@ class SeedContext:
     # ------------------------------------------------------------------ sampling
 
     def weights(self, n: int) -> list[float]:
-        """Cumulative weights over ``n`` items: uniform, or Zipf-like with ``tenant_skew`` > 0."""
+        """Probabilities over ``n`` items: uniform, or Zipf-like (``1/rank**tenant_skew``) when skewed."""
         raw = [1.0 / (i + 1) ** self.tenant_skew for i in range(n)]
-        total, acc, cum = sum(raw), 0.0, []
-        for w in raw:
-            acc += w / total
-            cum.append(acc)
-        return cum
+        total = sum(raw)
+        return [w / total for w in raw]
 
     def spread(self, items: Sequence[Any], k: int) -> list[Any]:
         """``k`` picks from ``items`` following the tenant distribution (uniform or skewed)."""
+        return self.sample(items, k, self.weights(len(items)) if self.tenant_skew else None)
+
+    def sample(self, items: Sequence[Any], k: int, p: Sequence[float] | None = None) -> list[Any]:
+        """``k`` picks from ``items`` with replacement (probabilities ``p``, default uniform); vectorized."""
+        import numpy
+
         if not items:
             raise ValueError(f"seeder for {self.table}: nothing to pick from (is the parent table empty?)")
-        return self.rng.choices(items, cum_weights=self.weights(len(items)), k=k)
+        if p is not None:
+            p = numpy.asarray(p, dtype=numpy.float64)
+            p = p / p.sum()
+        idx = self.np.choice(len(items), size=k, p=p)
+        pool = numpy.empty(len(items), dtype=object)
+        pool[:] = list(items)
+        return pool[idx].tolist()
 
     def pool(self, provider: str, size: int = 1000) -> list[Any]:
         """A list of ``size`` values of a Faker provider (``name``, ``sentence``, ...), made once per run."""
@@ -130,6 +139,9 @@ class SeedContext:
 
     def times(self, n: int) -> list[datetime]:
         """``n`` timestamps evenly spread over the window ending at the anchor, oldest first."""
-        start = self.anchor - self.window
-        step = self.window / max(n, 1)
-        return [start + step * i for i in range(n)]
+        import itertools
+
+        if n <= 0:
+            return []
+        step = self.window / n  # timedelta arithmetic is exact in microseconds, so every run agrees
+        return list(itertools.accumulate(itertools.repeat(step, n - 1), initial=self.anchor - self.window))

@@ -1,17 +1,19 @@
 """The seeding engine: plan, load with binary COPY, checksum, record.
 
 One run is one transaction: a seeder that fails leaves every table as it was.
-Tables are truncated and indexes dropped/recreated as the owner role, rows are
+Tables are truncated and deferred indexes/foreign keys dropped and recreated as the owner role, rows are
 loaded as the bypass role (BYPASSRLS, so policies do not hide or reject the
 loader's rows), and the run is recorded in ``dbkit.seed_runs``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,14 +154,20 @@ def _ensure_runs_table(conn, owner: str | None) -> None:
     )
 
 
-def _last_run(conn) -> dict | None:
+_RUN_COLUMNS = ("id", "started_at", "finished_at", "seed", "profile", "scale", "tenant_skew", "tables", "versions")
+
+
+def _runs(conn, limit: int) -> list[dict]:
+    """The most recent seed runs, newest first (empty when none was ever recorded)."""
     if conn.execute("SELECT to_regclass(%s)", (RUNS_TABLE,)).fetchone()[0] is None:
-        return None
-    row = conn.execute(f"SELECT seed, profile, scale, tenant_skew, tables, finished_at FROM {RUNS_TABLE} "
-                       "ORDER BY id DESC LIMIT 1").fetchone()
-    if row is None:
-        return None
-    return dict(zip(("seed", "profile", "scale", "tenant_skew", "tables", "finished_at"), row, strict=True))
+        return []
+    rows = conn.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM {RUNS_TABLE} ORDER BY id DESC LIMIT %s", (limit,))
+    return [dict(zip(_RUN_COLUMNS, row, strict=True)) for row in rows]
+
+
+def _last_run(conn) -> dict | None:
+    runs = _runs(conn, 1)
+    return runs[0] if runs else None
 
 
 # --------------------------------------------------------------------- public verbs
@@ -195,8 +203,7 @@ def run(
     schema = settings.schema
     result = SeedResult("planned", seed, profile, scale, tenant_skew)
     started = time.perf_counter()
-    url = db.resolve_url(settings)
-    with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
+    with _connect(settings) as (conn, owner, loader):
         _register_types(conn)
         existing = _existing_tables(conn, schema)
         selected = _select(registry, only)
@@ -222,7 +229,8 @@ def run(
 
         current = {t: _count(conn, schema, t) for t in order}
         if any(current.values()) and not truncate:
-            last = _last_run(conn)
+            with _as(conn, owner):  # dbkit's bookkeeping belongs to the owner role
+                last = _last_run(conn)
             same = last is not None and (last["seed"], last["profile"], last["scale"], last["tenant_skew"]) == (
                 seed, profile, scale, tenant_skew)
             if same and all(last["tables"].get(t, {}).get("rows") == current[t] for t in order):
@@ -236,28 +244,26 @@ def run(
             raise Refused(f"tables already hold rows that this seed did not write: {filled}",
                           hint="pass --truncate to replace them")
 
-        roles_ok = settings.migrate_set_role
-        owner = settings.role_owner if roles_ok and _role_exists(conn, settings.role_owner) else None
-        loader = settings.role_bypass if roles_ok and _role_exists(conn, settings.role_bypass) else None
         wall_start = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         with conn.transaction():
-            _prepare(conn, schema, order, owner, truncate, deps)
-            dropped = _drop_indexes(conn, schema, order, owner) if defer_indexes else {}
+            _prepare(conn, schema, order, owner, loader, truncate, deps)
+            deferred = _defer(conn, schema, order, owner) if defer_indexes else {}
             _set_role(conn, loader)
             for path in sql_files:
                 _apply_sql_file(conn, path)
             pools = FakerPools(seed)
             for tr in result.tables:
                 _load(conn, registry[tr.table], tr, schema, seed, profile, pools, tenant_skew, progress)
-            if dropped:
+            if deferred:
                 _set_role(conn, owner)
                 conn.execute("SELECT set_config('maintenance_work_mem', %s, true)",
                              (settings.seed_maintenance_work_mem,))
-                for tr in result.tables:
-                    t0 = time.perf_counter()
-                    for _, definition in dropped.get(tr.table, []):
-                        conn.execute(definition)
-                    tr.index_seconds = round(time.perf_counter() - t0, 3) if tr.table in dropped else None
+                for tr in result.tables:  # parents first: foreign keys validate against loaded parents
+                    if tr.table in deferred:
+                        t0 = time.perf_counter()
+                        for stmt in deferred[tr.table]:
+                            conn.execute(stmt)
+                        tr.index_seconds = round(time.perf_counter() - t0, 3)
                 _set_role(conn, loader)
             for tr in result.tables:
                 tr.checksum = _checksum(conn, schema, tr.table)
@@ -267,6 +273,35 @@ def run(
         result.seconds = round(time.perf_counter() - started, 3)
         result.message = f"seeded {sum(t.rows for t in result.tables)} rows into {len(order)} table(s)"
     return result
+
+
+@contextlib.contextmanager
+def _connect(settings) -> Iterator[tuple[Any, str | None, str | None]]:
+    """An autocommit connection reading as the loader (bypass) role; yields (conn, owner, loader).
+
+    The roles are used when they exist (and DBKIT_MIGRATE_SET_ROLE is on): the owner
+    truncates and rebuilds indexes, the bypass role reads and loads, so RLS neither
+    hides rows from counts nor rejects the loader's rows.
+    """
+    from psycopg import sql
+
+    url = db.resolve_url(settings)
+    with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
+        use_roles = settings.migrate_set_role
+        owner = settings.role_owner if use_roles and _role_exists(conn, settings.role_owner) else None
+        loader = settings.role_bypass if use_roles and _role_exists(conn, settings.role_bypass) else None
+        if loader:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(loader)))
+        yield conn, owner, loader
+
+
+@contextlib.contextmanager
+def _as(conn, role: str | None) -> Iterator[None]:
+    """A transaction running as ``role`` (SET LOCAL ROLE)."""
+    with conn.transaction():
+        if role:
+            _set_role(conn, role)
+        yield
 
 
 def _register_types(conn) -> None:
@@ -298,7 +333,7 @@ def _referencing(deps: dict[str, set[str]], tables: Sequence[str]) -> set[str]:
     return found
 
 
-def _prepare(conn, schema: str, order: list[str], owner: str | None, truncate: bool,
+def _prepare(conn, schema: str, order: list[str], owner: str | None, loader: str | None, truncate: bool,
              deps: dict[str, set[str]]) -> None:
     """As the owner: empty the tables (TRUNCATE … RESTART IDENTITY) or reset their identity sequences.
 
@@ -307,10 +342,11 @@ def _prepare(conn, schema: str, order: list[str], owner: str | None, truncate: b
     """
     from psycopg import sql
 
+    _set_role(conn, loader)  # the owner is subject to FORCE RLS: count as the loader
+    others = sorted(_referencing(deps, order)) if truncate else []
+    filled = [f"{schema}.{t} ({n} rows)" for t in others if (n := _count(conn, schema, t))]
     _set_role(conn, owner)
     if truncate:
-        others = sorted(_referencing(deps, order))
-        filled = [f"{schema}.{t} ({n} rows)" for t in others if (n := _count(conn, schema, t))]
         if filled:
             raise ConfigError("--truncate", f"would leave dangling rows: {', '.join(filled)} "
                               f"reference(s) the selected tables", example="include them in --only, or omit --only")
@@ -325,18 +361,36 @@ def _prepare(conn, schema: str, order: list[str], owner: str | None, truncate: b
                 conn.execute("SELECT setval(%s, 1, false)", (seq,))
 
 
-def _drop_indexes(conn, schema: str, order: list[str], owner: str | None) -> dict[str, list[tuple[str, str]]]:
+def _foreign_keys(conn, schema: str, table: str) -> list[tuple[str, str]]:
+    return conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+        "AND contype = 'f' ORDER BY 1", (f'"{schema}"."{table}"',)).fetchall()
+
+
+def _defer(conn, schema: str, order: list[str], owner: str | None) -> dict[str, list[Any]]:
+    """Drop the tables' plain indexes and foreign keys; returns the statements that recreate them.
+
+    Loading without them and rebuilding once after is how pgvector recommends loading (an
+    HNSW graph built once), and a foreign key added back is validated in one pass instead
+    of one trigger call per row.
+    """
     from psycopg import sql
 
     _set_role(conn, owner)
-    dropped = {}
+    deferred: dict[str, list[Any]] = {}
     for table in order:
-        found = _plain_indexes(conn, schema, table)
-        for name, _ in found:
+        rebuild = []
+        for name, definition in _plain_indexes(conn, schema, table):
             conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
-        if found:
-            dropped[table] = found
-    return dropped
+            rebuild.append(sql.SQL(definition))
+        for name, definition in _foreign_keys(conn, schema, table):
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                _qualified(schema, table), sql.Identifier(name)))
+            rebuild.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(
+                _qualified(schema, table), sql.Identifier(name)) + sql.SQL(definition))
+        if rebuild:
+            deferred[table] = rebuild
+    return deferred
 
 
 def _apply_sql_file(conn, path: Path) -> None:
@@ -362,6 +416,8 @@ def _load(conn, seeder, tr: TableResult, schema: str, seed: int, profile: str, p
     t0 = time.perf_counter()
     if progress:
         progress(seeder.table, 0, tr.rows)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived row tuples: the cyclic GC only slows the loop down
     try:
         rows = iter(seeder.fn(ctx))
         first = next(rows, None)  # runs the seeder's set-up (parent reads) before COPY holds the connection
@@ -384,6 +440,9 @@ def _load(conn, seeder, tr: TableResult, schema: str, seed: int, profile: str, p
         raise SeederFailed(
             f"seeder {seeder.name} for {schema}.{seeder.table} failed after {written} rows: {detail}; "
             "nothing was written (the run was rolled back)") from exc
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     tr.seconds = round(time.perf_counter() - t0, 3)
     tr.rows = written
     tr.rows_per_s = round(written / tr.seconds) if tr.seconds else 0.0
@@ -408,15 +467,9 @@ def _record(conn, result: SeedResult, started_at) -> None:
 def status(settings, *, limit: int = 10) -> dict[str, Any]:
     """Recent seed runs and the current row count of every table a seeder fills."""
     registry = _registry(settings)
-    url = db.resolve_url(settings)
-    with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
+    with _connect(settings) as (conn, owner, _):
         existing = _existing_tables(conn, settings.schema)
         counts = {t: (_count(conn, settings.schema, t) if t in existing else None) for t in registry.seeders}
-        runs = []
-        if conn.execute("SELECT to_regclass(%s)", (RUNS_TABLE,)).fetchone()[0] is not None:
-            for row in conn.execute(
-                f"SELECT id, started_at, finished_at, seed, profile, scale, tenant_skew, tables, versions "
-                f"FROM {RUNS_TABLE} ORDER BY id DESC LIMIT %s", (limit,)):
-                runs.append(dict(zip(("id", "started_at", "finished_at", "seed", "profile", "scale", "tenant_skew",
-                                      "tables", "versions"), row, strict=True)))
+        with _as(conn, owner):
+            runs = _runs(conn, limit)
     return {"tables": counts, "runs": runs}
