@@ -29,9 +29,16 @@ from typing import Any
 from dbkit.errors import ConfigError
 from dbkit.urls import DbUrl, parse_database_url
 
-__all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "parse_dotenv", "find_project_dir"]
+__all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "parse_dotenv", "find_project_dir",
+           "password_variable"]
 
 ENVIRONMENTS = ("dev", "test", "staging", "prod")
+PASSWORD_PREFIX = "DBKIT_PASSWORD_"
+
+
+def password_variable(role: str) -> str:
+    """``app_rls`` -> ``DBKIT_PASSWORD_APP_RLS``: where a role's password comes from."""
+    return PASSWORD_PREFIX + role.upper()
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,12 @@ class Settings:
     seed_maintenance_work_mem: str = "512MB"
     project_dir: Path = field(default_factory=Path.cwd)
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: DBKIT_PASSWORD_<ROLE> variables (env, .env.<env>, .env): secrets, never printed
+    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def password_for(self, role: str) -> str | None:
+        """The password for ``role`` from ``DBKIT_PASSWORD_<ROLE NAME IN CAPITALS>``, if set."""
+        return self.passwords.get(password_variable(role)) or None
 
     @property
     def uses_dev_cluster(self) -> bool:
@@ -195,6 +208,9 @@ class Settings:
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, printable value, source) for every setting, secrets masked."""
         rows = []
+        for variable in sorted(self.passwords):
+            rows.append((variable, "***" if self.passwords[variable] else "(empty)",
+                         self.sources.get(variable, "env")))
         for f in FIELDS:
             value = getattr(self, f.name)
             if value is None:
@@ -422,13 +438,19 @@ def load_settings(
         sources[f.name] = source
     resolved["env"] = env_name
     sources["env"] = env_source
+    passwords: dict[str, str] = {}
+    for source, values in ((".env", dotenv), (env_file, _read_dotenv(project_dir / env_file)), ("env", environ)):
+        for key, value in values.items():
+            if key.startswith(PASSWORD_PREFIX):
+                passwords[key] = value
+                sources[key] = source
     for name in ("dev_dir", "migrations_dir"):
         if not resolved[name].is_absolute():
             resolved[name] = project_dir / resolved[name]
     if resolved["dev_port"] > 65535:
         raise ConfigError(FIELDS_BY_NAME["dev_port"].env, f"is {resolved['dev_port']}, above 65535",
                           example="54329")
-    return Settings(**resolved, project_dir=project_dir, sources=sources)
+    return Settings(**resolved, project_dir=project_dir, sources=sources, passwords=passwords)
 
 
 def settings_table_markdown() -> str:

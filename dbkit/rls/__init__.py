@@ -1,0 +1,1 @@
+"""Row-level security: scoped sessions for applications and tests, and the catalog audit."""
