@@ -521,6 +521,33 @@ def seed_status(state: State, as_json: bool) -> None:
                  title="recent runs")
 
 
+# ------------------------------------------------------------------ rls
+
+@cli.group()
+def rls() -> None:
+    """Row-level security: audit the catalog (tests: the dbkit pytest plugin)."""
+
+
+@rls.command("audit")
+@click.option("--schema", "schemas", multiple=True, metavar="S", help="Schema to audit (repeatable; default DBKIT_SCHEMA).")
+@json_option
+@pass_state
+def rls_audit(state: State, schemas: tuple[str, ...], as_json: bool) -> None:
+    """Tables without RLS (or not FORCED, or without policies), policies that do nothing or open
+    everything, and an enforce role that could read around RLS.  Exit 1 on any finding."""
+    from dbkit import render
+    from dbkit.rls.audit import audit
+
+    report = audit(state.settings, schemas=list(schemas) or None)
+    if as_json:
+        render.emit_json(report.as_dict())
+    else:
+        for finding in report.findings:
+            render.line(finding.line())
+        render.line(report.summary_line())
+    sys.exit(0 if report.clean else 1)
+
+
 # ------------------------------------------------------------------ later issues
 
 def _stub(name: str, issue: int, summary: str) -> click.Command:
@@ -535,7 +562,6 @@ def _stub(name: str, issue: int, summary: str) -> click.Command:
 
 for _name, _issue, _summary in (
     ("roles", 5, "Roles as code: apply, list, check"),
-    ("rls", 5, "Row-level security audit"),
     ("backup", 6, "pg_dump streamed to S3 or disk, with a manifest"),
     ("restore", 6, "Restore a backup into a new database"),
 ):

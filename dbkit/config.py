@@ -34,6 +34,8 @@ __all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "pars
 
 ENVIRONMENTS = ("dev", "test", "staging", "prod")
 PASSWORD_PREFIX = "DBKIT_PASSWORD_"
+#: [tool.dbkit.<name>] tables: structure that is not a single setting
+SUBTABLES = ("rls",)
 
 
 def password_variable(role: str) -> str:
@@ -183,6 +185,8 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict)
     #: DBKIT_PASSWORD_<ROLE> variables (env, .env.<env>, .env): secrets, never printed
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: [tool.dbkit.rls]: per-table expectations of the RLS matrix (see dbkit.testing)
+    rls: Mapping[str, Any] = field(default_factory=dict)
 
     def password_for(self, role: str) -> str | None:
         """The password for ``role`` from ``DBKIT_PASSWORD_<ROLE NAME IN CAPITALS>``, if set."""
@@ -304,7 +308,10 @@ def _read_pyproject(project_dir: Path) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for key, value in section.items():
         name = key.replace("-", "_")
-        if isinstance(value, dict):  # sub-tables belong to later parts (e.g. [tool.dbkit.roles])
+        if isinstance(value, dict):
+            if name not in SUBTABLES:
+                raise ConfigError(f"[tool.dbkit.{key}]", f"in {path.name} is not a known table "
+                                  f"(known: {', '.join(f'[tool.dbkit.{t}]' for t in SUBTABLES)})")
             table[name] = value
             continue
         if name not in FIELDS_BY_NAME:
@@ -450,7 +457,8 @@ def load_settings(
     if resolved["dev_port"] > 65535:
         raise ConfigError(FIELDS_BY_NAME["dev_port"].env, f"is {resolved['dev_port']}, above 65535",
                           example="54329")
-    return Settings(**resolved, project_dir=project_dir, sources=sources, passwords=passwords)
+    return Settings(**resolved, project_dir=project_dir, sources=sources, passwords=passwords,
+                    rls=pyproject.get("rls", {}))
 
 
 def settings_table_markdown() -> str:

@@ -101,7 +101,8 @@ def shared_tmp() -> Iterator[Path]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test is ``unit`` or ``integration``: a test using the database is integration."""
-    db_fixtures = {"postgresql", "pg_url", "pg_server", "pg_template", "migrated_url", "migrated_template"}
+    db_fixtures = {"postgresql", "pg_url", "pg_server", "pg_template", "migrated_url", "migrated_template",
+                   "dbkit_db", "dbkit_seeded_db", "dbkit_rls_db", "as_role", "dbkit_server"}
     for item in items:
         if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
             continue
@@ -140,39 +141,20 @@ def dbkit_cli(tmp_path: Path) -> DbkitRunner:
 
 
 @pytest.fixture(scope="session")
-def migrated_template(pg_template: NoopExecutor) -> Iterator[str]:
-    """A database migrated to head once per session, marked as a template; yields its name."""
-    from pytest_postgresql.janitor import DatabaseJanitor
+def dbkit_server(pg_server: NoopExecutor):
+    """dbkit's pytest plugin uses this suite's server (one cluster for everything)."""
+    from dbkit.testing.plugin import Server
 
-    from dbkit.config import load_settings
-    from dbkit.migrate import runner
+    return Server(pg_server.host, int(pg_server.port), pg_server.user, pg_server.password)
 
-    name = "dbkit_migrated_tmpl"
-    janitor = DatabaseJanitor(user=pg_template.user, host=pg_template.host, port=pg_template.port, dbname=name,
-                              template_dbname=pg_template.template_dbname, password=pg_template.password)
-    janitor.drop()
-    janitor.init()
-    url = parse_database_url(f"postgresql://{pg_template.user}@{pg_template.host}:{pg_template.port}/{name}")
-    repo = Path(__file__).resolve().parents[1]
-    runner.upgrade(load_settings(environ={"DATABASE_URL": url.raw, "DBKIT_ENV": "test"}, cwd=repo))
-    with db.connect(url.with_dbname("postgres"), autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" WITH is_template = true')
-    try:
-        yield name
-    finally:
-        with db.connect(url.with_dbname("postgres"), autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{name}" WITH is_template = false')
-        janitor.drop()
+
+@pytest.fixture(scope="session")
+def migrated_template(dbkit_template: str) -> str:
+    """A database migrated to head once per session (the plugin's template)."""
+    return dbkit_template
 
 
 @pytest.fixture
-def migrated_url(pg_template: NoopExecutor, migrated_template: str, request: pytest.FixtureRequest) -> Iterator[DbUrl]:
-    """A fresh database at head (a copy of ``migrated_template``), dropped after the test."""
-    from pytest_postgresql.janitor import DatabaseJanitor
-
-    name = f"dbkit_m_{abs(hash(request.node.nodeid)) % 10**10}"
-    janitor = DatabaseJanitor(user=pg_template.user, host=pg_template.host, port=pg_template.port, dbname=name,
-                              template_dbname=migrated_template, password=pg_template.password)
-    janitor.drop()
-    with janitor:
-        yield parse_database_url(f"postgresql://{pg_template.user}@{pg_template.host}:{pg_template.port}/{name}")
+def migrated_url(dbkit_db: DbUrl) -> DbUrl:
+    """A fresh database at head, dropped after the test."""
+    return dbkit_db

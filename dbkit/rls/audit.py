@@ -1,0 +1,241 @@
+"""``dbkit rls audit``: read the catalog and report what row-level security leaves open.
+
+:func:`audit` checks every ordinary and partitioned table in the audited schemas
+(``DBKIT_SCHEMA`` by default) and the enforce role (``DBKIT_ROLE_ENFORCE``), and
+returns an :class:`AuditReport` of :class:`Finding` objects.  Any finding, warn
+included, makes the report not :attr:`~AuditReport.clean` (the CLI exits 1).
+
+Finding codes (severity):
+
+* ``table_without_rls`` (error): RLS not enabled and no policies on the table;
+* ``policy_without_rls`` (error): policies exist but RLS is disabled, so they do nothing
+  (reported instead of ``table_without_rls`` for that table);
+* ``rls_not_forced`` (warn): RLS enabled but not FORCEd, so the table owner bypasses it;
+* ``rls_without_policy`` (warn): RLS enabled with no policy: every row is denied;
+* ``permissive_true_policy`` (error): a PERMISSIVE policy whose USING or WITH CHECK is ``true``;
+* ``enforce_can_access_unprotected`` (error): the enforce role has SELECT/INSERT/UPDATE/DELETE
+  on a table without RLS enabled;
+* ``enforce_role_privileged`` (error, role-level): the enforce role is superuser, BYPASSRLS,
+  or owns tables in the audited schemas (directly or through role membership);
+* ``enforce_role_missing`` (error, role-level): the enforce role does not exist;
+* ``schema_missing`` (error): an audited schema does not exist (a typo would otherwise audit clean).
+
+TimescaleDB's chunks live in ``_timescaledb_*`` schemas and tables that belong to an
+extension are skipped.  Nothing here prints; psycopg is imported inside functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import psycopg
+
+    from dbkit.config import Settings
+
+__all__ = ["CODES", "Finding", "AuditReport", "audit"]
+
+ERROR, WARN = "error", "warn"
+
+#: code -> severity, in report order
+CODES: dict[str, str] = {
+    "enforce_role_missing": ERROR,
+    "enforce_role_privileged": ERROR,
+    "schema_missing": ERROR,
+    "table_without_rls": ERROR,
+    "policy_without_rls": ERROR,
+    "enforce_can_access_unprotected": ERROR,
+    "permissive_true_policy": ERROR,
+    "rls_not_forced": WARN,
+    "rls_without_policy": WARN,
+}
+_ORDER = {code: i for i, code in enumerate(CODES)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: ``table`` is None for role- and schema-level findings."""
+
+    code: str
+    schema: str | None
+    table: str | None
+    message: str
+    fix: str
+    role: str | None = None
+
+    @property
+    def severity(self) -> str:
+        return CODES[self.code]
+
+    @property
+    def target(self) -> str:
+        """``app.users``, ``role app_rls`` or ``schema app``."""
+        if self.table is not None:
+            return f"{self.schema}.{self.table}"
+        if self.role is not None:
+            return f"role {self.role}"
+        return f"schema {self.schema}"
+
+    def line(self) -> str:
+        """One line for humans: ``error table_without_rls app.t: message; fix: …``."""
+        return f"{self.severity} {self.code} {self.target}: {self.message}; fix: {self.fix}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "schema": self.schema, "table": self.table,
+                "role": self.role, "message": self.message, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    schemas: tuple[str, ...]
+    role: str
+    tables_checked: int
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def clean(self) -> bool:
+        """True when there is no finding at all (a warn counts)."""
+        return not self.findings
+
+    @property
+    def errors(self) -> int:
+        return sum(f.severity == ERROR for f in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(f.severity == WARN for f in self.findings)
+
+    def summary(self) -> dict[str, Any]:
+        return {"schemas": list(self.schemas), "enforce_role": self.role, "tables_checked": self.tables_checked,
+                "errors": self.errors, "warnings": self.warnings, "clean": self.clean}
+
+    def summary_line(self) -> str:
+        return (f"{self.tables_checked} tables checked in {', '.join(self.schemas)} (enforce role {self.role}): "
+                f"{self.errors} errors, {self.warnings} warnings")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "findings": [f.as_dict() for f in self.findings]}
+
+
+_ROLE_SQL = """
+SELECT r.rolsuper, r.rolbypassrls,
+       ARRAY(SELECT n.nspname || '.' || c.relname
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%(schemas)s)
+               AND pg_has_role(r.oid, c.relowner, 'USAGE')
+             ORDER BY 1)
+FROM pg_roles r WHERE r.rolname = %(role)s
+"""
+
+# One row per table; `granted` is NULL when the enforce role does not exist.
+_TABLES_SQL = """
+SELECT n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies,
+       CASE WHEN %(role_exists)s
+            THEN has_table_privilege(%(role)s::name, c.oid, 'SELECT,INSERT,UPDATE,DELETE') END AS granted
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%(schemas)s)
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+_TRUE_POLICIES_SQL = """
+SELECT schemaname, tablename, policyname, qual = 'true', with_check = 'true'
+FROM pg_policies
+WHERE schemaname = ANY(%(schemas)s) AND permissive = 'PERMISSIVE'
+  AND (qual = 'true' OR with_check = 'true')
+ORDER BY 1, 2, 3
+"""
+
+
+def audit(settings: Settings, conn: psycopg.Connection | None = None,
+          schemas: Sequence[str] | None = None) -> AuditReport:
+    """Audit ``schemas`` (default ``[settings.schema]``) and the enforce role.
+
+    Opens (and closes) its own autocommit connection when ``conn`` is None;
+    raises :class:`~dbkit.errors.DatabaseUnavailable` when it cannot connect.
+    """
+    if conn is None:
+        from dbkit import db
+
+        with db.connect(db.resolve_url(settings), autocommit=True,
+                        connect_timeout=settings.connect_timeout) as own:
+            return audit(settings, own, schemas)
+    schemas = tuple(dict.fromkeys(schemas or (settings.schema,)))
+    role = settings.role_enforce
+    params: dict[str, Any] = {"schemas": list(schemas), "role": role}
+    findings: list[Finding] = []
+
+    existing = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(schemas)s)",
+                                           params)}
+    for schema in schemas:
+        if schema not in existing:
+            findings.append(Finding("schema_missing", schema, None, f"schema {schema} does not exist",
+                                    "check the schema name (DBKIT_SCHEMA or --schema), or migrate the database"))
+
+    row = conn.execute(_ROLE_SQL, params).fetchone()
+    params["role_exists"] = row is not None
+    findings.extend(_role_findings(role, row))
+
+    tables = conn.execute(_TABLES_SQL, params).fetchall()
+    for schema, table, enabled, forced, policies, granted in tables:
+        findings.extend(_table_findings(schema, table, enabled, forced, policies, granted, role))
+
+    for schema, table, policy, qual_true, check_true in conn.execute(_TRUE_POLICIES_SQL, params):
+        clause = " and ".join(c for c, bad in (("USING", qual_true), ("WITH CHECK", check_true)) if bad)
+        findings.append(Finding(
+            "permissive_true_policy", schema, table,
+            f"permissive policy {policy} has {clause} (true): it opens the table to the roles it applies to",
+            f"replace it with a tenant predicate, or DROP POLICY {policy} ON {schema}.{table}"))
+
+    findings.sort(key=lambda f: (f.table is not None, f.schema or "", f.table or "", _ORDER[f.code], f.message))
+    return AuditReport(schemas=schemas, role=role, tables_checked=len(tables), findings=tuple(findings))
+
+
+def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
+    if row is None:
+        yield Finding("enforce_role_missing", None, None, f"the enforce role {role} does not exist",
+                      "run dbkit migrate (it creates the roles in sql/roles/) or fix DBKIT_ROLE_ENFORCE", role=role)
+        return
+    superuser, bypassrls, owned = row
+    if superuser:
+        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} is a superuser: RLS never "
+                      "applies to it", f"ALTER ROLE {role} NOSUPERUSER", role=role)
+    if bypassrls:
+        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has BYPASSRLS: RLS never "
+                      "applies to it", f"ALTER ROLE {role} NOBYPASSRLS", role=role)
+    if owned and not superuser:  # a superuser "owns" everything: already reported
+        shown = ", ".join(owned[:5]) + (f" and {len(owned) - 5} more" if len(owned) > 5 else "")
+        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} owns (directly or through "
+                      f"membership) {len(owned)} tables: {shown}; an owner can disable RLS and bypasses it "
+                      "unless forced", "make the owner role (DBKIT_ROLE_OWNER) own them and revoke its "
+                      f"membership from {role}", role=role)
+
+
+def _table_findings(schema: str, table: str, enabled: bool, forced: bool, policies: int,
+                    granted: bool | None, role: str) -> Iterable[Finding]:
+    name = f"{schema}.{table}"
+    if not enabled and policies:
+        yield Finding("policy_without_rls", schema, table,
+                      f"{policies} policies but row-level security is disabled: they do nothing",
+                      f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY")
+    elif not enabled:
+        yield Finding("table_without_rls", schema, table, "row-level security is not enabled",
+                      f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY and add "
+                      "tenant policies (op.enable_rls, op.create_policy)")
+    else:
+        if not forced:
+            yield Finding("rls_not_forced", schema, table,
+                          "row-level security is enabled but not forced: the table owner bypasses it",
+                          f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
+        if not policies:
+            yield Finding("rls_without_policy", schema, table,
+                          "row-level security is enabled but there is no policy: every row is denied",
+                          f"add policies for the roles that use it (CREATE POLICY … ON {name})")
+    if not enabled and granted:
+        yield Finding("enforce_can_access_unprotected", schema, table,
+                      f"the enforce role {role} has privileges on it and no row-level security filters them",
+                      f"enable and force RLS on {name}, or REVOKE ALL ON {name} FROM {role}")

@@ -1,0 +1,41 @@
+"""dbkit for pytest: fixtures (see :mod:`dbkit.testing.plugin`) and the RLS matrix.
+
+Enable the matrix in a test module with one line::
+
+    from dbkit.testing import test_rls_matrix, test_rls_escalation  # noqa: F401
+
+It discovers every table with row-level security in DBKIT_SCHEMA, seeds several
+tenants (tiny profile) and checks every role kind x command; see
+:mod:`dbkit.testing.matrix` for the expectations and ``[tool.dbkit.rls]`` overrides.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dbkit.testing.matrix import CASES, check_case, escalation_failures
+from dbkit.testing.plugin import connect_as, role_name, settings_for
+
+__all__ = ["test_rls_matrix", "test_rls_escalation", "connect_as", "role_name", "settings_for"]
+
+
+@pytest.mark.parametrize(("kind", "command"), CASES, ids=[f"{k}-{c}" for k, c in CASES])
+def test_rls_matrix(kind, command, dbkit_server, dbkit_rls_db, dbkit_settings, dbkit_rls_tables):
+    """Role `kind` running `command` on every table with RLS sees and changes exactly what it should."""
+    assert dbkit_rls_tables, f"no table with row-level security in schema {dbkit_settings.schema}"
+    role = role_name(dbkit_settings, kind)
+    failures: list[str] = []
+    with connect_as(dbkit_server, dbkit_rls_db, dbkit_settings, kind) as conn:
+        for table in dbkit_rls_tables:
+            failures += check_case(conn, table, kind, command, role, dbkit_settings)
+    assert not failures, "\n".join(failures)
+
+
+def test_rls_escalation(dbkit_server, dbkit_rls_db, dbkit_settings, dbkit_rls_tables):
+    """The enforce role cannot switch roles, turn RLS off, touch policies or read pg_authid; FORCE holds."""
+    import psycopg
+
+    with connect_as(dbkit_server, dbkit_rls_db, dbkit_settings, "enforce") as conn, \
+            psycopg.connect(dbkit_rls_db.conninfo) as admin:
+        failures = escalation_failures(conn, admin, dbkit_rls_tables, dbkit_settings)
+    assert not failures, "\n".join(failures)

@@ -1,0 +1,277 @@
+"""The RLS matrix, pytest-free: for every table with row-level security, every role kind
+and every command, check what the role really sees and may change.
+
+Each check runs in a transaction that is always rolled back, so one seeded database
+serves the whole matrix.  Errors are classified by SQLSTATE (42501 = insufficient
+privilege, which PostgreSQL also uses for a row rejected by a policy), never by text.
+
+Expectations (defaults; per-table overrides in ``[tool.dbkit.rls.tables.<table>]``):
+
+=========  ===================================================================
+enforce    with tenant A: sees exactly A's rows; may write A's rows; writing a row for
+           tenant B is rejected; UPDATE/DELETE of B's rows affect 0 rows; moving a row
+           from A to B is rejected.  Without a tenant: sees 0 rows, cannot write.
+bypass     sees every tenant's rows and may write them.
+readonly   with tenant A: sees exactly A's rows; every write is permission denied.
+=========  ===================================================================
+
+Overrides: ``tenant_column = "id"`` (default ``tenant_id``) and ``<kind>_denied =
+["INSERT", ...]``: commands that kind may not run on that table at all (42501).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["KINDS", "COMMANDS", "CASES", "Table", "discover", "check_case", "escalation_failures"]
+
+KINDS = ("enforce", "bypass", "readonly")
+COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+CASES = [(k, c) for k in KINDS for c in COMMANDS]
+DENIED = "42501"
+
+
+@dataclass
+class Table:
+    schema: str
+    name: str
+    tenant_column: str
+    columns: list[tuple[str, str]]  # insertable (name, type) pairs
+    denied: dict[str, set[str]] = field(default_factory=dict)
+    tenants: list[Any] = field(default_factory=list)  # tenant values with rows, most rows first
+    counts: dict[Any, int] = field(default_factory=dict)
+    sample: dict[Any, list[str | None]] = field(default_factory=dict)  # one row per tenant, as text
+
+    @property
+    def qualified(self) -> str:
+        return f'"{self.schema}"."{self.name}"'
+
+
+def _sql_state(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None)
+
+
+def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
+    """Tables with RLS enabled in ``schemas``, with two tenants' data sampled (as a superuser)."""
+    schemas = schemas or [settings.schema]
+    config = (settings.rls or {}).get("tables", {})
+    rows = admin.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND n.nspname = ANY(%s) ORDER BY 1, 2",
+        (schemas,)).fetchall()
+    tables = []
+    for schema, name in rows:
+        conf = config.get(name, {})
+        cols = admin.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+            "AND a.attgenerated = '' AND a.attidentity <> 'a' AND NOT (a.atthasdef AND a.attnum = ANY("
+            " SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)) "
+            "ORDER BY a.attnum", (f'"{schema}"."{name}"',)).fetchall()
+        t = Table(schema, name, conf.get("tenant_column", "tenant_id"), cols,
+                  {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS})
+        tc = t.tenant_column
+        for tenant, n in admin.execute(
+                f'SELECT "{tc}"::text, count(*) FROM {t.qualified} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2'):
+            t.tenants.append(tenant)
+            t.counts[tenant] = n
+            col_list = ", ".join(f'"{c}"::text' for c, _ in cols)
+            t.sample[tenant] = list(admin.execute(
+                f'SELECT {col_list} FROM {t.qualified} WHERE "{tc}"::text = %s LIMIT 1', (tenant,)).fetchone())
+        t.counts["*"] = admin.execute(f"SELECT count(*) FROM {t.qualified}").fetchone()[0]
+        tables.append(t)
+    return tables
+
+
+@contextlib.contextmanager
+def _as(conn, tenant: Any, settings) -> Iterator[Any]:
+    """A transaction with the claims set that is always rolled back."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SELECT set_config(%s, %s, true), set_config(%s, '', true)",
+                     (settings.tenant_claim, "" if tenant is None else str(tenant), settings.user_claim))
+        yield conn
+
+
+def _attempt(conn, sql: str, params=()) -> tuple[str | None, int]:
+    """Run ``sql`` in a savepoint; (SQLSTATE or None, rowcount)."""
+    try:
+        with conn.transaction():
+            cur = conn.execute(sql, params)
+            return None, cur.rowcount
+    except Exception as exc:  # noqa: BLE001 - classified by SQLSTATE below
+        state = _sql_state(exc)
+        if state is None:
+            raise
+        return state, -1
+
+
+def _insert_sql(t: Table) -> str:
+    cols = ", ".join(f'"{c}"' for c, _ in t.columns)
+    vals = ", ".join(f"%s::{typ}" for _, typ in t.columns)
+    return f"INSERT INTO {t.qualified} ({cols}) VALUES ({vals})"
+
+
+def _row_for(t: Table, source_tenant: Any, tenant: Any) -> list[str | None]:
+    row = list(t.sample[source_tenant])
+    idx = [c for c, _ in t.columns].index(t.tenant_column) if t.tenant_column in [c for c, _ in t.columns] else None
+    if idx is not None:
+        row[idx] = tenant
+    return row
+
+
+def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> list[str]:
+    """Failures (human sentences) of ``role`` (of ``kind``) running ``command`` on table ``t``."""
+    if len(t.tenants) < 2:
+        return [f"{t.name}: the matrix needs rows of at least two tenants (found {len(t.tenants)}); seed more"]
+    a, b = t.tenants[0], t.tenants[1]
+    tc = f'"{t.tenant_column}"'
+    out: list[str] = []
+    denied = command in t.denied.get(kind, set()) or (kind == "readonly" and command != "SELECT")
+
+    def expect_denied(state: str | None, what: str) -> None:
+        if state != DENIED:
+            out.append(f"{role} {what} on {t.name}: expected permission denied (42501), got "
+                       f"{'success' if state is None else 'SQLSTATE ' + state}")
+
+    if command == "SELECT":
+        if denied:
+            with _as(conn, a, settings):
+                expect_denied(_attempt(conn, f"SELECT 1 FROM {t.qualified} LIMIT 1")[0], "SELECT")
+            return out
+        tenants = [(a, "tenant A"), (None, "no tenant")] if kind != "bypass" else [(None, "no tenant")]
+        for tenant, label in tenants:
+            with _as(conn, tenant, settings):
+                rows = conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1").fetchall()
+            seen = dict(rows)
+            if kind == "bypass":
+                if sum(seen.values()) != t.counts["*"]:
+                    out.append(f"{role} ({label}) saw {sum(seen.values())} of {t.counts['*']} rows in {t.name}")
+            elif tenant is None:
+                if seen:
+                    out.append(f"{role} with no tenant set saw {sum(seen.values())} rows in {t.name}; expected 0")
+            else:
+                others = sum(n for k, n in seen.items() if k != a)
+                if others:
+                    out.append(f"{role} as tenant A saw {others} rows of other tenants in {t.name}")
+                if seen.get(a, 0) != t.counts[a]:
+                    out.append(f"{role} as tenant A saw {seen.get(a, 0)} of tenant A's {t.counts[a]} rows in {t.name}")
+        return out
+
+    if command == "INSERT":
+        own = _row_for(t, a, a)
+        if denied:
+            with _as(conn, a, settings):
+                expect_denied(_attempt(conn, _insert_sql(t), own)[0], "INSERT")
+            return out
+        tenant = None if kind == "bypass" else a
+        with _as(conn, tenant, settings):
+            state, _ = _attempt(conn, _insert_sql(t), own)
+            if state == DENIED:  # unique/foreign-key errors come after the policy check: allowed by RLS
+                out.append(f"{role} as {'tenant A' if tenant else 'no tenant'} could not INSERT its own row into {t.name}")
+            if kind == "enforce":
+                state, _ = _attempt(conn, _insert_sql(t), _row_for(t, a, b))
+                if state != DENIED:
+                    out.append(f"{role} as tenant A inserted a row for tenant B into {t.name} "
+                               f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+        if kind == "enforce":
+            with _as(conn, None, settings):
+                state, _ = _attempt(conn, _insert_sql(t), own)
+                if state != DENIED:
+                    out.append(f"{role} with no tenant set inserted into {t.name} "
+                               f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+        return out
+
+    verb = "UPDATE" if command == "UPDATE" else "DELETE"
+
+    def stmt(tenant_value: Any, move_to: Any = None) -> tuple[str, tuple]:
+        if verb == "UPDATE":
+            target = "%s" if move_to is not None else tc
+            sql = f"UPDATE {t.qualified} SET {tc} = {target}::{_type_of(t)} WHERE {tc}::text = %s"
+            return sql, ((move_to, tenant_value) if move_to is not None else (tenant_value,))
+        return f"DELETE FROM {t.qualified} WHERE {tc}::text = %s", (tenant_value,)
+
+    if denied:
+        with _as(conn, a, settings):
+            expect_denied(_attempt(conn, *stmt(a))[0], verb)
+        return out
+    if kind == "bypass":
+        with _as(conn, None, settings):
+            state, n = _attempt(conn, *stmt(b))
+            if state is not None or n != t.counts[b]:
+                out.append(f"{role} {verb} of tenant B's rows in {t.name}: affected {n} of {t.counts[b]}"
+                           + (f" (SQLSTATE {state})" if state else ""))
+        return out
+    with _as(conn, a, settings):
+        state, n = _attempt(conn, *stmt(b))
+        if state is None and n != 0:
+            out.append(f"{role} as tenant A {verb} affected {n} rows of tenant B in {t.name}; expected 0")
+        state, n = _attempt(conn, *stmt(a))
+        if state is not None or n != t.counts[a]:
+            out.append(f"{role} as tenant A {verb} of its own rows in {t.name} affected {n} of {t.counts[a]}"
+                       + (f" (SQLSTATE {state})" if state else ""))
+        if verb == "UPDATE":
+            state, n = _attempt(conn, *stmt(a, move_to=b))
+            if state != DENIED:
+                out.append(f"{role} as tenant A moved {n} rows of {t.name} to tenant B "
+                           f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+    with _as(conn, None, settings):
+        state, n = _attempt(conn, *stmt(a))
+        if state is None and n != 0:
+            out.append(f"{role} with no tenant set {verb} affected {n} rows in {t.name}; expected 0")
+    return out
+
+
+def _type_of(t: Table) -> str:
+    for name, typ in t.columns:
+        if name == t.tenant_column:
+            return typ
+    return "uuid"
+
+
+def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> list[str]:
+    """What the enforce role must never be able to do, and FORCE applying to the owner."""
+    out: list[str] = []
+    role = settings.role_enforce
+    probe = tables[0] if tables else None
+    attempts = [
+        (f'SET ROLE "{settings.role_bypass}"', "SET ROLE to the bypass role"),
+        (f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
+        ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid"),
+    ]
+    if probe is not None:
+        attempts += [
+            (f"ALTER TABLE {probe.qualified} DISABLE ROW LEVEL SECURITY", f"disable RLS on {probe.name}"),
+            (f"ALTER TABLE {probe.qualified} NO FORCE ROW LEVEL SECURITY", f"un-force RLS on {probe.name}"),
+            (f"CREATE POLICY dbkit_escalation ON {probe.qualified} USING (true)", f"create a policy on {probe.name}"),
+        ]
+        policy = admin.execute("SELECT policyname FROM pg_policies WHERE schemaname = %s AND tablename = %s LIMIT 1",
+                               (probe.schema, probe.name)).fetchone()
+        if policy:
+            attempts.append((f'DROP POLICY "{policy[0]}" ON {probe.qualified}', f"drop a policy on {probe.name}"))
+    for sql, what in attempts:
+        with _as(enforce_conn, probe.tenants[0] if probe and probe.tenants else None, settings):
+            state, _ = _attempt(enforce_conn, sql)
+        if state != DENIED:
+            out.append(f"{role} could {what} ({'succeeded' if state is None else 'SQLSTATE ' + state}); "
+                       "expected permission denied")
+    for t in tables:
+        with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings):
+            enforce_conn.execute("SET LOCAL row_security = off")
+            state, _ = _attempt(enforce_conn, f"SELECT 1 FROM {t.qualified} LIMIT 1")
+        if state != DENIED:
+            out.append(f"{role} read {t.name} around its policies with row_security = off "
+                       f"({'succeeded' if state is None else 'SQLSTATE ' + state})")
+        forced = admin.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
+                               (t.qualified,)).fetchone()[0]
+        with admin.transaction(force_rollback=True):
+            admin.execute(f'SET LOCAL ROLE "{settings.role_owner}"')
+            admin.execute("SELECT set_config(%s, %s, true)",
+                          (settings.tenant_claim, str(t.tenants[0]) if t.tenants else ""))
+            owner_sees = admin.execute(f"SELECT count(*) FROM {t.qualified}").fetchone()[0]
+        if not forced or (t.counts.get("*") and owner_sees == t.counts["*"]):
+            out.append(f"the owner {settings.role_owner} is not subject to RLS on {t.name} "
+                       f"(FORCE {'on' if forced else 'off'}, sees {owner_sees} of {t.counts.get('*')} rows)")
+    return out

@@ -1,0 +1,3 @@
+from dbkit.migrate.env import run
+
+run(target_metadata=None)
