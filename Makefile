@@ -16,6 +16,8 @@ demo: bootstrap
 	$(DBKIT) migrate
 	$(DBKIT) migrate status
 	$(DBKIT) seed --profile small
+	$(DBKIT) roles check
+	$(DBKIT) rls audit
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: bootstrap

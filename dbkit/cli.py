@@ -521,6 +521,72 @@ def seed_status(state: State, as_json: bool) -> None:
                  title="recent runs")
 
 
+# ------------------------------------------------------------------ roles
+
+@cli.group()
+def roles() -> None:
+    """Roles as code: sql/roles/*.sql, passwords from DBKIT_PASSWORD_<ROLE>."""
+
+
+@roles.command("apply")
+@json_option
+@pass_state
+def roles_apply(state: State, as_json: bool) -> None:
+    """Create missing roles, correct drifted attributes, set passwords (SCRAM verifiers only)."""
+    from dbkit import render
+    from dbkit import roles as roles_mod
+
+    result = roles_mod.apply(state.settings)
+    if as_json:
+        render.emit_json(result.as_dict())
+        return
+    d = result.as_dict()
+    for key in ("created", "altered", "password_set"):
+        if d.get(key):
+            render.line(f"{key.replace('_', ' ')}: {', '.join(d[key])}")
+    for warning in d.get("warnings", []):
+        render.line(f"warning: {warning}")
+    render.line("roles match sql/roles/" + ("" if result.changed else " (nothing to change)"))
+
+
+@roles.command("list")
+@json_option
+@pass_state
+def roles_list(state: State, as_json: bool) -> None:
+    """The configured roles: attributes, memberships, whether a password is set."""
+    from dbkit import render
+    from dbkit import roles as roles_mod
+
+    infos = [r.as_dict() for r in roles_mod.list_roles(state.settings)]
+    if as_json:
+        render.emit_json(infos)
+        return
+    yes = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
+    render.table(["kind", "role", "exists", "login", "bypassrls", "superuser", "member of", "password"],
+                 [(r["kind"], r["name"], yes(r["exists"]), yes(r["login"]), yes(r["bypassrls"]), yes(r["superuser"]),
+                   ",".join(r["member_of"]) or "-", yes(r["has_password"])) for r in infos])
+
+
+@roles.command("check")
+@json_option
+@pass_state
+def roles_check(state: State, as_json: bool) -> None:
+    """Drift from the declared roles, grants and default privileges.  Exit 1 on any error-level drift."""
+    from dbkit import render
+    from dbkit import roles as roles_mod
+
+    drifts = roles_mod.check(state.settings)
+    errors = [d for d in drifts if d.severity == "error"]
+    if as_json:
+        render.emit_json({"clean": not errors, "drift": [d.as_dict() for d in drifts]})
+    else:
+        for d in drifts:
+            render.line(f"{d.severity}: {d.describe()}")
+        render.line(f"{len(errors)} error(s), {len(drifts) - len(errors)} warning(s)"
+                    + ("" if errors else ": roles and grants match the declared state"))
+    sys.exit(1 if errors else 0)
+
+
 # ------------------------------------------------------------------ rls
 
 @cli.group()
@@ -561,7 +627,6 @@ def _stub(name: str, issue: int, summary: str) -> click.Command:
 
 
 for _name, _issue, _summary in (
-    ("roles", 5, "Roles as code: apply, list, check"),
     ("backup", 6, "pg_dump streamed to S3 or disk, with a manifest"),
     ("restore", 6, "Restore a backup into a new database"),
 ):

@@ -141,6 +141,47 @@ FIELDS: tuple[Field, ...] = (
         "makes migrations run as the owner role (SET ROLE) so it owns every object",
         "DBKIT_MIGRATE_SET_ROLE=false",
     ),
+    # ---- backups
+    Field(
+        "backup_uri", "DBKIT_BACKUP_URI", "str", "backups",
+        "says where `dbkit backup` writes (s3://bucket/prefix, file:///path or a path relative to the project)",
+        "DBKIT_BACKUP_URI=s3://acme-db-backups/prod",
+    ),
+    Field(
+        "s3_endpoint", "S3_ENDPOINT", "str", None,
+        "points at an S3-compatible endpoint such as MinIO (unset: AWS)", "S3_ENDPOINT=http://127.0.0.1:9000",
+    ),
+    Field(
+        "s3_region", "S3_REGION", "str", None,
+        "names the S3 region (unset: boto3's default chain, e.g. AWS_REGION)", "S3_REGION=eu-central-1",
+    ),
+    Field(
+        "s3_access_key", "S3_ACCESS_KEY", "str", None,
+        "is the S3 access key (unset: boto3's standard chain, e.g. AWS_ACCESS_KEY_ID or an instance role)",
+        "S3_ACCESS_KEY=AKIA...", secret=True,
+    ),
+    Field(
+        "s3_secret_key", "S3_SECRET_KEY", "str", None,
+        "is the S3 secret key (unset: boto3's standard chain)", "S3_SECRET_KEY=...", secret=True,
+    ),
+    Field(
+        "s3_addressing_style", "S3_ADDRESSING_STYLE", "choice", "auto",
+        "selects S3 path-style or virtual-hosted addressing (MinIO usually needs path)", "S3_ADDRESSING_STYLE=path",
+        choices=("auto", "path", "virtual"),
+    ),
+    Field(
+        "age_recipients", "DBKIT_AGE_RECIPIENTS", "list", (),
+        "lists age public keys every backup is encrypted to (also --encrypt-to)", "DBKIT_AGE_RECIPIENTS=age1...",
+    ),
+    Field(
+        "age_identity_file", "DBKIT_AGE_IDENTITY_FILE", "path", None,
+        "points at the age identity (secret key) file used to decrypt backups", "DBKIT_AGE_IDENTITY_FILE=~/.age/db.key",
+    ),
+    Field(
+        "age_identity", "DBKIT_AGE_IDENTITY", "str", None,
+        "holds the age identity (AGE-SECRET-KEY-...) used to decrypt backups, when no file is used",
+        "DBKIT_AGE_IDENTITY=AGE-SECRET-KEY-1...", secret=True,
+    ),
     # ---- seeding
     Field(
         "seed_maintenance_work_mem", "DBKIT_SEED_MAINTENANCE_WORK_MEM", "memory", "512MB",
@@ -181,6 +222,15 @@ class Settings:
     migrate_set_role: bool = True
     lint_ignore: tuple[str, ...] = ()
     seed_maintenance_work_mem: str = "512MB"
+    backup_uri: str = "backups"
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = field(default=None, repr=False)
+    s3_secret_key: str | None = field(default=None, repr=False)
+    s3_addressing_style: str = "auto"
+    age_recipients: tuple[str, ...] = ()
+    age_identity_file: Path | None = None
+    age_identity: str | None = field(default=None, repr=False)
     project_dir: Path = field(default_factory=Path.cwd)
     sources: Mapping[str, str] = field(default_factory=dict)
     #: DBKIT_PASSWORD_<ROLE> variables (env, .env.<env>, .env): secrets, never printed
@@ -219,6 +269,8 @@ class Settings:
             value = getattr(self, f.name)
             if value is None:
                 text = "(embedded dev cluster)" if f.name == "database_url" and self.env == "dev" else "(unset)"
+            elif f.secret and not isinstance(value, DbUrl):
+                text = "***"
             elif isinstance(value, DbUrl):
                 text = value.masked
             elif isinstance(value, tuple):

@@ -54,6 +54,15 @@ class DbUrl:
     def masked(self) -> str:
         return mask_url(self.raw)
 
+    def without_password(self) -> DbUrl:
+        """The same URL with no password (for command lines; pass the password another way)."""
+        parts = urlsplit(self.raw)
+        userinfo, at, hostinfo = parts.netloc.rpartition("@")
+        if not at or ":" not in userinfo:
+            return self
+        netloc = f"{userinfo.split(':', 1)[0]}@{hostinfo}"
+        return parse_database_url(f"{parts.scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else ""))
+
     def with_dbname(self, dbname: str) -> DbUrl:
         return parse_database_url(_rebuild(self.raw, path="/" + quote(dbname, safe="")))
 

@@ -4,6 +4,8 @@
 * Root (CI, these machines): PostgreSQL refuses to run as root, so the server
   is dbkit's own :class:`~dbkit.dev.DevCluster`, which runs it as the
   ``postgres`` OS user, used through pytest-postgresql's noproc fixture.
+* ``DBKIT_TEST_SERVER_URL`` set (a superuser URL): that server, started by you
+  (docker compose, a CI service container); nothing is started.
 
 Either way a template database with the extensions is built once per session
 (``pg_template``) and every test that asks for ``postgresql`` gets a fresh copy
@@ -28,6 +30,7 @@ from dbkit.dev import DevCluster, find_bindir
 from dbkit.urls import DbUrl, parse_database_url
 
 EXTENSIONS = ("vector", "timescaledb", "pgcrypto")
+collect_ignore = ["examples"]  # example projects run through pytester, not directly
 # Speed over durability for throw-away test clusters.  TimescaleDB's background
 # workers would connect to the template database and block CREATE DATABASE … TEMPLATE.
 TEST_SERVER_CONF = (
@@ -57,6 +60,16 @@ pg_proc = factories.postgresql_proc(
 @pytest.fixture(scope="session")
 def pg_server(request: pytest.FixtureRequest) -> Iterator[NoopExecutor]:
     """The session's PostgreSQL server (host, port, user)."""
+    external = os.environ.get("DBKIT_TEST_SERVER_URL")
+    if external:  # a server you run (e.g. the docker-compose or CI service container); a superuser URL
+        u = parse_database_url(external, variable="DBKIT_TEST_SERVER_URL")
+        server = NoopExecutor(host=u.hosts[0] if u.hosts else "127.0.0.1", port=u.port or 5432,
+                              user=u.user or "postgres", password=u.password, dbname="tests", options="")
+        with db.connect(u.with_dbname("postgres"), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (server.template_dbname,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{server.template_dbname}"')
+        yield server
+        return
     if not IS_ROOT:
         yield request.getfixturevalue("pg_proc")
         return

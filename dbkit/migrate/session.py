@@ -122,16 +122,14 @@ def _preflight(conn, settings) -> None:
     from dbkit import roles
 
     db.ensure_extensions(conn, settings.extensions)
-    for f in roles.role_files(settings):
-        try:
-            conn.execute(f.sql)
-        except errors.InsufficientPrivilege as exc:
-            raise MissingDependency(
-                f"the connecting role may not create or correct role '{f.role}' ({f.path.name}): "
-                f"{exc.diag.message_primary}",
-                hint="connect as a role with CREATEROLE (a superuser for BYPASSRLS roles), "
-                "or have a DBA run the files in sql/roles/ once",
-            ) from None
+    try:
+        roles.apply(settings, conn)  # the role files, and passwords from DBKIT_PASSWORD_<ROLE> (as SCRAM verifiers)
+    except errors.InsufficientPrivilege as exc:
+        raise MissingDependency(
+            f"the connecting role may not create or correct the roles in sql/roles/: {exc.diag.message_primary}",
+            hint="connect as a role with CREATEROLE (a superuser for BYPASSRLS roles), "
+            "or have a DBA run `dbkit roles apply` once",
+        ) from None
     owner = settings.role_owner if settings.migrate_set_role else None
     stmt = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(BOOKKEEPING_SCHEMA))
     if owner:

@@ -3,6 +3,8 @@
 -- {{role}} is replaced by dbkit with the validated name from DBKIT_ROLE_OWNER.
 DO $dbkit$
 DECLARE
+  -- The declared attributes: `dbkit roles check` compares the server with this literal and
+  -- `dbkit roles apply` enforces it; keep it one quoted literal of [NO]<ATTRIBUTE> keywords.
   attrs constant text := 'NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT';
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{{role}}') THEN

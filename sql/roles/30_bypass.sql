@@ -3,6 +3,8 @@
 -- Creating a BYPASSRLS role needs a superuser.
 DO $dbkit$
 DECLARE
+  -- The declared attributes: `dbkit roles check` compares the server with this literal and
+  -- `dbkit roles apply` enforces it; keep it one quoted literal of [NO]<ATTRIBUTE> keywords.
   attrs constant text := 'LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS INHERIT';
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{{role}}') THEN

@@ -2,6 +2,8 @@
 -- {{role}} is replaced by dbkit with the validated name from DBKIT_ROLE_READONLY.
 DO $dbkit$
 DECLARE
+  -- The declared attributes: `dbkit roles check` compares the server with this literal and
+  -- `dbkit roles apply` enforces it; keep it one quoted literal of [NO]<ATTRIBUTE> keywords.
   attrs constant text := 'LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT';
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{{role}}') THEN

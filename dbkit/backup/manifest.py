@@ -1,0 +1,496 @@
+"""Backup ids and the backup manifest (pure: no I/O besides ``json``).
+
+A backup is the folder ``<prefix>/<backup-id>/`` holding one dump object
+(:func:`object_name`, e.g. ``dump.pgdump.zst.age``) and ``manifest.json``,
+written LAST: a folder without a manifest is not a backup for list, restore or
+prune.
+
+Backup ids (``20261121T230501Z-3f9a``: the UTC start time and 4 random hex
+digits) sort as text in the order the backups were started (ties within one
+second are broken by the random part).
+
+The manifest describes the dump so that a restore can check it before it
+touches a database: the object's name, size and sha256, how it was compressed
+and encrypted, the server, pg_dump, extensions and Alembic revision it came
+from, and the tables with their row estimates.  It never holds secrets: only
+age *recipients* (public keys) are recorded, and every string in it is checked
+for age identities and private keys before it is written or accepted.
+
+``format_version`` changes only when an older dbkit would misread a manifest;
+a reader refuses versions newer than :data:`FORMAT_VERSION` and ignores keys it
+does not know (new optional keys are added without a bump).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from dbkit.errors import ConfigError, DbkitError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "COMPRESSIONS",
+    "SSE_MODES",
+    "ManifestError",
+    "Encryption",
+    "TableInfo",
+    "Manifest",
+    "new_backup_id",
+    "parse_backup_id",
+    "is_backup_id",
+    "object_name",
+    "looks_secret",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DUMP_BASENAME = "dump.pgdump"
+COMPRESSIONS = ("zstd", "gzip", "none")
+_SUFFIXES = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+_LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
+ENCRYPTED_SUFFIX = ".age"
+# S3 ServerSideEncryption values; "SSE-C" records that a customer key (never stored) is needed
+SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse", "SSE-C")
+
+EXAMPLE_ID = "20261121T230501Z-3f9a"
+_ID_RE = re.compile(r"(?P<ts>\d{8}T\d{6}Z)-(?P<rand>[0-9a-f]{4})")
+_ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_AGE_RECIPIENT_RE = re.compile(r"age1[0-9a-z]+")
+_SSH_RECIPIENT_RE = re.compile(r"(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?")
+_STORAGE_CLASS_RE = re.compile(r"[A-Z0-9_]{1,64}")
+# age identities (AGE-SECRET-KEY-1..., plugin identities AGE-PLUGIN-...-1...) and PEM/OpenSSH private keys
+_SECRET_RE = re.compile(r"AGE-SECRET-KEY-|AGE-PLUGIN-|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", re.IGNORECASE)
+_SECRET_TAG_KEYS = {"password", "passwd", "pwd", "secret", "secret_key", "token", "api_key", "private_key",
+                    "aws_secret_access_key", "identity", "passphrase"}
+
+
+class ManifestError(DbkitError):
+    """A manifest is malformed, foreign, from a newer dbkit, or would hold a secret."""
+
+    exit_code = 1
+
+
+# -- backup ids ---------------------------------------------------------------------------------------------
+
+
+def _require_aware(value: datetime, name: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+def new_backup_id(now: datetime) -> str:
+    """A new backup id for a backup started at ``now`` (aware): ``20261121T230501Z-3f9a``."""
+    now = _require_aware(now, "now")
+    return f"{now.strftime(_ID_TIME_FORMAT)}-{secrets.token_hex(2)}"
+
+
+def is_backup_id(text: object) -> bool:
+    """Whether ``text`` is a well-formed backup id (folders with other names are not dbkit's)."""
+    if not isinstance(text, str):
+        return False
+    m = _ID_RE.fullmatch(text)
+    if not m:
+        return False
+    try:
+        datetime.strptime(m["ts"], _ID_TIME_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_backup_id(text: str) -> datetime:
+    """The UTC start time a backup id carries; :class:`ConfigError` when it is not a backup id."""
+    m = _ID_RE.fullmatch(text) if isinstance(text, str) else None
+    try:
+        if m:
+            return datetime.strptime(m["ts"], _ID_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    raise ConfigError(
+        "backup id",
+        f"{_short(text)} is malformed (expected the UTC start time and 4 hex digits)",
+        example=EXAMPLE_ID,
+    )
+
+
+# -- object names -------------------------------------------------------------------------------------------
+
+
+def object_name(compression: str, encrypted: bool) -> str:
+    """The dump object's file name: ``dump.pgdump`` + ``.zst``/``.gz`` + ``.age`` when encrypted."""
+    if compression not in _SUFFIXES:
+        raise ConfigError("compression", f"must be one of {', '.join(COMPRESSIONS)}, got {_short(compression)}",
+                          example="zstd")
+    return DUMP_BASENAME + _SUFFIXES[compression] + (ENCRYPTED_SUFFIX if encrypted else "")
+
+
+# -- secrets ------------------------------------------------------------------------------------------------
+
+
+def looks_secret(text: str) -> bool:
+    """Whether ``text`` contains an age identity or a private key (never stored in a manifest)."""
+    return bool(_SECRET_RE.search(text))
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr() of a value for a one-line message: bounded, and never a secret."""
+    if isinstance(value, str) and looks_secret(value):
+        return "<a secret, not shown>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- the manifest -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """One dumped table; ``rows_estimate`` is None when PostgreSQL has none (never analyzed)."""
+
+    schema: str
+    name: str
+    rows_estimate: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name, "rows_estimate": self.rows_estimate}
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """How the dump object is encrypted: age to these recipients (public keys only)."""
+
+    recipients: tuple[str, ...]
+    format: str = "age"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "recipients": list(self.recipients)}
+
+
+class _Check:
+    """Raises :class:`ManifestError` with one line naming the backup and the field."""
+
+    def __init__(self, backup_id: object) -> None:
+        self.where = f"manifest of backup {backup_id}" if is_backup_id(backup_id) else "manifest"
+
+    def fail(self, name: str, problem: str) -> ManifestError:
+        return ManifestError(f"{self.where}: field {name!r} {problem}")
+
+    def text(self, name: str, value: object, *, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(name, f"must be a non-empty string, got {_short(value)}")
+        if "\n" in value or "\r" in value:
+            raise self.fail(name, "must be one line")
+
+    def integer(self, name: str, value: object, *, minimum: int = 0, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(name, f"must be an integer >= {minimum}, got {_short(value)}")
+
+    def str_map(self, name: str, value: object) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise self.fail(name, f"must be an object of strings, got {_short(value)}")
+        for k, v in value.items():
+            if not isinstance(k, str) or not k or not isinstance(v, str):
+                raise self.fail(name, f"must map non-empty names to strings, got {_short(k)}: {_short(v)}")
+        return dict(sorted(value.items()))
+
+    def when(self, name: str, value: object) -> datetime:
+        if not isinstance(value, datetime):
+            raise self.fail(name, f"must be a datetime, got {_short(value)}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise self.fail(name, f"must carry a time zone, got {value.isoformat()!r}")
+        return value.astimezone(UTC)
+
+
+def _strings(value: object, path: str):
+    """Every string inside ``value`` (nested dicts, lists, dataclasses) with a path for messages."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(k, f"{path} key")
+            yield from _strings(v, f"{path}.{k}" if isinstance(k, str) else path)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(value, (TableInfo, Encryption)):
+        yield from _strings(value.to_dict(), path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """What ``manifest.json`` records about one backup.  Validated on construction.
+
+    ``encryption`` and ``tables`` also accept their JSON shapes (a dict, a list of dicts).
+    ``duration_s`` defaults to ``finished_at - started_at``.
+    """
+
+    format_version: int = FORMAT_VERSION
+    id: str
+    database: str
+    server_version: str
+    pg_dump_version: str
+    extensions: dict[str, str] = field(default_factory=dict)
+    alembic_revision: str | None = None
+    dbkit_version: str
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float | None = None
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+    object: str
+    compression: str
+    compression_level: int | None = None
+    encryption: Encryption | None = None
+    sse: str | None = None
+    storage_class: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    tables: tuple[TableInfo, ...] = ()
+
+    def __post_init__(self) -> None:  # noqa: C901 - one flat list of checks, in field order
+        check = _Check(self.id)
+        put = object.__setattr__
+
+        if isinstance(self.format_version, bool) or not isinstance(self.format_version, int):
+            raise check.fail("format_version", f"must be an integer, got {_short(self.format_version)}")
+        if self.format_version != FORMAT_VERSION:
+            raise check.fail("format_version", f"is {self.format_version}; this dbkit writes only {FORMAT_VERSION}")
+        if not is_backup_id(self.id):
+            raise check.fail("id", f"must be a backup id like {EXAMPLE_ID}, got {_short(self.id)}")
+        for name in ("database", "server_version", "pg_dump_version", "dbkit_version"):
+            check.text(name, getattr(self, name))
+        check.text("alembic_revision", self.alembic_revision, optional=True)
+        put(self, "extensions", check.str_map("extensions", self.extensions))
+
+        started = check.when("started_at", self.started_at)
+        finished = check.when("finished_at", self.finished_at)
+        if finished < started:
+            raise check.fail("finished_at", f"({finished.isoformat()}) is before started_at ({started.isoformat()})")
+        put(self, "started_at", started)
+        put(self, "finished_at", finished)
+        if self.duration_s is None:
+            put(self, "duration_s", round((finished - started).total_seconds(), 3))
+        elif (isinstance(self.duration_s, bool) or not isinstance(self.duration_s, (int, float))
+              or not math.isfinite(self.duration_s) or self.duration_s < 0):
+            raise check.fail("duration_s", f"must be a number of seconds >= 0, got {_short(self.duration_s)}")
+        else:
+            put(self, "duration_s", float(self.duration_s))
+
+        check.integer("raw_bytes", self.raw_bytes)
+        check.integer("stored_bytes", self.stored_bytes)
+        if not isinstance(self.sha256, str) or not _SHA256_RE.fullmatch(self.sha256):
+            raise check.fail("sha256", f"must be 64 lowercase hex digits, got {_short(self.sha256)}")
+
+        if self.compression not in COMPRESSIONS:
+            raise check.fail("compression", f"must be one of {', '.join(COMPRESSIONS)}, got {_short(self.compression)}")
+        if self.compression == "none":
+            if self.compression_level is not None:
+                raise check.fail("compression_level", f"must be null without compression, got "
+                                 f"{_short(self.compression_level)}")
+        else:
+            levels = _LEVELS[self.compression]
+            check.integer("compression_level", self.compression_level, minimum=levels.start)
+            if self.compression_level not in levels:
+                raise check.fail("compression_level", f"must be {levels.start}..{levels.stop - 1} for "
+                                 f"{self.compression}, got {self.compression_level}")
+
+        encryption = self.encryption
+        if isinstance(encryption, Mapping):
+            encryption = _encryption_from_dict(check, encryption)
+            put(self, "encryption", encryption)
+        if encryption is not None:
+            if not isinstance(encryption, Encryption):
+                raise check.fail("encryption", f"must be null or {{'format': 'age', 'recipients': [...]}}, "
+                                 f"got {_short(encryption)}")
+            _check_encryption(check, encryption)
+
+        expected = object_name(self.compression, encryption is not None)
+        if self.object != expected:
+            raise check.fail("object", f"is {_short(self.object)}, expected {expected!r} for compression "
+                             f"{self.compression!r}{' and age encryption' if encryption else ' without encryption'}")
+        if self.compression == "none" and encryption is None and self.stored_bytes != self.raw_bytes:
+            raise check.fail("stored_bytes", f"({self.stored_bytes}) must equal raw_bytes ({self.raw_bytes}) "
+                             "when the dump is stored as is")
+
+        if self.sse is not None and self.sse not in SSE_MODES:
+            raise check.fail("sse", f"must be null or one of {', '.join(SSE_MODES)}, got {_short(self.sse)}")
+        if self.storage_class is not None and (
+                not isinstance(self.storage_class, str) or not _STORAGE_CLASS_RE.fullmatch(self.storage_class)):
+            raise check.fail("storage_class", f"must be null or an S3 storage class like STANDARD_IA, "
+                             f"got {_short(self.storage_class)}")
+        tags = check.str_map("tags", self.tags)
+        for key in tags:
+            if key.lower().replace("-", "_") in _SECRET_TAG_KEYS:
+                raise check.fail("tags", f"has a tag named {key!r}; tags are stored in clear and must not hold secrets")
+        put(self, "tags", tags)
+
+        if not isinstance(self.tables, (list, tuple)):
+            raise check.fail("tables", f"must be a list, got {_short(self.tables)}")
+        put(self, "tables", tuple(_table(check, i, t) for i, t in enumerate(self.tables)))
+
+        # Last line of defence: no string anywhere may be an age identity or a private key.
+        for f in fields(self):
+            for path, text in _strings(getattr(self, f.name), f.name):
+                if looks_secret(text):
+                    raise check.fail(path, "looks like a secret (an age identity or a private key); a manifest "
+                                     "records only public recipients and never secrets")
+
+    # -- serialisation ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict, keys in field order (``format_version`` first)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = _iso(value)
+            elif isinstance(value, Encryption):
+                value = value.to_dict()
+            elif f.name == "tables":
+                value = [t.to_dict() for t in value]
+            elif isinstance(value, dict):
+                value = dict(sorted(value.items()))
+            out[f.name] = value
+        return out
+
+    def to_json(self) -> bytes:
+        """``manifest.json``: UTF-8, indent 2, keys in a stable order, ending in a newline."""
+        return (json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str, *, backup_id: str | None = None) -> Manifest:
+        """Parse and validate ``manifest.json``.
+
+        ``backup_id`` is the folder the file was read from: the manifest must carry the same id.
+        Raises :class:`ManifestError` (one line naming the backup and the field) for anything
+        that is not a valid dbkit manifest this version can read.
+        """
+        check = _Check(backup_id)
+        where = check.where
+        try:
+            text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+            doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        except UnicodeDecodeError:
+            raise ManifestError(f"{where} is not UTF-8 text: not a dbkit manifest") from None
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                                f"{exc.colno}): not a dbkit manifest") from None
+        except ValueError as exc:
+            raise ManifestError(f"{where} is not valid JSON ({exc}): not a dbkit manifest") from None
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{where} is a JSON {type(doc).__name__}, not an object: not a dbkit manifest")
+        if "format_version" not in doc:
+            raise ManifestError(f"{where} has no 'format_version': not a dbkit manifest")
+        version = doc["format_version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise check.fail("format_version", f"must be a positive integer, got {_short(version)}")
+        if backup_id is None:
+            check = _Check(doc.get("id"))
+        if version > FORMAT_VERSION:
+            raise ManifestError(
+                f"{check.where} has format_version {version}, but this dbkit reads only up to "
+                f"{FORMAT_VERSION}; upgrade dbkit to list or restore it")
+
+        required = ("id", "database", "server_version", "pg_dump_version", "extensions", "alembic_revision",
+                    "dbkit_version", "started_at", "finished_at", "duration_s", "raw_bytes", "stored_bytes",
+                    "sha256", "object", "compression", "compression_level", "encryption", "tables")
+        for name in required:
+            if name not in doc:
+                raise check.fail(name, "is missing")
+        if backup_id is not None and doc["id"] != backup_id:
+            raise check.fail("id", f"is {_short(doc['id'])}, but the manifest is in backup {backup_id}'s folder "
+                             "(copied from another backup?)")
+
+        kwargs = {f.name: doc[f.name] for f in fields(cls) if f.name in doc}
+        for name in ("started_at", "finished_at"):
+            kwargs[name] = _parse_time(check, name, doc[name])
+        if doc["duration_s"] is None:
+            raise check.fail("duration_s", "must be a number of seconds >= 0, got None")
+        for name in ("tags",):
+            if kwargs.get(name) is None:
+                kwargs.pop(name, None)
+        return cls(**kwargs)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _parse_time(check: _Check, name: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise check.fail(name, f"must be an ISO 8601 time string, got {_short(value)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise check.fail(name, f"is not an ISO 8601 time: {_short(value)}") from None
+    if parsed.tzinfo is None:
+        raise check.fail(name, f"has no time zone: {_short(value)}")
+    return parsed
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _encryption_from_dict(check: _Check, value: Mapping) -> Encryption:
+    if set(value) - {"format", "recipients"}:
+        extra = sorted(str(k) for k in set(value) - {"format", "recipients"})
+        raise check.fail("encryption", f"has unexpected keys {extra} (only 'format' and 'recipients' are recorded)")
+    recipients = value.get("recipients")
+    if not isinstance(recipients, (list, tuple)):
+        raise check.fail("encryption.recipients", f"must be a list of age recipients, got {_short(recipients)}")
+    return Encryption(recipients=tuple(recipients), format=value.get("format"))
+
+
+def _check_encryption(check: _Check, enc: Encryption) -> None:
+    if enc.format != "age":
+        raise check.fail("encryption.format", f"must be 'age', got {_short(enc.format)}")
+    if not isinstance(enc.recipients, (list, tuple)) or not enc.recipients:
+        raise check.fail("encryption.recipients", "must list at least one age recipient (public key)")
+    for i, r in enumerate(enc.recipients):
+        name = f"encryption.recipients[{i}]"
+        if isinstance(r, str) and looks_secret(r):
+            raise check.fail(name, "is an age identity or private key, not a recipient; give the public key "
+                             "(age1..., from age-keygen -y) and keep the identity out of dbkit")
+        if not isinstance(r, str) or not (_AGE_RECIPIENT_RE.fullmatch(r) or _SSH_RECIPIENT_RE.fullmatch(r)):
+            raise check.fail(name, f"must be an age recipient (age1...) or an ssh-ed25519/ssh-rsa public key, "
+                             f"got {_short(r)}")
+
+
+def _table(check: _Check, i: int, value: object) -> TableInfo:
+    name = f"tables[{i}]"
+    if isinstance(value, Mapping):
+        if not {"schema", "name"} <= set(value):
+            raise check.fail(name, f"must have 'schema', 'name' and 'rows_estimate', got {_short(dict(value))}")
+        value = TableInfo(value["schema"], value["name"], value.get("rows_estimate"))
+    if not isinstance(value, TableInfo):
+        raise check.fail(name, f"must be {{'schema', 'name', 'rows_estimate'}}, got {_short(value)}")
+    check.text(f"{name}.schema", value.schema)
+    check.text(f"{name}.name", value.name)
+    check.integer(f"{name}.rows_estimate", value.rows_estimate, optional=True)
+    return value

@@ -1,0 +1,504 @@
+"""``dbkit backup`` / ``dbkit restore``: pg_dump streamed to storage, manifest written last.
+
+Upload path, all streaming with bounded memory, no temporary files::
+
+    pg_dump -Fc -Z0  ->  zstd | gzip | none  ->  age (optional)  ->  sha256  ->  Storage writer
+
+pg_dump's exit code and stderr are checked after the stream ends; an empty stream, a
+stream that does not start with the custom-format magic, or any error aborts the upload
+(no object, no orphan multipart parts) and writes no manifest.  The manifest is written
+only after the dump object is committed, so a backup without a manifest never counts.
+
+The connection password reaches pg_dump/pg_restore through a private passfile (mode
+0600, deleted afterwards), never through the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dbkit import db
+from dbkit.errors import ConfigError, DbkitError, MissingDependency, Refused
+from dbkit.urls import DbUrl, mask_secrets
+
+__all__ = ["BackupFailed", "RestoreFailed", "backup", "restore", "list_backups", "show", "verify", "storage_for",
+           "find_program"]
+
+CHUNK = 1 << 20
+MAGIC = b"PGDMP"
+COMPRESSIONS = ("zstd", "gzip", "none")
+
+
+class BackupFailed(DbkitError):
+    exit_code = 1
+
+
+class RestoreFailed(DbkitError):
+    exit_code = 1
+
+
+# --------------------------------------------------------------------- helpers
+
+def find_program(settings, name: str) -> str:
+    """``pg_dump``/``pg_restore`` of the newest local PostgreSQL (server bin dir first, then PATH)."""
+    from dbkit.dev import find_bindir
+
+    with contextlib.suppress(DbkitError):
+        candidate = find_bindir(settings.pg_bindir) / name
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise MissingDependency(f"{name} was not found", hint="install the PostgreSQL client: apt-get install "
+                                "postgresql-client (its major version must not be older than the server)")
+    return found
+
+
+def _major(version_text: str) -> int:
+    m = re.search(r"(\d+)(?:\.\d+)?", version_text)
+    return int(m.group(1)) if m else 0
+
+
+@contextlib.contextmanager
+def _libpq_env(url: DbUrl) -> Iterator[tuple[str, dict[str, str]]]:
+    """(conninfo without the password, environment with PGPASSFILE pointing at a private passfile)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    with tempfile.TemporaryDirectory(prefix="dbkit-pass-") as tmp:
+        if url.password is not None:
+            passfile = Path(tmp) / "pgpass"
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            esc = lambda v: str(v).replace("\\", "\\\\").replace(":", "\\:")  # noqa: E731
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"*:*:*:{esc(url.user or '*')}:{esc(url.password)}\n")
+            env["PGPASSFILE"] = str(passfile)
+        yield url.without_password().conninfo, env
+
+
+def storage_for(settings, uri: str | None = None):
+    """The Storage for ``uri`` (or DBKIT_BACKUP_URI; relative paths are under the project)."""
+    from dbkit.backup.storage import S3Options, open_storage
+
+    target = uri or settings.backup_uri
+    if "://" not in target and not os.path.isabs(target):
+        target = str(settings.project_dir / target)
+    options = S3Options(endpoint_url=settings.s3_endpoint, region=settings.s3_region,
+                        access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
+                        addressing_style=settings.s3_addressing_style)
+    return open_storage(target, s3=options)
+
+
+class _Pump(io.RawIOBase):
+    """A readable stream over pg_dump's stdout that compresses on the way and counts raw bytes."""
+
+    def __init__(self, source, compression: str, level: int | None) -> None:
+        self.source, self.raw_bytes, self.head = source, 0, b""
+        self._buf = bytearray()
+        self._eof = False
+        if compression == "zstd":
+            import zstandard
+
+            self._c = zstandard.ZstdCompressor(level=level or 3, threads=-1).compressobj()
+        elif compression == "gzip":
+            self._c = zlib.compressobj(level if level is not None else 6, zlib.DEFLATED, 31)
+        else:
+            self._c = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        while not self._buf and not self._eof:
+            chunk = self.source.read(CHUNK)
+            if not chunk:
+                self._eof = True
+                if self._c is not None:
+                    self._buf += self._c.flush()
+                break
+            if len(self.head) < len(MAGIC):
+                self.head += chunk[: len(MAGIC) - len(self.head)]
+            self.raw_bytes += len(chunk)
+            self._buf += self._c.compress(chunk) if self._c is not None else chunk
+
+    def readinto(self, b) -> int:
+        self._fill()
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        del self._buf[:n]
+        return n
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, target) -> None:
+        self.target, self.sha, self.bytes = target, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        data = bytes(b)
+        self.sha.update(data)
+        self.bytes += len(data)
+        self.target.write(data)
+        return len(data)
+
+
+def _metadata(conn) -> dict[str, Any]:
+    row = conn.execute("SELECT current_database(), current_setting('server_version'), "
+                       "current_setting('server_version_num')::int").fetchone()
+    extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
+    revision = None
+    if conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
+        found = conn.execute("SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
+        revision = found
+    tables = [{"schema": s, "name": n, "rows_estimate": max(int(r), 0)} for s, n, r in conn.execute(
+        "SELECT n.nspname, c.relname, c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE '\\_timescaledb%' AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2")]
+    size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    return {"database": row[0], "server_version": row[1], "server_version_num": row[2], "extensions": extensions,
+            "alembic_revision": revision, "tables": tables, "size": size}
+
+
+# --------------------------------------------------------------------- backup
+
+def backup(settings, *, to: str | None = None, compression: str = "zstd", level: int | None = None,
+           encrypt_to: tuple[str, ...] = (), sse: str | None = None, kms_key_id: str | None = None,
+           storage_class: str | None = None, tags: dict[str, str] | None = None,
+           progress: Callable[[int], None] | None = None):
+    """Dump the database with pg_dump and stream it to storage; returns the written Manifest."""
+    from dbkit import __version__
+    from dbkit.backup.manifest import Manifest, new_backup_id, object_name
+
+    if compression not in COMPRESSIONS:
+        raise ConfigError("--compress", f"is {compression!r}, not one of {', '.join(COMPRESSIONS)}", example="zstd")
+    recipients = tuple(dict.fromkeys([*settings.age_recipients, *encrypt_to]))
+    parsed_recipients = _age_recipients(recipients)
+    url = db.resolve_url(settings)
+    with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
+        meta = _metadata(conn)
+    pg_dump = find_program(settings, "pg_dump")
+    dump_version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True).stdout.strip()
+    if _major(dump_version) < meta["server_version_num"] // 10000:
+        raise MissingDependency(f"{pg_dump} is {dump_version}, older than the server ({meta['server_version']})",
+                                hint="install the PostgreSQL client of the server's major version or newer")
+    storage = storage_for(settings, to)
+    started = datetime.now(UTC)
+    backup_id = new_backup_id(started)
+    name = object_name(compression, bool(recipients))
+    t0 = time.perf_counter()
+    with _libpq_env(url) as (conninfo, env):
+        proc = subprocess.Popen([pg_dump, "-Fc", "-Z0", "--no-password", f"--dbname={conninfo}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        stderr_chunks: list[bytes] = []
+        drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
+        drain.start()
+        pump = _Pump(proc.stdout, compression, level)
+        try:
+            with storage.open_write(f"{backup_id}/{name}", expected_size=meta["size"]) as writer:
+                hashing = _HashingWriter(writer)
+                if parsed_recipients:
+                    import pyrage
+
+                    pyrage.encrypt_io(pump, hashing, parsed_recipients)
+                else:
+                    while chunk := pump.read(CHUNK):
+                        hashing.write(chunk)
+                        if progress:
+                            progress(pump.raw_bytes)
+                rc = proc.wait()
+                drain.join(timeout=30)
+                err = b"".join(stderr_chunks).decode(errors="replace").strip()
+                if rc != 0:
+                    raise BackupFailed(f"pg_dump failed (exit {rc}): {mask_secrets(_first(err))}; nothing was "
+                                       "stored and earlier backups are untouched")
+                if pump.raw_bytes == 0 or pump.head != MAGIC:
+                    raise BackupFailed("pg_dump produced an empty or unrecognizable stream; nothing was stored")
+        finally:
+            if proc.poll() is None:  # an upload error: do not leave pg_dump behind
+                proc.kill()
+                proc.wait()
+    finished = datetime.now(UTC)
+    manifest = Manifest(
+        id=backup_id, database=meta["database"], server_version=meta["server_version"],
+        pg_dump_version=dump_version, extensions=meta["extensions"], alembic_revision=meta["alembic_revision"],
+        dbkit_version=__version__, started_at=started, finished_at=finished, raw_bytes=pump.raw_bytes,
+        stored_bytes=hashing.bytes, sha256=hashing.sha.hexdigest(), object=name, compression=compression,
+        compression_level=level, encryption={"format": "age", "recipients": list(recipients)} if recipients else None,
+        tables=meta["tables"], duration_s=round(time.perf_counter() - t0, 3),
+        sse=sse, storage_class=storage_class, tags=dict(tags or {}),
+    )
+    with storage.open_write(f"{backup_id}/manifest.json") as writer:  # written LAST
+        writer.write(manifest.to_json())
+    return manifest
+
+
+def _first(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return "no message"
+
+
+def _age_recipients(recipients: tuple[str, ...]) -> list:
+    if not recipients:
+        return []
+    import pyrage
+
+    parsed = []
+    for r in recipients:
+        if r.startswith("AGE-SECRET-KEY-"):
+            raise ConfigError("--encrypt-to", "was given a secret identity, not a public recipient (age1...)",
+                              example="--encrypt-to age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p")
+        try:
+            parsed.append(pyrage.x25519.Recipient.from_str(r))
+        except Exception:  # noqa: BLE001 - pyrage raises its own RecipientError
+            raise ConfigError("--encrypt-to", f"{r[:12]}... is not an age X25519 recipient",
+                              example="age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p") from None
+    return parsed
+
+
+# --------------------------------------------------------------------- reading backups
+
+def list_backups(settings, uri: str | None = None) -> list:
+    """Complete backups (those with a manifest), newest first."""
+    from dbkit.backup.manifest import Manifest
+
+    storage = storage_for(settings, uri)
+    manifests = []
+    for obj in storage.list():
+        if obj.key.endswith("/manifest.json") and obj.key.count("/") == 1:
+            with storage.open_read(obj.key) as fh:
+                manifests.append(Manifest.from_json(fh.read()))
+    return sorted(manifests, key=lambda m: m.id, reverse=True)
+
+
+def show(settings, backup_id: str, uri: str | None = None):
+    backups = list_backups(settings, uri)
+    if not backups:
+        raise DbkitError(f"no complete backup in {storage_for(settings, uri).uri}",
+                         hint="run `dbkit backup` first (a backup without manifest.json does not count)")
+    if backup_id == "latest":
+        return backups[0]
+    for m in backups:
+        if m.id == backup_id:
+            return m
+    raise DbkitError(f"backup {backup_id} not found (or incomplete) in {storage_for(settings, uri).uri}",
+                     hint="`dbkit backup list` shows the complete ones")
+
+
+class _VerifyingReader(io.RawIOBase):
+    """Reads the stored object, hashing it; ``finish()`` compares with the manifest."""
+
+    def __init__(self, fh, expected_sha: str, expected_size: int) -> None:
+        self.fh, self.expected_sha, self.expected_size = fh, expected_sha, expected_size
+        self.sha, self.bytes = hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.fh.read(len(b))
+        if not data:
+            return 0
+        self.sha.update(data)
+        self.bytes += len(data)
+        b[: len(data)] = data
+        return len(data)
+
+    def finish(self) -> None:
+        while self.read(CHUNK):
+            pass
+        if self.bytes != self.expected_size or self.sha.hexdigest() != self.expected_sha:
+            raise RestoreFailed(f"the stored object does not match its manifest (sha256 {self.sha.hexdigest()[:12]}"
+                                f" vs {self.expected_sha[:12]}, {self.bytes} vs {self.expected_size} bytes): "
+                                "the backup is corrupt or was tampered with")
+
+
+def _identities(settings) -> list:
+    import pyrage
+
+    texts = []
+    if settings.age_identity_file:
+        path = Path(os.path.expanduser(str(settings.age_identity_file)))
+        try:
+            texts += [ln.strip() for ln in path.read_text().splitlines() if ln.strip().startswith("AGE-SECRET-KEY-")]
+        except OSError as exc:
+            raise ConfigError("DBKIT_AGE_IDENTITY_FILE", f"cannot be read ({exc.strerror})",
+                              example="DBKIT_AGE_IDENTITY_FILE=/run/secrets/backup.agekey") from None
+    if settings.age_identity:
+        texts.append(settings.age_identity.strip())
+    if not texts:
+        raise ConfigError("DBKIT_AGE_IDENTITY_FILE", "is not set and the backup is encrypted",
+                          purpose="points at the age secret key that decrypts backups",
+                          example="DBKIT_AGE_IDENTITY_FILE=/run/secrets/backup.agekey (or DBKIT_AGE_IDENTITY)")
+    try:
+        return [pyrage.x25519.Identity.from_str(t) for t in texts]
+    except Exception:  # noqa: BLE001
+        raise ConfigError("DBKIT_AGE_IDENTITY", "does not hold a valid age identity",
+                          example="AGE-SECRET-KEY-1...") from None
+
+
+def _dump_to_file(settings, storage, manifest, target: Path) -> None:
+    """Download, verify the sha256, decrypt and decompress the dump into ``target``."""
+    with storage.open_read(f"{manifest.id}/{manifest.object}") as raw:
+        verifying = _VerifyingReader(raw, manifest.sha256, manifest.stored_bytes)
+        plain_path = target.with_suffix(".compressed")
+        with open(plain_path, "wb") as out:
+            if manifest.encryption:
+                import pyrage
+
+                try:
+                    pyrage.decrypt_io(verifying, out, _identities(settings))
+                except pyrage.DecryptError:
+                    raise RestoreFailed("the backup could not be decrypted with the configured age identity",
+                                        hint="check DBKIT_AGE_IDENTITY_FILE / DBKIT_AGE_IDENTITY") from None
+            else:
+                while chunk := verifying.read(CHUNK):
+                    out.write(chunk)
+        verifying.finish()
+    with open(plain_path, "rb") as src, open(target, "wb") as out:
+        if manifest.compression == "zstd":
+            import zstandard
+
+            zstandard.ZstdDecompressor().copy_stream(src, out)
+        elif manifest.compression == "gzip":
+            d = zlib.decompressobj(31)
+            while chunk := src.read(CHUNK):
+                out.write(d.decompress(chunk))
+            out.write(d.flush())
+        else:
+            shutil.copyfileobj(src, out, CHUNK)
+    plain_path.unlink()
+    with open(target, "rb") as fh:
+        if fh.read(len(MAGIC)) != MAGIC:
+            raise RestoreFailed("the decompressed backup is not a pg_dump custom-format archive")
+
+
+# --------------------------------------------------------------------- restore
+
+@dataclass
+class RestoreResult:
+    backup_id: str
+    database: str
+    swapped: bool
+    previous: str | None
+    seconds: float
+    tables: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _exists(conn, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def restore(settings, backup_id: str = "latest", *, source: str | None = None, into: str | None = None,
+            jobs: int = 1, swap: bool = False, yes: bool = False) -> RestoreResult:
+    """Restore a backup into a NEW database (never over an existing one); ``swap`` then renames it
+    into place and keeps the previous database as ``<name>_before_<id>`` (reversible)."""
+    from psycopg import sql
+
+    manifest = show(settings, backup_id, source)
+    storage = storage_for(settings, source)
+    url = db.resolve_url(settings)
+    target_name = into or f"{manifest.database}_restore_{manifest.id.split('-')[0].lower()}"
+    if swap and not yes:
+        raise Refused(f"--swap replaces database {url.dbname} with the restored copy", hint="add --yes to confirm")
+    if swap and settings.env == "prod" and not yes:
+        raise Refused("swapping a database in prod needs --yes")
+    admin_url = url.with_dbname("postgres")
+    t0 = time.perf_counter()
+    with db.connect(admin_url, autocommit=True, connect_timeout=settings.connect_timeout) as admin:
+        if _exists(admin, target_name):
+            raise Refused(f"database {target_name} already exists; restore never overwrites",
+                          hint="choose another name with --into, or drop it yourself")
+        with tempfile.TemporaryDirectory(prefix="dbkit-restore-") as tmp:
+            dump = Path(tmp) / "dump.pgdump"
+            _dump_to_file(settings, storage, manifest, dump)
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
+            try:
+                _pg_restore(settings, url.with_dbname(target_name), dump, Path(tmp), jobs, manifest)
+            except BaseException:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
+                raise
+        with db.connect(url.with_dbname(target_name), autocommit=True) as check:
+            tables = check.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                   "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog', "
+                                   "'information_schema') AND n.nspname NOT LIKE '\\_timescaledb%'").fetchone()[0]
+        previous = None
+        if swap:
+            previous = f"{url.dbname}_before_{manifest.id.split('-')[0].lower()}"
+            if _exists(admin, previous):
+                raise Refused(f"database {previous} already exists; swap keeps the current database under that name")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                          "AND pid <> pg_backend_pid()", (url.dbname,))
+            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(url.dbname),
+                                                                         sql.Identifier(previous)))
+            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target_name),
+                                                                         sql.Identifier(url.dbname)))
+    return RestoreResult(manifest.id, url.dbname if swap else target_name, swap, previous,
+                         round(time.perf_counter() - t0, 3), tables)
+
+
+def _pg_restore(settings, target: DbUrl, dump: Path, tmp: Path, jobs: int, manifest) -> None:
+    """pg_restore into ``target``, with TimescaleDB's pre/post restore steps when the dump has it."""
+    pg_restore = find_program(settings, "pg_restore")
+    with_tsdb = "timescaledb" in (manifest.extensions or {})
+    with _libpq_env(target) as (conninfo, env):
+        listing = subprocess.run([pg_restore, "-l", str(dump)], capture_output=True, text=True, env=env)
+        if listing.returncode != 0:
+            raise RestoreFailed(f"pg_restore could not read the archive: {mask_secrets(_first(listing.stderr))}")
+        toc = listing.stdout
+        if with_tsdb:  # the extension is created (and put in restore mode) before pg_restore runs
+            toc = "\n".join(ln for ln in toc.splitlines() if not re.search(r"\bEXTENSION\b.*\btimescaledb\b", ln))
+            with db.connect(target, autocommit=True) as conn:
+                conn.execute(f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION "
+                             f"'{manifest.extensions['timescaledb']}'")
+                conn.execute("SELECT timescaledb_pre_restore()")
+        list_file = tmp / "restore.list"
+        list_file.write_text(toc + "\n")
+        res = subprocess.run([pg_restore, "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}",
+                              "-L", str(list_file), f"--dbname={conninfo}", str(dump)],
+                             capture_output=True, text=True, env=env)
+        if with_tsdb:
+            with db.connect(target, autocommit=True) as conn:
+                conn.execute("SELECT timescaledb_post_restore()")
+        if res.returncode != 0:
+            raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): {mask_secrets(_first(res.stderr))}; "
+                                "the new database was dropped")
+
+
+def verify(settings, backup_id: str = "latest", *, source: str | None = None,
+           restore_test: bool = False) -> dict[str, Any]:
+    """Download and check the sha256 (and decryptability); with ``restore_test`` also restore it into a
+    throw-away database, count its tables, and drop it."""
+    manifest = show(settings, backup_id, source)
+    storage = storage_for(settings, source)
+    result: dict[str, Any] = {"id": manifest.id, "sha256_ok": False, "restore_test": None}
+    with tempfile.TemporaryDirectory(prefix="dbkit-verify-") as tmp:
+        _dump_to_file(settings, storage, manifest, Path(tmp) / "dump.pgdump")
+    result["sha256_ok"] = True
+    if restore_test:
+        name = f"dbkit_verify_{manifest.id.split('-')[0].lower()}"
+        url = db.resolve_url(settings)
+        res = restore(settings, manifest.id, source=source, into=name)
+        with db.connect(url.with_dbname("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        result["restore_test"] = {"tables": res.tables, "seconds": res.seconds}
+    return result
