@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from dbkit import __version__
-from dbkit.errors import DbkitError, NotImplementedYet
+from dbkit.errors import DbkitError
 from dbkit.urls import mask_secrets
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -614,23 +614,173 @@ def rls_audit(state: State, schemas: tuple[str, ...], as_json: bool) -> None:
     sys.exit(0 if report.clean else 1)
 
 
-# ------------------------------------------------------------------ later issues
+# ------------------------------------------------------------------ backup / restore
 
-def _stub(name: str, issue: int, summary: str) -> click.Command:
-    @click.command(name, help=f"{summary} (not implemented yet)",
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        raise NotImplementedYet(name, issue)
+def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+    from dbkit.errors import ConfigError
 
-    return command
+    out = {}
+    for tag in tags:
+        key, eq, value = tag.partition("=")
+        if not eq or not key:
+            raise ConfigError("--tag", f"is {tag!r}, not key=value", example="--tag env=prod")
+        out[key] = value
+    return out
 
 
-for _name, _issue, _summary in (
-    ("backup", 6, "pg_dump streamed to S3 or disk, with a manifest"),
-    ("restore", 6, "Restore a backup into a new database"),
-):
-    cli.add_command(_stub(_name, _issue, _summary))
+def _render_manifest_rows(manifests) -> list[tuple]:
+    return [(m.id, f"{m.finished_at:%Y-%m-%d %H:%M:%S}", _size(m.stored_bytes), m.compression,
+             "age" if m.encryption else "no", m.database, m.alembic_revision or "-", "complete") for m in manifests]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--to", "to", metavar="URI", help="s3://bucket/prefix, file:///path or a path (default DBKIT_BACKUP_URI).")
+@click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), default="zstd", show_default=True)
+@click.option("--level", type=int, help="Compression level (zstd 1-22, gzip 0-9).")
+@click.option("--encrypt-to", "encrypt_to", multiple=True, metavar="AGE_RECIPIENT",
+              help="Encrypt to this age public key (repeatable; also DBKIT_AGE_RECIPIENTS).")
+@click.option("--sse", type=click.Choice(["AES256", "aws:kms", "aws:kms:dsse"]), help="S3 server-side encryption.")
+@click.option("--kms-key-id", metavar="ID", help="KMS key for --sse aws:kms.")
+@click.option("--storage-class", metavar="C", help="S3 storage class, e.g. STANDARD_IA.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="S3 object tag (repeatable).")
+@json_option
+@click.pass_context
+def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id, storage_class, tags,
+           as_json: bool) -> None:
+    """pg_dump streamed to S3/MinIO or disk; the manifest is written last."""
+    if ctx.invoked_subcommand:
+        return
+    from dbkit import render
+    from dbkit.backup import pipeline
+
+    manifest = pipeline.backup(ctx.find_object(State).settings, to=to, compression=compress, level=level,
+                               encrypt_to=tuple(encrypt_to), sse=sse, kms_key_id=kms_key_id,
+                               storage_class=storage_class, tags=_parse_tags(tags))
+    if as_json:
+        render.emit_json(manifest.to_dict())
+        return
+    render.line(f"backup {manifest.id}: {_size(manifest.raw_bytes)} dumped, {_size(manifest.stored_bytes)} stored "
+                f"({manifest.compression}{', age' if manifest.encryption else ''}) in {manifest.duration_s:.1f} s; "
+                f"sha256 {manifest.sha256[:16]}…")
+
+
+@backup.command("list")
+@click.option("--from", "source", metavar="URI", help="Backup location (default DBKIT_BACKUP_URI).")
+@json_option
+@pass_state
+def backup_list(state: State, source, as_json: bool) -> None:
+    """Complete backups, newest first (folders without a manifest are listed as incomplete)."""
+    from dbkit import render
+    from dbkit.backup import pipeline
+
+    found = pipeline.scan(state.settings, source)
+    if as_json:
+        render.emit_json({"backups": [m.to_dict() for m in found.complete],
+                          "incomplete": [{"id": i, "modified": t} for i, t in found.incomplete],
+                          "unreadable": [{"id": i, "error": e} for i, e in found.unreadable]})
+        return
+    rows = _render_manifest_rows(found.complete)
+    rows += [(i, f"{t:%Y-%m-%d %H:%M:%S}", "-", "-", "-", "-", "-", "incomplete (no manifest)")
+             for i, t in found.incomplete]
+    rows += [(i, "-", "-", "-", "-", "-", "-", f"unreadable: {e}") for i, e in found.unreadable]
+    render.table(["id", "finished (UTC)", "size", "compression", "encrypted", "database", "revision", "status"], rows)
+
+
+@backup.command("show")
+@click.argument("backup_id", default="latest")
+@click.option("--from", "source", metavar="URI")
+@pass_state
+def backup_show(state: State, backup_id: str, source) -> None:
+    """The manifest of one backup (ID or latest), as JSON."""
+    from dbkit import render
+    from dbkit.backup import pipeline
+
+    render.emit_json(pipeline.show(state.settings, backup_id, source).to_dict())
+
+
+@backup.command("verify")
+@click.argument("backup_id", default="latest")
+@click.option("--from", "source", metavar="URI")
+@click.option("--restore-test", is_flag=True, help="Also restore it into a throw-away database.")
+@json_option
+@pass_state
+def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_json: bool) -> None:
+    """Download and check the sha256 (and decryption); --restore-test restores it too."""
+    from dbkit import render
+    from dbkit.backup import pipeline
+
+    result = pipeline.verify(state.settings, backup_id, source=source, restore_test=restore_test)
+    if as_json:
+        render.emit_json(result)
+        return
+    line = f"backup {result['id']}: sha256 ok"
+    if result["restore_test"]:
+        line += f"; restore test ok ({result['restore_test']['tables']} tables in {result['restore_test']['seconds']} s)"
+    render.line(line)
+
+
+@backup.command("prune")
+@click.option("--from", "source", metavar="URI")
+@click.option("--keep-last", type=int, default=0)
+@click.option("--keep-daily", type=int, default=0)
+@click.option("--keep-weekly", type=int, default=0)
+@click.option("--keep-monthly", type=int, default=0)
+@click.option("--apply", "apply_", is_flag=True, help="Really delete (default: show the plan only).")
+@json_option
+@pass_state
+def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_monthly, apply_, as_json) -> None:
+    """Retention: keep the last N and the newest per day/week/month; dry run unless --apply."""
+    from dbkit import render
+    from dbkit.backup import pipeline
+
+    result = pipeline.prune(state.settings, uri=source, keep_last=keep_last, keep_daily=keep_daily,
+                            keep_weekly=keep_weekly, keep_monthly=keep_monthly, apply=apply_)
+    if as_json:
+        render.emit_json(result)
+        return
+    verb = "deleted" if apply_ else "would delete"
+    for k in result["keep"]:
+        render.line(f"keep    {k['id']}  ({', '.join(k['reasons'])})")
+    for d in result["delete"]:
+        render.line(f"{verb:7} {d}")
+    for d in result["incomplete_removed"]:
+        render.line(f"{verb:7} {d}  (incomplete, older than a day)")
+    for u in result["stale_uploads_aborted"]:
+        render.line(f"{'aborted' if apply_ else 'would abort'} stale upload {u}")
+    if not apply_:
+        render.line("dry run: pass --apply to delete")
+
+
+@cli.command("restore")
+@click.argument("backup_id", default="latest")
+@click.option("--from", "source", metavar="URI", help="Backup location (default DBKIT_BACKUP_URI).")
+@click.option("--into", metavar="NEW_DB_NAME", help="Name of the new database (default <db>_restore_<time>).")
+@click.option("--jobs", type=int, default=1, show_default=True, help="pg_restore parallel jobs.")
+@click.option("--swap", is_flag=True, help="Then rename it into place, keeping the current database as <db>_before_<time>.")
+@click.option("--yes", is_flag=True, help="Confirm --swap.")
+@json_option
+@pass_state
+def restore(state: State, backup_id, source, into, jobs, swap, yes, as_json) -> None:
+    """Restore a backup (ID or latest) into a NEW database; nothing is overwritten."""
+    from dbkit import render
+    from dbkit.backup import pipeline
+
+    result = pipeline.restore(state.settings, backup_id, source=source, into=into, jobs=jobs, swap=swap, yes=yes)
+    if as_json:
+        render.emit_json(result.as_dict())
+        return
+    render.line(f"restored backup {result.backup_id} into database {result.database} "
+                f"({result.tables} tables, {result.seconds:.1f} s)")
+    if result.swapped:
+        render.line(f"swapped: the previous database is kept as {result.previous} (rename it back to undo)")
 
 
 # ------------------------------------------------------------------ entry point

@@ -114,7 +114,7 @@ def shared_tmp() -> Iterator[Path]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test is ``unit`` or ``integration``: a test using the database is integration."""
-    db_fixtures = {"postgresql", "pg_url", "pg_server", "pg_template", "migrated_url", "migrated_template",
+    db_fixtures = {"s3_endpoint", "bucket", "postgresql", "pg_url", "pg_server", "pg_template", "migrated_url", "migrated_template",
                    "dbkit_db", "dbkit_seeded_db", "dbkit_rls_db", "as_role", "dbkit_server"}
     for item in items:
         if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
@@ -171,3 +171,44 @@ def migrated_template(dbkit_template: str) -> str:
 def migrated_url(dbkit_db: DbUrl) -> DbUrl:
     """A fresh database at head, dropped after the test."""
     return dbkit_db
+
+
+# --------------------------------------------------------------------- S3 on loopback (moto's server)
+
+ACCESS_KEY = "AKIADBKITTEST"
+SECRET_KEY = "dbkit-test-secret-Sh0uldNeverPrint"
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 endpoint on 127.0.0.1 (moto's threaded server), for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_admin(s3_endpoint: str):
+    """A plain boto3 client to set up buckets and inspect what the backend did."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION,
+                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+
+@pytest.fixture
+def bucket(s3_admin) -> str:
+    import uuid
+
+    name = f"dbkit-test-{uuid.uuid4().hex[:12]}"
+    s3_admin.create_bucket(Bucket=name)
+    return name
+
+

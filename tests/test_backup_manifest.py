@@ -135,6 +135,14 @@ def test_json_shapes_are_accepted_and_times_normalised_to_utc():
     assert m.started_at.tzinfo is UTC and m.duration_s == 0.0
 
 
+def test_default_compression_level_is_recorded_as_null():
+    m = make(compression="gzip", compression_level=None, object="dump.pgdump.gz.age")
+    assert json.loads(m.to_json())["compression_level"] is None
+    assert Manifest.from_json(m.to_json()) == m
+    with pytest.raises(ManifestError, match="field 'compression_level' must be null without compression, got 3"):
+        make(compression="none", object="dump.pgdump.age")
+
+
 def test_unencrypted_uncompressed_and_unknown_keys_ignored():
     m = make(object="dump.pgdump", compression="none", compression_level=None, encryption=None,
              stored_bytes=10_000, alembic_revision=None)
@@ -184,12 +192,18 @@ def test_round_trip_property(database, ext, start, took, raw, stored, compressio
     ({"object": "../../etc/passwd"}, "field 'object' is '../../etc/passwd', expected 'dump.pgdump.zst.age'"),
     ({"object": "dump.pgdump.zst"}, "field 'object' .*expected 'dump.pgdump.zst.age'"),
     ({"encryption": {"format": "gpg", "recipients": [RECIPIENT]}}, "field 'encryption.format' must be 'age'"),
-    ({"encryption": {"format": "age", "recipients": []}}, "field 'encryption.recipients' must list at least one age recipient"),
+    ({"encryption": {"format": "age", "recipients": []}},
+     "field 'encryption.recipients' must list at least one age recipient"),
     ({"encryption": {"format": "age", "recipients": ["bob"]}}, r"field 'encryption.recipients\[0\]' must be an age "),
-    ({"encryption": {"format": "age", "recipients": [RECIPIENT], "passphrase": "x"}}, r"field 'encryption' has unexpected keys \['passphrase'\]"),
+    ({"encryption": {"format": "age", "recipients": [RECIPIENT], "passphrase": "x"}},
+     r"field 'encryption' has unexpected keys \['passphrase'\]"),
     ({"extensions": ["vector"]}, "field 'extensions' must be an object of strings"),
     ({"tables": [{"name": "t"}]}, r"field 'tables\[0\]' must have 'schema', 'name'"),
-    ({"tables": [{"schema": "app", "name": "t", "rows_estimate": -1}]}, r"field 'tables\[0\].rows_estimate' must be an integer >= 0, got -1"),
+    ({"tables": [{"schema": "app", "name": "t", "rows_estimate": -1}]},
+     r"field 'tables\[0\].rows_estimate' must be an integer >= 0, got -1"),
+    ({"tables": [{"schema": "app", "name": "t", "rows_estimate": 1.5}]},
+     r"field 'tables\[0\].rows_estimate' must be an integer >= 0, got 1.5"),
+    ({"compression_level": "fast"}, "field 'compression_level' must be an integer >= 1, got 'fast'"),
     ({"database": ""}, "field 'database' must be a non-empty string"),
     ({"duration_s": -3}, "field 'duration_s' must be a number of seconds >= 0"),
     ({"sse": "rot13"}, "field 'sse' must be null or one of AES256"),

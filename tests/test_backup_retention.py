@@ -92,8 +92,8 @@ def test_buckets_are_utc_and_iso_weeks():
     assert plan.keep == [("b", ("daily 2026-11-22", "weekly 2026-W47"))]
     assert plan.delete == ["a"]
     # ISO week 53 of 2026 spans Dec 28 2026 .. Jan 3 2027
-    plan = choose([BackupRef("x", datetime(2026, 12, 29, tzinfo=UTC)), BackupRef("y", datetime(2027, 1, 2, tzinfo=UTC))],
-                  keep_weekly=2, keep_monthly=2, now=datetime(2027, 2, 1, tzinfo=UTC))
+    x, y = BackupRef("x", datetime(2026, 12, 29, tzinfo=UTC)), BackupRef("y", datetime(2027, 1, 2, tzinfo=UTC))
+    plan = choose([x, y], keep_weekly=2, keep_monthly=2, now=datetime(2027, 2, 1, tzinfo=UTC))
     assert plan.keep == [("y", ("weekly 2026-W53", "monthly 2027-01")), ("x", ("monthly 2026-12",))]
 
 

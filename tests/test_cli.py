@@ -22,12 +22,10 @@ def test_version(dbkit_cli):
     assert res.returncode == 0 and res.stdout.strip() == f"dbkit, version {dbkit.__version__}"
 
 
-@pytest.mark.parametrize("command, issue", [("backup", 6), ("restore", 6)])
-def test_stubs_say_not_implemented_and_fail(dbkit_cli, command, issue):
-    res = dbkit_cli(command, "--to", "s3://bucket/x")
-    assert res.returncode != 0
-    assert res.stderr.strip() == f"dbkit: error: 'dbkit {command}' is not implemented yet (tracked in issue {issue})"
-    assert res.stdout == ""
+def test_every_command_group_is_implemented(dbkit_cli):
+    for group in ("check", "config", "dev", "migrate", "seed", "roles", "rls", "backup", "restore"):
+        res = dbkit_cli(group, "--help")
+        assert res.returncode == 0 and "not implemented" not in res.stdout
 
 
 def test_help_does_not_import_heavy_modules():

@@ -303,7 +303,7 @@ class Manifest:
             if self.compression_level is not None:
                 raise check.fail("compression_level", f"must be null without compression, got "
                                  f"{_short(self.compression_level)}")
-        else:
+        elif self.compression_level is not None:  # None: the compressor's default level
             levels = _LEVELS[self.compression]
             check.integer("compression_level", self.compression_level, minimum=levels.start)
             if self.compression_level not in levels:

@@ -36,8 +36,8 @@ from dbkit import db
 from dbkit.errors import ConfigError, DbkitError, MissingDependency, Refused
 from dbkit.urls import DbUrl, mask_secrets
 
-__all__ = ["BackupFailed", "RestoreFailed", "backup", "restore", "list_backups", "show", "verify", "storage_for",
-           "find_program"]
+__all__ = ["BackupFailed", "RestoreFailed", "backup", "restore", "list_backups", "scan", "show", "verify", "prune",
+           "storage_for", "find_program"]
 
 CHUNK = 1 << 20
 MAGIC = b"PGDMP"
@@ -89,17 +89,19 @@ def _libpq_env(url: DbUrl) -> Iterator[tuple[str, dict[str, str]]]:
         yield url.without_password().conninfo, env
 
 
-def storage_for(settings, uri: str | None = None):
-    """The Storage for ``uri`` (or DBKIT_BACKUP_URI; relative paths are under the project)."""
+def storage_for(settings, uri: str | None = None, **s3_extra):
+    """The Storage for ``uri`` (or DBKIT_BACKUP_URI; relative paths are under the project).
+
+    ``s3_extra``: per-backup S3 options (``sse``, ``kms_key_id``, ``storage_class``, ``tags``).
+    """
     from dbkit.backup.storage import S3Options, open_storage
 
-    target = uri or settings.backup_uri
-    if "://" not in target and not os.path.isabs(target):
-        target = str(settings.project_dir / target)
     options = S3Options(endpoint_url=settings.s3_endpoint, region=settings.s3_region,
                         access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
-                        addressing_style=settings.s3_addressing_style)
-    return open_storage(target, s3=options)
+                        addressing_style=settings.s3_addressing_style,
+                        **{k: v for k, v in s3_extra.items() if v})
+    return open_storage(uri or settings.backup_uri, s3=options, base=settings.project_dir,
+                        variable="--to" if uri else "DBKIT_BACKUP_URI")
 
 
 class _Pump(io.RawIOBase):
@@ -162,7 +164,9 @@ def _metadata(conn) -> dict[str, Any]:
                        "current_setting('server_version_num')::int").fetchone()
     extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
     revision = None
-    if conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
+    readable = conn.execute("SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n "
+                            "WHERE n.nspname = 'dbkit'").fetchone()
+    if readable and readable[0] and conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
         found = conn.execute("SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
         revision = found
     tables = [{"schema": s, "name": n, "rows_estimate": max(int(r), 0)} for s, n, r in conn.execute(
@@ -196,7 +200,8 @@ def backup(settings, *, to: str | None = None, compression: str = "zstd", level:
     if _major(dump_version) < meta["server_version_num"] // 10000:
         raise MissingDependency(f"{pg_dump} is {dump_version}, older than the server ({meta['server_version']})",
                                 hint="install the PostgreSQL client of the server's major version or newer")
-    storage = storage_for(settings, to)
+    storage = storage_for(settings, to, sse=sse, kms_key_id=kms_key_id, storage_class=storage_class, tags=tags)
+    storage.check()  # a missing bucket or refused keys fail now, not after a long dump
     started = datetime.now(UTC)
     backup_id = new_backup_id(started)
     name = object_name(compression, bool(recipients))
@@ -274,17 +279,70 @@ def _age_recipients(recipients: tuple[str, ...]) -> list:
 
 # --------------------------------------------------------------------- reading backups
 
+@dataclass
+class Scan:
+    """What a backup location holds: complete backups (newest first), folders without a manifest,
+    and manifests that could not be read."""
+
+    complete: list
+    incomplete: list[tuple[str, datetime]]
+    unreadable: list[tuple[str, str]]
+
+
+def scan(settings, uri: str | None = None, storage=None) -> Scan:
+    from dbkit.backup.manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id
+
+    storage = storage or storage_for(settings, uri)
+    folders: dict[str, list] = {}
+    for obj in storage.list():
+        folder, _, name = obj.key.partition("/")
+        if name and is_backup_id(folder):
+            folders.setdefault(folder, []).append(obj)
+    complete, incomplete, unreadable = [], [], []
+    for folder, objects in folders.items():
+        if not any(o.key == f"{folder}/{MANIFEST_NAME}" for o in objects):
+            incomplete.append((folder, max(o.modified for o in objects)))
+            continue
+        try:
+            with storage.open_read(f"{folder}/{MANIFEST_NAME}") as fh:
+                complete.append(Manifest.from_json(fh.read(), backup_id=folder))
+        except ManifestError as exc:
+            unreadable.append((folder, exc.message))
+    complete.sort(key=lambda m: m.id, reverse=True)
+    return Scan(complete, sorted(incomplete, reverse=True), sorted(unreadable, reverse=True))
+
+
 def list_backups(settings, uri: str | None = None) -> list:
     """Complete backups (those with a manifest), newest first."""
-    from dbkit.backup.manifest import Manifest
+    return scan(settings, uri).complete
 
+
+def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0,
+          keep_monthly: int = 0, apply: bool = False, now: datetime | None = None) -> dict[str, Any]:
+    """Choose which complete backups to keep (restic-style rules; the newest always stays) and, with
+    ``apply``, delete the others, incomplete leftovers older than a day, and stale multipart uploads."""
+    from datetime import timedelta
+
+    from dbkit.backup import retention
+
+    now = now or datetime.now(UTC)
     storage = storage_for(settings, uri)
-    manifests = []
-    for obj in storage.list():
-        if obj.key.endswith("/manifest.json") and obj.key.count("/") == 1:
-            with storage.open_read(obj.key) as fh:
-                manifests.append(Manifest.from_json(fh.read()))
-    return sorted(manifests, key=lambda m: m.id, reverse=True)
+    found = scan(settings, uri, storage)
+    plan = retention.choose([retention.BackupRef(m.id, m.finished_at) for m in found.complete],
+                            keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly,
+                            keep_monthly=keep_monthly, now=now)
+    leftovers = retention.incomplete_to_remove(found.incomplete, now)
+    stale = storage.list_incomplete_uploads(older_than=timedelta(days=1))
+    if apply:
+        for backup_id in [*plan.delete, *leftovers]:
+            keys = [o.key for o in storage.list(f"{backup_id}/")]
+            # the manifest goes first: a half-deleted backup must never look complete
+            for key in sorted(keys, key=lambda k: not k.endswith("/manifest.json")):
+                storage.delete(key)
+        storage.abort_incomplete_uploads(timedelta(days=1))
+    return {"applied": apply, "keep": [{"id": i, "reasons": list(r)} for i, r in plan.keep],
+            "delete": plan.delete, "incomplete_removed": leftovers,
+            "stale_uploads_aborted": [u.key for u in stale], "unreadable": found.unreadable}
 
 
 def show(settings, backup_id: str, uri: str | None = None):

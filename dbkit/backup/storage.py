@@ -95,6 +95,8 @@ _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_RE = re.compile(r"\d+\.\d+\.\d+\.\d+")
 _META_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _STORAGE_CLASS_RE = re.compile(r"[A-Z][A-Z0-9_]*")
+#: what S3 allows in tag keys and values: letters, digits, spaces and + - = . _ : / @
+_TAG_RE = re.compile(r"[\w .:/=+\-@]*")
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
            "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidClientTokenId",
            "UnrecognizedClientException", "403", "Forbidden"}
@@ -201,9 +203,11 @@ class S3Options:
         if len(tags) > 10:
             raise ConfigError("S3_TAGS", f"has {len(tags)} tags; S3 allows at most 10", example="team=db,env=prod")
         for k, v in tags.items():
-            if not isinstance(k, str) or not isinstance(v, str) or not 0 < len(k) <= 128 or len(v) > 256:
+            if (not isinstance(k, str) or not isinstance(v, str) or not 0 < len(k) <= 128 or len(v) > 256
+                    or not _TAG_RE.fullmatch(k) or not _TAG_RE.fullmatch(v)):
                 raise ConfigError("S3_TAGS", f"has an invalid tag {str(k)[:40]!r} (keys 1-128, values 0-256 "
-                                  "characters)", example="team=db,env=prod")
+                                  "characters: letters, digits, spaces and + - = . _ : / @)",
+                                  example="team=db,env=prod")
         object.__setattr__(self, "tags", tags)
         if int(self.max_attempts) < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -344,7 +348,8 @@ def open_storage(uri: str, *, s3: S3Options | None = None, part_size: int | None
     """The :class:`Storage` for ``uri``.  ``part_size`` fixes the S3 part size (default: chosen per write)."""
     location = parse_storage_uri(uri, base=base, variable=variable)
     if location.kind == "s3":
-        return S3Storage(location.bucket, location.prefix, s3 or S3Options(), part_size=part_size)  # type: ignore[arg-type]
+        assert location.bucket is not None
+        return S3Storage(location.bucket, location.prefix, s3 or S3Options(), part_size=part_size)
     return LocalStorage(location.path)  # type: ignore[arg-type]
 
 
@@ -398,8 +403,8 @@ class Writer(ABC):
         if n:
             try:
                 self._write(view)
-            except BaseException:
-                self._fail()
+            except BaseException as exc:
+                self._fail(exc)
                 raise
             self.bytes_written += n
         return n
@@ -412,8 +417,8 @@ class Writer(ABC):
             raise ValueError(f"commit of a {self.state} writer for {self.key!r}")
         try:
             self.info = self._commit()
-        except BaseException:
-            self._fail()
+        except BaseException as exc:
+            self._fail(exc)
             raise
         self.state = "committed"
         return self.info
@@ -427,13 +432,16 @@ class Writer(ABC):
         self.state = "aborted"
         self._abort()
 
-    def _fail(self) -> None:
-        """After an error: discard, keeping the original exception (a second error is ignored)."""
+    def _fail(self, exc: BaseException) -> None:
+        """After an error: discard what was written; the original exception stays the one reported."""
         self.state = "failed"
         try:
             self._abort()
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            pass
+        except Exception as abort_exc:  # noqa: BLE001 - the first error is the one to report
+            note = "the unfinished upload could not be discarded either (clean up incomplete uploads later)"
+            if isinstance(exc, DbkitError):
+                exc.hint = f"{exc.hint}; {note}" if exc.hint else note
+            exc.add_note(f"{note}: {abort_exc}")
 
     def __enter__(self) -> Writer:
         return self
@@ -473,7 +481,10 @@ class Storage(ABC):
 
     @abstractmethod
     def open_read(self, key: str) -> BinaryIO:
-        """A buffered binary stream of the object (``read(n)``, context manager).  :class:`ObjectNotFound` if missing."""
+        """A buffered binary stream of the object (``read(n)``, context manager).
+
+        Raises :class:`ObjectNotFound` when the key does not exist.
+        """
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[ObjectInfo]:
@@ -1009,8 +1020,7 @@ class S3Storage(Storage):
         return len(uploads)
 
     def check(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
+        try:  # a GET (not HeadBucket): its error body names the cause (NoSuchBucket, InvalidAccessKeyId, ...)
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except Exception as exc:
             raise self._error(exc, "check") from None
