@@ -633,6 +633,20 @@ def _render_manifest_rows(manifests) -> list[tuple]:
              "age" if m.encryption else "no", m.database, m.alembic_revision or "-", "complete") for m in manifests]
 
 
+def _bytes_progress(label: str):
+    """(callback, bar): a rich bytes + MB/s bar on a TTY; nothing in CI logs (the summary line says it all)."""
+    from dbkit import render
+
+    if not render.is_tty():
+        return None, None
+    from rich.progress import DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn(label), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn())
+    task = bar.add_task(label, total=None)
+    bar.start()
+    return (lambda done: bar.update(task, completed=done)), bar
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -651,19 +665,28 @@ def _size(n: int) -> str:
 @click.option("--kms-key-id", metavar="ID", help="KMS key for --sse aws:kms.")
 @click.option("--storage-class", metavar="C", help="S3 storage class, e.g. STANDARD_IA.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="S3 object tag (repeatable).")
+@click.option("--globals", "include_globals", is_flag=True,
+              help="Also store pg_dumpall --globals-only --no-role-passwords as globals.sql.")
+@click.option("--metrics-file", metavar="PATH", help="Write Prometheus textfile metrics (node_exporter).")
 @json_option
 @click.pass_context
 def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id, storage_class, tags,
-           as_json: bool) -> None:
+           include_globals, metrics_file, as_json: bool) -> None:
     """pg_dump streamed to S3/MinIO or disk; the manifest is written last."""
     if ctx.invoked_subcommand:
         return
     from dbkit import render
     from dbkit.backup import pipeline
 
-    manifest = pipeline.backup(ctx.find_object(State).settings, to=to, compression=compress, level=level,
-                               encrypt_to=tuple(encrypt_to), sse=sse, kms_key_id=kms_key_id,
-                               storage_class=storage_class, tags=_parse_tags(tags))
+    progress, bar = (None, None) if as_json else _bytes_progress("pg_dump")
+    try:
+        manifest = pipeline.backup(ctx.find_object(State).settings, to=to, compression=compress, level=level,
+                                   encrypt_to=tuple(encrypt_to), sse=sse, kms_key_id=kms_key_id,
+                                   storage_class=storage_class, tags=_parse_tags(tags),
+                                   include_globals=include_globals, metrics_file=metrics_file, progress=progress)
+    finally:
+        if bar is not None:
+            bar.stop()
     if as_json:
         render.emit_json(manifest.to_dict())
         return
@@ -733,16 +756,18 @@ def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_j
 @click.option("--keep-daily", type=int, default=0)
 @click.option("--keep-weekly", type=int, default=0)
 @click.option("--keep-monthly", type=int, default=0)
+@click.option("--min-keep", type=int, default=1, show_default=True, help="Never keep fewer than this many.")
 @click.option("--apply", "apply_", is_flag=True, help="Really delete (default: show the plan only).")
 @json_option
 @pass_state
-def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_monthly, apply_, as_json) -> None:
+def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_monthly, min_keep, apply_,
+                 as_json) -> None:
     """Retention: keep the last N and the newest per day/week/month; dry run unless --apply."""
     from dbkit import render
     from dbkit.backup import pipeline
 
     result = pipeline.prune(state.settings, uri=source, keep_last=keep_last, keep_daily=keep_daily,
-                            keep_weekly=keep_weekly, keep_monthly=keep_monthly, apply=apply_)
+                            keep_weekly=keep_weekly, keep_monthly=keep_monthly, min_keep=min_keep, apply=apply_)
     if as_json:
         render.emit_json(result)
         return
@@ -763,22 +788,29 @@ def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_
 @click.argument("backup_id", default="latest")
 @click.option("--from", "source", metavar="URI", help="Backup location (default DBKIT_BACKUP_URI).")
 @click.option("--into", metavar="NEW_DB_NAME", help="Name of the new database (default <db>_restore_<time>).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="pg_restore parallel jobs.")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="pg_restore parallel jobs; above 1 the dump is spooled to a temporary file first "
+                   "(pg_restore -j needs a seekable file), otherwise it streams.")
+@click.option("--globals", "with_globals", is_flag=True, help="Apply the backup's globals.sql first.")
 @click.option("--swap", is_flag=True, help="Then rename it into place, keeping the current database as <db>_before_<time>.")
 @click.option("--yes", is_flag=True, help="Confirm --swap.")
 @json_option
 @pass_state
-def restore(state: State, backup_id, source, into, jobs, swap, yes, as_json) -> None:
+def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes, as_json) -> None:
     """Restore a backup (ID or latest) into a NEW database; nothing is overwritten."""
     from dbkit import render
     from dbkit.backup import pipeline
 
-    result = pipeline.restore(state.settings, backup_id, source=source, into=into, jobs=jobs, swap=swap, yes=yes)
+    result = pipeline.restore(state.settings, backup_id, source=source, into=into, jobs=jobs, swap=swap, yes=yes,
+                              with_globals=with_globals)
     if as_json:
         render.emit_json(result.as_dict())
         return
     render.line(f"restored backup {result.backup_id} into database {result.database} "
-                f"({result.tables} tables, {result.seconds:.1f} s)")
+                f"({result.tables} tables, {result.seconds:.1f} s); sha256 verified")
+    render.line(f"alembic revision: {result.alembic_revision or '-'}; migrate check: {result.migrate_check or '-'}")
+    for warning in result.warnings:
+        render.line(f"warning: {warning}")
     if result.swapped:
         render.line(f"swapped: the previous database is kept as {result.previous} (rename it back to undo)")
 

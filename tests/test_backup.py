@@ -1,5 +1,6 @@
 """dbkit backup / restore end to end: real pg_dump/pg_restore, real S3 HTTP endpoint (moto) on loopback."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -198,3 +199,173 @@ def test_cli_backup_list_restore(dbkit_seeded_db, dbkit_cli, tmp_path, s3_endpoi
     bad = dbkit_cli("backup", env={**env, "S3_SECRET_KEY": "wrong-" + SECRET_KEY, "DBKIT_BACKUP_URI": "s3://no-such-bucket-x/y"})
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
     assert SECRET_KEY not in bad.stderr
+
+
+def _children(name: str) -> list[int]:
+    """PIDs of this process's children running ``name``."""
+    me = str(os.getpid())
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == me and fields.get("Name", "").strip() == name:
+            found.append(int(status.parent.name))
+    return found
+
+
+def schema_of(settings, url) -> str:
+    dump = pipeline.find_program(settings, "pg_dump")
+    out = subprocess.run([dump, "--schema-only", "--no-owner", f"--dbname={url.conninfo}"], capture_output=True,
+                         text=True, check=True).stdout
+    return "\n".join(ln for ln in out.splitlines() if not ln.startswith("--") and "restrict" not in ln.lower())
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_round_trip_identical_schema_and_contents(dbkit_seeded_db, tmp_path, compression):
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=f"file://{tmp_path}")
+    manifest = pipeline.backup(settings, compression=compression)
+    assert manifest.compression == compression and manifest.object.startswith("dump.pgdump")
+    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_rt")
+    restored = dbkit_seeded_db.with_dbname(result.database)
+    try:
+        assert schema_of(settings, restored) == schema_of(settings, dbkit_seeded_db)
+        assert fingerprint(restored) == fingerprint(dbkit_seeded_db)
+        assert result.alembic_revision == "0006" and result.migrate_check == "clean"
+    finally:
+        q(dbkit_seeded_db.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{result.database}" WITH (FORCE)')
+
+
+def test_wrong_age_key_fails_cleanly(dbkit_seeded_db, tmp_path, age_key):
+    import pyrage
+
+    recipient, _ = age_key
+    other = tmp_path / "other.key"
+    other.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path / "b"), DBKIT_AGE_IDENTITY_FILE=str(other))
+    pipeline.backup(settings, encrypt_to=(recipient,))
+    target = f"{dbkit_seeded_db.dbname}_wk"
+    with pytest.raises(pipeline.RestoreFailed, match="could not be decrypted with the configured age identity"):
+        pipeline.restore(settings, "latest", into=target)
+    assert q(dbkit_seeded_db.with_dbname("postgres"), "SELECT count(*) FROM pg_database WHERE datname = %s",
+             (target,)) == [(0,)]
+    with pytest.raises(ConfigError, match="secret identity, not a public recipient"):
+        pipeline.backup(settings, encrypt_to=(other.read_text().strip(),))
+
+
+def test_verify_with_restore_test_and_jobs(dbkit_seeded_db, tmp_path):
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
+    pipeline.backup(settings)
+    result = pipeline.verify(settings, "latest", restore_test=True)
+    assert result["sha256_ok"] and result["restore_test"]["tables"] >= 6
+    parallel = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_j", jobs=2)
+    try:
+        assert fingerprint(dbkit_seeded_db.with_dbname(parallel.database)) == fingerprint(dbkit_seeded_db)
+    finally:
+        q(dbkit_seeded_db.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{parallel.database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def bigger_db(dbkit_seeded_db):
+    """The seeded database plus ~300k filler events, so pg_dump is still running when the stream starts."""
+    q(dbkit_seeded_db, "INSERT INTO app.events (tenant_id, time, kind, value) SELECT (SELECT id FROM app.tenants "
+                       "ORDER BY id LIMIT 1), timestamptz '2025-06-01' + g * interval '1 second', 'filler', g "
+                       "FROM generate_series(1, 300000) g")
+    return dbkit_seeded_db
+
+
+def test_password_is_not_in_the_pg_dump_command_line(bigger_db, tmp_path):
+    dbkit_seeded_db = bigger_db
+    with_pw = parse_database_url(dbkit_seeded_db.raw.replace("postgres@", "postgres:Hunter2Secret@", 1))
+    settings = settings_for(with_pw, DBKIT_BACKUP_URI=str(tmp_path))
+    seen: list[bytes] = []
+
+    def spy(_bytes: int) -> None:
+        for pid in _children("pg_dump"):
+            with contextlib.suppress(OSError):
+                seen.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+
+    import contextlib
+
+    manifest = pipeline.backup(settings, progress=spy)
+    assert seen and all(b"Hunter2Secret" not in c for c in seen)
+    assert b"--dbname=postgresql://postgres@" in seen[0]
+    assert "Hunter2Secret" not in manifest.to_json().decode()
+
+
+def test_pg_dump_killed_mid_stream_leaves_nothing(bigger_db, tmp_path):
+    import signal
+
+    dbkit_seeded_db = bigger_db
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
+
+    def kill(_bytes: int) -> None:
+        for pid in _children("pg_dump"):
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(pipeline.BackupFailed, match=r"pg_dump failed \(exit -9\)"):
+        pipeline.backup(settings, progress=kill)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_s3_server_stopped_mid_upload(dbkit_seeded_db, s3_admin):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                          aws_secret_access_key=SECRET_KEY)
+    client.create_bucket(Bucket="dbkit-fault")
+    settings = s3_settings(dbkit_seeded_db, endpoint, DBKIT_BACKUP_URI="s3://dbkit-fault/db")
+    stopped = []
+
+    def stop(_bytes: int) -> None:
+        if not stopped:
+            server.stop()
+            stopped.append(True)
+
+    try:
+        with pytest.raises(Exception) as err:
+            pipeline.backup(settings, progress=stop)
+        assert isinstance(err.value, pipeline.DbkitError)
+        assert len(str(err.value).splitlines()) == 1 and SECRET_KEY not in str(err.value)
+    finally:
+        restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        restarted.start()
+    try:  # same process, same moto state: nothing was left behind
+        listed = client.list_objects_v2(Bucket="dbkit-fault").get("Contents", [])
+        assert [o["Key"] for o in listed if o["Key"].endswith("manifest.json")] == []
+        assert client.list_multipart_uploads(Bucket="dbkit-fault").get("Uploads", []) == []
+    finally:
+        restarted.stop()
+
+
+def test_unwritable_local_target_is_a_clear_error(dbkit_seeded_db, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(blocker / "backups"))
+    with pytest.raises(pipeline.DbkitError) as err:
+        pipeline.backup(settings)
+    assert len(str(err.value).splitlines()) == 1 and "a-file" in str(err.value)
+
+
+def test_metrics_file_and_globals(dbkit_seeded_db, tmp_path):
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path / "b"))
+    metrics = tmp_path / "dbkit_backup.prom"
+    manifest = pipeline.backup(settings, include_globals=True, metrics_file=str(metrics))
+    text = metrics.read_text()
+    assert "dbkit_backup_status 1" in text and f'dbkit_backup_bytes{{kind="stored"}} {manifest.stored_bytes}' in text
+    assert manifest.globals_object == "globals.sql" and "app_rls" in manifest.roles
+    globals_sql = (tmp_path / "b" / manifest.id / "globals.sql").read_text()
+    assert "CREATE ROLE app_rls" in globals_sql and "PASSWORD" not in globals_sql.upper().replace("NOPASSWORD", "")
+    broken = settings_for(dbkit_seeded_db.with_dbname("no_such_db"), DBKIT_BACKUP_URI=str(tmp_path / "b"))
+    with pytest.raises(pipeline.DbkitError):
+        pipeline.backup(broken, metrics_file=str(metrics))
+    text = metrics.read_text()
+    assert "dbkit_backup_status 0" in text and "dbkit_backup_last_success_timestamp_seconds 0.000" not in text

@@ -212,3 +212,17 @@ def test_incomplete_rejects_bad_arguments():
         incomplete_to_remove([], datetime.now(UTC), min_age=timedelta(hours=-1))
     with pytest.raises(ValueError, match="timezone-aware"):
         incomplete_to_remove([], datetime(2026, 1, 1))
+
+
+def test_min_keep_is_a_floor():
+    from datetime import UTC, datetime, timedelta
+
+    from dbkit.backup.retention import BackupRef, choose
+
+    now = datetime(2026, 11, 21, tzinfo=UTC)
+    refs = [BackupRef(f"2026112{i}T000000Z-000{i}", now - timedelta(hours=i)) for i in range(5)]
+    plan = choose(refs, keep_monthly=1, min_keep=3, now=now)
+    assert [i for i, _ in plan.keep] == [refs[0].id, refs[1].id, refs[2].id]
+    assert dict(plan.keep)[refs[1].id] == ("min-keep",)
+    with pytest.raises(ConfigError, match="--min-keep must be 1 or more"):
+        choose(refs, keep_last=1, min_keep=0, now=now)

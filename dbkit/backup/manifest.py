@@ -262,6 +262,10 @@ class Manifest:
     storage_class: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     tables: tuple[TableInfo, ...] = ()
+    #: roles the dump refers to (owners, grantees): they must exist before a restore
+    roles: tuple[str, ...] = ()
+    #: ``globals.sql`` (pg_dumpall --globals-only --no-role-passwords) when taken with --globals
+    globals_object: str | None = None
 
     def __post_init__(self) -> None:  # noqa: C901 - one flat list of checks, in field order
         check = _Check(self.id)
@@ -344,6 +348,12 @@ class Manifest:
             raise check.fail("tables", f"must be a list, got {_short(self.tables)}")
         put(self, "tables", tuple(_table(check, i, t) for i, t in enumerate(self.tables)))
 
+        if not isinstance(self.roles, (list, tuple)) or not all(isinstance(r, str) and r for r in self.roles):
+            raise check.fail("roles", f"must be a list of role names, got {_short(self.roles)}")
+        put(self, "roles", tuple(self.roles))
+        if self.globals_object not in (None, "globals.sql"):
+            raise check.fail("globals_object", f"must be 'globals.sql' or null, got {_short(self.globals_object)}")
+
         # Last line of defence: no string anywhere may be an age identity or a private key.
         for f in fields(self):
             for path, text in _strings(getattr(self, f.name), f.name):
@@ -364,6 +374,8 @@ class Manifest:
                 value = value.to_dict()
             elif f.name == "tables":
                 value = [t.to_dict() for t in value]
+            elif f.name == "roles":
+                value = list(value)
             elif isinstance(value, dict):
                 value = dict(sorted(value.items()))
             out[f.name] = value

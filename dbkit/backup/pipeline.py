@@ -27,7 +27,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,7 @@ class _Pump(io.RawIOBase):
 
     def __init__(self, source, compression: str, level: int | None) -> None:
         self.source, self.raw_bytes, self.head = source, 0, b""
+        self.progress: Callable[[int], None] | None = None
         self._buf = bytearray()
         self._eof = False
         if compression == "zstd":
@@ -134,6 +135,8 @@ class _Pump(io.RawIOBase):
             if len(self.head) < len(MAGIC):
                 self.head += chunk[: len(MAGIC) - len(self.head)]
             self.raw_bytes += len(chunk)
+            if self.progress is not None:
+                self.progress(self.raw_bytes)
             self._buf += self._c.compress(chunk) if self._c is not None else chunk
 
     def readinto(self, b) -> int:
@@ -159,6 +162,25 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
+# Roles a dump refers to: owners of the database's schemas, tables, sequences, views and functions,
+# and grantees in their ACLs (PUBLIC excluded).  They must exist before pg_restore runs.
+_ROLES_SQL = """
+WITH objs AS (
+  SELECT nspowner AS owner, nspacl AS acl FROM pg_namespace
+   WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND nspname NOT LIKE '\\_timescaledb%'
+     AND nspname NOT LIKE 'pg\\_temp%' AND nspname NOT LIKE 'pg\\_toast\\_temp%'
+  UNION ALL
+  SELECT c.relowner, c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE '\\_timescaledb%'
+     AND n.nspname NOT LIKE 'pg\\_temp%'
+)
+SELECT DISTINCT r.rolname FROM (
+  SELECT owner AS oid FROM objs
+  UNION SELECT (aclexplode(acl)).grantee FROM objs WHERE acl IS NOT NULL
+) x JOIN pg_roles r ON r.oid = x.oid ORDER BY 1
+"""
+
+
 def _metadata(conn) -> dict[str, Any]:
     row = conn.execute("SELECT current_database(), current_setting('server_version'), "
                        "current_setting('server_version_num')::int").fetchone()
@@ -174,7 +196,8 @@ def _metadata(conn) -> dict[str, Any]:
         "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
         "AND n.nspname NOT LIKE '\\_timescaledb%' AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2")]
     size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    return {"database": row[0], "server_version": row[1], "server_version_num": row[2], "extensions": extensions,
+    roles = [r[0] for r in conn.execute(_ROLES_SQL)]
+    return {"roles": roles, "database": row[0], "server_version": row[1], "server_version_num": row[2], "extensions": extensions,
             "alembic_revision": revision, "tables": tables, "size": size}
 
 
@@ -182,9 +205,62 @@ def _metadata(conn) -> dict[str, Any]:
 
 def backup(settings, *, to: str | None = None, compression: str = "zstd", level: int | None = None,
            encrypt_to: tuple[str, ...] = (), sse: str | None = None, kms_key_id: str | None = None,
-           storage_class: str | None = None, tags: dict[str, str] | None = None,
-           progress: Callable[[int], None] | None = None):
-    """Dump the database with pg_dump and stream it to storage; returns the written Manifest."""
+           storage_class: str | None = None, tags: dict[str, str] | None = None, include_globals: bool = False,
+           metrics_file: str | None = None, progress: Callable[[int], None] | None = None):
+    """Dump the database with pg_dump and stream it to storage; returns the written Manifest.
+
+    ``include_globals`` also stores ``pg_dumpall --globals-only --no-role-passwords`` as globals.sql;
+    ``metrics_file`` writes Prometheus textfile metrics (success or failure) for node_exporter.
+    """
+    t_start = time.time()
+    try:
+        manifest = _backup(settings, to=to, compression=compression, level=level, encrypt_to=encrypt_to, sse=sse,
+                           kms_key_id=kms_key_id, storage_class=storage_class, tags=tags,
+                           include_globals=include_globals, progress=progress)
+    except BaseException:
+        if metrics_file:
+            write_metrics(metrics_file, ok=False, duration=time.time() - t_start)
+        raise
+    if metrics_file:
+        write_metrics(metrics_file, ok=True, duration=time.time() - t_start, manifest=manifest)
+    return manifest
+
+
+def write_metrics(path: str, *, ok: bool, duration: float, manifest=None) -> None:
+    """Prometheus textfile-collector metrics, written atomically; the last success survives a failure."""
+    target = Path(path)
+    last_success = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in target.read_text().splitlines():
+            if line.startswith("dbkit_backup_last_success_timestamp_seconds "):
+                last_success = float(line.split()[1])
+    if ok:
+        last_success = time.time()
+    lines = [
+        "# HELP dbkit_backup_last_success_timestamp_seconds When the last backup succeeded (unix time).",
+        "# TYPE dbkit_backup_last_success_timestamp_seconds gauge",
+        f"dbkit_backup_last_success_timestamp_seconds {last_success if last_success is not None else 0:.3f}",
+        "# HELP dbkit_backup_status 1 when the last backup succeeded, 0 when it failed.",
+        "# TYPE dbkit_backup_status gauge",
+        f"dbkit_backup_status {1 if ok else 0}",
+        "# HELP dbkit_backup_duration_seconds Duration of the last backup attempt.",
+        "# TYPE dbkit_backup_duration_seconds gauge",
+        f"dbkit_backup_duration_seconds {duration:.3f}",
+    ]
+    if manifest is not None:
+        lines += [
+            "# HELP dbkit_backup_bytes Size of the last successful backup.",
+            "# TYPE dbkit_backup_bytes gauge",
+            f'dbkit_backup_bytes{{kind="raw"}} {manifest.raw_bytes}',
+            f'dbkit_backup_bytes{{kind="stored"}} {manifest.stored_bytes}',
+        ]
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(target)
+
+
+def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, storage_class, tags, include_globals,
+            progress):
     from dbkit import __version__
     from dbkit.backup.manifest import Manifest, new_backup_id, object_name
 
@@ -216,6 +292,7 @@ def backup(settings, *, to: str | None = None, compression: str = "zstd", level:
         try:
             with storage.open_write(f"{backup_id}/{name}", expected_size=meta["size"]) as writer:
                 hashing = _HashingWriter(writer)
+                pump.progress = progress
                 if parsed_recipients:
                     import pyrage
 
@@ -223,8 +300,6 @@ def backup(settings, *, to: str | None = None, compression: str = "zstd", level:
                 else:
                     while chunk := pump.read(CHUNK):
                         hashing.write(chunk)
-                        if progress:
-                            progress(pump.raw_bytes)
                 rc = proc.wait()
                 drain.join(timeout=30)
                 err = b"".join(stderr_chunks).decode(errors="replace").strip()
@@ -237,6 +312,18 @@ def backup(settings, *, to: str | None = None, compression: str = "zstd", level:
             if proc.poll() is None:  # an upload error: do not leave pg_dump behind
                 proc.kill()
                 proc.wait()
+    globals_object = None
+    if include_globals:
+        globals_object = "globals.sql"
+        with _libpq_env(url) as (conninfo, env):
+            res = subprocess.run([find_program(settings, "pg_dumpall"), "--globals-only", "--no-role-passwords",
+                                  "--no-password", f"--dbname={conninfo}"], capture_output=True, env=env)
+        if res.returncode != 0:
+            storage.delete(f"{backup_id}/{name}")
+            raise BackupFailed(f"pg_dumpall --globals-only failed: {mask_secrets(_first(res.stderr.decode()))}; "
+                               "nothing was stored")
+        with storage.open_write(f"{backup_id}/{globals_object}") as writer:
+            writer.write(res.stdout)
     finished = datetime.now(UTC)
     manifest = Manifest(
         id=backup_id, database=meta["database"], server_version=meta["server_version"],
@@ -245,7 +332,8 @@ def backup(settings, *, to: str | None = None, compression: str = "zstd", level:
         stored_bytes=hashing.bytes, sha256=hashing.sha.hexdigest(), object=name, compression=compression,
         compression_level=level, encryption={"format": "age", "recipients": list(recipients)} if recipients else None,
         tables=meta["tables"], duration_s=round(time.perf_counter() - t0, 3),
-        sse=sse, storage_class=storage_class, tags=dict(tags or {}),
+        sse=sse, storage_class=storage_class, tags=dict(tags or {}), roles=meta["roles"],
+        globals_object=globals_object,
     )
     with storage.open_write(f"{backup_id}/manifest.json") as writer:  # written LAST
         writer.write(manifest.to_json())
@@ -308,7 +396,7 @@ def scan(settings, uri: str | None = None, storage=None) -> Scan:
                 complete.append(Manifest.from_json(fh.read(), backup_id=folder))
         except ManifestError as exc:
             unreadable.append((folder, exc.message))
-    complete.sort(key=lambda m: m.id, reverse=True)
+    complete.sort(key=lambda m: (m.finished_at, m.id), reverse=True)  # "latest" is by manifest time
     return Scan(complete, sorted(incomplete, reverse=True), sorted(unreadable, reverse=True))
 
 
@@ -318,7 +406,7 @@ def list_backups(settings, uri: str | None = None) -> list:
 
 
 def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0,
-          keep_monthly: int = 0, apply: bool = False, now: datetime | None = None) -> dict[str, Any]:
+          keep_monthly: int = 0, min_keep: int = 1, apply: bool = False, now: datetime | None = None) -> dict[str, Any]:
     """Choose which complete backups to keep (restic-style rules; the newest always stays) and, with
     ``apply``, delete the others, incomplete leftovers older than a day, and stale multipart uploads."""
     from datetime import timedelta
@@ -330,7 +418,7 @@ def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: i
     found = scan(settings, uri, storage)
     plan = retention.choose([retention.BackupRef(m.id, m.finished_at) for m in found.complete],
                             keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly,
-                            keep_monthly=keep_monthly, now=now)
+                            keep_monthly=keep_monthly, min_keep=min_keep, now=now)
     leftovers = retention.incomplete_to_remove(found.incomplete, now)
     stale = storage.list_incomplete_uploads(older_than=timedelta(days=1))
     if apply:
@@ -411,42 +499,6 @@ def _identities(settings) -> list:
                           example="AGE-SECRET-KEY-1...") from None
 
 
-def _dump_to_file(settings, storage, manifest, target: Path) -> None:
-    """Download, verify the sha256, decrypt and decompress the dump into ``target``."""
-    with storage.open_read(f"{manifest.id}/{manifest.object}") as raw:
-        verifying = _VerifyingReader(raw, manifest.sha256, manifest.stored_bytes)
-        plain_path = target.with_suffix(".compressed")
-        with open(plain_path, "wb") as out:
-            if manifest.encryption:
-                import pyrage
-
-                try:
-                    pyrage.decrypt_io(verifying, out, _identities(settings))
-                except pyrage.DecryptError:
-                    raise RestoreFailed("the backup could not be decrypted with the configured age identity",
-                                        hint="check DBKIT_AGE_IDENTITY_FILE / DBKIT_AGE_IDENTITY") from None
-            else:
-                while chunk := verifying.read(CHUNK):
-                    out.write(chunk)
-        verifying.finish()
-    with open(plain_path, "rb") as src, open(target, "wb") as out:
-        if manifest.compression == "zstd":
-            import zstandard
-
-            zstandard.ZstdDecompressor().copy_stream(src, out)
-        elif manifest.compression == "gzip":
-            d = zlib.decompressobj(31)
-            while chunk := src.read(CHUNK):
-                out.write(d.decompress(chunk))
-            out.write(d.flush())
-        else:
-            shutil.copyfileobj(src, out, CHUNK)
-    plain_path.unlink()
-    with open(target, "rb") as fh:
-        if fh.read(len(MAGIC)) != MAGIC:
-            raise RestoreFailed("the decompressed backup is not a pg_dump custom-format archive")
-
-
 # --------------------------------------------------------------------- restore
 
 @dataclass
@@ -457,6 +509,9 @@ class RestoreResult:
     previous: str | None
     seconds: float
     tables: int
+    alembic_revision: str | None = None
+    migrate_check: str | None = None  # "clean" or what `dbkit migrate check` found
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -466,10 +521,62 @@ def _exists(conn, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+def _check_server(settings, admin, manifest) -> None:
+    """Before anything is created: TimescaleDB version available, roles the dump refers to present."""
+    wanted = (manifest.extensions or {}).get("timescaledb")
+    if wanted:
+        versions = [r[0] for r in admin.execute(
+            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'")]
+        if wanted not in versions:
+            raise RestoreFailed(f"the backup has TimescaleDB {wanted}, which this server does not have "
+                                f"(available: {', '.join(versions) or 'none'})",
+                                hint="install that TimescaleDB version on the server, then restore")
+    missing = _missing_roles(admin, manifest.roles)
+    if missing:
+        from dbkit import roles as roles_mod
+
+        declared = set(roles_mod.role_names(settings).values())
+        if set(missing) <= declared:  # roles as code: create them from sql/roles/
+            roles_mod.apply(settings, admin)
+            missing = _missing_roles(admin, manifest.roles)
+    if missing:
+        raise RestoreFailed(f"roles the backup refers to do not exist on this server: {', '.join(missing)}",
+                            hint="run `dbkit roles apply` (or restore with --globals) first")
+
+
+def _missing_roles(admin, roles) -> list[str]:
+    present = {r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(roles),))}
+    return [r for r in roles if r not in present]
+
+
+def _apply_globals(storage, manifest, admin) -> list[str]:
+    """Run globals.sql statement by statement; objects that already exist are skipped (SQLSTATE 42710)."""
+    from psycopg import errors
+
+    with storage.open_read(f"{manifest.id}/{manifest.globals_object}") as fh:
+        text = fh.read().decode()
+    skipped = []
+    for stmt in [x.strip() for x in text.split(";\n") if x.strip() and not x.strip().startswith("--")]:
+        lines = [ln for ln in stmt.splitlines() if not ln.startswith("--") and ln.strip()]
+        if not lines or lines[0].upper().startswith(("SET ", "\\")):
+            continue
+        try:
+            with admin.transaction():
+                admin.execute("\n".join(lines))
+        except errors.DuplicateObject:
+            skipped.append(lines[0][:60])
+    return skipped
+
+
 def restore(settings, backup_id: str = "latest", *, source: str | None = None, into: str | None = None,
-            jobs: int = 1, swap: bool = False, yes: bool = False) -> RestoreResult:
-    """Restore a backup into a NEW database (never over an existing one); ``swap`` then renames it
-    into place and keeps the previous database as ``<name>_before_<id>`` (reversible)."""
+            jobs: int = 1, swap: bool = False, yes: bool = False, with_globals: bool = False) -> RestoreResult:
+    """Restore a backup into a NEW database (never into an existing one).
+
+    jobs == 1 streams download -> sha256 -> decrypt -> decompress -> pg_restore (stdin); jobs > 1 spools
+    the dump to a temporary file first (pg_restore -j needs a seekable file).  The sha256 is checked at the
+    end; on any failure the new database is dropped.  ``swap`` then renames the current database to
+    ``<db>_pre_restore_<time>`` and the restored one into its place (the old one is kept).
+    """
     from psycopg import sql
 
     manifest = show(settings, backup_id, source)
@@ -477,69 +584,183 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
     url = db.resolve_url(settings)
     target_name = into or f"{manifest.database}_restore_{manifest.id.split('-')[0].lower()}"
     if swap and not yes:
-        raise Refused(f"--swap replaces database {url.dbname} with the restored copy", hint="add --yes to confirm")
-    if swap and settings.env == "prod" and not yes:
-        raise Refused("swapping a database in prod needs --yes")
-    admin_url = url.with_dbname("postgres")
+        raise Refused(f"--swap replaces database {url.dbname} with the restored copy (connections to it are "
+                      "terminated)", hint="add --yes to confirm")
     t0 = time.perf_counter()
-    with db.connect(admin_url, autocommit=True, connect_timeout=settings.connect_timeout) as admin:
+    result = RestoreResult(manifest.id, target_name, False, None, 0.0, 0)
+    with db.connect(url.with_dbname("postgres"), autocommit=True, connect_timeout=settings.connect_timeout) as admin:
         if _exists(admin, target_name):
             raise Refused(f"database {target_name} already exists; restore never overwrites",
                           hint="choose another name with --into, or drop it yourself")
-        with tempfile.TemporaryDirectory(prefix="dbkit-restore-") as tmp:
-            dump = Path(tmp) / "dump.pgdump"
-            _dump_to_file(settings, storage, manifest, dump)
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
-            try:
-                _pg_restore(settings, url.with_dbname(target_name), dump, Path(tmp), jobs, manifest)
-            except BaseException:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
-                raise
-        with db.connect(url.with_dbname(target_name), autocommit=True) as check:
-            tables = check.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                   "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog', "
-                                   "'information_schema') AND n.nspname NOT LIKE '\\_timescaledb%'").fetchone()[0]
-        previous = None
+        if with_globals and manifest.globals_object:
+            skipped = _apply_globals(storage, manifest, admin)
+            if skipped:
+                result.warnings.append(f"globals.sql: {len(skipped)} object(s) already existed and were kept")
+        _check_server(settings, admin, manifest)
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
+        try:
+            _pg_restore(settings, storage, manifest, url.with_dbname(target_name), jobs)
+        except BaseException:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
+            raise
+        _after_restore(settings, url.with_dbname(target_name), manifest, result)
         if swap:
-            previous = f"{url.dbname}_before_{manifest.id.split('-')[0].lower()}"
-            if _exists(admin, previous):
-                raise Refused(f"database {previous} already exists; swap keeps the current database under that name")
+            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+            previous = f"{url.dbname}_pre_restore_{stamp}"
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                           "AND pid <> pg_backend_pid()", (url.dbname,))
             admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(url.dbname),
                                                                          sql.Identifier(previous)))
             admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target_name),
                                                                          sql.Identifier(url.dbname)))
-    return RestoreResult(manifest.id, url.dbname if swap else target_name, swap, previous,
-                         round(time.perf_counter() - t0, 3), tables)
+            result.swapped, result.previous, result.database = True, previous, url.dbname
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
 
 
-def _pg_restore(settings, target: DbUrl, dump: Path, tmp: Path, jobs: int, manifest) -> None:
-    """pg_restore into ``target``, with TimescaleDB's pre/post restore steps when the dump has it."""
+def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> None:
+    """Row counts vs the manifest's estimates, the alembic revision, `dbkit migrate check`."""
+    from psycopg import sql
+
+    with db.connect(target, autocommit=True) as conn:
+        result.tables = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN "
+            "('r','p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE '\\_timescaledb%'").fetchone()[0]
+        for t in manifest.tables:
+            if t.rows_estimate is None or t.rows_estimate < 1000:
+                continue  # estimates of small tables are noise
+            n = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(t.schema), sql.Identifier(t.name))).fetchone()[0]
+            if abs(n - t.rows_estimate) > 0.5 * t.rows_estimate:
+                result.warnings.append(f"{t.schema}.{t.name}: {n} rows, the backup estimated {t.rows_estimate}")
+        if conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
+            result.alembic_revision = conn.execute(
+                "SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
+    if result.alembic_revision and (settings.migrations_dir / "env.py").is_file():
+        import dataclasses
+
+        from dbkit.migrate import runner
+
+        try:
+            check = runner.check(dataclasses.replace(settings, database_url=target))
+            result.migrate_check = "clean" if check.clean else (
+                f"{len(check.pending)} pending, {len(check.schema_diffs or [])} schema diffs, "
+                f"{len(check.edited)} edited revisions")
+        except DbkitError as exc:
+            result.migrate_check = f"not run: {exc.message}"
+
+
+_TSDB_EXISTS = re.compile(r'extension "timescaledb" already exists|COMMENT ON EXTENSION timescaledb|'
+                          r"must be owner of extension timescaledb")
+
+
+def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
+    """pg_restore into the new database, with TimescaleDB's pre/post restore steps when the dump has it."""
     pg_restore = find_program(settings, "pg_restore")
     with_tsdb = "timescaledb" in (manifest.extensions or {})
-    with _libpq_env(target) as (conninfo, env):
-        listing = subprocess.run([pg_restore, "-l", str(dump)], capture_output=True, text=True, env=env)
-        if listing.returncode != 0:
-            raise RestoreFailed(f"pg_restore could not read the archive: {mask_secrets(_first(listing.stderr))}")
-        toc = listing.stdout
-        if with_tsdb:  # the extension is created (and put in restore mode) before pg_restore runs
-            toc = "\n".join(ln for ln in toc.splitlines() if not re.search(r"\bEXTENSION\b.*\btimescaledb\b", ln))
-            with db.connect(target, autocommit=True) as conn:
-                conn.execute(f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION "
-                             f"'{manifest.extensions['timescaledb']}'")
-                conn.execute("SELECT timescaledb_pre_restore()")
-        list_file = tmp / "restore.list"
-        list_file.write_text(toc + "\n")
-        res = subprocess.run([pg_restore, "--no-password", "--exit-on-error", f"--jobs={max(1, jobs)}",
-                              "-L", str(list_file), f"--dbname={conninfo}", str(dump)],
-                             capture_output=True, text=True, env=env)
+    if with_tsdb:
+        with db.connect(target, autocommit=True) as conn:
+            conn.execute(f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION '{manifest.extensions['timescaledb']}'")
+            conn.execute("SELECT timescaledb_pre_restore()")
+    try:
+        with _libpq_env(target) as (conninfo, env), tempfile.TemporaryDirectory(prefix="dbkit-restore-") as tmp:
+            args = [pg_restore, "--no-password", f"--dbname={conninfo}"]
+            if jobs > 1:
+                dump = Path(tmp) / "dump.pgdump"
+                with open(dump, "wb") as out:
+                    _stream_dump(settings, storage, manifest, out)
+                res = subprocess.run([*args, f"--jobs={jobs}", str(dump)], capture_output=True, text=True, env=env)
+            else:
+                proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, env=env)
+                errs: list[bytes] = []
+                drain = threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)
+                drain.start()
+                try:
+                    _stream_dump(settings, storage, manifest, proc.stdin)
+                except BrokenPipeError:
+                    pass  # pg_restore stopped early: its exit code and stderr say why
+                except BaseException:
+                    proc.kill()
+                    raise
+                finally:
+                    with contextlib.suppress(BrokenPipeError, OSError):
+                        proc.stdin.close()
+                rc = proc.wait()
+                drain.join(timeout=30)
+                res = subprocess.CompletedProcess(args, rc, "", b"".join(errs).decode(errors="replace"))
+    finally:
         if with_tsdb:
             with db.connect(target, autocommit=True) as conn:
                 conn.execute("SELECT timescaledb_post_restore()")
-        if res.returncode != 0:
-            raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): {mask_secrets(_first(res.stderr))}; "
-                                "the new database was dropped")
+    errors = [ln for ln in res.stderr.splitlines() if "error:" in ln and not _TSDB_EXISTS.search(ln)
+              and "errors ignored on restore" not in ln]
+    detail = [ln for ln in errors if not ln.strip().startswith("Command was:")]
+    if res.returncode != 0 and (detail or not with_tsdb):
+        raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): "
+                            f"{mask_secrets(detail[0] if detail else _first(res.stderr))}; the new database was dropped")
+
+
+def _stream_dump(settings, storage, manifest, out) -> None:
+    """Download -> verify sha256 -> decrypt -> decompress -> ``out``; raises if the checksum does not match."""
+    with storage.open_read(f"{manifest.id}/{manifest.object}") as raw:
+        verifying = _VerifyingReader(raw, manifest.sha256, manifest.stored_bytes)
+        source: Any = verifying
+        decrypt_thread = None
+        failure: list[BaseException] = []
+        if manifest.encryption:
+            import pyrage
+
+            identities = _identities(settings)
+            r_fd, w_fd = os.pipe()
+            reader, writer = os.fdopen(r_fd, "rb"), os.fdopen(w_fd, "wb")
+
+            def decrypt() -> None:
+                try:
+                    pyrage.decrypt_io(verifying, writer, identities)
+                except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                    failure.append(exc)
+                finally:
+                    writer.close()
+
+            decrypt_thread = threading.Thread(target=decrypt, name="dbkit-age-decrypt", daemon=True)
+            decrypt_thread.start()
+            source = reader
+        try:
+            _decompress(source, out, manifest.compression)
+        finally:
+            if decrypt_thread is not None:
+                source.close()
+                decrypt_thread.join()
+        if failure:
+            raise RestoreFailed("the backup could not be decrypted with the configured age identity",
+                                hint="check DBKIT_AGE_IDENTITY_FILE / DBKIT_AGE_IDENTITY") from failure[0]
+        verifying.finish()
+
+
+def _decompress(src, out, compression: str) -> None:
+    head = b""
+    if compression == "zstd":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        while chunk := reader.read(CHUNK):
+            head = head or chunk[: len(MAGIC)]
+            out.write(chunk)
+    elif compression == "gzip":
+        d = zlib.decompressobj(31)
+        while chunk := src.read(CHUNK):
+            data = d.decompress(chunk)
+            head = head or data[: len(MAGIC)]
+            out.write(data)
+        out.write(d.flush())
+    else:
+        while chunk := src.read(CHUNK):
+            head = head or chunk[: len(MAGIC)]
+            out.write(chunk)
+    if head and head != MAGIC:
+        raise RestoreFailed("the decompressed backup is not a pg_dump custom-format archive")
 
 
 def verify(settings, backup_id: str = "latest", *, source: str | None = None,
@@ -549,8 +770,8 @@ def verify(settings, backup_id: str = "latest", *, source: str | None = None,
     manifest = show(settings, backup_id, source)
     storage = storage_for(settings, source)
     result: dict[str, Any] = {"id": manifest.id, "sha256_ok": False, "restore_test": None}
-    with tempfile.TemporaryDirectory(prefix="dbkit-verify-") as tmp:
-        _dump_to_file(settings, storage, manifest, Path(tmp) / "dump.pgdump")
+    with open(os.devnull, "wb") as sink:
+        _stream_dump(settings, storage, manifest, sink)
     result["sha256_ok"] = True
     if restore_test:
         name = f"dbkit_verify_{manifest.id.split('-')[0].lower()}"

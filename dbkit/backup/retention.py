@@ -93,16 +93,20 @@ def choose(
     keep_daily: int = 0,
     keep_weekly: int = 0,
     keep_monthly: int = 0,
+    min_keep: int = 1,
     now: datetime,
 ) -> Plan:
     """Split complete backups into kept (with reasons) and deleted, both newest first.
 
     Reasons: ``"last"``, ``"daily 2026-11-21"``, ``"weekly 2026-W47"``, ``"monthly 2026-11"``,
-    ``"newest"`` (kept by the safety rule alone), ``"finished after now"``.
+    ``"newest"`` (kept by the safety rule alone), ``"min-keep"`` (the floor: the ``min_keep``
+    newest are always kept), ``"finished after now"``.
     Raises :class:`ConfigError` for negative or all-zero counts, ``ValueError`` for duplicate ids
     or naive datetimes.
     """
     _check_counts({"last": keep_last, "daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly})
+    if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
+        raise ConfigError("--min-keep", f"must be 1 or more, got {min_keep!r}", example="--min-keep 3")
     now = _utc(now, "now")
     refs = list(backups)
     seen: set[str] = set()
@@ -144,6 +148,8 @@ def choose(
                 reasons.append(f"{label} {bucket}")
         if index == 0 and not reasons:
             reasons.append("newest")
+        if index < min_keep and not reasons:
+            reasons.append("min-keep")
         if finished > now:
             reasons.append("finished after now")
         if reasons:
