@@ -11,13 +11,7 @@ bootstrap:
 	@bash scripts/bootstrap
 
 demo: bootstrap
-	$(DBKIT) dev up
-	$(DBKIT) check
-	$(DBKIT) migrate
-	$(DBKIT) migrate status
-	$(DBKIT) seed --profile small
-	$(DBKIT) roles check
-	$(DBKIT) rls audit
+	@bash scripts/demo
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: bootstrap
