@@ -109,13 +109,3 @@ audit_log = Table(
     Column("details", JSONB),
     Index("audit_log_tenant_at_idx", "tenant_id", text("at DESC")),
 )
-
-#: Tables whose rows belong to one tenant (RLS on all of them), and the column that says which.
-TENANT_TABLES = {
-    "tenants": "id",
-    "users": "tenant_id",
-    "documents": "tenant_id",
-    "document_chunks": "tenant_id",
-    "events": "tenant_id",
-    "audit_log": "tenant_id",
-}

@@ -57,3 +57,11 @@ def q(url, sql: str, params=None):
     with psycopg.connect(url.conninfo, autocommit=True) as conn:
         cur = conn.execute(sql, params)
         return cur.fetchall() if cur.description else None
+
+
+def copy_reference_project(target: Path) -> Path:
+    """A copy of this repository's project files (pyproject, migrations, seeds, sql) to change in a test."""
+    for folder in ("migrations", "seeds", "sql"):
+        shutil.copytree(REPO / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", target / "pyproject.toml")
+    return target

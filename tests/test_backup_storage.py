@@ -3,6 +3,8 @@
 The S3 backend is tested against a real S3 HTTP endpoint on loopback (moto's
 ThreadedMotoServer), never against mocks of the wire protocol.  moto enforces S3's
 5 MiB minimum for every part but the last, so multipart tests use 5 MiB parts.
+The S3 writer uploads through boto3's transfer manager in background threads, so a
+test that looks for the multipart upload of a running writer waits for it to appear.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import tracemalloc
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,12 +28,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dbkit.backup import storage as storage_module
 from dbkit.backup.storage import (
     DEFAULT_PART_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
     MIB,
     MIN_PART_SIZE,
+    UPLOAD_CONCURRENCY,
     LocalStorage,
     ObjectInfo,
     ObjectNotFound,
@@ -44,7 +48,7 @@ from dbkit.backup.storage import (
     max_stream_size,
     open_storage,
     parse_storage_uri,
-    part_size_for,
+    upload_memory_bound,
 )
 from dbkit.errors import ConfigError
 
@@ -87,6 +91,16 @@ def data_stream(size: int, chunk: int = 777_777, seed: int = 1) -> Iterator[byte
         n = min(chunk, size - sent)
         yield rng.randbytes(n)
         sent += n
+
+
+def eventually(check, timeout: float = 20.0):
+    """``check()``'s first truthy result, polling: the S3 writer works in background threads."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)
 
 
 def one_line_without_secret(exc: BaseException) -> str:
@@ -158,7 +172,8 @@ def test_abort_leaves_nothing(storage: Storage, request: pytest.FixtureRequest):
     writer = storage.open_write("x/dump")
     for chunk in data_stream(11 * MIB):
         writer.write(chunk)
-    assert len(leftovers(storage, admin)) == 1  # S3: the multipart upload; local: the temp file
+    # S3: the multipart upload (started in the background); local: the temp file
+    assert len(eventually(lambda: leftovers(storage, admin))) == 1
     writer.abort()
     writer.abort()  # idempotent
     assert not storage.exists("x/dump")
@@ -230,7 +245,7 @@ def test_incomplete_uploads_are_listed_and_aborted(storage: Storage, request: py
         admin.create_multipart_upload(Bucket=storage.bucket, Key="elsewhere/dump")
 
     future = datetime.now(UTC) + timedelta(minutes=1)
-    [upload] = storage.list_incomplete_uploads()
+    [upload] = eventually(storage.list_incomplete_uploads)  # S3: started once the first part is read
     assert upload.key == "20260101T000000Z/dump.pgdump" and upload.upload_id
     assert storage.list_incomplete_uploads(older_than=future) == [upload]
     assert [o.key for o in storage.list()] == ["done"]  # the unfinished write is not an object
@@ -371,6 +386,126 @@ def test_s3_failed_upload_leaves_no_orphan_parts(s3_endpoint, s3_admin, bucket, 
     assert not store.exists("dump") and store.list() == []
 
 
+@pytest.mark.integration
+def test_s3_failed_part_stops_the_stream_early(s3_endpoint, s3_admin, bucket):
+    """A failed part is reported by a later write(), not only at commit after the whole stream."""
+    from botocore.exceptions import ClientError
+
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint, max_attempts=1), part_size=PART)
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "InternalError", "Message": f"boom {SECRET_KEY}\nsecond line"},
+                           "ResponseMetadata": {"HTTPStatusCode": 500}}, "UploadPart")
+
+    store.client.meta.events.register("before-call.s3.UploadPart", refuse)
+    sent = 0
+    with pytest.raises(StorageError, match=r"^cannot upload s3://.*/p/dump: S3 UploadPart failed with "
+                                           r"InternalError \(boom \*\*\* second line\)") as err:
+        with store.open_write("dump") as writer:
+            for chunk in data_stream(200 * MIB, chunk=MIB):
+                writer.write(chunk)
+                sent += len(chunk)
+    one_line_without_secret(err.value)
+    assert sent < 100 * MIB, f"the failure surfaced only after {sent / MIB:.0f} MiB"
+    assert writer.state == "failed"
+    assert multipart_uploads(s3_admin, bucket) == [] and store.list() == []
+
+
+@pytest.mark.integration
+def test_s3_abort_is_retried_when_s3transfer_cannot_abort(s3_endpoint, s3_admin, bucket):
+    """s3transfer swallows a failed AbortMultipartUpload; the writer notices and aborts the upload itself."""
+    from botocore.exceptions import EndpointConnectionError
+
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint, max_attempts=1), part_size=PART)
+    aborts = []
+
+    def fail_first_abort(params, **_):
+        aborts.append(params["UploadId"])
+        if len(aborts) == 1:
+            raise EndpointConnectionError(endpoint_url=s3_endpoint)
+
+    store.client.meta.events.register("before-parameter-build.s3.AbortMultipartUpload", fail_first_abort)
+    writer = store.open_write("dump")
+    for chunk in data_stream(11 * MIB):
+        writer.write(chunk)
+    [upload] = eventually(lambda: multipart_uploads(s3_admin, bucket))
+    writer.abort()
+    assert aborts == [upload["UploadId"]] * 2  # s3transfer's attempt, then the writer's
+    assert writer.upload_id is None and multipart_uploads(s3_admin, bucket) == []
+
+
+@pytest.mark.integration
+def test_s3_abort_that_keeps_failing_is_reported(s3_endpoint, s3_admin, bucket):
+    from botocore.exceptions import EndpointConnectionError
+
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint, max_attempts=1), part_size=PART)
+
+    def fail(**_):
+        raise EndpointConnectionError(endpoint_url=s3_endpoint)
+
+    store.client.meta.events.register("before-call.s3.AbortMultipartUpload", fail)
+    writer = store.open_write("dump")
+    for chunk in data_stream(6 * MIB):
+        writer.write(chunk)
+    eventually(lambda: multipart_uploads(s3_admin, bucket))
+    with pytest.raises(StorageError, match=r"^cannot abort the unfinished upload of s3://.*/p/dump ") as err:
+        writer.abort()
+    one_line_without_secret(err.value)
+    assert "AbortIncompleteMultipartUpload" in str(err.value)  # the hint
+    store.client.meta.events.unregister("before-call.s3.AbortMultipartUpload", fail)
+    assert store.abort_incomplete_uploads(None) == 1 and multipart_uploads(s3_admin, bucket) == []
+
+
+@pytest.mark.integration
+def test_s3_writer_refuses_to_outgrow_its_parts(s3_endpoint, s3_admin, bucket, monkeypatch):
+    """Parts have one size per writer: past MAX_PARTS of them the write fails at once, leaving nothing."""
+    monkeypatch.setattr(storage_module, "MAX_PARTS", 2)
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint), part_size=PART)
+    with pytest.raises(StorageError, match=r"outgrew S3's 2 parts of 5 MiB at 10485761 bytes") as err:
+        with store.open_write("dump") as writer:
+            writer.write(b"x" * (2 * PART))
+            writer.write(b"x")
+    assert "larger expected_size" in str(err.value)
+    assert writer.state == "failed" and writer.bytes_written == 2 * PART
+    assert multipart_uploads(s3_admin, bucket) == [] and store.list() == []
+
+
+@pytest.mark.integration
+def test_s3_dropped_writer_does_not_leave_its_upload(s3_endpoint, s3_admin, bucket):
+    import gc
+
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint), part_size=PART)
+    writer = store.open_write("dump")
+    for chunk in data_stream(6 * MIB):
+        writer.write(chunk)
+    eventually(lambda: multipart_uploads(s3_admin, bucket))
+    del writer
+    gc.collect()
+    assert eventually(lambda: multipart_uploads(s3_admin, bucket) == [])
+    assert store.list() == []
+
+
+EXIT_CLIENT = """
+import sys
+from dbkit.backup.storage import S3Options, open_storage, MIB
+endpoint, bucket, access, secret = sys.argv[1:5]
+store = open_storage(f"s3://{bucket}/exit", part_size=5 * MIB,
+                     s3=S3Options(endpoint_url=endpoint, region="us-east-1", access_key=access, secret_key=secret))
+WRITER = store.open_write("dump")  # a module global: alive until the interpreter exits
+WRITER.write(b"x" * (6 * MIB))
+print("written", flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_s3_exit_without_commit_neither_hangs_nor_leaves_an_upload(s3_endpoint, s3_admin, bucket):
+    result = subprocess.run([sys.executable, "-c", EXIT_CLIENT, s3_endpoint, bucket, ACCESS_KEY, SECRET_KEY],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "written\n", result.stderr[-2000:]
+    assert multipart_uploads(s3_admin, bucket) == []
+    assert "Contents" not in s3_admin.list_objects_v2(Bucket=bucket)
+
+
 MEMORY_CLIENT = """
 import sys, tracemalloc
 from dbkit.backup.storage import S3Options, open_storage, MIB
@@ -378,6 +513,7 @@ endpoint, bucket, access, secret = sys.argv[1:5]
 store = open_storage(f"s3://{bucket}/mem", part_size=5 * MIB,
                      s3=S3Options(endpoint_url=endpoint, region="us-east-1", access_key=access, secret_key=secret))
 store.client  # boto3 imported and the client built before measuring
+import boto3.s3.transfer  # the transfer manager's modules too
 chunk = bytes(range(256)) * 4096  # 1 MiB, made once
 tracemalloc.start()
 with store.open_write("big") as writer:
@@ -396,7 +532,10 @@ def test_s3_writer_memory_stays_bounded(s3_endpoint, s3_admin, bucket):
     peak, written = map(int, result.stdout.split())
     assert written == 50 * MIB
     assert s3_admin.head_object(Bucket=bucket, Key="mem/big")["ContentLength"] == 50 * MIB
-    assert peak < 3 * PART, f"peak {peak / MIB:.1f} MiB while streaming 50 MiB in 5 MiB parts"
+    # 2 parts uploading + the next part + the pipe + request signing (module docstring): 22.25 MiB
+    bound = upload_memory_bound(PART)
+    assert bound == (UPLOAD_CONCURRENCY + 1) * PART + 7.25 * MIB < 4.5 * PART
+    assert peak < bound, f"peak {peak / MIB:.1f} MiB while streaming 50 MiB in 5 MiB parts"
 
 
 @pytest.mark.integration
@@ -520,8 +659,7 @@ def test_choose_part_size_for_5_tb_fits_with_headroom():
     part = choose_part_size(size)
     assert MIN_PART_SIZE <= part <= MAX_PART_SIZE and part % MIB == 0
     assert -(-size // part) <= 6_100  # ~6,000 parts of S3's 10,000
-    assert part * MAX_PARTS >= 1.5 * size
-    assert max_stream_size(part) >= 2 * size  # the ramp: room for a stream twice as big
+    assert max_stream_size(part) == part * MAX_PARTS >= 1.6 * size  # parts do not grow: the headroom is all
 
 
 @pytest.mark.unit
@@ -540,13 +678,12 @@ def test_choose_part_size_rejects_negative():
 
 
 @pytest.mark.unit
-def test_part_sizes_ramp_when_a_stream_outgrows_its_plan():
-    base = DEFAULT_PART_SIZE
-    assert part_size_for(base, 1) == part_size_for(base, 8_000) == base
-    assert part_size_for(base, 8_001) == part_size_for(base, 8_500) == 2 * base
-    assert part_size_for(base, 8_501) == 4 * base
-    assert part_size_for(MAX_PART_SIZE, 9_999) == MAX_PART_SIZE
-    assert max_stream_size(base) > 2**40  # unknown size: more than 1 TiB before S3's 10,000 parts run out
+def test_max_stream_size_and_memory_bound():
+    assert max_stream_size(DEFAULT_PART_SIZE) == 625 * 1024 * MIB  # unknown size: 625 GiB
+    assert max_stream_size(MAX_PART_SIZE) == MAX_PARTS * MAX_PART_SIZE
+    assert upload_memory_bound(8 * MIB) == 32 * MIB  # 3 parts + 2 MiB pipe + 1 MiB slice + 5 MiB requests
+    assert upload_memory_bound(DEFAULT_PART_SIZE) == 214 * MIB
+    assert storage_module.pipe_limit(MAX_PART_SIZE) == 16 * MIB
 
 
 # --------------------------------------------------------------------- URIs and options (pure)

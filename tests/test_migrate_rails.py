@@ -163,17 +163,12 @@ def test_lint_flags_non_concurrent_index(tmp_path, pg_url):
 
 
 def test_new_revision_and_autogenerate(tmp_path, pg_url):
-    from migrate_helpers import REPO
-
     settings = settings_for(pg_url)
     runner.upgrade(settings)
     # a copy of the reference project whose models gained a column
-    import shutil
+    from migrate_helpers import copy_reference_project
 
-    project = tmp_path / "proj"
-    shutil.copytree(REPO / "migrations", project / "migrations")
-    shutil.copytree(REPO / "sql", project / "sql")
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    project = copy_reference_project(tmp_path / "proj")
     models = project / "migrations" / "models.py"
     models.write_text(models.read_text().replace(
         'Column("slug", Text, nullable=False, unique=True),',

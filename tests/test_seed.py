@@ -1,10 +1,8 @@
 """`dbkit seed` against the migrated reference schema on a real server."""
 
-import shutil
-
 import psycopg
 import pytest
-from migrate_helpers import REPO, q, settings_for
+from migrate_helpers import REPO, copy_reference_project, q, settings_for
 
 from dbkit.errors import ConfigError, Refused
 from dbkit.seed import engine
@@ -153,11 +151,7 @@ def test_enforce_role_sees_its_tenants_rows(migrated_url):
 
 
 def test_failing_seeder_rolls_back_and_is_named(tmp_path, migrated_url):
-    project = tmp_path / "proj"
-    shutil.copytree(REPO / "seeds", project / "seeds")
-    shutil.copytree(REPO / "migrations", project / "migrations")
-    shutil.copytree(REPO / "sql", project / "sql")
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    project = copy_reference_project(tmp_path / "proj")
     (project / "seeds" / "users.py").write_text(
         (REPO / "seeds" / "users.py").read_text().replace(
             "        name = ctx.rng.choice(names)",
@@ -170,11 +164,7 @@ def test_failing_seeder_rolls_back_and_is_named(tmp_path, migrated_url):
 
 
 def test_sql_files_apply_in_name_order(tmp_path, migrated_url):
-    project = tmp_path / "proj"
-    shutil.copytree(REPO / "seeds", project / "seeds")
-    shutil.copytree(REPO / "migrations", project / "migrations")
-    shutil.copytree(REPO / "sql", project / "sql")
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    project = copy_reference_project(tmp_path / "proj")
     (project / "seeds" / "20_user.sql").write_text(
         "INSERT INTO app.users (id, tenant_id, email, name) SELECT '00000000-0000-4000-8000-000000000002', id, "
         "'ops@fixed.example.com', 'Ops' FROM app.tenants WHERE slug = 'fixed';")

@@ -82,7 +82,8 @@ class ManifestError(DbkitError):
 # -- backup ids ---------------------------------------------------------------------------------------------
 
 
-def _require_aware(value: datetime, name: str) -> datetime:
+def require_aware(value: datetime, name: str) -> datetime:
+    """``value`` in UTC; TypeError/ValueError for a non-datetime or a naive one."""
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -92,7 +93,7 @@ def _require_aware(value: datetime, name: str) -> datetime:
 
 def new_backup_id(now: datetime) -> str:
     """A new backup id for a backup started at ``now`` (aware): ``20261121T230501Z-3f9a``."""
-    now = _require_aware(now, "now")
+    now = require_aware(now, "now")
     return f"{now.strftime(_ID_TIME_FORMAT)}-{secrets.token_hex(2)}"
 
 

@@ -670,7 +670,7 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
                 dump = Path(tmp) / "dump.pgdump"
                 with open(dump, "wb") as out:
                     _stream_dump(settings, storage, manifest, out)
-                res = subprocess.run([*args, f"--jobs={jobs}", str(dump)], capture_output=True, text=True, env=env)
+                res = _parallel_restore(args, dump, Path(tmp), jobs, env)
             else:
                 proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, env=env)
@@ -700,6 +700,32 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
     if res.returncode != 0 and (detail or not with_tsdb):
         raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): "
                             f"{mask_secrets(detail[0] if detail else _first(res.stderr))}; the new database was dropped")
+
+
+def _parallel_restore(args: list[str], dump: Path, tmp: Path, jobs: int, env) -> subprocess.CompletedProcess:
+    """pg_restore -j in three passes: schema, then TimescaleDB's catalog rows serially (its tables
+    reference each other, and parallel loading breaks those foreign keys), then the rest in parallel."""
+    listing = subprocess.run([args[0], "-l", str(dump)], capture_output=True, text=True, env=env)
+    if listing.returncode != 0:
+        return listing
+    entries = [ln for ln in listing.stdout.splitlines() if ln and not ln.startswith(";")]
+    entries = [ln for ln in entries if not re.search(r"\bEXTENSION\b.*\btimescaledb\b", ln)]
+    catalog = [ln for ln in entries if " _timescaledb_catalog " in ln and re.search(r"\b(TABLE DATA|SEQUENCE SET)\b", ln)]
+    rest = [ln for ln in entries if ln not in catalog]
+    passes = [(entries, ["--section=pre-data"], 1), (catalog, ["--section=data"], 1),
+              (rest, ["--section=data", "--section=post-data"], jobs)]
+    stderr = []
+    for i, (lines, sections, n) in enumerate(passes):
+        if not lines:
+            continue
+        list_file = tmp / f"pass{i}.list"
+        list_file.write_text("\n".join(lines) + "\n")
+        res = subprocess.run([*args, f"--jobs={n}", "-L", str(list_file), *sections, str(dump)],
+                             capture_output=True, text=True, env=env)
+        stderr.append(res.stderr)
+        if res.returncode != 0:
+            return subprocess.CompletedProcess(res.args, res.returncode, "", "".join(stderr))
+    return subprocess.CompletedProcess(args, 0, "", "".join(stderr))
 
 
 def _stream_dump(settings, storage, manifest, out) -> None:

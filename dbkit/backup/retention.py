@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from dbkit.backup.manifest import is_backup_id, parse_backup_id
+from dbkit.backup.manifest import require_aware
 from dbkit.errors import ConfigError
 
 __all__ = ["BackupRef", "Plan", "choose", "incomplete_to_remove"]
@@ -50,11 +51,7 @@ class Plan:
 
 
 def _utc(value: datetime, name: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
-    return value.astimezone(UTC)
+    return require_aware(value, name)
 
 
 def _day(t: datetime) -> str:

@@ -13,10 +13,34 @@ key until :meth:`Writer.commit`; :meth:`Writer.abort` (or an exception inside
 
 * local: bytes go to ``<dir>/<name>.partial-<random>``; commit fsyncs it and
   ``os.replace``\\ s it onto the final name (then fsyncs the directory);
-* S3: at most one part is buffered in memory; a multipart upload is created lazily
-  when the first part is full (a stream smaller than one part is a single
-  ``PutObject`` at commit), parts are uploaded as they fill, commit completes the
-  upload, abort (or any failure) aborts it so no orphan parts are billed.
+* S3: boto3's transfer manager (s3transfer, what ``upload_fileobj`` runs) does the
+  upload.  ``write`` copies the bytes into a bounded in-memory pipe (a quarter part,
+  1-16 MiB) that the transfer manager reads as a non-seekable file: a stream shorter
+  than one part becomes a single ``PutObject`` at commit, a longer one a multipart
+  upload with parts of the writer's part size, ``UPLOAD_CONCURRENCY`` (2) uploading at
+  once.  Commit ends the stream and waits for the transfer; abort (or any failure)
+  makes the pipe's reads fail, so s3transfer aborts the multipart upload, and the
+  writer aborts it once more if that did not happen: no orphan parts are billed.
+  A failed upload is reported by the next ``write``, not only at commit.
+
+  Memory of one S3 writer is bounded by :func:`upload_memory_bound`: the parts
+  s3transfer holds (``UPLOAD_CONCURRENCY`` uploading plus the next one, read while
+  it waits for a slot: 3 parts), the pipe, one slice being copied out of it, and
+  a few MiB of request signing: ``3 x part size + pipe + 6 MiB``.  That is 22 MiB
+  for 5 MiB parts (a stream of 50 MiB peaks at about 20 MiB, measured by the
+  tests), 32 MiB for the smallest chosen part size (8 MiB, expected sizes up to 46 GiB),
+  214 MiB for the 64 MiB parts of a stream of unknown size.
+  The part size is fixed per writer (s3transfer cannot grow parts mid-stream), so a
+  stream can be at most 10,000 parts (:func:`max_stream_size`); a write beyond that
+  fails at once rather than at S3's 10,001st part.
+
+  Reads stream one ``GetObject`` body through a 1 MiB buffer, not ``download_fileobj``:
+  s3transfer bounds a download to a non-seekable target with a window of ranges
+  (``max_in_memory_download_chunks``), and when response checksum validation is
+  ``when_required`` (set for custom endpoints) it fetches the first range and then
+  schedules the rest while still holding that range's window slot: an object with
+  more ranges than the window stalls for good (s3transfer 0.19: 8 ranges with a
+  window of 2 stalled in testing).
 
 Leftovers of crashed writers (temp files, in-progress multipart uploads) are found by
 :meth:`Storage.list_incomplete_uploads` and removed by :meth:`Storage.abort_incomplete_uploads`.
@@ -27,13 +51,16 @@ boto3 is imported only when an S3 storage is used.  Every error is a
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
 import secrets
 import threading
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +76,7 @@ __all__ = [
     "MAX_PART_SIZE",
     "MAX_PARTS",
     "DEFAULT_PART_SIZE",
+    "UPLOAD_CONCURRENCY",
     "StorageError",
     "StorageConfigError",
     "ObjectNotFound",
@@ -61,8 +89,9 @@ __all__ = [
     "LocalStorage",
     "S3Storage",
     "choose_part_size",
-    "part_size_for",
     "max_stream_size",
+    "pipe_limit",
+    "upload_memory_bound",
     "parse_storage_uri",
     "open_storage",
 ]
@@ -73,16 +102,19 @@ GIB = 1024 * MIB
 MIN_PART_SIZE = 5 * MIB  # every part but the last
 MAX_PART_SIZE = 5 * GIB
 MAX_PARTS = 10_000
-#: part size when the stream's size is unknown (10,000 x 64 MiB = 625 GiB before the ramp)
+#: part size when the stream's size is unknown (10,000 x 64 MiB = 625 GiB at most)
 DEFAULT_PART_SIZE = 64 * MIB
 #: smallest part size choose_part_size picks (fewer requests than 5 MiB, still small in memory)
 MIN_CHOSEN_PART_SIZE = 8 * MIB
-#: choose_part_size plans for the expected size x 1.5 in 9,000 parts ...
+#: choose_part_size plans for the expected size x 1.5 in 9,000 parts (room for 1.67 x the expected size)
 PLANNED_PARTS = 9_000
 HEADROOM = 1.5
-#: ... and if the stream still outgrows that, parts double in size every RAMP_EVERY parts after RAMP_AFTER
-RAMP_AFTER = 8_000
-RAMP_EVERY = 500
+#: parts an S3 writer uploads at once (s3transfer's max_concurrency and max_in_memory_upload_chunks)
+UPLOAD_CONCURRENCY = 2
+#: largest piece write() hands to the transfer manager at a time (each is one copy of the caller's bytes)
+PIPE_SLICE = 1 * MIB
+#: seconds a write blocked on a full pipe waits before it checks whether the upload failed
+PIPE_POLL = 0.2
 #: temp-file marker of the local backend (a key may not contain it)
 PARTIAL = ".partial-"
 READ_BUFFER = 1 * MIB
@@ -238,9 +270,10 @@ class StorageLocation:
 def choose_part_size(expected_size: int | None) -> int:
     """The S3 multipart part size for a stream of about ``expected_size`` bytes.
 
-    Plans the expected size x 1.5 in 9,000 parts (S3 allows 10,000), rounded up to
-    a MiB, at least 8 MiB, at most 5 GiB; unknown size: 64 MiB.  Memory use of a
-    writer is one part.
+    Plans the expected size x 1.5 in 9,000 parts (S3 allows 10,000, so a stream may
+    reach 1.67 x the expected size), rounded up to a MiB, at least 8 MiB, at most
+    5 GiB; unknown size: 64 MiB.  A writer holds about three parts in memory
+    (:func:`upload_memory_bound`).
     """
     if expected_size is None:
         return DEFAULT_PART_SIZE
@@ -251,24 +284,13 @@ def choose_part_size(expected_size: int | None) -> int:
     return min(MAX_PART_SIZE, max(MIN_CHOSEN_PART_SIZE, planned))
 
 
-def part_size_for(base: int, part_number: int) -> int:
-    """The size of part ``part_number`` (1-based) of a writer whose chosen part size is ``base``.
+def max_stream_size(part_size: int) -> int:
+    """The largest stream a writer with ``part_size`` can upload: S3's 10,000 parts of that size.
 
-    ``base`` up to part 8,000, then doubling every 500 parts (capped at 5 GiB): a stream
-    larger than planned still fits into S3's 10,000 parts instead of failing hours in.
+    The transfer manager uploads every part at the writer's part size (it cannot grow parts
+    mid-stream), so :func:`choose_part_size` leaves the headroom.
     """
-    if part_number <= RAMP_AFTER:
-        return base
-    steps = (part_number - RAMP_AFTER - 1) // RAMP_EVERY + 1
-    return min(MAX_PART_SIZE, base << steps)
-
-
-def max_stream_size(base: int) -> int:
-    """The largest stream a writer with part size ``base`` can upload (all 10,000 parts)."""
-    total = RAMP_AFTER * base
-    for first in range(RAMP_AFTER + 1, MAX_PARTS + 1, RAMP_EVERY):
-        total += RAMP_EVERY * part_size_for(base, first)
-    return total
+    return part_size * MAX_PARTS
 
 
 # --------------------------------------------------------------------- keys and URIs
@@ -706,83 +728,343 @@ class LocalStorage(Storage):
 
 # --------------------------------------------------------------------- S3 backend
 
+class _Discarded(Exception):
+    """Raised into the transfer manager's reading thread to stop an upload that is being discarded."""
+
+
+#: pipes whose transfer may still wait for data: failed when the interpreter exits (see _fail_open_pipes)
+_OPEN_PIPES: weakref.WeakSet[_UploadPipe] = weakref.WeakSet()
+_EXIT_HOOK_LOCK = threading.Lock()
+_exit_hook_registered = False
+
+
+def _fail_open_pipes() -> None:
+    """At interpreter exit: stop the uploads of writers that were never committed or aborted.
+
+    The transfer manager's worker threads are joined at exit; one blocked waiting for data that never
+    comes would hang the exit.  Failing the pipe makes s3transfer abort the multipart upload instead.
+    """
+    for pipe in list(_OPEN_PIPES):
+        pipe.fail(_Discarded("the process exited before the write was committed"))
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    with _EXIT_HOOK_LOCK:
+        if _exit_hook_registered:
+            return
+        _exit_hook_registered = True
+        # threading's exit hooks run before non-daemon threads (the transfer manager's) are joined;
+        # atexit hooks run only after that join, too late.  concurrent.futures uses the same hook.
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is not None:
+                register(_fail_open_pipes)
+            else:  # pragma: no cover - every supported Python has it
+                atexit.register(_fail_open_pipes)
+        except RuntimeError:  # pragma: no cover - the interpreter is already shutting down
+            pass
+
+
+class _UploadPipe(io.RawIOBase):
+    """A bounded in-memory byte pipe: :class:`_S3Writer` pushes, s3transfer pulls (a non-seekable upload source).
+
+    At most ``limit`` bytes wait in the pipe (plus the slice the reading side is copying out);
+    ``put`` blocks while it is full.  ``read(n)`` blocks until it has ``n`` bytes or the end of the stream, as
+    s3transfer expects of a file (a short read would be a short, invalid, multipart part).
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of _chunks[0] already read
+        self._queued = 0  # bytes in _chunks not read yet
+        self._eof = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._reads = 0
+        _OPEN_PIPES.add(self)
+
+    # -- the writer's side
+
+    def put(self, view: memoryview, check: Callable[[], None]) -> bool:
+        """Queue a copy of ``view`` once there is room; ``check()`` runs (outside the lock) while waiting.
+
+        False (nothing queued) when the pipe was failed or finished: the upload is over.
+        """
+        n = len(view)
+        while True:
+            with self._cond:
+                if self._error is not None or self._eof:
+                    return False
+                if not self._queued or self._queued + n <= self._limit:
+                    self._queued += n  # reserved: the copy is made outside the lock, and only now
+                    break
+                self._cond.wait(PIPE_POLL)
+            check()  # the upload may have failed meanwhile: nobody would make room then
+        try:
+            data = bytes(view)  # a copy: the caller may reuse its buffer
+        except BaseException:
+            with self._cond:
+                self._queued -= n
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            if self._error is not None:  # failed meanwhile: fail() dropped the queue (and the reservation)
+                return False
+            self._chunks.append(data)
+            self._cond.notify_all()
+        return True
+
+    def finish(self) -> None:
+        """The end of the stream: ``read`` returns what is left, then ``b""``."""
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+        _OPEN_PIPES.discard(self)
+
+    def fail(self, error: BaseException) -> None:
+        """Make the reading side raise ``error`` (s3transfer then aborts the upload); drops what is queued."""
+        with self._cond:
+            if self._error is None:
+                self._error = error
+            self._chunks.clear()
+            self._offset = self._queued = 0
+            self._cond.notify_all()
+        _OPEN_PIPES.discard(self)
+
+    # -- s3transfer's side
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def _take(self, most: int) -> memoryview | None:
+        """Up to ``most`` bytes of the next chunk (blocks until there are some); None at the end of the stream."""
+        with self._cond:
+            while not self._chunks and not self._eof and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            if not self._chunks:
+                return None
+            chunk = self._chunks[0]
+            n = min(most, len(chunk) - self._offset)
+            piece = memoryview(chunk)[self._offset:self._offset + n]
+            self._offset += n
+            if self._offset == len(chunk):
+                self._chunks.popleft()
+                self._offset = 0
+            self._queued -= n
+            self._cond.notify_all()
+            return piece
+
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes, fewer only at the end of the stream; ``read()`` reads to the end.
+
+        Returns ``bytes`` built in place (a BytesIO whose buffer becomes the result, no second copy):
+        s3transfer wraps it in a BytesIO, which shares a bytes object's buffer but copies a bytearray.
+        """
+        want = None if size is None or size < 0 else size
+        out = io.BytesIO()
+        self._reads += 1
+        presized = bool(want) and self._reads > 1
+        if presized:  # a multipart part (the first read decides PutObject or not): all but the last are full
+            out.seek(want - 1)  # type: ignore[operator]
+            out.write(b"\0")
+            out.seek(0)
+        filled = 0
+        while want is None or filled < want:
+            piece = self._take(READ_BUFFER if want is None else want - filled)
+            if piece is None:
+                break
+            out.write(piece)
+            filled += len(piece)
+        if presized and filled < want:  # type: ignore[operator]
+            out.truncate(filled)
+        return out.getvalue()  # no copy: the buffer is not exported
+
+    def readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        piece = self._take(len(view)) if len(view) else None
+        if piece is None:
+            return 0
+        view[:len(piece)] = piece
+        return len(piece)
+
+
+class _TrackingClient:
+    """The S3 client as one writer's transfer manager sees it: remembers its unfinished multipart upload.
+
+    s3transfer aborts a failed multipart upload itself, but swallows an error of that abort; the
+    writer then still knows the upload id and retries the abort (and reports it if that fails too).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.upload_id: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def create_multipart_upload(self, **kwargs: Any) -> Any:
+        resp = self._client.create_multipart_upload(**kwargs)
+        self.upload_id = resp["UploadId"]
+        return resp
+
+    def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        resp = self._client.complete_multipart_upload(**kwargs)
+        if kwargs.get("UploadId") == self.upload_id:
+            self.upload_id = None
+        return resp
+
+    def abort_multipart_upload(self, **kwargs: Any) -> Any:
+        resp = self._client.abort_multipart_upload(**kwargs)
+        if kwargs.get("UploadId") == self.upload_id:
+            self.upload_id = None
+        return resp
+
+
+def pipe_limit(part_size: int) -> int:
+    """Bytes an S3 writer queues between ``write()`` and the transfer manager: a quarter part, 1-16 MiB."""
+    return min(max(part_size // 4, MIB), 16 * MIB)
+
+
+def upload_memory_bound(part_size: int) -> int:
+    """About the most memory one S3 writer holds while streaming (see the module docstring).
+
+    The parts s3transfer holds (``UPLOAD_CONCURRENCY`` uploading, the next one read while it waits
+    for a slot), the pipe and the slice being copied out of it, 2 MiB per part upload being
+    signed (botocore hashes the body in 1 MiB reads, two alive at a time) and 1 MiB for the rest.
+    """
+    return ((UPLOAD_CONCURRENCY + 1) * part_size + pipe_limit(part_size) + PIPE_SLICE
+            + (2 * UPLOAD_CONCURRENCY + 1) * MIB)
+
+
 class _S3Writer(Writer):
+    """Streams into boto3's transfer manager (s3transfer): ``write`` feeds a bounded pipe that it reads from.
+
+    The transfer (and its threads) starts with the first write or at commit; s3transfer does a single
+    PutObject for a stream shorter than one part, a multipart upload otherwise.
+    """
+
     def __init__(self, storage: S3Storage, key: str, part_size: int, extra: dict[str, Any]) -> None:
         super().__init__(key)
         self._s3 = storage
         self._full_key = storage.prefix + key
-        self._base = part_size
-        self._part_size = part_size
-        self._extra = extra  # SSE, storage class, tagging, metadata
-        self._buf = bytearray()
-        self._fill = 0
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self.part_size = part_size
+        self._extra = extra  # SSE, storage class, tagging, metadata: the transfer's ExtraArgs
+        self._pipe: _UploadPipe | None = None
+        self._client: _TrackingClient | None = None
+        self._manager: Any = None
+        self._future: Any = None
+        self._finished = False
+        self._outcome: BaseException | None = None
+        self._dropped: weakref.finalize | None = None
 
     @property
     def upload_id(self) -> str | None:
-        return self._upload_id
+        """The id of the multipart upload in progress (None before it starts, for a single PutObject, after it ends)."""
+        return self._client.upload_id if self._client is not None else None
+
+    def _start(self) -> None:
+        try:
+            from boto3.s3.transfer import TransferConfig, create_transfer_manager
+        except ImportError:  # pragma: no cover - boto3 is a dependency of dbkit
+            raise MissingDependency("the S3 backend needs boto3", hint="pip install boto3") from None
+        config = TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
+                                max_concurrency=UPLOAD_CONCURRENCY, use_threads=True,
+                                preferred_transfer_client="classic")  # not the CRT client: same behaviour everywhere
+        config.max_in_memory_upload_chunks = UPLOAD_CONCURRENCY  # parts read but not uploaded yet (default 10)
+        self._client = _TrackingClient(self._s3.client)
+        self._pipe = _UploadPipe(pipe_limit(self.part_size))
+        _register_exit_hook()
+        try:
+            self._manager = create_transfer_manager(self._client, config)
+            self._future = self._manager.upload(self._pipe, self._s3.bucket, self._full_key, extra_args=self._extra)
+        except Exception as exc:
+            self._pipe.fail(_Discarded("the upload did not start"))
+            if self._manager is not None:
+                self._manager.shutdown()
+            self._finished = True
+            raise self._s3._error(exc, "start the upload of", self.key) from None
+        # a writer dropped without commit/abort: stop its upload (s3transfer aborts it) rather than leak it
+        self._dropped = weakref.finalize(self, self._pipe.fail,
+                                         _Discarded("the writer was dropped without commit or abort"))
+
+    def _finish(self, error: BaseException | None = None) -> BaseException | None:
+        """End the transfer: at the end of the stream, or (``error``) by failing its reads; wait for it.
+
+        Returns the transfer's exception (None: the object is stored).  Idempotent.
+        """
+        if self._finished:
+            return self._outcome
+        if self._future is None:
+            self._finished = True
+            return None
+        assert self._pipe is not None
+        if self._dropped is not None:
+            self._dropped.detach()
+        if error is None:
+            self._pipe.finish()
+        else:
+            self._pipe.fail(error)  # the reading thread stops, s3transfer aborts the multipart upload ...
+            self._future.cancel()  # ... without finishing the parts in flight first (no-op if it failed already)
+        try:
+            self._future.result()
+        except Exception as exc:  # noqa: BLE001 - reported by the caller, classified
+            self._outcome = exc
+        finally:
+            self._finished = True
+            self._manager.shutdown()
+        return self._outcome
+
+    def _check(self) -> None:
+        """Raise now if the transfer already failed (a part, or starting the upload): no need to stream on."""
+        if self._future is not None and not self._finished and self._future.done():
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """The transfer ended before the end of the stream: wait for it, raise why."""
+        raise self._failure(self._finish(_Discarded("the upload failed"))) from None
+
+    def _failure(self, exc: BaseException | None) -> DbkitError:
+        if exc is None or isinstance(exc, _Discarded):
+            return StorageError(f"cannot upload {self._s3.uri}/{self.key}: {exc or 'the upload stopped early'}")
+        return self._s3._error(exc, "upload", self.key)
 
     def _write(self, view: memoryview) -> None:
-        while view:
-            n = min(self._part_size - self._fill, len(view))
-            if self._fill + n <= len(self._buf):  # reuse the buffer allocated for an earlier part
-                self._buf[self._fill:self._fill + n] = view[:n]
-            else:  # the first part: grow (len(self._buf) == self._fill here)
-                self._buf += view[:n]
-            self._fill += n
-            view = view[n:]
-            if self._fill == self._part_size:
-                self._upload_part(self._buf)
-                self._fill = 0
-                next_size = part_size_for(self._base, len(self._parts) + 1)
-                if next_size != self._part_size:
-                    self._part_size, self._buf = next_size, bytearray()
-
-    def _upload_part(self, body: bytearray) -> None:
-        client = self._s3.client
-        number = len(self._parts) + 1
-        if number > MAX_PARTS:
-            raise StorageError(f"{self._s3.uri}/{self.key} outgrew S3's {MAX_PARTS} parts at "
-                               f"{self.bytes_written} bytes", hint="pass a larger expected_size")
-        if self._upload_id is None:
-            try:
-                resp = client.create_multipart_upload(Bucket=self._s3.bucket, Key=self._full_key, **self._extra)
-            except Exception as exc:
-                raise self._s3._error(exc, "start the upload of", self.key) from None
-            self._upload_id = resp["UploadId"]
-        try:
-            resp = client.upload_part(Bucket=self._s3.bucket, Key=self._full_key, UploadId=self._upload_id,
-                                      PartNumber=number, Body=body)
-        except Exception as exc:
-            raise self._s3._error(exc, f"upload part {number} of", self.key) from None
-        self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+        total = self.bytes_written + len(view)
+        if total > max_stream_size(self.part_size):
+            raise StorageError(f"{self._s3.uri}/{self.key} outgrew S3's {MAX_PARTS} parts of "
+                               f"{self.part_size // MIB} MiB at {total} bytes",
+                               hint="pass a larger expected_size (or a larger part size)")
+        if self._future is None:
+            self._start()
+        assert self._pipe is not None
+        for start in range(0, len(view), PIPE_SLICE):
+            self._check()
+            if not self._pipe.put(view[start:start + PIPE_SLICE], self._check):
+                self._stopped()
 
     def _commit(self) -> ObjectInfo:
-        client = self._s3.client
-        del self._buf[self._fill:]  # the last (short) part, without copying it
-        if self._upload_id is None:
-            try:
-                client.put_object(Bucket=self._s3.bucket, Key=self._full_key, Body=self._buf, **self._extra)
-            except Exception as exc:
-                raise self._s3._error(exc, "write", self.key) from None
-        else:
-            if self._fill or not self._parts:
-                self._upload_part(self._buf)
-            try:
-                client.complete_multipart_upload(Bucket=self._s3.bucket, Key=self._full_key,
-                                                 UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
-            except Exception as exc:
-                raise self._s3._error(exc, "complete the upload of", self.key) from None
-        self._buf = bytearray()
+        if self._future is None:
+            self._start()  # nothing written: s3transfer stores an empty object
+        exc = self._finish()
+        if exc is not None:
+            raise self._failure(exc) from None
         return ObjectInfo(self.key, self.bytes_written, datetime.now(UTC))
 
     def _abort(self) -> None:
-        self._buf = bytearray()
-        upload_id, self._upload_id = self._upload_id, None
-        if upload_id is None:
-            return
-        self._s3._abort_upload(self._full_key, upload_id, self.key)
+        self._finish(_Discarded("the write was aborted"))  # s3transfer aborts the multipart upload ...
+        upload_id = self.upload_id
+        if upload_id is not None:  # ... unless that failed or never happened: then once more, loudly
+            assert self._client is not None
+            self._client.upload_id = None
+            self._s3._abort_upload(self._full_key, upload_id, self.key)
 
 
 class _S3Reader(io.RawIOBase):
