@@ -150,7 +150,10 @@ def _pid_is_postgres(pid: int) -> bool:
 
 
 def _port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port.  SO_REUSEADDR as PostgreSQL uses it, so a port
+    whose last connections are in TIME_WAIT (a cluster just stopped) still counts as free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
