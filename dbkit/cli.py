@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -634,11 +635,20 @@ def _render_manifest_rows(manifests) -> list[tuple]:
 
 
 def _bytes_progress(label: str):
-    """(callback, bar): a rich bytes + MB/s bar on a TTY; nothing in CI logs (the summary line says it all)."""
+    """(callback, bar): a rich bytes + MB/s bar on a TTY, plain lines elsewhere."""
     from dbkit import render
 
-    if not render.is_tty():
-        return None, None
+    if not render.is_tty():  # CI logs: a plain line every 256 MiB
+        step = 256 * 1024 * 1024
+        seen = {"next": step, "t0": time.perf_counter()}
+
+        def plain(done: int) -> None:
+            if done >= seen["next"]:
+                seen["next"] += step
+                rate = done / max(time.perf_counter() - seen["t0"], 1e-6) / 1e6
+                render.error_line(f"dbkit: {label}: {done / 2**20:,.0f} MiB ({rate:,.0f} MB/s)")
+
+        return plain, None
     from rich.progress import DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
     bar = Progress(TextColumn(label), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn())

@@ -369,3 +369,18 @@ def test_metrics_file_and_globals(dbkit_seeded_db, tmp_path):
         pipeline.backup(broken, metrics_file=str(metrics))
     text = metrics.read_text()
     assert "dbkit_backup_status 0" in text and "dbkit_backup_last_success_timestamp_seconds 0.000" not in text
+
+
+def test_prune_on_s3_removes_old_backups_and_stale_uploads(dbkit_seeded_db, s3_endpoint, bucket, s3_admin):
+    settings = s3_settings(dbkit_seeded_db, s3_endpoint, DBKIT_BACKUP_URI=f"s3://{bucket}/p")
+    made = [pipeline.backup(settings) for _ in range(3)]
+    s3_admin.put_object(Bucket=bucket, Key="p/20200101T000000Z-beef/dump.pgdump.zst", Body=b"leftover")
+    stale = s3_admin.create_multipart_upload(Bucket=bucket, Key="p/20200101T000000Z-beef/dump.pgdump")
+    plan = pipeline.prune(settings, keep_last=2, apply=True,
+                          now=datetime.now(UTC) + timedelta(days=2))  # the leftover and the upload are "old"
+    assert plan["delete"] == [made[0].id] and plan["incomplete_removed"] == ["20200101T000000Z-beef"]
+    keys = sorted(o["Key"] for o in s3_admin.list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert all(made[0].id not in k and "beef" not in k for k in keys)
+    assert [m.id for m in pipeline.list_backups(settings)] == [made[2].id, made[1].id]
+    uploads = s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert stale["UploadId"] not in [u["UploadId"] for u in uploads]
