@@ -80,20 +80,57 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 @cli.command()
 @json_option
+@click.option("--prometheus", "as_prometheus", is_flag=True, help="Print Prometheus text exposition format.")
+@click.option("--max-backup-age", type=float, default=26.0, show_default=True, metavar="HOURS",
+              help="Newest complete backup older than this: degraded.")
 @pass_state
-def check(state: State, as_json: bool) -> None:
-    """Settings, connectivity, server version, extensions.
+def check(state: State, as_json: bool, as_prometheus: bool, max_backup_age: float) -> None:
+    """Is the database side healthy?  Settings, database, extensions, connections, roles,
+    migrations, RLS, backup target and backups, each with a fix hint.
 
     Exit code: 0 healthy, 1 degraded, 2 unhealthy.
     """
     from dbkit import health, render
 
-    report = health.check(state.settings)
-    if as_json:
+    report = health.check(state.settings, max_backup_age_hours=max_backup_age)
+    if as_prometheus:
+        sys.stdout.write(health.prometheus(report))
+    elif as_json:
         render.emit_json(report.as_dict())
     else:
         _render_check(report)
     sys.exit(report.exit_code)
+
+
+def _service_detail(name: str, svc: dict) -> str:
+    if svc.get("error"):
+        return svc["error"] + (f"; fix: {svc['hint']}" if svc.get("hint") else "")
+    if name == "database":
+        return (f"{svc['url']}  PostgreSQL {svc['server_version']}  latency {svc['latency_ms']} ms "
+                f"(connect {svc['connect_ms']} ms)")
+    if name == "connections":
+        return f"{svc['used']} of max_connections {svc['max_connections']}"
+    if name == "roles" and "errors" in svc:
+        return f"{len(svc['errors'])} error(s), {len(svc['warnings'])} warning(s)" + (
+            f"; fix: {svc['hint']}" if svc.get("hint") else "")
+    if name == "migrations" and "current" in svc:
+        text = f"at {', '.join(svc['current']) or 'base'}, head {', '.join(svc['head'])}"
+        if svc["pending"]:
+            text += f"; {len(svc['pending'])} pending"
+        if svc["edited"]:
+            text += f"; edited: {', '.join(svc['edited'])}"
+        return text + (f"; fix: {svc['hint']}" if svc.get("hint") else "")
+    if name == "rls" and "tables_checked" in svc:
+        return f"{svc['tables_checked']} tables; {len(svc['errors'])} error(s), {len(svc['warnings'])} warning(s)" + (
+            f"; fix: {svc['hint']}" if svc.get("hint") else "")
+    if name == "storage":
+        return f"{svc['target']} reachable in {svc['latency_ms']} ms"
+    if name == "backups":
+        if "latest" in svc:
+            return (f"newest {svc['latest']} is {svc['latest_age_hours']:.1f} h old (limit {svc['max_age_hours']:g} h), "
+                    f"{svc['complete']} complete" + (f"; fix: {svc['hint']}" if svc.get("hint") else ""))
+        return f"none complete; fix: {svc.get('hint', 'run `dbkit backup`')}"
+    return svc.get("note", "")
 
 
 def _render_check(report) -> None:
@@ -103,25 +140,20 @@ def _render_check(report) -> None:
                  title="Settings")
     render.line()
     rows = []
-    db = report.services["database"]
-    if db["status"] == "ok":
-        rows.append(("database", db["status"], f"{db['url']}  PostgreSQL {db['server_version']}  "
-                     f"latency {db['latency_ms']} ms (connect {db['connect_ms']} ms)"))
-    else:
-        rows.append(("database", db["status"], db["error"] + (f"; fix: {db['hint']}" if "hint" in db else "")))
-    ext = report.services["extensions"]
-    for item in ext.get("items", []):
-        if item["status"] != "ok":
-            detail = f"fix: {item['hint']}"
-        elif item["installed"]:
-            detail = f"installed {item['installed']}"
-        else:
-            detail = f"available {item['available']}; {item['note']}"
-        if item["name"] == "timescaledb" and item["available"]:
-            detail += "; preloaded" if ext["timescaledb_preloaded"] else "; NOT preloaded"
-        rows.append((f"extension {item['name']}", item["status"], detail))
-    if "error" in ext:
-        rows.append(("extensions", ext["status"], ext["error"]))
+    for name, svc in report.services.items():
+        if name == "extensions" and "items" in svc:
+            for item in svc["items"]:
+                if item["status"] != "ok":
+                    detail = f"fix: {item['hint']}"
+                elif item["installed"]:
+                    detail = f"installed {item['installed']}"
+                else:
+                    detail = f"available {item['available']}; {item['note']}"
+                if item["name"] == "timescaledb" and item["available"]:
+                    detail += "; preloaded" if svc["timescaledb_preloaded"] else "; NOT preloaded"
+                rows.append((f"extension {item['name']}", item["status"], detail))
+            continue
+        rows.append((name, svc["status"], _service_detail(name, svc)))
     render.table(["check", "status", "detail"], rows, title="Health")
     render.line()
     render.line(f"status: {report.status}")

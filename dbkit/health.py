@@ -1,5 +1,9 @@
 """``dbkit check``: is the database side healthy?
 
+Services: database (reachable, latency, version), extensions, connections, roles (``roles
+check``), migrations (``migrate check``), rls (``rls audit``), storage (backup target reachable)
+and backups (newest complete backup's age).
+
 :func:`check` returns a :class:`Report` (plain data, JSON-ready); the CLI
 renders it.  Each service has a status (``ok``/``warn``/``fail``), details
 and, when something is wrong, a fix hint.  Overall status: ``healthy`` (exit 0),
@@ -15,7 +19,7 @@ from typing import Any
 
 from dbkit.errors import DbkitError
 
-__all__ = ["Report", "check", "EXIT_CODES"]
+__all__ = ["Report", "check", "prometheus", "EXIT_CODES"]
 
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 _RANK = {"ok": 0, "warn": 1, "fail": 2}
@@ -97,7 +101,105 @@ def _extensions(conn, required: tuple[str, ...]) -> dict[str, Any]:
     return {"status": {0: "ok", 1: "warn", 2: "fail"}[worst], "timescaledb_preloaded": preloaded, "items": items}
 
 
-def check(settings) -> Report:
+def _timed(fn) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    value = fn()
+    return value, round((time.perf_counter() - t0) * 1000, 2)
+
+
+def _guard(fn) -> dict[str, Any]:
+    """Run one check; a DbkitError becomes a failed service with its message and hint."""
+    try:
+        return fn()
+    except DbkitError as exc:
+        out = {"status": "fail", "error": exc.message}
+        if exc.hint:
+            out["hint"] = exc.hint
+        return out
+
+
+def _roles(settings, conn, migrations: dict[str, Any]) -> dict[str, Any]:
+    from dbkit import roles
+
+    if migrations.get("pending"):  # the migrations create the roles and the grants
+        return {"status": "ok", "note": "not checked: migrations are pending"}
+    drift = roles.check(settings, conn)
+    errors = [d.describe() for d in drift if d.severity == "error"]
+    warnings = [d.describe() for d in drift if d.severity != "error"]
+    out: dict[str, Any] = {"status": "fail" if errors else "ok", "errors": errors, "warnings": warnings}
+    if errors:
+        out["hint"] = "run `dbkit roles check` for the fixes (usually `dbkit roles apply`)"
+    return out
+
+
+def _migrations(settings) -> dict[str, Any]:
+    from dbkit.migrate import runner
+
+    if not (settings.migrations_dir / "env.py").is_file():
+        return {"status": "ok", "note": "no migrations directory: not checked"}
+    result, ms = _timed(lambda: runner.check(settings))
+    status = runner.status(settings)
+    out: dict[str, Any] = {"status": "ok", "current": status.current, "head": status.heads,
+                           "pending": [r.revision for r in result.pending], "schema_diffs": result.schema_diffs or [],
+                           "edited": [f"{d.revision} ({d.filename})" for d in result.edited], "check_ms": ms}
+    if result.edited:
+        out.update(status="fail", hint="an applied revision file was edited: restore it or add a new revision")
+    elif result.pending or result.schema_diffs:
+        out.update(status="warn", hint="run `dbkit migrate`" if result.pending
+                   else "the models and the database differ: `dbkit migrate new --autogenerate`")
+    return out
+
+
+def _rls(settings, conn, migrations: dict[str, Any]) -> dict[str, Any]:
+    from dbkit.rls.audit import audit
+
+    if migrations.get("pending"):
+        return {"status": "ok", "note": "not checked: migrations are pending"}
+    report = audit(settings, conn)
+    errors = [f.line() for f in report.findings if f.severity == "error"]
+    warnings = [f.line() for f in report.findings if f.severity != "error"]
+    out: dict[str, Any] = {"status": "fail" if errors else ("warn" if warnings else "ok"),
+                           "tables_checked": report.tables_checked, "errors": errors, "warnings": warnings}
+    if errors or warnings:
+        out["hint"] = "run `dbkit rls audit` for the fixes"
+    return out
+
+
+def _backups(settings, max_backup_age_h: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    from dbkit.backup import pipeline
+
+    storage_svc: dict[str, Any] = {"status": "ok"}
+    try:
+        storage = pipeline.storage_for(settings)
+        storage_svc["target"] = storage.uri
+        _, storage_svc["latency_ms"] = _timed(storage.check)
+        found, _ = _timed(lambda: pipeline.scan(settings, storage=storage))
+    except DbkitError as exc:
+        storage_svc.update(status="warn", error=exc.message, hint=exc.hint or "check DBKIT_BACKUP_URI and S3_*")
+        return storage_svc, {"status": "warn", "error": "not checked: the backup target is unreachable"}
+    backups: dict[str, Any] = {"status": "ok", "complete": len(found.complete), "incomplete": len(found.incomplete),
+                               "max_age_hours": max_backup_age_h}
+    if not found.complete:
+        backups.update(status="warn", hint="no complete backup yet: run `dbkit backup`")
+        return storage_svc, backups
+    newest = found.complete[0]
+    age_h = (datetime.now(UTC) - newest.finished_at).total_seconds() / 3600
+    backups.update(latest=newest.id, latest_age_hours=round(age_h, 2), latest_bytes=newest.stored_bytes)
+    if age_h > max_backup_age_h:
+        backups.update(status="warn", hint=f"the newest backup is {age_h:.1f} h old (limit {max_backup_age_h:g} h)")
+    return storage_svc, backups
+
+
+def _connections(conn) -> dict[str, Any]:
+    used, limit = conn.execute("SELECT (SELECT count(*) FROM pg_stat_activity), "
+                               "current_setting('max_connections')::int").fetchone()
+    out: dict[str, Any] = {"status": "ok", "used": used, "max_connections": limit}
+    if used > 0.8 * limit:
+        out.update(status="warn", hint="more than 80% of max_connections in use: add a pooler or raise the limit")
+    return out
+
+
+def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
     """Run every check that applies and return the report.  Never raises for a
     failing check: failures are part of the report."""
     from dbkit import __version__
@@ -110,11 +212,47 @@ def check(settings) -> Report:
     )
     database, conn = _database(settings)
     report.services["database"] = database
+    unreachable = {"status": "fail", "error": "not checked: the database is unreachable"}
     if conn is not None:
         with conn:
             report.services["extensions"] = _extensions(conn, settings.extensions)
+            report.services["connections"] = _connections(conn)
+            migrations = report.services["migrations"] = _guard(lambda: _migrations(settings))
+            report.services["roles"] = _guard(lambda: _roles(settings, conn, migrations))
+            report.services["rls"] = _guard(lambda: _rls(settings, conn, report.services["migrations"]))
     else:
-        report.services["extensions"] = {"status": "fail", "error": "not checked: the database is unreachable"}
+        for name in ("extensions", "connections", "roles", "migrations", "rls"):
+            report.services[name] = dict(unreachable)
+    report.services["storage"], report.services["backups"] = _backups(settings, max_backup_age_hours)
     worst = max(_RANK[s["status"]] for s in report.services.values())
     report.status = _OVERALL[worst]
     return report
+
+
+def prometheus(report: Report) -> str:
+    """The report in Prometheus text exposition format."""
+    lines = [
+        "# HELP dbkit_health_status Overall health: 0 healthy, 1 degraded, 2 unhealthy.",
+        "# TYPE dbkit_health_status gauge",
+        f"dbkit_health_status {EXIT_CODES[report.status]}",
+        "# HELP dbkit_service_status Per service: 0 ok, 1 warn, 2 fail.",
+        "# TYPE dbkit_service_status gauge",
+    ]
+    lines += [f'dbkit_service_status{{service="{name}"}} {_RANK[svc["status"]]}'
+              for name, svc in report.services.items()]
+    db = report.services.get("database", {})
+    if "latency_ms" in db:
+        lines += ["# HELP dbkit_database_latency_ms Median SELECT 1 round trip.",
+                  "# TYPE dbkit_database_latency_ms gauge", f"dbkit_database_latency_ms {db['latency_ms']}"]
+    backups = report.services.get("backups", {})
+    if "latest_age_hours" in backups:
+        lines += ["# HELP dbkit_backup_age_seconds Age of the newest complete backup.",
+                  "# TYPE dbkit_backup_age_seconds gauge",
+                  f"dbkit_backup_age_seconds {backups['latest_age_hours'] * 3600:.0f}"]
+    conns = report.services.get("connections", {})
+    if "used" in conns:
+        lines += ["# HELP dbkit_connections_used Connections in use.", "# TYPE dbkit_connections_used gauge",
+                  f"dbkit_connections_used {conns['used']}",
+                  "# HELP dbkit_connections_max max_connections.", "# TYPE dbkit_connections_max gauge",
+                  f"dbkit_connections_max {conns['max_connections']}"]
+    return "\n".join(lines) + "\n"

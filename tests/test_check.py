@@ -28,37 +28,56 @@ def dev_dir():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def test_check_starts_and_reports_the_dev_cluster(dbkit_cli, dev_dir: Path):
-    res = dbkit_cli("check", env={"DBKIT_DEV_DIR": str(dev_dir)})
-    assert res.returncode == 0, res.stdout + res.stderr
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_check_starts_the_dev_cluster_degraded_then_healthy(dbkit_cli, dev_dir: Path):
+    env = {"DBKIT_DEV_DIR": str(dev_dir), "DBKIT_PROJECT_DIR": str(REPO),
+           "DBKIT_BACKUP_URI": str(dev_dir.parent / "backups")}
+    res = dbkit_cli("check", env=env)
     out = res.stdout
-    assert "status: healthy" in out
+    assert res.returncode == 1, out + res.stderr  # degraded: not migrated, no backup yet
     assert re.search(r"database\s+ok\s+postgresql://postgres@127\.0\.0\.1:", out)
-    assert "PostgreSQL 15" in out or "PostgreSQL 1" in out
+    assert "PostgreSQL 1" in out and "; preloaded" in out
     for ext in ("vector", "timescaledb", "pgcrypto"):
         assert f"extension {ext}" in out
-    assert "; preloaded" in out
+    assert re.search(r"migrations\s+warn\s+at base, head 0006; 6 pending; fix: run `dbkit migrate`", out)
+    assert re.search(r"backups\s+warn\s+none complete", out)
     assert re.search(rf"DBKIT_DEV_DIR\s+{re.escape(str(dev_dir))}\s+env", out)
-
-
-def test_check_json_against_dev_cluster(dbkit_cli, dev_dir: Path):
-    res = dbkit_cli("check", "--json", env={"DBKIT_DEV_DIR": str(dev_dir)})
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
-    assert report["status"] == "healthy" and report["version"]
+    assert "status: degraded" in out
+    assert dbkit_cli("migrate", env=env).returncode == 0
+    assert dbkit_cli("backup", env=env).returncode == 0
+    healthy = dbkit_cli("check", "--json", env=env)
+    assert healthy.returncode == 0, healthy.stdout
+    report = json.loads(healthy.stdout)
+    assert report["status"] == "healthy" and report["version"] and report["timestamp"]
+    assert set(report["services"]) == {"database", "extensions", "connections", "roles", "migrations", "rls",
+                                       "storage", "backups"}
+    assert all(s["status"] == "ok" for s in report["services"].values())
     db = report["services"]["database"]
-    assert db["status"] == "ok" and db["embedded"] is True and db["latency_ms"] >= 0
-    assert db["server_version_num"] >= 150000 and db["database"] == "dbkit"
-    ext = {i["name"]: i for i in report["services"]["extensions"]["items"]}
-    assert set(ext) == {"vector", "timescaledb", "pgcrypto"}
-    assert all(i["installed"] for i in ext.values())
+    assert db["embedded"] is True and db["latency_ms"] >= 0 and db["server_version_num"] >= 150000
     assert report["services"]["extensions"]["timescaledb_preloaded"] is True
+    assert report["services"]["migrations"]["current"] == ["0006"]
+    assert report["services"]["rls"]["tables_checked"] == 6
+    assert report["services"]["backups"]["complete"] == 1
+    # an old backup makes it degraded; the Prometheus text format has the same verdict
+    old = dbkit_cli("check", "--max-backup-age", "0.00001", "--prometheus", env=env)
+    assert old.returncode == 1
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(s.name, s.labels.get("service")): s.value
+               for family in text_string_to_metric_families(old.stdout) for s in family.samples}
+    assert samples[("dbkit_health_status", None)] == 1 and samples[("dbkit_service_status", "backups")] == 1
+    assert samples[("dbkit_service_status", "database")] == 0 and samples[("dbkit_database_latency_ms", None)] >= 0
 
 
 def test_check_against_database_url(pg_url, dbkit_cli):
-    res = dbkit_cli("check", "--json", env={"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test"})
-    assert res.returncode == 0, res.stdout
+    res = dbkit_cli("check", "--json", env={"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test",
+                                            "DBKIT_PROJECT_DIR": str(REPO)})
+    assert res.returncode == 1, res.stdout  # reachable, but nothing migrated and no backup: degraded
     report = json.loads(res.stdout)
+    assert report["services"]["migrations"]["status"] == "warn"
+    assert report["services"]["rls"]["note"] == "not checked: migrations are pending"
     assert report["services"]["database"]["database"] == pg_url.dbname
     assert report["services"]["database"]["embedded"] is False
 
@@ -72,7 +91,7 @@ def test_extension_available_but_not_created_is_still_healthy(pg_url, tmp_path):
     report = health.check(settings)
     item = next(i for i in report.services["extensions"]["items"] if i["name"] == "pgcrypto")
     assert item["installed"] is None and "migrations create it" in item["note"]
-    assert report.status == "healthy"
+    assert item["status"] == "ok" and report.services["extensions"]["status"] == "ok"
 
 
 def test_unavailable_extension_is_unhealthy_with_the_fix(pg_url, dbkit_cli):
@@ -94,7 +113,7 @@ def test_unreachable_database_is_unhealthy_and_masked(dbkit_cli):
     res = dbkit_cli("check", env={"DATABASE_URL": url})
     assert res.returncode == 2
     assert "hunter2" not in res.stdout + res.stderr
-    assert "database    fail    cannot connect to postgresql://app:***@127.0.0.1:" in res.stdout
+    assert re.search(r"database\s+fail\s+cannot connect to postgresql://app:\*\*\*@127\.0\.0\.1:", res.stdout)
     assert "Connection refused" in res.stdout and "status: unhealthy" in res.stdout
 
     res = dbkit_cli("check", "--json", env={"DATABASE_URL": url})
