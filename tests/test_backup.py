@@ -287,7 +287,6 @@ def test_password_is_not_in_the_pg_dump_command_line(bigger_db, tmp_path):
             with contextlib.suppress(OSError):
                 seen.append(Path(f"/proc/{pid}/cmdline").read_bytes())
 
-    import contextlib
 
     manifest = pipeline.backup(settings, progress=spy)
     assert seen and all(b"Hunter2Secret" not in c for c in seen)

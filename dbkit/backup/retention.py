@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from dbkit.backup.manifest import is_backup_id, parse_backup_id
 from dbkit.backup.manifest import require_aware
