@@ -647,6 +647,31 @@ def rls_audit(state: State, schemas: tuple[str, ...], as_json: bool) -> None:
     sys.exit(0 if report.clean else 1)
 
 
+# ------------------------------------------------------------------ reset
+
+@cli.command("reset")
+@click.option("--profile", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
+@click.option("--seed", "seed_value", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Allow it outside dev/test or on a non-local host (needs the name too).")
+@click.option("--yes-i-know", "confirmed", metavar="DBNAME", help="Confirm the database name without a prompt (CI).")
+@json_option
+@pass_state
+def reset_cmd(state: State, profile: str, seed_value: int, force: bool, confirmed: str | None, as_json: bool) -> None:
+    """Drop and recreate the database, migrate to head, seed a profile (dev and test)."""
+    from dbkit import render
+    from dbkit.reset import reset
+
+    settings = state.settings
+    if force and confirmed is None and sys.stdin.isatty():
+        confirmed = click.prompt("Type the name of the database to drop and recreate")
+    result = reset(settings, profile=profile, seed=seed_value, force=force, confirmed_name=confirmed)
+    if as_json:
+        render.emit_json(result.as_dict())
+        return
+    render.line(f"reset {result.database}: migrated to {', '.join(result.migrated_to)}, "
+                f"seeded {result.seeded_rows} rows ({profile}) in {result.seconds:.1f} s")
+
+
 # ------------------------------------------------------------------ backup / restore
 
 def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:

@@ -1,0 +1,67 @@
+"""``dbkit reset``: drop and recreate the database, migrate to head, seed a profile.
+
+For dev and test.  Refused when DBKIT_ENV is staging/prod or the host is not local,
+unless ``force`` *and* the database name is confirmed (typed, or ``--yes-i-know NAME``).
+Only the configured database is touched; the connection to drop it goes to ``postgres``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dbkit import db
+from dbkit.errors import Refused
+
+__all__ = ["ResetResult", "is_local", "reset"]
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_local(url) -> bool:
+    """True for loopback hosts and unix sockets (no host, or a host that is a directory)."""
+    hosts = list(url.hosts) or [v for k, v in url.query if k == "host"] or [""]
+    return all(h in LOCAL_HOSTS or h == "" or h.startswith("/") for h in hosts)
+
+
+@dataclass
+class ResetResult:
+    database: str
+    migrated_to: list[str]
+    seeded_rows: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = False,
+          confirmed_name: str | None = None) -> ResetResult:
+    from psycopg import sql
+
+    from dbkit.migrate import runner
+    from dbkit.seed import engine
+
+    url = db.resolve_url(settings)
+    name = url.dbname
+    risky = []
+    if settings.env in ("staging", "prod"):
+        risky.append(f"DBKIT_ENV={settings.env}")
+    if not is_local(url):
+        risky.append(f"the host of {url.masked} is not local")
+    if name in (None, "postgres", "template0", "template1"):
+        raise Refused(f"reset refuses to drop the database {name!r}", hint="point DATABASE_URL at an application database")
+    if risky:
+        if not force:
+            raise Refused(f"reset is refused: {' and '.join(risky)}", hint="pass --force and confirm the database name")
+        if confirmed_name != name:
+            raise Refused(f"reset of {name} needs the database name confirmed",
+                          hint=f"type it when asked, or pass --yes-i-know {name}")
+    t0 = time.perf_counter()
+    with db.connect(url.with_dbname("postgres"), autocommit=True, connect_timeout=settings.connect_timeout) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    migrated = runner.upgrade(settings)
+    seeded = engine.run(settings, profile=profile, seed=seed, allow_prod=True, yes=True)
+    return ResetResult(name, migrated.after, sum(t.rows for t in seeded.tables), round(time.perf_counter() - t0, 3))
