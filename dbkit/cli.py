@@ -108,6 +108,8 @@ def _service_detail(name: str, svc: dict) -> str:
     if name == "database":
         return (f"{svc['url']}  PostgreSQL {svc['server_version']}  latency {svc['latency_ms']} ms "
                 f"(connect {svc['connect_ms']} ms)")
+    if name == "environment":
+        return f"DBKIT_ENV={svc['env']}" + (f"; {'; '.join(svc['problems'])}" if svc["problems"] else "")
     if name == "connections":
         return f"{svc['used']} of max_connections {svc['max_connections']}"
     if name == "roles" and "errors" in svc:
@@ -281,18 +283,28 @@ def dev_psql(state: State, psql_args: tuple[str, ...]) -> None:
 
 # ------------------------------------------------------------------ migrate
 
-def _setup_migrate_logging() -> None:
-    """Alembic's "Running upgrade …" lines and dbkit's lock messages go to stderr."""
+def _setup_logging(level: int) -> None:
+    """dbkit's warnings (and, for migrations, Alembic's "Running upgrade …" lines) go to stderr."""
     import logging
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("dbkit: %(message)s"))
-    handler.addFilter(lambda r: not r.getMessage().startswith(("Context impl", "Will assume")))
-    for name, level in (("alembic.runtime.migration", logging.INFO), ("dbkit", logging.INFO)):
+    handler = getattr(_setup_logging, "handler", None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dbkit: %(message)s"))
+        handler.addFilter(lambda r: not r.getMessage().startswith(("Context impl", "Will assume")))
+        _setup_logging.handler = handler
+    for name in ("alembic.runtime.migration", "dbkit"):
         logger = logging.getLogger(name)
         logger.setLevel(level)
-        logger.addHandler(handler)
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
         logger.propagate = False
+
+
+def _setup_migrate_logging() -> None:
+    import logging
+
+    _setup_logging(logging.INFO)
 
 
 def _render_run(result, as_json: bool, verb: str) -> None:
@@ -887,6 +899,7 @@ def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and map errors to one line + exit code."""
     _state.verbose = os.environ.get("DBKIT_VERBOSE", "") not in ("", "0")
+    _setup_logging(30)  # WARNING: e.g. DATABASE_URL pointing at PgBouncer for a command that needs a direct line
     try:
         rv = cli.main(args=argv, prog_name="dbkit", standalone_mode=False)
     except click.exceptions.Abort:

@@ -67,6 +67,16 @@ FIELDS: tuple[Field, ...] = (
         "DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True,
     ),
     Field(
+        "direct_database_url", "DIRECT_DATABASE_URL", "url", None,
+        "is a direct connection (not through PgBouncer) for migrations, seeding, backups and restores",
+        "DIRECT_DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True,
+    ),
+    Field(
+        "pgbouncer_ports", "DBKIT_PGBOUNCER_PORTS", "list", ("6432",),
+        "lists ports that mean PgBouncer: dbkit warns when a command that needs a direct connection uses one",
+        "DBKIT_PGBOUNCER_PORTS=6432,6433",
+    ),
+    Field(
         "extensions", "DBKIT_EXTENSIONS", "list", ("vector", "timescaledb", "pgcrypto"),
         "lists the PostgreSQL extensions the application needs", "DBKIT_EXTENSIONS=vector,timescaledb,pgcrypto",
     ),
@@ -203,6 +213,8 @@ class Settings:
 
     env: str = "dev"
     database_url: DbUrl | None = None
+    direct_database_url: DbUrl | None = None
+    pgbouncer_ports: tuple[str, ...] = ("6432",)
     extensions: tuple[str, ...] = ("vector", "timescaledb", "pgcrypto")
     connect_timeout: int = 5
     dev_dir: Path = Path(".dbkit")
@@ -258,6 +270,31 @@ class Settings:
                 example=f.example.split("=", 1)[1],
             )
         return self.database_url
+
+    def environment_problems(self) -> list[str]:
+        """What DBKIT_ENV=prod requires and is missing (empty elsewhere): TLS to non-local hosts,
+        a non-local backup target, passwords for the LOGIN roles."""
+        if self.env != "prod":
+            return []
+        problems = []
+        for variable, url in (("DATABASE_URL", self.database_url), ("DIRECT_DATABASE_URL", self.direct_database_url)):
+            if url is not None and not url.is_local and url.sslmode not in ("require", "verify-ca", "verify-full"):
+                problems.append(f"{variable} must use TLS (sslmode=require or stricter) for {url.masked}")
+        if "://" not in self.backup_uri or self.backup_uri.startswith("file://"):
+            problems.append(f"DBKIT_BACKUP_URI={self.backup_uri} is on this machine; prod backups go to s3://…")
+        for role in (self.role_enforce, self.role_bypass, self.role_readonly):
+            if not self.password_for(role):
+                problems.append(f"{password_variable(role)} is not set (the {role} role's password)")
+        return problems
+
+    def require_environment(self, action: str) -> None:
+        """Refuse a destructive ``action`` while DBKIT_ENV=prod requirements are unmet."""
+        problems = self.environment_problems()
+        if problems:
+            from dbkit.errors import Refused
+
+            raise Refused(f"{action} is refused: DBKIT_ENV=prod requirements are not met: {'; '.join(problems)}",
+                          hint="fix them first (`dbkit check` lists them)")
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, printable value, source) for every setting, secrets masked."""

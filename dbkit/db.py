@@ -7,6 +7,7 @@ inside the functions so that ``dbkit --help`` stays fast.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -22,16 +23,25 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["resolve_url", "connect", "ensure_extensions", "timed_ping", "timescaledb_preloaded", "install_hint"]
 
 APPLICATION_NAME = "dbkit"
+log = logging.getLogger("dbkit")
 
 
-def resolve_url(settings: Settings) -> DbUrl:
+def resolve_url(settings: Settings, *, direct: bool = False) -> DbUrl:
     """The database URL commands use.
 
     ``DATABASE_URL`` when set; otherwise, in dev, the embedded cluster (started
     and provisioned on first use); otherwise a ConfigError naming DATABASE_URL.
+    ``direct``: the command needs a session of its own (advisory locks, SET ROLE, pg_dump), not
+    PgBouncer in transaction mode: DIRECT_DATABASE_URL wins, and a PgBouncer port gets a warning.
     """
+    if direct and settings.direct_database_url is not None:
+        return settings.direct_database_url
     if not settings.uses_dev_cluster:
-        return settings.require_database_url()
+        url = settings.require_database_url()
+        if direct and url.port is not None and str(url.port) in settings.pgbouncer_ports:
+            log.warning("DATABASE_URL uses port %s, usually PgBouncer: this command needs a direct connection "
+                        "to PostgreSQL; set DIRECT_DATABASE_URL", url.port)
+        return url
     from dbkit import dev
 
     return dev.provision(dev.DevCluster.from_settings(settings), settings.extensions).url

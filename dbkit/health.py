@@ -190,6 +190,23 @@ def _backups(settings, max_backup_age_h: float) -> tuple[dict[str, Any], dict[st
     return storage_svc, backups
 
 
+def _environment(settings, conn) -> dict[str, Any]:
+    """DBKIT_ENV=prod requirements (settings side, and no trust authentication over TCP)."""
+    problems = settings.environment_problems()
+    if settings.env == "prod" and conn is not None:
+        try:
+            trust = conn.execute("SELECT count(*) FROM pg_hba_file_rules WHERE auth_method = 'trust' "
+                                 "AND type <> 'local'").fetchone()[0]
+        except Exception:  # noqa: BLE001 - only superusers may read pg_hba_file_rules
+            trust = 0
+        if trust:
+            problems.append("the server accepts trust authentication over TCP (a development cluster?)")
+    out: dict[str, Any] = {"status": "fail" if problems else "ok", "env": settings.env, "problems": problems}
+    if problems:
+        out["hint"] = "prod needs TLS to remote hosts, an s3:// backup target and DBKIT_PASSWORD_<ROLE> for each LOGIN role"
+    return out
+
+
 def _connections(conn) -> dict[str, Any]:
     used, limit = conn.execute("SELECT (SELECT count(*) FROM pg_stat_activity), "
                                "current_setting('max_connections')::int").fetchone()
@@ -211,6 +228,7 @@ def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
         settings=[{"variable": v, "value": val, "source": src} for v, val, src in settings.describe()],
     )
     database, conn = _database(settings)
+    report.services["environment"] = _environment(settings, conn)
     report.services["database"] = database
     unreachable = {"status": "fail", "error": "not checked: the database is unreachable"}
     if conn is not None:

@@ -16,13 +16,9 @@ from dbkit.errors import Refused
 
 __all__ = ["ResetResult", "is_local", "reset"]
 
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
 def is_local(url) -> bool:
-    """True for loopback hosts and unix sockets (no host, or a host that is a directory)."""
-    hosts = list(url.hosts) or [v for k, v in url.query if k == "host"] or [""]
-    return all(h in LOCAL_HOSTS or h == "" or h.startswith("/") for h in hosts)
+    """True for loopback hosts and unix sockets."""
+    return url.is_local
 
 
 @dataclass
@@ -43,7 +39,7 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
     from dbkit.migrate import runner
     from dbkit.seed import engine
 
-    url = db.resolve_url(settings)
+    url = db.resolve_url(settings, direct=True)
     name = url.dbname
     risky = []
     if settings.env in ("staging", "prod"):
@@ -53,6 +49,7 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
     if name in (None, "postgres", "template0", "template1"):
         raise Refused(f"reset refuses to drop the database {name!r}", hint="point DATABASE_URL at an application database")
     if risky:
+        settings.require_environment("reset")
         if not force:
             raise Refused(f"reset is refused: {' and '.join(risky)}", hint="pass --force and confirm the database name")
         if confirmed_name != name:

@@ -54,6 +54,16 @@ class DbUrl:
     def masked(self) -> str:
         return mask_url(self.raw)
 
+    @property
+    def is_local(self) -> bool:
+        """Loopback hosts and unix sockets (no host, or a host that is a directory)."""
+        hosts = list(self.hosts) or [v for k, v in self.query if k == "host"] or [""]
+        return all(h in ("localhost", "127.0.0.1", "::1", "") or h.startswith("/") for h in hosts)
+
+    @property
+    def sslmode(self) -> str | None:
+        return dict(self.query).get("sslmode")
+
     def without_password(self) -> DbUrl:
         """The same URL with no password (for command lines; pass the password another way)."""
         parts = urlsplit(self.raw)

@@ -51,7 +51,7 @@ def test_check_starts_the_dev_cluster_degraded_then_healthy(dbkit_cli, dev_dir: 
     assert healthy.returncode == 0, healthy.stdout
     report = json.loads(healthy.stdout)
     assert report["status"] == "healthy" and report["version"] and report["timestamp"]
-    assert set(report["services"]) == {"database", "extensions", "connections", "roles", "migrations", "rls",
+    assert set(report["services"]) == {"environment", "database", "extensions", "connections", "roles", "migrations", "rls",
                                        "storage", "backups"}
     assert all(s["status"] == "ok" for s in report["services"].values())
     db = report["services"]["database"]

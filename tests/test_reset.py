@@ -25,19 +25,22 @@ def test_reset_rebuilds_only_this_database(dbkit_db, migrated_template):
         q(dbkit_db.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{other.dbname}" WITH (FORCE)')
 
 
-@pytest.mark.parametrize("env", ["staging", "prod"])
-def test_reset_refusals(dbkit_db, env):
-    settings = settings_for(dbkit_db, DBKIT_ENV=env)
-    with pytest.raises(Refused, match=f"reset is refused: DBKIT_ENV={env}"):
+def test_reset_refusals(dbkit_db):
+    settings = settings_for(dbkit_db, DBKIT_ENV="staging")
+    with pytest.raises(Refused, match="reset is refused: DBKIT_ENV=staging"):
         reset(settings)
     with pytest.raises(Refused, match=f"needs the database name confirmed.*--yes-i-know {dbkit_db.dbname}"):
         reset(settings, force=True, confirmed_name="wrong")
+    prod = settings_for(dbkit_db, DBKIT_ENV="prod")  # prod: its requirements come first, even with --force
+    with pytest.raises(Refused, match="reset is refused: DBKIT_ENV=prod requirements are not met"):
+        reset(prod, force=True, confirmed_name=dbkit_db.dbname)
     assert q(dbkit_db, "SELECT count(*) FROM dbkit.alembic_version") == [(1,)]  # untouched
 
 
 def test_reset_cli_refuses_prod_with_a_one_liner(dbkit_db, dbkit_cli):
     res = dbkit_cli("reset", env={"DATABASE_URL": dbkit_db.raw, "DBKIT_ENV": "prod"})
     assert res.returncode == 5 and res.stderr.startswith("dbkit: error: reset is refused: DBKIT_ENV=prod")
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.unit

@@ -268,7 +268,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         raise ConfigError("--compress", f"is {compression!r}, not one of {', '.join(COMPRESSIONS)}", example="zstd")
     recipients = tuple(dict.fromkeys([*settings.age_recipients, *encrypt_to]))
     parsed_recipients = _age_recipients(recipients)
-    url = db.resolve_url(settings)
+    url = db.resolve_url(settings, direct=True)
     with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
         meta = _metadata(conn)
     pg_dump = find_program(settings, "pg_dump")
@@ -413,6 +413,8 @@ def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: i
 
     from dbkit.backup import retention
 
+    if apply:
+        settings.require_environment("prune --apply")
     now = now or datetime.now(UTC)
     storage = storage_for(settings, uri)
     found = scan(settings, uri, storage)
@@ -579,9 +581,11 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
     """
     from psycopg import sql
 
+    if swap:
+        settings.require_environment("restore --swap")
     manifest = show(settings, backup_id, source)
     storage = storage_for(settings, source)
-    url = db.resolve_url(settings)
+    url = db.resolve_url(settings, direct=True)
     target_name = into or f"{manifest.database}_restore_{manifest.id.split('-')[0].lower()}"
     if swap and not yes:
         raise Refused(f"--swap replaces database {url.dbname} with the restored copy (connections to it are "
@@ -801,7 +805,7 @@ def verify(settings, backup_id: str = "latest", *, source: str | None = None,
     result["sha256_ok"] = True
     if restore_test:
         name = f"dbkit_verify_{manifest.id.split('-')[0].lower()}"
-        url = db.resolve_url(settings)
+        url = db.resolve_url(settings, direct=True)
         res = restore(settings, manifest.id, source=source, into=name)
         with db.connect(url.with_dbname("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -133,7 +133,7 @@ def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
 
 def _current(settings) -> list[str]:
     """Applied heads from dbkit.alembic_version (empty when nothing was ever applied)."""
-    url = db.resolve_url(settings)
+    url = db.resolve_url(settings, direct=True)
     with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
         exists = conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.alembic_version",)).fetchone()[0]
         if not exists:
@@ -268,6 +268,7 @@ def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult
     if settings.env == "prod" and not allow_prod:
         raise Refused("downgrading is refused when DBKIT_ENV=prod",
                       hint="pass --allow-prod if you really mean it (and have a backup)")
+    settings.require_environment("downgrading")
     _, cfg = _run(settings, "downgrade", command.downgrade, revision)
     return _result(settings, cfg)
 
@@ -315,7 +316,7 @@ def _schema_diffs(settings) -> list[str] | None:
 
 def _edited(settings) -> list[Drift]:
     script = _script(settings)
-    url = db.resolve_url(settings)
+    url = db.resolve_url(settings, direct=True)
     with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
         if not conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.migration_checksums",)).fetchone()[0]:
             return []

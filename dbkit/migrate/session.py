@@ -156,7 +156,7 @@ def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[obj
     from psycopg import sql
     from sqlalchemy import create_engine, pool
 
-    url = db.resolve_url(settings)
+    url = db.resolve_url(settings, direct=True)
     raw = db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout)
     watcher = None
     locked = False

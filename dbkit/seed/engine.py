@@ -285,7 +285,7 @@ def _connect(settings) -> Iterator[tuple[Any, str | None, str | None]]:
     """
     from psycopg import sql
 
-    url = db.resolve_url(settings)
+    url = db.resolve_url(settings, direct=True)
     with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
         use_roles = settings.migrate_set_role
         owner = settings.role_owner if use_roles and _role_exists(conn, settings.role_owner) else None
