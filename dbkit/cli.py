@@ -130,7 +130,8 @@ def _service_detail(name: str, svc: dict) -> str:
     if name == "backups":
         if "latest" in svc:
             return (f"newest {svc['latest']} is {svc['latest_age_hours']:.1f} h old (limit {svc['max_age_hours']:g} h), "
-                    f"{svc['complete']} complete" + (f"; fix: {svc['hint']}" if svc.get("hint") else ""))
+                    f"{svc['complete']} complete, last attempt {svc['last_status']}"
+                    + (f"; fix: {svc['hint']}" if svc.get("hint") else ""))
         return f"none complete; fix: {svc.get('hint', 'run `dbkit backup`')}"
     return svc.get("note", "")
 

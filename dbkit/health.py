@@ -184,7 +184,12 @@ def _backups(settings, max_backup_age_h: float) -> tuple[dict[str, Any], dict[st
         return storage_svc, backups
     newest = found.complete[0]
     age_h = (datetime.now(UTC) - newest.finished_at).total_seconds() / 3600
-    backups.update(latest=newest.id, latest_age_hours=round(age_h, 2), latest_bytes=newest.stored_bytes)
+    backups.update(latest=newest.id, latest_age_hours=round(age_h, 2), latest_bytes=newest.stored_bytes,
+                   last_status="complete")
+    later = [i for i, _ in found.incomplete if i > newest.id]  # ids sort by start time
+    if later:  # the most recent attempt has no manifest: it failed, or is still running
+        backups.update(status="warn", last_status=f"incomplete ({later[0]})",
+                       hint=f"backup {later[0]} has no manifest: it failed or is still running")
     if age_h > max_backup_age_h:
         backups.update(status="warn", hint=f"the newest backup is {age_h:.1f} h old (limit {max_backup_age_h:g} h)")
     return storage_svc, backups

@@ -60,6 +60,16 @@ def test_check_starts_the_dev_cluster_degraded_then_healthy(dbkit_cli, dev_dir: 
     assert report["services"]["migrations"]["current"] == ["0006"]
     assert report["services"]["rls"]["tables_checked"] == 6
     assert report["services"]["backups"]["complete"] == 1
+    assert report["services"]["backups"]["last_status"] == "complete"
+    # a later attempt without a manifest (failed or running) degrades it
+    leftover = dev_dir.parent / "backups" / "29990101T000000Z-dead"
+    leftover.mkdir()
+    (leftover / "dump.pgdump.zst").write_bytes(b"partial")
+    failed = json.loads(dbkit_cli("check", "--json", env=env).stdout)
+    assert failed["status"] == "degraded"
+    assert failed["services"]["backups"]["last_status"] == "incomplete (29990101T000000Z-dead)"
+    leftover.joinpath("dump.pgdump.zst").unlink()
+    leftover.rmdir()
     # an old backup makes it degraded; the Prometheus text format has the same verdict
     old = dbkit_cli("check", "--max-backup-age", "0.00001", "--prometheus", env=env)
     assert old.returncode == 1
