@@ -10,7 +10,6 @@ from dbkit.errors import (
     DatabaseUnavailable,
     DbkitError,
     MissingDependency,
-    NotImplementedYet,
     Refused,
 )
 
@@ -22,6 +21,5 @@ __all__ = [
     "DatabaseUnavailable",
     "DbkitError",
     "MissingDependency",
-    "NotImplementedYet",
     "Refused",
 ]

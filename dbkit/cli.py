@@ -18,7 +18,7 @@ import click
 
 from dbkit import __version__
 from dbkit.errors import DbkitError
-from dbkit.urls import mask_secrets
+from dbkit.urls import first_line, mask_secrets
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -921,7 +921,7 @@ def main(argv: list[str] | None = None) -> None:
         if _state.verbose:
             traceback.print_exc()
         click.echo(
-            f"dbkit: unexpected error: {type(exc).__name__}: {mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else '')} "
+            f"dbkit: unexpected error: {type(exc).__name__}: {first_line(str(exc))} "
             "(rerun with -v for the traceback)",
             err=True,
         )

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dbkit.errors import DatabaseUnavailable, MissingDependency
-from dbkit.urls import DbUrl, mask_secrets
+from dbkit.urls import DbUrl, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
@@ -48,13 +48,8 @@ def resolve_url(settings: Settings, *, direct: bool = False) -> DbUrl:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            # libpq: 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
-            return mask_secrets(line.removeprefix("connection failed: "))
-    return type(exc).__name__
+    # libpq: 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    return first_line(str(exc), type(exc).__name__).removeprefix("connection failed: ")
 
 
 def connect(

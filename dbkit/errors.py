@@ -26,7 +26,6 @@ __all__ = [
     "DatabaseUnavailable",
     "MissingDependency",
     "Refused",
-    "NotImplementedYet",
     "DevClusterError",
 ]
 
@@ -96,14 +95,3 @@ class Refused(DbkitError):
     """A command was refused for safety (prod environment, missing confirmation)."""
 
     exit_code = 5
-
-
-class NotImplementedYet(DbkitError):
-    """A command that exists in the CLI map but has not been built yet."""
-
-    exit_code = 1
-
-    def __init__(self, command: str, issue: int) -> None:
-        super().__init__(
-            f"'dbkit {command}' is not implemented yet (tracked in issue {issue})"
-        )

@@ -18,6 +18,7 @@ __all__ = [
     "parse_database_url",
     "mask_url",
     "mask_secrets",
+    "first_line",
 ]
 
 MASK = "***"
@@ -195,6 +196,14 @@ _KV_PW = re.compile(
     r"(?P<q>['\"]?)(?P<pw>[^\s'\"&,;]+)(?P=q)",
     re.IGNORECASE,
 )
+
+
+def first_line(text: str, default: str = "") -> str:
+    """The first non-empty line of ``text`` (an error message, a tool's stderr), passwords masked."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return mask_secrets(line.strip())
+    return default
 
 
 def mask_secrets(text: str) -> str:

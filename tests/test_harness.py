@@ -31,7 +31,7 @@ def test_template_has_the_extensions(postgresql):
 def test_public_surface_is_explicit():
     assert sorted(dbkit.__all__) == sorted([
         "__version__", "ConfigError", "DatabaseUnavailable", "DbkitError", "MissingDependency",
-        "NotImplementedYet", "Refused",
+        "Refused",
     ])
     for name in dbkit.__all__:
         assert hasattr(dbkit, name)

@@ -89,3 +89,10 @@ def test_masking_never_leaks_a_password(password, user):
     url = f"postgresql://{user}:{password}@db.internal:5432/app"
     assert password not in mask_url(url).replace(f"{user}:", "", 1).split("@")[0] + mask_url(url).split("@", 1)[1]
     assert password not in mask_secrets(f"error talking to {url}: timeout")
+
+
+def test_first_line_masks_and_defaults():
+    from dbkit.urls import first_line
+
+    assert first_line("\n  \nFATAL: password for postgresql://u:pw@h/db\nsecond") == "FATAL: password for postgresql://u:***@h/db"
+    assert first_line("", "no message") == "no message"

@@ -34,7 +34,7 @@ from typing import Any
 
 from dbkit import db
 from dbkit.errors import ConfigError, DbkitError, MissingDependency, Refused
-from dbkit.urls import DbUrl, mask_secrets
+from dbkit.urls import DbUrl, first_line
 
 __all__ = ["BackupFailed", "RestoreFailed", "backup", "restore", "list_backups", "scan", "show", "verify", "prune",
            "storage_for", "find_program"]
@@ -304,7 +304,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
                 drain.join(timeout=30)
                 err = b"".join(stderr_chunks).decode(errors="replace").strip()
                 if rc != 0:
-                    raise BackupFailed(f"pg_dump failed (exit {rc}): {mask_secrets(_first(err))}; nothing was "
+                    raise BackupFailed(f"pg_dump failed (exit {rc}): {first_line(err, 'no message')}; nothing was "
                                        "stored and earlier backups are untouched")
                 if pump.raw_bytes == 0 or pump.head != MAGIC:
                     raise BackupFailed("pg_dump produced an empty or unrecognizable stream; nothing was stored")
@@ -320,7 +320,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
                                   "--no-password", f"--dbname={conninfo}"], capture_output=True, env=env)
         if res.returncode != 0:
             storage.delete(f"{backup_id}/{name}")
-            raise BackupFailed(f"pg_dumpall --globals-only failed: {mask_secrets(_first(res.stderr.decode()))}; "
+            raise BackupFailed(f"pg_dumpall --globals-only failed: {first_line(res.stderr.decode(), 'no message')}; "
                                "nothing was stored")
         with storage.open_write(f"{backup_id}/{globals_object}") as writer:
             writer.write(res.stdout)
@@ -338,13 +338,6 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
     with storage.open_write(f"{backup_id}/manifest.json") as writer:  # written LAST
         writer.write(manifest.to_json())
     return manifest
-
-
-def _first(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return "no message"
 
 
 def _age_recipients(recipients: tuple[str, ...]) -> list:
@@ -703,7 +696,7 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
     detail = [ln for ln in errors if not ln.strip().startswith("Command was:")]
     if res.returncode != 0 and (detail or not with_tsdb):
         raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): "
-                            f"{mask_secrets(detail[0] if detail else _first(res.stderr))}; the new database was dropped")
+                            f"{first_line(detail[0] if detail else res.stderr, 'no message')}; the new database was dropped")
 
 
 def _parallel_restore(args: list[str], dump: Path, tmp: Path, jobs: int, env) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ from dbkit import db
 from dbkit.errors import ConfigError, DbkitError, Refused
 from dbkit.migrate.env import file_sha256
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
+from dbkit.urls import first_line
 
 __all__ = [
     "MigrationFailed", "Status", "CheckResult", "alembic_config", "upgrade", "downgrade", "status",
@@ -214,7 +215,7 @@ def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitErro
             f"{where} failed and was rolled back (earlier revisions stay applied): "
             f"{primary} [SQLSTATE {sqlstate}]; statement: {statement}",
         )
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = first_line(str(exc), type(exc).__name__)
     return MigrationFailed(f"{where} failed and was rolled back (earlier revisions stay applied): "
                            f"{type(exc).__name__}: {detail}")
 
