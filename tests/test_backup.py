@@ -163,16 +163,21 @@ def test_swap_keeps_the_previous_database(dbkit_seeded_db, tmp_path):
         q(dbkit_seeded_db.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{result.previous}" WITH (FORCE)')
 
 
-def test_password_never_on_the_command_line(tmp_path):
+def test_password_never_on_the_command_line(tmp_path, monkeypatch):
     from dbkit.urls import parse_database_url
 
+    monkeypatch.setenv("PGSSLROOTCERT", "/etc/ssl/db-ca.pem")  # the libpq environment passes through
     url = parse_database_url("postgresql://app:s3cr%3At@db.internal:5432/app?sslmode=require")
     with pipeline._libpq_env(url) as (conninfo, env):
         assert "s3cr" not in conninfo and conninfo == "postgresql://app@db.internal:5432/app?sslmode=require"
-        passfile = Path(env["PGPASSFILE"])
-        assert oct(passfile.stat().st_mode & 0o777) == "0o600"
-        assert passfile.read_text() == "*:*:*:app:s3cr\\:t\n"
-    assert not passfile.exists()
+        assert env["PGPASSWORD"] == "s3cr:t" and env["PGSSLROOTCERT"] == "/etc/ssl/db-ca.pem"
+        assert "PGPASSFILE" not in env or "dbkit" not in env["PGPASSFILE"]  # no file with the password
+    query = parse_database_url("postgresql://app@db.internal/app?password=qs3cret&sslmode=require")
+    with pipeline._libpq_env(query) as (conninfo, env):
+        assert "qs3cret" not in conninfo and env["PGPASSWORD"] == "qs3cret"
+    monkeypatch.setenv("PGPASSWORD", "from-env")
+    with pipeline._libpq_env(parse_database_url("postgresql://app@db.internal/app")) as (_, env):
+        assert env["PGPASSWORD"] == "from-env"
 
 
 def test_cli_backup_list_restore(dbkit_seeded_db, dbkit_cli, tmp_path, s3_endpoint, bucket):

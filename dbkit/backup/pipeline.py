@@ -9,8 +9,9 @@ stream that does not start with the custom-format magic, or any error aborts the
 (no object, no orphan multipart parts) and writes no manifest.  The manifest is written
 only after the dump object is committed, so a backup without a manifest never counts.
 
-The connection password reaches pg_dump/pg_restore through a private passfile (mode
-0600, deleted afterwards), never through the command line.
+The connection password reaches pg_dump/pg_restore through the child's environment
+(PGPASSWORD), never through the command line or a file; the child otherwise sees the same
+libpq environment (PGPASSWORD, PGPASSFILE, PGSSL*, PGSERVICE, ...) as dbkit's own connections.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 
 from dbkit import db
 from dbkit.errors import ConfigError, DbkitError, MissingDependency, Refused
-from dbkit.urls import DbUrl, first_line
+from dbkit.urls import DbUrl, first_line, parse_database_url
 
 __all__ = ["BackupFailed", "RestoreFailed", "backup", "restore", "list_backups", "scan", "show", "verify", "prune",
            "storage_for", "find_program"]
@@ -76,17 +77,28 @@ def _major(version_text: str) -> int:
 
 @contextlib.contextmanager
 def _libpq_env(url: DbUrl) -> Iterator[tuple[str, dict[str, str]]]:
-    """(conninfo without the password, environment with PGPASSFILE pointing at a private passfile)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    with tempfile.TemporaryDirectory(prefix="dbkit-pass-") as tmp:
-        if url.password is not None:
-            passfile = Path(tmp) / "pgpass"
-            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            esc = lambda v: str(v).replace("\\", "\\\\").replace(":", "\\:")  # noqa: E731
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"*:*:*:{esc(url.user or '*')}:{esc(url.password)}\n")
-            env["PGPASSFILE"] = str(passfile)
-        yield url.without_password().conninfo, env
+    """(conninfo without the password, environment for pg_dump/pg_restore/pg_dumpall).
+
+    The child sees the libpq environment dbkit's own connections honour (PGPASSWORD, PGPASSFILE,
+    PGSSL*, PGSERVICE, ...); a password in the URL (userinfo or ``?password=``) travels as PGPASSWORD in
+    the child's environment only: never on its command line (``ps``) and never in a file, so nothing
+    secret is left on disk whatever happens to dbkit (``kill -9`` included).  ``/proc/<pid>/environ``
+    is readable by the same user only.
+    """
+    env = dict(os.environ)
+    password = url.password
+    bare = url.without_password()
+    query = dict(bare.query)
+    if "password" in query:  # postgresql://u@h/db?password=... : same treatment
+        from urllib.parse import urlencode, urlsplit, urlunsplit
+
+        password = password if password is not None else query["password"]
+        parts = urlsplit(bare.raw)
+        rest = [(k, v) for k, v in bare.query if k != "password"]
+        bare = parse_database_url(urlunsplit(parts._replace(query=urlencode(rest))))
+    if password is not None:
+        env["PGPASSWORD"] = password
+    yield bare.conninfo, env
 
 
 def storage_for(settings, uri: str | None = None, **s3_extra):
