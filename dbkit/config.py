@@ -158,6 +158,12 @@ FIELDS: tuple[Field, ...] = (
         "DBKIT_BACKUP_URI=s3://acme-db-backups/prod",
     ),
     Field(
+        "backup_stale_after", "DBKIT_BACKUP_STALE_AFTER", "duration", "6h",
+        "is the age after which an unfinished backup (no manifest, an open multipart upload, a .partial- file) "
+        "counts as dead and is removed by `backup prune --apply` and the next successful backup",
+        "DBKIT_BACKUP_STALE_AFTER=12h",
+    ),
+    Field(
         "s3_endpoint", "S3_ENDPOINT", "str", None,
         "points at an S3-compatible endpoint such as MinIO (unset: AWS)", "S3_ENDPOINT=http://127.0.0.1:9000",
     ),
@@ -235,6 +241,7 @@ class Settings:
     lint_ignore: tuple[str, ...] = ()
     seed_maintenance_work_mem: str = "512MB"
     backup_uri: str = "backups"
+    backup_stale_after: str = "6h"
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_access_key: str | None = field(default=None, repr=False)
