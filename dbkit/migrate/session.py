@@ -2,8 +2,11 @@
 
 In order, before Alembic runs a single revision:
 
-1. a **session-level** ``pg_advisory_lock`` on a fixed key (a second ``dbkit migrate``
-   waits, with a message, then finds nothing to do; autocommit blocks do not release it);
+1. a **session-level** advisory lock on a fixed key (a second ``dbkit migrate``
+   waits, with a message, then finds nothing to do; autocommit blocks do not release it).
+   A waiting run polls ``pg_try_advisory_lock`` in short autocommit statements and holds
+   no snapshot in between, so the running migration's ``CREATE INDEX CONCURRENTLY``
+   (which waits for every snapshot in the database) never waits for it;
 2. ``lock_timeout`` / ``statement_timeout`` from the settings;
 3. preflight, as the connecting role: the required extensions exist or can be
    created (a clear error naming the extension before any DDL), the roles from
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -98,11 +102,30 @@ def _holder_of_lock(conn) -> str:
     return f"pid {row[0]} ({row[1] or 'unknown client'})" if row else "another session"
 
 
+#: Pauses between two tries for the advisory lock while another migration holds it (seconds).
+LOCK_POLL_FIRST, LOCK_POLL_MAX = 0.05, 0.5
+
+
+def _try_lock(conn) -> bool:
+    return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0])
+
+
 def _acquire_lock(conn) -> None:
-    if conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]:
+    """Take the session-level advisory lock; while another migration holds it, poll.
+
+    Never ``pg_advisory_lock``: a session blocked inside that statement holds a
+    snapshot, and the running migration's ``CREATE INDEX CONCURRENTLY`` waits for
+    every snapshot in the database: a deadlock.  Instead each try is one short
+    autocommit statement, and the connection sits idle, with no transaction and
+    no snapshot, between tries.
+    """
+    if _try_lock(conn):
         return
     log.warning("another migration is running (%s); waiting for it to finish", _holder_of_lock(conn))
-    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    pause = LOCK_POLL_FIRST
+    while not _try_lock(conn):
+        time.sleep(pause)
+        pause = min(pause * 2, LOCK_POLL_MAX)
     log.warning("the other migration finished; continuing")
 
 
