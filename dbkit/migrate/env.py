@@ -12,9 +12,49 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from dbkit.errors import DbkitError, Refused
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 
-__all__ = ["run", "include_name", "make_include_object", "render_item", "file_sha256"]
+__all__ = ["run", "guard_downgrade", "include_name", "make_include_object", "render_item", "file_sha256",
+           "ALLOW_PROD_X_ARG"]
+
+#: ``alembic -x allow_prod=1 downgrade …``: plain Alembic's way to say ``--allow-prod``.
+ALLOW_PROD_X_ARG = "allow_prod"
+
+
+def guard_downgrade(settings, *, allow_prod: bool) -> None:
+    """The one refusal of downgrades in prod, for ``dbkit migrate down`` and plain ``alembic downgrade``.
+
+    Raises :class:`~dbkit.errors.Refused` when ``DBKIT_ENV=prod`` and the downgrade
+    was not explicitly allowed, or when prod's requirements are not met.
+    """
+    if settings.env == "prod" and not allow_prod:
+        raise Refused("downgrading is refused when DBKIT_ENV=prod",
+                      hint="if you really mean it (and have a backup), pass --allow-prod to `dbkit migrate down`, "
+                           f"or -x {ALLOW_PROD_X_ARG}=1 to plain alembic (`alembic -x {ALLOW_PROD_X_ARG}=1 downgrade -1`)")
+    settings.require_environment("downgrading")
+
+
+def _allow_prod(context) -> bool:
+    """``--allow-prod`` from dbkit (a Config attribute) or ``-x allow_prod=1`` from plain alembic."""
+    if context.config.attributes.get("dbkit_allow_prod"):
+        return True
+    value = context.get_x_argument(as_dictionary=True).get(ALLOW_PROD_X_ARG, "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _guarded_steps(fn, settings, allow_prod: bool):
+    """Alembic's step function, refusing before the first step that goes down (nothing has run yet)."""
+
+    def steps(heads, migration_context):
+        checked = False
+        for step in fn(heads, migration_context):
+            if not step.is_upgrade and not checked:
+                guard_downgrade(settings, allow_prod=allow_prod)
+                checked = True
+            yield step
+
+    return steps
 
 
 def file_sha256(path: str | Path) -> str:
@@ -95,10 +135,22 @@ def run(*, target_metadata=None, context=None) -> None:
 
     if context is None:
         from alembic import context
+    config = context.config
+    via_dbkit = "dbkit_settings" in config.attributes  # else plain `alembic …`
+    try:
+        _run(context, config, target_metadata)
+    except DbkitError as exc:
+        if via_dbkit:
+            raise
+        from alembic.util import CommandError
+
+        raise CommandError(str(exc)) from None  # alembic prints one line ("FAILED: …") and exits non-zero
+
+
+def _run(context, config, target_metadata) -> None:
     from dbkit.config import load_settings
     from dbkit.migrate.session import migration_connection
 
-    config = context.config
     settings = config.attributes.get("dbkit_settings")
     if settings is None:
         settings = config.attributes["dbkit_settings"] = load_settings()
@@ -131,6 +183,13 @@ def run(*, target_metadata=None, context=None) -> None:
         opts["include_object"] = make_include_object(_timescale_index_names(connection))
         connection.commit()
         context.configure(connection=connection, **opts)
+        # The steps of the running command (upgrade, downgrade, stamp, …): Alembic keeps the
+        # command's step function on the MigrationContext; wrap it so that the first step going
+        # down meets guard_downgrade before anything runs.  tests/test_migrate_prod.py proves it.
+        migration_context = context.get_context()
+        if migration_context._migrations_fn is not None:
+            migration_context._migrations_fn = _guarded_steps(migration_context._migrations_fn, settings,
+                                                              _allow_prod(context))
         # read under the advisory lock: what a concurrent run already applied counts
         config.attributes["dbkit_before"] = list(context.get_context().get_current_heads())
         with context.begin_transaction():

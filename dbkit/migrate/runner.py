@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from dbkit import db
-from dbkit.errors import ConfigError, DbkitError, Refused
-from dbkit.migrate.env import file_sha256
+from dbkit.errors import ConfigError, DbkitError
+from dbkit.migrate.env import file_sha256, guard_downgrade
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 from dbkit.urls import first_line
 
@@ -220,11 +220,12 @@ def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitErro
                            f"{type(exc).__name__}: {detail}")
 
 
-def _run(settings, verb: str, fn, *args, readonly: bool = False, **kwargs):
+def _run(settings, verb: str, fn, *args, readonly: bool = False, attributes: dict | None = None, **kwargs):
     """Run an Alembic command; returns (its result, the Config it ran with)."""
     from alembic.util import CommandError
 
     cfg = alembic_config(settings, readonly=readonly)
+    cfg.attributes.update(attributes or {})
     try:
         return fn(cfg, *args, **kwargs), cfg
     except DbkitError:
@@ -263,14 +264,16 @@ def upgrade(settings, revision: str = "head") -> RunResult:
 
 def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult:
     """Revert revisions down to ``revision`` (an id, ``-1`` or ``base``).  Refused in prod
-    unless ``allow_prod``."""
+    unless ``allow_prod``.
+
+    The refusal lives in :func:`dbkit.migrate.env.guard_downgrade`, which the
+    environment applies to every downgrade (plain ``alembic downgrade`` too); it is
+    called here first only so that a refused downgrade does not connect at all.
+    """
     from alembic import command
 
-    if settings.env == "prod" and not allow_prod:
-        raise Refused("downgrading is refused when DBKIT_ENV=prod",
-                      hint="pass --allow-prod if you really mean it (and have a backup)")
-    settings.require_environment("downgrading")
-    _, cfg = _run(settings, "downgrade", command.downgrade, revision)
+    guard_downgrade(settings, allow_prod=allow_prod)
+    _, cfg = _run(settings, "downgrade", command.downgrade, revision, attributes={"dbkit_allow_prod": allow_prod})
     return _result(settings, cfg)
 
 
