@@ -401,11 +401,13 @@ class ApplyResult:
     altered: list[str] = field(default_factory=list)
     password_set: list[str] = field(default_factory=list)
     password_unchanged: list[str] = field(default_factory=list)
+    #: paths around RLS closed in this database (:func:`dbkit.rls.isolation.harden`)
+    hardened: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.altered or self.password_set)
+        return bool(self.created or self.altered or self.password_set or self.hardened)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "changed": self.changed}
@@ -446,7 +448,11 @@ def apply(settings, conn=None) -> ApplyResult:
        SCRAM-SHA-256 verifier computed here is sent; the password itself is never sent.
        Without pg_authid access the verifier is always sent.  A LOGIN role without the
        variable keeps its current password (a warning); in ``DBKIT_ENV=prod`` that is a
-       :class:`ConfigError`, raised before anything is changed (or even connected).
+       :class:`ConfigError`, raised before anything is changed (or even connected);
+    3. in the connection's database, the paths around RLS are closed
+       (:func:`dbkit.rls.isolation.harden`: TimescaleDB chunks in a schema no application
+       role may use, ``pg_stats`` revoked from PUBLIC); a step that needs a superuser and
+       cannot be done is a warning (``dbkit rls audit`` keeps reporting it).
 
     ``conn`` is a psycopg connection (one is opened from the settings when None).
     """
@@ -509,6 +515,12 @@ def apply(settings, conn=None) -> ApplyResult:
                 raise cls(f"could not set the password of role {d.name}: "
                           f"{exc.diag.message_primary or type(exc).__name__} (SQLSTATE {exc.sqlstate})") from None
             result.password_set.append(d.name)
+
+        from dbkit.rls import isolation
+
+        hardened = isolation.harden(c, settings)
+        result.hardened.extend(hardened.actions)
+        result.warnings.extend(hardened.warnings)
     return result
 
 

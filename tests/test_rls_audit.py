@@ -45,8 +45,12 @@ def test_reference_schema_audits_clean(migrated_url):
     assert report.findings == (), [f.line() for f in report.findings]
     assert report.clean
     assert report.tables_checked == REFERENCE_TABLES
-    assert report.summary() == {"schemas": ["app"], "enforce_role": "app_rls", "tables_checked": REFERENCE_TABLES,
-                                "errors": 0, "warnings": 0, "clean": True}
+    summary = report.summary()
+    assert {"app_rls", "app_readonly"} <= set(summary.pop("login_roles"))  # app_full is BYPASSRLS: not checked
+    assert "app_full" not in report.login_roles and "postgres" not in report.login_roles
+    assert summary.pop("relations_checked") >= REFERENCE_TABLES
+    assert summary == {"schemas": ["app"], "enforce_role": "app_rls", "tables_checked": REFERENCE_TABLES,
+                       "errors": 0, "warnings": 0, "clean": True}
 
 
 def test_uses_the_given_connection_and_leaves_it_open(migrated_url):
@@ -63,10 +67,10 @@ BAD_TABLES = {
                            {("table_without_rls", "parted")}),
     "enforce_can_access_unprotected": (
         "CREATE TABLE app.no_rls (id int); GRANT SELECT ON app.no_rls TO app_rls",
-        {("table_without_rls", "no_rls"), ("enforce_can_access_unprotected", "no_rls")}),
+        {("table_without_rls", "no_rls"), ("reachable_without_rls", "no_rls")}),
     "enforce_can_access_via_public": (
         "CREATE TABLE app.no_rls (id int); GRANT DELETE ON app.no_rls TO PUBLIC",
-        {("table_without_rls", "no_rls"), ("enforce_can_access_unprotected", "no_rls")}),
+        {("table_without_rls", "no_rls"), ("reachable_without_rls", "no_rls")}),
     "rls_not_forced": (
         "CREATE TABLE app.t (id int); ALTER TABLE app.t ENABLE ROW LEVEL SECURITY;"
         " CREATE POLICY p ON app.t USING (id = 1)",
@@ -103,9 +107,15 @@ def test_each_table_finding_fires_on_a_purpose_built_table(migrated_url, case):
     assert codes(report) == expected, [f.line() for f in report.findings]
     assert report.clean is (not expected)
     for f in report.findings:
-        assert f.schema == "app" and f.role is None
+        assert f.schema == "app"
+        # table-level findings name no role; a path a login role can take names that role
+        assert (f.role is None) is (f.code != "reachable_without_rls")
         assert "\n" not in f.message + f.fix
         assert f.severity == CODES[f.code]
+    if "via_public" in case:  # a grant to PUBLIC reaches every non-bypass login role; the fix names PUBLIC
+        reached = {f.role for f in report.findings if f.code == "reachable_without_rls"}
+        assert {"app_rls", "app_readonly"} <= reached
+        assert all("FROM PUBLIC" in f.fix for f in report.findings if f.code == "reachable_without_rls")
 
 
 def test_everything_at_once_with_summary_and_json(migrated_url):
@@ -119,7 +129,7 @@ def test_everything_at_once_with_summary_and_json(migrated_url):
     report = audit(settings_for(migrated_url))
     assert codes(report) == {
         ("table_without_rls", "parted"), ("permissive_true_policy", "documents"),
-        ("table_without_rls", "no_rls"), ("enforce_can_access_unprotected", "no_rls"),
+        ("table_without_rls", "no_rls"), ("reachable_without_rls", "no_rls"),
         ("rls_not_forced", "unforced"), ("rls_without_policy", "closed"),
     }
     assert report.tables_checked == REFERENCE_TABLES + 4
@@ -128,8 +138,8 @@ def test_everything_at_once_with_summary_and_json(migrated_url):
     data = json.loads(json.dumps(report.as_dict()))
     assert data["summary"]["errors"] == 4 and data["summary"]["clean"] is False
     assert set(data["findings"][0]) == {"code", "severity", "schema", "table", "role", "message", "fix"}
-    line = next(f for f in report.findings if f.code == "enforce_can_access_unprotected").line()
-    assert line.startswith("error enforce_can_access_unprotected app.no_rls: ") and "REVOKE ALL" in line
+    line = next(f for f in report.findings if f.code == "reachable_without_rls").line()
+    assert line.startswith("error reachable_without_rls app.no_rls: app_rls can SELECT ") and "REVOKE ALL" in line
 
 
 def test_schemas_argument_audits_the_listed_schemas(migrated_url):
