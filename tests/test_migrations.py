@@ -118,7 +118,13 @@ def test_offline_sql_needs_no_database(tmp_path):
     settings = load_settings(environ={"DBKIT_ENV": "test"}, cwd=REPO)  # no DATABASE_URL at all
     sql = runner.offline_sql(settings, None, "head")
     assert "SET lock_timeout = '5s';" in sql
-    assert 'SET ROLE "app_owner";' in sql
+    # self-sufficient on an empty cluster: extensions and roles exist before anything runs as the owner
+    first_set_role = sql.index("SET ROLE app_owner;")
+    assert sql.index("CREATE EXTENSION IF NOT EXISTS vector CASCADE;") < first_set_role
+    assert sql.index("EXECUTE format('CREATE ROLE %I WITH %s', 'app_owner', attrs);") < first_set_role
+    assert sql.index("CREATE SCHEMA IF NOT EXISTS dbkit AUTHORIZATION app_owner;") < first_set_role
+    assert ";;" not in sql
+    assert "COMMIT;\n\nCREATE INDEX CONCURRENTLY" in sql, "outside Alembic's transaction"
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS document_chunks_embedding_hnsw_idx" in sql
     assert "SELECT create_hypertable('app.events', by_range('time', INTERVAL '1 day'), if_not_exists => true)" in sql
 

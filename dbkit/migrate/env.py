@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 
 from dbkit.errors import DbkitError, Refused
-from dbkit.migrate.session import BOOKKEEPING_SCHEMA
+from dbkit.migrate.session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, offline_preflight
 
 __all__ = ["run", "guard_downgrade", "include_name", "make_include_object", "render_item", "file_sha256",
            "ALLOW_PROD_X_ARG"]
@@ -61,28 +61,35 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+_CHECKSUM_UPSERT = (
+    f"INSERT INTO {BOOKKEEPING_SCHEMA}.migration_checksums (revision, filename, sha256) "
+    "VALUES ({rev}, {file}, {sha}) ON CONFLICT (revision) DO UPDATE "
+    "SET filename = EXCLUDED.filename, sha256 = EXCLUDED.sha256, applied_at = now()"
+)
+_CHECKSUM_DELETE = f"DELETE FROM {BOOKKEEPING_SCHEMA}.migration_checksums WHERE revision = {{rev}}"
+
+
 def _record_checksum(ctx, step, heads, run_args) -> None:
-    """on_version_apply: remember each applied revision's file checksum (same transaction)."""
-    if ctx.as_sql:
-        return
-    if ctx.config is not None:  # what really ran, for dbkit's report
+    """on_version_apply: remember each applied revision's file checksum (same transaction;
+    written into the script offline)."""
+    if ctx.config is not None and not ctx.as_sql:  # what really ran, for dbkit's report
         ctx.config.attributes.setdefault("dbkit_steps", []).extend(
             (rev_id, step.is_upgrade) for rev_id in step.up_revision_ids)
-    conn = ctx.connection
     for rev_id in step.up_revision_ids:
         if step.is_upgrade:
             script = step.revision_map.get_revision(rev_id)
-            rel = f"versions/{Path(script.path).name}"
-            conn.exec_driver_sql(
-                f"INSERT INTO {BOOKKEEPING_SCHEMA}.migration_checksums (revision, filename, sha256) "
-                "VALUES (%(rev)s, %(file)s, %(sha)s) ON CONFLICT (revision) DO UPDATE "
-                "SET filename = EXCLUDED.filename, sha256 = EXCLUDED.sha256, applied_at = now()",
-                {"rev": rev_id, "file": rel, "sha": file_sha256(script.path)},
-            )
+            values = {"rev": rev_id, "file": f"versions/{Path(script.path).name}", "sha": file_sha256(script.path)}
+            stmt = _CHECKSUM_UPSERT
         else:
-            conn.exec_driver_sql(
-                f"DELETE FROM {BOOKKEEPING_SCHEMA}.migration_checksums WHERE revision = %(rev)s", {"rev": rev_id}
-            )
+            values, stmt = {"rev": rev_id}, _CHECKSUM_DELETE
+        if ctx.as_sql:
+            ctx.impl.execute(stmt.format(**{k: _literal(v) for k, v in values.items()}))
+        else:
+            ctx.connection.exec_driver_sql(stmt.format(**{k: f"%({k})s" for k in values}), values)
 
 
 def include_name(schemas: set[str]):
@@ -168,13 +175,19 @@ def _run(context, config, target_metadata) -> None:
     if context.is_offline_mode():
         url = settings.database_url.sqlalchemy_url if settings.database_url else "postgresql+psycopg://"
         context.configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"}, **opts)
+        quote = context.get_context().dialect.identifier_preparer.quote
         with context.begin_transaction():
-            # What dbkit's session does online, written out for reviewers and for lint.
-            context.execute(f"SET lock_timeout = '{settings.lock_timeout}'")
-            context.execute(f"SET statement_timeout = '{settings.statement_timeout}'")
+            # What dbkit's session does online, written out for reviewers and for lint, so that
+            # the script applies by itself to an empty cluster (`psql -v ON_ERROR_STOP=1 -f`):
+            # timeouts, then as the connecting role the extensions, the roles and dbkit's schema,
+            # then SET ROLE owner and dbkit's checksum table.
+            context.execute(f"SET lock_timeout = {_literal(settings.lock_timeout)}")
+            context.execute(f"SET statement_timeout = {_literal(settings.statement_timeout)}")
+            for stmt in offline_preflight(settings, quote):
+                context.execute(stmt)
             if settings.migrate_set_role:
-                context.execute(f'CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING_SCHEMA} AUTHORIZATION "{settings.role_owner}"')
-                context.execute(f'SET ROLE "{settings.role_owner}"')
+                context.execute(f"SET ROLE {quote(settings.role_owner)}")
+            context.execute(CHECKSUMS_DDL)
             context.run_migrations()
         return
     mutate = not config.attributes.get("dbkit_readonly", False)

@@ -639,7 +639,9 @@ class DropRolesOp(MigrateOperation):
 def _apply_roles(operations, op: ApplyRolesOp) -> None:
     from dbkit import roles
 
-    _run_as_session_user(operations, [f.sql for f in roles.role_files(dbkit_settings(operations))])
+    from dbkit.migrate.session import _sql_statement
+
+    _run_as_session_user(operations, [_sql_statement(f.sql) for f in roles.role_files(dbkit_settings(operations))])
 
 
 @Operations.implementation_for(DropRolesOp)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from dbkit import db
 from dbkit.errors import DbkitError, MissingDependency
 
-__all__ = ["ADVISORY_LOCK_KEY", "BOOKKEEPING_SCHEMA", "Blocker", "migration_connection"]
+__all__ = ["ADVISORY_LOCK_KEY", "BOOKKEEPING_SCHEMA", "CHECKSUMS_DDL", "Blocker", "migration_connection",
+           "offline_preflight"]
 
 log = logging.getLogger("dbkit.migrate")
 
@@ -160,12 +161,42 @@ def _preflight(conn, settings) -> None:
     conn.execute(stmt)
 
 
+#: dbkit's checksum table (created as the owner role, after SET ROLE), online and in the offline script.
+CHECKSUMS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.migration_checksums ("
+    " revision text PRIMARY KEY, filename text NOT NULL, sha256 text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now())"
+)
+
+
 def _ensure_bookkeeping(conn) -> None:
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.migration_checksums ("
-        " revision text PRIMARY KEY, filename text NOT NULL, sha256 text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
+    conn.execute(CHECKSUMS_DDL)
+
+
+def _sql_statement(text: str) -> str:
+    """A statement as the offline script writes it (Alembic adds the terminating ``;``)."""
+    text = text.strip()
+    return text[:-1].rstrip() if text.endswith(";") else text
+
+
+def offline_preflight(settings, quote) -> list[str]:
+    """The preflight as SQL, for the offline script (``dbkit migrate sql``): what
+    :func:`migration_connection` does online before ``SET ROLE``, so that the script
+    applies by itself to an empty cluster.
+
+    In order: the required extensions, the role files (``sql/roles/``; no password:
+    those are set online by ``dbkit roles apply`` or ``dbkit migrate``), and dbkit's
+    bookkeeping schema (owned by the owner role).  ``quote`` quotes an identifier.
+    """
+    from dbkit import roles
+
+    stmts = [f"CREATE EXTENSION IF NOT EXISTS {quote(name)} CASCADE" for name in settings.extensions]
+    stmts += [_sql_statement(f.sql) for f in roles.role_files(settings)]
+    schema = f"CREATE SCHEMA IF NOT EXISTS {quote(BOOKKEEPING_SCHEMA)}"
+    if settings.migrate_set_role:
+        schema += f" AUTHORIZATION {quote(settings.role_owner)}"
+    stmts.append(schema)
+    return stmts
 
 
 @contextlib.contextmanager
