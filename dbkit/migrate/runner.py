@@ -24,8 +24,8 @@ from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 from dbkit.urls import first_line
 
 __all__ = [
-    "MigrationFailed", "Status", "CheckResult", "alembic_config", "upgrade", "downgrade", "status",
-    "history", "new", "offline_sql", "check", "lint",
+    "MigrationFailed", "Status", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
+    "alembic_config", "upgrade", "downgrade", "status", "history", "new", "offline_sql", "check", "lint",
 ]
 
 log = logging.getLogger("dbkit.migrate")
@@ -76,19 +76,60 @@ class Drift:
     current_sha256: str | None
 
 
+#: Why ``migrate check`` did not compare the schema with the models (:attr:`CheckResult.schema_not_compared`).
+NOT_COMPARED_NO_METADATA = "env.py gives no target_metadata"
+NOT_COMPARED_PENDING = "revisions are pending; the models are compared at head only"
+
+
 @dataclass
 class CheckResult:
+    """What ``dbkit migrate check`` found, and what it compared.
+
+    ``schema_diffs`` is the list of differences when the schema was compared with
+    the models, and None when it was not; ``schema_not_compared`` then says why
+    (:data:`NOT_COMPARED_NO_METADATA` or :data:`NOT_COMPARED_PENDING`).
+    """
+
     pending: list[Revision]
-    schema_diffs: list[str] | None  # None: no models to compare (env.py has no target_metadata)
+    schema_diffs: list[str] | None  # None: the schema was not compared (see schema_not_compared)
     edited: list[Drift]
+    schema_not_compared: str | None = None
+
+    @property
+    def compared_schema(self) -> bool:
+        """True when the database schema was compared with the models (``target_metadata``)."""
+        return self.schema_diffs is not None
 
     @property
     def clean(self) -> bool:
+        """No pending revision, no schema difference found, no edited or deleted revision file.
+        A schema that was not compared does not make the result unclean: :meth:`summary` says so."""
         return not (self.pending or self.schema_diffs or self.edited)
+
+    def summary(self) -> str:
+        """One line: the verdict, then what was checked and what was not, e.g.
+        ``clean: no pending revisions, no edited revisions; schema not compared (env.py gives no target_metadata)``.
+        """
+        n = len(self.pending)
+        pending = "no pending revisions" if not n else f"{n} pending revision{'s' if n != 1 else ''}"
+        n = len(self.edited)
+        edited = ("no edited revisions" if not n
+                  else f"{n} revision file{'s' if n != 1 else ''} edited or deleted after being applied")
+        if not self.compared_schema:
+            schema = f"schema not compared ({self.schema_not_compared or NOT_COMPARED_NO_METADATA})"
+        elif self.schema_diffs:
+            n = len(self.schema_diffs)
+            schema = f"schema differs from the models in {n} place{'s' if n != 1 else ''}"
+        else:
+            schema = "schema matches the models"
+        verdict = "clean" if self.clean else "migrate check failed"
+        return f"{verdict}: {pending}, {edited}; {schema}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"clean": self.clean, "pending": [asdict(r) for r in self.pending],
-                "schema_diffs": self.schema_diffs, "edited": [asdict(d) for d in self.edited]}
+                "compared_schema": self.compared_schema, "schema_not_compared": self.schema_not_compared,
+                "schema_diffs": self.schema_diffs, "edited": [asdict(d) for d in self.edited],
+                "summary": self.summary()}
 
 
 # --------------------------------------------------------------------- config
@@ -342,8 +383,12 @@ def check(settings) -> CheckResult:
     """Pending revisions, schema drift (autogenerate would emit operations) and applied
     revision files edited after they were applied."""
     pending = status(settings).pending
-    diffs = [] if pending else _schema_diffs(settings)  # the diff is meaningless before head
-    return CheckResult(pending=pending, schema_diffs=diffs, edited=_edited(settings))
+    if pending:  # the diff is meaningless before head
+        diffs, why = None, NOT_COMPARED_PENDING
+    else:
+        diffs = _schema_diffs(settings)
+        why = NOT_COMPARED_NO_METADATA if diffs is None else None
+    return CheckResult(pending=pending, schema_diffs=diffs, edited=_edited(settings), schema_not_compared=why)
 
 
 def lint(settings, *, all_revisions: bool = False):
