@@ -179,20 +179,40 @@ def _backups(settings, max_backup_age_h: float) -> tuple[dict[str, Any], dict[st
         return storage_svc, {"status": "warn", "error": "not checked: the backup target is unreachable"}
     backups: dict[str, Any] = {"status": "ok", "complete": len(found.complete), "incomplete": len(found.incomplete),
                                "max_age_hours": max_backup_age_h}
+    now = datetime.now(UTC)
+    hints = []
+    later = found.unfinished_after_newest()
+    if later:  # the most recent attempt has no manifest: it failed, was killed, or is still running
+        unfinished_id, last_seen = later[0]
+        started = _started(unfinished_id) or last_seen
+        age = (now - started).total_seconds() / 3600
+        idle = max(0.0, (now - last_seen).total_seconds() / 3600)
+        backups.update(status="warn", unfinished=unfinished_id, unfinished_age_hours=round(age, 2),
+                       unfinished_idle_hours=round(idle, 2),
+                       last_status=f"incomplete ({unfinished_id}, started {age:.1f} h ago, last write "
+                                   f"{idle:.1f} h ago)")
+        hints.append(f"backup {unfinished_id} has no manifest: it failed, was killed or is still running; "
+                     f"`dbkit backup prune --apply` (and the next successful backup) remove its leftovers once "
+                     f"idle for DBKIT_BACKUP_STALE_AFTER ({settings.backup_stale_after})")
     if not found.complete:
-        backups.update(status="warn", hint="no complete backup yet: run `dbkit backup`")
+        backups.update(status="warn", hint="; ".join(["no complete backup yet: run `dbkit backup`", *hints]))
         return storage_svc, backups
     newest = found.complete[0]
-    age_h = (datetime.now(UTC) - newest.finished_at).total_seconds() / 3600
-    backups.update(latest=newest.id, latest_age_hours=round(age_h, 2), latest_bytes=newest.stored_bytes,
-                   last_status="complete")
-    later = [i for i, _ in found.incomplete if i > newest.id]  # ids sort by start time
-    if later:  # the most recent attempt has no manifest: it failed, or is still running
-        backups.update(status="warn", last_status=f"incomplete ({later[0]})",
-                       hint=f"backup {later[0]} has no manifest: it failed or is still running")
+    age_h = (now - newest.finished_at).total_seconds() / 3600
+    backups.update(latest=newest.id, latest_age_hours=round(age_h, 2), latest_bytes=newest.stored_bytes)
+    backups.setdefault("last_status", "complete")
     if age_h > max_backup_age_h:
-        backups.update(status="warn", hint=f"the newest backup is {age_h:.1f} h old (limit {max_backup_age_h:g} h)")
+        backups["status"] = "warn"
+        hints.insert(0, f"the newest backup is {age_h:.1f} h old (limit {max_backup_age_h:g} h)")
+    if hints:
+        backups["hint"] = "; ".join(hints)
     return storage_svc, backups
+
+
+def _started(backup_id: str) -> datetime | None:
+    from dbkit.backup.manifest import is_backup_id, parse_backup_id
+
+    return parse_backup_id(backup_id) if is_backup_id(backup_id) else None
 
 
 def _environment(settings, conn) -> dict[str, Any]:

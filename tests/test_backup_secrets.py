@@ -69,7 +69,8 @@ def bigger_db(dbkit_seeded_db: DbUrl) -> DbUrl:
     return dbkit_seeded_db
 
 
-def children_named(parent: int, name: str) -> list[int]:
+def children_named(parent: int, name: str, arg: bytes = b"--dbname=") -> list[int]:
+    """Children of ``parent`` running ``name`` with ``arg`` on their command line (not ``pg_dump --version``)."""
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -77,7 +78,11 @@ def children_named(parent: int, name: str) -> list[int]:
         except OSError:
             continue
         if fields.get("PPid", "").strip() == str(parent) and fields.get("Name", "").strip() == name:
-            found.append(int(status.parent.name))
+            try:
+                if arg in Path(status.parent, "cmdline").read_bytes():
+                    found.append(int(status.parent.name))
+            except OSError:
+                continue
     return found
 
 

@@ -67,7 +67,8 @@ def test_check_starts_the_dev_cluster_degraded_then_healthy(dbkit_cli, dev_dir: 
     (leftover / "dump.pgdump.zst").write_bytes(b"partial")
     failed = json.loads(dbkit_cli("check", "--json", env=env).stdout)
     assert failed["status"] == "degraded"
-    assert failed["services"]["backups"]["last_status"] == "incomplete (29990101T000000Z-dead)"
+    assert failed["services"]["backups"]["last_status"].startswith("incomplete (29990101T000000Z-dead, started ")
+    assert failed["services"]["backups"]["unfinished"] == "29990101T000000Z-dead"
     leftover.joinpath("dump.pgdump.zst").unlink()
     leftover.rmdir()
     # an old backup makes it degraded; the Prometheus text format has the same verdict

@@ -347,9 +347,34 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         sse=sse, storage_class=storage_class, tags=dict(tags or {}), roles=meta["roles"],
         globals_object=globals_object,
     )
-    with storage.open_write(f"{backup_id}/manifest.json") as writer:  # written LAST
-        writer.write(manifest.to_json())
+    try:
+        with storage.open_write(f"{backup_id}/manifest.json") as writer:  # written LAST
+            writer.write(manifest.to_json())
+    except DbkitError as exc:  # e.g. disk full: no manifest, so the dump is removed too
+        with contextlib.suppress(DbkitError):
+            _delete_backups(storage, [backup_id])
+        raise BackupFailed(f"cannot write the manifest of backup {backup_id}: {exc.message}; the dump was removed "
+                           "and earlier backups are untouched", hint=exc.hint or "free space on the backup target "
+                           "and run `dbkit backup` again") from None
+    _clean_after_backup(settings, storage)
     return manifest
+
+
+def _clean_after_backup(settings, storage) -> None:
+    """After a successful backup: remove leftovers of crashed ones older than DBKIT_BACKUP_STALE_AFTER.
+    A failure here is logged, never fails the backup that just succeeded."""
+    import logging
+
+    log = logging.getLogger("dbkit")
+    try:
+        folders, uploads = _leftovers(storage, scan(settings, storage=storage), datetime.now(UTC),
+                                      stale_after(settings))
+        _remove_leftovers(storage, folders, uploads)
+    except DbkitError as exc:
+        log.warning("backup done, but removing leftovers of unfinished backups failed: %s", exc.message)
+        return
+    if folders or uploads:
+        log.info("removed leftovers of unfinished backups: %s", ", ".join([*folders, *(u.key for u in uploads)]))
 
 
 def _age_recipients(recipients: tuple[str, ...]) -> list:
@@ -374,12 +399,22 @@ def _age_recipients(recipients: tuple[str, ...]) -> list:
 
 @dataclass
 class Scan:
-    """What a backup location holds: complete backups (newest first), folders without a manifest,
-    and manifests that could not be read."""
+    """What a backup location holds: complete backups (newest first), attempts without a manifest
+    (folder, last sign of life; newest first) and manifests that could not be read.
+
+    An attempt without a manifest is a folder with committed objects but no manifest.json, or one
+    that only has an unfinished write (an S3 multipart upload, a local ``.partial-`` file): a backup
+    that failed, was killed, or is still running.
+    """
 
     complete: list
     incomplete: list[tuple[str, datetime]]
     unreadable: list[tuple[str, str]]
+
+    def unfinished_after_newest(self) -> list[tuple[str, datetime]]:
+        """Attempts without a manifest that started after the newest complete backup, newest first."""
+        newest = self.complete[0].id if self.complete else ""
+        return [(i, t) for i, t in self.incomplete if i > newest]  # ids sort by start time
 
 
 def scan(settings, uri: str | None = None, storage=None) -> Scan:
@@ -391,10 +426,16 @@ def scan(settings, uri: str | None = None, storage=None) -> Scan:
         folder, _, name = obj.key.partition("/")
         if name and is_backup_id(folder):
             folders.setdefault(folder, []).append(obj)
+    activity: dict[str, list[datetime]] = {}
+    for up in storage.list_incomplete_uploads():
+        folder, _, name = up.key.partition("/")
+        if name and is_backup_id(folder) and up.last_activity is not None:
+            activity.setdefault(folder, []).append(up.last_activity)
     complete, incomplete, unreadable = [], [], []
-    for folder, objects in folders.items():
+    for folder in sorted(set(folders) | set(activity)):
+        objects = folders.get(folder, [])
         if not any(o.key == f"{folder}/{MANIFEST_NAME}" for o in objects):
-            incomplete.append((folder, max(o.modified for o in objects)))
+            incomplete.append((folder, max([o.modified for o in objects] + activity.get(folder, []))))
             continue
         try:
             with storage.open_read(f"{folder}/{MANIFEST_NAME}") as fh:
@@ -410,34 +451,66 @@ def list_backups(settings, uri: str | None = None) -> list:
     return scan(settings, uri).complete
 
 
+def stale_after(settings):
+    """DBKIT_BACKUP_STALE_AFTER as a timedelta (``6h``, ``90min``, ``1d``, ``30s``, ``0``)."""
+    from datetime import timedelta
+
+    text = str(settings.backup_stale_after).strip()
+    m = re.fullmatch(r"(\d+)(ms|s|min|h|d)?", text)
+    if not m:
+        raise ConfigError("DBKIT_BACKUP_STALE_AFTER", f"is {text!r}, not a duration", example="6h")
+    unit = {"ms": 0.001, "s": 1, None: 1, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return timedelta(seconds=int(m.group(1)) * unit)
+
+
+def _leftovers(storage, found: Scan, now: datetime, min_age) -> tuple[list[str], list]:
+    """(folders without a manifest, unfinished uploads) whose last sign of life is older than ``min_age``."""
+    from dbkit.backup import retention
+
+    folders = retention.incomplete_to_remove(found.incomplete, now, min_age)
+    uploads = storage.list_incomplete_uploads(older_than=now - min_age)
+    return folders, uploads
+
+
+def _remove_leftovers(storage, folders: list[str], uploads: list) -> None:
+    for up in uploads:  # S3 multipart uploads / local .partial- files (never younger than the cutoff)
+        storage.abort_upload(up)
+    _delete_backups(storage, folders)
+
+
+def _delete_backups(storage, backup_ids) -> None:
+    for backup_id in backup_ids:
+        keys = [o.key for o in storage.list(f"{backup_id}/")]
+        # the manifest goes first: a half-deleted backup must never look complete
+        for key in sorted(keys, key=lambda k: not k.endswith("/manifest.json")):
+            storage.delete(key)
+
+
 def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0,
           keep_monthly: int = 0, min_keep: int = 1, apply: bool = False, now: datetime | None = None) -> dict[str, Any]:
     """Choose which complete backups to keep (restic-style rules; the newest always stays) and, with
-    ``apply``, delete the others, incomplete leftovers older than a day, and stale multipart uploads."""
-    from datetime import timedelta
-
+    ``apply``, delete the others and the leftovers of unfinished backups (folders without a manifest,
+    S3 multipart uploads, local ``.partial-`` files) whose last sign of life is older than
+    DBKIT_BACKUP_STALE_AFTER (a backup that may still be running is never touched)."""
     from dbkit.backup import retention
 
     if apply:
         settings.require_environment("prune --apply")
     now = now or datetime.now(UTC)
+    min_age = stale_after(settings)
     storage = storage_for(settings, uri)
     found = scan(settings, uri, storage)
     plan = retention.choose([retention.BackupRef(m.id, m.finished_at) for m in found.complete],
                             keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly,
                             keep_monthly=keep_monthly, min_keep=min_keep, now=now)
-    leftovers = retention.incomplete_to_remove(found.incomplete, now)
-    stale = storage.list_incomplete_uploads(older_than=timedelta(days=1))
+    leftovers, stale = _leftovers(storage, found, now, min_age)
     if apply:
-        for backup_id in [*plan.delete, *leftovers]:
-            keys = [o.key for o in storage.list(f"{backup_id}/")]
-            # the manifest goes first: a half-deleted backup must never look complete
-            for key in sorted(keys, key=lambda k: not k.endswith("/manifest.json")):
-                storage.delete(key)
-        storage.abort_incomplete_uploads(timedelta(days=1))
+        _delete_backups(storage, plan.delete)
+        _remove_leftovers(storage, leftovers, stale)
     return {"applied": apply, "keep": [{"id": i, "reasons": list(r)} for i, r in plan.keep],
             "delete": plan.delete, "incomplete_removed": leftovers,
-            "stale_uploads_aborted": [u.key for u in stale], "unreadable": found.unreadable}
+            "stale_uploads_aborted": [u.key for u in stale], "unreadable": found.unreadable,
+            "stale_after": str(settings.backup_stale_after)}
 
 
 def show(settings, backup_id: str, uri: str | None = None):

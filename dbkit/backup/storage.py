@@ -173,6 +173,12 @@ class IncompleteUpload:
     upload_id: str
     started: datetime | None
     size: int | None = None
+    #: the last sign of life: local temp file's mtime; S3: the newest part's (or the initiation) time
+    modified: datetime | None = None
+
+    @property
+    def last_activity(self) -> datetime | None:
+        return self.modified or self.started
 
 
 @dataclass(frozen=True)
@@ -531,6 +537,10 @@ class Storage(ABC):
         """Discard :meth:`list_incomplete_uploads` (``None``: all of them, even running ones); returns how many."""
 
     @abstractmethod
+    def abort_upload(self, upload: IncompleteUpload) -> None:
+        """Discard one unfinished write found by :meth:`list_incomplete_uploads` (gone already: no error)."""
+
+    @abstractmethod
     def check(self) -> None:
         """Fail fast, before a long dump, when the storage cannot be used (missing bucket, refused keys)."""
 
@@ -594,7 +604,10 @@ class _LocalWriter(Writer):
             fh.close()  # type: ignore[union-attr]
             os.replace(self.temp, self.final)
         except OSError as exc:
-            fh.close()  # type: ignore[union-attr]
+            try:  # closing flushes again, and fails the same way (disk full): the first error is the one
+                fh.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
             raise self._storage._error(exc, "commit", self.key) from None
         _fsync_dir(self.final.parent)
         st = self.final.stat()
@@ -683,13 +696,7 @@ class LocalStorage(Storage):
             return
         except OSError as exc:
             raise self._error(exc, "delete", key) from None
-        parent = path.parent  # drop directories the delete left empty (never the root)
-        while parent != self.root and self.root in parent.parents:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        self._remove_empty_parents(path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -700,22 +707,38 @@ class LocalStorage(Storage):
         for key, _, st in self._walk(""):
             if PARTIAL not in key:
                 continue
-            started = datetime.fromtimestamp(st.st_mtime, UTC)
-            if cutoff is None or started < cutoff:
-                found.append(IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, started, st.st_size))
+            modified = datetime.fromtimestamp(st.st_mtime, UTC)
+            if cutoff is None or modified < cutoff:
+                found.append(IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, st.st_size, modified))
         return found
 
     def abort_incomplete_uploads(self, older_than: datetime | timedelta | None) -> int:
-        count = 0
-        for upload in self.list_incomplete_uploads(older_than):
+        uploads = self.list_incomplete_uploads(older_than)
+        for upload in uploads:
+            self.abort_upload(upload)
+        return len(uploads)
+
+    def abort_upload(self, upload: IncompleteUpload) -> None:
+        path = self.root.joinpath(*upload.upload_id.split("/"))
+        if PARTIAL not in path.name or self.root not in path.parents:
+            raise ValueError(f"not a temp file of this storage: {upload.upload_id!r}")
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error(exc, "delete", upload.upload_id) from None
+        self._remove_empty_parents(path)
+
+    def _remove_empty_parents(self, path: Path) -> None:
+        """Drop directories a delete left empty (never the root)."""
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
             try:
-                self.root.joinpath(*upload.upload_id.split("/")).unlink()
-                count += 1
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise self._error(exc, "delete", upload.upload_id) from None
-        return count
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
     def check(self) -> None:
         try:
@@ -1289,17 +1312,48 @@ class S3Storage(Storage):
                 for up in page.get("Uploads", []):
                     started = up.get("Initiated")
                     started = started.astimezone(UTC) if started else None
-                    if cutoff is None or (started is not None and started < cutoff):
-                        found.append(IncompleteUpload(up["Key"][len(self.prefix):], up["UploadId"], started))
+                    if cutoff is not None and (started is None or started >= cutoff):
+                        continue
+                    newest = self._newest_part(up["Key"], up["UploadId"])
+                    if newest is False:
+                        continue  # completed or aborted meanwhile
+                    modified = max(t for t in (started, newest) if t is not None) if (started or newest) else None
+                    if cutoff is not None and (modified is None or modified >= cutoff):
+                        continue  # started long ago but still uploading parts: running, not stale
+                    found.append(IncompleteUpload(up["Key"][len(self.prefix):], up["UploadId"], started, None,
+                                                  modified))
         except Exception as exc:
             raise self._error(exc, "list unfinished uploads in") from None
         return sorted(found, key=lambda u: (u.key, u.upload_id))
 
+    def _newest_part(self, full_key: str, upload_id: str):
+        """When the newest part of an unfinished upload was uploaded (None: no part yet; False: the upload
+        is gone).  A long backup's upload was initiated hours ago but keeps adding parts."""
+        from botocore.exceptions import ClientError
+
+        newest = None
+        try:
+            for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=full_key,
+                                                                        UploadId=upload_id):
+                for part in page.get("Parts", []):
+                    when = part.get("LastModified")
+                    if when is not None:
+                        when = when.astimezone(UTC)
+                        newest = when if newest is None or when > newest else newest
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                return False
+            raise
+        return newest
+
     def abort_incomplete_uploads(self, older_than: datetime | timedelta | None) -> int:
         uploads = self.list_incomplete_uploads(older_than)
         for up in uploads:
-            self._abort_upload(self.prefix + up.key, up.upload_id, up.key)
+            self.abort_upload(up)
         return len(uploads)
+
+    def abort_upload(self, upload: IncompleteUpload) -> None:
+        self._abort_upload(self.prefix + upload.key, upload.upload_id, upload.key)
 
     def check(self) -> None:
         try:  # a GET (not HeadBucket): its error body names the cause (NoSuchBucket, InvalidAccessKeyId, ...)
