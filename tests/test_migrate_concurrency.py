@@ -63,7 +63,7 @@ def test_waiting_run_holds_no_snapshot(tmp_path, pg_url):
             # wait until the waiter has connected and said it waits
             for _ in range(600):
                 rows = q(pg_url, "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'dbkit%%' "
-                                 "AND pid <> pg_backend_pid() AND pid <> %s", (holder.info.backend_pid,))
+                                 "AND datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s", (holder.info.backend_pid,))
                 if rows:
                     break
                 time.sleep(0.05)
