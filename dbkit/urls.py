@@ -19,6 +19,7 @@ __all__ = [
     "mask_url",
     "mask_secrets",
     "first_line",
+    "clip",
 ]
 
 MASK = "***"
@@ -94,13 +95,73 @@ def _rebuild(url: str, *, scheme: str | None = None, path: str | None = None) ->
     return f"{new_scheme}://{parts.netloc}{new_path}{query}{fragment}"
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters with "…" (a 100 KB argument is not echoed whole)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _redacted(url: str) -> str:
+    """What an error may show of a URL that did not parse: nothing of the user-info.
+
+    Everything between ``://`` and the LAST ``@`` is replaced by ``***`` (a password with an unencoded
+    ``/``, ``?``, ``#`` or ``@`` cannot be told apart from the host part, so all of it goes), other
+    passwords (``?password=``) are masked, and the result is clipped.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = f"{MASK}@{rest.rpartition('@')[2]}"
+        text = f"{scheme}{sep}{rest}"
+    else:
+        text = mask_url(url)
+    return clip(text)
+
+
 def _bad(problem: str, url: str, variable: str) -> ConfigError:
+    # !r escapes control characters and undecodable bytes, so the message stays one printable line
     return ConfigError(
         variable,
-        f"is malformed ({problem}): {mask_url(url)!r}",
+        f"is malformed ({problem}): {_redacted(url)!r}" if problem else
+        f"is malformed: {_redacted(url)!r} has {_ENCODE_HINT}",
         purpose="tells dbkit which PostgreSQL database to use",
         example=EXAMPLE_URL,
     )
+
+
+_ENCODE_HINT = ("a reserved character in its user name or password (so where the host starts is unclear); "
+                "percent-encode it: '/' as %2F, '?' as %3F, '#' as %23, '@' as %40, '%' as %25")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated
+
+
+def _has_surrogates(text: str) -> bool:
+    """True for a str holding bytes that were not UTF-8 (argv/environ decode them as lone surrogates)."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _decode(part: str, what: str) -> str:
+    """Percent-decode one URL component; raises ValueError with a problem text that never quotes ``part``."""
+    if _BAD_ESCAPE.search(part):
+        raise ValueError(f"a '%' in the {what} is not followed by two hex digits; percent-encode '%' as %25")
+    try:
+        return unquote(part, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"the percent-escapes in the {what} are not UTF-8") from None
+
+
+_LIBPQ_KEYWORDS: frozenset[str] | None = None
+
+
+def _libpq_keywords() -> frozenset[str]:
+    """The connection parameters this libpq knows (asked once, only for URLs with a query string)."""
+    global _LIBPQ_KEYWORDS
+    if _LIBPQ_KEYWORDS is None:
+        from psycopg import pq
+
+        _LIBPQ_KEYWORDS = frozenset(d.keyword.decode() for d in pq.Conninfo.get_defaults()) | {"ssl"}
+    return _LIBPQ_KEYWORDS
 
 
 def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> DbUrl:
@@ -113,22 +174,46 @@ def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> DbUrl:
     url = url.strip()
     if not url:
         raise _bad("it is empty", url, variable)
+    if _has_surrogates(url):
+        raise _bad("it is not valid UTF-8 text", url, variable)
+    if _CONTROL.search(url):
+        raise _bad("it contains a control character", url, variable)
     if "://" not in url:
         raise _bad("expected a URL starting with postgresql://", url, variable)
     try:
+        return _parse(url)
+    except ValueError as exc:
+        # Whatever went wrong, a '/', '?', '#', '@' or '%' before the last '@' means the user-info may
+        # hold an unencoded character: then the problem text could quote part of the password (a
+        # "port" cut out of it), so say only what to do.
+        userinfo = url.partition("://")[2].rpartition("@")[0]
+        if any(ch in userinfo for ch in "/?#@[]"):
+            raise _bad("", url, variable) from None
+        raise _bad(str(exc), url, variable) from None
+
+
+def _parse(url: str) -> DbUrl:
+    """The parse proper; every problem is a ValueError whose text is safe to show (no user-info)."""
+    try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise _bad(str(exc), url, variable) from None
+        raise ValueError(str(exc)) from None
     scheme, _, driver = parts.scheme.partition("+")
     if scheme not in SCHEMES:
-        raise _bad(f"scheme {parts.scheme!r} is not PostgreSQL", url, variable)
+        raise ValueError(f"scheme {clip(parts.scheme, 20)!r} is not PostgreSQL")
     if driver and driver not in DRIVERS:
-        raise _bad(f"unknown driver {driver!r}", url, variable)
+        raise ValueError(f"unknown driver {clip(driver, 20)!r}")
+    if parts.fragment or url.endswith("#"):
+        raise ValueError("a database URL takes no #fragment")
     netloc = parts.netloc
     userinfo, at, hostinfo = netloc.rpartition("@")
     if not at:
         userinfo, hostinfo = "", netloc
+    if "@" in userinfo:
+        raise ValueError("an unencoded '@' in the user name or password")
     user, colon, password = userinfo.partition(":")
+    user = _decode(user, "user name")
+    password = _decode(password, "password")
     hosts: list[str] = []
     port: int | None = None
     for hostport in hostinfo.split(",") if hostinfo else []:
@@ -139,22 +224,34 @@ def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> DbUrl:
             host, _, port_text = hostport.partition(":")
         if port_text:
             if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise _bad(f"port {port_text!r} is not a number between 1 and 65535", url, variable)
+                raise ValueError(f"port {clip(port_text, 20)!r} is not a number between 1 and 65535")
             port = port if port is not None else int(port_text)
         if not host:
-            raise _bad("empty host name", url, variable)
-        hosts.append(unquote(host))
+            raise ValueError("empty host name")
+        hosts.append(_decode(host, "host name"))
+    if parts.query:
+        for piece in parts.query.split("&"):
+            _decode(piece, "query string")
     try:
-        query = tuple(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)))
+        query = tuple(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
+                                errors="strict"))
     except ValueError:
-        raise _bad("the query string is not key=value pairs", url, variable) from None
-    dbname = unquote(parts.path[1:]) if parts.path.startswith("/") and len(parts.path) > 1 else None
+        raise ValueError("the query string is not key=value pairs") from None
+    if query:
+        unknown = [k for k, _ in query if k not in _libpq_keywords()]
+        if unknown:
+            raise ValueError(f"?{clip(unknown[0], 40)}= is not a libpq connection parameter "
+                             "such as sslmode, connect_timeout or application_name")
+    dbname = _decode(parts.path[1:], "database name") if parts.path.startswith("/") and len(parts.path) > 1 else None
     if dbname and "/" in dbname:
-        raise _bad("the database name contains '/'", url, variable)
+        raise ValueError("the database name contains '/'")
+    if dbname and len(dbname.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"the database name is {len(dbname.encode())} bytes, over PostgreSQL's limit of "
+                         f"{MAX_NAME_BYTES}")
     return DbUrl(
         raw=url,
-        user=unquote(user) or None,
-        password=unquote(password) if colon else None,
+        user=user or None,
+        password=password if colon else None,
         hosts=tuple(hosts),
         port=port,
         dbname=dbname,

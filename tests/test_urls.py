@@ -96,3 +96,98 @@ def test_first_line_masks_and_defaults():
 
     assert first_line("\n  \nFATAL: password for postgresql://u:pw@h/db\nsecond") == "FATAL: password for postgresql://u:***@h/db"
     assert first_line("", "no message") == "no message"
+
+
+# --------------------------------------------------------------------- hardening: malformed URLs
+
+# Password characters that cannot collide with the fixed text of the error message (its example
+# URL, the variable name, "%2F"...), so "no 3-character piece of the password" is a real claim.
+_SECRET_CHARS = "QXZJKVWY!$~" + "/#?@"
+_tricky_pw = st.text(alphabet=_SECRET_CHARS, min_size=3, max_size=40).filter(lambda p: any(c in p for c in "/#?@"))
+
+
+@given(password=_tricky_pw, user=st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
+       port=st.sampled_from(["", ":5432"]), query=st.sampled_from(["", "?sslmode=require"]))
+def test_unencoded_reserved_characters_in_a_password_never_reach_the_error(password, user, port, query):
+    url = f"postgresql://{user}:{password}@db.example{port}/appdb{query}"
+    try:
+        parsed = parse_database_url(url)
+    except ConfigError as err:
+        msg = str(err)
+        assert "\n" not in msg and msg.startswith("DATABASE_URL is malformed")
+        assert "percent-encode" in msg
+        leaked = [password[i:i + 3] for i in range(len(password) - 2) if password[i:i + 3] in msg]
+        assert not leaked, (leaked, msg)
+        assert f"//{user}:" not in msg
+    else:  # what parses must mean what libpq will understand: the password as written
+        assert parsed.password == password and parsed.hosts == ("db.example",)
+
+
+@given(userinfo=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=6, max_size=30))
+def test_the_user_info_of_a_url_that_does_not_parse_is_never_shown(userinfo):
+    url = f"postgresql://{userinfo}@db.example/appdb"
+    try:
+        parse_database_url(url)
+    except ConfigError as err:
+        assert userinfo not in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://tricky:ab/Secr3tSlash@db/app",
+    "postgresql://u:Secr3t#Hash@db/app",
+    "postgresql://u:5432?Secr3tQ@db/app",
+    "postgresql://u:Secr3t@At@db/app",
+    "postgresql://u:Secr3t[x@db/app",
+])
+def test_reserved_characters_in_the_password_get_one_percent_encode_line(url):
+    with pytest.raises(ConfigError) as err:
+        parse_database_url(url)
+    msg = str(err.value)
+    assert "Secr3t" not in msg and "tricky" not in msg and "\n" not in msg
+    assert "'postgresql://***@db/app'" in msg and "percent-encode it: '/' as %2F" in msg
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("postgresql://u@db/app?foo=bar", "?foo= is not a libpq connection parameter"),
+    ("postgresql://u@db/app%zz", "a '%' in the database name is not followed by two hex digits"),
+    ("postgresql://u%zz@db/app", "a '%' in the user name is not followed by two hex digits"),
+    ("postgresql://u:pw%zz@db/app", "a '%' in the password is not followed by two hex digits"),
+    ("postgresql://u@d%zzb/app", "a '%' in the host name is not followed by two hex digits"),
+    ("postgresql://u@db/app?sslmode=%zz", "a '%' in the query string is not followed by two hex digits"),
+    ("postgresql://u@db/a%ff", "the percent-escapes in the database name are not UTF-8"),
+    ("postgresql://u@db/app\udcff", "it is not valid UTF-8 text"),
+    ("postgresql://u@db/app\x00", "it contains a control character"),
+    ("postgresql://u@db/app#frag", "a database URL takes no #fragment"),
+    ("postgresql://u@db/" + "d" * 64, "the database name is 64 bytes, over PostgreSQL's limit of 63"),
+    ("postgresql://u@db/" + "é" * 32, "the database name is 64 bytes, over PostgreSQL's limit of 63"),
+])
+def test_urls_libpq_would_reject_are_config_errors(url, problem):
+    with pytest.raises(ConfigError) as err:
+        parse_database_url(url)
+    msg = str(err.value)
+    assert msg.startswith("DATABASE_URL is malformed") and problem in msg and "\n" not in msg
+    assert "pw" not in msg.split("example:")[0]
+    assert err.value.exit_code == 2
+
+
+def test_a_long_url_is_not_echoed_whole():
+    with pytest.raises(ConfigError) as err:
+        parse_database_url("postgresql://u@db/app?" + "x" * 100_000)
+    assert len(str(err.value)) < 400 and "…" in str(err.value)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u@db/app?application_name=me@laptop",  # '@' in a query value: libpq takes it
+    "postgresql://u@db/app?ssl=true",                     # libpq's URI-only alias of sslmode=require
+    "postgresql://u:p%2F%23%3F%40w@db/app",               # reserved characters, encoded
+    "postgresql://u@db/" + "d" * 63,
+])
+def test_valid_urls_stay_valid(url):
+    u = parse_database_url(url)
+    from psycopg.conninfo import conninfo_to_dict
+
+    assert conninfo_to_dict(u.conninfo)  # libpq agrees
+
+
+def test_encoded_password_round_trips():
+    assert parse_database_url("postgresql://u:p%2F%23%3F%40w@db/app").password == "p/#?@w"
