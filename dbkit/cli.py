@@ -8,6 +8,7 @@ it needs, so ``dbkit --help`` stays fast.  Errors are caught once, in
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import traceback
@@ -76,12 +77,80 @@ pass_state = click.make_pass_decorator(State)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses nan and inf (click's FloatRange lets nan through every bound)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+SEED_INT = click.IntRange(-(2**63), 2**63 - 1)  # recorded in a bigint column
+MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
+
+
+def _check_db_name(option: str, name: str | None) -> str | None:
+    """A database name from the command line: refused (one line, exit 2) unless PostgreSQL keeps it as typed."""
+    from dbkit.errors import ConfigError
+
+    if name is None:
+        return None
+    example = f"{option} appdb_restored"
+    shown = repr(name if len(name) <= 80 else name[:80] + "…")
+    if not name.strip():
+        raise ConfigError(option, "is empty", example=example)
+    if any("\ud800" <= ch <= "\udfff" for ch in name):
+        raise ConfigError(option, f"is {shown}, which is not valid UTF-8", example=example)
+    if any(not ch.isprintable() for ch in name):
+        raise ConfigError(option, f"is {shown}, which contains a control character", example=example)
+    if name != name.strip():
+        raise ConfigError(option, f"is {shown}, with leading or trailing whitespace", example=example)
+    size = len(name.encode())
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(option, f"is {size} bytes long ({shown}); PostgreSQL names are at most "
+                          f"{MAX_NAME_BYTES} bytes and it would silently cut it", example=example)
+    return name
+
+
+def _check_revision(option: str, rev: str | None) -> str | None:
+    from dbkit.errors import ConfigError
+
+    if rev is not None and not rev.strip():
+        raise ConfigError(option, "is empty", example=f"{option} head (or an id from `dbkit migrate history`)")
+    return rev
+
+
+def _check_backup_uri(option: str, uri: str | None, settings) -> None:
+    """Parse --from/--to here, so a bad value is reported under the option the user typed."""
+    from dbkit.backup.storage import parse_storage_uri
+    from dbkit.errors import ConfigError
+
+    if uri is None:
+        return
+    example = f"{option} s3://bucket/prefix (or file:///srv/backups, or a path)"
+    shown = repr(uri if len(uri) <= 80 else uri[:80] + "…")
+    if any("\ud800" <= ch <= "\udfff" for ch in uri):
+        raise ConfigError(option, f"is {shown}, which is not valid UTF-8", example=example)
+    if any(not ch.isprintable() for ch in uri):
+        raise ConfigError(option, f"is {shown}, which contains a control character", example=example)
+    if len(uri.encode()) > 4096:
+        raise ConfigError(option, f"is {len(uri.encode())} bytes long ({shown}); paths are at most 4096",
+                          example=example)
+    parse_storage_uri(uri, base=settings.project_dir, variable=option)
+
+
 # ------------------------------------------------------------------ check
 
 @cli.command()
 @json_option
 @click.option("--prometheus", "as_prometheus", is_flag=True, help="Print Prometheus text exposition format.")
-@click.option("--max-backup-age", type=float, default=26.0, show_default=True, metavar="HOURS",
+@click.option("--max-backup-age", type=FiniteFloat(min=0, min_open=True), default=26.0, show_default=True, metavar="HOURS",
               help="Newest complete backup older than this: degraded.")
 @pass_state
 def check(state: State, as_json: bool, as_prometheus: bool, max_backup_age: float) -> None:
@@ -275,17 +344,47 @@ def dev_psql(state: State, psql_args: tuple[str, ...]) -> None:
     from dbkit import dev as devmod
     from dbkit.errors import MissingDependency
 
+    dbname, rest = _psql_dbname(psql_args)
+    _check_db_name("-d", dbname)
     result = devmod.provision(_cluster(state), state.settings.extensions)
     psql = shutil.which("psql")
     if psql is None:
         raise MissingDependency("psql was not found on PATH", hint="install it: apt-get install postgresql-client")
-    os.execv(psql, [psql, result.url.conninfo, *psql_args])
+    url = result.url.with_dbname(dbname) if dbname else result.url
+    os.execv(psql, [psql, url.conninfo, *rest])
+
+
+def _psql_dbname(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """Take psql's -d/--dbname out of ``args``: dbkit connects to that database on the dev cluster.
+
+    psql lets a later -d replace the whole connection string dbkit passes (host, port, user), so
+    ``dbkit dev psql -d other`` would land on the default socket; the name goes into dbkit's URL instead.
+    """
+    dbname, rest, i = None, [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in ("-d", "--dbname") and i + 1 < len(args):
+            dbname, i = args[i + 1], i + 2
+            continue
+        if arg.startswith("--dbname="):
+            dbname = arg.split("=", 1)[1]
+        elif arg.startswith("-d") and not arg.startswith("--") and len(arg) > 2:
+            dbname = arg[2:]
+        else:
+            rest.append(arg)
+        i += 1
+    if dbname is not None and ("=" in dbname or "://" in dbname):  # a whole conninfo/URL: psql uses it as given
+        return None, list(args)
+    return dbname, rest
 
 
 # ------------------------------------------------------------------ migrate
 
-def _setup_logging(level: int) -> None:
-    """dbkit's warnings (and, for migrations, Alembic's "Running upgrade …" lines) go to stderr."""
+def _setup_logging(level: int, alembic_level: int | None = None) -> None:
+    """dbkit's warnings (and, with -v during migrations, Alembic's "Running upgrade …" lines) go to stderr."""
     import logging
 
     handler = getattr(_setup_logging, "handler", None)
@@ -296,16 +395,18 @@ def _setup_logging(level: int) -> None:
         _setup_logging.handler = handler
     for name in ("alembic.runtime.migration", "dbkit"):
         logger = logging.getLogger(name)
-        logger.setLevel(level)
+        logger.setLevel(level if name == "dbkit" or alembic_level is None else alembic_level)
         if handler not in logger.handlers:
             logger.addHandler(handler)
         logger.propagate = False
 
 
 def _setup_migrate_logging() -> None:
+    """dbkit's own notes at INFO; Alembic's "Running upgrade A -> B" only with -v, since the command
+    prints each applied revision itself (both would list every migration twice)."""
     import logging
 
-    _setup_logging(logging.INFO)
+    _setup_logging(logging.INFO, logging.INFO if _state.verbose else logging.WARNING)
 
 
 def _render_run(result, as_json: bool, verb: str) -> None:
@@ -336,6 +437,7 @@ def migrate(ctx: click.Context, to_rev: str, as_json: bool) -> None:
         return
     from dbkit.migrate import runner
 
+    _check_revision("--to", to_rev)
     _setup_migrate_logging()
     _render_run(runner.upgrade(ctx.find_object(State).settings, to_rev), as_json, "upgrade")
 
@@ -351,6 +453,7 @@ def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_js
     from dbkit.errors import Refused
     from dbkit.migrate import runner
 
+    _check_revision("REVISION", revision)
     settings = state.settings
     if settings.env == "prod" and not allow_prod:
         raise Refused("downgrading is refused when DBKIT_ENV=prod", hint="pass --allow-prod if you really mean it")
@@ -422,6 +525,8 @@ def migrate_sql(state: State, from_rev: str | None, to_rev: str) -> None:
     from dbkit import render
     from dbkit.migrate import runner
 
+    _check_revision("--from", from_rev)
+    _check_revision("--to", to_rev)
     render.line(runner.offline_sql(state.settings, from_rev, to_rev).rstrip())
 
 
@@ -440,17 +545,27 @@ def migrate_check(state: State, as_json: bool) -> None:
     else:
         for r in result.pending:
             render.line(f"pending: {r.revision}  {r.message}")
-        if result.schema_diffs is None:
-            render.line("schema not compared: migrations/env.py gives no target_metadata")
         for d in result.schema_diffs or ():
             render.line(f"schema differs from models: {d}")
         for e in result.edited:
             what = "was deleted" if e.current_sha256 is None else "was edited after it was applied"
             render.line(f"revision {e.revision} ({e.filename}) {what}: recorded sha256 {e.recorded_sha256[:12]}, "
                         f"now {(e.current_sha256 or '-')[:12]}")
-        render.line("clean: at head, schema matches the models, revision files unchanged" if result.clean
-                    else "migrate check failed")
+        render.line(_check_summary(result))
     sys.exit(0 if result.clean else 1)
+
+
+def _check_summary(result) -> str:
+    """One line saying what `migrate check` compared, what it did not, and the verdict."""
+    checked = ["at head" if not result.pending else f"{len(result.pending)} revision(s) pending",
+               "revision files unchanged" if not result.edited else f"{len(result.edited)} revision file(s) changed"]
+    if result.schema_diffs is None:
+        checked.append("schema NOT compared (migrations/env.py passes no target_metadata)")
+    elif result.schema_diffs:
+        checked.append(f"schema differs from the models in {len(result.schema_diffs)} place(s)")
+    else:
+        checked.append("schema matches the models")
+    return ("clean: " if result.clean else "migrate check failed: ") + ", ".join(checked)
 
 
 @migrate.command("lint")
@@ -503,13 +618,14 @@ def _seed_progress():
 
 @cli.group(invoke_without_command=True)
 @click.option("--profile", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
-@click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply every row count.")
-@click.option("--seed", "seed_value", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--scale", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
+              help="Multiply every row count (above 0).")
+@click.option("--seed", "seed_value", type=SEED_INT, default=0, show_default=True, help="Random seed.")
 @click.option("--only", metavar="TABLE,...", help="Seed only these tables (their parents must hold rows).")
 @click.option("--truncate", is_flag=True, help="Empty the tables first (reload).")
 @click.option("--dry-run", is_flag=True, help="Show the plan; write nothing.")
 @click.option("--defer-indexes", is_flag=True, help="Drop non-constraint indexes during the load, rebuild after.")
-@click.option("--tenant-skew", type=float, default=0.0, show_default=True,
+@click.option("--tenant-skew", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Spread rows over tenants: 0 uniform, >0 Zipf-like (1.0: a few big tenants).")
 @click.option("--allow-prod", is_flag=True, help="Allow seeding when DBKIT_ENV=prod (needs --yes too).")
 @click.option("--yes", is_flag=True, help="Confirm --allow-prod.")
@@ -537,10 +653,29 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
     if as_json:
         render.emit_json(result.as_dict())
         return
-    rows = [(t.table, t.rows, f"{t.seconds:.2f}", f"{t.rows_per_s:,.0f}",
-             "" if t.index_seconds is None else f"{t.index_seconds:.2f}", t.checksum or "") for t in result.tables]
-    render.table(["table", "rows", "seconds", "rows/s", "index s", "checksum"], rows,
-                 title=f"seed {result.seed}, profile {result.profile}, scale {result.scale}")
+    _render_seed(result)
+
+
+def _render_seed(result) -> None:
+    """Timings only for tables that were written: a no-op or a dry run has none to show."""
+    from dbkit import render
+
+    about = f"seed {result.seed}, profile {result.profile}, scale {result.scale:g}"
+    if result.tenant_skew:
+        about += f", tenant skew {result.tenant_skew:g}"
+    if result.status == "seeded":
+        with_index = any(t.index_seconds is not None for t in result.tables)
+        rows = [(t.table, f"{t.rows:,}", f"{t.seconds:.2f}", f"{t.rows_per_s:,.0f}",
+                 *(("" if t.index_seconds is None else f"{t.index_seconds:.2f}",) if with_index else ()),
+                 t.checksum or "") for t in result.tables]
+        render.table(["table", "rows", "seconds", "rows/s", *(("index s",) if with_index else ()), "checksum"],
+                     rows, title=f"seeded: {about}")
+    elif result.status == "noop":
+        render.table(["table", "rows", "checksum"], [(t.table, f"{t.rows:,}", t.checksum or "")
+                                                      for t in result.tables], title=f"unchanged: {about}")
+    else:
+        render.table(["table", "rows to write"], [(t.table, f"{t.rows:,}") for t in result.tables],
+                     title=f"plan: {about}")
     render.line(result.message)
 
 
@@ -664,7 +799,7 @@ def rls_audit(state: State, schemas: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command("reset")
 @click.option("--profile", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
-@click.option("--seed", "seed_value", type=int, default=0, show_default=True)
+@click.option("--seed", "seed_value", type=SEED_INT, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Allow it outside dev/test or on a non-local host (needs the name too).")
 @click.option("--yes-i-know", "confirmed", metavar="DBNAME", help="Confirm the database name without a prompt (CI).")
 @json_option
@@ -727,6 +862,23 @@ def _bytes_progress(label: str):
     return (lambda done: bar.update(task, completed=done)), bar
 
 
+_LEVELS = {"zstd": (1, 22), "gzip": (0, 9)}
+
+
+def _check_level(compress: str, level: int | None) -> None:
+    from dbkit.errors import ConfigError
+
+    if level is None:
+        return
+    if compress not in _LEVELS:
+        raise ConfigError("--level", f"is {level}, but --compress {compress} has no levels",
+                          example="--compress zstd --level 3 (or drop --level)")
+    low, high = _LEVELS[compress]
+    if not low <= level <= high:
+        raise ConfigError("--level", f"is {level}; --compress {compress} takes {low} to {high}",
+                          example=f"--level {3 if compress == 'zstd' else 6}")
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -758,9 +910,12 @@ def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id,
     from dbkit import render
     from dbkit.backup import pipeline
 
+    settings = ctx.find_object(State).settings
+    _check_level(compress, level)
+    _check_backup_uri("--to", to, settings)
     progress, bar = (None, None) if as_json else _bytes_progress("pg_dump")
     try:
-        manifest = pipeline.backup(ctx.find_object(State).settings, to=to, compression=compress, level=level,
+        manifest = pipeline.backup(settings, to=to, compression=compress, level=level,
                                    encrypt_to=tuple(encrypt_to), sse=sse, kms_key_id=kms_key_id,
                                    storage_class=storage_class, tags=_parse_tags(tags),
                                    include_globals=include_globals, metrics_file=metrics_file, progress=progress)
@@ -784,7 +939,9 @@ def backup_list(state: State, source, as_json: bool) -> None:
     from dbkit import render
     from dbkit.backup import pipeline
 
-    found = pipeline.scan(state.settings, source)
+    _check_backup_uri("--from", source, state.settings)
+    storage = pipeline.storage_for(state.settings, source)
+    found = pipeline.scan(state.settings, source, storage)
     if as_json:
         render.emit_json({"backups": [m.to_dict() for m in found.complete],
                           "incomplete": [{"id": i, "modified": t} for i, t in found.incomplete],
@@ -794,7 +951,12 @@ def backup_list(state: State, source, as_json: bool) -> None:
     rows += [(i, f"{t:%Y-%m-%d %H:%M:%S}", "-", "-", "-", "-", "-", "incomplete (no manifest)")
              for i, t in found.incomplete]
     rows += [(i, "-", "-", "-", "-", "-", "-", f"unreadable: {e}") for i, e in found.unreadable]
-    render.table(["id", "finished (UTC)", "size", "compression", "encrypted", "database", "revision", "status"], rows)
+    title = f"backups in {storage.uri}"
+    if not rows:
+        render.line(f"{title}: none yet (`dbkit backup` writes one)")
+        return
+    render.table(["id", "finished (UTC)", "size", "compression", "encrypted", "database", "revision", "status"], rows,
+                 title=f"{title} ({len(found.complete)} complete)")
 
 
 @backup.command("show")
@@ -806,6 +968,7 @@ def backup_show(state: State, backup_id: str, source) -> None:
     from dbkit import render
     from dbkit.backup import pipeline
 
+    _check_backup_uri("--from", source, state.settings)
     render.emit_json(pipeline.show(state.settings, backup_id, source).to_dict())
 
 
@@ -820,6 +983,7 @@ def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_j
     from dbkit import render
     from dbkit.backup import pipeline
 
+    _check_backup_uri("--from", source, state.settings)
     result = pipeline.verify(state.settings, backup_id, source=source, restore_test=restore_test)
     if as_json:
         render.emit_json(result)
@@ -832,10 +996,10 @@ def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_j
 
 @backup.command("prune")
 @click.option("--from", "source", metavar="URI")
-@click.option("--keep-last", type=int, default=0)
-@click.option("--keep-daily", type=int, default=0)
-@click.option("--keep-weekly", type=int, default=0)
-@click.option("--keep-monthly", type=int, default=0)
+@click.option("--keep-last", type=click.IntRange(min=0), default=0)
+@click.option("--keep-daily", type=click.IntRange(min=0), default=0)
+@click.option("--keep-weekly", type=click.IntRange(min=0), default=0)
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=0)
 @click.option("--min-keep", type=int, default=1, show_default=True, help="Never keep fewer than this many.")
 @click.option("--apply", "apply_", is_flag=True, help="Really delete (default: show the plan only).")
 @json_option
@@ -846,6 +1010,7 @@ def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_
     from dbkit import render
     from dbkit.backup import pipeline
 
+    _check_backup_uri("--from", source, state.settings)
     result = pipeline.prune(state.settings, uri=source, keep_last=keep_last, keep_daily=keep_daily,
                             keep_weekly=keep_weekly, keep_monthly=keep_monthly, min_keep=min_keep, apply=apply_)
     if as_json:
@@ -868,11 +1033,12 @@ def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_
 @click.argument("backup_id", default="latest")
 @click.option("--from", "source", metavar="URI", help="Backup location (default DBKIT_BACKUP_URI).")
 @click.option("--into", metavar="NEW_DB_NAME", help="Name of the new database (default <db>_restore_<time>).")
-@click.option("--jobs", type=int, default=1, show_default=True,
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="pg_restore parallel jobs; above 1 the dump is spooled to a temporary file first "
                    "(pg_restore -j needs a seekable file), otherwise it streams.")
 @click.option("--globals", "with_globals", is_flag=True, help="Apply the backup's globals.sql first.")
-@click.option("--swap", is_flag=True, help="Then rename it into place, keeping the current database as <db>_before_<time>.")
+@click.option("--swap", is_flag=True,
+              help="Then rename it into place, keeping the current database as <db>_pre_restore_<time>.")
 @click.option("--yes", is_flag=True, help="Confirm --swap.")
 @json_option
 @pass_state
@@ -881,6 +1047,8 @@ def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes
     from dbkit import render
     from dbkit.backup import pipeline
 
+    _check_db_name("--into", into)
+    _check_backup_uri("--from", source, state.settings)
     result = pipeline.restore(state.settings, backup_id, source=source, into=into, jobs=jobs, swap=swap, yes=yes,
                               with_globals=with_globals)
     if as_json:
@@ -897,22 +1065,60 @@ def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes
 
 # ------------------------------------------------------------------ entry point
 
+def _not_utf8_argument(argv: list[str]) -> str | None:
+    """The option (or argument number) of the first command-line argument that is not UTF-8 text.
+
+    Python hands such bytes over as lone surrogates; they cannot be database names, revisions or
+    URIs, and printing them back fails, so they are refused before anything runs.
+    """
+    for i, arg in enumerate(argv):
+        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+            if arg.startswith("--") and "=" in arg:
+                return arg.split("=", 1)[0]
+            if i and argv[i - 1].startswith("-"):
+                return f"argument {i + 1} (after {argv[i - 1]})"
+            return f"argument {i + 1}"
+    return None
+
+
+_TOKEN_LONG = re.compile(r"\S{161,}")
+
+
+def error_text(text: str) -> str:
+    """One printable line for stderr: passwords masked, long echoed values cut to 80 characters + "…"."""
+    text = mask_secrets(str(text))
+    text = " ".join(text.splitlines())
+    text = _TOKEN_LONG.sub(lambda m: m[0][:80] + "…", text)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable argv bytes as \udcff
+    return text if len(text) <= 2000 else text[:2000] + "…"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and map errors to one line + exit code."""
     _state.verbose = os.environ.get("DBKIT_VERBOSE", "") not in ("", "0")
     _setup_logging(30)  # WARNING: e.g. DATABASE_URL pointing at PgBouncer for a command that needs a direct line
+    args = sys.argv[1:] if argv is None else list(argv)
+    bad = _not_utf8_argument(args)
+    if bad is not None:
+        click.echo(f"dbkit: error: {bad} is not valid UTF-8 text; pass names, revisions and URIs in UTF-8 "
+                   "(plain ASCII is safest)", err=True)
+        sys.exit(2)
     try:
-        rv = cli.main(args=argv, prog_name="dbkit", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="dbkit", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("dbkit: aborted", err=True)
         sys.exit(1)
+    except click.UsageError as exc:  # bad option values, unknown commands: one line, exit 2
+        where = f"`{exc.ctx.command_path} --help`" if exc.ctx is not None else "`dbkit --help`"
+        click.echo(f"dbkit: error: {error_text(exc.format_message()).rstrip('.')}; see {where}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"dbkit: error: {error_text(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except DbkitError as exc:
         if _state.verbose:
             traceback.print_exc()
-        click.echo(f"dbkit: error: {mask_secrets(str(exc))}", err=True)
+        click.echo(f"dbkit: error: {error_text(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("dbkit: interrupted", err=True)
@@ -921,7 +1127,7 @@ def main(argv: list[str] | None = None) -> None:
         if _state.verbose:
             traceback.print_exc()
         click.echo(
-            f"dbkit: unexpected error: {type(exc).__name__}: {first_line(str(exc))} "
+            f"dbkit: unexpected error: {type(exc).__name__}: {error_text(first_line(str(exc)))} "
             "(rerun with -v for the traceback)",
             err=True,
         )

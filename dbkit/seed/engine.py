@@ -12,6 +12,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -194,8 +195,11 @@ def run(
     """Seed the tables of ``seeds/`` (or ``only`` those) with deterministic fake data."""
     if profile not in PROFILES:
         raise ConfigError("--profile", f"is {profile!r}, not one of {', '.join(PROFILES)}", example="small")
-    if scale <= 0:
-        raise ConfigError("--scale", f"is {scale}, must be above 0", example="0.5")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ConfigError("--scale", f"is {scale!r}, must be a finite number above 0", example="--scale 0.5")
+    if not (isinstance(tenant_skew, (int, float)) and math.isfinite(tenant_skew) and tenant_skew >= 0):
+        raise ConfigError("--tenant-skew", f"is {tenant_skew!r}, must be a finite number, 0 or more",
+                          example="--tenant-skew 1.0")
     if settings.env == "prod" and not (allow_prod and yes):
         raise Refused("seeding is refused when DBKIT_ENV=prod: it writes fake data",
                       hint="pass --allow-prod --yes if this really is what you want")
