@@ -97,6 +97,7 @@ def _holder_of_lock(conn) -> str:
     row = conn.execute(
         "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l "
         "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
         "AND l.objid = (%s::bigint & 4294967295)::oid AND l.classid = (%s::bigint >> 32)::oid LIMIT 1",
         (ADVISORY_LOCK_KEY, ADVISORY_LOCK_KEY),
     ).fetchone()
