@@ -251,3 +251,18 @@ def test_check_reports_an_open_path(dbkit_seeded_db):
     rls = report.services["rls"]
     assert rls["status"] != "ok", rls
     assert report.exit_code != 0
+
+
+def test_the_plugin_escalation_checks_cover_chunks(dbkit_server, dbkit_seeded_db):
+    """Projects that use dbkit's pytest plugin get the chunk path in their RLS tests."""
+    from dbkit.testing.matrix import discover, escalation_failures
+
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    make_old_layout(url)
+    with psycopg.connect(url.conninfo, autocommit=True) as admin, \
+            login(dbkit_server, url, settings, "enforce") as conn:
+        tables = discover(admin, settings)
+        failures = escalation_failures(conn, admin, tables, settings)
+        assert any("chunk" in f and "other tenants" in f and "events" in f for f in failures), failures
+        roles.apply(settings, admin)
+        assert escalation_failures(conn, admin, discover(admin, settings), settings) == []

@@ -274,4 +274,35 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
         if not forced or (t.counts.get("*") and owner_sees == t.counts["*"]):
             out.append(f"the owner {settings.role_owner} is not subject to RLS on {t.name} "
                        f"(FORCE {'on' if forced else 'off'}, sees {owner_sees} of {t.counts.get('*')} rows)")
+        out += _chunk_failures(enforce_conn, admin, t, settings)
     return out
+
+
+def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
+    """A hypertable's chunks are tables of their own without its RLS: reading or deleting one
+    directly, as the enforce role with tenant A's claims, must be refused or reach no row."""
+    if not admin.execute("SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL").fetchone()[0]:
+        return []
+    chunks = [r[0] for r in admin.execute(
+        "SELECT format('%%I.%%I', c.schema_name, c.table_name) FROM _timescaledb_catalog.chunk c "
+        "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+        "WHERE h.schema_name = %s AND h.table_name = %s AND NOT c.dropped ORDER BY c.id", (t.schema, t.name))]
+    out = []
+    tenant = t.tenants[0] if t.tenants else None
+    for chunk in chunks:
+        for verb, sql in (("read", f"SELECT 1 FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s"),
+                          ("delete from", f"DELETE FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s")):
+            with _as(enforce_conn, tenant, settings):
+                state, rows = _attempt(enforce_conn, sql, ("" if tenant is None else str(tenant),))
+            if state is None and rows > 0:
+                out.append(f"{settings.role_enforce} could {verb} {rows} rows of other tenants in chunk {chunk} "
+                           f"of {t.name} directly (chunks do not inherit RLS); run `dbkit roles apply`")
+            elif state not in (None, DENIED):
+                out.append(f"{settings.role_enforce} {verb} chunk {chunk} of {t.name}: SQLSTATE {state}, expected "
+                           "permission denied")
+    return out
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
