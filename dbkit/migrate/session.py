@@ -200,6 +200,21 @@ def offline_preflight(settings, quote) -> list[str]:
     return stmts
 
 
+def _postflight(conn, settings) -> None:
+    """After the revisions, as the connecting role and still under the advisory lock: close the
+    paths around RLS that new tables opened (chunks of new hypertables, pg_stats)."""
+    from dbkit.rls import isolation
+
+    conn.rollback()
+    conn.autocommit = True
+    conn.execute("RESET ROLE")
+    result = isolation.harden(conn, settings)
+    for action in result.actions:
+        log.info("tenant isolation: %s", action)
+    for warning in result.warnings:
+        log.warning("tenant isolation: %s", warning)
+
+
 @contextlib.contextmanager
 def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[object, BlockerWatcher | None]]:
     """A SQLAlchemy Connection for Alembic on a dbkit-prepared psycopg connection.
@@ -231,6 +246,8 @@ def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[obj
         engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=pool.StaticPool)
         with engine.connect() as conn:
             yield conn, watcher
+        if mutate:
+            _postflight(raw, settings)
     finally:
         if watcher is not None:
             watcher.stop()
