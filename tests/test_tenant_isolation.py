@@ -266,3 +266,24 @@ def test_the_plugin_escalation_checks_cover_chunks(dbkit_server, dbkit_seeded_db
         assert any("chunk" in f and "other tenants" in f and "events" in f for f in failures), failures
         roles.apply(settings, admin)
         assert escalation_failures(conn, admin, discover(admin, settings), settings) == []
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_restored_database_keeps_the_paths_closed(dbkit_server, dbkit_seeded_db, tmp_path, jobs):
+    """The chunk schema, the hypertable's associated schema and the pg_stats revoke are in the dump."""
+    from dbkit.backup import pipeline
+
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=f"file://{tmp_path}")
+    pipeline.backup(settings)
+    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_iso{jobs}", jobs=jobs)
+    restored = dbkit_seeded_db.with_dbname(result.database)
+    try:
+        restored_settings = settings_for(restored)
+        assert audit(restored_settings).clean, [f.line() for f in audit(restored_settings).findings]
+        assert all(c.startswith(f"{CHUNK_SCHEMA}.") for c in chunks(restored))
+        with login(dbkit_server, restored, restored_settings, "enforce") as conn:
+            assert set(direct_access(conn, chunks(restored)[0]).values()) == {"refused"}
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute("SELECT 1 FROM pg_catalog.pg_stats LIMIT 1")
+    finally:
+        q(dbkit_seeded_db, f'DROP DATABASE IF EXISTS "{result.database}" WITH (FORCE)')
