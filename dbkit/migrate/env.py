@@ -5,6 +5,14 @@
     from dbkit.migrate.env import run
     from migrations.models import metadata
     run(target_metadata=metadata)
+
+Online, :func:`run` opens dbkit's migration session (advisory lock, timeouts,
+preflight, ``SET ROLE``) and refuses a downgrade in prod (:func:`guard_downgrade`,
+the one implementation of that refusal; ``dbkit migrate down --allow-prod`` or
+``alembic -x allow_prod=1 downgrade …`` allow it).  Offline (``--sql``) it writes
+the same preflight out, so the script applies by itself to an empty cluster.
+Under plain ``alembic`` a :class:`~dbkit.errors.DbkitError` becomes Alembic's
+``CommandError``: one ``FAILED: …`` line and a non-zero exit, no traceback.
 """
 
 from __future__ import annotations
