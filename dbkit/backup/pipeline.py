@@ -175,9 +175,15 @@ class _HashingWriter(io.RawIOBase):
 
 
 # Roles a dump refers to: owners of the database's schemas, tables, sequences, views and functions,
-# and grantees in their ACLs (PUBLIC excluded).  They must exist before pg_restore runs.
+# and grantees in their ACLs (PUBLIC excluded); the database's owner, its ACL's grantees and the roles with
+# settings in it (ALTER ROLE ... IN DATABASE).  They must exist before pg_restore runs.
 _ROLES_SQL = """
 WITH objs AS (
+  SELECT datdba AS owner, datacl AS acl FROM pg_database WHERE datname = current_database()
+  UNION ALL
+  SELECT setrole, NULL FROM pg_db_role_setting
+   WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND setrole <> 0
+  UNION ALL
   SELECT nspowner AS owner, nspacl AS acl FROM pg_namespace
    WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND nspname NOT LIKE '\\_timescaledb%'
      AND nspname NOT LIKE 'pg\\_temp%' AND nspname NOT LIKE 'pg\\_toast\\_temp%'
@@ -679,9 +685,11 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             if skipped:
                 result.warnings.append(f"globals.sql: {len(skipped)} object(s) already existed and were kept")
         _check_server(settings, admin, manifest)
+        properties = _database_properties(settings, storage, manifest)  # before anything is created
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
         try:
             _pg_restore(settings, storage, manifest, url.with_dbname(target_name), jobs)
+            _apply_database_properties(admin, properties, manifest.database, target_name)
         except BaseException:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
             raise
@@ -700,11 +708,86 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
     return result
 
 
+def _database_properties(settings, storage, manifest) -> list[str]:
+    """The database-level statements of the archive: owner, COMMENT, ACL (GRANT/REVOKE ... ON DATABASE),
+    ALTER DATABASE ... SET and ALTER ROLE ... IN DATABASE ... SET, as ``pg_restore --create`` would run them.
+
+    pg_dump puts them in every custom-format archive (DATABASE, COMMENT, ACL and DATABASE PROPERTIES
+    entries); ``pg_restore --create`` emits them for the archive's own database name, so they are read
+    here (schema-only, a schema filter that matches nothing: the TOC alone, pg_restore stops reading
+    after it) and re-applied to the new database by :func:`_apply_database_properties`.
+    """
+    import secrets
+
+    pg_restore = find_program(settings, "pg_restore")
+    args = [pg_restore, "--create", "--schema-only", "-n", f"dbkit_no_such_schema_{secrets.token_hex(6)}",
+            "--file=-"]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out: list[bytes] = []
+    errs: list[bytes] = []
+    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
+               threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    try:
+        _stream_dump(settings, storage, manifest, proc.stdin)
+    except BrokenPipeError:
+        pass  # pg_restore read the TOC and stopped: all it needs
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.close()
+    rc = proc.wait()
+    for t in readers:
+        t.join(timeout=30)
+    if rc != 0:
+        raise RestoreFailed("pg_restore could not read the database properties of the backup: "
+                            f"{first_line(b''.join(errs).decode(errors='replace'), 'no message')}")
+    return _property_statements(b"".join(out).decode())
+
+
+def _property_statements(script: str) -> list[str]:
+    """Statements of a ``pg_restore --create`` script that set database properties (no CREATE DATABASE,
+    no psql meta-commands, no session SETs)."""
+    statements, current = [], []
+    for line in script.splitlines():
+        if not current and (not line.strip() or line.startswith(("--", "\\", "SET ", "SELECT pg_catalog.set_config"))):
+            continue
+        current.append(line)
+        text = "\n".join(current)
+        if text.rstrip().endswith(";") and text.count("'") % 2 == 0:
+            statements.append(text.strip())
+            current = []
+    keep = re.compile(r"(ALTER DATABASE|COMMENT ON DATABASE|GRANT|REVOKE|ALTER ROLE|SECURITY LABEL)\b", re.I)
+    return [st for st in statements if keep.match(st) and " DATABASE " in st.upper()]
+
+
+def _apply_database_properties(admin, statements: list[str], old_name: str, new_name: str) -> None:
+    """Run the archive's database-level statements against ``new_name`` (the name is rewritten)."""
+    from psycopg import sql
+
+    new = sql.Identifier(new_name).as_string(admin)
+    name = re.compile(r'(\b(?:ALTER|ON|IN) DATABASE )(?:"' + re.escape(old_name.replace('"', '""')) + '"|'
+                      + re.escape(old_name) + r")(?=[\s;]|$)")
+    for statement in statements:
+        renamed = name.sub(lambda m: m.group(1) + new, statement, count=1)
+        try:
+            admin.execute(renamed)
+        except Exception as exc:  # noqa: BLE001 - psycopg's errors: the database is dropped, one line
+            raise RestoreFailed(f"could not give the restored database its properties ({renamed.splitlines()[0][:80]}"
+                                f"): {first_line(str(exc), type(exc).__name__)}; the new database was dropped",
+                                hint="create the roles the backup refers to (`dbkit roles apply` or restore "
+                                     "--globals), then restore again") from None
+
+
 def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> None:
     """Row counts vs the manifest's estimates, the alembic revision, `dbkit migrate check`."""
     from psycopg import sql
 
     with db.connect(target, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = 0")  # the restored database may carry its own (ALTER DATABASE SET)
         result.tables = conn.execute(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN "
             "('r','p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
