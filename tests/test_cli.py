@@ -90,3 +90,44 @@ def test_unexpected_errors_are_short_with_a_hint(dbkit_cli, tmp_path):
     res = dbkit_cli("config", "show")
     assert res.returncode != 0
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def _check_result(pending=(), diffs=None, edited=()):
+    from dbkit.migrate.runner import CheckResult
+
+    return CheckResult(pending=list(pending), schema_diffs=diffs, edited=list(edited))
+
+
+@pytest.mark.parametrize("result, expected", [
+    (_check_result(diffs=None),
+     "clean: at head, revision files unchanged, schema NOT compared (migrations/env.py passes no target_metadata)"),
+    (_check_result(diffs=[]), "clean: at head, revision files unchanged, schema matches the models"),
+    (_check_result(diffs=["add_table x"]),
+     "migrate check failed: at head, revision files unchanged, schema differs from the models in 1 place(s)"),
+])
+def test_migrate_check_says_what_it_compared(result, expected):
+    from dbkit.cli import _check_summary
+
+    assert _check_summary(result) == expected
+    assert "matches the models" not in _check_summary(_check_result(diffs=None))
+
+
+@pytest.mark.integration
+def test_each_migration_is_listed_once(pg_url, dbkit_cli):
+    from migrate_helpers import REPO
+
+    res = dbkit_cli("migrate", env={"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test", "DBKIT_PROJECT_DIR": str(REPO)})
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert out.count("0003") == 1, out  # "upgraded 0003 …", not also alembic's "Running upgrade 0002 -> 0003"
+    assert "Running upgrade" not in out and "now at 0006" in res.stdout
+
+
+def test_restore_help_names_the_kept_database_as_the_code_does(dbkit_cli):
+    import inspect
+
+    from dbkit.backup import pipeline
+
+    assert "_pre_restore_" in inspect.getsource(pipeline.restore)
+    res = dbkit_cli("restore", "--help")
+    assert "<db>_pre_restore_<time>" in res.stdout and "_before_" not in res.stdout

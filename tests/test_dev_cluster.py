@@ -132,3 +132,17 @@ def test_missing_binaries_everywhere(monkeypatch, tmp_path: Path):
     with pytest.raises(MissingDependency) as err:
         find_bindir()
     assert "apt-get install postgresql-15" in str(err.value)
+
+
+def test_dev_psql_d_keeps_the_clusters_host_and_port(cluster: DevCluster, dbkit_cli):
+    status = cluster.up()
+    env = {"DBKIT_DEV_DIR": str(cluster.base_dir), "DBKIT_EXTENSIONS": ""}
+    sql = "SELECT current_database() || ' ' || inet_server_port()"
+    for args in (("-d", "postgres"), ("-dpostgres",), ("--dbname=postgres",), ("--dbname", "postgres")):
+        res = dbkit_cli("dev", "psql", *args, "-At", "-c", sql, env=env)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == f"postgres {status.port}"
+    res = dbkit_cli("dev", "psql", "-At", "-c", sql, env=env)  # no -d: the dev database
+    assert res.returncode == 0 and res.stdout.strip() == f"dbkit {status.port}", res.stderr
+    bad = dbkit_cli("dev", "psql", "-d", "x" * 64, "-c", "SELECT 1", env=env)
+    assert bad.returncode == 2 and "-d is 64 bytes long" in bad.stderr

@@ -197,3 +197,26 @@ def test_dependency_order_and_cycles():
     assert dependency_order({"b": {"a"}, "a": set(), "c": {"b", "a"}, "d": set()}) == ["a", "d", "b", "c"]
     with pytest.raises(ConfigError, match="form a cycle among a, b"):
         dependency_order({"a": {"b"}, "b": {"a"}, "c": set()})
+
+
+def test_cli_noop_and_dry_run_show_no_timings(migrated_url, dbkit_cli):
+    env = {"DATABASE_URL": migrated_url.raw, "DBKIT_ENV": "test", "DBKIT_PROJECT_DIR": str(REPO)}
+    plan = dbkit_cli("seed", "--profile", "tiny", "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[:2] == ["plan: seed 0, profile tiny, scale 1", "table            rows to write"]
+    first = dbkit_cli("seed", "--profile", "tiny", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("seeded: seed 0, profile tiny, scale 1\n") and "rows/s" in first.stdout
+    again = dbkit_cli("seed", "--profile", "tiny", env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("unchanged: seed 0, profile tiny, scale 1\ntable            rows  checksum\n")
+    assert "rows/s" not in again.stdout and "0.00" not in again.stdout
+    assert "already seeded with seed 0, profile tiny" in again.stdout
+
+
+@pytest.mark.parametrize("option, value", [("scale", float("nan")), ("scale", float("inf")), ("scale", 0.0),
+                                           ("tenant_skew", float("nan")), ("tenant_skew", -1.0)])
+def test_non_finite_scale_or_skew_is_refused_before_anything_is_written(migrated_url, option, value):
+    with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} is"):
+        engine.run(settings_for(migrated_url), profile="tiny", **{option: value})
+    assert counts(migrated_url)["tenants"] == 0
