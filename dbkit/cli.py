@@ -329,6 +329,7 @@ def dev_url(state: State, dbname: str | None) -> None:
     from dbkit import dev as devmod
     from dbkit import render
 
+    _check_db_name("--database", dbname)
     cluster = _cluster(state)
     result = devmod.provision(cluster, state.settings.extensions)
     render.line(result.url.with_dbname(dbname).masked if dbname else result.url.masked)
@@ -1108,6 +1109,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("dbkit: aborted", err=True)
         sys.exit(1)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `dbkit`, `dbkit dev`: the help, as click shows it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:  # bad option values, unknown commands: one line, exit 2
         where = f"`{exc.ctx.command_path} --help`" if exc.ctx is not None else "`dbkit --help`"
         click.echo(f"dbkit: error: {error_text(exc.format_message()).rstrip('.')}; see {where}", err=True)

@@ -131,3 +131,9 @@ def test_restore_help_names_the_kept_database_as_the_code_does(dbkit_cli):
     assert "_pre_restore_" in inspect.getsource(pipeline.restore)
     res = dbkit_cli("restore", "--help")
     assert "<db>_pre_restore_<time>" in res.stdout and "_before_" not in res.stdout
+
+
+@pytest.mark.parametrize("args", [(), ("dev",), ("roles",)])
+def test_a_group_without_a_command_shows_its_help(dbkit_cli, args):
+    res = dbkit_cli(*args)
+    assert "Commands:" in res.stdout + res.stderr and "dbkit: error" not in res.stderr

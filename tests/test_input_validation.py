@@ -54,6 +54,8 @@ def assert_one_line_usage_error(res, *, names: str, fix: str | None = None, leak
     (("restore", "--into", "app\tdb"), "--into is 'app\\tdb'", "control character"),
     (("restore", "--into", "x" * 64), "--into is 64 bytes long", "at most 63 bytes"),
     (("restore", "--into", "é" * 32), "--into is 64 bytes long", "at most 63 bytes"),
+    (("dev", "url", "--database", "x y "), "--database is 'x y '", "leading or trailing whitespace"),
+    (("dev", "psql", "-d", "é" * 32), "-d is 64 bytes long", "at most 63 bytes"),
     (("restore", "--from", "s3://Not_A_Bucket/x"), "--from is 's3://Not_A_Bucket/x'", "example:"),
     (("backup", "list", "--from", "ftp://host/x"), "--from is 'ftp://host/x'", "unsupported scheme"),
     (("backup", "show", "--from", "file://elsewhere/x"), "--from is", "file:///abs/path"),
