@@ -108,7 +108,8 @@ def _check_db_name(option: str, name: str | None) -> str | None:
     if any("\ud800" <= ch <= "\udfff" for ch in name):
         raise ConfigError(option, f"is {shown}, which is not valid UTF-8", example=example)
     if any(not ch.isprintable() for ch in name):
-        raise ConfigError(option, f"is {shown}, which contains a control character", example=example)
+        raise ConfigError(option, f"is {shown}, which contains a control or invisible character",
+                          example=example)
     if name != name.strip():
         raise ConfigError(option, f"is {shown}, with leading or trailing whitespace", example=example)
     size = len(name.encode())
@@ -150,7 +151,8 @@ def _check_backup_uri(option: str, uri: str | None, settings) -> None:
 @cli.command()
 @json_option
 @click.option("--prometheus", "as_prometheus", is_flag=True, help="Print Prometheus text exposition format.")
-@click.option("--max-backup-age", type=FiniteFloat(min=0, min_open=True), default=26.0, show_default=True, metavar="HOURS",
+@click.option("--max-backup-age", type=FiniteFloat(min=0, min_open=True), default=26.0, show_default=True,
+              metavar="HOURS",
               help="Newest complete backup older than this: degraded.")
 @pass_state
 def check(state: State, as_json: bool, as_prometheus: bool, max_backup_age: float) -> None:
@@ -560,8 +562,9 @@ def _check_summary(result) -> str:
     """One line saying what `migrate check` compared, what it did not, and the verdict."""
     checked = ["at head" if not result.pending else f"{len(result.pending)} revision(s) pending",
                "revision files unchanged" if not result.edited else f"{len(result.edited)} revision file(s) changed"]
-    if result.schema_diffs is None:
-        checked.append("schema NOT compared (migrations/env.py passes no target_metadata)")
+    if result.schema_diffs is None:  # not compared: only at head, and only with models to compare against
+        why = "not at head yet" if result.pending else "migrations/env.py passes no target_metadata"
+        checked.append(f"schema NOT compared ({why})")
     elif result.schema_diffs:
         checked.append(f"schema differs from the models in {len(result.schema_diffs)} place(s)")
     else:

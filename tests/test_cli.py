@@ -102,6 +102,8 @@ def _check_result(pending=(), diffs=None, edited=()):
     (_check_result(diffs=None),
      "clean: at head, revision files unchanged, schema NOT compared (migrations/env.py passes no target_metadata)"),
     (_check_result(diffs=[]), "clean: at head, revision files unchanged, schema matches the models"),
+    (_check_result(pending=["0002"], diffs=None),
+     "migrate check failed: 1 revision(s) pending, revision files unchanged, schema NOT compared (not at head yet)"),
     (_check_result(diffs=["add_table x"]),
      "migrate check failed: at head, revision files unchanged, schema differs from the models in 1 place(s)"),
 ])

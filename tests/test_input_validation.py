@@ -51,7 +51,7 @@ def assert_one_line_usage_error(res, *, names: str, fix: str | None = None, leak
     (("restore", "--into", "appdb "), "--into is 'appdb '", "leading or trailing whitespace"),
     (("restore", "--into", " appdb"), "--into is ' appdb'", "leading or trailing whitespace"),
     (("restore", "--into", ""), "--into is empty", "example: --into"),
-    (("restore", "--into", "app\tdb"), "--into is 'app\\tdb'", "control character"),
+    (("restore", "--into", "app\tdb"), "--into is 'app\\tdb'", "control or invisible character"),
     (("restore", "--into", "x" * 64), "--into is 64 bytes long", "at most 63 bytes"),
     (("restore", "--into", "é" * 32), "--into is 64 bytes long", "at most 63 bytes"),
     (("dev", "url", "--database", "x y "), "--database is 'x y '", "leading or trailing whitespace"),
