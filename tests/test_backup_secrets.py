@@ -54,8 +54,9 @@ def pw_role(dbkit_seeded_db: DbUrl) -> Iterator[tuple[str, str]]:
         hba.write_text(original)
         with psycopg.connect(admin.conninfo, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
-            for (db,) in conn.execute("SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
-                                      "WHERE r.rolname = %s", (name,)).fetchall():
+            # restores this role made (their owner comes from the archive, their objects may be the role's)
+            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                      (f"{dbkit_seeded_db.dbname}\\_pgpw%",)).fetchall():
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             conn.execute(f"DROP ROLE IF EXISTS {name}")
 

@@ -158,14 +158,28 @@ def _short(value: object, limit: int = 60) -> str:
 
 @dataclass(frozen=True)
 class TableInfo:
-    """One dumped table; ``rows_estimate`` is None when PostgreSQL has none (never analyzed)."""
+    """One dumped table (a hypertable or a partitioned table counts with its chunks/partitions).
+
+    ``rows``: the exact row count in the dump's own snapshot (tables small enough to count cheaply),
+    None when not counted.  ``rows_estimate``: the exact count when there is one, else PostgreSQL's
+    estimate (TimescaleDB's ``approximate_row_count`` for hypertables); None when there is none.
+    ``has_rows``: whether the table had at least one row in the dump's snapshot (None: not known,
+    manifests of older dbkit versions).
+    """
 
     schema: str
     name: str
     rows_estimate: int | None = None
+    rows: int | None = None
+    has_rows: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "name": self.name, "rows_estimate": self.rows_estimate}
+        out: dict[str, Any] = {"schema": self.schema, "name": self.name, "rows_estimate": self.rows_estimate}
+        if self.rows is not None:
+            out["rows"] = self.rows
+        if self.has_rows is not None:
+            out["has_rows"] = self.has_rows
+        return out
 
 
 @dataclass(frozen=True)
@@ -500,10 +514,14 @@ def _table(check: _Check, i: int, value: object) -> TableInfo:
     if isinstance(value, Mapping):
         if not {"schema", "name"} <= set(value):
             raise check.fail(name, f"must have 'schema', 'name' and 'rows_estimate', got {_short(dict(value))}")
-        value = TableInfo(value["schema"], value["name"], value.get("rows_estimate"))
+        value = TableInfo(value["schema"], value["name"], value.get("rows_estimate"), value.get("rows"),
+                          value.get("has_rows"))
     if not isinstance(value, TableInfo):
         raise check.fail(name, f"must be {{'schema', 'name', 'rows_estimate'}}, got {_short(value)}")
     check.text(f"{name}.schema", value.schema)
     check.text(f"{name}.name", value.name)
     check.integer(f"{name}.rows_estimate", value.rows_estimate, optional=True)
+    check.integer(f"{name}.rows", value.rows, optional=True)
+    if value.has_rows is not None and not isinstance(value.has_rows, bool):
+        raise check.fail(f"{name}.has_rows", f"must be true, false or absent, got {_short(value.has_rows)}")
     return value

@@ -199,6 +199,76 @@ SELECT DISTINCT r.rolname FROM (
 """
 
 
+#: tables (with their chunks/partitions) up to this size are counted exactly at backup time
+EXACT_COUNT_MAX_BYTES = 64 << 20
+
+_TABLES_SQL = """
+WITH RECURSIVE top AS (
+  SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE '\\_timescaledb%'
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                     AND d.deptype = 'e')
+     {not_chunk}
+), tree(root, rel) AS (
+  SELECT oid, oid FROM top
+  UNION ALL SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.rel
+)
+SELECT top.oid, top.nspname, top.relname,
+       (SELECT coalesce(sum(pg_table_size(rel)), 0) FROM tree WHERE root = top.oid)::bigint,
+       (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM tree JOIN pg_class c ON c.oid = tree.rel
+         WHERE root = top.oid)::bigint,
+       {hypertable}
+  FROM top ORDER BY 2, 3
+"""
+
+
+def _tables(conn, timescaledb: bool) -> list[dict[str, Any]]:
+    """Every dumped table with its row count: exact (in the caller's snapshot) up to
+    EXACT_COUNT_MAX_BYTES, else an estimate (reltuples of the table and its children, TimescaleDB's
+    approximate_row_count for hypertables) and whether it has any row at all (cheap: EXISTS)."""
+    from psycopg import sql
+
+    if timescaledb:
+        query = _TABLES_SQL.format(
+            not_chunk="AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch "
+                      "WHERE ch.schema_name = n.nspname AND ch.table_name = c.relname)",
+            hypertable="EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable h "
+                       "WHERE h.schema_name = top.nspname AND h.table_name = top.relname)")
+    else:
+        query = _TABLES_SQL.format(not_chunk="", hypertable="false")
+
+    def one(statement, *params):
+        """A value or None when this table cannot be read (the dump will say why)."""
+        try:
+            with conn.transaction():  # a savepoint: an error keeps the snapshot's transaction alive
+                return conn.execute(statement, params).fetchone()[0]
+        except Exception:  # noqa: BLE001 - psycopg errors (privileges, row security)
+            return None
+
+    tables = []
+    for oid, schema, name, size, reltuples, is_hypertable in conn.execute(query).fetchall():
+        ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        if is_hypertable:
+            size = one("SELECT hypertable_size(%s::regclass)", oid) or size
+        item: dict[str, Any] = {"schema": schema, "name": name, "rows_estimate": None}
+        if size <= EXACT_COUNT_MAX_BYTES:
+            rows = one(sql.SQL("SELECT count(*) FROM {}").format(ident))
+            if rows is not None:
+                item.update(rows=int(rows), rows_estimate=int(rows), has_rows=rows > 0)
+                tables.append(item)
+                continue
+        estimate = one("SELECT approximate_row_count(%s::regclass)", oid) if is_hypertable else None
+        estimate = max(int(estimate if estimate is not None else reltuples), 0)
+        has_rows = one(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident))
+        item.update(rows_estimate=estimate if estimate or not has_rows else None)
+        if has_rows is not None:
+            item["has_rows"] = bool(has_rows)
+        tables.append(item)
+    return tables
+
+
 def _metadata(conn) -> dict[str, Any]:
     row = conn.execute("SELECT current_database(), current_setting('server_version'), "
                        "current_setting('server_version_num')::int").fetchone()
@@ -209,10 +279,7 @@ def _metadata(conn) -> dict[str, Any]:
     if readable and readable[0] and conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
         found = conn.execute("SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
         revision = found
-    tables = [{"schema": s, "name": n, "rows_estimate": max(int(r), 0)} for s, n, r in conn.execute(
-        "SELECT n.nspname, c.relname, c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE '\\_timescaledb%' AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2")]
+    tables = _tables(conn, "timescaledb" in extensions)
     size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     roles = [r[0] for r in conn.execute(_ROLES_SQL)]
     return {"roles": roles, "database": row[0], "server_version": row[1], "server_version_num": row[2], "extensions": extensions,
@@ -279,16 +346,44 @@ def write_metrics(path: str, *, ok: bool, duration: float, manifest=None) -> Non
 
 def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, storage_class, tags, include_globals,
             progress):
-    from dbkit import __version__
-    from dbkit.backup.manifest import Manifest, new_backup_id, object_name
-
     if compression not in COMPRESSIONS:
         raise ConfigError("--compress", f"is {compression!r}, not one of {', '.join(COMPRESSIONS)}", example="zstd")
     recipients = tuple(dict.fromkeys([*settings.age_recipients, *encrypt_to]))
     parsed_recipients = _age_recipients(recipients)
     url = db.resolve_url(settings, direct=True)
-    with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
+    stale_after(settings)  # a malformed DBKIT_BACKUP_STALE_AFTER fails now
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
+        snapshot = _snapshot(conn)
         meta = _metadata(conn)
+        if snapshot is None:  # counted outside pg_dump's snapshot: only an estimate
+            for t in meta["tables"]:
+                t.pop("rows", None)
+        return _backup_stream(settings, meta, snapshot, url, to=to, compression=compression, level=level,
+                              recipients=recipients, parsed_recipients=parsed_recipients, sse=sse,
+                              kms_key_id=kms_key_id, storage_class=storage_class, tags=tags,
+                              include_globals=include_globals, progress=progress)
+
+
+def _snapshot(conn) -> str | None:
+    """Open a REPEATABLE READ transaction and export its snapshot for ``pg_dump --snapshot``: the row
+    counts of the manifest are then those of the dump itself.  None where snapshots cannot be exported."""
+    conn.execute("SET idle_in_transaction_session_timeout = 0")  # idle in transaction while pg_dump runs
+    conn.execute("SET row_security = off")  # like pg_dump: count every row, or fail like it would
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:  # not in a savepoint: PostgreSQL exports snapshots from top-level transactions only
+        return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    except Exception:  # noqa: BLE001 - e.g. where snapshots cannot be exported: counts without it
+        conn.execute("ROLLBACK")
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return None
+
+
+def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, recipients, parsed_recipients, sse,
+                   kms_key_id, storage_class, tags, include_globals, progress):
+    from dbkit import __version__
+    from dbkit.backup.manifest import Manifest, new_backup_id, object_name
+
     pg_dump = find_program(settings, "pg_dump")
     dump_version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True).stdout.strip()
     if _major(dump_version) < meta["server_version_num"] // 10000:
@@ -301,7 +396,8 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
     name = object_name(compression, bool(recipients))
     t0 = time.perf_counter()
     with _libpq_env(url) as (conninfo, env):
-        proc = subprocess.Popen([pg_dump, "-Fc", "-Z0", "--no-password", f"--dbname={conninfo}"],
+        snap = [f"--snapshot={snapshot}"] if snapshot else []
+        proc = subprocess.Popen([pg_dump, "-Fc", "-Z0", "--no-password", *snap, f"--dbname={conninfo}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         stderr_chunks: list[bytes] = []
         drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
@@ -690,10 +786,10 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
         try:
             _pg_restore(settings, storage, manifest, url.with_dbname(target_name), jobs)
             _apply_database_properties(admin, properties, manifest.database, target_name)
+            _after_restore(settings, url.with_dbname(target_name), manifest, result)
         except BaseException:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
             raise
-        _after_restore(settings, url.with_dbname(target_name), manifest, result)
         if swap:
             stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
             previous = f"{url.dbname}_pre_restore_{stamp}"
@@ -783,22 +879,19 @@ def _apply_database_properties(admin, statements: list[str], old_name: str, new_
 
 
 def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> None:
-    """Row counts vs the manifest's estimates, the alembic revision, `dbkit migrate check`."""
-    from psycopg import sql
-
+    """Row counts vs the manifest (a lost row fails the restore), the alembic revision, `dbkit migrate check`."""
     with db.connect(target, autocommit=True) as conn:
         conn.execute("SET statement_timeout = 0")  # the restored database may carry its own (ALTER DATABASE SET)
         result.tables = conn.execute(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN "
             "('r','p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE '\\_timescaledb%'").fetchone()[0]
-        for t in manifest.tables:
-            if t.rows_estimate is None or t.rows_estimate < 1000:
-                continue  # estimates of small tables are noise
-            n = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                sql.Identifier(t.schema), sql.Identifier(t.name))).fetchone()[0]
-            if abs(n - t.rows_estimate) > 0.5 * t.rows_estimate:
-                result.warnings.append(f"{t.schema}.{t.name}: {n} rows, the backup estimated {t.rows_estimate}")
+        problems = _check_rows(conn, manifest.tables, result.warnings)
+        if problems:
+            more = f" (and {len(problems) - 1} more table(s): {', '.join(p.split(':')[0] for p in problems[1:4])})" \
+                if len(problems) > 1 else ""
+            raise RestoreFailed(f"post-restore check failed: {problems[0]}{more}; the new database was dropped",
+                                hint="the backup or the restore lost rows: try another backup, and report it")
         if conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
             result.alembic_revision = conn.execute(
                 "SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
@@ -814,6 +907,40 @@ def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> 
                 f"{len(check.edited)} edited revisions")
         except DbkitError as exc:
             result.migrate_check = f"not run: {exc.message}"
+
+
+def _check_rows(conn, tables, warnings: list[str]) -> list[str]:
+    """Compare the restored tables with the manifest: exact counts must match exactly; for large tables
+    (an estimate only) a table that had rows must have rows, and at least half the estimate.  Returns
+    the problems (one line each); a count far above the estimate is only a warning."""
+    from psycopg import sql
+
+    problems = []
+    conn.execute("SET row_security = off")  # count every row (or fail to, rather than count a tenant's)
+    for t in tables:
+        ident = sql.SQL("{}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+        estimate = t.rows_estimate or 0
+        if t.rows is None and not t.has_rows and estimate < 1000:
+            continue  # nothing known to compare with (a manifest of an older dbkit: estimates of small tables)
+        try:
+            if t.rows is None and estimate < 1000:
+                n = 1 if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()[0] else 0
+            else:
+                n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+        except Exception as exc:  # noqa: BLE001 - psycopg: the table is missing or unreadable
+            problems.append(f"{t.schema}.{t.name}: cannot be counted ({first_line(str(exc), type(exc).__name__)})")
+            continue
+        where = f"{t.schema}.{t.name}"
+        if t.rows is not None:
+            if n != t.rows:
+                problems.append(f"{where}: {n} rows restored, the backup has {t.rows} (exact count at dump time)")
+        elif n == 0 and (t.has_rows or estimate > 0):
+            problems.append(f"{where}: no rows restored, the backup's table had rows")
+        elif estimate >= 1000 and n < estimate / 2:
+            problems.append(f"{where}: {n} rows restored, the backup estimated {estimate} (less than half)")
+        elif estimate >= 1000 and n > 2 * estimate:
+            warnings.append(f"{where}: {n} rows, the backup estimated {estimate}")
+    return problems
 
 
 _TSDB_EXISTS = re.compile(r'extension "timescaledb" already exists|COMMENT ON EXTENSION timescaledb|'
