@@ -644,7 +644,7 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
     from dbkit.seed import engine
 
     callback, bar = (None, None) if as_json else _seed_progress()
-    only_list = [t.strip() for t in only.split(",") if t.strip()] if only else None
+    only_list = None if only is None else [t.strip() for t in only.split(",") if t.strip()]
     if bar is not None:
         bar.start()
     try:

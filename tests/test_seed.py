@@ -220,3 +220,16 @@ def test_non_finite_scale_or_skew_is_refused_before_anything_is_written(migrated
     with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} is"):
         engine.run(settings_for(migrated_url), profile="tiny", **{option: value})
     assert counts(migrated_url)["tenants"] == 0
+
+
+@pytest.mark.parametrize("only", ["", ",", " , "])
+def test_an_empty_only_list_is_refused_not_read_as_every_table(migrated_url, dbkit_cli, only):
+    engine.run(settings_for(migrated_url), profile="tiny", seed=3)
+    before = counts(migrated_url)
+    env = {"DATABASE_URL": migrated_url.raw, "DBKIT_ENV": "test", "DBKIT_PROJECT_DIR": str(REPO)}
+    res = dbkit_cli("seed", "--profile", "tiny", "--seed", "4", "--truncate", "--only", only, env=env)
+    assert res.returncode == 2 and res.stderr.startswith("dbkit: error: --only names no table"), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert counts(migrated_url) == before
+    with pytest.raises(ConfigError, match="--only names no table"):
+        engine.run(settings_for(migrated_url), profile="tiny", seed=4, truncate=True, only=[])

@@ -317,8 +317,10 @@ def _register_types(conn) -> None:
 
 
 def _select(registry: Registry, only: Sequence[str] | None) -> list[str]:
-    if not only:
+    if only is None:
         return list(registry.seeders)
+    if not only:  # `--only ""` from an empty script variable must not mean "every table"
+        raise ConfigError("--only", "names no table", example=f"--only {','.join(list(registry.seeders)[:2])}")
     unknown = [t for t in only if t not in registry]
     if unknown:
         raise ConfigError("--only", f"names {', '.join(unknown)}, which no seeder in seeds/ fills",
