@@ -59,16 +59,19 @@ def cli(ctx: click.Context, env: str | None, database_url: str | None, verbose: 
     uses the embedded dev cluster in .dbkit/, starting it when needed.
     """
     _state.verbose = verbose or _state.verbose
-    if database_url:
+    if database_url is not None:
         from dbkit.errors import ConfigError
         from dbkit.urls import parse_database_url
+
+        if not database_url.strip():  # an empty script variable must not silently mean "the default database"
+            raise ConfigError("--database-url", "is empty", example="--database-url postgresql://app@db.internal/app")
 
         if parse_database_url(database_url, variable="--database-url").password is not None:
             raise ConfigError(
                 "--database-url", "contains a password, which other users can read in the process list",
                 example="export DATABASE_URL=postgresql://app:secret@host/app (or put it in .env)",
             )
-    _state.overrides = {"env": env, "database_url": database_url}
+    _state.overrides = {"env": env, "database_url": database_url or None}
     _state._settings = None
     ctx.obj = _state
 
@@ -514,8 +517,11 @@ def migrate_history(state: State, as_json: bool) -> None:
 def migrate_new(state: State, message: str, autogenerate: bool) -> None:
     """Create a new revision file in migrations/versions/."""
     from dbkit import render
+    from dbkit.errors import ConfigError
     from dbkit.migrate import runner
 
+    if not message.strip():
+        raise ConfigError("--message", "is empty: it names the revision file", example='-m "add invoices table"')
     render.line(str(runner.new(state.settings, message, autogenerate=autogenerate)))
 
 

@@ -221,3 +221,17 @@ def test_error_text_is_one_printable_bounded_line(value):
 ])
 def test_psql_dbname_is_taken_out_of_psql_arguments(args, dbname, rest):
     assert _psql_dbname(args) == (dbname, rest)
+
+
+def test_empty_database_url_option_is_refused_not_ignored(dbkit_cli):
+    assert_one_line_usage_error(dbkit_cli("--database-url", "", "config", "show"), names="--database-url is empty")
+
+
+def test_migrate_new_with_an_empty_message_writes_no_file(dbkit_cli, tmp_path):
+    from migrate_helpers import copy_reference_project
+
+    project = copy_reference_project(tmp_path / "project")
+    before = sorted(p.name for p in (project / "migrations" / "versions").iterdir())
+    res = dbkit_cli("migrate", "new", "-m", " ", env={"DBKIT_PROJECT_DIR": str(project)})
+    assert_one_line_usage_error(res, names="--message is empty")
+    assert sorted(p.name for p in (project / "migrations" / "versions").iterdir()) == before
