@@ -1050,8 +1050,11 @@ def _stream_dump(settings, storage, manifest, out) -> None:
             decrypt_thread = threading.Thread(target=decrypt, name="dbkit-age-decrypt", daemon=True)
             decrypt_thread.start()
             source = reader
+        damaged: BaseException | None = None
         try:
             _decompress(source, out, manifest.compression)
+        except _Corrupt as exc:
+            damaged = exc
         finally:
             if decrypt_thread is not None:
                 source.close()
@@ -1059,24 +1062,45 @@ def _stream_dump(settings, storage, manifest, out) -> None:
         if failure:
             raise RestoreFailed("the backup could not be decrypted with the configured age identity",
                                 hint="check DBKIT_AGE_IDENTITY_FILE / DBKIT_AGE_IDENTITY") from failure[0]
+        if damaged is not None:
+            raise RestoreFailed(f"the backup {manifest.id} is corrupt: its {manifest.compression} stream is damaged "
+                                f"({first_line(str(damaged), type(damaged).__name__)}) after {verifying.bytes} "
+                                "stored bytes", hint="restore another backup (`dbkit backup list`)") from None
         verifying.finish()
 
 
+class _Corrupt(Exception):
+    """A compressed stream that cannot be decompressed (or ends early)."""
+
+
 def _decompress(src, out, compression: str) -> None:
+    """Decompress ``src`` into ``out``; a damaged or truncated stream raises :class:`_Corrupt` (errors
+    writing to ``out``, such as a pg_restore that stopped, propagate unchanged)."""
     head = b""
     if compression == "zstd":
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-        while chunk := reader.read(CHUNK):
+        while True:
+            try:
+                chunk = reader.read(CHUNK)
+            except zstandard.ZstdError as exc:
+                raise _Corrupt(str(exc)) from None
+            if not chunk:
+                break
             head = head or chunk[: len(MAGIC)]
             out.write(chunk)
     elif compression == "gzip":
         d = zlib.decompressobj(31)
         while chunk := src.read(CHUNK):
-            data = d.decompress(chunk)
+            try:
+                data = d.decompress(chunk)
+            except zlib.error as exc:
+                raise _Corrupt(str(exc)) from None
             head = head or data[: len(MAGIC)]
             out.write(data)
+        if not d.eof:
+            raise _Corrupt("the gzip stream ends early")
         out.write(d.flush())
     else:
         while chunk := src.read(CHUNK):
