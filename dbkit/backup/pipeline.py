@@ -961,13 +961,15 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
             conn.execute(f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION '{manifest.extensions['timescaledb']}'")
             conn.execute("SELECT timescaledb_pre_restore()")
     try:
-        with _libpq_env(target) as (conninfo, env), tempfile.TemporaryDirectory(prefix="dbkit-restore-") as tmp:
+        with _libpq_env(target) as (conninfo, env):
             args = [pg_restore, "--no-password", f"--dbname={conninfo}"]
             if jobs > 1:
-                dump = Path(tmp) / "dump.pgdump"
-                with open(dump, "wb") as out:
-                    _stream_dump(settings, storage, manifest, out)
-                res = _parallel_restore(args, dump, Path(tmp), jobs, env)
+                # an anonymous (already unlinked) file: it vanishes with dbkit, even after kill -9, so no
+                # copy of the data is ever left behind; pg_restore and its workers open it as /dev/fd/N
+                with tempfile.TemporaryFile(prefix="dbkit-restore-") as spool:
+                    _stream_dump(settings, storage, manifest, spool)
+                    spool.flush()
+                    res = _parallel_restore(args, spool.fileno(), jobs, env)
             else:
                 proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, env=env)
@@ -999,10 +1001,13 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
                             f"{first_line(detail[0] if detail else res.stderr, 'no message')}; the new database was dropped")
 
 
-def _parallel_restore(args: list[str], dump: Path, tmp: Path, jobs: int, env) -> subprocess.CompletedProcess:
+def _parallel_restore(args: list[str], dump_fd: int, jobs: int, env) -> subprocess.CompletedProcess:
     """pg_restore -j in three passes: schema, then TimescaleDB's catalog rows serially (its tables
-    reference each other, and parallel loading breaks those foreign keys), then the rest in parallel."""
-    listing = subprocess.run([args[0], "-l", str(dump)], capture_output=True, text=True, env=env)
+    reference each other, and parallel loading breaks those foreign keys), then the rest in parallel.
+
+    The dump and the lists are anonymous files passed as ``/dev/fd/N`` (nothing named on disk)."""
+    dump = f"/dev/fd/{dump_fd}"
+    listing = subprocess.run([args[0], "-l", dump], capture_output=True, text=True, env=env, pass_fds=(dump_fd,))
     if listing.returncode != 0:
         return listing
     entries = [ln for ln in listing.stdout.splitlines() if ln and not ln.startswith(";")]
@@ -1012,13 +1017,14 @@ def _parallel_restore(args: list[str], dump: Path, tmp: Path, jobs: int, env) ->
     passes = [(entries, ["--section=pre-data"], 1), (catalog, ["--section=data"], 1),
               (rest, ["--section=data", "--section=post-data"], jobs)]
     stderr = []
-    for i, (lines, sections, n) in enumerate(passes):
+    for lines, sections, n in passes:
         if not lines:
             continue
-        list_file = tmp / f"pass{i}.list"
-        list_file.write_text("\n".join(lines) + "\n")
-        res = subprocess.run([*args, f"--jobs={n}", "-L", str(list_file), *sections, str(dump)],
-                             capture_output=True, text=True, env=env)
+        with tempfile.TemporaryFile("w+", prefix="dbkit-restore-list-") as list_file:
+            list_file.write("\n".join(lines) + "\n")
+            list_file.flush()
+            res = subprocess.run([*args, f"--jobs={n}", "-L", f"/dev/fd/{list_file.fileno()}", *sections, dump],
+                                 capture_output=True, text=True, env=env, pass_fds=(dump_fd, list_file.fileno()))
         stderr.append(res.stderr)
         if res.returncode != 0:
             return subprocess.CompletedProcess(res.args, res.returncode, "", "".join(stderr))
