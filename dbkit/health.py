@@ -2,7 +2,8 @@
 
 Services: database (reachable, latency, version), extensions, connections, roles (``roles
 check``), migrations (``migrate check``), rls (``rls audit``), storage (backup target reachable)
-and backups (newest complete backup's age).
+and backups (newest complete backup's age; a later attempt without a manifest, such as a killed
+backup's open S3 multipart upload or ``.partial-`` file, degrades it, with its age).
 
 :func:`check` returns a :class:`Report` (plain data, JSON-ready); the CLI
 renders it.  Each service has a status (``ok``/``warn``/``fail``), details
@@ -292,6 +293,11 @@ def prometheus(report: Report) -> str:
         lines += ["# HELP dbkit_backup_age_seconds Age of the newest complete backup.",
                   "# TYPE dbkit_backup_age_seconds gauge",
                   f"dbkit_backup_age_seconds {backups['latest_age_hours'] * 3600:.0f}"]
+    if "unfinished_age_hours" in backups:
+        lines += ["# HELP dbkit_backup_unfinished_age_seconds Age of a backup attempt newer than the newest "
+                  "complete one that has no manifest (failed, killed or still running).",
+                  "# TYPE dbkit_backup_unfinished_age_seconds gauge",
+                  f"dbkit_backup_unfinished_age_seconds {backups['unfinished_age_hours'] * 3600:.0f}"]
     conns = report.services.get("connections", {})
     if "used" in conns:
         lines += ["# HELP dbkit_connections_used Connections in use.", "# TYPE dbkit_connections_used gauge",

@@ -94,6 +94,7 @@ def test_kill_9_of_a_local_backup(big_db, tmp_path):
     assert svc["status"] == "warn" and report.status != "healthy"
     assert svc["last_status"].startswith(f"incomplete ({crashed}, started ") and svc["unfinished"] == crashed
     assert svc["unfinished_age_hours"] >= 0 and "no manifest" in svc["hint"]
+    assert "dbkit_backup_unfinished_age_seconds " in health.prometheus(report)
     assert [i for i, _ in pipeline.scan(settings).incomplete] == [crashed]
 
     # prune: too young (DBKIT_BACKUP_STALE_AFTER, 6h by default) -> kept; idle for 7 h -> removed
@@ -232,3 +233,6 @@ def test_disk_full_while_writing_the_manifest(dbkit_seeded_db, tmp_path, small_t
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=f"file://{mount}")
     with pytest.raises(pipeline.BackupFailed, match="cannot write the manifest"):
         pipeline.backup(settings, compression="none")
+    with pytest.raises(pipeline.BackupFailed, match="cannot store globals.sql of backup .*No space left on device"):
+        pipeline.backup(settings, compression="none", include_globals=True)
+    assert [p for p in mount.rglob("*") if p.is_file()] == []

@@ -12,9 +12,10 @@ second are broken by the random part).
 The manifest describes the dump so that a restore can check it before it
 touches a database: the object's name, size and sha256, how it was compressed
 and encrypted, the server, pg_dump, extensions and Alembic revision it came
-from, and the tables with their row estimates.  It never holds secrets: only
-age *recipients* (public keys) are recorded, and every string in it is checked
-for age identities and private keys before it is written or accepted.
+from, and the tables with their row counts (exact in the dump's snapshot for
+small tables, else estimates).  It never holds secrets: only age *recipients*
+(public keys) are recorded, and every string in it is checked for age
+identities and private keys before it is written or accepted.
 
 ``format_version`` changes only when an older dbkit would misread a manifest;
 a reader refuses versions newer than :data:`FORMAT_VERSION` and ignores keys it

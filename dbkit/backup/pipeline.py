@@ -441,8 +441,14 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
             storage.delete(f"{backup_id}/{name}")
             raise BackupFailed(f"pg_dumpall --globals-only failed: {first_line(res.stderr.decode(), 'no message')}; "
                                "nothing was stored")
-        with storage.open_write(f"{backup_id}/{globals_object}") as writer:
-            writer.write(res.stdout)
+        try:
+            with storage.open_write(f"{backup_id}/{globals_object}") as writer:
+                writer.write(res.stdout)
+        except DbkitError as exc:
+            with contextlib.suppress(DbkitError):
+                _delete_backups(storage, [backup_id])
+            raise BackupFailed(f"cannot store globals.sql of backup {backup_id}: {exc.message}; the dump was "
+                               "removed and earlier backups are untouched", hint=exc.hint) from None
     finished = datetime.now(UTC)
     manifest = Manifest(
         id=backup_id, database=meta["database"], server_version=meta["server_version"],

@@ -43,7 +43,9 @@ key until :meth:`Writer.commit`; :meth:`Writer.abort` (or an exception inside
   window of 2 stalled in testing).
 
 Leftovers of crashed writers (temp files, in-progress multipart uploads) are found by
-:meth:`Storage.list_incomplete_uploads` and removed by :meth:`Storage.abort_incomplete_uploads`.
+:meth:`Storage.list_incomplete_uploads` and removed by :meth:`Storage.abort_upload` /
+:meth:`Storage.abort_incomplete_uploads`.  Their age is their last sign of life: a temp file's mtime, or
+the newest uploaded part of a multipart upload (a long backup initiated hours ago is still running).
 
 boto3 is imported only when an S3 storage is used.  Every error is a
 :class:`~dbkit.errors.DbkitError` with a one-line message that never contains a secret.
