@@ -85,3 +85,24 @@ def test_good_restore_passes_the_row_check(dbkit_seeded_db, tmp_path):
         assert source_counts(dbkit_seeded_db.with_dbname(result.database)) == source_counts(dbkit_seeded_db)
     finally:
         q(dbkit_seeded_db.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{result.database}" WITH (FORCE)')
+
+
+def test_writes_during_the_backup_do_not_fail_the_check(dbkit_seeded_db, tmp_path):
+    """The counts are taken in pg_dump's own snapshot: rows written while the dump runs are in neither."""
+    settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
+    before = q(dbkit_seeded_db, "SELECT count(*) FROM app.audit_log")[0][0]
+    written: list[int] = []
+
+    def write(_bytes: int) -> None:
+        if not written:
+            q(dbkit_seeded_db, "INSERT INTO app.audit_log (tenant_id, action, target_table) SELECT tenant_id, "
+                               "'late', 'x' FROM app.audit_log")
+            written.append(1)
+
+    manifest = pipeline.backup(settings, progress=write)
+    assert written and next(t for t in manifest.tables if t.name == "audit_log").rows == before
+    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_late")
+    try:
+        assert q(dbkit_seeded_db.with_dbname(result.database), "SELECT count(*) FROM app.audit_log") == [(before,)]
+    finally:
+        q(dbkit_seeded_db.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{result.database}" WITH (FORCE)')

@@ -221,7 +221,7 @@ WITH RECURSIVE top AS (
   UNION ALL SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.rel
 )
 SELECT top.oid, top.nspname, top.relname,
-       (SELECT coalesce(sum(pg_table_size(rel)), 0) FROM tree WHERE root = top.oid)::bigint,
+       (SELECT coalesce(sum(pg_relation_size(rel)), 0) FROM tree WHERE root = top.oid)::bigint,
        (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM tree JOIN pg_class c ON c.oid = tree.rel
          WHERE root = top.oid)::bigint,
        {hypertable}
@@ -229,10 +229,25 @@ SELECT top.oid, top.nspname, top.relname,
 """
 
 
-def _tables(conn, timescaledb: bool) -> list[dict[str, Any]]:
-    """Every dumped table with its row count: exact (in the caller's snapshot) up to
-    EXACT_COUNT_MAX_BYTES, else an estimate (reltuples of the table and its children, TimescaleDB's
-    approximate_row_count for hypertables) and whether it has any row at all (cheap: EXISTS)."""
+_COMPRESSED_SIZE_SQL = """
+SELECT coalesce(sum(pg_relation_size(format('%I.%I', cc.schema_name, cc.table_name)::regclass)), 0)::bigint
+  FROM _timescaledb_catalog.hypertable h JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
+  JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
+ WHERE h.schema_name = %s AND h.table_name = %s AND NOT cc.dropped
+"""
+
+
+def _tables(conn, timescaledb: bool, snapshot: str | None) -> list[dict[str, Any]]:
+    """Every dumped table with its row count: exact (in ``snapshot``, pg_dump's) when its main fork
+    (chunks, partitions and compressed chunks included) is at most EXACT_COUNT_MAX_BYTES, else an
+    estimate (reltuples of the table and its children, TimescaleDB's approximate_row_count for
+    hypertables) and whether it has any row at all (EXISTS).
+
+    Each count runs in a short transaction of its own that imports the snapshot: its locks are
+    released at once, so backing up a database with thousands of chunks needs no more lock slots than
+    pg_dump itself.  ``conn`` is in autocommit mode with row security off (like pg_dump: every row is
+    counted, or the count fails where the dump would).
+    """
     from psycopg import sql
 
     if timescaledb:
@@ -244,19 +259,27 @@ def _tables(conn, timescaledb: bool) -> list[dict[str, Any]]:
     else:
         query = _TABLES_SQL.format(not_chunk="", hypertable="false")
 
-    def one(statement, *params):
-        """A value or None when this table cannot be read (the dump will say why)."""
+    def one(statement, *params, in_snapshot: bool = True):
+        """A value, or None when the table cannot be read (pg_dump will say why)."""
         try:
-            with conn.transaction():  # a savepoint: an error keeps the snapshot's transaction alive
-                return conn.execute(statement, params).fetchone()[0]
+            if in_snapshot and snapshot:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            value = conn.execute(statement, params or None).fetchone()[0]
+            if in_snapshot and snapshot:
+                conn.execute("COMMIT")
+            return value
         except Exception:  # noqa: BLE001 - psycopg errors (privileges, row security)
+            if in_snapshot and snapshot:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
             return None
 
     tables = []
     for oid, schema, name, size, reltuples, is_hypertable in conn.execute(query).fetchall():
         ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         if is_hypertable:
-            size = one("SELECT hypertable_size(%s::regclass)", oid) or size
+            size += one(_COMPRESSED_SIZE_SQL, schema, name, in_snapshot=False) or 0
         item: dict[str, Any] = {"schema": schema, "name": name, "rows_estimate": None}
         if size <= EXACT_COUNT_MAX_BYTES:
             rows = one(sql.SQL("SELECT count(*) FROM {}").format(ident))
@@ -264,7 +287,7 @@ def _tables(conn, timescaledb: bool) -> list[dict[str, Any]]:
                 item.update(rows=int(rows), rows_estimate=int(rows), has_rows=rows > 0)
                 tables.append(item)
                 continue
-        estimate = one("SELECT approximate_row_count(%s::regclass)", oid) if is_hypertable else None
+        estimate = one("SELECT approximate_row_count(%s::regclass)", oid, in_snapshot=False) if is_hypertable else None
         estimate = max(int(estimate if estimate is not None else reltuples), 0)
         has_rows = one(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident))
         item.update(rows_estimate=estimate if estimate or not has_rows else None)
@@ -274,7 +297,9 @@ def _tables(conn, timescaledb: bool) -> list[dict[str, Any]]:
     return tables
 
 
-def _metadata(conn) -> dict[str, Any]:
+def _metadata(conn, snapshot: str | None = None) -> dict[str, Any]:
+    """What the manifest records about the database; ``conn`` in autocommit mode (see :func:`_tables`)."""
+    conn.execute("SET row_security = off")
     row = conn.execute("SELECT current_database(), current_setting('server_version'), "
                        "current_setting('server_version_num')::int").fetchone()
     extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
@@ -284,7 +309,7 @@ def _metadata(conn) -> dict[str, Any]:
     if readable and readable[0] and conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
         found = conn.execute("SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
         revision = found
-    tables = _tables(conn, "timescaledb" in extensions)
+    tables = _tables(conn, "timescaledb" in extensions, snapshot)
     size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     roles = [r[0] for r in conn.execute(_ROLES_SQL)]
     return {"roles": roles, "database": row[0], "server_version": row[1], "server_version_num": row[2], "extensions": extensions,
@@ -358,9 +383,12 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
     url = db.resolve_url(settings, direct=True)
     stale_after(settings)  # a malformed DBKIT_BACKUP_STALE_AFTER fails now
     with contextlib.ExitStack() as stack:
-        conn = stack.enter_context(db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
-        snapshot = _snapshot(conn)
-        meta = _metadata(conn)
+        # one session exports the snapshot pg_dump will use and stays open (idle, no locks) until the
+        # dump is done; another counts rows in that same snapshot, then closes before pg_dump starts
+        holder = stack.enter_context(db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
+        snapshot = _snapshot(holder)
+        with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
+            meta = _metadata(conn, snapshot)
         if snapshot is None:  # counted outside pg_dump's snapshot: only an estimate
             for t in meta["tables"]:
                 t.pop("rows", None)
@@ -371,16 +399,16 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
 
 
 def _snapshot(conn) -> str | None:
-    """Open a REPEATABLE READ transaction and export its snapshot for ``pg_dump --snapshot``: the row
-    counts of the manifest are then those of the dump itself.  None where snapshots cannot be exported."""
+    """Open a REPEATABLE READ transaction and export its snapshot for ``pg_dump --snapshot`` and the
+    row counts: the manifest's counts are then those of the dump itself.  The transaction must stay
+    open until pg_dump has imported the snapshot (it is kept open until the dump ends); it takes no
+    lock.  None where snapshots cannot be exported (the counts are then estimates only)."""
     conn.execute("SET idle_in_transaction_session_timeout = 0")  # idle in transaction while pg_dump runs
-    conn.execute("SET row_security = off")  # like pg_dump: count every row, or fail like it would
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    try:  # not in a savepoint: PostgreSQL exports snapshots from top-level transactions only
+    try:
         return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-    except Exception:  # noqa: BLE001 - e.g. where snapshots cannot be exported: counts without it
+    except Exception:  # noqa: BLE001 - e.g. where snapshots cannot be exported
         conn.execute("ROLLBACK")
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return None
 
 
