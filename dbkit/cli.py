@@ -458,11 +458,11 @@ def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_js
     """Downgrade to REVISION (an id, -1 or base).  Asks first unless --yes."""
     from dbkit.errors import Refused
     from dbkit.migrate import runner
+    from dbkit.migrate.env import guard_downgrade
 
     _check_revision("REVISION", revision)
     settings = state.settings
-    if settings.env == "prod" and not allow_prod:
-        raise Refused("downgrading is refused when DBKIT_ENV=prod", hint="pass --allow-prod if you really mean it")
+    guard_downgrade(settings, allow_prod=allow_prod)  # before asking: the one refusal, shared with plain alembic
     if not yes:
         if not sys.stdin.isatty():
             raise Refused(f"downgrade to {revision} needs confirmation", hint="rerun with --yes")
@@ -735,6 +735,8 @@ def roles_apply(state: State, as_json: bool) -> None:
     for key in ("created", "altered", "password_set"):
         if d.get(key):
             render.line(f"{key.replace('_', ' ')}: {', '.join(d[key])}")
+    for action in result.hardened:
+        render.line(f"tenant isolation: {action}")
     for warning in d.get("warnings", []):
         render.line(f"warning: {warning}")
     render.line("roles match sql/roles/" + ("" if result.changed else " (nothing to change)"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "DbkitError",
     "ConfigError",
+    "UsageError",
     "DatabaseUnavailable",
     "MissingDependency",
     "Refused",
@@ -71,6 +72,12 @@ class ConfigError(DbkitError):
         self.variable = variable
         self.problem = problem
         self.example = example
+
+
+class UsageError(DbkitError):
+    """A command was given something it cannot use (an unknown revision, an empty name)."""
+
+    exit_code = 2
 
 
 class DatabaseUnavailable(DbkitError):

@@ -466,8 +466,10 @@ def apply(settings, conn=None) -> ApplyResult:
 
     names = [d.name for d in declared.values()]
     result = ApplyResult()
-    for d in missing:
-        result.warnings.append(f"{d.name}: {password_variable(d.name)} is not set; the role keeps its current password")
+    if not settings.uses_dev_cluster:  # the embedded dev cluster trusts local connections: no password is used
+        for d in missing:
+            result.warnings.append(f"{d.name}: {password_variable(d.name)} is not set; "
+                                   "the role keeps its current password")
 
     with _connection(settings, conn) as c, c.transaction():
         c.execute("SELECT pg_advisory_xact_lock(%s)", (ROLES_LOCK_KEY,))
@@ -655,6 +657,8 @@ def _check_passwords(settings, c, declared: Mapping[str, DeclaredRole], existing
         variable = password_variable(d.name)
         password = settings.password_for(d.name)
         if password is None:
+            if settings.uses_dev_cluster:  # trust authentication: there is no password to check
+                continue
             drifts.append(Drift(d.name, "password variable", f"{variable} set", "not set",
                                 f"set {variable} (environment or .env), then {_APPLY}",
                                 severity="error" if settings.env == "prod" else "warn"))

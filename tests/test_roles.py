@@ -447,3 +447,21 @@ def test_non_superuser_apply_is_atomic_and_sets_passwords_without_reading_pg_aut
         assert roles.scram_verify("s3cret-enforce", stored)
     finally:
         _drop_roles(pg_url, [admin])
+
+
+def test_no_password_warnings_on_the_embedded_dev_cluster(migrated_url):
+    """The dev cluster trusts local connections: a missing DBKIT_PASSWORD_* is not worth a warning there."""
+    import psycopg
+
+    from dbkit.config import load_settings
+    from migrate_helpers import REPO
+
+    dev = load_settings(environ={"DBKIT_ENV": "dev"}, cwd=REPO)
+    assert dev.uses_dev_cluster
+    with psycopg.connect(migrated_url.conninfo, autocommit=True) as conn:
+        result = roles.apply(dev, conn)
+        assert not any("is not set" in w for w in result.warnings), result.warnings
+        assert not [d for d in roles.check(dev, conn) if d.what == "password variable"]
+    remote = settings_for(migrated_url)  # a DATABASE_URL: the variables matter again
+    with psycopg.connect(migrated_url.conninfo, autocommit=True) as conn:
+        assert any("DBKIT_PASSWORD_APP_RLS is not set" in w for w in roles.apply(remote, conn).warnings)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dbkit import db
-from dbkit.errors import ConfigError, DbkitError
+from dbkit.errors import ConfigError, DbkitError, UsageError
 from dbkit.migrate.env import file_sha256, guard_downgrade
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 from dbkit.urls import first_line
@@ -272,9 +272,24 @@ def _run(settings, verb: str, fn, *args, readonly: bool = False, attributes: dic
     except DbkitError:
         raise
     except CommandError as exc:
-        raise DbkitError(f"alembic: {exc}") from None
+        raise _command_error(exc) from None
     except Exception as exc:  # noqa: BLE001 - a revision can raise anything
         raise _describe_failure(exc, cfg, settings, verb) from exc
+
+
+def _command_error(exc) -> DbkitError:
+    """Alembic's CommandError: an unknown revision is a usage error (exit 2), the rest as Alembic says."""
+    text = first_line(str(exc), type(exc).__name__)
+    if "Can't locate revision" in text or "No such revision" in text:
+        return UsageError(f"{text.rstrip('.')}: not a revision of the project (nor head, base, +N or -N)",
+                          hint="see `dbkit migrate history` for the revisions")
+    return DbkitError(f"alembic: {text}")
+
+
+def _require_revision(revision: str | None, what: str = "revision") -> None:
+    if revision is None or not str(revision).strip():
+        raise UsageError(f"the {what} is empty", hint="give a revision id, head, base, +N or -N "
+                         "(see `dbkit migrate history`)")
 
 
 @dataclass
@@ -299,6 +314,7 @@ def upgrade(settings, revision: str = "head") -> RunResult:
     """Apply revisions up to ``revision`` (default: head), each in its own transaction."""
     from alembic import command
 
+    _require_revision(revision, "target revision")
     _, cfg = _run(settings, "upgrade", command.upgrade, revision)
     return _result(settings, cfg)
 
@@ -313,6 +329,7 @@ def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult
     """
     from alembic import command
 
+    _require_revision(revision, "target revision")
     guard_downgrade(settings, allow_prod=allow_prod)
     _, cfg = _run(settings, "downgrade", command.downgrade, revision, attributes={"dbkit_allow_prod": allow_prod})
     return _result(settings, cfg)
@@ -332,13 +349,25 @@ def offline_sql(settings, from_rev: str | None = None, to_rev: str = "head") -> 
     """The SQL an upgrade would run (``alembic upgrade --sql``), for review; needs no database."""
     from alembic import command
 
+    from alembic.util import CommandError
+
+    if from_rev is not None:
+        _require_revision(from_rev, "--from revision")
+    _require_revision(to_rev, "--to revision")
     buf = io.StringIO()
     cfg = alembic_config(settings, output=buf)
     target = f"{from_rev}:{to_rev}" if from_rev else to_rev
     try:
         command.upgrade(cfg, target, sql=True)
-    except Exception as exc:  # noqa: BLE001
-        raise _describe_failure(exc, cfg, settings, "offline SQL generation") from exc
+    except DbkitError:
+        raise
+    except CommandError as exc:
+        raise _command_error(exc) from None
+    except Exception as exc:  # noqa: BLE001 - a revision can raise anything
+        revision, filename = _failing_revision(exc)
+        where = f"revision {revision} ({filename})" if revision else "a revision"
+        raise MigrationFailed(f"rendering the SQL of {where} failed (nothing was run: offline mode): "
+                              f"{type(exc).__name__}: {first_line(str(exc), type(exc).__name__)}") from exc
     return buf.getvalue()
 
 
