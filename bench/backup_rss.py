@@ -8,8 +8,8 @@ of the tree, pg_dump included; on Linux it also carries this script's own RSS at
 about 60 MiB here, so the per-process samples are the figures to read).
 
 Measured (2 cores, PostgreSQL 15, TimescaleDB 2.19, a 441 MB database with 3,000 one-hour chunks):
-dbkit's own process peaked at 115 MiB to S3 (moto) and 70 MiB to file:// with zstd (before 2 MiB zstd
-jobs: 199 and 134 MiB), 104 MiB to S3 uncompressed; pg_dump itself 33 MiB.
+dbkit's own process peaked at 115-128 MiB to S3 (moto) and 70 MiB to file:// with zstd (before 2 MiB zstd
+jobs: 199 and 134 MiB), 96-105 MiB to S3 uncompressed; pg_dump itself 33 MiB.
 
     .venv/bin/python bench/backup_rss.py [--chunks 3000] [--mb 300] [--keep]
 """

@@ -553,12 +553,21 @@ class Scan:
     unreadable: list[tuple[str, str]]
 
     def unfinished_after_newest(self) -> list[tuple[str, datetime]]:
-        """Attempts without a manifest that started after the newest complete backup, newest first."""
-        newest = self.complete[0].id if self.complete else ""
-        return [(i, t) for i, t in self.incomplete if i > newest]  # ids sort by start time
+        """Attempts without a manifest that started after the newest complete backup (ids carry their
+        start time, to the second) or wrote after it finished, newest first."""
+        from dbkit.backup.manifest import is_backup_id, parse_backup_id
+
+        if not self.complete:
+            return list(self.incomplete)
+        newest = self.complete[0]
+        started = parse_backup_id(newest.id) if is_backup_id(newest.id) else newest.started_at
+        return [(i, t) for i, t in self.incomplete
+                if t > newest.finished_at or (is_backup_id(i) and parse_backup_id(i) > started)]
 
 
-def scan(settings, uri: str | None = None, storage=None) -> Scan:
+def scan(settings, uri: str | None = None, storage=None, *, uploads: bool = True) -> Scan:
+    """``uploads``: also look for unfinished writes (S3: ListMultipartUploads, which a read-only
+    restore role may not be allowed; not needed to list or restore complete backups)."""
     from dbkit.backup.manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id
 
     storage = storage or storage_for(settings, uri)
@@ -568,7 +577,7 @@ def scan(settings, uri: str | None = None, storage=None) -> Scan:
         if name and is_backup_id(folder):
             folders.setdefault(folder, []).append(obj)
     activity: dict[str, list[datetime]] = {}
-    for up in storage.list_incomplete_uploads():
+    for up in storage.list_incomplete_uploads() if uploads else ():
         folder, _, name = up.key.partition("/")
         if name and is_backup_id(folder) and up.last_activity is not None:
             activity.setdefault(folder, []).append(up.last_activity)
@@ -589,7 +598,7 @@ def scan(settings, uri: str | None = None, storage=None) -> Scan:
 
 def list_backups(settings, uri: str | None = None) -> list:
     """Complete backups (those with a manifest), newest first."""
-    return scan(settings, uri).complete
+    return scan(settings, uri, uploads=False).complete
 
 
 def stale_after(settings):
