@@ -35,7 +35,7 @@ __all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "pars
 ENVIRONMENTS = ("dev", "test", "staging", "prod")
 PASSWORD_PREFIX = "DBKIT_PASSWORD_"
 #: [tool.dbkit.<name>] tables: structure that is not a single setting
-SUBTABLES = ("rls",)
+SUBTABLES = ("rls", "roles")
 
 
 def password_variable(role: str) -> str:
@@ -254,6 +254,8 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict)
     #: DBKIT_PASSWORD_<ROLE> variables (env, .env.<env>, .env): secrets, never printed
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: [tool.dbkit.roles]: what the role model says beyond the DBKIT_ROLE_* names (see dbkit.roles)
+    roles_config: Mapping[str, Any] = field(default_factory=dict)
     #: [tool.dbkit.rls]: per-table expectations of the RLS matrix (see dbkit.testing)
     rls: Mapping[str, Any] = field(default_factory=dict)
 
@@ -542,9 +544,12 @@ def load_settings(
     resolved["env"] = env_name
     sources["env"] = env_source
     passwords: dict[str, str] = {}
+    roles_config = pyproject.get("roles", {})
+    # role passwords: DBKIT_PASSWORD_<ROLE>, and the variables [tool.dbkit.roles.<kind>] password_env names
+    custom = {str(v.get("password_env")) for v in roles_config.values() if isinstance(v, dict) and v.get("password_env")}
     for source, values in ((".env", dotenv), (env_file, _read_dotenv(project_dir / env_file)), ("env", environ)):
         for key, value in values.items():
-            if key.startswith(PASSWORD_PREFIX):
+            if key.startswith(PASSWORD_PREFIX) or key in custom:
                 passwords[key] = value
                 sources[key] = source
     for name in ("dev_dir", "migrations_dir"):
@@ -554,7 +559,7 @@ def load_settings(
         raise ConfigError(FIELDS_BY_NAME["dev_port"].env, f"is {resolved['dev_port']}, above 65535",
                           example="54329")
     return Settings(**resolved, project_dir=project_dir, sources=sources, passwords=passwords,
-                    rls=pyproject.get("rls", {}))
+                    rls=pyproject.get("rls", {}), roles_config=roles_config)
 
 
 def settings_table_markdown() -> str:

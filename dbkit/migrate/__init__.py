@@ -6,12 +6,13 @@
 * :mod:`dbkit.migrate.runner`   the verbs behind ``dbkit migrate …``
 * :mod:`dbkit.migrate.lint`     lock-safety lint of offline SQL with squawk
 
-Revisions call :func:`settings` for role names, schema and claim names, which are settings.
+Revisions call :func:`settings` for role names, schema and claim names, which are settings,
+and :func:`role_model` for what the role model grants (read-only tables, privileges per kind).
 """
 
 from __future__ import annotations
 
-__all__ = ["settings"]
+__all__ = ["settings", "role_model"]
 
 
 def settings(operations=None):
@@ -35,3 +36,10 @@ def settings(operations=None):
 
         value = load_settings()
     return value
+
+
+def role_model(operations=None):
+    """The project's role model (:class:`dbkit.roles.RoleModel`) for the running migration."""
+    from dbkit import roles
+
+    return roles.model(settings(operations))

@@ -601,7 +601,7 @@ def _grant(operations, op: GrantOp) -> None:
 
 @Operations.register_operation("apply_roles")
 class ApplyRolesOp(MigrateOperation):
-    """Apply ``sql/roles/*.sql`` (idempotent: creates missing roles, corrects drifted
+    """Apply the role model and the extra ``sql/roles/*.sql`` (idempotent: creates missing roles, corrects drifted
     attributes), as the session user.  Role names come from the settings.
 
     Example::
@@ -641,7 +641,7 @@ def _apply_roles(operations, op: ApplyRolesOp) -> None:
 
     from dbkit.migrate.session import _sql_statement
 
-    _run_as_session_user(operations, [_sql_statement(f.sql) for f in roles.role_files(dbkit_settings(operations))])
+    _run_as_session_user(operations, [_sql_statement(s) for s in roles.statements(dbkit_settings(operations))])
 
 
 @Operations.implementation_for(DropRolesOp)

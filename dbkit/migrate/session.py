@@ -10,7 +10,7 @@ In order, before Alembic runs a single revision:
 2. ``lock_timeout`` / ``statement_timeout`` from the settings;
 3. preflight, as the connecting role: the required extensions exist or can be
    created (a clear error naming the extension before any DDL), the roles from
-   ``sql/roles/`` exist with the declared attributes, and the ``dbkit`` schema
+   role model (:mod:`dbkit.roles`) exist with their attributes, and the ``dbkit`` schema
    (Alembic's version table and dbkit's checksum table) exists;
 4. ``SET ROLE <owner>`` so every object the revisions create is owned by the owner role.
 
@@ -148,10 +148,10 @@ def _preflight(conn, settings) -> None:
 
     db.ensure_extensions(conn, settings.extensions)
     try:
-        roles.apply(settings, conn)  # the role files, and passwords from DBKIT_PASSWORD_<ROLE> (as SCRAM verifiers)
+        roles.apply(settings, conn)  # the role model, and passwords from their variables (as SCRAM verifiers)
     except errors.InsufficientPrivilege as exc:
         raise MissingDependency(
-            f"the connecting role may not create or correct the roles in sql/roles/: {exc.diag.message_primary}",
+            f"the connecting role may not create or correct the roles of the role model: {exc.diag.message_primary}",
             hint="connect as a role with CREATEROLE (a superuser for BYPASSRLS roles), "
             "or have a DBA run `dbkit roles apply` once",
         ) from None
@@ -185,14 +185,14 @@ def offline_preflight(settings, quote) -> list[str]:
     :func:`migration_connection` does online before ``SET ROLE``, so that the script
     applies by itself to an empty cluster.
 
-    In order: the required extensions, the role files (``sql/roles/``; no password:
+    In order: the required extensions, the roles (the model and ``sql/roles/``; no password:
     those are set online by ``dbkit roles apply`` or ``dbkit migrate``), and dbkit's
     bookkeeping schema (owned by the owner role).  ``quote`` quotes an identifier.
     """
     from dbkit import roles
 
     stmts = [f"CREATE EXTENSION IF NOT EXISTS {quote(name)} CASCADE" for name in settings.extensions]
-    stmts += [_sql_statement(f.sql) for f in roles.role_files(settings)]
+    stmts += [_sql_statement(s) for s in roles.statements(settings)]
     schema = f"CREATE SCHEMA IF NOT EXISTS {quote(BOOKKEEPING_SCHEMA)}"
     if settings.migrate_set_role:
         schema += f" AUTHORIZATION {quote(settings.role_owner)}"

@@ -16,7 +16,9 @@ readonly   with tenant A: sees exactly A's rows; every write is permission denie
 =========  ===================================================================
 
 Overrides: ``tenant_column = "id"`` (default ``tenant_id``) and ``<kind>_denied =
-["INSERT", ...]``: commands that kind may not run on that table at all (42501).
+["INSERT", ...]``: commands that kind may not run on that table at all (42501).  The role
+model's read-only tables (``[tool.dbkit.roles] read_only_tables``) deny the enforce role
+INSERT/UPDATE/DELETE without saying it again here.
 """
 
 from __future__ import annotations
@@ -56,8 +58,11 @@ def _sql_state(exc: BaseException) -> str | None:
 
 def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     """Tables with RLS enabled in ``schemas``, with two tenants' data sampled (as a superuser)."""
+    from dbkit import roles
+
     schemas = schemas or [settings.schema]
     config = (settings.rls or {}).get("tables", {})
+    read_only = roles.model(settings).read_only_tables  # the role model grants the enforce role SELECT only
     rows = admin.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND n.nspname = ANY(%s) ORDER BY 1, 2",
@@ -71,8 +76,10 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
             "AND a.attgenerated = '' AND a.attidentity <> 'a' AND NOT (a.atthasdef AND a.attnum = ANY("
             " SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)) "
             "ORDER BY a.attnum", (f'"{schema}"."{name}"',)).fetchall()
-        t = Table(schema, name, conf.get("tenant_column", "tenant_id"), cols,
-                  {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS})
+        denied = {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS}
+        if name in read_only:
+            denied["enforce"] |= {"INSERT", "UPDATE", "DELETE"}
+        t = Table(schema, name, conf.get("tenant_column", "tenant_id"), cols, denied)
         tc = t.tenant_column
         for tenant, n in admin.execute(
                 f'SELECT "{tc}"::text, count(*) FROM {t.qualified} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2'):

@@ -27,17 +27,18 @@ TENANT_TABLES = {
     "events": "tenant_id",
     "audit_log": "tenant_id",
 }
-READ_ONLY_FOR_APP = {"tenants"}  # the application reads its tenant row; trusted workers manage tenants
 
 
 def _policies(settings):
     claim = f"(SELECT NULLIF(current_setting('{settings.tenant_claim}', true), '')::uuid)"
     enforce, readonly = settings.role_enforce, settings.role_readonly
+    # the role model's read-only tables ([tool.dbkit.roles]): the application only reads them
+    read_only = dbkit.migrate.role_model().read_only_tables
     for table, column in TENANT_TABLES.items():
         match = f"{column} = {claim}"
         yield dict(policy_name=f"{table}_tenant_select", table_name=table, command="SELECT",
                    roles=[enforce, readonly], using=match)
-        if table in READ_ONLY_FOR_APP:
+        if table in read_only:
             continue
         yield dict(policy_name=f"{table}_tenant_insert", table_name=table, command="INSERT",
                    roles=[enforce], with_check=match)

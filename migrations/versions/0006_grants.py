@@ -8,6 +8,7 @@ Create Date: 2026-11-21
 from alembic import op
 
 import dbkit.migrate
+from dbkit.roles import SCHEMA_GRANTS, TABLE_GRANTS
 
 revision = "0006"
 down_revision = "0005"
@@ -15,25 +16,24 @@ branch_labels = None
 depends_on = None
 
 TABLES = ("tenants", "users", "documents", "document_chunks", "events", "audit_log")
-DML = ["SELECT", "INSERT", "UPDATE", "DELETE"]
 
 
-def _grants(settings):
+def _grants(settings, model):
+    """What the role model (dbkit.roles) grants each kind: schema USAGE, then per-table privileges."""
     s = settings.schema
-    yield dict(privileges=["USAGE"], target=s, object_type="SCHEMA",
-               roles=[settings.role_enforce, settings.role_bypass, settings.role_readonly])
+    for kind, privileges in SCHEMA_GRANTS.items():
+        yield dict(privileges=list(privileges), target=s, object_type="SCHEMA", roles=[model.roles[kind].name])
     for table in TABLES:
-        enforce_privs = ["SELECT"] if table == "tenants" else DML
-        yield dict(privileges=enforce_privs, target=table, schema=s, roles=[settings.role_enforce])
-        yield dict(privileges=DML, target=table, schema=s, roles=[settings.role_bypass])
-        yield dict(privileges=["SELECT"], target=table, schema=s, roles=[settings.role_readonly])
+        for kind in TABLE_GRANTS:
+            yield dict(privileges=list(model.table_privileges(kind, table)), target=table, schema=s,
+                       roles=[model.roles[kind].name])
 
 
 def upgrade() -> None:
-    for grant in _grants(dbkit.migrate.settings()):
+    for grant in _grants(dbkit.migrate.settings(), dbkit.migrate.role_model()):
         op.grant(**grant)
 
 
 def downgrade() -> None:
-    for grant in _grants(dbkit.migrate.settings()):
+    for grant in _grants(dbkit.migrate.settings(), dbkit.migrate.role_model()):
         op.revoke(**grant)

@@ -1,0 +1,72 @@
+"""Roles as data: the role model (:mod:`dbkit.roles._model`), the SQL generated from it
+(:mod:`dbkit.roles._sql`), and the verbs behind ``dbkit roles apply|list|check``.
+
+* :func:`apply` creates the model's roles or corrects their attributes, runs the optional
+  extra files in ``sql/roles/``, and sets the LOGIN roles' passwords from their variables
+  (``DBKIT_PASSWORD_<ROLE>`` by default): libpq computes the SCRAM-SHA-256 verifier and only
+  that is sent, so neither the server log nor ``ps`` can show the password; then it closes
+  the paths around RLS in the database (:mod:`dbkit.rls.isolation`);
+* :func:`list_roles` describes the configured roles (JSON-ready);
+* :func:`check` lists the drift from the model: roles, attributes, memberships, passwords,
+  and the grants, ownership and default privileges in ``DBKIT_SCHEMA``.
+
+The migration runner, the offline script and ``op.apply_roles()`` use :func:`statements`.
+"""
+
+from __future__ import annotations
+
+from dbkit.roles._apply import ROLES_LOCK_KEY, ApplyResult, apply
+from dbkit.roles._check import Drift, RoleInfo, check, list_roles
+from dbkit.roles._model import (
+    ATTRIBUTES,
+    DML,
+    KIND_ATTRIBUTES,
+    KINDS,
+    SCHEMA_GRANTS,
+    TABLE_GRANTS,
+    DeclaredRole,
+    Role,
+    RoleFile,
+    RoleModel,
+    model,
+    parse_attributes,
+    password_variable,
+    render,
+    role_files,
+    roles_dir,
+)
+from dbkit.roles._scram import parse_scram_verifier, saslprep, scram_sha256_verifier, scram_verify
+from dbkit.roles._sql import model_statements
+
+__all__ = [
+    "KINDS", "ATTRIBUTES", "KIND_ATTRIBUTES", "DML", "TABLE_GRANTS", "SCHEMA_GRANTS",
+    "Role", "DeclaredRole", "RoleModel", "model", "declared_roles", "role_names", "parse_attributes",
+    "password_variable", "RoleFile", "role_files", "roles_dir", "render", "statements", "model_statements",
+    "ApplyResult", "apply", "ROLES_LOCK_KEY", "RoleInfo", "list_roles", "Drift", "check",
+    "expected_grants", "allowed_default_privileges",
+    "scram_sha256_verifier", "scram_verify", "parse_scram_verifier", "saslprep",
+]
+
+
+def role_names(settings) -> dict[str, str]:
+    """``{"owner": "app_owner", "enforce": "app_rls", ...}`` from the settings."""
+    return {kind: getattr(settings, f"role_{kind}") for kind in KINDS}
+
+
+def declared_roles(settings) -> dict[str, Role]:
+    """``{kind: Role}`` of the model."""
+    return dict(model(settings).roles)
+
+
+def expected_grants(settings, tables) -> dict[str, dict[str, frozenset[str]]]:
+    """``{role name: {table: privileges}}`` the model grants on ``tables`` (see :class:`RoleModel`)."""
+    return model(settings).expected_grants(tables)
+
+
+def allowed_default_privileges(settings) -> dict[str, frozenset[str]]:
+    return model(settings).allowed_default_privileges()
+
+
+def statements(settings) -> list[str]:
+    """Every statement that applies the roles, without passwords: the model's, then ``sql/roles/``."""
+    return [*model_statements(model(settings)), *(f.sql for f in role_files(settings))]

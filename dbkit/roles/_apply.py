@@ -1,0 +1,144 @@
+"""``dbkit roles apply``: the model's roles, extra role files, passwords, and tenant isolation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from dbkit.errors import DbkitError, MissingDependency
+from dbkit.roles._common import (
+    _connection,
+    _missing_password_error,
+    _stored_passwords,
+    password_of,
+)
+from dbkit.roles._model import ATTRIBUTES, RoleModel, model, role_files
+from dbkit.roles._scram import encrypt_password, scram_verify
+from dbkit.roles._sql import model_statements
+
+#: Advisory lock key for `dbkit roles apply`: the bytes of "dbkitrol" as a signed 64-bit integer.
+ROLES_LOCK_KEY = int.from_bytes(b"dbkitrol", "big", signed=True)
+
+_SNAPSHOT_SQL = (
+    "SELECT r.rolname, " + ", ".join(f"r.{c}" for c in ATTRIBUTES.values()) + ", r.rolconnlimit, "
+    "pg_has_role(session_user, r.oid, 'MEMBER'), has_database_privilege(r.oid, current_database(), 'CREATE') "
+    "FROM pg_roles r WHERE r.rolname = ANY(%s)"
+)
+
+
+@dataclass
+class ApplyResult:
+    """What :func:`apply` did (role names only; never a password or a verifier)."""
+
+    created: list[str] = field(default_factory=list)
+    altered: list[str] = field(default_factory=list)
+    password_set: list[str] = field(default_factory=list)
+    password_unchanged: list[str] = field(default_factory=list)
+    #: paths around RLS closed in this database (:func:`dbkit.rls.isolation.harden`)
+    hardened: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.altered or self.password_set or self.hardened)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "changed": self.changed}
+
+
+def _snapshot(conn, names: list[str]) -> dict[str, tuple]:
+    return {r[0]: tuple(r[1:]) for r in conn.execute(_SNAPSHOT_SQL, (names,)).fetchall()}
+
+
+def apply(settings, conn=None) -> ApplyResult:
+    """Create or correct the roles of the model and set the LOGIN roles' passwords.
+
+    Idempotent, in one transaction (a failure changes nothing):
+
+    1. the statements generated from the model (:mod:`dbkit.roles._sql`) run: a missing role
+       is created, a drifted attribute corrected; then the extra files in ``sql/roles/``;
+    2. for each LOGIN role whose password variable (``DBKIT_PASSWORD_<ROLE>`` unless the model
+       says otherwise) is set: when the stored verifier (pg_authid, readable by superusers) was
+       not made from that password, a fresh SCRAM-SHA-256 verifier made by libpq is sent; the
+       password itself is never sent.
+       Without pg_authid access the verifier is always sent.  A LOGIN role without the
+       variable keeps its current password (a warning); in ``DBKIT_ENV=prod`` that is a
+       :class:`ConfigError`, raised before anything is changed (or even connected);
+    3. in the connection's database, the paths around RLS are closed
+       (:func:`dbkit.rls.isolation.harden`: TimescaleDB chunks in a schema no application
+       role may use, ``pg_stats`` revoked from PUBLIC); a step that needs a superuser and
+       cannot be done is a warning (``dbkit rls audit`` keeps reporting it).
+
+    ``conn`` is a psycopg connection (one is opened from the settings when None).
+    """
+    from psycopg import errors, sql
+
+    roles = model(settings)
+    logins = roles.logins()
+    missing = [d for d in logins if password_of(settings, d) is None]
+    if missing and settings.env == "prod":
+        raise _missing_password_error(settings, missing)
+
+    names = [d.name for d in roles.roles.values()]
+    result = ApplyResult()
+    if not settings.uses_dev_cluster:  # the embedded dev cluster trusts local connections: no password is used
+        for d in missing:
+            result.warnings.append(f"{d.name}: {d.password_env} is not set; the role keeps its current password")
+
+    with _connection(settings, conn) as c, c.transaction():
+        c.execute("SELECT pg_advisory_xact_lock(%s)", (ROLES_LOCK_KEY,))
+        before = _snapshot(c, names)
+        current = None
+        try:
+            for role, stmt in zip(_statement_roles(roles), model_statements(roles), strict=True):
+                current = role
+                c.execute(stmt)
+            for f in role_files(settings):
+                current = f"{f.role} ({f.path.name})"
+                c.execute(f.sql)
+        except errors.InsufficientPrivilege as exc:
+            raise MissingDependency(
+                f"the connecting role may not create or correct role {current}: {exc.diag.message_primary}",
+                hint="connect as a role with CREATEROLE (a superuser for BYPASSRLS roles), "
+                "or have a DBA run `dbkit roles apply` once",
+            ) from None
+        after = _snapshot(c, names)
+        for name in names:
+            if name not in before:
+                result.created.append(name)
+            elif before[name] != after.get(name):
+                result.altered.append(name)
+
+        to_set = [d for d in logins if d not in missing]
+        stored = _stored_passwords(c, [d.name for d in to_set]) if to_set else {}
+        if stored is None:
+            result.warnings.append("pg_authid is not readable by the connecting role: passwords were set "
+                                   "without checking whether they had changed")
+        for d in to_set:
+            password = password_of(settings, d)
+            if stored is not None and scram_verify(password, stored.get(d.name)):
+                result.password_unchanged.append(d.name)
+                continue
+            stmt = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(d.name), sql.Literal(encrypt_password(c, d.name, password)))
+            try:
+                c.execute(stmt)
+            except errors.Error as exc:  # never let the statement (it holds the verifier) into a message
+                cls = MissingDependency if isinstance(exc, errors.InsufficientPrivilege) else DbkitError
+                raise cls(f"could not set the password of role {d.name}: "
+                          f"{exc.diag.message_primary or type(exc).__name__} (SQLSTATE {exc.sqlstate})") from None
+            result.password_set.append(d.name)
+
+        from dbkit.rls import isolation
+
+        hardened = isolation.harden(c, settings)
+        result.hardened.extend(hardened.actions)
+        result.warnings.extend(hardened.warnings)
+    return result
+
+
+def _statement_roles(roles: RoleModel) -> list[str]:
+    """What each statement of :func:`model_statements` is about, for error messages."""
+    out = [f"{r.name} ({r.kind})" for r in roles.roles.values()]
+    if "owner" in roles.roles:
+        out.insert(1, f"{roles.roles['owner'].name} (access for the migrating role)")
+    return out

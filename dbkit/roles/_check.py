@@ -1,0 +1,299 @@
+"""``dbkit roles list`` and ``dbkit roles check``: the server against the role model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from dbkit.roles._common import (
+    _DEFAULT_ACL_OBJECTS,
+    _POWERFUL_BUILTIN_ROLES,
+    _attribute_diffs,
+    _can_read_authid,
+    _connection,
+    _ident,
+    _privs,
+    _role_rows,
+    _stored_passwords,
+    password_of,
+)
+from dbkit.roles._model import TABLE_GRANTS, SCHEMA_GRANTS, Role, RoleModel, model
+from dbkit.roles._scram import scram_verify
+
+@dataclass(frozen=True)
+class RoleInfo:
+    """One configured role as the server has it (JSON-ready with :meth:`as_dict`)."""
+
+    name: str
+    kind: str
+    exists: bool
+    login: bool | None = None
+    superuser: bool | None = None
+    bypassrls: bool | None = None
+    inherit: bool | None = None
+    createrole: bool | None = None
+    createdb: bool | None = None
+    replication: bool | None = None
+    connection_limit: int | None = None
+    member_of: list[str] = field(default_factory=list)
+    #: rolpassword IS NOT NULL (pg_authid); None when pg_authid is not readable or the role is missing
+    has_password: bool | None = None
+    #: where the password comes from (LOGIN roles only); never the value
+    password_variable: str | None = None
+    password_variable_set: bool | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_roles(settings, conn=None) -> list[RoleInfo]:
+    """The roles of the model (owner, enforce, bypass, readonly), in that order."""
+    declared = model(settings).roles
+    names = {kind: role.name for kind, role in declared.items()}
+    with _connection(settings, conn) as c:
+        rows = {r[0]: r[1:] for r in c.execute(
+            "SELECT r.rolname, r.rolcanlogin, r.rolsuper, r.rolbypassrls, r.rolinherit, r.rolcreaterole, "
+            "r.rolcreatedb, r.rolreplication, r.rolconnlimit, "
+            "ARRAY(SELECT b.rolname::text FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid "
+            "      WHERE m.member = r.oid ORDER BY 1) "
+            "FROM pg_roles r WHERE r.rolname = ANY(%s)", (list(names.values()),)).fetchall()}
+        passwords = (dict(c.execute("SELECT rolname, rolpassword IS NOT NULL FROM pg_catalog.pg_authid "
+                                    "WHERE rolname = ANY(%s)", (list(names.values()),)).fetchall())
+                     if _can_read_authid(c) else None)
+    infos = []
+    for kind, name in names.items():
+        d = declared.get(kind)
+        row = rows.get(name)
+        login = bool(row[0]) if row else None
+        wants_password = d.login if d is not None else bool(login)
+        variable = d.password_env if wants_password and d is not None else None
+        var_set = (password_of(settings, d) is not None) if variable else None
+        if row is None:
+            infos.append(RoleInfo(name, kind, False, password_variable=variable, password_variable_set=var_set))
+            continue
+        infos.append(RoleInfo(
+            name, kind, True, login=login, superuser=row[1], bypassrls=row[2], inherit=row[3], createrole=row[4],
+            createdb=row[5], replication=row[6], connection_limit=row[7], member_of=list(row[8]),
+            has_password=passwords.get(name) if passwords is not None else None,
+            password_variable=variable, password_variable_set=var_set,
+        ))
+    return infos
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between the declared state and the server.
+
+    ``severity`` is "error" (the state is wrong) or "warn" (worth knowing, e.g. a LOGIN
+    role without a password variable outside prod).  ``fix`` is a one-line hint: a
+    command to run or the SQL statement that removes the drift.
+    """
+
+    role: str
+    what: str
+    expected: str
+    actual: str
+    fix: str
+    severity: str = "error"
+    object: str | None = None  # the table or schema concerned, schema-qualified
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.role}: {self.what}: expected {self.expected}, found {self.actual} (fix: {self.fix})"
+
+
+_APPLY = "run `dbkit roles apply`"
+
+
+def _check_roles(settings, c, declared: Mapping[str, Role]) -> tuple[list[Drift], set[str]]:
+    drifts: list[Drift] = []
+    names = {kind: role.name for kind, role in declared.items()}
+    rows = _role_rows(c, list(names.values()))
+    for kind, name in names.items():
+        d = declared[kind]
+        if name not in rows:
+            drifts.append(Drift(name, "role", "exists", "missing", _APPLY))
+            continue
+        for what, expected, actual in _attribute_diffs(rows[name], d):
+            drifts.append(Drift(name, what, expected, actual, _APPLY))
+    # memberships of the roles that log in: none are declared
+    app_roles = [names[k] for k in ("enforce", "bypass", "readonly") if names[k] in rows]
+    for member, granted, powerful in c.execute(
+        "SELECT m.rolname, g.rolname, (g.rolsuper OR g.rolbypassrls) FROM pg_auth_members am "
+        "JOIN pg_roles m ON m.oid = am.member JOIN pg_roles g ON g.oid = am.roleid "
+        "WHERE m.rolname = ANY(%s) ORDER BY 1, 2", (app_roles,)
+    ).fetchall():
+        severe = powerful or granted in names.values() or granted in _POWERFUL_BUILTIN_ROLES
+        drifts.append(Drift(member, f"membership in {granted}", "no memberships", f"member of {granted}",
+                            f"REVOKE {_ident(granted)} FROM {_ident(member)}",
+                            severity="error" if severe else "warn"))
+    return drifts, set(rows)
+
+
+def _check_passwords(settings, c, declared: Mapping[str, Role], existing: set[str]) -> list[Drift]:
+    drifts = []
+    logins = [d for d in declared.values() if d.login and d.name in existing]
+    with_password = [d.name for d in logins if password_of(settings, d) is not None]
+    stored = _stored_passwords(c, with_password) if with_password else {}
+    for d in logins:
+        variable = d.password_env
+        password = password_of(settings, d)
+        if password is None:
+            if settings.uses_dev_cluster:  # trust authentication: there is no password to check
+                continue
+            drifts.append(Drift(d.name, "password variable", f"{variable} set", "not set",
+                                f"set {variable} (environment or .env), then {_APPLY}",
+                                severity="error" if settings.env == "prod" else "warn"))
+        elif stored is not None:
+            current = stored.get(d.name)
+            if current is None:
+                drifts.append(Drift(d.name, "password", f"set from {variable}", "no password", _APPLY))
+            elif not scram_verify(password, current):
+                drifts.append(Drift(d.name, "password", f"SCRAM-SHA-256 verifier of {variable}",
+                                    "a different password" if current.startswith("SCRAM-SHA-256$")
+                                    else "a password not stored as SCRAM-SHA-256", _APPLY))
+    return drifts
+
+
+def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Drift]:
+    names = roles.names()
+    owner, schema = names["owner"], settings.schema
+    s = _ident(schema)
+    row = c.execute("SELECT n.oid, pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = %s",
+                    (schema,)).fetchone()
+    if row is None:
+        return [Drift(owner, f"schema {schema}", "exists", "missing", "run `dbkit migrate`", object=schema)]
+    drifts: list[Drift] = []
+    nsp_oid, nsp_owner = row
+    if nsp_owner != owner:
+        drifts.append(Drift(owner, f"owner of schema {schema}", owner, nsp_owner,
+                            f"ALTER SCHEMA {s} OWNER TO {_ident(owner)}", object=schema))
+
+    checked = {names[k] for k in TABLE_GRANTS} & existing  # the roles the model grants to
+
+    def grantee_name(oid: int, name: str | None) -> str:
+        return "PUBLIC" if oid == 0 else name
+
+    # ---- privileges on the schema
+    schema_has: dict[str, set[str]] = {}
+    for grantee, gname, priv, grantable in c.execute(
+        "SELECT a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable FROM pg_namespace n, "
+        "LATERAL aclexplode(COALESCE(n.nspacl, acldefault('n', n.nspowner))) a WHERE n.oid = %s", (nsp_oid,)
+    ):
+        who = grantee_name(grantee, gname)
+        if who in checked or who == "PUBLIC":
+            schema_has.setdefault(who, set()).add(priv + (" WITH GRANT OPTION" if grantable else ""))
+    for kind, privs in SCHEMA_GRANTS.items():
+        role = names[kind]
+        if role not in checked:
+            continue
+        have, want = schema_has.get(role, set()), set(privs)
+        if want - have:
+            drifts.append(Drift(role, f"missing privileges on schema {schema}: {_privs(want - have)}", _privs(want),
+                                _privs(have), f"GRANT {_privs(want - have)} ON SCHEMA {s} TO {_ident(role)}",
+                                object=schema))
+        if have - want:
+            extra = {p.removesuffix(" WITH GRANT OPTION") for p in have - want}
+            drifts.append(Drift(role, f"extra privileges on schema {schema}: {_privs(have - want)}", _privs(want),
+                                _privs(have), f"REVOKE {_privs(extra)} ON SCHEMA {s} FROM {_ident(role)}",
+                                object=schema))
+    if "CREATE" in schema_has.get("PUBLIC", set()):
+        drifts.append(Drift("PUBLIC", f"extra privileges on schema {schema}: CREATE", "(none)",
+                            _privs(schema_has["PUBLIC"]), f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC", object=schema))
+
+    # ---- tables: owner and grants
+    tables = c.execute(
+        "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.relnamespace = %s "
+        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY c.relname", (nsp_oid,)).fetchall()
+    for table, table_owner in tables:
+        if table_owner != owner:
+            drifts.append(Drift(owner, f"owner of table {schema}.{table}", owner, table_owner,
+                                f"ALTER TABLE {s}.{_ident(table)} OWNER TO {_ident(owner)}",
+                                object=f"{schema}.{table}"))
+    model = roles.expected_grants([t for t, _ in tables])
+    has: dict[tuple[str, str], set[str]] = {}
+    grant_option: dict[tuple[str, str], set[str]] = {}
+    for table, grantee, gname, priv, grantable in c.execute(
+        "SELECT c.relname, a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable "
+        "FROM pg_class c, LATERAL aclexplode(COALESCE(c.relacl, acldefault('r', c.relowner))) a "
+        "WHERE c.relnamespace = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition", (nsp_oid,)
+    ):
+        who = grantee_name(grantee, gname)
+        if who in checked or who == "PUBLIC":
+            has.setdefault((who, table), set()).add(priv)
+            if grantable:
+                grant_option.setdefault((who, table), set()).add(priv)
+    for table, _ in tables:
+        obj = f"{schema}.{table}"
+        target = f"{s}.{_ident(table)}"
+        for role in sorted(checked | {"PUBLIC"}):
+            want = set(model.get(role, {}).get(table, frozenset()))
+            got = has.get((role, table), set())
+            grantee = role if role == "PUBLIC" else _ident(role)
+            if want - got:
+                drifts.append(Drift(role, f"missing privileges on table {obj}: {_privs(want - got)}", _privs(want),
+                                    _privs(got), f"GRANT {_privs(want - got)} ON {target} TO {grantee}", object=obj))
+            if got - want:
+                drifts.append(Drift(role, f"extra privileges on table {obj}: {_privs(got - want)}", _privs(want),
+                                    _privs(got), f"REVOKE {_privs(got - want)} ON {target} FROM {grantee}", object=obj))
+            go = grant_option.get((role, table), set()) & want
+            if go:
+                drifts.append(Drift(role, f"grant option on table {obj}: {_privs(go)}", "no grant option",
+                                    f"{_privs(go)} WITH GRANT OPTION",
+                                    f"REVOKE GRANT OPTION FOR {_privs(go)} ON {target} FROM {grantee}", object=obj))
+
+    # ---- default privileges: in the schema (any creator) or global ones of the owner
+    allowed = roles.allowed_default_privileges()
+    per_entry: dict[tuple[str, bool, str, str], set[str]] = {}
+    for creator, in_schema, objtype, grantee, gname, priv in c.execute(
+        "SELECT pg_get_userbyid(d.defaclrole), d.defaclnamespace <> 0, d.defaclobjtype::text, a.grantee, "
+        "pg_get_userbyid(a.grantee), a.privilege_type FROM pg_default_acl d, LATERAL aclexplode(d.defaclacl) a "
+        "WHERE d.defaclnamespace = %s OR (d.defaclnamespace = 0 AND pg_get_userbyid(d.defaclrole) = %s)",
+        (nsp_oid, owner),
+    ):
+        who = grantee_name(grantee, gname)
+        if who not in checked:
+            continue
+        if objtype == "r" and priv in allowed.get(who, frozenset()):
+            continue
+        per_entry.setdefault((creator, in_schema, objtype, who), set()).add(priv)
+    for (creator, in_schema, objtype, who), privs in sorted(per_entry.items()):
+        objects = _DEFAULT_ACL_OBJECTS.get(objtype, objtype)
+        where = f" IN SCHEMA {s}" if in_schema else ""
+        scope = f"in schema {schema}" if in_schema else "in every schema"
+        expected = _privs(allowed.get(who, ())) if objtype == "r" else "(none)"
+        drifts.append(Drift(
+            who, f"default privileges on {objects} created by {creator} {scope}: {_privs(privs)}", expected,
+            _privs(privs),
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {_ident(creator)}{where} REVOKE {_privs(privs)} ON {objects} "
+            f"FROM {_ident(who)}", object=schema,
+        ))
+    return drifts
+
+
+def check(settings, conn=None) -> list[Drift]:
+    """The drift from the declared state; an empty list means clean.
+
+    * roles: a missing role, an attribute that differs from the role file's ``attrs``
+      line, a membership of the enforce/bypass/readonly roles (none is declared; "error"
+      when it grants another configured role, a superuser/BYPASSRLS role or a
+      pg_read/write_all_data-like role, else "warn");
+    * passwords: a LOGIN role without ``DBKIT_PASSWORD_<ROLE>`` ("warn"; "error" in prod);
+      with the variable set and pg_authid readable, a stored password that is not that one;
+    * ``settings.schema``: it exists and the owner role owns it and every table in it;
+      the enforce/bypass/readonly roles hold exactly :func:`expected_grants` on each table
+      (and USAGE on the schema); PUBLIC holds nothing on the tables (nor CREATE on the
+      schema); no default privileges grant these roles more than
+      :func:`allowed_default_privileges`.
+
+    Privileges of other roles, column privileges, views and partitions (reached through
+    their parent) are not checked.
+    """
+    roles = model(settings)
+    with _connection(settings, conn) as c:
+        drifts, existing = _check_roles(settings, c, roles.roles)
+        drifts += _check_passwords(settings, c, roles.roles, existing)
+        drifts += _check_schema(settings, c, existing, roles)
+    return drifts
