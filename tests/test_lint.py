@@ -279,3 +279,20 @@ def test_squawk_is_found_on_path_when_not_next_to_python(tmp_path, monkeypatch):
     _fake_python(tmp_path, monkeypatch, None)
     monkeypatch.setenv("PATH", os.path.dirname(real))
     assert find_squawk() == real
+
+
+@pytest.mark.unit
+def test_statement_boundaries_come_from_postgresqls_scanner():
+    from dbkit.migrate.lint import _statement_spans, _transaction_state_after
+
+    sql = ("-- head; comment\nSELECT E'it\\'s; fine';\n/* a /* nested; */ one */ DO $body$ BEGIN PERFORM 1; END $body$;\n"
+           "CREATE INDEX \"odd;name\" ON t (x);\nSELECT 'é;x'")
+    texts = [sql[a:b] for a, b in _statement_spans(sql)]
+    assert texts == ["SELECT E'it\\'s; fine';", "DO $body$ BEGIN PERFORM 1; END $body$;",
+                     'CREATE INDEX "odd;name" ON t (x);', "SELECT 'é;x'"]
+    tx = "BEGIN; SELECT 1; COMMIT AND CHAIN; ROLLBACK TO SAVEPOINT s;"
+    assert _transaction_state_after(tx, _statement_spans(tx), False) is True
+    tx = "START TRANSACTION; COMMIT; SELECT 1;"
+    assert _transaction_state_after(tx, _statement_spans(tx), False) is False
+    text = "SELECT 'unterminated; still one"
+    assert _statement_spans(text) == [(0, len(text))]

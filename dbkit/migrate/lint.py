@@ -47,8 +47,8 @@ Decisions, so that nothing is dropped silently:
   name``), so ``ignore`` is checked against the installed squawk's own rules.
 * **Positions**: squawk's JSON gives 0-based lines and UTF-8 byte columns;
   :attr:`Violation.line` is 1-based within the revision's SQL as given.  The
-  statement text is cut out of that SQL by a small quote/comment/dollar-quote
-  aware splitter (it only finds statement boundaries; it never judges them).
+  statement text is cut out of that SQL with PostgreSQL's own scanner (libpg_query,
+  through pglast), which also tells which statements open or close a transaction.
 """
 
 from __future__ import annotations
@@ -323,101 +323,56 @@ def _is_bookkeeping(statement: str) -> bool:
 
 
 # -- statement boundaries and transaction state --------------------------------
+# PostgreSQL's own scanner and parser (libpg_query, through pglast) find where statements end
+# and which ones open or close a transaction: no hand-written SQL lexing here.
 
-_DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
-
-
-def _skip_quoted(sql: str, i: int, quote: str, *, backslash: bool) -> int:
-    j, n = i + 1, len(sql)
-    while j < n:
-        c = sql[j]
-        if backslash and c == "\\":
-            j += 2
-        elif c == quote:
-            if j + 1 < n and sql[j + 1] == quote:
-                j += 2
-            else:
-                return j + 1
-        else:
-            j += 1
-    return n
-
-
-def _skip_block_comment(sql: str, i: int) -> int:
-    depth, j, n = 0, i, len(sql)
-    while j < n:
-        if sql.startswith("/*", j):
-            depth += 1
-            j += 2
-        elif sql.startswith("*/", j):
-            depth -= 1
-            j += 2
-            if depth == 0:
-                return j
-        else:
-            j += 1
-    return n
+_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 
 
 def _statement_spans(sql: str) -> list[tuple[int, int]]:
-    """(start, end) of each statement: first significant character to its ``;`` inclusive.
+    """(start, end) of each statement: its first token (comments skipped) to its ``;`` inclusive."""
+    from pglast.parser import ParseError, scan
 
-    Knows comments, quoted strings and identifiers, E'' escapes and dollar quotes;
-    nothing else about SQL.
-    """
+    try:
+        tokens = scan(sql)
+    except ParseError:  # e.g. an unterminated quote: the rest is one statement, as PostgreSQL would read it
+        stripped = sql.strip()
+        return [(sql.index(stripped[0]), len(sql.rstrip()))] if stripped else []
     spans: list[tuple[int, int]] = []
     start: int | None = None
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c.isspace():
-            i += 1
+    end = 0
+    for tok in tokens:
+        if tok.name in _COMMENTS:
             continue
-        if sql.startswith("--", i):
-            newline = sql.find("\n", i)
-            i = n if newline < 0 else newline + 1
-            continue
-        if sql.startswith("/*", i):
-            i = _skip_block_comment(sql, i)
+        if tok.name == "ASCII_59":  # ;
+            if start is not None:
+                spans.append((start, tok.end + 1))
+            start = None
             continue
         if start is None:
-            start = i
-        if c == ";":
-            spans.append((start, i + 1))
-            start = None
-            i += 1
-        elif c == "'":
-            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] in "_$"))
-            i = _skip_quoted(sql, i, "'", backslash=escapes)
-        elif c == '"':
-            i = _skip_quoted(sql, i, '"', backslash=False)
-        elif c == "$" and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
-            tag = _DOLLAR_TAG.match(sql, i)
-            if tag:
-                close = sql.find(tag.group(), tag.end())
-                i = n if close < 0 else close + len(tag.group())
-            else:
-                i += 1
-        else:
-            i += 1
+            start = tok.start
+        end = tok.end + 1
     if start is not None:
-        spans.append((start, len(sql.rstrip())))
+        spans.append((start, end))
     return spans
-
-
-_TX_BEGIN = re.compile(r"(?:BEGIN|START\s+TRANSACTION)\b(?!\s+ATOMIC\b)", re.IGNORECASE)
-_TX_END = re.compile(
-    r"(?:COMMIT|END|ROLLBACK|ABORT)\b(?!\s+(?:(?:WORK|TRANSACTION)\s+)?(?:PREPARED|TO)\b)", re.IGNORECASE
-)
-_TX_CHAIN = re.compile(r"\bAND\s+CHAIN\b", re.IGNORECASE)
 
 
 def _transaction_state_after(sql: str, spans: list[tuple[int, int]], in_transaction: bool) -> bool:
     """Whether a transaction is open after ``sql`` ran, given the state before it."""
+    import pglast
+    from pglast.enums import TransactionStmtKind as Kind
+
     for start, end in spans:
-        statement = sql[start:end]
-        if _TX_BEGIN.match(statement):
-            in_transaction = True
-        elif _TX_END.match(statement):
-            in_transaction = _TX_CHAIN.search(statement) is not None
+        try:
+            parsed = pglast.parse_sql(sql[start:end])
+        except pglast.parser.ParseError:
+            continue  # not SQL the parser knows: it cannot be BEGIN or COMMIT either
+        for raw in parsed:
+            stmt = raw.stmt
+            if type(stmt).__name__ != "TransactionStmt":
+                continue
+            if stmt.kind in (Kind.TRANS_STMT_BEGIN, Kind.TRANS_STMT_START):
+                in_transaction = True
+            elif stmt.kind in (Kind.TRANS_STMT_COMMIT, Kind.TRANS_STMT_ROLLBACK):
+                in_transaction = bool(stmt.chain)
     return in_transaction
