@@ -1,4 +1,5 @@
-"""Connections: the one place dbkit opens a PostgreSQL connection.
+"""Connections, and the catalog queries more than one feature asks: the one place dbkit opens a
+PostgreSQL connection.  Which database to connect to is :mod:`dbkit.target`'s business.
 
 psycopg 3 for everything dbkit does itself; SQLAlchemy engines (for Alembic)
 are built from the same :class:`~dbkit.urls.DbUrl`.  psycopg is imported
@@ -20,31 +21,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from dbkit.config import Settings
 
-__all__ = ["resolve_url", "connect", "ensure_extensions", "timed_ping", "timescaledb_preloaded", "install_hint"]
+__all__ = ["connect", "ensure_extensions", "timed_ping", "timescaledb_preloaded", "install_hint",
+           "role_exists", "database_exists", "applied_revisions"]
 
 APPLICATION_NAME = "dbkit"
 log = logging.getLogger("dbkit")
 
 
 def resolve_url(settings: Settings, *, direct: bool = False) -> DbUrl:
-    """The database URL commands use.
+    """Deprecated here: :func:`dbkit.target.resolve_url` (kept while callers move)."""
+    from dbkit import target
 
-    ``DATABASE_URL`` when set; otherwise, in dev, the embedded cluster (started
-    and provisioned on first use); otherwise a ConfigError naming DATABASE_URL.
-    ``direct``: the command needs a session of its own (advisory locks, SET ROLE, pg_dump), not
-    PgBouncer in transaction mode: DIRECT_DATABASE_URL wins, and a PgBouncer port gets a warning.
-    """
-    if direct and settings.direct_database_url is not None:
-        return settings.direct_database_url
-    if not settings.uses_dev_cluster:
-        url = settings.require_database_url()
-        if direct and url.port is not None and str(url.port) in settings.pgbouncer_ports:
-            log.warning("DATABASE_URL uses port %s, usually PgBouncer: this command needs a direct connection "
-                        "to PostgreSQL; set DIRECT_DATABASE_URL", url.port)
-        return url
-    from dbkit import dev
-
-    return dev.provision(dev.DevCluster.from_settings(settings), settings.extensions).url
+    return target.resolve_url(settings, direct=direct)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -143,3 +131,24 @@ INSTALL_HINTS = {
 
 def install_hint(name: str) -> str:
     return INSTALL_HINTS.get(name, f"install the '{name}' extension on the database server")
+
+
+# --------------------------------------------------------------------- shared catalog queries
+
+def role_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is not None
+
+
+def database_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def applied_revisions(conn: psycopg.Connection, version_table: str = "dbkit.alembic_version") -> list[str] | None:
+    """The revision ids in Alembic's version table (``schema.table``), or None when it does not exist."""
+    if not conn.execute("SELECT to_regclass(%s)", (version_table,)).fetchone()[0]:
+        return None
+    schema, _, table = version_table.rpartition(".")
+    from psycopg import sql
+
+    name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+    return [r[0] for r in conn.execute(sql.SQL("SELECT version_num FROM {} ORDER BY 1").format(name))]

@@ -360,7 +360,7 @@ class DevCluster:
 
         name = dbname or self.database
         with db.connect(parse_database_url(self.url("postgres")), autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            if db.database_exists(conn, name):
                 return False
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             return True

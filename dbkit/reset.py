@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dbkit import db
+from dbkit import db, target
 from dbkit.errors import Refused
 
 __all__ = ["ResetResult", "is_local", "reset"]
@@ -39,7 +39,7 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
     from dbkit.migrate import runner
     from dbkit.seed import engine
 
-    url = db.resolve_url(settings, direct=True)
+    url = target.resolve_url(settings, direct=True)
     name = url.dbname
     risky = []
     if settings.env in ("staging", "prod"):

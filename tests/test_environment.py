@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dbkit import db
+from dbkit import db, target
 from dbkit.config import load_settings
 from dbkit.errors import Refused
 
@@ -37,15 +37,15 @@ def test_prod_requirements(tmp_path):
 def test_direct_url_and_pgbouncer_warning(tmp_path, caplog):
     pooled = load_settings(environ={"DATABASE_URL": "postgresql://app@127.0.0.1:6432/app"}, cwd=tmp_path)
     with caplog.at_level(logging.WARNING, logger="dbkit"):
-        assert db.resolve_url(pooled, direct=True).port == 6432
+        assert target.resolve_url(pooled, direct=True).port == 6432
     assert "usually PgBouncer" in caplog.text and "DIRECT_DATABASE_URL" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="dbkit"):
-        assert db.resolve_url(pooled).port == 6432  # the application's own URL: no warning
+        assert target.resolve_url(pooled).port == 6432  # the application's own URL: no warning
     assert caplog.text == ""
     direct = load_settings(environ={"DATABASE_URL": "postgresql://app@127.0.0.1:6432/app",
                                     "DIRECT_DATABASE_URL": "postgresql://app@127.0.0.1:5432/app"}, cwd=tmp_path)
-    assert db.resolve_url(direct, direct=True).port == 5432 and db.resolve_url(direct).port == 6432
+    assert target.resolve_url(direct, direct=True).port == 5432 and target.resolve_url(direct).port == 6432
 
 
 @pytest.mark.integration

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbkit import db
+from dbkit import db, target
 from dbkit.errors import ConfigError, DbkitError, UsageError
 from dbkit.migrate.env import file_sha256, guard_downgrade
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
@@ -175,12 +175,9 @@ def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
 
 def _current(settings) -> list[str]:
     """Applied heads from dbkit.alembic_version (empty when nothing was ever applied)."""
-    url = db.resolve_url(settings, direct=True)
+    url = target.resolve_url(settings, direct=True)
     with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.alembic_version",)).fetchone()[0]
-        if not exists:
-            return []
-        return [r[0] for r in conn.execute(f"SELECT version_num FROM {BOOKKEEPING_SCHEMA}.alembic_version")]
+        return db.applied_revisions(conn, f"{BOOKKEEPING_SCHEMA}.alembic_version") or []
 
 
 def _applied_set(script, current: list[str]) -> set[str]:
@@ -390,7 +387,7 @@ def _schema_diffs(settings) -> list[str] | None:
 
 def _edited(settings) -> list[Drift]:
     script = _script(settings)
-    url = db.resolve_url(settings, direct=True)
+    url = target.resolve_url(settings, direct=True)
     with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
         if not conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.migration_checksums",)).fetchone()[0]:
             return []

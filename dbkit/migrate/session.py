@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dbkit import db
+from dbkit import db, target
 from dbkit.errors import DbkitError, MissingDependency
 
 __all__ = ["ADVISORY_LOCK_KEY", "BOOKKEEPING_SCHEMA", "CHECKSUMS_DDL", "Blocker", "migration_connection",
@@ -136,10 +136,6 @@ def _set_timeouts(conn, settings) -> None:
                   (settings.lock_timeout, settings.statement_timeout))
 
 
-def _role_exists(conn, role: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
-
-
 def _preflight(conn, settings) -> None:
     """Extensions, roles, bookkeeping schema; as the connecting role, before any revision runs."""
     from psycopg import errors, sql
@@ -226,7 +222,7 @@ def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[obj
     from psycopg import sql
     from sqlalchemy import create_engine, pool
 
-    url = db.resolve_url(settings, direct=True)
+    url = target.resolve_url(settings, direct=True)
     raw = db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout)
     watcher = None
     locked = False
@@ -237,7 +233,7 @@ def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[obj
         _set_timeouts(raw, settings)
         if mutate:
             _preflight(raw, settings)
-        if settings.migrate_set_role and _role_exists(raw, settings.role_owner):
+        if settings.migrate_set_role and db.role_exists(raw, settings.role_owner):
             raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.role_owner)))
         if mutate:
             _ensure_bookkeeping(raw)

@@ -191,9 +191,9 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     raises :class:`~dbkit.errors.DatabaseUnavailable` when it cannot connect.
     """
     if conn is None:
-        from dbkit import db
+        from dbkit import db, target
 
-        with db.connect(db.resolve_url(settings), autocommit=True,
+        with db.connect(target.resolve_url(settings), autocommit=True,
                         connect_timeout=settings.connect_timeout) as own:
             return audit(settings, own, schemas)
     schemas = tuple(dict.fromkeys(schemas or (settings.schema,)))

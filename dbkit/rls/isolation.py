@@ -31,6 +31,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dbkit import db
+
 __all__ = ["CHUNK_SCHEMA", "STATS_VIEWS", "HardenResult", "harden"]
 
 #: Where the chunks of RLS-protected hypertables live: owned by the owner role, USAGE for no one else.
@@ -117,7 +119,7 @@ def _timescaledb_installed(conn) -> bool:
 
 def _harden_chunks(conn, settings, result: HardenResult) -> None:
     owner = settings.role_owner
-    if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone():
+    if not db.role_exists(conn, owner):
         return
     rows = conn.execute(_EXPOSED_HYPERTABLES_SQL, {"schema": CHUNK_SCHEMA}).fetchall()
     if not rows:
@@ -153,8 +155,7 @@ def _harden_statistics(conn, settings, result: HardenResult) -> None:
     views = [v for v in STATS_VIEWS if conn.execute("SELECT to_regclass(%s)", (v,)).fetchone()[0]]
     if not views or not conn.execute(_PUBLIC_CAN_READ_STATS_SQL, (views,)).fetchone()[0]:
         return
-    trusted = [r for r in (settings.role_owner, settings.role_bypass)
-               if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (r,)).fetchone()]
+    trusted = [r for r in (settings.role_owner, settings.role_bypass) if db.role_exists(conn, r)]
     statements = [f"REVOKE SELECT ON {', '.join(views)} FROM PUBLIC"]
     if trusted:
         statements.append(f"GRANT SELECT ON {', '.join(views)} TO {', '.join(_quote(r) for r in trusted)}")

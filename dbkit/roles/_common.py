@@ -36,9 +36,9 @@ def _connection(settings, conn) -> Iterator[object]:
     if conn is not None:
         yield conn
         return
-    from dbkit import db
+    from dbkit import db, target
 
-    opened = db.connect(db.resolve_url(settings), autocommit=True, connect_timeout=settings.connect_timeout)
+    opened = db.connect(target.resolve_url(settings), autocommit=True, connect_timeout=settings.connect_timeout)
     try:
         yield opened
     finally:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbkit import db
+from dbkit import db, target
 from dbkit.errors import ConfigError, DbkitError, Refused
 from dbkit.seed.context import FakerPools, SeedContext
 from dbkit.seed.registry import PROFILES, Registry, dependency_order, load_seeders
@@ -126,10 +126,6 @@ def _plain_indexes(conn, schema: str, table: str) -> list[tuple[str, str]]:
         "WHERE i.indrelid = to_regclass(%s) AND NOT EXISTS "
         "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY 1",
         (f'"{schema}"."{table}"',)).fetchall()
-
-
-def _role_exists(conn, role: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
 
 
 def _set_role(conn, role: str | None) -> None:
@@ -289,11 +285,11 @@ def _connect(settings) -> Iterator[tuple[Any, str | None, str | None]]:
     """
     from psycopg import sql
 
-    url = db.resolve_url(settings, direct=True)
+    url = target.resolve_url(settings, direct=True)
     with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
         use_roles = settings.migrate_set_role
-        owner = settings.role_owner if use_roles and _role_exists(conn, settings.role_owner) else None
-        loader = settings.role_bypass if use_roles and _role_exists(conn, settings.role_bypass) else None
+        owner = settings.role_owner if use_roles and db.role_exists(conn, settings.role_owner) else None
+        loader = settings.role_bypass if use_roles and db.role_exists(conn, settings.role_bypass) else None
         if loader:
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(loader)))
         yield conn, owner, loader
