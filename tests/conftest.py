@@ -31,14 +31,9 @@ from dbkit.urls import DbUrl, parse_database_url
 
 EXTENSIONS = ("vector", "timescaledb", "pgcrypto")
 collect_ignore = ["examples"]  # example projects run through pytester, not directly
-# Speed over durability for throw-away test clusters.  TimescaleDB's background
-# workers would connect to the template database and block CREATE DATABASE … TEMPLATE.
-TEST_SERVER_CONF = (
-    "fsync = off",
-    "synchronous_commit = off",
-    "full_page_writes = off",
-    "timescaledb.max_background_workers = 0",
-)
+# Speed over durability for throw-away test clusters, and no TimescaleDB background workers (they
+# would connect to template databases and block CREATE DATABASE … TEMPLATE): the plugin's settings.
+from dbkit.testing.plugin import TEST_SERVER_CONF  # noqa: E402
 IS_ROOT = os.geteuid() == 0
 
 
