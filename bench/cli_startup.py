@@ -1,6 +1,7 @@
 """How fast does `dbkit --help` start?  Prints figures; never part of the test suite.
 
 Baseline measured in the same run: a bare `python -c pass` and `python -c "import click"`.
+`dbkit --help` imports no command module (dbkit.cli.LazyGroup); `dbkit migrate --help` imports one.
 Target from the foundation issue: `dbkit --help` under 0.3 s on the project's machines.
 
     .venv/bin/python bench/cli_startup.py [--runs N]
@@ -37,6 +38,7 @@ def main() -> None:
         ("python -c 'import click'", [sys.executable, "-c", "import click"]),
         ("dbkit --help", [dbkit, "--help"]),
         ("dbkit --version", [dbkit, "--version"]),
+        ("dbkit migrate --help", [dbkit, "migrate", "--help"]),  # imports one command module (dbkit.cli.migrate)
     ]
     results = {}
     print(f"{'command':32} {'median s':>9} {'max s':>7} {'vs baseline':>11}")

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbkit.cli import _psql_dbname, error_text
+from dbkit.cli import error_text
+from dbkit.cli.dev import _psql_dbname
 
 BIG = "a" * 100_000
 

@@ -1,0 +1,104 @@
+"""`dbkit check`: the health report (dbkit.health) as a table, JSON or Prometheus text.
+
+``Report.services`` is a dict per service (the library's shape), so this module reads it by key.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dbkit.cli._common import FiniteFloat, State, json_option, pass_state
+
+
+@click.command()
+@json_option
+@click.option("--prometheus", "as_prometheus", is_flag=True, help="Print Prometheus text exposition format.")
+@click.option("--max-backup-age", type=FiniteFloat(min=0, min_open=True), default=26.0, show_default=True,
+              metavar="HOURS",
+              help="Newest complete backup older than this: degraded.")
+@pass_state
+def check(state: State, as_json: bool, as_prometheus: bool, max_backup_age: float) -> None:
+    """Is the database side healthy?  Settings, database, extensions, connections, roles,
+    migrations, RLS, backup target and backups, each with a fix hint.
+
+    Exit code: 0 healthy, 1 degraded, 2 unhealthy.
+    """
+    from dbkit import health, render
+
+    report = health.check(state.settings, max_backup_age_hours=max_backup_age)
+    if as_prometheus:
+        sys.stdout.write(health.prometheus(report))
+    else:
+        render.show(report, _describe, as_json=as_json)
+    sys.exit(report.exit_code)
+
+
+def _fix(svc: dict) -> str:
+    return f"; fix: {svc['hint']}" if svc.get("hint") else ""
+
+
+def _counts(svc: dict) -> str:
+    return f"{len(svc['errors'])} error(s), {len(svc['warnings'])} warning(s)" + _fix(svc)
+
+
+def _service_detail(name: str, svc: dict) -> str:
+    if svc.get("error"):
+        return svc["error"] + _fix(svc)
+    if name == "database":
+        return (f"{svc['url']}  PostgreSQL {svc['server_version']}  latency {svc['latency_ms']} ms "
+                f"(connect {svc['connect_ms']} ms)")
+    if name == "environment":
+        return f"DBKIT_ENV={svc['env']}" + (f"; {'; '.join(svc['problems'])}" if svc["problems"] else "")
+    if name == "connections":
+        return f"{svc['used']} of max_connections {svc['max_connections']}"
+    if name == "roles" and "errors" in svc:
+        return _counts(svc)
+    if name == "migrations" and "current" in svc:
+        text = f"at {', '.join(svc['current']) or 'base'}, head {', '.join(svc['head'])}"
+        if svc["pending"]:
+            text += f"; {len(svc['pending'])} pending"
+        if svc["edited"]:
+            text += f"; edited: {', '.join(svc['edited'])}"
+        return text + _fix(svc)
+    if name == "rls" and "tables_checked" in svc:
+        return f"{svc['tables_checked']} tables; " + _counts(svc)
+    if name == "storage":
+        return f"{svc['target']} reachable in {svc['latency_ms']} ms"
+    if name == "backups":
+        if "latest" in svc:
+            return (f"newest {svc['latest']} is {svc['latest_age_hours']:.1f} h old (limit {svc['max_age_hours']:g} h), "
+                    f"{svc['complete']} complete, last attempt {svc['last_status']}" + _fix(svc))
+        return f"none complete; fix: {svc.get('hint', 'run `dbkit backup`')}"
+    return svc.get("note", "")
+
+
+def _extension_rows(svc: dict):
+    for item in svc["items"]:
+        if item["status"] != "ok":
+            detail = f"fix: {item['hint']}"
+        elif item["installed"]:
+            detail = f"installed {item['installed']}"
+        else:
+            detail = f"available {item['available']}; {item['note']}"
+        if item["name"] == "timescaledb" and item["available"]:
+            detail += "; preloaded" if svc["timescaledb_preloaded"] else "; NOT preloaded"
+        yield (f"extension {item['name']}", item["status"], detail)
+
+
+def _describe(report):
+    from dbkit.render import Table
+
+    yield Table(["setting", "value", "source"], [(s["variable"], s["value"], s["source"]) for s in report.settings],
+                title="Settings")
+    yield ""
+    rows = []
+    for name, svc in report.services.items():
+        if name == "extensions" and "items" in svc:
+            rows.extend(_extension_rows(svc))
+        else:
+            rows.append((name, svc["status"], _service_detail(name, svc)))
+    yield Table(["check", "status", "detail"], rows, title="Health")
+    yield ""
+    yield f"status: {report.status}"

@@ -1,0 +1,109 @@
+"""`dbkit roles` (roles as code, dbkit.roles) and `dbkit rls audit` (dbkit.rls.audit)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dbkit.cli._common import State, json_option, pass_state
+
+
+@click.group()
+def roles() -> None:
+    """Roles as code: sql/roles/*.sql, passwords from DBKIT_PASSWORD_<ROLE>."""
+
+
+def _describe_apply(result):
+    for label, names in (("created", result.created), ("altered", result.altered),
+                         ("password set", result.password_set)):
+        if names:
+            yield f"{label}: {', '.join(names)}"
+    for action in result.hardened:
+        yield f"tenant isolation: {action}"
+    for warning in result.warnings:
+        yield f"warning: {warning}"
+    yield "roles match sql/roles/" + ("" if result.changed else " (nothing to change)")
+
+
+@roles.command("apply")
+@json_option
+@pass_state
+def roles_apply(state: State, as_json: bool) -> None:
+    """Create missing roles, correct drifted attributes, set passwords (SCRAM verifiers only)."""
+    from dbkit import render
+    from dbkit import roles as roles_mod
+
+    render.show(roles_mod.apply(state.settings), _describe_apply, as_json=as_json)
+
+
+def _yes(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _describe_list(infos):
+    from dbkit.render import Table
+
+    yield Table(["kind", "role", "exists", "login", "bypassrls", "superuser", "member of", "password"],
+                [(r.kind, r.name, _yes(r.exists), _yes(r.login), _yes(r.bypassrls), _yes(r.superuser),
+                  ",".join(r.member_of) or "-", _yes(r.has_password)) for r in infos])
+
+
+@roles.command("list")
+@json_option
+@pass_state
+def roles_list(state: State, as_json: bool) -> None:
+    """The configured roles: attributes, memberships, whether a password is set."""
+    from dbkit import render
+    from dbkit import roles as roles_mod
+
+    render.show(roles_mod.list_roles(state.settings), _describe_list, as_json=as_json)
+
+
+def _describe_drift(drifts):
+    errors = sum(d.severity == "error" for d in drifts)
+    for d in drifts:
+        yield f"{d.severity}: {d.describe()}"
+    yield (f"{errors} error(s), {len(drifts) - errors} warning(s)"
+           + ("" if errors else ": roles and grants match the declared state"))
+
+
+@roles.command("check")
+@json_option
+@pass_state
+def roles_check(state: State, as_json: bool) -> None:
+    """Drift from the declared roles, grants and default privileges.  Exit 1 on any error-level drift."""
+    from dbkit import render
+    from dbkit import roles as roles_mod
+
+    drifts = roles_mod.check(state.settings)
+    clean = not any(d.severity == "error" for d in drifts)
+    render.show(drifts, _describe_drift, as_json=as_json,
+                json_data={"clean": clean, "drift": render.jsonable(list(drifts))})
+    sys.exit(0 if clean else 1)
+
+
+@click.group()
+def rls() -> None:
+    """Row-level security: audit the catalog (tests: the dbkit pytest plugin)."""
+
+
+def _describe_audit(report):
+    for finding in report.findings:
+        yield finding.line()
+    yield report.summary_line()
+
+
+@rls.command("audit")
+@click.option("--schema", "schemas", multiple=True, metavar="S", help="Schema to audit (repeatable; default DBKIT_SCHEMA).")
+@json_option
+@pass_state
+def rls_audit(state: State, schemas: tuple[str, ...], as_json: bool) -> None:
+    """Tables without RLS (or not FORCED, or without policies), policies that do nothing or open
+    everything, and an enforce role that could read around RLS.  Exit 1 on any finding."""
+    from dbkit import render
+    from dbkit.rls.audit import audit
+
+    report = audit(state.settings, schemas=list(schemas) or None)
+    render.show(report, _describe_audit, as_json=as_json)
+    sys.exit(0 if report.clean else 1)
