@@ -19,20 +19,11 @@ from dbkit.urls import DbUrl, first_line
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
 
-    from dbkit.config import Settings
-
 __all__ = ["connect", "ensure_extensions", "timed_ping", "timescaledb_preloaded", "install_hint",
            "role_exists", "database_exists", "applied_revisions"]
 
 APPLICATION_NAME = "dbkit"
 log = logging.getLogger("dbkit")
-
-
-def resolve_url(settings: Settings, *, direct: bool = False) -> DbUrl:
-    """Deprecated here: :func:`dbkit.target.resolve_url` (kept while callers move)."""
-    from dbkit import target
-
-    return target.resolve_url(settings, direct=direct)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -51,11 +51,11 @@ class Report:
 
 def _database(settings) -> tuple[dict[str, Any], Any]:
     """Connect and measure; returns (service dict, open connection or None)."""
-    from dbkit import db
+    from dbkit import db, target
 
     service: dict[str, Any] = {"status": "fail"}
     try:
-        url = db.resolve_url(settings)
+        url = target.resolve_url(settings)
         service["url"] = url.masked
         service["embedded"] = settings.uses_dev_cluster
         t0 = time.perf_counter()

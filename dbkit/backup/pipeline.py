@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dbkit import db
+from dbkit import db, target
 from dbkit.errors import ConfigError, DbkitError, MissingDependency, Refused
 from dbkit.urls import DbUrl, first_line, parse_database_url
 
@@ -306,9 +306,8 @@ def _metadata(conn, snapshot: str | None = None) -> dict[str, Any]:
     revision = None
     readable = conn.execute("SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n "
                             "WHERE n.nspname = 'dbkit'").fetchone()
-    if readable and readable[0] and conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
-        found = conn.execute("SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
-        revision = found
+    if readable and readable[0]:
+        revision = ",".join(db.applied_revisions(conn) or []) or None
     tables = _tables(conn, "timescaledb" in extensions, snapshot)
     size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     roles = [r[0] for r in conn.execute(_ROLES_SQL)]
@@ -380,7 +379,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         raise ConfigError("--compress", f"is {compression!r}, not one of {', '.join(COMPRESSIONS)}", example="zstd")
     recipients = tuple(dict.fromkeys([*settings.age_recipients, *encrypt_to]))
     parsed_recipients = _age_recipients(recipients)
-    url = db.resolve_url(settings, direct=True)
+    url = target.resolve_url(settings, direct=True)
     stale_after(settings)  # a malformed DBKIT_BACKUP_STALE_AFTER fails now
     with contextlib.ExitStack() as stack:
         # one session exports the snapshot pg_dump will use and stays open (idle, no locks) until the
@@ -747,10 +746,6 @@ class RestoreResult:
         return dict(vars(self))
 
 
-def _exists(conn, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
 def _check_server(settings, admin, manifest) -> None:
     """Before anything is created: TimescaleDB version available, roles the dump refers to present."""
     wanted = (manifest.extensions or {}).get("timescaledb")
@@ -813,7 +808,7 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
         settings.require_environment("restore --swap")
     manifest = show(settings, backup_id, source)
     storage = storage_for(settings, source)
-    url = db.resolve_url(settings, direct=True)
+    url = target.resolve_url(settings, direct=True)
     target_name = into or f"{manifest.database}_restore_{manifest.id.split('-')[0].lower()}"
     if swap and not yes:
         raise Refused(f"--swap replaces database {url.dbname} with the restored copy (connections to it are "
@@ -821,7 +816,7 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
     t0 = time.perf_counter()
     result = RestoreResult(manifest.id, target_name, False, None, 0.0, 0)
     with db.connect(url.with_dbname("postgres"), autocommit=True, connect_timeout=settings.connect_timeout) as admin:
-        if _exists(admin, target_name):
+        if db.database_exists(admin, target_name):
             raise Refused(f"database {target_name} already exists; restore never overwrites",
                           hint="choose another name with --into, or drop it yourself")
         if with_globals and manifest.globals_object:
@@ -940,9 +935,7 @@ def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> 
                 if len(problems) > 1 else ""
             raise RestoreFailed(f"post-restore check failed: {problems[0]}{more}; the new database was dropped",
                                 hint="the backup or the restore lost rows: try another backup, and report it")
-        if conn.execute("SELECT to_regclass('dbkit.alembic_version')").fetchone()[0]:
-            result.alembic_revision = conn.execute(
-                "SELECT string_agg(version_num, ',') FROM dbkit.alembic_version").fetchone()[0]
+        result.alembic_revision = ",".join(db.applied_revisions(conn) or []) or None
     if result.alembic_revision and (settings.migrations_dir / "env.py").is_file():
         import dataclasses
 
@@ -1171,7 +1164,7 @@ def verify(settings, backup_id: str = "latest", *, source: str | None = None,
     result["sha256_ok"] = True
     if restore_test:
         name = f"dbkit_verify_{manifest.id.split('-')[0].lower()}"
-        url = db.resolve_url(settings, direct=True)
+        url = target.resolve_url(settings, direct=True)
         res = restore(settings, manifest.id, source=source, into=name)
         with db.connect(url.with_dbname("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
