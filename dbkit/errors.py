@@ -8,20 +8,25 @@ Exit codes (documented in the README):
 
 ====  ==========================================================
 0     success
-1     the operation failed (:class:`DbkitError`, unexpected errors)
-2     configuration or usage error (:class:`ConfigError`)
+1     the operation failed (:class:`OperationFailed`, unexpected errors)
+2     configuration or usage error (:class:`ConfigError`, :class:`UsageError`)
 3     database unreachable (:class:`DatabaseUnavailable`)
 4     a required tool or extension is missing (:class:`MissingDependency`)
 5     refused for safety (:class:`Refused`)
 ====  ==========================================================
 
 ``dbkit check`` has its own documented codes (0 healthy, 1 degraded, 2 unhealthy).
+
+These classes are the only place an exit code is set: every error of a feature (``MigrationFailed``,
+``BackupFailed``, ``StorageError``, …) derives from the one whose code it means, and sets none itself
+(``tests/test_errors.py`` pins it).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DbkitError",
+    "OperationFailed",
     "ConfigError",
     "UsageError",
     "DatabaseUnavailable",
@@ -45,6 +50,12 @@ class DbkitError(Exception):
         if self.hint:
             return f"{self.message}; {self.hint}"
         return self.message
+
+
+class OperationFailed(DbkitError):
+    """The operation ran and failed (a revision, a backup, a restore, a seeder); exit code 1."""
+
+    exit_code = 1
 
 
 class ConfigError(DbkitError):

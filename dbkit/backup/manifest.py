@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from dbkit.errors import ConfigError, DbkitError
+from dbkit.errors import ConfigError, DbkitError, OperationFailed
 
 __all__ = [
     "FORMAT_VERSION",
@@ -74,10 +74,8 @@ _SECRET_TAG_KEYS = {"password", "passwd", "pwd", "secret", "secret_key", "token"
                     "aws_secret_access_key", "identity", "passphrase"}
 
 
-class ManifestError(DbkitError):
+class ManifestError(OperationFailed):
     """A manifest is malformed, foreign, from a newer dbkit, or would hold a secret."""
-
-    exit_code = 1
 
 
 # -- backup ids ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dbkit import db, target
-from dbkit.errors import ConfigError, DbkitError, MissingDependency, Refused
+from dbkit.errors import ConfigError, DbkitError, MissingDependency, OperationFailed, Refused
 from dbkit.urls import DbUrl, first_line, parse_database_url
 
 __all__ = ["BackupFailed", "RestoreFailed", "backup", "restore", "list_backups", "scan", "show", "verify", "prune",
@@ -47,12 +47,12 @@ MAGIC = b"PGDMP"
 COMPRESSIONS = ("zstd", "gzip", "none")
 
 
-class BackupFailed(DbkitError):
-    exit_code = 1
+class BackupFailed(OperationFailed):
+    """pg_dump, the compression or encryption, or the storage failed; nothing complete was written."""
 
 
-class RestoreFailed(DbkitError):
-    exit_code = 1
+class RestoreFailed(OperationFailed):
+    """The restore failed or its checks did; the new database was dropped, the existing one untouched."""
 
 
 # --------------------------------------------------------------------- helpers

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dbkit import db, target
-from dbkit.errors import ConfigError, DbkitError, UsageError
+from dbkit.errors import ConfigError, DbkitError, OperationFailed, UsageError
 from dbkit.migrate.env import file_sha256, guard_downgrade
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 from dbkit.urls import first_line
@@ -31,16 +31,12 @@ __all__ = [
 log = logging.getLogger("dbkit.migrate")
 
 
-class MigrationFailed(DbkitError):
+class MigrationFailed(OperationFailed):
     """A revision failed; it was rolled back and earlier revisions stay applied."""
 
-    exit_code = 1
 
-
-class MigrationCheckFailed(DbkitError):
+class MigrationCheckFailed(OperationFailed):
     """``dbkit migrate check`` found pending revisions, schema drift or edited revisions."""
-
-    exit_code = 1
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dbkit import db, target
-from dbkit.errors import ConfigError, DbkitError, Refused
+from dbkit.errors import ConfigError, DbkitError, OperationFailed, Refused
 from dbkit.seed.context import FakerPools, SeedContext
 from dbkit.seed.registry import PROFILES, Registry, dependency_order, load_seeders
 
@@ -31,8 +31,8 @@ BATCH = 10_000
 Progress = Callable[[str, int, int], None]
 
 
-class SeederFailed(DbkitError):
-    exit_code = 1
+class SeederFailed(OperationFailed):
+    """A seeder raised, or the data it produced could not be loaded."""
 
 
 @dataclass
