@@ -1,6 +1,6 @@
-"""Settings: resolved once into a frozen dataclass.
+"""Settings: declared once (the :class:`Settings` dataclass), resolved once, validated by pydantic.
 
-Precedence, highest first (the way click documents it):
+Precedence, highest first:
 
 1. a command-line flag (``dbkit --env staging …``)
 2. the process environment (``DBKIT_ENV=staging``)
@@ -9,22 +9,29 @@ Precedence, highest first (the way click documents it):
 5. ``[tool.dbkit]`` in the project's ``pyproject.toml`` (keys are the field names)
 6. the default
 
-The project directory is ``DBKIT_PROJECT_DIR`` or the nearest directory at or
-above the current one that holds a ``pyproject.toml``.
+An empty value counts as unset. The project directory is ``DBKIT_PROJECT_DIR`` or the nearest
+directory at or above the current one that holds a ``pyproject.toml``.
 
-Every setting is listed once, in :data:`FIELDS`; the README's settings table is
-generated from it (``python -m dbkit.config``).
+Each setting is one field of :class:`Settings` (name, variable, default, purpose, example);
+``dbkit config show``, the README's settings table (``python -m dbkit.config``) and the
+check of ``.env.example`` are all read from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from dotenv.parser import parse_stream
+from pydantic import BeforeValidator, ConfigDict, PlainValidator, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from dbkit.errors import ConfigError
 from dbkit.urls import DbUrl, parse_database_url
@@ -43,221 +50,223 @@ def password_variable(role: str) -> str:
     return PASSWORD_PREFIX + role.upper()
 
 
-@dataclass(frozen=True)
+# --------------------------------------------------------------------- value types
+# Each check returns the value in its type or raises one problem ("is 'x', not ..."); load_settings
+# puts the variable's name, where the value came from, its purpose and an example around it.
+
+def _problem(text: str) -> PydanticCustomError:
+    return PydanticCustomError("dbkit", "{problem}", {"problem": text})
+
+
+def _one_of(*choices: str):
+    def check(value: Any) -> str:
+        if str(value).strip().lower() not in choices:
+            raise _problem(f"is {value!r}, not one of {', '.join(choices)}")
+        return str(value).strip().lower()
+    return BeforeValidator(check)
+
+
+def _matching(pattern: str, what: str, *, squeeze: bool = False):
+    def check(value: Any) -> str:
+        text = str(value).strip().replace(" ", "" if squeeze else " ")
+        if not re.fullmatch(pattern, text):
+            raise _problem(f"is {value!r}, not {what}")
+        return text
+    return BeforeValidator(check)
+
+
+def _count(value: Any, *, most: int | None = None) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(str(value).strip())
+    except ValueError:
+        raise _problem(f"is {value!r}, not a whole number") from None
+    if number < 0:
+        raise _problem(f"is {number}, must not be negative")
+    if most is not None and number > most:
+        raise _problem(f"is {number}, above {most}")
+    return number
+
+
+def _flag(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value if isinstance(value, bool) else text in ("1", "true", "yes", "on")
+    raise _problem(f"is {value!r}, not true or false")
+
+
+def _url(value: Any) -> DbUrl | None:
+    if value is None or isinstance(value, DbUrl):
+        return value
+    try:
+        return parse_database_url(str(value))
+    except ConfigError as exc:  # its problem text never quotes the user name or password
+        raise _problem(exc.problem) from None
+
+
+Environment = Annotated[str, _one_of(*ENVIRONMENTS)]
+Count = Annotated[int, BeforeValidator(_count)]
+Port = Annotated[int, BeforeValidator(lambda v: _count(v, most=65535))]
+Flag = Annotated[bool, PlainValidator(_flag)]
+Url = Annotated[DbUrl | None, PlainValidator(_url)]
+Names = Annotated[tuple[str, ...], BeforeValidator(
+    lambda v: tuple(str(i).strip() for i in (v if isinstance(v, list | tuple) else str(v).split(",")) if str(i).strip()))]
+Ident = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}", "a lower-case SQL identifier (letters, digits, _; at most 63)")]
+Claim = Annotated[str, _matching(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*",
+                                 "a custom setting name (two lower-case identifiers joined by a dot)")]
+Duration = Annotated[str, _matching(r"\d+(ms|s|min|h|d)?", "a PostgreSQL duration (e.g. 5s, 500ms, 2min, 0)",
+                                    squeeze=True)]
+Memory = Annotated[str, _matching(r"\d+(kB|MB|GB|TB)", "a PostgreSQL memory size (e.g. 512MB, 1GB)", squeeze=True)]
+Text = Annotated[str, BeforeValidator(lambda v: str(v).strip())]
+
+
+@dataclasses.dataclass(frozen=True)
 class Field:
-    name: str  # attribute and [tool.dbkit] key
+    """What dbkit says about one setting; ``name`` and ``default`` come from the field of :class:`Settings`."""
+
     env: str  # environment / .env variable
-    kind: str  # str | int | list | path | url | choice
-    default: Any
     purpose: str  # completes "it ..." in error messages
-    example: str
+    example: str  # VARIABLE=value
     secret: bool = False
-    choices: tuple[str, ...] = ()
+    name: str = ""  # attribute and [tool.dbkit] key
+    default: Any = None
 
 
-FIELDS: tuple[Field, ...] = (
-    Field(
-        "env", "DBKIT_ENV", "choice", "dev",
-        "selects the environment's safety rules and its .env.<env> file", "DBKIT_ENV=staging",
-        choices=ENVIRONMENTS,
-    ),
-    Field(
-        "database_url", "DATABASE_URL", "url", None,
-        "tells dbkit which PostgreSQL database to use (unset in dev: the embedded cluster)",
-        "DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True,
-    ),
-    Field(
-        "direct_database_url", "DIRECT_DATABASE_URL", "url", None,
+def setting(default: Any, env: str, purpose: str, example: str, *, secret: bool = False) -> Any:
+    """One setting of :class:`Settings`: default, variable, purpose (completes "it ..."), example."""
+    return dataclasses.field(default=default, repr=not secret, metadata={"dbkit": Field(env, purpose, example, secret)})
+
+
+@dataclass(frozen=True, config=ConfigDict(arbitrary_types_allowed=True))
+class Settings:
+    """Resolved settings.  Build with :func:`load_settings`; never mutate (``dataclasses.replace`` re-validates)."""
+
+    env: Environment = setting(
+        "dev", "DBKIT_ENV", "selects the environment's safety rules and its .env.<env> file", "DBKIT_ENV=staging")
+    database_url: Url = setting(
+        None, "DATABASE_URL", "tells dbkit which PostgreSQL database to use (unset in dev: the embedded cluster)",
+        "DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True)
+    direct_database_url: Url = setting(
+        None, "DIRECT_DATABASE_URL",
         "is a direct connection (not through PgBouncer) for migrations, seeding, backups and restores",
-        "DIRECT_DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True,
-    ),
-    Field(
-        "pgbouncer_ports", "DBKIT_PGBOUNCER_PORTS", "list", ("6432",),
+        "DIRECT_DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True)
+    pgbouncer_ports: Names = setting(
+        ("6432",), "DBKIT_PGBOUNCER_PORTS",
         "lists ports that mean PgBouncer: dbkit warns when a command that needs a direct connection uses one",
-        "DBKIT_PGBOUNCER_PORTS=6432,6433",
-    ),
-    Field(
-        "extensions", "DBKIT_EXTENSIONS", "list", ("vector", "timescaledb", "pgcrypto"),
-        "lists the PostgreSQL extensions the application needs", "DBKIT_EXTENSIONS=vector,timescaledb,pgcrypto",
-    ),
-    Field(
-        "connect_timeout", "DBKIT_CONNECT_TIMEOUT", "int", 5,
-        "bounds, in seconds, how long dbkit waits for a connection", "DBKIT_CONNECT_TIMEOUT=10",
-    ),
-    Field(
-        "dev_dir", "DBKIT_DEV_DIR", "path", Path(".dbkit"),
-        "holds the embedded dev cluster (data, socket, log), relative to the project", "DBKIT_DEV_DIR=.dbkit",
-    ),
-    Field(
-        "dev_port", "DBKIT_DEV_PORT", "int", 0,
-        "fixes the dev cluster's TCP port on 127.0.0.1 (0: pick a free one once and keep it)",
-        "DBKIT_DEV_PORT=54329",
-    ),
-    Field(
-        "dev_database", "DBKIT_DEV_DATABASE", "str", "dbkit",
-        "names the database dbkit creates in the dev cluster", "DBKIT_DEV_DATABASE=app",
-    ),
-    Field(
-        "pg_bindir", "DBKIT_PG_BINDIR", "path", None,
+        "DBKIT_PGBOUNCER_PORTS=6432,6433")
+    extensions: Names = setting(
+        ("vector", "timescaledb", "pgcrypto"), "DBKIT_EXTENSIONS",
+        "lists the PostgreSQL extensions the application needs", "DBKIT_EXTENSIONS=vector,timescaledb,pgcrypto")
+    connect_timeout: Count = setting(
+        5, "DBKIT_CONNECT_TIMEOUT", "bounds, in seconds, how long dbkit waits for a connection",
+        "DBKIT_CONNECT_TIMEOUT=10")
+    dev_dir: Path = setting(
+        Path(".dbkit"), "DBKIT_DEV_DIR",
+        "holds the embedded dev cluster (data, socket, log), relative to the project", "DBKIT_DEV_DIR=.dbkit")
+    dev_port: Port = setting(
+        0, "DBKIT_DEV_PORT", "fixes the dev cluster's TCP port on 127.0.0.1 (0: pick a free one once and keep it)",
+        "DBKIT_DEV_PORT=54329")
+    dev_database: Text = setting(
+        "dbkit", "DBKIT_DEV_DATABASE", "names the database dbkit creates in the dev cluster", "DBKIT_DEV_DATABASE=app")
+    pg_bindir: Path | None = setting(
+        None, "DBKIT_PG_BINDIR",
         "points at the PostgreSQL server programs (initdb, pg_ctl, postgres) for the dev cluster",
-        "DBKIT_PG_BINDIR=/usr/lib/postgresql/15/bin",
-    ),
+        "DBKIT_PG_BINDIR=/usr/lib/postgresql/15/bin")
     # ---- schema and roles (the role model: owner / enforce / bypass / readonly)
-    Field(
-        "schema", "DBKIT_SCHEMA", "ident", "app",
-        "names the schema that holds the application's tables", "DBKIT_SCHEMA=app",
-    ),
-    Field(
-        "role_owner", "DBKIT_ROLE_OWNER", "ident", "app_owner",
-        "names the NOLOGIN role that owns every table (migrations run as it)", "DBKIT_ROLE_OWNER=app_owner",
-    ),
-    Field(
-        "role_enforce", "DBKIT_ROLE_ENFORCE", "ident", "app_rls",
-        "names the LOGIN role the application connects as, always subject to RLS",
-        "DBKIT_ROLE_ENFORCE=cognitive_engine_rls",
-    ),
-    Field(
-        "role_bypass", "DBKIT_ROLE_BYPASS", "ident", "app_full",
-        "names the LOGIN BYPASSRLS role for trusted workers", "DBKIT_ROLE_BYPASS=cognitive_engine_full",
-    ),
-    Field(
-        "role_readonly", "DBKIT_ROLE_READONLY", "ident", "app_readonly",
-        "names the LOGIN read-only role (still subject to RLS)", "DBKIT_ROLE_READONLY=app_readonly",
-    ),
-    Field(
-        "tenant_claim", "DBKIT_TENANT_CLAIM", "claim", "app.tenant_id",
-        "names the setting that carries the current tenant for RLS policies", "DBKIT_TENANT_CLAIM=app.tenant_id",
-    ),
-    Field(
-        "user_claim", "DBKIT_USER_CLAIM", "claim", "app.user_id",
-        "names the setting that carries the current user for RLS policies", "DBKIT_USER_CLAIM=app.user_id",
-    ),
+    schema: Ident = setting(
+        "app", "DBKIT_SCHEMA", "names the schema that holds the application's tables", "DBKIT_SCHEMA=app")
+    role_owner: Ident = setting(
+        "app_owner", "DBKIT_ROLE_OWNER", "names the NOLOGIN role that owns every table (migrations run as it)",
+        "DBKIT_ROLE_OWNER=app_owner")
+    role_enforce: Ident = setting(
+        "app_rls", "DBKIT_ROLE_ENFORCE", "names the LOGIN role the application connects as, always subject to RLS",
+        "DBKIT_ROLE_ENFORCE=cognitive_engine_rls")
+    role_bypass: Ident = setting(
+        "app_full", "DBKIT_ROLE_BYPASS", "names the LOGIN BYPASSRLS role for trusted workers",
+        "DBKIT_ROLE_BYPASS=cognitive_engine_full")
+    role_readonly: Ident = setting(
+        "app_readonly", "DBKIT_ROLE_READONLY", "names the LOGIN read-only role (still subject to RLS)",
+        "DBKIT_ROLE_READONLY=app_readonly")
+    tenant_claim: Claim = setting(
+        "app.tenant_id", "DBKIT_TENANT_CLAIM", "names the setting that carries the current tenant for RLS policies",
+        "DBKIT_TENANT_CLAIM=app.tenant_id")
+    user_claim: Claim = setting(
+        "app.user_id", "DBKIT_USER_CLAIM", "names the setting that carries the current user for RLS policies",
+        "DBKIT_USER_CLAIM=app.user_id")
     # ---- migrations
-    Field(
-        "migrations_dir", "DBKIT_MIGRATIONS_DIR", "path", Path("migrations"),
+    migrations_dir: Path = setting(
+        Path("migrations"), "DBKIT_MIGRATIONS_DIR",
         "points at the Alembic environment (env.py, versions/), relative to the project",
-        "DBKIT_MIGRATIONS_DIR=migrations",
-    ),
-    Field(
-        "lock_timeout", "DBKIT_LOCK_TIMEOUT", "duration", "5s",
-        "bounds how long a migration statement waits for a table lock (0: forever)", "DBKIT_LOCK_TIMEOUT=5s",
-    ),
-    Field(
-        "statement_timeout", "DBKIT_STATEMENT_TIMEOUT", "duration", "0",
-        "bounds how long one migration statement may run (0: no limit)", "DBKIT_STATEMENT_TIMEOUT=15min",
-    ),
-    Field(
-        "migrate_set_role", "DBKIT_MIGRATE_SET_ROLE", "bool", True,
-        "makes migrations run as the owner role (SET ROLE) so it owns every object",
-        "DBKIT_MIGRATE_SET_ROLE=false",
-    ),
+        "DBKIT_MIGRATIONS_DIR=migrations")
+    lock_timeout: Duration = setting(
+        "5s", "DBKIT_LOCK_TIMEOUT", "bounds how long a migration statement waits for a table lock (0: forever)",
+        "DBKIT_LOCK_TIMEOUT=5s")
+    statement_timeout: Duration = setting(
+        "0", "DBKIT_STATEMENT_TIMEOUT", "bounds how long one migration statement may run (0: no limit)",
+        "DBKIT_STATEMENT_TIMEOUT=15min")
+    migrate_set_role: Flag = setting(
+        True, "DBKIT_MIGRATE_SET_ROLE", "makes migrations run as the owner role (SET ROLE) so it owns every object",
+        "DBKIT_MIGRATE_SET_ROLE=false")
     # ---- backups
-    Field(
-        "backup_uri", "DBKIT_BACKUP_URI", "str", "backups",
+    backup_uri: Text = setting(
+        "backups", "DBKIT_BACKUP_URI",
         "says where `dbkit backup` writes (s3://bucket/prefix, file:///path or a path relative to the project)",
-        "DBKIT_BACKUP_URI=s3://acme-db-backups/prod",
-    ),
-    Field(
-        "backup_stale_after", "DBKIT_BACKUP_STALE_AFTER", "duration", "6h",
+        "DBKIT_BACKUP_URI=s3://acme-db-backups/prod")
+    backup_stale_after: Duration = setting(
+        "6h", "DBKIT_BACKUP_STALE_AFTER",
         "is the age after which an unfinished backup (no manifest, an open multipart upload, a .partial- file) "
         "counts as dead and is removed by `backup prune --apply` and the next successful backup",
-        "DBKIT_BACKUP_STALE_AFTER=12h",
-    ),
-    Field(
-        "s3_endpoint", "S3_ENDPOINT", "str", None,
-        "points at an S3-compatible endpoint such as MinIO (unset: AWS)", "S3_ENDPOINT=http://127.0.0.1:9000",
-    ),
-    Field(
-        "s3_region", "S3_REGION", "str", None,
-        "names the S3 region (unset: boto3's default chain, e.g. AWS_REGION)", "S3_REGION=eu-central-1",
-    ),
-    Field(
-        "s3_access_key", "S3_ACCESS_KEY", "str", None,
+        "DBKIT_BACKUP_STALE_AFTER=12h")
+    s3_endpoint: Text | None = setting(
+        None, "S3_ENDPOINT", "points at an S3-compatible endpoint such as MinIO (unset: AWS)",
+        "S3_ENDPOINT=http://127.0.0.1:9000")
+    s3_region: Text | None = setting(
+        None, "S3_REGION", "names the S3 region (unset: boto3's default chain, e.g. AWS_REGION)",
+        "S3_REGION=eu-central-1")
+    s3_access_key: Text | None = setting(
+        None, "S3_ACCESS_KEY",
         "is the S3 access key (unset: boto3's standard chain, e.g. AWS_ACCESS_KEY_ID or an instance role)",
-        "S3_ACCESS_KEY=AKIA...", secret=True,
-    ),
-    Field(
-        "s3_secret_key", "S3_SECRET_KEY", "str", None,
-        "is the S3 secret key (unset: boto3's standard chain)", "S3_SECRET_KEY=...", secret=True,
-    ),
-    Field(
-        "s3_addressing_style", "S3_ADDRESSING_STYLE", "choice", "auto",
-        "selects S3 path-style or virtual-hosted addressing (MinIO usually needs path)", "S3_ADDRESSING_STYLE=path",
-        choices=("auto", "path", "virtual"),
-    ),
-    Field(
-        "age_recipients", "DBKIT_AGE_RECIPIENTS", "list", (),
-        "lists age public keys every backup is encrypted to (also --encrypt-to)", "DBKIT_AGE_RECIPIENTS=age1...",
-    ),
-    Field(
-        "age_identity_file", "DBKIT_AGE_IDENTITY_FILE", "path", None,
-        "points at the age identity (secret key) file used to decrypt backups", "DBKIT_AGE_IDENTITY_FILE=~/.age/db.key",
-    ),
-    Field(
-        "age_identity", "DBKIT_AGE_IDENTITY", "str", None,
+        "S3_ACCESS_KEY=AKIA...", secret=True)
+    s3_secret_key: Text | None = setting(
+        None, "S3_SECRET_KEY", "is the S3 secret key (unset: boto3's standard chain)", "S3_SECRET_KEY=...",
+        secret=True)
+    s3_addressing_style: Annotated[str, _one_of("auto", "path", "virtual")] = setting(
+        "auto", "S3_ADDRESSING_STYLE", "selects S3 path-style or virtual-hosted addressing (MinIO usually needs path)",
+        "S3_ADDRESSING_STYLE=path")
+    age_recipients: Names = setting(
+        (), "DBKIT_AGE_RECIPIENTS", "lists age public keys every backup is encrypted to (also --encrypt-to)",
+        "DBKIT_AGE_RECIPIENTS=age1...")
+    age_identity_file: Path | None = setting(
+        None, "DBKIT_AGE_IDENTITY_FILE", "points at the age identity (secret key) file used to decrypt backups",
+        "DBKIT_AGE_IDENTITY_FILE=~/.age/db.key")
+    age_identity: Text | None = setting(
+        None, "DBKIT_AGE_IDENTITY",
         "holds the age identity (AGE-SECRET-KEY-...) used to decrypt backups, when no file is used",
-        "DBKIT_AGE_IDENTITY=AGE-SECRET-KEY-1...", secret=True,
-    ),
+        "DBKIT_AGE_IDENTITY=AGE-SECRET-KEY-1...", secret=True)
     # ---- seeding
-    Field(
-        "seed_maintenance_work_mem", "DBKIT_SEED_MAINTENANCE_WORK_MEM", "memory", "512MB",
+    seed_maintenance_work_mem: Memory = setting(
+        "512MB", "DBKIT_SEED_MAINTENANCE_WORK_MEM",
         "sizes maintenance_work_mem for index rebuilds after `dbkit seed --defer-indexes` (HNSW builds "
-        "are much faster when the graph fits)", "DBKIT_SEED_MAINTENANCE_WORK_MEM=1GB",
-    ),
-    Field(
-        "lint_ignore", "DBKIT_LINT_IGNORE", "list", (),
-        "lists squawk rules that `dbkit migrate lint` ignores", "DBKIT_LINT_IGNORE=prefer-bigint-over-int",
-    ),
-)
-FIELDS_BY_NAME = {f.name: f for f in FIELDS}
-FIELDS_BY_ENV = {f.env: f for f in FIELDS}
+        "are much faster when the graph fits)", "DBKIT_SEED_MAINTENANCE_WORK_MEM=1GB")
+    lint_ignore: Names = setting(
+        (), "DBKIT_LINT_IGNORE", "lists squawk rules that `dbkit migrate lint` ignores",
+        "DBKIT_LINT_IGNORE=prefer-bigint-over-int")
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Resolved settings.  Build with :func:`load_settings`; never mutate."""
-
-    env: str = "dev"
-    database_url: DbUrl | None = None
-    direct_database_url: DbUrl | None = None
-    pgbouncer_ports: tuple[str, ...] = ("6432",)
-    extensions: tuple[str, ...] = ("vector", "timescaledb", "pgcrypto")
-    connect_timeout: int = 5
-    dev_dir: Path = Path(".dbkit")
-    dev_port: int = 0
-    dev_database: str = "dbkit"
-    pg_bindir: Path | None = None
-    schema: str = "app"
-    role_owner: str = "app_owner"
-    role_enforce: str = "app_rls"
-    role_bypass: str = "app_full"
-    role_readonly: str = "app_readonly"
-    tenant_claim: str = "app.tenant_id"
-    user_claim: str = "app.user_id"
-    migrations_dir: Path = Path("migrations")
-    lock_timeout: str = "5s"
-    statement_timeout: str = "0"
-    migrate_set_role: bool = True
-    lint_ignore: tuple[str, ...] = ()
-    seed_maintenance_work_mem: str = "512MB"
-    backup_uri: str = "backups"
-    backup_stale_after: str = "6h"
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
-    s3_access_key: str | None = field(default=None, repr=False)
-    s3_secret_key: str | None = field(default=None, repr=False)
-    s3_addressing_style: str = "auto"
-    age_recipients: tuple[str, ...] = ()
-    age_identity_file: Path | None = None
-    age_identity: str | None = field(default=None, repr=False)
-    project_dir: Path = field(default_factory=Path.cwd)
-    sources: Mapping[str, str] = field(default_factory=dict)
-    #: DBKIT_PASSWORD_<ROLE> variables (env, .env.<env>, .env): secrets, never printed
-    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # ---- not settings: where they were resolved, and structure from [tool.dbkit.<table>]
+    project_dir: Path = dataclasses.field(default_factory=Path.cwd)
+    #: field name or password variable -> flag | env | .env.<env> | .env | pyproject (absent: default)
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: DBKIT_PASSWORD_<ROLE> (and [tool.dbkit.roles.<kind>] password_env) variables: secrets, never printed
+    passwords: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     #: [tool.dbkit.roles]: what the role model says beyond the DBKIT_ROLE_* names (see dbkit.roles)
-    roles_config: Mapping[str, Any] = field(default_factory=dict)
+    roles_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: [tool.dbkit.rls]: per-table expectations of the RLS matrix (see dbkit.testing)
-    rls: Mapping[str, Any] = field(default_factory=dict)
+    rls: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("dev_dir", "migrations_dir"):  # relative to the project
+            object.__setattr__(self, name, self.project_dir / getattr(self, name))
 
     def password_for(self, role: str) -> str | None:
         """The password for ``role`` from ``DBKIT_PASSWORD_<ROLE NAME IN CAPITALS>``, if set."""
@@ -272,12 +281,8 @@ class Settings:
         """The configured URL, or a ConfigError saying it is needed (outside dev)."""
         if self.database_url is None:
             f = FIELDS_BY_NAME["database_url"]
-            raise ConfigError(
-                f.env,
-                f"is not set and DBKIT_ENV={self.env} has no embedded cluster",
-                purpose="tells dbkit which PostgreSQL database to use",
-                example=f.example.split("=", 1)[1],
-            )
+            raise ConfigError(f.env, f"is not set and DBKIT_ENV={self.env} has no embedded cluster",
+                              purpose="tells dbkit which PostgreSQL database to use", example=_example(f))
         return self.database_url
 
     def environment_problems(self) -> list[str]:
@@ -307,65 +312,57 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, printable value, source) for every setting, secrets masked."""
-        rows = []
-        for variable in sorted(self.passwords):
-            rows.append((variable, "***" if self.passwords[variable] else "(empty)",
-                         self.sources.get(variable, "env")))
+        rows = [(variable, "***" if value else "(empty)", self.sources.get(variable, "env"))
+                for variable, value in sorted(self.passwords.items())]
         for f in FIELDS:
             value = getattr(self, f.name)
             if value is None:
                 text = "(embedded dev cluster)" if f.name == "database_url" and self.env == "dev" else "(unset)"
-            elif f.secret and not isinstance(value, DbUrl):
-                text = "***"
             elif isinstance(value, DbUrl):
                 text = value.masked
-            elif isinstance(value, tuple):
-                text = ",".join(value) or "(none)"
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
+            elif f.secret:
+                text = "***"
             else:
-                text = str(value)
+                text = _printable(value) or "(none)"
             rows.append((f.env, text, self.sources.get(f.name, "default")))
         return rows
 
 
-# --------------------------------------------------------------------- .env files
+FIELDS: tuple[Field, ...] = tuple(
+    dataclasses.replace(f.metadata["dbkit"], name=f.name, default=f.default)
+    for f in dataclasses.fields(Settings) if "dbkit" in f.metadata)
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+FIELDS_BY_ENV = {f.env: f for f in FIELDS}
 
-_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*?)\s*$")
 
+def _example(f: Field) -> str:
+    return f.example.split("=", 1)[1]
+
+
+def _printable(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# --------------------------------------------------------------------- where values come from
 
 def parse_dotenv(text: str, *, filename: str = ".env") -> dict[str, str]:
-    """Parse a .env file: ``KEY=value`` lines, ``export`` prefix, quotes, ``#`` comments.
-
-    A line that is neither blank, a comment nor an assignment is a ConfigError
-    naming the file and line.
-    """
+    """A .env file's ``KEY=value`` lines (python-dotenv's syntax: ``export``, quotes, ``#`` comments;
+    no ``${VAR}`` expansion). A line that is not blank, a comment or an assignment is a ConfigError
+    naming the file and line."""
     values: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        m = _DOTENV_LINE.match(line)
-        if not m:
-            raise ConfigError(
-                f"{filename}:{lineno}",
-                "is not a KEY=value line",
-                example="DATABASE_URL=postgresql://app:secret@localhost:5432/app",
-            )
-        value = m["value"]
-        if value[:1] in ("'", '"'):
-            quote = value[0]
-            end = value.find(quote, 1)
-            if end == -1:
-                raise ConfigError(f"{filename}:{lineno}", f"has an unterminated {quote} quote",
-                                  example=f"{m['key']}={quote}value{quote}")
-            inner = value[1:end]
-            if quote == '"':
-                inner = inner.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
-            value = inner
-        else:
-            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
-        values[m["key"]] = value
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = binding.original.line
+            quote = re.match(r"\s*(?:export\s+)?(\w+)\s*=\s*(['\"])", binding.original.string)
+            if quote:
+                raise ConfigError(f"{filename}:{line}", f"has an unterminated {quote[2]} quote",
+                                  example=f"{quote[1]}={quote[2]}value{quote[2]}")
+            raise ConfigError(f"{filename}:{line}", "is not a KEY=value line",
+                              example="DATABASE_URL=postgresql://app:secret@localhost:5432/app")
+        if binding.key is not None:
+            values[binding.key] = binding.value or ""
     return values
 
 
@@ -379,115 +376,42 @@ def _read_dotenv(path: Path) -> dict[str, str]:
     return parse_dotenv(text, filename=path.name)
 
 
-# --------------------------------------------------------------------- pyproject
-
 def find_project_dir(start: Path, environ: Mapping[str, str]) -> Path:
     """``DBKIT_PROJECT_DIR``, else the nearest directory with a pyproject.toml, else ``start``."""
     explicit = environ.get("DBKIT_PROJECT_DIR")
     if explicit:
         return Path(explicit).resolve()
     start = start.resolve()
-    for d in (start, *start.parents):
-        if (d / "pyproject.toml").is_file():
-            return d
-    return start
+    return next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), start)
 
 
 def _read_pyproject(project_dir: Path) -> dict[str, Any]:
+    """``[tool.dbkit]`` (``-`` in keys read as ``_``); unknown keys and tables are ConfigErrors."""
     path = project_dir / "pyproject.toml"
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            section = tomllib.load(fh).get("tool", {}).get("dbkit", {})
     except FileNotFoundError:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"is not valid TOML ({exc})") from None
-    section = data.get("tool", {}).get("dbkit", {})
-    table: dict[str, Any] = {}
+    table = {key.replace("-", "_"): value for key, value in section.items()}
     for key, value in section.items():
         name = key.replace("-", "_")
-        if isinstance(value, dict):
-            if name not in SUBTABLES:
-                raise ConfigError(f"[tool.dbkit.{key}]", f"in {path.name} is not a known table "
-                                  f"(known: {', '.join(f'[tool.dbkit.{t}]' for t in SUBTABLES)})")
-            table[name] = value
-            continue
-        if name not in FIELDS_BY_NAME:
+        if isinstance(value, dict) and name not in SUBTABLES:
+            raise ConfigError(f"[tool.dbkit.{key}]", f"in {path.name} is not a known table "
+                              f"(known: {', '.join(f'[tool.dbkit.{t}]' for t in SUBTABLES)})")
+        if not isinstance(value, dict) and name not in FIELDS_BY_NAME:
             known = ", ".join(sorted(FIELDS_BY_NAME))
             raise ConfigError(f"[tool.dbkit] {key}", f"in {path.name} is not a known setting (known: {known})")
-        table[name] = value
     return table
 
 
-# --------------------------------------------------------------------- conversion
-
-_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_CLAIM = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
-_DURATION = re.compile(r"\d+(ms|s|min|h|d)?")
-_MEMORY = re.compile(r"\d+(kB|MB|GB|TB)")
-
-def _convert(f: Field, value: Any, where: str) -> Any:
-    """Turn a raw value (str from env/.env, or a TOML value) into the field's type."""
-    label = f.env if where in ("env", "flag") or where.startswith(".env") else f"[tool.dbkit] {f.name}"
-    if where.startswith(".env"):
-        label = f"{f.env} (from {where})"
-    example = f.example.split("=", 1)[1] if "=" in f.example else f.example
-    if f.kind == "choice":
-        text = str(value).strip().lower()
-        if text not in f.choices:
-            raise ConfigError(label, f"is {value!r}, not one of {', '.join(f.choices)}", purpose=f.purpose, example=example)
-        return text
-    if f.kind == "int":
-        if isinstance(value, bool):
-            raise ConfigError(label, f"is {value!r}, not a whole number", purpose=f.purpose, example=example)
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise ConfigError(label, f"is {value!r}, not a whole number", purpose=f.purpose, example=example) from None
-        if number < 0:
-            raise ConfigError(label, f"is {number}, must not be negative", purpose=f.purpose, example=example)
-        return number
-    if f.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(label, f"is {value!r}, not true or false", purpose=f.purpose, example=example)
-    if f.kind in ("ident", "claim"):
-        text = str(value).strip()
-        pattern = _IDENT if f.kind == "ident" else _CLAIM
-        if not pattern.fullmatch(text):
-            what = ("a lower-case SQL identifier (letters, digits, _; at most 63)" if f.kind == "ident"
-                    else "a custom setting name such as app.tenant_id")
-            raise ConfigError(label, f"is {value!r}, not {what}", purpose=f.purpose, example=example)
-        return text
-    if f.kind == "memory":
-        text = str(value).strip().replace(" ", "")
-        if not _MEMORY.fullmatch(text):
-            raise ConfigError(label, f"is {value!r}, not a PostgreSQL memory size (e.g. 512MB, 1GB)",
-                              purpose=f.purpose, example=example)
-        return text
-    if f.kind == "duration":
-        text = str(value).strip().replace(" ", "")
-        if not _DURATION.fullmatch(text):
-            raise ConfigError(label, f"is {value!r}, not a PostgreSQL duration (e.g. 5s, 500ms, 2min, 0)",
-                              purpose=f.purpose, example=example)
-        return text
-    if f.kind == "list":
-        items = value if isinstance(value, list) else str(value).split(",")
-        return tuple(str(i).strip() for i in items if str(i).strip())
-    if f.kind == "url":
-        text = str(value).strip()
-        if not text:
-            return None
-        return parse_database_url(text, variable=label)
-    if f.kind == "path":
-        text = str(value).strip()
-        return Path(text) if text else None
-    return str(value)
+def _label(f: Field, source: str) -> str:
+    """The setting as the user wrote it where the value came from."""
+    if source == "pyproject":
+        return f"[tool.dbkit] {f.name}"
+    return f"{f.env} (from {source})" if source.startswith(".env") else f.env
 
 
 def load_settings(
@@ -499,7 +423,8 @@ def load_settings(
     """Resolve every setting once: flag > env > .env.<env> > .env > [tool.dbkit] > default.
 
     ``overrides`` holds CLI flags by field name (``None`` means "not given").
-    Raises :class:`ConfigError` for anything missing or malformed.
+    Raises :class:`ConfigError` (one line: variable, problem, purpose, example) for anything
+    missing or malformed.
     """
     environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -510,66 +435,59 @@ def load_settings(
     pyproject = _read_pyproject(project_dir)
     dotenv = _read_dotenv(project_dir / ".env")
 
-    layers: list[tuple[str, Mapping[str, Any]]] = []  # lowest precedence first, keyed by field name
+    def by_name(variables: Mapping[str, str]) -> dict[str, Any]:
+        return {FIELDS_BY_ENV[k].name: v for k, v in variables.items() if k in FIELDS_BY_ENV}
 
-    def by_name(values: Mapping[str, str]) -> dict[str, str]:
-        return {FIELDS_BY_ENV[k].name: v for k, v in values.items() if k in FIELDS_BY_ENV}
+    # highest precedence first; DBKIT_ENV (from the others) decides which .env.<env> applies
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        ("flag", overrides), ("env", by_name(environ)), (".env", by_name(dotenv)),
+        ("pyproject", {k: v for k, v in pyproject.items() if k in FIELDS_BY_NAME})]
 
-    layers.append(("pyproject", {k: v for k, v in pyproject.items() if k in FIELDS_BY_NAME}))
-    layers.append((".env", by_name(dotenv)))
-    # DBKIT_ENV decides which .env.<env> applies, so resolve it from the layers above first.
-    env_layers = [*layers, ("env", by_name(environ)), ("flag", overrides)]
-    env_value, env_source = "dev", "default"
-    for source, values in env_layers:
-        if "env" in values and str(values["env"]).strip():
-            env_value, env_source = values["env"], source
-    env_name = _convert(FIELDS_BY_NAME["env"], env_value, env_source)
-    env_file = f".env.{env_name}"
-    layers.append((env_file, by_name(_read_dotenv(project_dir / env_file))))
-    layers.append(("env", by_name(environ)))
-    layers.append(("flag", overrides))
+    def pick(name: str) -> tuple[Any, str] | None:
+        for source, values in layers:
+            value = values.get(name)
+            if value is not None and not (isinstance(value, str) and not value.strip()):  # FOO= means unset
+                return value, source
+        return None
 
-    resolved: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for f in FIELDS:
-        value, source = f.default, "default"
-        for layer_source, values in layers:
-            if f.name in values:
-                raw = values[f.name]
-                if isinstance(raw, str) and raw.strip() == "" and f.kind != "str":
-                    continue  # FOO= (empty) means unset, as in most tools
-                value, source = _convert(f, raw, layer_source), layer_source
-        resolved[f.name] = value
-        sources[f.name] = source
-    resolved["env"] = env_name
-    sources["env"] = env_source
+    env = pick("env")
+    env_file = f".env.{_validate({'env': env}).env}"
+    env_dotenv = _read_dotenv(project_dir / env_file)
+    layers.insert(2, (env_file, by_name(env_dotenv)))
+    chosen = {f.name: pick(f.name) for f in FIELDS} | {"env": env}
+
     passwords: dict[str, str] = {}
+    sources = {name: found[1] if found else "default" for name, found in chosen.items()}
     roles_config = pyproject.get("roles", {})
     # role passwords: DBKIT_PASSWORD_<ROLE>, and the variables [tool.dbkit.roles.<kind>] password_env names
-    custom = {str(v.get("password_env")) for v in roles_config.values() if isinstance(v, dict) and v.get("password_env")}
-    for source, values in ((".env", dotenv), (env_file, _read_dotenv(project_dir / env_file)), ("env", environ)):
+    custom = {str(v["password_env"]) for v in roles_config.values() if isinstance(v, dict) and v.get("password_env")}
+    for source, values in ((".env", dotenv), (env_file, env_dotenv), ("env", environ)):
         for key, value in values.items():
             if key.startswith(PASSWORD_PREFIX) or key in custom:
-                passwords[key] = value
-                sources[key] = source
-    for name in ("dev_dir", "migrations_dir"):
-        if not resolved[name].is_absolute():
-            resolved[name] = project_dir / resolved[name]
-    if resolved["dev_port"] > 65535:
-        raise ConfigError(FIELDS_BY_NAME["dev_port"].env, f"is {resolved['dev_port']}, above 65535",
-                          example="54329")
-    return Settings(**resolved, project_dir=project_dir, sources=sources, passwords=passwords,
-                    rls=pyproject.get("rls", {}), roles_config=roles_config)
+                passwords[key], sources[key] = value, source
+    return _validate(chosen, project_dir=project_dir, sources=sources, passwords=passwords,
+                     rls=pyproject.get("rls", {}), roles_config=roles_config)
+
+
+def _validate(chosen: Mapping[str, tuple[Any, str] | None], **extra: Any) -> Settings:
+    """Settings from (raw value, source) per field; the first problem becomes one ConfigError line."""
+    try:
+        return Settings(**{name: found[0] for name, found in chosen.items() if found}, **extra)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        f = FIELDS_BY_NAME.get(str(error["loc"][0]))
+        if f is None:  # not a setting: a caller passed a wrong type
+            raise
+        problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
+            f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
+        raise ConfigError(_label(f, chosen[f.name][1]), problem, purpose=f.purpose, example=_example(f)) from None
 
 
 def settings_table_markdown() -> str:
-    """The README's settings table, generated from :data:`FIELDS`."""
+    """The README's settings table, read from the declaration."""
     lines = ["| Variable | `[tool.dbkit]` key | Default | What it is for |", "|---|---|---|---|"]
     for f in FIELDS:
-        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-        if isinstance(default, bool):
-            default = str(default).lower()
-        default = "unset" if default is None or default == "" else f"`{default}`"
+        default = "unset" if f.default in (None, ()) else f"`{_printable(f.default)}`"
         purpose = (f.purpose[0].upper() + f.purpose[1:]).replace("<", "\\<")
         lines.append(f"| `{f.env}` | `{f.name}` | {default} | {purpose} |")
     return "\n".join(lines)

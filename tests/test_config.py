@@ -1,3 +1,5 @@
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,89 @@ def test_settings_table_lists_every_setting():
 def test_readme_settings_table_is_current():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert settings_table_markdown() in readme, "regenerate with: python -m dbkit.config"
+
+
+def test_env_example_lists_every_setting_and_nothing_else():
+    text = (Path(__file__).parents[1] / ".env.example").read_text()
+    shown = set(re.findall(r"^(?:# )?((?:DBKIT_|S3_|DATABASE_|DIRECT_)\w+)=", text, re.M))
+    declared = {f.env for f in FIELDS}
+    assert declared - shown == set(), "add them to .env.example"
+    assert {v for v in shown - declared if not v.startswith("DBKIT_PASSWORD_")} == set(), "not settings"
+
+
+def test_empty_value_is_unset_for_text_settings_too(project):
+    write(project / "pyproject.toml", '[tool.dbkit]\ns3_endpoint = "http://127.0.0.1:9000"\n')
+    s = load(project, {"S3_ENDPOINT": "", "S3_REGION": " ", "DBKIT_DEV_DATABASE": ""})
+    assert (s.s3_endpoint, s.sources["s3_endpoint"]) == ("http://127.0.0.1:9000", "pyproject")
+    assert (s.s3_region, s.sources["s3_region"]) == (None, "default")
+    assert s.dev_database == "dbkit"
+
+
+def test_env_file_cannot_change_dbkit_env(project):
+    write(project / ".env", "DBKIT_ENV=test\n")
+    write(project / ".env.test", "DBKIT_ENV=prod\nDBKIT_SCHEMA=from_test\n")
+    s = load(project)
+    assert (s.env, s.sources["env"], s.schema) == ("test", ".env", "from_test")
+
+
+def test_malformed_dotenv_line_stops_loading(project):
+    write(project / ".env.dev", "DBKIT_SCHEMA=x\nthis is not an assignment\n")
+    with pytest.raises(ConfigError, match=r"^\.env\.dev:2 is not a KEY=value line"):
+        load(project)
+
+
+@pytest.mark.parametrize("toml, start", [
+    ("pg_bindir = 5", "[tool.dbkit] pg_bindir is 5, not valid"),
+    ("migrate_set_role = 'maybe'", "[tool.dbkit] migrate_set_role is 'maybe', not true or false"),
+    ("schema = 'App-Schema'", "[tool.dbkit] schema is 'App-Schema', not a lower-case SQL identifier"),
+    ("tenant_claim = 'tenant'", "[tool.dbkit] tenant_claim is 'tenant', not a custom setting name"),
+    ("lock_timeout = '5 parsecs'", "[tool.dbkit] lock_timeout is '5 parsecs', not a PostgreSQL duration"),
+    ("seed_maintenance_work_mem = '1G'", "[tool.dbkit] seed_maintenance_work_mem is '1G', not a PostgreSQL memory"),
+    ("s3_addressing_style = 'sideways'", "[tool.dbkit] s3_addressing_style is 'sideways', not one of auto, path"),
+])
+def test_malformed_setting_is_one_line_not_a_validation_dump(project, toml, start):
+    write(project / "pyproject.toml", f"[tool.dbkit]\n{toml}\n")
+    with pytest.raises(ConfigError) as err:
+        load(project)
+    msg = str(err.value)
+    assert msg.startswith(start) and "\n" not in msg and "validation error" not in msg and "example: " in msg
+
+
+def test_typed_values_from_every_kind_of_source(project):
+    write(project / "pyproject.toml", "[tool.dbkit]\nmigrate-set-role = false\nlint_ignore = ['a', ' b ']\n"
+          "dev_dir = '/abs/dev'\n")
+    s = load(project, {"DBKIT_MIGRATIONS_DIR": "db/migrations", "DBKIT_AGE_RECIPIENTS": "age1x, age1y,",
+                       "DBKIT_LOCK_TIMEOUT": " 2 min", "S3_ADDRESSING_STYLE": "PATH"})
+    assert s.migrate_set_role is False and s.lint_ignore == ("a", "b") and s.dev_dir == Path("/abs/dev")
+    assert s.migrations_dir == project / "db" / "migrations" and s.age_recipients == ("age1x", "age1y")
+    assert s.lock_timeout == "2min" and s.s3_addressing_style == "path"
+
+
+def test_secrets_stay_out_of_errors_repr_and_describe(project):
+    environ = {"DATABASE_URL": "postgresql://app:hunter2@db/app", "S3_SECRET_KEY": "s3cr3t",
+               "DBKIT_AGE_IDENTITY": "AGE-SECRET-KEY-1XYZ", "DBKIT_PASSWORD_APP_RLS": "pw-rls"}
+    s = load(project, environ)
+    shown = repr(s) + " ".join(" ".join(row) for row in s.describe())
+    for secret in environ.values():
+        assert secret not in shown
+    with pytest.raises(ConfigError) as err:
+        load(project, {"DIRECT_DATABASE_URL": "postgresql://app:hunter2@db:port/app"})
+    assert "hunter2" not in str(err.value) and str(err.value).startswith("DIRECT_DATABASE_URL is malformed")
+
+
+def test_role_password_variables_and_their_sources(project):
+    write(project / "pyproject.toml", "[tool.dbkit.roles.enforce]\npassword_env = 'APP_DB_PASSWORD'\n")
+    write(project / ".env", "DBKIT_PASSWORD_APP_FULL=from-dotenv\nAPP_DB_PASSWORD=custom\nUNRELATED=x\n")
+    s = load(project, {"DBKIT_PASSWORD_APP_FULL": "from-env"})
+    assert s.passwords == {"DBKIT_PASSWORD_APP_FULL": "from-env", "APP_DB_PASSWORD": "custom"}
+    assert (s.sources["DBKIT_PASSWORD_APP_FULL"], s.sources["APP_DB_PASSWORD"]) == ("env", ".env")
+    assert s.password_for("app_full") == "from-env" and s.roles_config["enforce"]["password_env"] == "APP_DB_PASSWORD"
+    assert ("DBKIT_PASSWORD_APP_FULL", "***", "env") in s.describe()
+
+
+def test_replace_keeps_working_and_revalidates(project):
+    s = load(project, {"DBKIT_DEV_DATABASE": "x"})
+    copy = dataclasses.replace(s, database_url=s.database_url, env="test")
+    assert copy.env == "test" and copy.dev_database == "x" and copy.dev_dir == s.dev_dir
+    with pytest.raises(ValueError):
+        dataclasses.replace(s, env="production")
