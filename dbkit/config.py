@@ -60,15 +60,15 @@ def _problem(text: str) -> PydanticCustomError:
 
 def _one_of(*choices: str):
     def check(value: Any) -> str:
-        if str(value).strip().lower() not in choices:
+        if (text := str(value).strip().lower()) not in choices:
             raise _problem(f"is {value!r}, not one of {', '.join(choices)}")
-        return str(value).strip().lower()
+        return text
     return BeforeValidator(check)
 
 
 def _matching(pattern: str, what: str, *, squeeze: bool = False):
     def check(value: Any) -> str:
-        text = str(value).strip().replace(" ", "" if squeeze else " ")
+        text = "".join(str(value).split()) if squeeze else str(value).strip()
         if not re.fullmatch(pattern, text):
             raise _problem(f"is {value!r}, not {what}")
         return text
@@ -110,15 +110,22 @@ Count = Annotated[int, BeforeValidator(_count)]
 Port = Annotated[int, BeforeValidator(lambda v: _count(v, most=65535))]
 Flag = Annotated[bool, PlainValidator(_flag)]
 Url = Annotated[DbUrl | None, PlainValidator(_url)]
-Names = Annotated[tuple[str, ...], BeforeValidator(
-    lambda v: tuple(str(i).strip() for i in (v if isinstance(v, list | tuple) else str(v).split(",")) if str(i).strip()))]
+Names = Annotated[tuple[str, ...], BeforeValidator(  # "a, b" or ["a", "b"]
+    lambda v: tuple(i for i in (str(i).strip() for i in (v if isinstance(v, list | tuple) else str(v).split(","))) if i))]
 Ident = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}", "a lower-case SQL identifier (letters, digits, _; at most 63)")]
 Claim = Annotated[str, _matching(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*",
                                  "a custom setting name (two lower-case identifiers joined by a dot)")]
 Duration = Annotated[str, _matching(r"\d+(ms|s|min|h|d)?", "a PostgreSQL duration (e.g. 5s, 500ms, 2min, 0)",
                                     squeeze=True)]
 Memory = Annotated[str, _matching(r"\d+(kB|MB|GB|TB)", "a PostgreSQL memory size (e.g. 512MB, 1GB)", squeeze=True)]
-Text = Annotated[str, BeforeValidator(lambda v: str(v).strip())]
+AddressingStyle = Annotated[str, _one_of("auto", "path", "virtual")]
+Text = Annotated[str, BeforeValidator(str)]
+
+
+def _printable(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,14 +134,14 @@ class Field:
 
     env: str  # environment / .env variable
     purpose: str  # completes "it ..." in error messages
-    example: str  # VARIABLE=value
+    example: str | None = None  # a value (None: the default)
     secret: bool = False
     name: str = ""  # attribute and [tool.dbkit] key
     default: Any = None
 
 
-def setting(default: Any, env: str, purpose: str, example: str, *, secret: bool = False) -> Any:
-    """One setting of :class:`Settings`: default, variable, purpose (completes "it ..."), example."""
+def setting(default: Any, env: str, purpose: str, example: str | None = None, *, secret: bool = False) -> Any:
+    """One setting of :class:`Settings`: default, variable, purpose (completes "it ..."), example value."""
     return dataclasses.field(default=default, repr=not secret, metadata={"dbkit": Field(env, purpose, example, secret)})
 
 
@@ -143,115 +150,98 @@ class Settings:
     """Resolved settings.  Build with :func:`load_settings`; never mutate (``dataclasses.replace`` re-validates)."""
 
     env: Environment = setting(
-        "dev", "DBKIT_ENV", "selects the environment's safety rules and its .env.<env> file", "DBKIT_ENV=staging")
+        "dev", "DBKIT_ENV", "selects the environment's safety rules and its .env.<env> file", "staging")
     database_url: Url = setting(
         None, "DATABASE_URL", "tells dbkit which PostgreSQL database to use (unset in dev: the embedded cluster)",
-        "DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True)
+        "postgresql://app:secret@db.internal:5432/app", secret=True)
     direct_database_url: Url = setting(
         None, "DIRECT_DATABASE_URL",
         "is a direct connection (not through PgBouncer) for migrations, seeding, backups and restores",
-        "DIRECT_DATABASE_URL=postgresql://app:secret@db.internal:5432/app", secret=True)
+        "postgresql://app:secret@db.internal:5432/app", secret=True)
     pgbouncer_ports: Names = setting(
         ("6432",), "DBKIT_PGBOUNCER_PORTS",
         "lists ports that mean PgBouncer: dbkit warns when a command that needs a direct connection uses one",
-        "DBKIT_PGBOUNCER_PORTS=6432,6433")
+        "6432,6433")
     extensions: Names = setting(
         ("vector", "timescaledb", "pgcrypto"), "DBKIT_EXTENSIONS",
-        "lists the PostgreSQL extensions the application needs", "DBKIT_EXTENSIONS=vector,timescaledb,pgcrypto")
+        "lists the PostgreSQL extensions the application needs")
     connect_timeout: Count = setting(
-        5, "DBKIT_CONNECT_TIMEOUT", "bounds, in seconds, how long dbkit waits for a connection",
-        "DBKIT_CONNECT_TIMEOUT=10")
+        5, "DBKIT_CONNECT_TIMEOUT", "bounds, in seconds, how long dbkit waits for a connection", "10")
     dev_dir: Path = setting(
-        Path(".dbkit"), "DBKIT_DEV_DIR",
-        "holds the embedded dev cluster (data, socket, log), relative to the project", "DBKIT_DEV_DIR=.dbkit")
+        Path(".dbkit"), "DBKIT_DEV_DIR", "holds the embedded dev cluster (data, socket, log), relative to the project")
     dev_port: Port = setting(
         0, "DBKIT_DEV_PORT", "fixes the dev cluster's TCP port on 127.0.0.1 (0: pick a free one once and keep it)",
-        "DBKIT_DEV_PORT=54329")
+        "54329")
     dev_database: Text = setting(
-        "dbkit", "DBKIT_DEV_DATABASE", "names the database dbkit creates in the dev cluster", "DBKIT_DEV_DATABASE=app")
+        "dbkit", "DBKIT_DEV_DATABASE", "names the database dbkit creates in the dev cluster", "app")
     pg_bindir: Path | None = setting(
         None, "DBKIT_PG_BINDIR",
         "points at the PostgreSQL server programs (initdb, pg_ctl, postgres) for the dev cluster",
-        "DBKIT_PG_BINDIR=/usr/lib/postgresql/15/bin")
+        "/usr/lib/postgresql/15/bin")
     # ---- schema and roles (the role model: owner / enforce / bypass / readonly)
-    schema: Ident = setting(
-        "app", "DBKIT_SCHEMA", "names the schema that holds the application's tables", "DBKIT_SCHEMA=app")
+    schema: Ident = setting("app", "DBKIT_SCHEMA", "names the schema that holds the application's tables")
     role_owner: Ident = setting(
-        "app_owner", "DBKIT_ROLE_OWNER", "names the NOLOGIN role that owns every table (migrations run as it)",
-        "DBKIT_ROLE_OWNER=app_owner")
+        "app_owner", "DBKIT_ROLE_OWNER", "names the NOLOGIN role that owns every table (migrations run as it)")
     role_enforce: Ident = setting(
         "app_rls", "DBKIT_ROLE_ENFORCE", "names the LOGIN role the application connects as, always subject to RLS",
-        "DBKIT_ROLE_ENFORCE=cognitive_engine_rls")
+        "cognitive_engine_rls")
     role_bypass: Ident = setting(
-        "app_full", "DBKIT_ROLE_BYPASS", "names the LOGIN BYPASSRLS role for trusted workers",
-        "DBKIT_ROLE_BYPASS=cognitive_engine_full")
+        "app_full", "DBKIT_ROLE_BYPASS", "names the LOGIN BYPASSRLS role for trusted workers", "cognitive_engine_full")
     role_readonly: Ident = setting(
-        "app_readonly", "DBKIT_ROLE_READONLY", "names the LOGIN read-only role (still subject to RLS)",
-        "DBKIT_ROLE_READONLY=app_readonly")
+        "app_readonly", "DBKIT_ROLE_READONLY", "names the LOGIN read-only role (still subject to RLS)")
     tenant_claim: Claim = setting(
-        "app.tenant_id", "DBKIT_TENANT_CLAIM", "names the setting that carries the current tenant for RLS policies",
-        "DBKIT_TENANT_CLAIM=app.tenant_id")
+        "app.tenant_id", "DBKIT_TENANT_CLAIM", "names the setting that carries the current tenant for RLS policies")
     user_claim: Claim = setting(
-        "app.user_id", "DBKIT_USER_CLAIM", "names the setting that carries the current user for RLS policies",
-        "DBKIT_USER_CLAIM=app.user_id")
+        "app.user_id", "DBKIT_USER_CLAIM", "names the setting that carries the current user for RLS policies")
     # ---- migrations
     migrations_dir: Path = setting(
         Path("migrations"), "DBKIT_MIGRATIONS_DIR",
-        "points at the Alembic environment (env.py, versions/), relative to the project",
-        "DBKIT_MIGRATIONS_DIR=migrations")
+        "points at the Alembic environment (env.py, versions/), relative to the project")
     lock_timeout: Duration = setting(
-        "5s", "DBKIT_LOCK_TIMEOUT", "bounds how long a migration statement waits for a table lock (0: forever)",
-        "DBKIT_LOCK_TIMEOUT=5s")
+        "5s", "DBKIT_LOCK_TIMEOUT", "bounds how long a migration statement waits for a table lock (0: forever)")
     statement_timeout: Duration = setting(
-        "0", "DBKIT_STATEMENT_TIMEOUT", "bounds how long one migration statement may run (0: no limit)",
-        "DBKIT_STATEMENT_TIMEOUT=15min")
+        "0", "DBKIT_STATEMENT_TIMEOUT", "bounds how long one migration statement may run (0: no limit)", "15min")
     migrate_set_role: Flag = setting(
         True, "DBKIT_MIGRATE_SET_ROLE", "makes migrations run as the owner role (SET ROLE) so it owns every object",
-        "DBKIT_MIGRATE_SET_ROLE=false")
+        "false")
     # ---- backups
     backup_uri: Text = setting(
         "backups", "DBKIT_BACKUP_URI",
         "says where `dbkit backup` writes (s3://bucket/prefix, file:///path or a path relative to the project)",
-        "DBKIT_BACKUP_URI=s3://acme-db-backups/prod")
+        "s3://acme-db-backups/prod")
     backup_stale_after: Duration = setting(
         "6h", "DBKIT_BACKUP_STALE_AFTER",
-        "is the age after which an unfinished backup (no manifest, an open multipart upload, a .partial- file) "
-        "counts as dead and is removed by `backup prune --apply` and the next successful backup",
-        "DBKIT_BACKUP_STALE_AFTER=12h")
+        "is the age after which an unfinished backup (no manifest, an open multipart upload, a .partial- "
+        "file) counts as dead and is removed by `backup prune --apply` and the next successful backup", "12h")
     s3_endpoint: Text | None = setting(
-        None, "S3_ENDPOINT", "points at an S3-compatible endpoint such as MinIO (unset: AWS)",
-        "S3_ENDPOINT=http://127.0.0.1:9000")
+        None, "S3_ENDPOINT", "points at an S3-compatible endpoint such as MinIO (unset: AWS)", "http://127.0.0.1:9000")
     s3_region: Text | None = setting(
-        None, "S3_REGION", "names the S3 region (unset: boto3's default chain, e.g. AWS_REGION)",
-        "S3_REGION=eu-central-1")
+        None, "S3_REGION", "names the S3 region (unset: boto3's default chain, e.g. AWS_REGION)", "eu-central-1")
     s3_access_key: Text | None = setting(
         None, "S3_ACCESS_KEY",
-        "is the S3 access key (unset: boto3's standard chain, e.g. AWS_ACCESS_KEY_ID or an instance role)",
-        "S3_ACCESS_KEY=AKIA...", secret=True)
-    s3_secret_key: Text | None = setting(
-        None, "S3_SECRET_KEY", "is the S3 secret key (unset: boto3's standard chain)", "S3_SECRET_KEY=...",
+        "is the S3 access key (unset: boto3's standard chain, e.g. AWS_ACCESS_KEY_ID or an instance role)", "AKIA...",
         secret=True)
-    s3_addressing_style: Annotated[str, _one_of("auto", "path", "virtual")] = setting(
+    s3_secret_key: Text | None = setting(
+        None, "S3_SECRET_KEY", "is the S3 secret key (unset: boto3's standard chain)", "...", secret=True)
+    s3_addressing_style: AddressingStyle = setting(
         "auto", "S3_ADDRESSING_STYLE", "selects S3 path-style or virtual-hosted addressing (MinIO usually needs path)",
-        "S3_ADDRESSING_STYLE=path")
+        "path")
     age_recipients: Names = setting(
-        (), "DBKIT_AGE_RECIPIENTS", "lists age public keys every backup is encrypted to (also --encrypt-to)",
-        "DBKIT_AGE_RECIPIENTS=age1...")
+        (), "DBKIT_AGE_RECIPIENTS", "lists age public keys every backup is encrypted to (also --encrypt-to)", "age1...")
     age_identity_file: Path | None = setting(
         None, "DBKIT_AGE_IDENTITY_FILE", "points at the age identity (secret key) file used to decrypt backups",
-        "DBKIT_AGE_IDENTITY_FILE=~/.age/db.key")
+        "~/.age/db.key")
     age_identity: Text | None = setting(
         None, "DBKIT_AGE_IDENTITY",
         "holds the age identity (AGE-SECRET-KEY-...) used to decrypt backups, when no file is used",
-        "DBKIT_AGE_IDENTITY=AGE-SECRET-KEY-1...", secret=True)
+        "AGE-SECRET-KEY-1...", secret=True)
     # ---- seeding
     seed_maintenance_work_mem: Memory = setting(
         "512MB", "DBKIT_SEED_MAINTENANCE_WORK_MEM",
-        "sizes maintenance_work_mem for index rebuilds after `dbkit seed --defer-indexes` (HNSW builds "
-        "are much faster when the graph fits)", "DBKIT_SEED_MAINTENANCE_WORK_MEM=1GB")
+        "sizes maintenance_work_mem for index rebuilds after `dbkit seed --defer-indexes` (HNSW builds are "
+        "much faster when the graph fits)", "1GB")
     lint_ignore: Names = setting(
-        (), "DBKIT_LINT_IGNORE", "lists squawk rules that `dbkit migrate lint` ignores",
-        "DBKIT_LINT_IGNORE=prefer-bigint-over-int")
+        (), "DBKIT_LINT_IGNORE", "lists squawk rules that `dbkit migrate lint` ignores", "prefer-bigint-over-int")
 
     # ---- not settings: where they were resolved, and structure from [tool.dbkit.<table>]
     project_dir: Path = dataclasses.field(default_factory=Path.cwd)
@@ -282,7 +272,7 @@ class Settings:
         if self.database_url is None:
             f = FIELDS_BY_NAME["database_url"]
             raise ConfigError(f.env, f"is not set and DBKIT_ENV={self.env} has no embedded cluster",
-                              purpose="tells dbkit which PostgreSQL database to use", example=_example(f))
+                              purpose="tells dbkit which PostgreSQL database to use", example=f.example)
         return self.database_url
 
     def environment_problems(self) -> list[str]:
@@ -329,20 +319,11 @@ class Settings:
 
 
 FIELDS: tuple[Field, ...] = tuple(
-    dataclasses.replace(f.metadata["dbkit"], name=f.name, default=f.default)
+    dataclasses.replace(f.metadata["dbkit"], name=f.name, default=f.default,
+                        example=f.metadata["dbkit"].example or _printable(f.default))
     for f in dataclasses.fields(Settings) if "dbkit" in f.metadata)
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 FIELDS_BY_ENV = {f.env: f for f in FIELDS}
-
-
-def _example(f: Field) -> str:
-    return f.example.split("=", 1)[1]
-
-
-def _printable(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # --------------------------------------------------------------------- where values come from
@@ -353,16 +334,17 @@ def parse_dotenv(text: str, *, filename: str = ".env") -> dict[str, str]:
     naming the file and line."""
     values: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            line = binding.original.line
-            quote = re.match(r"\s*(?:export\s+)?(\w+)\s*=\s*(['\"])", binding.original.string)
+        if binding.error or (binding.key is not None and binding.value is None):  # "FOO" alone too
+            text = binding.original.string
+            line = binding.original.line + text[:len(text) - len(text.lstrip())].count("\n")  # blank lines before
+            quote = re.match(r"\s*(?:export\s+)?(\w+)\s*=\s*(['\"])", text)
             if quote:
                 raise ConfigError(f"{filename}:{line}", f"has an unterminated {quote[2]} quote",
                                   example=f"{quote[1]}={quote[2]}value{quote[2]}")
             raise ConfigError(f"{filename}:{line}", "is not a KEY=value line",
                               example="DATABASE_URL=postgresql://app:secret@localhost:5432/app")
         if binding.key is not None:
-            values[binding.key] = binding.value or ""
+            values[binding.key] = binding.value
     return values
 
 
@@ -451,7 +433,7 @@ def load_settings(
         return None
 
     env = pick("env")
-    env_file = f".env.{_validate({'env': env}).env}"
+    env_file = f".env.{_validate({'env': env}, project_dir=project_dir).env}"
     env_dotenv = _read_dotenv(project_dir / env_file)
     layers.insert(2, (env_file, by_name(env_dotenv)))
     chosen = {f.name: pick(f.name) for f in FIELDS} | {"env": env}
@@ -480,7 +462,7 @@ def _validate(chosen: Mapping[str, tuple[Any, str] | None], **extra: Any) -> Set
             raise
         problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
             f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
-        raise ConfigError(_label(f, chosen[f.name][1]), problem, purpose=f.purpose, example=_example(f)) from None
+        raise ConfigError(_label(f, chosen[f.name][1]), problem, purpose=f.purpose, example=f.example) from None
 
 
 def settings_table_markdown() -> str:

@@ -159,6 +159,7 @@ F=
 @pytest.mark.parametrize("text, problem", [
     ("not an assignment", ".env:1 is not a KEY=value line"),
     ("A=1\nB='open", ".env:2 has an unterminated ' quote"),
+    ("A=1\n\nLONELY\n", ".env:3 is not a KEY=value line"),
 ])
 def test_parse_dotenv_errors(text, problem):
     with pytest.raises(ConfigError, match=problem):
