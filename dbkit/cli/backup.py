@@ -9,7 +9,9 @@ import time
 
 import click
 
+from dbkit import render
 from dbkit.cli._common import State, check_db_name, from_option, json_option, pass_state, text_problem
+from dbkit.render import Table
 
 
 def check_backup_uri(option: str, uri: str | None, settings) -> None:
@@ -45,8 +47,6 @@ def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
 
 def _bytes_progress(label: str):
     """(callback, bar): a rich bytes + MB/s bar on a TTY, plain lines elsewhere."""
-    from dbkit import render
-
     if not render.is_tty():  # CI logs: a plain line every 256 MiB
         step = 256 * 1024 * 1024
         seen = {"next": step, "t0": time.perf_counter()}
@@ -97,7 +97,8 @@ def _describe_backup(m):
 
 
 @click.group(invoke_without_command=True)
-@click.option("--to", "to", metavar="URI", help="s3://bucket/prefix, file:///path or a path (default DBKIT_BACKUP_URI).")
+@click.option("--to", "to", metavar="URI",
+              help="s3://bucket/prefix, file:///path or a path (default DBKIT_BACKUP_URI).")
 @click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), default="zstd", show_default=True)
 @click.option("--level", type=int, help="Compression level (zstd 1-22, gzip 0-9).")
 @click.option("--encrypt-to", "encrypt_to", multiple=True, metavar="AGE_RECIPIENT",
@@ -116,7 +117,6 @@ def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id,
     """pg_dump streamed to S3/MinIO or disk; the manifest is written last."""
     if ctx.invoked_subcommand:
         return
-    from dbkit import render
     from dbkit.backup import pipeline
 
     settings = ctx.find_object(State).settings
@@ -135,8 +135,6 @@ def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id,
 
 
 def _describe_scan(scan, where: str):
-    from dbkit.render import Table
-
     rows = [(m.id, f"{m.finished_at:%Y-%m-%d %H:%M:%S}", _size(m.stored_bytes), m.compression,
              "age" if m.encryption else "no", m.database, m.alembic_revision or "-", "complete")
             for m in scan.complete]
@@ -157,7 +155,6 @@ def _describe_scan(scan, where: str):
 @pass_state
 def backup_list(state: State, source, as_json: bool) -> None:
     """Complete backups, newest first (folders without a manifest are listed as incomplete)."""
-    from dbkit import render
     from dbkit.backup import pipeline
 
     check_backup_uri("--from", source, state.settings)
@@ -175,7 +172,6 @@ def backup_list(state: State, source, as_json: bool) -> None:
 @pass_state
 def backup_show(state: State, backup_id: str, source) -> None:
     """The manifest of one backup (ID or latest), as JSON."""
-    from dbkit import render
     from dbkit.backup import pipeline
 
     check_backup_uri("--from", source, state.settings)
@@ -183,9 +179,9 @@ def backup_show(state: State, backup_id: str, source) -> None:
 
 
 def _describe_verify(result: dict):
-    line = f"backup {result['id']}: sha256 ok"
-    if result["restore_test"]:
-        line += f"; restore test ok ({result['restore_test']['tables']} tables in {result['restore_test']['seconds']} s)"
+    line, test = f"backup {result['id']}: sha256 ok", result["restore_test"]
+    if test:
+        line += f"; restore test ok ({test['tables']} tables in {test['seconds']} s)"
     yield line
 
 
@@ -197,7 +193,6 @@ def _describe_verify(result: dict):
 @pass_state
 def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_json: bool) -> None:
     """Download and check the sha256 (and decryption); --restore-test restores it too."""
-    from dbkit import render
     from dbkit.backup import pipeline
 
     check_backup_uri("--from", source, state.settings)
@@ -232,7 +227,6 @@ def _describe_prune(result: dict, applied: bool):
 def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_monthly, min_keep, apply_,
                  as_json) -> None:
     """Retention: keep the last N and the newest per day/week/month; dry run unless --apply."""
-    from dbkit import render
     from dbkit.backup import pipeline
 
     check_backup_uri("--from", source, state.settings)
@@ -266,7 +260,6 @@ def _describe_restore(result):
 @pass_state
 def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes, as_json) -> None:
     """Restore a backup (ID or latest) into a NEW database; nothing is overwritten."""
-    from dbkit import render
     from dbkit.backup import pipeline
 
     check_db_name("--into", into)

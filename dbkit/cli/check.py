@@ -9,7 +9,9 @@ import sys
 
 import click
 
+from dbkit import render
 from dbkit.cli._common import FiniteFloat, State, json_option, pass_state
+from dbkit.render import Table
 
 
 @click.command()
@@ -25,7 +27,7 @@ def check(state: State, as_json: bool, as_prometheus: bool, max_backup_age: floa
 
     Exit code: 0 healthy, 1 degraded, 2 unhealthy.
     """
-    from dbkit import health, render
+    from dbkit import health
 
     report = health.check(state.settings, max_backup_age_hours=max_backup_age)
     if as_prometheus:
@@ -68,8 +70,9 @@ def _service_detail(name: str, svc: dict) -> str:
         return f"{svc['target']} reachable in {svc['latency_ms']} ms"
     if name == "backups":
         if "latest" in svc:
-            return (f"newest {svc['latest']} is {svc['latest_age_hours']:.1f} h old (limit {svc['max_age_hours']:g} h), "
-                    f"{svc['complete']} complete, last attempt {svc['last_status']}" + _fix(svc))
+            return (f"newest {svc['latest']} is {svc['latest_age_hours']:.1f} h old "
+                    f"(limit {svc['max_age_hours']:g} h), {svc['complete']} complete, "
+                    f"last attempt {svc['last_status']}" + _fix(svc))
         return f"none complete; fix: {svc.get('hint', 'run `dbkit backup`')}"
     return svc.get("note", "")
 
@@ -88,8 +91,6 @@ def _extension_rows(svc: dict):
 
 
 def _describe(report):
-    from dbkit.render import Table
-
     yield Table(["setting", "value", "source"], [(s["variable"], s["value"], s["source"]) for s in report.settings],
                 title="Settings")
     yield ""

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from dbkit import render
 from dbkit.cli._common import State, check_db_name, json_option, pass_state
 
 
@@ -38,7 +39,6 @@ def _describe_status(status):
 def dev_up(state: State, no_extensions: bool, as_json: bool) -> None:
     """Start the cluster (initializing it the first time), create the database and extensions."""
     from dbkit import dev as devmod
-    from dbkit import render
 
     database = state.settings.dev_database
     result = devmod.provision(_cluster(state), () if no_extensions else state.settings.extensions)
@@ -61,8 +61,6 @@ def dev_up(state: State, no_extensions: bool, as_json: bool) -> None:
 @pass_state
 def dev_down(state: State, purge: bool) -> None:
     """Stop the cluster (fast shutdown); --purge deletes its data too."""
-    from dbkit import render
-
     render.show(_cluster(state).down(purge=purge), _describe_status)
 
 
@@ -71,8 +69,6 @@ def dev_down(state: State, purge: bool) -> None:
 @pass_state
 def dev_status(state: State, as_json: bool) -> None:
     """Running or stopped, with the URL.  Exit 0 when running, 1 when stopped."""
-    from dbkit import render
-
     status = _cluster(state).status()
     render.show(status, _describe_status, as_json=as_json)
     sys.exit(0 if status.running else 1)
@@ -84,7 +80,6 @@ def dev_status(state: State, as_json: bool) -> None:
 def dev_url(state: State, dbname: str | None) -> None:
     """Print the cluster's URL (starts it when needed), e.g. for DATABASE_URL=$(dbkit dev url)."""
     from dbkit import dev as devmod
-    from dbkit import render
 
     check_db_name("--database", dbname)
     result = devmod.provision(_cluster(state), state.settings.extensions)

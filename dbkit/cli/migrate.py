@@ -6,7 +6,9 @@ import sys
 
 import click
 
+from dbkit import render
 from dbkit.cli._common import State, check_revision, json_option, pass_state, setup_logging
+from dbkit.render import Table
 
 
 def _setup_migrate_logging(state: State) -> None:
@@ -18,8 +20,6 @@ def _setup_migrate_logging(state: State) -> None:
 
 
 def _show_run(result, as_json: bool, verb: str) -> None:
-    from dbkit import render
-
     def describe(result):
         if not result.applied:
             yield f"nothing to {verb}: at {', '.join(result.after) or 'base'}"
@@ -75,8 +75,6 @@ def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_js
 
 
 def _describe_status(st):
-    from dbkit.render import Table
-
     yield f"current: {', '.join(st.current) or 'base (nothing applied)'}"
     yield f"head:    {', '.join(st.heads)}"
     if st.pending:
@@ -90,15 +88,12 @@ def _describe_status(st):
 @pass_state
 def migrate_status(state: State, as_json: bool) -> None:
     """Current revision, head and pending revisions.  Exit 0 even when behind."""
-    from dbkit import render
     from dbkit.migrate import runner
 
     render.show(runner.status(state.settings), _describe_status, as_json=as_json)
 
 
 def _describe_history(revs):
-    from dbkit.render import Table
-
     yield Table(["revision", "down", "applied", "message"],
                 [(r.revision + (" (head)" if r.is_head else ""), r.down_revision or "base",
                   "yes" if r.applied else "no", r.message) for r in revs])
@@ -109,7 +104,6 @@ def _describe_history(revs):
 @pass_state
 def migrate_history(state: State, as_json: bool) -> None:
     """Every revision, base first, and whether it is applied."""
-    from dbkit import render
     from dbkit.migrate import runner
 
     render.show(runner.history(state.settings), _describe_history, as_json=as_json)
@@ -121,7 +115,6 @@ def migrate_history(state: State, as_json: bool) -> None:
 @pass_state
 def migrate_new(state: State, message: str, autogenerate: bool) -> None:
     """Create a new revision file in migrations/versions/."""
-    from dbkit import render
     from dbkit.errors import ConfigError
     from dbkit.migrate import runner
 
@@ -136,7 +129,6 @@ def migrate_new(state: State, message: str, autogenerate: bool) -> None:
 @pass_state
 def migrate_sql(state: State, from_rev: str | None, to_rev: str) -> None:
     """Print the SQL an upgrade would run, for review.  Needs no database."""
-    from dbkit import render
     from dbkit.migrate import runner
 
     check_revision("--from", from_rev)
@@ -162,7 +154,6 @@ def _describe_check(result):
 def migrate_check(state: State, as_json: bool) -> None:
     """Exit 1 when revisions are pending, the schema differs from the models,
     or an applied revision's file was edited after it was applied."""
-    from dbkit import render
     from dbkit.migrate import runner
 
     result = runner.check(state.settings)
@@ -198,7 +189,6 @@ def _describe_lint(found):
 @pass_state
 def migrate_lint(state: State, all_revisions: bool, as_json: bool) -> None:
     """Lock-safety lint (squawk) of the SQL of pending (or all) revisions.  Exit 1 on violations."""
-    from dbkit import render
     from dbkit.migrate import runner
 
     revs, violations = found = runner.lint(state.settings, all_revisions=all_revisions)

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from dbkit import render
 from dbkit.cli._common import State, json_option, pass_state, profile_option, seed_option
 
 
@@ -18,7 +19,6 @@ from dbkit.cli._common import State, json_option, pass_state, profile_option, se
 @pass_state
 def reset(state: State, profile: str, seed_value: int, force: bool, confirmed: str | None, as_json: bool) -> None:
     """Drop and recreate the database, migrate to head, seed a profile (dev and test)."""
-    from dbkit import render
     from dbkit.reset import reset as reset_database
 
     settings = state.settings

@@ -6,7 +6,9 @@ import sys
 
 import click
 
+from dbkit import render
 from dbkit.cli._common import State, json_option, pass_state
+from dbkit.render import Table
 
 
 @click.group()
@@ -31,7 +33,6 @@ def _describe_apply(result):
 @pass_state
 def roles_apply(state: State, as_json: bool) -> None:
     """Create missing roles, correct drifted attributes, set passwords (SCRAM verifiers only)."""
-    from dbkit import render
     from dbkit import roles as roles_mod
 
     render.show(roles_mod.apply(state.settings), _describe_apply, as_json=as_json)
@@ -42,8 +43,6 @@ def _yes(value: bool | None) -> str:
 
 
 def _describe_list(infos):
-    from dbkit.render import Table
-
     yield Table(["kind", "role", "exists", "login", "bypassrls", "superuser", "member of", "password"],
                 [(r.kind, r.name, _yes(r.exists), _yes(r.login), _yes(r.bypassrls), _yes(r.superuser),
                   ",".join(r.member_of) or "-", _yes(r.has_password)) for r in infos])
@@ -54,7 +53,6 @@ def _describe_list(infos):
 @pass_state
 def roles_list(state: State, as_json: bool) -> None:
     """The configured roles: attributes, memberships, whether a password is set."""
-    from dbkit import render
     from dbkit import roles as roles_mod
 
     render.show(roles_mod.list_roles(state.settings), _describe_list, as_json=as_json)
@@ -73,7 +71,6 @@ def _describe_drift(drifts):
 @pass_state
 def roles_check(state: State, as_json: bool) -> None:
     """Drift from the declared roles, grants and default privileges.  Exit 1 on any error-level drift."""
-    from dbkit import render
     from dbkit import roles as roles_mod
 
     drifts = roles_mod.check(state.settings)
@@ -95,13 +92,13 @@ def _describe_audit(report):
 
 
 @rls.command("audit")
-@click.option("--schema", "schemas", multiple=True, metavar="S", help="Schema to audit (repeatable; default DBKIT_SCHEMA).")
+@click.option("--schema", "schemas", multiple=True, metavar="S",
+              help="Schema to audit (repeatable; default DBKIT_SCHEMA).")
 @json_option
 @pass_state
 def rls_audit(state: State, schemas: tuple[str, ...], as_json: bool) -> None:
     """Tables without RLS (or not FORCED, or without policies), policies that do nothing or open
     everything, and an enforce role that could read around RLS.  Exit 1 on any finding."""
-    from dbkit import render
     from dbkit.rls.audit import audit
 
     report = audit(state.settings, schemas=list(schemas) or None)

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import click
 
+from dbkit import render
 from dbkit.cli._common import FiniteFloat, State, json_option, pass_state, profile_option, seed_option
+from dbkit.render import Table
 
 
 def _seed_progress():
     """A progress callback: a rich bar per table with rows/s on a TTY, plain lines elsewhere."""
-    from dbkit import render
-
     if not render.is_tty():
         def plain(table: str, done: int, total: int) -> None:
             if done == 0:
                 render.error_line(f"dbkit: seeding {table} ({total} rows)")
         return plain, None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.speed} rows/s"), TimeElapsedColumn(), transient=False)
@@ -53,7 +53,6 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
     """Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."""
     if ctx.invoked_subcommand:
         return
-    from dbkit import render
     from dbkit.seed import engine
 
     callback, bar = (None, None) if as_json else _seed_progress()
@@ -72,8 +71,6 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
 
 def _describe_seed(result):
     """Timings only for tables that were written: a no-op or a dry run has none to show."""
-    from dbkit.render import Table
-
     about = f"seed {result.seed}, profile {result.profile}, scale {result.scale:g}"
     if result.tenant_skew:
         about += f", tenant skew {result.tenant_skew:g}"
@@ -94,8 +91,6 @@ def _describe_seed(result):
 
 
 def _describe_status(info: dict):
-    from dbkit.render import Table
-
     yield Table(["table", "rows now"], [(t, "missing" if n is None else n) for t, n in info["tables"].items()])
     yield ""
     if not info["runs"]:
@@ -112,7 +107,6 @@ def _describe_status(info: dict):
 @pass_state
 def seed_status(state: State, as_json: bool) -> None:
     """What was seeded, when, with which seed/profile, and the current row counts."""
-    from dbkit import render
     from dbkit.seed import engine
 
     render.show(engine.status(state.settings), _describe_status, as_json=as_json)
