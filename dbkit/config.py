@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from dotenv.parser import parse_stream
-from pydantic import BeforeValidator, ConfigDict, PlainValidator, ValidationError
+from pydantic import BeforeValidator, PlainValidator, ValidationError
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
@@ -96,6 +96,12 @@ def _flag(value: Any) -> bool:
     raise _problem(f"is {value!r}, not true or false")
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """``"a, b"`` (a variable) or ``["a", "b"]`` (TOML): empty items dropped."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(text for text in (str(i).strip() for i in items) if text)
+
+
 def _url(value: Any) -> DbUrl | None:
     if value is None or isinstance(value, DbUrl):
         return value
@@ -110,9 +116,9 @@ Count = Annotated[int, BeforeValidator(_count)]
 Port = Annotated[int, BeforeValidator(lambda v: _count(v, most=65535))]
 Flag = Annotated[bool, PlainValidator(_flag)]
 Url = Annotated[DbUrl | None, PlainValidator(_url)]
-Names = Annotated[tuple[str, ...], BeforeValidator(  # "a, b" or ["a", "b"]
-    lambda v: tuple(i for i in (str(i).strip() for i in (v if isinstance(v, list | tuple) else str(v).split(","))) if i))]
-Ident = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}", "a lower-case SQL identifier (letters, digits, _; at most 63)")]
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+Ident = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}",
+                                 "a lower-case SQL identifier (letters, digits, _; at most 63)")]
 Claim = Annotated[str, _matching(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*",
                                  "a custom setting name (two lower-case identifiers joined by a dot)")]
 Duration = Annotated[str, _matching(r"\d+(ms|s|min|h|d)?", "a PostgreSQL duration (e.g. 5s, 500ms, 2min, 0)",
@@ -145,7 +151,7 @@ def setting(default: Any, env: str, purpose: str, example: str | None = None, *,
     return dataclasses.field(default=default, repr=not secret, metadata={"dbkit": Field(env, purpose, example, secret)})
 
 
-@dataclass(frozen=True, config=ConfigDict(arbitrary_types_allowed=True))
+@dataclass(frozen=True)
 class Settings:
     """Resolved settings.  Build with :func:`load_settings`; never mutate (``dataclasses.replace`` re-validates)."""
 
