@@ -3,8 +3,9 @@
 The S3 backend is tested against a real S3 HTTP endpoint on loopback (moto's
 ThreadedMotoServer), never against mocks of the wire protocol.  moto enforces S3's
 5 MiB minimum for every part but the last, so multipart tests use 5 MiB parts.
-The S3 writer uploads through boto3's transfer manager in background threads, so a
-test that looks for the multipart upload of a running writer waits for it to appear.
+The S3 writer uploads through obstore in background (Rust) threads, so a test that looks
+for the multipart upload of a running writer waits for it to appear.  Network failures are real:
+a loopback proxy in front of moto (FaultProxy) drops connections or answers S3 errors.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbkit.backup import storage as storage_module
+from dbkit.backup import _storage_base
 from dbkit.backup.storage import (
     DEFAULT_PART_SIZE,
     MAX_PART_SIZE,
@@ -363,43 +364,129 @@ def test_s3_sse_kms_key_is_passed(s3_endpoint, s3_admin, bucket):
     assert store.uri == f"s3://{bucket}"
 
 
+class FaultProxy:
+    """A loopback HTTP proxy in front of moto that fails chosen S3 requests: real faults on the wire.
+
+    ``fail(operation, action, nth=...)``: the ``nth`` (1-based; 0: every) request of that S3 operation gets
+    ``action``: ``"drop"`` closes the connection without an answer (a network failure), a tuple
+    ``(status, code, message)`` answers with that S3 error.  ``seen`` lists (operation, query) of every request.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+
+        self.upstream = urlsplit(upstream)
+        self.rules: dict[str, tuple[object, int]] = {}
+        self.seen: list[tuple[str, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def relay(self) -> None:
+                proxy.relay(self)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, operation: str, action, nth: int = 0) -> None:
+        self.rules[operation] = (action, nth)
+
+    @staticmethod
+    def operation(method: str, path: str) -> str:
+        query = path.partition("?")[2]
+        if method == "PUT":
+            return "UploadPart" if "partNumber=" in query else "PutObject"
+        if method == "POST":
+            return "CompleteMultipartUpload" if "uploadId=" in query else "CreateMultipartUpload"
+        if method == "DELETE":
+            return "AbortMultipartUpload" if "uploadId=" in query else "DeleteObject"
+        return f"{method} {query.split('=')[0]}"
+
+    def relay(self, handler) -> None:
+        import http.client
+        import socket as socketlib
+
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        op = self.operation(handler.command, handler.path)
+        self.seen.append((op, handler.path.partition("?")[2]))
+        action, nth = self.rules.get(op, (None, 0))
+        count = sum(1 for o, _ in self.seen if o == op)
+        if action is not None and (nth == 0 or nth == count):
+            if action == "drop":
+                handler.close_connection = True
+                handler.connection.shutdown(socketlib.SHUT_RDWR)
+                return
+            status, code, message = action
+            payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                       f"<Message>{message}</Message></Error>").encode()
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/xml")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+            return
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
+        skip = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length"}
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in skip}
+        conn.request(handler.command, handler.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        handler.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in skip:
+                handler.send_header(k, v)
+        length = resp.getheader("Content-Length") if handler.command == "HEAD" else None
+        handler.send_header("Content-Length", length or str(len(data)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
+        conn.close()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def faults(s3_endpoint: str) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(s3_endpoint)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("operation", ["UploadPart", "CompleteMultipartUpload"])
-def test_s3_failed_upload_leaves_no_orphan_parts(s3_endpoint, s3_admin, bucket, operation):
-    """A network failure mid-stream (injected with botocore's event hooks) aborts the multipart upload."""
-    from botocore.exceptions import EndpointConnectionError
-
-    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint, max_attempts=1), part_size=PART)
-    calls = []
-
-    def fail_second(params, **_):
-        calls.append(params.get("PartNumber"))
-        if operation == "CompleteMultipartUpload" or len(calls) == 2:
-            raise EndpointConnectionError(endpoint_url=s3_endpoint)
-
-    store.client.meta.events.register(f"before-call.s3.{operation}", fail_second)
-    with pytest.raises(StorageError, match=rf"^cannot reach S3 at {s3_endpoint} ") as err:
+def test_s3_failed_upload_leaves_no_orphan_parts(faults, s3_admin, bucket, operation):
+    """A network failure mid-stream (the proxy drops the connection) aborts the multipart upload."""
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(faults.url, max_attempts=1), part_size=PART)
+    faults.fail(operation, "drop", nth=2 if operation == "UploadPart" else 1)
+    with pytest.raises(StorageError, match=rf"^cannot reach S3 at {faults.url} ") as err:
         with store.open_write("dump") as writer:
             for chunk in data_stream(12 * MIB):
                 writer.write(chunk)
     one_line_without_secret(err.value)
-    assert writer.state == "failed" and calls
+    assert writer.state == "failed" and any(op == operation for op, _ in faults.seen)
     assert multipart_uploads(s3_admin, bucket) == []  # the parts already uploaded were discarded
     assert not store.exists("dump") and store.list() == []
 
 
 @pytest.mark.integration
-def test_s3_failed_part_stops_the_stream_early(s3_endpoint, s3_admin, bucket):
+def test_s3_failed_part_stops_the_stream_early(faults, s3_admin, bucket):
     """A failed part is reported by a later write(), not only at commit after the whole stream."""
-    from botocore.exceptions import ClientError
-
-    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint, max_attempts=1), part_size=PART)
-
-    def refuse(**_):
-        raise ClientError({"Error": {"Code": "InternalError", "Message": f"boom {SECRET_KEY}\nsecond line"},
-                           "ResponseMetadata": {"HTTPStatusCode": 500}}, "UploadPart")
-
-    store.client.meta.events.register("before-call.s3.UploadPart", refuse)
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(faults.url, max_attempts=1), part_size=PART)
+    faults.fail("UploadPart", (500, "InternalError", f"boom {SECRET_KEY}\nsecond line"))
     sent = 0
     with pytest.raises(StorageError, match=r"^cannot upload s3://.*/p/dump: S3 UploadPart failed with "
                                            r"InternalError \(boom \*\*\* second line\)") as err:
@@ -414,38 +501,24 @@ def test_s3_failed_part_stops_the_stream_early(s3_endpoint, s3_admin, bucket):
 
 
 @pytest.mark.integration
-def test_s3_abort_is_retried_when_s3transfer_cannot_abort(s3_endpoint, s3_admin, bucket):
-    """s3transfer swallows a failed AbortMultipartUpload; the writer notices and aborts the upload itself."""
-    from botocore.exceptions import EndpointConnectionError
-
-    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint, max_attempts=1), part_size=PART)
-    aborts = []
-
-    def fail_first_abort(params, **_):
-        aborts.append(params["UploadId"])
-        if len(aborts) == 1:
-            raise EndpointConnectionError(endpoint_url=s3_endpoint)
-
-    store.client.meta.events.register("before-parameter-build.s3.AbortMultipartUpload", fail_first_abort)
+def test_s3_abort_is_retried_when_obstore_cannot_abort(faults, s3_admin, bucket):
+    """obstore's AbortMultipartUpload fails (connection dropped): the writer finds the upload and aborts it."""
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(faults.url, max_attempts=1), part_size=PART)
+    faults.fail("AbortMultipartUpload", "drop", nth=1)
     writer = store.open_write("dump")
     for chunk in data_stream(11 * MIB):
         writer.write(chunk)
     [upload] = eventually(lambda: multipart_uploads(s3_admin, bucket))
     writer.abort()
-    assert aborts == [upload["UploadId"]] * 2  # s3transfer's attempt, then the writer's
-    assert writer.upload_id is None and multipart_uploads(s3_admin, bucket) == []
+    aborts = [query for op, query in faults.seen if op == "AbortMultipartUpload"]
+    assert len(aborts) == 2 and all(upload["UploadId"] in q for q in aborts)  # obstore's attempt, then the writer's
+    assert multipart_uploads(s3_admin, bucket) == []
 
 
 @pytest.mark.integration
-def test_s3_abort_that_keeps_failing_is_reported(s3_endpoint, s3_admin, bucket):
-    from botocore.exceptions import EndpointConnectionError
-
-    store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint, max_attempts=1), part_size=PART)
-
-    def fail(**_):
-        raise EndpointConnectionError(endpoint_url=s3_endpoint)
-
-    store.client.meta.events.register("before-call.s3.AbortMultipartUpload", fail)
+def test_s3_abort_that_keeps_failing_is_reported(faults, s3_admin, bucket):
+    store = open_storage(f"s3://{bucket}/p", s3=s3_options(faults.url, max_attempts=1), part_size=PART)
+    faults.fail("AbortMultipartUpload", "drop")
     writer = store.open_write("dump")
     for chunk in data_stream(6 * MIB):
         writer.write(chunk)
@@ -454,14 +527,14 @@ def test_s3_abort_that_keeps_failing_is_reported(s3_endpoint, s3_admin, bucket):
         writer.abort()
     one_line_without_secret(err.value)
     assert "AbortIncompleteMultipartUpload" in str(err.value)  # the hint
-    store.client.meta.events.unregister("before-call.s3.AbortMultipartUpload", fail)
+    faults.rules.clear()
     assert store.abort_incomplete_uploads(None) == 1 and multipart_uploads(s3_admin, bucket) == []
 
 
 @pytest.mark.integration
 def test_s3_writer_refuses_to_outgrow_its_parts(s3_endpoint, s3_admin, bucket, monkeypatch):
     """Parts have one size per writer: past MAX_PARTS of them the write fails at once, leaving nothing."""
-    monkeypatch.setattr(storage_module, "MAX_PARTS", 2)
+    monkeypatch.setattr(_storage_base, "MAX_PARTS", 2)
     store = open_storage(f"s3://{bucket}/p", s3=s3_options(s3_endpoint), part_size=PART)
     with pytest.raises(StorageError, match=r"outgrew S3's 2 parts of 5 MiB at 10485761 bytes") as err:
         with store.open_write("dump") as writer:
@@ -509,35 +582,40 @@ def test_s3_exit_without_commit_neither_hangs_nor_leaves_an_upload(s3_endpoint, 
 
 
 MEMORY_CLIENT = """
-import sys, tracemalloc
+import sys
+from pathlib import Path
 from dbkit.backup.storage import S3Options, open_storage, MIB
 endpoint, bucket, access, secret = sys.argv[1:5]
 store = open_storage(f"s3://{bucket}/mem", part_size=5 * MIB,
                      s3=S3Options(endpoint_url=endpoint, region="us-east-1", access_key=access, secret_key=secret))
-store.client  # boto3 imported and the client built before measuring
-import boto3.s3.transfer  # the transfer manager's modules too
-chunk = bytes(range(256)) * 4096  # 1 MiB, made once
-tracemalloc.start()
+with store.open_write("warm-up") as writer:  # boto3, obstore, its runtime and HTTP client set up before measuring
+    writer.write(b"x")
+status = lambda: dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+kib = lambda name: int(status()[name].split()[0]) * 1024
+chunk = bytes(range(256)) * 4096  # 1 MiB
+Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
+before = kib("VmRSS")
 with store.open_write("big") as writer:
     for _ in range(50):
-        writer.write(chunk)
-print(tracemalloc.get_traced_memory()[1], writer.bytes_written)
+        writer.write(chunk[:-1] + chunk[-1:])  # a new object each time, as the pipeline's chunks are
+print(kib("VmHWM") - before, writer.bytes_written)
 """
 
 
 @pytest.mark.integration
 def test_s3_writer_memory_stays_bounded(s3_endpoint, s3_admin, bucket):
     # The writer runs in its own process: the moto server in this one holds the whole object in memory.
+    # obstore allocates outside Python (tracemalloc cannot see it): the process's peak RSS growth is measured.
     result = subprocess.run([sys.executable, "-c", MEMORY_CLIENT, s3_endpoint, bucket, ACCESS_KEY, SECRET_KEY],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     peak, written = map(int, result.stdout.split())
     assert written == 50 * MIB
     assert s3_admin.head_object(Bucket=bucket, Key="mem/big")["ContentLength"] == 50 * MIB
-    # 2 parts uploading + the next part + the pipe + request signing (module docstring): 22.25 MiB
+    # the part being filled + 2 parts uploading + the HTTP client and signing: 19 MiB
     bound = upload_memory_bound(PART)
-    assert bound == (UPLOAD_CONCURRENCY + 1) * PART + 7.25 * MIB < 4.5 * PART
-    assert peak < bound, f"peak {peak / MIB:.1f} MiB while streaming 50 MiB in 5 MiB parts"
+    assert bound == (UPLOAD_CONCURRENCY + 1) * PART + 4 * MIB < 4 * PART
+    assert peak < bound, f"peak RSS grew by {peak / MIB:.1f} MiB while streaming 50 MiB in 5 MiB parts"
 
 
 @pytest.mark.integration
@@ -683,9 +761,8 @@ def test_choose_part_size_rejects_negative():
 def test_max_stream_size_and_memory_bound():
     assert max_stream_size(DEFAULT_PART_SIZE) == 625 * 1024 * MIB  # unknown size: 625 GiB
     assert max_stream_size(MAX_PART_SIZE) == MAX_PARTS * MAX_PART_SIZE
-    assert upload_memory_bound(8 * MIB) == 32 * MIB  # 3 parts + 2 MiB pipe + 1 MiB slice + 5 MiB requests
-    assert upload_memory_bound(DEFAULT_PART_SIZE) == 214 * MIB
-    assert storage_module.pipe_limit(MAX_PART_SIZE) == 16 * MIB
+    assert upload_memory_bound(8 * MIB) == 28 * MIB  # 3 parts + 4 MiB for the HTTP client and signing
+    assert upload_memory_bound(DEFAULT_PART_SIZE) == 196 * MIB
 
 
 # --------------------------------------------------------------------- URIs and options (pure)

@@ -1,0 +1,513 @@
+"""The S3 backend: obstore's multipart writer for uploads, boto3 for the rest.
+
+Uploads go through obstore (``obstore.open_writer``: the Rust object_store crate's buffered
+writer): a stream shorter than one part is one ``PutObject`` at commit, a longer one a multipart
+upload in parts of the writer's part size, ``UPLOAD_CONCURRENCY`` parts uploading at once;
+``write`` blocks while that many are in flight, and a failed part is raised by a later ``write``.
+
+boto3 does what obstore cannot: list and abort in-progress multipart uploads (crash detection,
+prune, and making sure a failed or abandoned writer leaves no parts behind), resolve credentials
+through the standard AWS chain (profiles, SSO, instance roles) for obstore, and the small
+requests (list, head, delete, one streamed ``GetObject`` per read) whose errors it classifies.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import weakref
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+from dbkit.backup._storage_base import (
+    MAX_PART_SIZE,
+    MIB,
+    MIN_PART_SIZE,
+    READ_BUFFER,
+    UPLOAD_CONCURRENCY,
+    IncompleteUpload,
+    ObjectInfo,
+    ObjectNotFound,
+    Storage,
+    StorageConfigError,
+    StorageError,
+    Writer,
+    _check_key,
+    _check_metadata,
+    _check_prefix,
+    _cutoff,
+    _one_line,
+    choose_part_size,
+    max_stream_size,
+)
+from dbkit.backup._storage_uri import S3Options, StorageLocation
+from dbkit.errors import DbkitError, MissingDependency
+from dbkit.urls import mask_secrets, mask_url
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+           "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidClientTokenId",
+           "UnrecognizedClientException", "403", "Forbidden"}
+#: a request's whole time limit in obstore (its body included: one part of up to 5 GiB)
+REQUEST_TIMEOUT = "30m"
+
+
+def upload_memory_bound(part_size: int) -> int:
+    """About the most memory one S3 writer holds while streaming.
+
+    obstore holds the part being filled plus ``UPLOAD_CONCURRENCY`` parts uploading; the bytes a
+    ``write`` call hands over are copied into the part (1 MiB pieces from the pipeline) and a few
+    MiB go to the HTTP client and request signing.
+    """
+    return (UPLOAD_CONCURRENCY + 1) * part_size + 4 * MIB
+
+
+class _Discarded(Exception):
+    """Passed to obstore's writer to make it abort the upload instead of completing it."""
+
+
+def _discard(file: Any, storage: S3Storage, full_key: str, key: str, multipart: bool = True) -> None:
+    """Abort a writer's upload: obstore aborts its multipart upload.  When that fails, or the failure was
+    the CompleteMultipartUpload (obstore forgets the upload then), boto3 aborts the uploads of the key
+    that are still there: keys hold the backup id, no other writer uploads to the same key meanwhile."""
+    try:
+        if not file.closed():
+            file.__exit__(_Discarded, _Discarded("discarded"), None)
+            return
+    except Exception:  # noqa: BLE001, S110 - what is left is aborted below, or the failure reported
+        pass
+    if multipart:  # obstore starts a multipart upload once a part's worth was written
+        storage._abort_uploads_of(full_key, key)
+
+
+class _S3Writer(Writer):
+    """Streams into ``obstore.open_writer`` (opened at the first write, or at commit for an empty object)."""
+
+    def __init__(self, storage: S3Storage, key: str, part_size: int, attributes: dict[str, str]) -> None:
+        super().__init__(key)
+        self._s3 = storage
+        self._full_key = storage.prefix + key
+        self.part_size = part_size
+        self._attributes = attributes
+        self._file: Any = None
+        self._sent = 0  # bytes handed to obstore
+        self._dropped: weakref.finalize | None = None
+
+    def _open(self) -> None:
+        import obstore
+
+        store = self._s3.store
+        try:
+            self._file = obstore.open_writer(store, self._full_key, attributes=self._attributes or None,
+                                             tags=dict(self._s3.options.tags) or None, buffer_size=self.part_size,
+                                             max_concurrency=UPLOAD_CONCURRENCY)
+        except Exception as exc:
+            raise self._s3._error(exc, "start the upload of", self.key, obstore=True) from None
+        # dropped without commit/abort, or still open when the interpreter exits: abort the upload
+        self._dropped = weakref.finalize(self, _discard, self._file, self._s3, self._full_key, self.key)
+
+    def _write(self, view: memoryview) -> None:
+        total, limit = self.bytes_written + len(view), max_stream_size(self.part_size)
+        if total > limit:
+            raise StorageError(f"{self._s3.uri}/{self.key} outgrew S3's {limit // self.part_size} parts of "
+                               f"{self.part_size // MIB} MiB at {total} bytes",
+                               hint="pass a larger expected_size (or a larger part size)")
+        if self._file is None:
+            self._open()
+        # obstore keeps a reference to the buffer until its part is sent: only immutable bytes are shared
+        data = view if isinstance(view.obj, bytes) else bytes(view)
+        self._sent += len(data)
+        try:
+            self._file.write(data)
+        except Exception as exc:
+            raise self._s3._error(exc, "upload", self.key, obstore=True) from None
+
+    def _commit(self) -> ObjectInfo:
+        if self._file is None:
+            self._open()  # nothing written: an empty object
+        try:
+            self._file.close()
+        except Exception as exc:
+            raise self._s3._error(exc, "upload", self.key, obstore=True) from None
+        self._dropped.detach()  # type: ignore[union-attr]
+        return ObjectInfo(self.key, self.bytes_written, datetime.now(UTC))
+
+    def _abort(self) -> None:
+        if self._dropped is not None and self._dropped.detach() is not None:
+            _discard(self._file, self._s3, self._full_key, self.key, self._sent >= self.part_size)
+
+
+class _S3Reader(io.RawIOBase):
+    def __init__(self, storage: S3Storage, key: str, body: Any, size: int | None) -> None:
+        self._s3, self._key, self._body, self.size = storage, key, body, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        try:
+            data = self._body.read(len(b))
+        except Exception as exc:
+            raise self._s3._error(exc, "read", self._key) from None
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._body.close()
+            finally:
+                super().close()
+
+
+class S3Storage(Storage):
+    """Backups under ``s3://bucket/prefix``.  boto3 is imported on first use."""
+
+    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None, *,
+                 part_size: int | None = None) -> None:
+        prefix = prefix.strip("/")
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.options = options or S3Options()
+        self.uri = StorageLocation("s3", bucket=bucket, prefix=self.prefix).uri
+        if part_size is not None and not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ValueError(f"part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes")
+        self.part_size = part_size
+        self._client = None
+        self._session: Any = None
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    # -- plumbing
+
+    @property
+    def endpoint(self) -> str:
+        """Where requests go, safe to print."""
+        if self.options.endpoint_url:
+            return mask_url(self.options.endpoint_url)
+        return f"AWS S3 ({self.options.region or 'default region'})"
+
+    @property
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    @property
+    def store(self):
+        """The obstore S3Store that uploads (built on first use)."""
+        with self._lock:
+            if self._store is None:
+                self._store = self._make_store()
+            return self._store
+
+    def _boto_session(self):
+        """The boto3 session: explicit keys, or the standard AWS credential chain (held by the lock)."""
+        if self._session is None:
+            try:
+                import boto3
+            except ImportError:  # pragma: no cover - boto3 is a dependency of dbkit
+                raise MissingDependency("the S3 backend needs boto3", hint="pip install boto3") from None
+            o = self.options
+            self._session = boto3.session.Session(aws_access_key_id=o.access_key, aws_secret_access_key=o.secret_key,
+                                                  aws_session_token=o.session_token, region_name=o.region)
+        return self._session
+
+    def _make_store(self):
+        try:
+            from obstore.store import S3Store
+        except ImportError:  # pragma: no cover - obstore is a dependency of dbkit
+            raise MissingDependency("the S3 backend needs obstore", hint="pip install obstore") from None
+        o = self.options
+        session = self._boto_session()
+        kwargs: dict[str, Any] = {}
+        if o.explicit_credentials:
+            kwargs.update(access_key_id=o.access_key, secret_access_key=o.secret_key)
+            if o.session_token:
+                kwargs["session_token"] = o.session_token
+        else:
+            from obstore.auth.boto3 import Boto3CredentialProvider
+
+            try:
+                kwargs["credential_provider"] = Boto3CredentialProvider(session)
+            except ValueError:  # no credentials anywhere in the chain
+                raise self._error(self._no_credentials(), "connect to") from None
+        if o.sse:  # S3-compatible servers without SSE get no SSE header
+            kwargs["server_side_encryption"] = o.sse
+        if o.kms_key_id:
+            kwargs["sse_kms_key_id"] = o.kms_key_id
+        region = session.region_name or "us-east-1"
+        style = o.addressing_style
+        try:
+            return S3Store(self.bucket, endpoint=o.endpoint_url, region=region,
+                           virtual_hosted_style_request=style == "virtual" or (style == "auto" and not o.endpoint_url),
+                           client_options={"allow_http": bool(o.endpoint_url and o.endpoint_url.startswith("http:")),
+                                           "connect_timeout": f"{int(o.connect_timeout * 1000)}ms",
+                                           "timeout": REQUEST_TIMEOUT},
+                           retry_config={"max_retries": int(o.max_attempts) - 1,
+                                         "retry_timeout": timedelta(seconds=o.read_timeout * int(o.max_attempts))},
+                           **kwargs)
+        except Exception as exc:
+            raise self._error(exc, "connect to") from None
+
+    @staticmethod
+    def _no_credentials() -> BaseException:
+        from botocore.exceptions import NoCredentialsError
+
+        return NoCredentialsError()
+
+    def _make_client(self):
+        from botocore.config import Config
+
+        o = self.options
+        session = self._boto_session()
+        region = session.region_name or ("us-east-1" if o.endpoint_url else None)
+        config: dict[str, Any] = {
+            "s3": {"addressing_style": o.addressing_style},
+            "signature_version": "s3v4",
+            "retries": {"mode": "standard", "max_attempts": int(o.max_attempts)},
+            "connect_timeout": o.connect_timeout,
+            "read_timeout": o.read_timeout,
+        }
+        if o.endpoint_url and "request_checksum_calculation" in Config.OPTION_DEFAULTS:
+            # S3-compatible servers do not all understand the CRC checksums botocore >= 1.36 sends by default
+            config["request_checksum_calculation"] = "when_required"
+            config["response_checksum_validation"] = "when_required"
+        try:
+            return session.client("s3", endpoint_url=o.endpoint_url, region_name=region, config=Config(**config))
+        except Exception as exc:
+            raise self._error(exc, "connect to") from None
+
+    def _cred_hint(self) -> str:
+        if self.options.explicit_credentials:
+            return "check S3_ACCESS_KEY/S3_SECRET_KEY and the bucket's policy"
+        return ("check the credentials boto3 found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                "an instance role) or set S3_ACCESS_KEY/S3_SECRET_KEY")
+
+    def _scrub(self, text: str) -> str:
+        text = _one_line(mask_secrets(text))
+        for secret in (self.options.secret_key, self.options.session_token):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _error(self, exc: BaseException, action: str, key: str | None = None, *, obstore: bool = False) -> DbkitError:
+        """A one-line DbkitError for a boto3/botocore exception (never a secret)."""
+        if isinstance(exc, DbkitError):
+            return exc
+        where = f"{self.uri}/{key}" if key else self.uri
+        if obstore:
+            return self._obstore_error(exc, action, where)
+        try:
+            from botocore import exceptions as bx
+        except ImportError:  # pragma: no cover
+            return StorageError(f"cannot {action} {where}: {self._scrub(str(exc))}")
+        if isinstance(exc, bx.ClientError):
+            err = exc.response.get("Error", {}) or {}
+            code = str(err.get("Code") or "")
+            status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            op = exc.operation_name
+            if code == "NoSuchBucket" or (op == "HeadBucket" and status == 404):
+                return StorageConfigError(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint}",
+                                          hint="create it or fix the bucket in the storage URI")
+            if code in _DENIED or status == 403:
+                return StorageConfigError(f"access denied by S3 for {where} ({code or status} on {op})",
+                                          hint=self._cred_hint())
+            if code in ("NoSuchKey", "NotFound") or (status == 404 and op in ("HeadObject", "GetObject")):
+                return ObjectNotFound(f"{where} does not exist")
+            message = self._scrub(str(err.get("Message") or ""))
+            return StorageError(f"cannot {action} {where}: S3 {op} failed with {code or status}"
+                                + (f" ({message})" if message else ""))
+        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+            return StorageConfigError(f"no S3 credentials for {self.uri}",
+                                      hint="set S3_ACCESS_KEY/S3_SECRET_KEY, or AWS_ACCESS_KEY_ID/"
+                                           "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role")
+        if isinstance(exc, bx.NoRegionError):
+            return StorageConfigError(f"no S3 region for {self.uri}", hint="set S3_REGION (e.g. eu-central-1)")
+        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ProxyConnectionError
+                      | bx.ConnectionClosedError | bx.ReadTimeoutError | bx.SSLError):
+            return StorageError(f"cannot reach S3 at {self.endpoint} to {action} {where} ({type(exc).__name__})",
+                                hint="check S3_ENDPOINT and the network" if self.options.endpoint_url
+                                else "check the network and S3_REGION")
+        return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {self._scrub(str(exc))}")
+
+    def _obstore_error(self, exc: BaseException, action: str, where: str) -> DbkitError:
+        """A one-line DbkitError for an obstore exception: the S3 error code and operation from its text."""
+        text = str(exc)
+        code = _first(r"<Code>([^<]+)<", text) or _first(r"status (?:client|server) error \((\d{3})", text) \
+            or _first(r"\bstatus (\d{3})\b", text)
+        if code == "NoSuchBucket":
+            return StorageConfigError(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint}",
+                                      hint="create it or fix the bucket in the storage URI")
+        op = _operation(text)
+        if code in _DENIED:
+            return StorageConfigError(f"access denied by S3 for {where} ({code} on {op})", hint=self._cred_hint())
+        if code:
+            message = self._scrub(_first(r"<Message>([^<]*)</Message>", text) or "")
+            return StorageError(f"cannot {action} {where}: S3 {op} failed with {code}"
+                                + (f" ({message})" if message else ""))
+        if re.search(r"error sending request|connection|timed out|dns error", text, re.IGNORECASE):
+            return StorageError(f"cannot reach S3 at {self.endpoint} to {action} {where} ({op})",
+                                hint="check S3_ENDPOINT and the network" if self.options.endpoint_url
+                                else "check the network and S3_REGION")
+        return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {self._scrub(text)}")
+
+    def _abort_uploads_of(self, full_key: str, key: str) -> None:
+        """Abort the in-progress multipart uploads of exactly ``full_key``."""
+        try:
+            found = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full_key).get("Uploads", [])
+        except Exception as exc:
+            raise StorageError(f"cannot check for an unfinished upload of {self.uri}/{key} "
+                               f"({self._error(exc, 'list unfinished uploads in').message})",
+                               hint="run the cleanup of incomplete uploads later; a bucket lifecycle rule "
+                                    "AbortIncompleteMultipartUpload is a good backstop") from None
+        for up in found:
+            if up["Key"] == full_key:
+                self._abort_upload(full_key, up["UploadId"], key)
+
+    def _abort_upload(self, full_key: str, upload_id: str, key: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+        except Exception as exc:
+            from botocore.exceptions import ClientError
+
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return  # already gone
+            raise StorageError(f"cannot abort the unfinished upload of {self.uri}/{key} "
+                               f"({self._error(exc, 'abort').message})",
+                               hint="run the cleanup of incomplete uploads later; "
+                                    "a bucket lifecycle rule AbortIncompleteMultipartUpload is a good backstop")
+
+    # -- interface
+
+    def open_write(self, key: str, *, expected_size: int | None = None,
+                   metadata: Mapping[str, str] | None = None) -> Writer:
+        _check_key(key)
+        attributes: dict[str, str] = dict(_check_metadata(metadata))  # other keys than obstore's are user metadata
+        if self.options.storage_class:
+            attributes["Storage-Class"] = self.options.storage_class
+        return _S3Writer(self, key, self.part_size or choose_part_size(expected_size), attributes)
+
+    def open_read(self, key: str) -> BinaryIO:
+        _check_key(key)
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:
+            raise self._error(exc, "read", key) from None
+        raw = _S3Reader(self, key, resp["Body"], resp.get("ContentLength"))
+        return io.BufferedReader(raw, buffer_size=READ_BUFFER)  # type: ignore[return-value]
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        prefix = _check_prefix(prefix)
+        found = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                          Prefix=self.prefix + prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][len(self.prefix):]
+                    if key and not key.endswith("/"):  # "folder" markers are not objects
+                        found.append(ObjectInfo(key, int(obj["Size"]), obj["LastModified"].astimezone(UTC)))
+        except Exception as exc:
+            raise self._error(exc, "list") from None
+        return sorted(found, key=lambda o: o.key)
+
+    def delete(self, key: str) -> None:
+        _check_key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:
+            raise self._error(exc, "delete", key) from None
+
+    def exists(self, key: str) -> bool:
+        _check_key(key)
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:
+            error = self._error(exc, "look up", key)
+            if isinstance(error, ObjectNotFound):
+                return False
+            raise error from None
+        return True
+
+    def list_incomplete_uploads(self, older_than: datetime | timedelta | None = None) -> list[IncompleteUpload]:
+        cutoff = _cutoff(older_than)
+        found = []
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                 Prefix=self.prefix)
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    started = up.get("Initiated")
+                    started = started.astimezone(UTC) if started else None
+                    if cutoff is not None and (started is None or started >= cutoff):
+                        continue
+                    newest = self._newest_part(up["Key"], up["UploadId"])
+                    if newest is False:
+                        continue  # completed or aborted meanwhile
+                    modified = max(t for t in (started, newest) if t is not None) if (started or newest) else None
+                    if cutoff is not None and (modified is None or modified >= cutoff):
+                        continue  # started long ago but still uploading parts: running, not stale
+                    found.append(IncompleteUpload(up["Key"][len(self.prefix):], up["UploadId"], started, None,
+                                                  modified))
+        except Exception as exc:
+            raise self._error(exc, "list unfinished uploads in") from None
+        return sorted(found, key=lambda u: (u.key, u.upload_id))
+
+    def _newest_part(self, full_key: str, upload_id: str):
+        """When the newest part of an unfinished upload was uploaded (None: no part yet; False: the upload
+        is gone).  A long backup's upload was initiated hours ago but keeps adding parts."""
+        from botocore.exceptions import ClientError
+
+        newest = None
+        try:
+            for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=full_key,
+                                                                        UploadId=upload_id):
+                for part in page.get("Parts", []):
+                    when = part.get("LastModified")
+                    if when is not None:
+                        when = when.astimezone(UTC)
+                        newest = when if newest is None or when > newest else newest
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                return False
+            raise
+        return newest
+
+    def abort_incomplete_uploads(self, older_than: datetime | timedelta | None) -> int:
+        uploads = self.list_incomplete_uploads(older_than)
+        for up in uploads:
+            self.abort_upload(up)
+        return len(uploads)
+
+    def abort_upload(self, upload: IncompleteUpload) -> None:
+        self._abort_upload(self.prefix + upload.key, upload.upload_id, upload.key)
+
+    def check(self) -> None:
+        try:  # a GET (not HeadBucket): its error body names the cause (NoSuchBucket, InvalidAccessKeyId, ...)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except Exception as exc:
+            raise self._error(exc, "check") from None
+
+
+def _first(pattern: str, text: str) -> str | None:
+    match = re.search(pattern, text)
+    return match.group(1) if match else None
+
+
+def _operation(text: str) -> str:
+    """The S3 operation of an obstore error, from the request it names (``PUT http://…?partNumber=…``)."""
+    match = re.search(r"\b(GET|PUT|POST|DELETE|HEAD) (\S+)", text)
+    if not match:
+        return "upload"
+    method, url = match.groups()
+    if method == "PUT":
+        return "UploadPart" if "partNumber=" in url else "PutObject"
+    if method == "POST":
+        return "CompleteMultipartUpload" if "uploadId=" in url else "CreateMultipartUpload"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId=" in url else "DeleteObject"
+    return "GetObject" if method == "GET" else "HeadObject"
