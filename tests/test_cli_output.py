@@ -23,9 +23,9 @@ def test_human_output_of_every_read_command(dbkit_seeded_db, dbkit_cli, tmp_path
         return res.stdout
 
     applied = out("roles", "apply").splitlines()
-    assert applied[-1].startswith("roles match sql/roles/")
+    assert applied[-1].startswith("roles match the role model")
     assert all(re.match(r"(created|altered|password set|tenant isolation|warning): ", ln) for ln in applied[:-1])
-    assert out("roles", "apply").splitlines()[-1] == "roles match sql/roles/ (nothing to change)"
+    assert out("roles", "apply").splitlines()[-1] == "roles match the role model (nothing to change)"
 
     listed = out("roles", "list").splitlines()
     assert listed[0].split() == ["kind", "role", "exists", "login", "bypassrls", "superuser", "member", "of",

@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("dbkit.cli.backup:restore",
                 "Restore a backup (ID or latest) into a NEW database; nothing is overwritten."),
     "rls": ("dbkit.cli.roles:rls", "Row-level security: audit the catalog (tests: the dbkit pytest plugin)."),
-    "roles": ("dbkit.cli.roles:roles", "Roles as code: sql/roles/*.sql, passwords from DBKIT_PASSWORD_<ROLE>."),
+    "roles": ("dbkit.cli.roles:roles", "Roles as data: the role model ([tool.dbkit.roles]), passwords from their variables."),
     "seed": ("dbkit.cli.seed:seed", "Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."),
 }
 

@@ -207,7 +207,7 @@ def _describe_prune(result: dict, applied: bool):
     for d in result["delete"]:
         yield f"{verb:7} {d}"
     for d in result["incomplete_removed"]:
-        yield f"{verb:7} {d}  (incomplete, older than a day)"
+        yield f"{verb:7} {d}  (incomplete, idle for more than {result['stale_after']})"
     for u in result["stale_uploads_aborted"]:
         yield f"{'aborted' if applied else 'would abort'} stale upload {u}"
     if not applied:

@@ -13,7 +13,7 @@ from dbkit.render import Table
 
 @click.group()
 def roles() -> None:
-    """Roles as code: sql/roles/*.sql, passwords from DBKIT_PASSWORD_<ROLE>."""
+    """Roles as data: the role model ([tool.dbkit.roles]), passwords from their variables."""
 
 
 def _describe_apply(result):
@@ -25,7 +25,7 @@ def _describe_apply(result):
         yield f"tenant isolation: {action}"
     for warning in result.warnings:
         yield f"warning: {warning}"
-    yield "roles match sql/roles/" + ("" if result.changed else " (nothing to change)")
+    yield "roles match the role model" + ("" if result.changed else " (nothing to change)")
 
 
 @roles.command("apply")
