@@ -639,6 +639,15 @@ def test_s3_missing_bucket_is_one_clear_line(s3_endpoint, s3_admin):
         store.list()
 
 
+@pytest.mark.integration
+def test_s3_bucket_region_is_looked_up(s3_endpoint, s3_admin):
+    """Without S3_REGION on AWS, uploads go to the bucket's own region (boto3 follows redirects, obstore not)."""
+    s3_admin.create_bucket(Bucket="dbkit-frankfurt", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    store = open_storage("s3://dbkit-frankfurt/p", s3=s3_options(s3_endpoint))
+    assert store._bucket_region() == "eu-central-1"
+    assert open_storage("s3://dbkit-no-such-bucket/p", s3=s3_options(s3_endpoint))._bucket_region() == "us-east-1"
+
+
 @pytest.fixture
 def moto_auth(s3_endpoint: str) -> Iterator[None]:
     """Make the moto server check credentials (it accepts any by default)."""

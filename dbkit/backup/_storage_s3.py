@@ -239,7 +239,7 @@ class S3Storage(Storage):
             kwargs["server_side_encryption"] = o.sse
         if o.kms_key_id:
             kwargs["sse_kms_key_id"] = o.kms_key_id
-        region = session.region_name or "us-east-1"
+        region = session.region_name or ("us-east-1" if o.endpoint_url else self._bucket_region())
         style = o.addressing_style
         try:
             return S3Store(self.bucket, endpoint=o.endpoint_url, region=region,
@@ -252,6 +252,17 @@ class S3Storage(Storage):
                            **kwargs)
         except Exception as exc:
             raise self._error(exc, "connect to") from None
+
+    def _bucket_region(self) -> str:
+        """The AWS region of the bucket (boto3 follows S3's region redirects, obstore does not)."""
+        try:
+            if self._client is None:  # the lock is held by store
+                self._client = self._make_client()
+            resp = self._client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001 - a 301/403 answer still names the region
+            resp = getattr(exc, "response", None) or {}
+        headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+        return headers.get("x-amz-bucket-region") or "us-east-1"
 
     @staticmethod
     def _no_credentials() -> BaseException:
@@ -294,8 +305,9 @@ class S3Storage(Storage):
                 text = text.replace(secret, "***")
         return text
 
-    def _error(self, exc: BaseException, action: str, key: str | None = None, *, obstore: bool = False) -> DbkitError:
-        """A one-line DbkitError for a boto3/botocore exception (never a secret)."""
+    def _error(self, exc: BaseException, action: str, key: str | None = None, *,
+               obstore: bool = False) -> DbkitError:
+        """A one-line DbkitError for a boto3/botocore (or, ``obstore``, an obstore) exception, never a secret."""
         if isinstance(exc, DbkitError):
             return exc
         where = f"{self.uri}/{key}" if key else self.uri
@@ -347,6 +359,9 @@ class S3Storage(Storage):
             return StorageConfigError(f"access denied by S3 for {where} ({code} on {op})", hint=self._cred_hint())
         if code:
             message = self._scrub(_first(r"<Message>([^<]*)</Message>", text) or "")
+            if code == "NoSuchUpload" and op == "AbortMultipartUpload":  # object_store reports the abort that
+                return StorageError(f"cannot {action} {where}: S3 dropped the multipart upload "  # follows a failed
+                                    "(NoSuchUpload)")  # complete, not the complete's own error
             return StorageError(f"cannot {action} {where}: S3 {op} failed with {code}"
                                 + (f" ({message})" if message else ""))
         if re.search(r"error sending request|connection|timed out|dns error", text, re.IGNORECASE):
