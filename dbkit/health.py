@@ -274,34 +274,30 @@ def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
 
 
 def prometheus(report: Report) -> str:
-    """The report in Prometheus text exposition format."""
-    lines = [
-        "# HELP dbkit_health_status Overall health: 0 healthy, 1 degraded, 2 unhealthy.",
-        "# TYPE dbkit_health_status gauge",
-        f"dbkit_health_status {EXIT_CODES[report.status]}",
-        "# HELP dbkit_service_status Per service: 0 ok, 1 warn, 2 fail.",
-        "# TYPE dbkit_service_status gauge",
-    ]
-    lines += [f'dbkit_service_status{{service="{name}"}} {_RANK[svc["status"]]}'
-              for name, svc in report.services.items()]
+    """The report in Prometheus text exposition format (prometheus_client's own writer)."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+
+    def gauge(name: str, doc: str, value: float) -> None:
+        Gauge(name, doc, registry=registry).set(value)
+
+    gauge("dbkit_health_status", "Overall health: 0 healthy, 1 degraded, 2 unhealthy.", EXIT_CODES[report.status])
+    per_service = Gauge("dbkit_service_status", "Per service: 0 ok, 1 warn, 2 fail.", ["service"], registry=registry)
+    for name, svc in report.services.items():
+        per_service.labels(service=name).set(_RANK[svc["status"]])
     db = report.services.get("database", {})
     if "latency_ms" in db:
-        lines += ["# HELP dbkit_database_latency_ms Median SELECT 1 round trip.",
-                  "# TYPE dbkit_database_latency_ms gauge", f"dbkit_database_latency_ms {db['latency_ms']}"]
+        gauge("dbkit_database_latency_ms", "Median SELECT 1 round trip.", db["latency_ms"])
     backups = report.services.get("backups", {})
     if "latest_age_hours" in backups:
-        lines += ["# HELP dbkit_backup_age_seconds Age of the newest complete backup.",
-                  "# TYPE dbkit_backup_age_seconds gauge",
-                  f"dbkit_backup_age_seconds {backups['latest_age_hours'] * 3600:.0f}"]
+        gauge("dbkit_backup_age_seconds", "Age of the newest complete backup.",
+              round(backups["latest_age_hours"] * 3600))
     if "unfinished_age_hours" in backups:
-        lines += ["# HELP dbkit_backup_unfinished_age_seconds Age of a backup attempt newer than the newest "
-                  "complete one that has no manifest (failed, killed or still running).",
-                  "# TYPE dbkit_backup_unfinished_age_seconds gauge",
-                  f"dbkit_backup_unfinished_age_seconds {backups['unfinished_age_hours'] * 3600:.0f}"]
+        gauge("dbkit_backup_unfinished_age_seconds", "Age of a backup attempt newer than the newest complete one "
+              "that has no manifest (failed, killed or still running).", round(backups["unfinished_age_hours"] * 3600))
     conns = report.services.get("connections", {})
     if "used" in conns:
-        lines += ["# HELP dbkit_connections_used Connections in use.", "# TYPE dbkit_connections_used gauge",
-                  f"dbkit_connections_used {conns['used']}",
-                  "# HELP dbkit_connections_max max_connections.", "# TYPE dbkit_connections_max gauge",
-                  f"dbkit_connections_max {conns['max_connections']}"]
-    return "\n".join(lines) + "\n"
+        gauge("dbkit_connections_used", "Connections in use.", conns["used"])
+        gauge("dbkit_connections_max", "max_connections.", conns["max_connections"])
+    return generate_latest(registry).decode()

@@ -372,7 +372,11 @@ def test_metrics_file_and_globals(dbkit_seeded_db, tmp_path):
     with pytest.raises(pipeline.DbkitError):
         pipeline.backup(broken, metrics_file=str(metrics))
     text = metrics.read_text()
-    assert "dbkit_backup_status 0" in text and "dbkit_backup_last_success_timestamp_seconds 0.000" not in text
+    assert "dbkit_backup_status 0" in text and "dbkit_backup_last_success_timestamp_seconds 0.0" not in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert values["dbkit_backup_status"] == 0 and values["dbkit_backup_last_success_timestamp_seconds"] > 1e9
 
 
 def test_prune_on_s3_removes_old_backups_and_stale_uploads(dbkit_seeded_db, s3_endpoint, bucket, s3_admin):

@@ -342,35 +342,28 @@ def backup(settings, *, to: str | None = None, compression: str = "zstd", level:
 
 def write_metrics(path: str, *, ok: bool, duration: float, manifest=None) -> None:
     """Prometheus textfile-collector metrics, written atomically; the last success survives a failure."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client.parser import text_string_to_metric_families
+
     target = Path(path)
-    last_success = None
+    last_success = 0.0
     with contextlib.suppress(OSError, ValueError):
-        for line in target.read_text().splitlines():
-            if line.startswith("dbkit_backup_last_success_timestamp_seconds "):
-                last_success = float(line.split()[1])
+        for family in text_string_to_metric_families(target.read_text()):
+            if family.name == "dbkit_backup_last_success_timestamp_seconds":
+                last_success = family.samples[0].value
     if ok:
         last_success = time.time()
-    lines = [
-        "# HELP dbkit_backup_last_success_timestamp_seconds When the last backup succeeded (unix time).",
-        "# TYPE dbkit_backup_last_success_timestamp_seconds gauge",
-        f"dbkit_backup_last_success_timestamp_seconds {last_success if last_success is not None else 0:.3f}",
-        "# HELP dbkit_backup_status 1 when the last backup succeeded, 0 when it failed.",
-        "# TYPE dbkit_backup_status gauge",
-        f"dbkit_backup_status {1 if ok else 0}",
-        "# HELP dbkit_backup_duration_seconds Duration of the last backup attempt.",
-        "# TYPE dbkit_backup_duration_seconds gauge",
-        f"dbkit_backup_duration_seconds {duration:.3f}",
-    ]
+    registry = CollectorRegistry()
+    Gauge("dbkit_backup_last_success_timestamp_seconds", "When the last backup succeeded (unix time).",
+          registry=registry).set(last_success)
+    Gauge("dbkit_backup_status", "1 when the last backup succeeded, 0 when it failed.",
+          registry=registry).set(1 if ok else 0)
+    Gauge("dbkit_backup_duration_seconds", "Duration of the last backup attempt.", registry=registry).set(duration)
     if manifest is not None:
-        lines += [
-            "# HELP dbkit_backup_bytes Size of the last successful backup.",
-            "# TYPE dbkit_backup_bytes gauge",
-            f'dbkit_backup_bytes{{kind="raw"}} {manifest.raw_bytes}',
-            f'dbkit_backup_bytes{{kind="stored"}} {manifest.stored_bytes}',
-        ]
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(target)
+        size = Gauge("dbkit_backup_bytes", "Size of the last successful backup.", ["kind"], registry=registry)
+        size.labels(kind="raw").set(manifest.raw_bytes)
+        size.labels(kind="stored").set(manifest.stored_bytes)
+    write_to_textfile(str(target), registry)  # atomic: a temporary file renamed into place
 
 
 def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, storage_class, tags, include_globals,
@@ -778,18 +771,22 @@ def _apply_globals(storage, manifest, admin) -> list[str]:
     """Run globals.sql statement by statement; objects that already exist are skipped (SQLSTATE 42710)."""
     from psycopg import errors
 
+    from pglast.parser import split
+
     with storage.open_read(f"{manifest.id}/{manifest.globals_object}") as fh:
         text = fh.read().decode()
+    # psql meta-commands (connect, restrict) take whole lines; the rest is SQL, split by PostgreSQL's scanner
+    sql_text = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("\\"))
     skipped = []
-    for stmt in [x.strip() for x in text.split(";\n") if x.strip() and not x.strip().startswith("--")]:
-        lines = [ln for ln in stmt.splitlines() if not ln.startswith("--") and ln.strip()]
-        if not lines or lines[0].upper().startswith(("SET ", "\\")):
+    for piece in split(sql_text, with_parser=False):
+        stmt = "\n".join(ln for ln in piece.splitlines() if not ln.lstrip().startswith("--")).strip()
+        if not stmt or stmt.split(None, 1)[0].upper() == "SET":
             continue
         try:
             with admin.transaction():
-                admin.execute("\n".join(lines))
+                admin.execute(stmt)
         except errors.DuplicateObject:
-            skipped.append(lines[0][:60])
+            skipped.append(" ".join(stmt.split())[:60])
     return skipped
 
 
