@@ -120,16 +120,18 @@ def load_seeders(directory: Path) -> Registry:
 def dependency_order(deps: Mapping[str, Iterable[str]]) -> list[str]:
     """Tables ordered so that each comes after everything it depends on (stable: name order
     among equals).  A cycle is a ConfigError naming the tables in it."""
-    remaining = {t: set(d) & set(deps) for t, d in deps.items()}
+    from graphlib import CycleError, TopologicalSorter
+
+    sorter = TopologicalSorter({t: set(d) & set(deps) for t, d in deps.items()})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        cycle = sorted(set(exc.args[1]))
+        raise ConfigError("seed dependencies", f"form a cycle among {', '.join(cycle)}",
+                          example="depends_on must not loop") from None
     order: list[str] = []
-    while remaining:
-        ready = sorted(t for t, d in remaining.items() if not d)
-        if not ready:
-            raise ConfigError("seed dependencies", f"form a cycle among {', '.join(sorted(remaining))}",
-                              example="depends_on must not loop")
-        for t in ready:
-            order.append(t)
-            del remaining[t]
-        for d in remaining.values():
-            d.difference_update(ready)
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        order.extend(ready)
+        sorter.done(*ready)
     return order
