@@ -1,0 +1,119 @@
+"""One-line errors of the S3 backend: boto3/botocore and obstore exceptions, classified, never a secret."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from dbkit.backup._storage_base import ObjectNotFound, StorageConfigError, StorageError, _one_line
+from dbkit.errors import DbkitError
+from dbkit.urls import mask_secrets
+
+if TYPE_CHECKING:
+    from dbkit.backup._storage_s3 import S3Storage
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+           "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidClientTokenId",
+           "UnrecognizedClientException", "403", "Forbidden"}
+
+
+def _cred_hint(s3: S3Storage) -> str:
+    if s3.options.explicit_credentials:
+        return "check S3_ACCESS_KEY/S3_SECRET_KEY and the bucket's policy"
+    return ("check the credentials boto3 found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            "an instance role) or set S3_ACCESS_KEY/S3_SECRET_KEY")
+
+
+def _scrub(s3: S3Storage, text: str) -> str:
+    text = _one_line(mask_secrets(text))
+    for secret in (s3.options.secret_key, s3.options.session_token):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def storage_error(s3: S3Storage, exc: BaseException, action: str, key: str | None = None, *,
+                  obstore: bool = False) -> DbkitError:
+    """A one-line DbkitError for a boto3/botocore (or, ``obstore``, an obstore) exception, never a secret."""
+    if isinstance(exc, DbkitError):
+        return exc
+    where = f"{s3.uri}/{key}" if key else s3.uri
+    if obstore:
+        return _obstore_error(s3, exc, action, where)
+    try:
+        from botocore import exceptions as bx
+    except ImportError:  # pragma: no cover
+        return StorageError(f"cannot {action} {where}: {_scrub(s3, str(exc))}")
+    if isinstance(exc, bx.ClientError):
+        err = exc.response.get("Error", {}) or {}
+        code = str(err.get("Code") or "")
+        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        op = exc.operation_name
+        if code == "NoSuchBucket" or (op == "HeadBucket" and status == 404):
+            return StorageConfigError(f"S3 bucket {s3.bucket!r} does not exist at {s3.endpoint}",
+                                      hint="create it or fix the bucket in the storage URI")
+        if code in _DENIED or status == 403:
+            return StorageConfigError(f"access denied by S3 for {where} ({code or status} on {op})",
+                                      hint=_cred_hint(s3))
+        if code in ("NoSuchKey", "NotFound") or (status == 404 and op in ("HeadObject", "GetObject")):
+            return ObjectNotFound(f"{where} does not exist")
+        message = _scrub(s3, str(err.get("Message") or ""))
+        return StorageError(f"cannot {action} {where}: S3 {op} failed with {code or status}"
+                            + (f" ({message})" if message else ""))
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return StorageConfigError(f"no S3 credentials for {s3.uri}",
+                                  hint="set S3_ACCESS_KEY/S3_SECRET_KEY, or AWS_ACCESS_KEY_ID/"
+                                       "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role")
+    if isinstance(exc, bx.NoRegionError):
+        return StorageConfigError(f"no S3 region for {s3.uri}", hint="set S3_REGION (e.g. eu-central-1)")
+    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ProxyConnectionError
+                  | bx.ConnectionClosedError | bx.ReadTimeoutError | bx.SSLError):
+        return StorageError(f"cannot reach S3 at {s3.endpoint} to {action} {where} ({type(exc).__name__})",
+                            hint="check S3_ENDPOINT and the network" if s3.options.endpoint_url
+                            else "check the network and S3_REGION")
+    return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {_scrub(s3, str(exc))}")
+
+
+def _obstore_error(s3: S3Storage, exc: BaseException, action: str, where: str) -> DbkitError:
+    """A one-line DbkitError for an obstore exception: the S3 error code and operation from its text."""
+    text = str(exc)
+    code = _first(r"<Code>([^<]+)<", text) or _first(r"status (?:client|server) error \((\d{3})", text) \
+        or _first(r"\bstatus (\d{3})\b", text)
+    if code == "NoSuchBucket":
+        return StorageConfigError(f"S3 bucket {s3.bucket!r} does not exist at {s3.endpoint}",
+                                  hint="create it or fix the bucket in the storage URI")
+    op = _operation(text)
+    if code in _DENIED:
+        return StorageConfigError(f"access denied by S3 for {where} ({code} on {op})", hint=_cred_hint(s3))
+    if code:
+        message = _scrub(s3, _first(r"<Message>([^<]*)</Message>", text) or "")
+        if code == "NoSuchUpload" and op == "AbortMultipartUpload":  # object_store reports the abort that
+            return StorageError(f"cannot {action} {where}: S3 dropped the multipart upload "  # follows a failed
+                                "(NoSuchUpload)")  # complete, not the complete's own error
+        return StorageError(f"cannot {action} {where}: S3 {op} failed with {code}"
+                            + (f" ({message})" if message else ""))
+    if re.search(r"error sending request|connection|timed out|dns error", text, re.IGNORECASE):
+        return StorageError(f"cannot reach S3 at {s3.endpoint} to {action} {where} ({op})",
+                            hint="check S3_ENDPOINT and the network" if s3.options.endpoint_url
+                            else "check the network and S3_REGION")
+    return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {_scrub(s3, text)}")
+
+
+def _first(pattern: str, text: str) -> str | None:
+    match = re.search(pattern, text)
+    return match.group(1) if match else None
+
+
+def _operation(text: str) -> str:
+    """The S3 operation of an obstore error, from the request it names (``PUT http://…?partNumber=…``)."""
+    match = re.search(r"\b(GET|PUT|POST|DELETE|HEAD) (\S+)", text)
+    if not match:
+        return "upload"
+    method, url = match.groups()
+    if method == "PUT":
+        return "UploadPart" if "partNumber=" in url else "PutObject"
+    if method == "POST":
+        return "CompleteMultipartUpload" if "uploadId=" in url else "CreateMultipartUpload"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId=" in url else "DeleteObject"
+    return "GetObject" if method == "GET" else "HeadObject"
