@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 SCRIPT = textwrap.dedent("""
     import io, os
-    from dbkit.backup.pipeline import _Pump, CHUNK
+    from dbkit.backup._common import CHUNK, _Pump
 
     class Source(io.RawIOBase):  # 128 MiB of COPY-like text with some incompressible bytes, made on the fly
         def __init__(self):

@@ -128,9 +128,9 @@ def test_each_migration_is_listed_once(pg_url, dbkit_cli):
 def test_restore_help_names_the_kept_database_as_the_code_does(dbkit_cli):
     from pathlib import Path
 
-    from dbkit.backup import pipeline
+    from dbkit.backup import _restore
 
-    assert "_pre_restore_{" in Path(pipeline.__file__).read_text()  # the name restore --swap gives the old database
+    assert "_pre_restore_{" in Path(_restore.__file__).read_text()  # the name restore --swap gives the old database
     res = dbkit_cli("restore", "--help")
     assert "<db>_pre_restore_<time>" in res.stdout and "_before_" not in res.stdout
 

@@ -1,0 +1,137 @@
+"""What is in a backup location: complete backups (list, show), unfinished attempts, GFS pruning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dbkit.backup._common import stale_after, storage_for
+from dbkit.errors import DbkitError
+
+
+@dataclass
+class Scan:
+    """What a backup location holds: complete backups (newest first), attempts without a manifest
+    (folder, last sign of life; newest first) and manifests that could not be read.
+
+    An attempt without a manifest is a folder with committed objects but no manifest.json, or one
+    that only has an unfinished write (an S3 multipart upload, a local ``.partial-`` file): a backup
+    that failed, was killed, or is still running.
+    """
+
+    complete: list
+    incomplete: list[tuple[str, datetime]]
+    unreadable: list[tuple[str, str]]
+
+    def unfinished_after_newest(self) -> list[tuple[str, datetime]]:
+        """Attempts without a manifest that started after the newest complete backup (ids carry their
+        start time, to the second) or wrote after it finished, newest first."""
+        from dbkit.backup.manifest import is_backup_id, parse_backup_id
+
+        if not self.complete:
+            return list(self.incomplete)
+        newest = self.complete[0]
+        started = parse_backup_id(newest.id) if is_backup_id(newest.id) else newest.started_at
+        return [(i, t) for i, t in self.incomplete
+                if t > newest.finished_at or (is_backup_id(i) and parse_backup_id(i) > started)]
+
+
+def scan(settings, uri: str | None = None, storage=None, *, uploads: bool = True) -> Scan:
+    """``uploads``: also look for unfinished writes (S3: ListMultipartUploads, which a read-only
+    restore role may not be allowed; not needed to list or restore complete backups)."""
+    from dbkit.backup.manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id
+
+    storage = storage or storage_for(settings, uri)
+    folders: dict[str, list] = {}
+    for obj in storage.list():
+        folder, _, name = obj.key.partition("/")
+        if name and is_backup_id(folder):
+            folders.setdefault(folder, []).append(obj)
+    activity: dict[str, list[datetime]] = {}
+    for up in storage.list_incomplete_uploads() if uploads else ():
+        folder, _, name = up.key.partition("/")
+        if name and is_backup_id(folder) and up.last_activity is not None:
+            activity.setdefault(folder, []).append(up.last_activity)
+    complete, incomplete, unreadable = [], [], []
+    for folder in sorted(set(folders) | set(activity)):
+        objects = folders.get(folder, [])
+        if not any(o.key == f"{folder}/{MANIFEST_NAME}" for o in objects):
+            incomplete.append((folder, max([o.modified for o in objects] + activity.get(folder, []))))
+            continue
+        try:
+            with storage.open_read(f"{folder}/{MANIFEST_NAME}") as fh:
+                complete.append(Manifest.from_json(fh.read(), backup_id=folder))
+        except ManifestError as exc:
+            unreadable.append((folder, exc.message))
+    complete.sort(key=lambda m: (m.finished_at, m.id), reverse=True)  # "latest" is by manifest time
+    return Scan(complete, sorted(incomplete, reverse=True), sorted(unreadable, reverse=True))
+
+
+def list_backups(settings, uri: str | None = None) -> list:
+    """Complete backups (those with a manifest), newest first."""
+    return scan(settings, uri, uploads=False).complete
+
+
+def _leftovers(storage, found: Scan, now: datetime, min_age) -> tuple[list[str], list]:
+    """(folders without a manifest, unfinished uploads) whose last sign of life is older than ``min_age``."""
+    from dbkit.backup import retention
+
+    folders = retention.incomplete_to_remove(found.incomplete, now, min_age)
+    uploads = storage.list_incomplete_uploads(older_than=now - min_age)
+    return folders, uploads
+
+
+def _remove_leftovers(storage, folders: list[str], uploads: list) -> None:
+    for up in uploads:  # S3 multipart uploads / local .partial- files (never younger than the cutoff)
+        storage.abort_upload(up)
+    _delete_backups(storage, folders)
+
+
+def _delete_backups(storage, backup_ids) -> None:
+    for backup_id in backup_ids:
+        keys = [o.key for o in storage.list(f"{backup_id}/")]
+        # the manifest goes first: a half-deleted backup must never look complete
+        for key in sorted(keys, key=lambda k: not k.endswith("/manifest.json")):
+            storage.delete(key)
+
+
+def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0,
+          keep_monthly: int = 0, min_keep: int = 1, apply: bool = False, now: datetime | None = None) -> dict[str, Any]:
+    """Choose which complete backups to keep (restic-style rules; the newest always stays) and, with
+    ``apply``, delete the others and the leftovers of unfinished backups (folders without a manifest,
+    S3 multipart uploads, local ``.partial-`` files) whose last sign of life is older than
+    DBKIT_BACKUP_STALE_AFTER (a backup that may still be running is never touched)."""
+    from dbkit.backup import retention
+
+    if apply:
+        settings.require_environment("prune --apply")
+    now = now or datetime.now(UTC)
+    min_age = stale_after(settings)
+    storage = storage_for(settings, uri)
+    found = scan(settings, uri, storage)
+    plan = retention.choose([retention.BackupRef(m.id, m.finished_at) for m in found.complete],
+                            keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly,
+                            keep_monthly=keep_monthly, min_keep=min_keep, now=now)
+    leftovers, stale = _leftovers(storage, found, now, min_age)
+    if apply:
+        _delete_backups(storage, plan.delete)
+        _remove_leftovers(storage, leftovers, stale)
+    return {"applied": apply, "keep": [{"id": i, "reasons": list(r)} for i, r in plan.keep],
+            "delete": plan.delete, "incomplete_removed": leftovers,
+            "stale_uploads_aborted": [u.key for u in stale], "unreadable": found.unreadable,
+            "stale_after": str(settings.backup_stale_after)}
+
+
+def show(settings, backup_id: str, uri: str | None = None):
+    backups = list_backups(settings, uri)
+    if not backups:
+        raise DbkitError(f"no complete backup in {storage_for(settings, uri).uri}",
+                         hint="run `dbkit backup` first (a backup without manifest.json does not count)")
+    if backup_id == "latest":
+        return backups[0]
+    for m in backups:
+        if m.id == backup_id:
+            return m
+    raise DbkitError(f"backup {backup_id} not found (or incomplete) in {storage_for(settings, uri).uri}",
+                     hint="`dbkit backup list` shows the complete ones")

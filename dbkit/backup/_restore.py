@@ -1,0 +1,380 @@
+"""``dbkit restore`` and ``backup verify``: a backup streamed back into a NEW database, then checked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from dbkit import db, target
+from dbkit.backup._catalog import show
+from dbkit.backup._common import RestoreFailed, _libpq_env, _stream_dump, find_program, storage_for
+from dbkit.errors import DbkitError, Refused
+from dbkit.urls import DbUrl, first_line
+
+
+@dataclass
+class RestoreResult:
+    backup_id: str
+    database: str
+    swapped: bool
+    previous: str | None
+    seconds: float
+    tables: int
+    alembic_revision: str | None = None
+    migrate_check: str | None = None  # "clean" or what `dbkit migrate check` found
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _check_server(settings, admin, manifest) -> None:
+    """Before anything is created: TimescaleDB version available, roles the dump refers to present."""
+    wanted = (manifest.extensions or {}).get("timescaledb")
+    if wanted:
+        versions = [r[0] for r in admin.execute(
+            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'")]
+        if wanted not in versions:
+            raise RestoreFailed(f"the backup has TimescaleDB {wanted}, which this server does not have "
+                                f"(available: {', '.join(versions) or 'none'})",
+                                hint="install that TimescaleDB version on the server, then restore")
+    missing = _missing_roles(admin, manifest.roles)
+    if missing:
+        from dbkit import roles as roles_mod
+
+        declared = set(roles_mod.role_names(settings).values())
+        if set(missing) <= declared:  # roles as code: create them from sql/roles/
+            roles_mod.apply(settings, admin)
+            missing = _missing_roles(admin, manifest.roles)
+    if missing:
+        raise RestoreFailed(f"roles the backup refers to do not exist on this server: {', '.join(missing)}",
+                            hint="run `dbkit roles apply` (or restore with --globals) first")
+
+
+def _missing_roles(admin, roles) -> list[str]:
+    present = {r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(roles),))}
+    return [r for r in roles if r not in present]
+
+
+def _apply_globals(storage, manifest, admin) -> list[str]:
+    """Run globals.sql statement by statement; objects that already exist are skipped (SQLSTATE 42710)."""
+    from pglast.parser import split
+    from psycopg import errors
+
+    with storage.open_read(f"{manifest.id}/{manifest.globals_object}") as fh:
+        text = fh.read().decode()
+    # psql meta-commands (connect, restrict) take whole lines; the rest is SQL, split by PostgreSQL's scanner
+    sql_text = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("\\"))
+    skipped = []
+    for piece in split(sql_text, with_parser=False):
+        stmt = "\n".join(ln for ln in piece.splitlines() if not ln.lstrip().startswith("--")).strip()
+        if not stmt or stmt.split(None, 1)[0].upper() == "SET":
+            continue
+        try:
+            with admin.transaction():
+                admin.execute(stmt)
+        except errors.DuplicateObject:
+            skipped.append(" ".join(stmt.split())[:60])
+    return skipped
+
+
+def restore(settings, backup_id: str = "latest", *, source: str | None = None, into: str | None = None,
+            jobs: int = 1, swap: bool = False, yes: bool = False, with_globals: bool = False) -> RestoreResult:
+    """Restore a backup into a NEW database (never into an existing one).
+
+    jobs == 1 streams download -> sha256 -> decrypt -> decompress -> pg_restore (stdin); jobs > 1 spools
+    the dump to a temporary file first (pg_restore -j needs a seekable file).  The sha256 is checked at the
+    end; on any failure the new database is dropped.  ``swap`` then renames the current database to
+    ``<db>_pre_restore_<time>`` and the restored one into its place (the old one is kept).
+    """
+    from psycopg import sql
+
+    if swap:
+        settings.require_environment("restore --swap")
+    manifest = show(settings, backup_id, source)
+    storage = storage_for(settings, source)
+    url = target.resolve_url(settings, direct=True)
+    target_name = into or f"{manifest.database}_restore_{manifest.id.split('-')[0].lower()}"
+    if swap and not yes:
+        raise Refused(f"--swap replaces database {url.dbname} with the restored copy (connections to it are "
+                      "terminated)", hint="add --yes to confirm")
+    t0 = time.perf_counter()
+    result = RestoreResult(manifest.id, target_name, False, None, 0.0, 0)
+    with db.connect(url.with_dbname("postgres"), autocommit=True, connect_timeout=settings.connect_timeout) as admin:
+        if db.database_exists(admin, target_name):
+            raise Refused(f"database {target_name} already exists; restore never overwrites",
+                          hint="choose another name with --into, or drop it yourself")
+        if with_globals and manifest.globals_object:
+            skipped = _apply_globals(storage, manifest, admin)
+            if skipped:
+                result.warnings.append(f"globals.sql: {len(skipped)} object(s) already existed and were kept")
+        _check_server(settings, admin, manifest)
+        properties = _database_properties(settings, storage, manifest)  # before anything is created
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
+        try:
+            _pg_restore(settings, storage, manifest, url.with_dbname(target_name), jobs)
+            _apply_database_properties(admin, properties, manifest.database, target_name)
+            _after_restore(settings, url.with_dbname(target_name), manifest, result)
+        except BaseException:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
+            raise
+        if swap:
+            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+            previous = f"{url.dbname}_pre_restore_{stamp}"
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                          "AND pid <> pg_backend_pid()", (url.dbname,))
+            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(url.dbname),
+                                                                         sql.Identifier(previous)))
+            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target_name),
+                                                                         sql.Identifier(url.dbname)))
+            result.swapped, result.previous, result.database = True, previous, url.dbname
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _database_properties(settings, storage, manifest) -> list[str]:
+    """The database-level statements of the archive: owner, COMMENT, ACL (GRANT/REVOKE ... ON DATABASE),
+    ALTER DATABASE ... SET and ALTER ROLE ... IN DATABASE ... SET, as ``pg_restore --create`` would run them.
+
+    pg_dump puts them in every custom-format archive (DATABASE, COMMENT, ACL and DATABASE PROPERTIES
+    entries); ``pg_restore --create`` emits them for the archive's own database name, so they are read
+    here (schema-only, a schema filter that matches nothing: the TOC alone, pg_restore stops reading
+    after it) and re-applied to the new database by :func:`_apply_database_properties`.
+    """
+    import secrets
+
+    pg_restore = find_program(settings, "pg_restore")
+    args = [pg_restore, "--create", "--schema-only", "-n", f"dbkit_no_such_schema_{secrets.token_hex(6)}",
+            "--file=-"]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out: list[bytes] = []
+    errs: list[bytes] = []
+    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
+               threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    try:
+        _stream_dump(settings, storage, manifest, proc.stdin)
+    except BrokenPipeError:
+        pass  # pg_restore read the TOC and stopped: all it needs
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.close()
+    rc = proc.wait()
+    for t in readers:
+        t.join(timeout=30)
+    if rc != 0:
+        raise RestoreFailed("pg_restore could not read the database properties of the backup: "
+                            f"{first_line(b''.join(errs).decode(errors='replace'), 'no message')}")
+    return _property_statements(b"".join(out).decode())
+
+
+def _property_statements(script: str) -> list[str]:
+    """Statements of a ``pg_restore --create`` script that set database properties (no CREATE DATABASE,
+    no psql meta-commands, no session SETs)."""
+    statements, current = [], []
+    for line in script.splitlines():
+        if not current and (not line.strip() or line.startswith(("--", "\\", "SET ", "SELECT pg_catalog.set_config"))):
+            continue
+        current.append(line)
+        text = "\n".join(current)
+        if text.rstrip().endswith(";") and text.count("'") % 2 == 0:
+            statements.append(text.strip())
+            current = []
+    keep = re.compile(r"(ALTER DATABASE|COMMENT ON DATABASE|GRANT|REVOKE|ALTER ROLE|SECURITY LABEL)\b", re.I)
+    return [st for st in statements if keep.match(st) and " DATABASE " in st.upper()]
+
+
+def _apply_database_properties(admin, statements: list[str], old_name: str, new_name: str) -> None:
+    """Run the archive's database-level statements against ``new_name`` (the name is rewritten)."""
+    from psycopg import sql
+
+    new = sql.Identifier(new_name).as_string(admin)
+    name = re.compile(r'(\b(?:ALTER|ON|IN) DATABASE )(?:"' + re.escape(old_name.replace('"', '""')) + '"|'
+                      + re.escape(old_name) + r")(?=[\s;]|$)")
+    for statement in statements:
+        renamed = name.sub(lambda m: m.group(1) + new, statement, count=1)
+        try:
+            admin.execute(renamed)
+        except Exception as exc:  # noqa: BLE001 - psycopg's errors: the database is dropped, one line
+            raise RestoreFailed(f"could not give the restored database its properties ({renamed.splitlines()[0][:80]}"
+                                f"): {first_line(str(exc), type(exc).__name__)}; the new database was dropped",
+                                hint="create the roles the backup refers to (`dbkit roles apply` or restore "
+                                     "--globals), then restore again") from None
+
+
+def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> None:
+    """Row counts vs the manifest (a lost row fails the restore), the alembic revision, `dbkit migrate check`."""
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = 0")  # the restored database may carry its own (ALTER DATABASE SET)
+        result.tables = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN "
+            "('r','p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE '\\_timescaledb%'").fetchone()[0]
+        problems = _check_rows(conn, manifest.tables, result.warnings)
+        if problems:
+            more = f" (and {len(problems) - 1} more table(s): {', '.join(p.split(':')[0] for p in problems[1:4])})" \
+                if len(problems) > 1 else ""
+            raise RestoreFailed(f"post-restore check failed: {problems[0]}{more}; the new database was dropped",
+                                hint="the backup or the restore lost rows: try another backup, and report it")
+        result.alembic_revision = ",".join(db.applied_revisions(conn) or []) or None
+    if result.alembic_revision and (settings.migrations_dir / "env.py").is_file():
+        import dataclasses
+
+        from dbkit.migrate import runner
+
+        try:
+            check = runner.check(dataclasses.replace(settings, database_url=target))
+            result.migrate_check = "clean" if check.clean else (
+                f"{len(check.pending)} pending, {len(check.schema_diffs or [])} schema diffs, "
+                f"{len(check.edited)} edited revisions")
+        except DbkitError as exc:
+            result.migrate_check = f"not run: {exc.message}"
+
+
+def _check_rows(conn, tables, warnings: list[str]) -> list[str]:
+    """Compare the restored tables with the manifest: exact counts must match exactly; for large tables
+    (an estimate only) a table that had rows must have rows, and at least half the estimate.  Returns
+    the problems (one line each); a count far above the estimate is only a warning."""
+    from psycopg import sql
+
+    problems = []
+    conn.execute("SET row_security = off")  # count every row (or fail to, rather than count a tenant's)
+    for t in tables:
+        ident = sql.SQL("{}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+        estimate = t.rows_estimate or 0
+        if t.rows is None and not t.has_rows and estimate < 1000:
+            continue  # nothing known to compare with (a manifest of an older dbkit: estimates of small tables)
+        try:
+            if t.rows is None and estimate < 1000:
+                n = 1 if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()[0] else 0
+            else:
+                n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+        except Exception as exc:  # noqa: BLE001 - psycopg: the table is missing or unreadable
+            problems.append(f"{t.schema}.{t.name}: cannot be counted ({first_line(str(exc), type(exc).__name__)})")
+            continue
+        where = f"{t.schema}.{t.name}"
+        if t.rows is not None:
+            if n != t.rows:
+                problems.append(f"{where}: {n} rows restored, the backup has {t.rows} (exact count at dump time)")
+        elif n == 0 and (t.has_rows or estimate > 0):
+            problems.append(f"{where}: no rows restored, the backup's table had rows")
+        elif estimate >= 1000 and n < estimate / 2:
+            problems.append(f"{where}: {n} rows restored, the backup estimated {estimate} (less than half)")
+        elif estimate >= 1000 and n > 2 * estimate:
+            warnings.append(f"{where}: {n} rows, the backup estimated {estimate}")
+    return problems
+
+
+_TSDB_EXISTS = re.compile(r'extension "timescaledb" already exists|COMMENT ON EXTENSION timescaledb|'
+                          r"must be owner of extension timescaledb")
+
+
+def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
+    """pg_restore into the new database, with TimescaleDB's pre/post restore steps when the dump has it."""
+    pg_restore = find_program(settings, "pg_restore")
+    with_tsdb = "timescaledb" in (manifest.extensions or {})
+    if with_tsdb:
+        with db.connect(target, autocommit=True) as conn:
+            conn.execute(f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION '{manifest.extensions['timescaledb']}'")
+            conn.execute("SELECT timescaledb_pre_restore()")
+    try:
+        with _libpq_env(target) as (conninfo, env):
+            args = [pg_restore, "--no-password", f"--dbname={conninfo}"]
+            if jobs > 1:
+                # an anonymous (already unlinked) file: it vanishes with dbkit, even after kill -9, so no
+                # copy of the data is ever left behind; pg_restore and its workers open it as /dev/fd/N
+                with tempfile.TemporaryFile(prefix="dbkit-restore-") as spool:
+                    _stream_dump(settings, storage, manifest, spool)
+                    spool.flush()
+                    res = _parallel_restore(args, spool.fileno(), jobs, env)
+            else:
+                proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, env=env)
+                errs: list[bytes] = []
+                drain = threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)
+                drain.start()
+                try:
+                    _stream_dump(settings, storage, manifest, proc.stdin)
+                except BrokenPipeError:
+                    pass  # pg_restore stopped early: its exit code and stderr say why
+                except BaseException:
+                    proc.kill()
+                    raise
+                finally:
+                    with contextlib.suppress(BrokenPipeError, OSError):
+                        proc.stdin.close()
+                rc = proc.wait()
+                drain.join(timeout=30)
+                res = subprocess.CompletedProcess(args, rc, "", b"".join(errs).decode(errors="replace"))
+    finally:
+        if with_tsdb:
+            with db.connect(target, autocommit=True) as conn:
+                conn.execute("SELECT timescaledb_post_restore()")
+    errors = [ln for ln in res.stderr.splitlines() if "error:" in ln and not _TSDB_EXISTS.search(ln)
+              and "errors ignored on restore" not in ln]
+    detail = [ln for ln in errors if not ln.strip().startswith("Command was:")]
+    if res.returncode != 0 and (detail or not with_tsdb):
+        raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): "
+                            f"{first_line(detail[0] if detail else res.stderr, 'no message')}; the new database was dropped")
+
+
+def _parallel_restore(args: list[str], dump_fd: int, jobs: int, env) -> subprocess.CompletedProcess:
+    """pg_restore -j in three passes: schema, then TimescaleDB's catalog rows serially (its tables
+    reference each other, and parallel loading breaks those foreign keys), then the rest in parallel.
+
+    The dump and the lists are anonymous files passed as ``/dev/fd/N`` (nothing named on disk)."""
+    dump = f"/dev/fd/{dump_fd}"
+    listing = subprocess.run([args[0], "-l", dump], capture_output=True, text=True, env=env, pass_fds=(dump_fd,))
+    if listing.returncode != 0:
+        return listing
+    entries = [ln for ln in listing.stdout.splitlines() if ln and not ln.startswith(";")]
+    entries = [ln for ln in entries if not re.search(r"\bEXTENSION\b.*\btimescaledb\b", ln)]
+    catalog = [ln for ln in entries if " _timescaledb_catalog " in ln and re.search(r"\b(TABLE DATA|SEQUENCE SET)\b", ln)]
+    rest = [ln for ln in entries if ln not in catalog]
+    passes = [(entries, ["--section=pre-data"], 1), (catalog, ["--section=data"], 1),
+              (rest, ["--section=data", "--section=post-data"], jobs)]
+    stderr = []
+    for lines, sections, n in passes:
+        if not lines:
+            continue
+        with tempfile.TemporaryFile("w+", prefix="dbkit-restore-list-") as list_file:
+            list_file.write("\n".join(lines) + "\n")
+            list_file.flush()
+            res = subprocess.run([*args, f"--jobs={n}", "-L", f"/dev/fd/{list_file.fileno()}", *sections, dump],
+                                 capture_output=True, text=True, env=env, pass_fds=(dump_fd, list_file.fileno()))
+        stderr.append(res.stderr)
+        if res.returncode != 0:
+            return subprocess.CompletedProcess(res.args, res.returncode, "", "".join(stderr))
+    return subprocess.CompletedProcess(args, 0, "", "".join(stderr))
+
+
+def verify(settings, backup_id: str = "latest", *, source: str | None = None,
+           restore_test: bool = False) -> dict[str, Any]:
+    """Download and check the sha256 (and decryptability); with ``restore_test`` also restore it into a
+    throw-away database, count its tables, and drop it."""
+    manifest = show(settings, backup_id, source)
+    storage = storage_for(settings, source)
+    result: dict[str, Any] = {"id": manifest.id, "sha256_ok": False, "restore_test": None}
+    with open(os.devnull, "wb") as sink:
+        _stream_dump(settings, storage, manifest, sink)
+    result["sha256_ok"] = True
+    if restore_test:
+        name = f"dbkit_verify_{manifest.id.split('-')[0].lower()}"
+        url = target.resolve_url(settings, direct=True)
+        res = restore(settings, manifest.id, source=source, into=name)
+        with db.connect(url.with_dbname("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        result["restore_test"] = {"tables": res.tables, "seconds": res.seconds}
+    return result
