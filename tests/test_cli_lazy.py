@@ -13,7 +13,8 @@ from dbkit.cli import COMMANDS, cli
 
 pytestmark = pytest.mark.unit
 
-HEAVY = {"sqlalchemy", "alembic", "psycopg", "boto3", "botocore", "rich", "faker", "pgvector", "zstandard"}
+HEAVY = {"sqlalchemy", "alembic", "psycopg", "boto3", "botocore", "rich", "faker", "pgvector", "zstandard",
+         "pydantic", "pydantic_core", "dotenv", "obstore", "pglast", "prometheus_client"}
 
 
 def _modules_after(*args: str) -> tuple[str, list[str]]:

@@ -37,7 +37,7 @@ def test_every_exported_name_resolves():
 
 
 def test_import_dbkit_stays_light():
-    code = ("import sys, dbkit; heavy = {'sqlalchemy', 'alembic', 'psycopg', 'boto3', 'rich', 'numpy', 'faker'}; "
+    code = ("import sys, dbkit; heavy = {'sqlalchemy', 'alembic', 'psycopg', 'boto3', 'rich', 'numpy', 'faker', 'pydantic', 'obstore', 'pglast'}; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
