@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dbkit.config import password_variable
 from dbkit.errors import ConfigError
 
 KINDS = ("owner", "enforce", "bypass", "readonly")
@@ -68,14 +69,6 @@ TABLE_GRANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 #: kind -> privileges on the application schema itself.
 SCHEMA_GRANTS: dict[str, tuple[str, ...]] = {"enforce": ("USAGE",), "bypass": ("USAGE",), "readonly": ("USAGE",)}
-
-PASSWORD_PREFIX = "DBKIT_PASSWORD_"
-
-
-def password_variable(role: str) -> str:
-    """``app_rls`` -> ``DBKIT_PASSWORD_APP_RLS``: where a role's password comes from by default."""
-    return PASSWORD_PREFIX + role.upper()
-
 
 def parse_attributes(text: str, *, where: str = "attributes") -> tuple[dict[str, bool], int | None]:
     """``'LOGIN NOBYPASSRLS CONNECTION LIMIT 5'`` -> ``({"LOGIN": True, "BYPASSRLS": False}, 5)``."""
