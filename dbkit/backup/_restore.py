@@ -161,17 +161,7 @@ def _database_properties(settings, storage, manifest) -> list[str]:
                threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)]
     for t in readers:
         t.start()
-    try:
-        _stream_dump(settings, storage, manifest, proc.stdin)
-    except BrokenPipeError:
-        pass  # pg_restore read the TOC and stopped: all it needs
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            proc.stdin.close()
-    rc = proc.wait()
+    rc = _feed(settings, storage, manifest, proc)  # pg_restore reads the TOC and stops: all it needs
     for t in readers:
         t.join(timeout=30)
     if rc != 0:
@@ -305,17 +295,7 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
                 errs: list[bytes] = []
                 drain = threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)
                 drain.start()
-                try:
-                    _stream_dump(settings, storage, manifest, proc.stdin)
-                except BrokenPipeError:
-                    pass  # pg_restore stopped early: its exit code and stderr say why
-                except BaseException:
-                    proc.kill()
-                    raise
-                finally:
-                    with contextlib.suppress(BrokenPipeError, OSError):
-                        proc.stdin.close()
-                rc = proc.wait()
+                rc = _feed(settings, storage, manifest, proc)
                 drain.join(timeout=30)
                 res = subprocess.CompletedProcess(args, rc, "", b"".join(errs).decode(errors="replace"))
     finally:
@@ -378,3 +358,19 @@ def verify(settings, backup_id: str = "latest", *, source: str | None = None,
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         result["restore_test"] = {"tables": res.tables, "seconds": res.seconds}
     return result
+
+
+def _feed(settings, storage, manifest, proc) -> int:
+    """Stream the dump into ``proc``'s stdin and return its exit code.  The process may stop reading
+    early (a broken pipe): its exit code and stderr say why, or it had all it needed."""
+    try:
+        _stream_dump(settings, storage, manifest, proc.stdin)
+    except BrokenPipeError:
+        pass
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.close()
+    return proc.wait()
