@@ -11,6 +11,7 @@ import pytest
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
 from migrate_helpers import q, settings_for
 
+from dbkit import lifecycle
 from dbkit.backup import pipeline
 from dbkit.errors import ConfigError, Refused
 from dbkit.urls import parse_database_url
@@ -54,7 +55,7 @@ def test_local_backup_then_restore_into_a_new_database(dbkit_seeded_db, tmp_path
     assert {"vector", "timescaledb"} <= set(manifest.extensions)
     assert any(t.name == "documents" and t.schema == "app" for t in manifest.tables)
     assert manifest.stored_bytes < manifest.raw_bytes  # zstd did something
-    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_r")
+    result = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_r")
     restored = dbkit_seeded_db.with_dbname(result.database)
     try:
         assert fingerprint(restored) == fingerprint(dbkit_seeded_db)
@@ -62,7 +63,7 @@ def test_local_backup_then_restore_into_a_new_database(dbkit_seeded_db, tmp_path
         assert q(restored, "SELECT count(*) FROM pg_policies WHERE schemaname = 'app'")[0][0] > 0
         assert q(restored, "SELECT version_num FROM dbkit.alembic_version") == [("0006",)]
         with pytest.raises(Refused, match="already exists; restore never overwrites"):
-            pipeline.restore(settings, "latest", into=result.database)
+            lifecycle.restore(settings, "latest", into=result.database)
     finally:
         q(dbkit_seeded_db.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{result.database}" WITH (FORCE)')
 
@@ -89,8 +90,8 @@ def test_s3_backup_encrypted_with_age_is_readable_by_the_age_tool(dbkit_seeded_d
 
     assert gzip.decompress(plain)[:5] == b"PGDMP"
     # and dbkit verifies + restores it
-    assert pipeline.verify(settings, "latest")["sha256_ok"] is True
-    result = pipeline.restore(settings, manifest.id, into=f"{dbkit_seeded_db.dbname}_s3")
+    assert lifecycle.verify(settings, "latest")["sha256_ok"] is True
+    result = lifecycle.restore(settings, manifest.id, into=f"{dbkit_seeded_db.dbname}_s3")
     try:
         assert fingerprint(dbkit_seeded_db.with_dbname(result.database)) == fingerprint(dbkit_seeded_db)
     finally:
@@ -119,7 +120,7 @@ def test_corrupted_object_is_refused_on_restore(dbkit_seeded_db, tmp_path):
     data[len(data) // 2] ^= 0xFF
     obj.write_bytes(bytes(data))
     with pytest.raises(pipeline.RestoreFailed, match="does not match its manifest"):
-        pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_bad")
+        lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_bad")
     assert q(dbkit_seeded_db.with_dbname("postgres"),
              "SELECT count(*) FROM pg_database WHERE datname = %s", (f"{dbkit_seeded_db.dbname}_bad",)) == [(0,)]
 
@@ -153,8 +154,8 @@ def test_swap_keeps_the_previous_database(dbkit_seeded_db, tmp_path):
     before = fingerprint(dbkit_seeded_db)
     q(dbkit_seeded_db, "DELETE FROM app.audit_log")  # damage after the backup
     with pytest.raises(Refused, match="--swap replaces database"):
-        pipeline.restore(settings, "latest", swap=True)
-    result = pipeline.restore(settings, "latest", swap=True, yes=True)
+        lifecycle.restore(settings, "latest", swap=True)
+    result = lifecycle.restore(settings, "latest", swap=True, yes=True)
     try:
         assert result.swapped and result.database == dbkit_seeded_db.dbname
         assert fingerprint(dbkit_seeded_db) == before  # the restored copy is now in place
@@ -233,7 +234,7 @@ def test_round_trip_identical_schema_and_contents(dbkit_seeded_db, tmp_path, com
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=f"file://{tmp_path}")
     manifest = pipeline.backup(settings, compression=compression)
     assert manifest.compression == compression and manifest.object.startswith("dump.pgdump")
-    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_rt")
+    result = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_rt")
     restored = dbkit_seeded_db.with_dbname(result.database)
     try:
         assert schema_of(settings, restored) == schema_of(settings, dbkit_seeded_db)
@@ -253,7 +254,7 @@ def test_wrong_age_key_fails_cleanly(dbkit_seeded_db, tmp_path, age_key):
     pipeline.backup(settings, encrypt_to=(recipient,))
     target = f"{dbkit_seeded_db.dbname}_wk"
     with pytest.raises(pipeline.RestoreFailed, match="could not be decrypted with the configured age identity"):
-        pipeline.restore(settings, "latest", into=target)
+        lifecycle.restore(settings, "latest", into=target)
     assert q(dbkit_seeded_db.with_dbname("postgres"), "SELECT count(*) FROM pg_database WHERE datname = %s",
              (target,)) == [(0,)]
     with pytest.raises(ConfigError, match="secret identity, not a public recipient"):
@@ -263,9 +264,9 @@ def test_wrong_age_key_fails_cleanly(dbkit_seeded_db, tmp_path, age_key):
 def test_verify_with_restore_test_and_jobs(dbkit_seeded_db, tmp_path):
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
     pipeline.backup(settings)
-    result = pipeline.verify(settings, "latest", restore_test=True)
+    result = lifecycle.verify(settings, "latest", restore_test=True)
     assert result["sha256_ok"] and result["restore_test"]["tables"] >= 6
-    parallel = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_j", jobs=2)
+    parallel = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_j", jobs=2)
     try:
         assert fingerprint(dbkit_seeded_db.with_dbname(parallel.database)) == fingerprint(dbkit_seeded_db)
     finally:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import uuid
 
-from dbkit.backup import pipeline
 from migrate_helpers import q, settings_for
+
+from dbkit import lifecycle
+from dbkit.backup import pipeline
 
 
 def test_restore_with_globals_recreates_a_missing_role(dbkit_seeded_db, tmp_path):
@@ -20,7 +22,7 @@ def test_restore_with_globals_recreates_a_missing_role(dbkit_seeded_db, tmp_path
     q(dbkit_seeded_db, f"REVOKE ALL ON app.users FROM {role}; DROP ROLE {role}")
     result = None
     try:
-        result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_g", with_globals=True)
+        result = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_g", with_globals=True)
         assert q(dbkit_seeded_db, "SELECT rolconnlimit, shobj_description(oid, 'pg_authid') FROM pg_roles "
                                   "WHERE rolname = %s", (role,)) == [(3, "a;\nb -- c")]
         restored = dbkit_seeded_db.with_dbname(result.database)

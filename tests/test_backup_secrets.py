@@ -18,6 +18,7 @@ import pytest
 from conftest import clean_env
 from migrate_helpers import REPO, q, settings_for
 
+from dbkit import lifecycle
 from dbkit.backup import pipeline
 from dbkit.urls import DbUrl, parse_database_url
 
@@ -157,5 +158,5 @@ def test_pgpassword_in_process(dbkit_seeded_db, pw_role, tmp_path, monkeypatch):
     monkeypatch.setenv("PGPASSWORD", password)
     settings = settings_for(bare, DBKIT_BACKUP_URI=str(tmp_path / "b"))
     manifest = pipeline.backup(settings, include_globals=True)  # pg_dump and pg_dumpall
-    result = pipeline.restore(settings, manifest.id, into=f"{dbkit_seeded_db.dbname}_pgpw2", jobs=2)
+    result = lifecycle.restore(settings, manifest.id, into=f"{dbkit_seeded_db.dbname}_pgpw2", jobs=2)
     assert result.tables >= 6

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dbkit import db, target
+from dbkit import lifecycle, target
 from dbkit.config import load_settings
 from dbkit.errors import Refused
 
@@ -52,12 +52,11 @@ def test_direct_url_and_pgbouncer_warning(tmp_path, caplog):
 def test_destructive_commands_blocked_in_prod(dbkit_db, tmp_path):
     from migrate_helpers import settings_for
 
-    from dbkit.backup import pipeline
     from dbkit.migrate import runner
 
     settings = settings_for(dbkit_db, DBKIT_ENV="prod", DBKIT_BACKUP_URI=str(tmp_path))
     with pytest.raises(Refused, match="downgrading is refused: DBKIT_ENV=prod requirements are not met"):
         runner.downgrade(settings, "-1", allow_prod=True)
     with pytest.raises(Refused, match="restore --swap is refused"):
-        pipeline.restore(settings, "latest", swap=True, yes=True)
+        lifecycle.restore(settings, "latest", swap=True, yes=True)
     assert runner.status(settings).current == ["0006"]

@@ -9,6 +9,7 @@ import json
 import pytest
 from migrate_helpers import REPO, q, settings_for
 
+from dbkit import lifecycle
 from dbkit.backup import pipeline
 
 pytestmark = pytest.mark.integration
@@ -40,10 +41,10 @@ def test_damaged_end_of_dump_is_the_corrupt_backup_error(dbkit_seeded_db, tmp_pa
     target = f"{dbkit_seeded_db.dbname}_dmg"
     expected = "is corrupt: its " if resealed else "corrupt"
     with pytest.raises(pipeline.RestoreFailed, match=expected) as err:
-        pipeline.restore(settings, "latest", into=target)
+        lifecycle.restore(settings, "latest", into=target)
     assert len(str(err.value).splitlines()) == 1
     with pytest.raises(pipeline.RestoreFailed, match=expected):
-        pipeline.verify(settings, "latest")
+        lifecycle.verify(settings, "latest")
     assert q(dbkit_seeded_db.with_dbname("postgres"), "SELECT count(*) FROM pg_database WHERE datname = %s",
              (target,)) == [(0,)]
 

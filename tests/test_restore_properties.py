@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from migrate_helpers import q, settings_for
 
+from dbkit import lifecycle
 from dbkit.backup import pipeline
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ def test_swap_keeps_owner_acl_comment_and_settings(dbkit_seeded_db, tmp_path):
     assert before["owner"] == "app_owner" and before["readonly_connect"] is False and len(before["settings"]) == 2
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
     pipeline.backup(settings)
-    result = pipeline.restore(settings, "latest", swap=True, yes=True)
+    result = lifecycle.restore(settings, "latest", swap=True, yes=True)
     try:
         assert result.swapped
         assert properties(dbkit_seeded_db, dbkit_seeded_db.dbname) == before  # the live (restored) database
@@ -59,14 +60,14 @@ def test_restore_into_a_new_name_carries_the_properties(dbkit_seeded_db, tmp_pat
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
     pipeline.backup(settings, compression="gzip")
     target = f'{dbkit_seeded_db.dbname}_Copy "{jobs}"'  # a name that needs quoting
-    result = pipeline.restore(settings, "latest", into=target, jobs=jobs)
+    result = lifecycle.restore(settings, "latest", into=target, jobs=jobs)
     try:
         assert result.database == target
         assert properties(dbkit_seeded_db, target) == before
     finally:
         q(dbkit_seeded_db.with_dbname("postgres"), "SELECT 1")
-        from psycopg import sql
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(dbkit_seeded_db.with_dbname("postgres").conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))

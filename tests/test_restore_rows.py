@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from migrate_helpers import q, settings_for
 
+from dbkit import lifecycle
 from dbkit.backup import pipeline
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,7 @@ def test_restore_that_lost_a_tables_rows_fails(dbkit_seeded_db, tmp_path, exclud
     tampered_backup(settings, dbkit_seeded_db, tmp_path, exclude)
     target = f"{dbkit_seeded_db.dbname}_lost"
     with pytest.raises(pipeline.RestoreFailed) as err:
-        pipeline.restore(settings, "latest", into=target)
+        lifecycle.restore(settings, "latest", into=target)
     assert str(err.value).startswith(f"post-restore check failed: {table}: 0 rows restored, the backup has {n} "
                                      "(exact count at dump time)")
     assert len(str(err.value).splitlines()) == 1
@@ -75,13 +76,13 @@ def test_large_tables_keep_an_estimate_and_must_not_come_back_empty(dbkit_seeded
     assert events.rows is None and events.has_rows is True
     with pytest.raises(pipeline.RestoreFailed, match=r"post-restore check failed: app\.events: no rows restored, "
                                                      r"the backup's table had rows"):
-        pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_lost2")
+        lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_lost2")
 
 
 def test_good_restore_passes_the_row_check(dbkit_seeded_db, tmp_path):
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
     pipeline.backup(settings)
-    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_ok")
+    result = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_ok")
     try:
         assert result.warnings == []
         assert source_counts(dbkit_seeded_db.with_dbname(result.database)) == source_counts(dbkit_seeded_db)
@@ -103,7 +104,7 @@ def test_writes_during_the_backup_do_not_fail_the_check(dbkit_seeded_db, tmp_pat
 
     manifest = pipeline.backup(settings, progress=write)
     assert written and next(t for t in manifest.tables if t.name == "audit_log").rows == before
-    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_late")
+    result = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_late")
     try:
         assert q(dbkit_seeded_db.with_dbname(result.database), "SELECT count(*) FROM app.audit_log") == [(before,)]
     finally:

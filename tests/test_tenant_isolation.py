@@ -14,13 +14,13 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+from migrate_helpers import q, settings_for
 from psycopg import errors
 
-from dbkit import roles
+from dbkit import lifecycle, roles
 from dbkit.rls.audit import audit
 from dbkit.rls.isolation import CHUNK_SCHEMA, harden
 from dbkit.testing.plugin import connect_as
-from migrate_helpers import q, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -275,7 +275,7 @@ def test_a_restored_database_keeps_the_paths_closed(dbkit_server, dbkit_seeded_d
 
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=f"file://{tmp_path}")
     pipeline.backup(settings)
-    result = pipeline.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_iso{jobs}", jobs=jobs)
+    result = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_iso{jobs}", jobs=jobs)
     restored = dbkit_seeded_db.with_dbname(result.database)
     try:
         restored_settings = settings_for(restored)

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,20 @@ class RestoreResult:
         return dict(vars(self))
 
 
-def _check_server(settings, admin, manifest) -> None:
+@dataclass(frozen=True)
+class RestoreHooks:
+    """What a restore asks of other features, given by the caller (:mod:`dbkit.lifecycle` wires the role
+    model and the migration check); backup itself imports no other feature.
+
+    ``create_roles(admin, missing)`` may create roles the dump refers to; ``check_migrations(settings)``
+    (the settings point at the restored database) returns a one-line verdict such as ``"clean"``.
+    """
+
+    create_roles: Callable[[Any, list[str]], None] | None = None
+    check_migrations: Callable[[Any], str] | None = None
+
+
+def _check_server(settings, admin, manifest, hooks: RestoreHooks) -> None:
     """Before anything is created: TimescaleDB version available, roles the dump refers to present."""
     wanted = (manifest.extensions or {}).get("timescaledb")
     if wanted:
@@ -47,13 +61,9 @@ def _check_server(settings, admin, manifest) -> None:
                                 f"(available: {', '.join(versions) or 'none'})",
                                 hint="install that TimescaleDB version on the server, then restore")
     missing = _missing_roles(admin, manifest.roles)
-    if missing:
-        from dbkit import roles as roles_mod
-
-        declared = set(roles_mod.role_names(settings).values())
-        if set(missing) <= declared:  # roles as code: create them from sql/roles/
-            roles_mod.apply(settings, admin)
-            missing = _missing_roles(admin, manifest.roles)
+    if missing and hooks.create_roles is not None:
+        hooks.create_roles(admin, missing)
+        missing = _missing_roles(admin, manifest.roles)
     if missing:
         raise RestoreFailed(f"roles the backup refers to do not exist on this server: {', '.join(missing)}",
                             hint="run `dbkit roles apply` (or restore with --globals) first")
@@ -87,8 +97,12 @@ def _apply_globals(storage, manifest, admin) -> list[str]:
 
 
 def restore(settings, backup_id: str = "latest", *, source: str | None = None, into: str | None = None,
-            jobs: int = 1, swap: bool = False, yes: bool = False, with_globals: bool = False) -> RestoreResult:
+            jobs: int = 1, swap: bool = False, yes: bool = False, with_globals: bool = False,
+            hooks: RestoreHooks | None = None) -> RestoreResult:
     """Restore a backup into a NEW database (never into an existing one).
+
+    The restore of an application (roles created from the role model, the migrations checked on the
+    restored database) is :func:`dbkit.lifecycle.restore`, which passes ``hooks``.
 
     jobs == 1 streams download -> sha256 -> decrypt -> decompress -> pg_restore (stdin); jobs > 1 spools
     the dump to a temporary file first (pg_restore -j needs a seekable file).  The sha256 is checked at the
@@ -97,6 +111,7 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
     """
     from psycopg import sql
 
+    hooks = hooks or RestoreHooks()
     if swap:
         settings.require_environment("restore --swap")
     manifest = show(settings, backup_id, source)
@@ -116,13 +131,13 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             skipped = _apply_globals(storage, manifest, admin)
             if skipped:
                 result.warnings.append(f"globals.sql: {len(skipped)} object(s) already existed and were kept")
-        _check_server(settings, admin, manifest)
+        _check_server(settings, admin, manifest, hooks)
         properties = _database_properties(settings, storage, manifest)  # before anything is created
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
         try:
             _pg_restore(settings, storage, manifest, url.with_dbname(target_name), jobs)
             _apply_database_properties(admin, properties, manifest.database, target_name)
-            _after_restore(settings, url.with_dbname(target_name), manifest, result)
+            _after_restore(settings, url.with_dbname(target_name), manifest, result, hooks)
         except BaseException:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
             raise
@@ -204,7 +219,7 @@ def _apply_database_properties(admin, statements: list[str], old_name: str, new_
                                      "--globals), then restore again") from None
 
 
-def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> None:
+def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult, hooks: RestoreHooks) -> None:
     """Row counts vs the manifest (a lost row fails the restore), the alembic revision, `dbkit migrate check`."""
     with db.connect(target, autocommit=True) as conn:
         conn.execute("SET statement_timeout = 0")  # the restored database may carry its own (ALTER DATABASE SET)
@@ -219,16 +234,11 @@ def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult) -> 
             raise RestoreFailed(f"post-restore check failed: {problems[0]}{more}; the new database was dropped",
                                 hint="the backup or the restore lost rows: try another backup, and report it")
         result.alembic_revision = ",".join(db.applied_revisions(conn) or []) or None
-    if result.alembic_revision and (settings.migrations_dir / "env.py").is_file():
+    if result.alembic_revision and hooks.check_migrations is not None:
         import dataclasses
 
-        from dbkit.migrate import runner
-
         try:
-            check = runner.check(dataclasses.replace(settings, database_url=target))
-            result.migrate_check = "clean" if check.clean else (
-                f"{len(check.pending)} pending, {len(check.schema_diffs or [])} schema diffs, "
-                f"{len(check.edited)} edited revisions")
+            result.migrate_check = hooks.check_migrations(dataclasses.replace(settings, database_url=target))
         except DbkitError as exc:
             result.migrate_check = f"not run: {exc.message}"
 
@@ -341,7 +351,7 @@ def _parallel_restore(args: list[str], dump_fd: int, jobs: int, env) -> subproce
 
 
 def verify(settings, backup_id: str = "latest", *, source: str | None = None,
-           restore_test: bool = False) -> dict[str, Any]:
+           restore_test: bool = False, hooks: RestoreHooks | None = None) -> dict[str, Any]:
     """Download and check the sha256 (and decryptability); with ``restore_test`` also restore it into a
     throw-away database, count its tables, and drop it."""
     manifest = show(settings, backup_id, source)
@@ -353,7 +363,7 @@ def verify(settings, backup_id: str = "latest", *, source: str | None = None,
     if restore_test:
         name = f"dbkit_verify_{manifest.id.split('-')[0].lower()}"
         url = target.resolve_url(settings, direct=True)
-        res = restore(settings, manifest.id, source=source, into=name)
+        res = restore(settings, manifest.id, source=source, into=name, hooks=hooks)
         with db.connect(url.with_dbname("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         result["restore_test"] = {"tables": res.tables, "seconds": res.seconds}

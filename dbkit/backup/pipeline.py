@@ -31,9 +31,9 @@ from dbkit.backup._common import (
     storage_for,
 )
 from dbkit.backup._dump import backup, write_metrics
-from dbkit.backup._restore import RestoreResult, _property_statements, restore, verify
+from dbkit.backup._restore import RestoreHooks, RestoreResult, _property_statements, restore, verify
 from dbkit.errors import DbkitError
 
-__all__ = ["BackupFailed", "RestoreFailed", "RestoreResult", "Scan", "backup", "restore", "list_backups", "scan",
+__all__ = ["BackupFailed", "RestoreFailed", "RestoreResult", "RestoreHooks", "Scan", "backup", "restore", "list_backups", "scan",
            "show", "verify", "prune", "storage_for", "find_program", "stale_after", "write_metrics", "COMPRESSIONS",
            "DbkitError", "_libpq_env", "_property_statements"]

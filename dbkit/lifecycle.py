@@ -1,0 +1,50 @@
+"""Flows that cross features: an application's restore (backup + the role model + the migration
+check).  The features (migrate, seed, roles, rls, backup) do not import each other for these; this
+module, above them, wires them together.  ``dbkit reset`` (:mod:`dbkit.reset`) and ``dbkit check``
+(:mod:`dbkit.health`) are flows of the same layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["restore", "verify", "restore_hooks"]
+
+
+def restore_hooks(settings):
+    """What a restore of this project asks of the other features."""
+    from dbkit.backup.pipeline import RestoreHooks
+
+    def create_roles(admin, missing: list[str]) -> None:
+        from dbkit import roles
+
+        if set(missing) <= set(roles.role_names(settings).values()):  # the role model's roles: create them
+            roles.apply(settings, admin)
+
+    def check_migrations(restored_settings) -> str | None:
+        if not (restored_settings.migrations_dir / "env.py").is_file():
+            return None
+        from dbkit.migrate import runner
+
+        check = runner.check(restored_settings)
+        if check.clean:
+            return "clean"
+        return (f"{len(check.pending)} pending, {len(check.schema_diffs or [])} schema diffs, "
+                f"{len(check.edited)} edited revisions")
+
+    return RestoreHooks(create_roles=create_roles, check_migrations=check_migrations)
+
+
+def restore(settings, backup_id: str = "latest", **options: Any):
+    """:func:`dbkit.backup.pipeline.restore` with the project's roles created when missing and its
+    migrations checked on the restored database (``RestoreResult.migrate_check``)."""
+    from dbkit.backup import pipeline
+
+    return pipeline.restore(settings, backup_id, hooks=restore_hooks(settings), **options)
+
+
+def verify(settings, backup_id: str = "latest", **options: Any):
+    """:func:`dbkit.backup.pipeline.verify`; its restore test restores as :func:`restore` does."""
+    from dbkit.backup import pipeline
+
+    return pipeline.verify(settings, backup_id, hooks=restore_hooks(settings), **options)
