@@ -1,0 +1,159 @@
+"""Row-level security operations: enable/disable (FORCE), policies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from alembic.operations import MigrateOperation, Operations
+
+from dbkit.migrate._ops_common import COMMANDS, _q, _qualified
+
+
+@Operations.register_operation("enable_rls")
+class EnableRLSOp(MigrateOperation):
+    """Enable row-level security on a table; ``force=True`` (default) applies it to the
+    table owner too, so nothing but BYPASSRLS roles reads around the policies.
+
+    Example::
+
+        op.enable_rls("documents", schema="app")
+    """
+
+    def __init__(self, table_name: str, schema: str | None = None, force: bool = True) -> None:
+        self.table_name, self.schema, self.force = table_name, schema, force
+
+    @classmethod
+    def enable_rls(cls, operations, table_name: str, schema: str | None = None, force: bool = True):
+        return operations.invoke(cls(table_name, schema, force))
+
+    def reverse(self) -> DisableRLSOp:
+        return DisableRLSOp(self.table_name, self.schema, self.force)
+
+
+@Operations.register_operation("disable_rls")
+class DisableRLSOp(MigrateOperation):
+    """Disable row-level security on a table (and ``NO FORCE`` it when ``force=True``).
+
+    Example::
+
+        op.disable_rls("documents", schema="app")
+    """
+
+    def __init__(self, table_name: str, schema: str | None = None, force: bool = True) -> None:
+        self.table_name, self.schema, self.force = table_name, schema, force
+
+    @classmethod
+    def disable_rls(cls, operations, table_name: str, schema: str | None = None, force: bool = True):
+        return operations.invoke(cls(table_name, schema, force))
+
+    def reverse(self) -> EnableRLSOp:
+        return EnableRLSOp(self.table_name, self.schema, self.force)
+
+
+@Operations.implementation_for(EnableRLSOp)
+def _enable_rls(operations, op: EnableRLSOp) -> None:
+    rel = _qualified(operations, op.table_name, op.schema)
+    operations.execute(f"ALTER TABLE {rel} ENABLE ROW LEVEL SECURITY")
+    if op.force:
+        operations.execute(f"ALTER TABLE {rel} FORCE ROW LEVEL SECURITY")
+
+
+@Operations.implementation_for(DisableRLSOp)
+def _disable_rls(operations, op: DisableRLSOp) -> None:
+    rel = _qualified(operations, op.table_name, op.schema)
+    if op.force:
+        operations.execute(f"ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY")
+    operations.execute(f"ALTER TABLE {rel} DISABLE ROW LEVEL SECURITY")
+
+
+@Operations.register_operation("create_policy")
+class CreatePolicyOp(MigrateOperation):
+    """Create a row-level security policy.
+
+    ``command``: ALL, SELECT, INSERT, UPDATE or DELETE.  ``roles``: role names
+    (default PUBLIC).  ``using`` filters visible/affected rows; ``with_check``
+    validates new rows.  ``permissive=False`` makes a RESTRICTIVE policy.
+    Wrap settings in a sub-select so PostgreSQL evaluates them once per query.
+
+    Example::
+
+        op.create_policy(
+            "documents_select", "documents", schema="app", command="SELECT", roles=["app_rls"],
+            using="tenant_id = (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid)",
+        )
+    """
+
+    def __init__(self, policy_name: str, table_name: str, schema: str | None = None, command: str = "ALL",
+                 roles: Sequence[str] = ("PUBLIC",), using: str | None = None, with_check: str | None = None,
+                 permissive: bool = True) -> None:
+        command = command.upper()
+        if command not in COMMANDS:
+            raise ValueError(f"policy command must be one of {', '.join(COMMANDS)}, not {command!r}")
+        if command == "INSERT" and using:
+            raise ValueError("an INSERT policy takes only with_check, not using")
+        if command in ("SELECT", "DELETE") and with_check:
+            raise ValueError(f"a {command} policy takes only using, not with_check")
+        self.policy_name, self.table_name, self.schema, self.command = policy_name, table_name, schema, command
+        self.roles, self.using, self.with_check, self.permissive = tuple(roles), using, with_check, permissive
+
+    @classmethod
+    def create_policy(cls, operations, policy_name: str, table_name: str, schema: str | None = None,
+                      command: str = "ALL", roles: Sequence[str] = ("PUBLIC",), using: str | None = None,
+                      with_check: str | None = None, permissive: bool = True):
+        return operations.invoke(cls(policy_name, table_name, schema, command, roles, using, with_check, permissive))
+
+    def _args(self) -> dict[str, Any]:
+        return dict(policy_name=self.policy_name, table_name=self.table_name, schema=self.schema,
+                    command=self.command, roles=self.roles, using=self.using, with_check=self.with_check,
+                    permissive=self.permissive)
+
+    def reverse(self) -> DropPolicyOp:
+        return DropPolicyOp(**self._args())
+
+
+@Operations.register_operation("drop_policy")
+class DropPolicyOp(MigrateOperation):
+    """Drop a row-level security policy.  Pass the original definition too if the
+    drop must be reversible (``reverse()`` recreates it).
+
+    Example::
+
+        op.drop_policy("documents_select", "documents", schema="app")
+    """
+
+    def __init__(self, policy_name: str, table_name: str, schema: str | None = None, command: str = "ALL",
+                 roles: Sequence[str] = ("PUBLIC",), using: str | None = None, with_check: str | None = None,
+                 permissive: bool = True, if_exists: bool = True) -> None:
+        self.policy_name, self.table_name, self.schema, self.command = policy_name, table_name, schema, command
+        self.roles, self.using, self.with_check, self.permissive = tuple(roles), using, with_check, permissive
+        self.if_exists = if_exists
+
+    @classmethod
+    def drop_policy(cls, operations, policy_name: str, table_name: str, schema: str | None = None, **definition):
+        return operations.invoke(cls(policy_name, table_name, schema, **definition))
+
+    def reverse(self) -> CreatePolicyOp:
+        if self.using is None and self.with_check is None:
+            raise ValueError(f"cannot reverse drop_policy({self.policy_name!r}) without its using/with_check")
+        return CreatePolicyOp(self.policy_name, self.table_name, self.schema, self.command, self.roles,
+                              self.using, self.with_check, self.permissive)
+
+
+@Operations.implementation_for(CreatePolicyOp)
+def _create_policy(operations, op: CreatePolicyOp) -> None:
+    roles = ", ".join(r if r.upper() in ("PUBLIC", "CURRENT_USER", "SESSION_USER") else _q(operations, r)
+                      for r in op.roles)
+    stmt = (f"CREATE POLICY {_q(operations, op.policy_name)} ON {_qualified(operations, op.table_name, op.schema)} "
+            f"AS {'PERMISSIVE' if op.permissive else 'RESTRICTIVE'} FOR {op.command} TO {roles}")
+    if op.using:
+        stmt += f" USING ({op.using})"
+    if op.with_check:
+        stmt += f" WITH CHECK ({op.with_check})"
+    operations.execute(stmt)
+
+
+@Operations.implementation_for(DropPolicyOp)
+def _drop_policy(operations, op: DropPolicyOp) -> None:
+    operations.execute(f"DROP POLICY {'IF EXISTS ' if op.if_exists else ''}{_q(operations, op.policy_name)} "
+                       f"ON {_qualified(operations, op.table_name, op.schema)}")
