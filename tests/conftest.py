@@ -1,14 +1,13 @@
 """Test harness: a real PostgreSQL with vector, timescaledb and pgcrypto.
 
-* Not root: pytest-postgresql's own process fixture starts the server.
-* Root (CI, these machines): PostgreSQL refuses to run as root, so the server
-  is dbkit's own :class:`~dbkit.dev.DevCluster`, which runs it as the
-  ``postgres`` OS user, used through pytest-postgresql's noproc fixture.
-* ``DBKIT_TEST_SERVER_URL`` set (a superuser URL): that server, started by you
-  (docker compose, a CI service container); nothing is started.
+The server is the one of dbkit's own pytest plugin (``dbkit_postgresql`` in dbkit/testing/plugin.py),
+started once per session: ``DBKIT_TEST_SERVER_URL`` (a superuser URL: nothing is started), else
+pytest-postgresql's process fixture as a normal user, else (root: CI, these machines) dbkit's embedded
+cluster run as the ``postgres`` OS user.  The plugin's fixtures (``dbkit_db``, ``dbkit_seeded_db``,
+``as_role`` …) and the suite's ``postgresql`` below all use it.
 
-Either way a template database with the extensions is built once per session
-(``pg_template``) and every test that asks for ``postgresql`` gets a fresh copy
+On top of it, pytest-postgresql's factories build a template database with the extensions once per
+session (``pg_template``), and every test that asks for ``postgresql`` gets a fresh copy
 (``CREATE DATABASE … TEMPLATE``: milliseconds, not a migration run).
 """
 
@@ -23,18 +22,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from pytest_postgresql import factories
-from pytest_postgresql.executors import NoopExecutor
 
 from dbkit import db
-from dbkit.dev import DevCluster, find_bindir
-from dbkit.urls import DbUrl, parse_database_url
+from dbkit.testing.plugin import Server
+from dbkit.urls import DbUrl
 
 EXTENSIONS = ("vector", "timescaledb", "pgcrypto")
 collect_ignore = ["examples"]  # example projects run through pytester, not directly
-# Speed over durability for throw-away test clusters, and no TimescaleDB background workers (they
-# would connect to template databases and block CREATE DATABASE … TEMPLATE): the plugin's settings.
-from dbkit.testing.plugin import TEST_SERVER_CONF  # noqa: E402
-IS_ROOT = os.geteuid() == 0
 
 
 def make_shared_tmpdir(prefix: str) -> Path:
@@ -44,51 +38,12 @@ def make_shared_tmpdir(prefix: str) -> Path:
     return path
 
 
-pg_proc = factories.postgresql_proc(
-    executable=str(find_bindir() / "pg_ctl"),
-    port=None,
-    postgres_options=" ".join(f"-c {line.replace(' ', '')}" for line in
-                              ("shared_preload_libraries=timescaledb", *TEST_SERVER_CONF)),
-)
-
-
-@pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest) -> Iterator[NoopExecutor]:
-    """The session's PostgreSQL server (host, port, user)."""
-    external = os.environ.get("DBKIT_TEST_SERVER_URL")
-    if external:  # a server you run (e.g. the docker-compose or CI service container); a superuser URL
-        u = parse_database_url(external, variable="DBKIT_TEST_SERVER_URL")
-        server = NoopExecutor(host=u.hosts[0] if u.hosts else "127.0.0.1", port=u.port or 5432,
-                              user=u.user or "postgres", password=u.password, dbname="tests", options="")
-        with db.connect(u.with_dbname("postgres"), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (server.template_dbname,)).fetchone():
-                conn.execute(f'CREATE DATABASE "{server.template_dbname}"')
-        yield server
-        return
-    if not IS_ROOT:
-        yield request.getfixturevalue("pg_proc")
-        return
-    base = make_shared_tmpdir("dbkit-test-pg-")
-    cluster = DevCluster(base, extra_conf=TEST_SERVER_CONF)
-    status = cluster.up()
-    server = NoopExecutor(host="127.0.0.1", port=status.port, user="postgres", password=None,
-                          dbname="tests", options="")
-    # pg_template clones the server's base template, as pytest-postgresql's process fixture provides.
-    cluster.ensure_database(server.template_dbname)
-    try:
-        yield server
-    finally:
-        cluster.down(purge=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def _load_extensions(host: str, port: int, user: str, dbname: str, password: str | None, **_: object) -> None:
-    url = parse_database_url(f"postgresql://{user}@{host}:{port}/{dbname}")
-    with db.connect(url, autocommit=True) as conn:
+    with db.connect(Server(host, int(port), user, password).url(dbname), autocommit=True) as conn:
         db.ensure_extensions(conn, EXTENSIONS)
 
 
-pg_template = factories.postgresql_noproc(depends_on="pg_server", dbname="dbkit_test", load=[_load_extensions])
+pg_template = factories.postgresql_noproc(depends_on="dbkit_postgresql", dbname="dbkit_test", load=[_load_extensions])
 postgresql = factories.postgresql("pg_template")
 
 
@@ -96,7 +51,7 @@ postgresql = factories.postgresql("pg_template")
 def pg_url(postgresql: psycopg.Connection) -> DbUrl:
     """URL of this test's fresh database (has the extensions, nothing else)."""
     info = postgresql.info
-    return parse_database_url(f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}")
+    return Server(info.host, info.port, info.user, info.password).url(info.dbname)
 
 
 @pytest.fixture
@@ -109,8 +64,8 @@ def shared_tmp() -> Iterator[Path]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test is ``unit`` or ``integration``: a test using the database is integration."""
-    db_fixtures = {"s3_endpoint", "bucket", "postgresql", "pg_url", "pg_server", "pg_template", "migrated_url", "migrated_template",
-                   "dbkit_db", "dbkit_seeded_db", "dbkit_rls_db", "as_role", "dbkit_server"}
+    db_fixtures = {"s3_endpoint", "bucket", "postgresql", "pg_url", "pg_template", "migrated_url", "migrated_template",
+                   "dbkit_db", "dbkit_seeded_db", "dbkit_rls_db", "as_role", "dbkit_server", "dbkit_postgresql"}
     for item in items:
         if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
             continue
@@ -146,14 +101,6 @@ class DbkitRunner:
 def dbkit_cli(tmp_path: Path) -> DbkitRunner:
     """``dbkit_cli("check", env={...})`` runs the CLI in an empty project directory."""
     return DbkitRunner(tmp_path)
-
-
-@pytest.fixture(scope="session")
-def dbkit_server(pg_server: NoopExecutor):
-    """dbkit's pytest plugin uses this suite's server (one cluster for everything)."""
-    from dbkit.testing.plugin import Server
-
-    return Server(pg_server.host, int(pg_server.port), pg_server.user, pg_server.password)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,22 @@
 """dbkit's pytest plugin (registered through the ``pytest11`` entry point).
 
-Fixtures, built on pytest-postgresql's DatabaseJanitor:
+One test-server harness, built on pytest-postgresql's factories and janitor (``pip install 'dbkit[testing]'``).
+This module imports nothing from pytest-postgresql: pytest starts without it, and the fixtures then fail with
+one line saying what to install.
 
-``dbkit_server``          the PostgreSQL server (session): ``DBKIT_TEST_SERVER_URL`` (a superuser URL) or a
-                          throw-away embedded cluster started for the session; override it in conftest.py
+``dbkit_postgresql``      the session's PostgreSQL server, started once, as pytest-postgresql's executor (so it can
+                          be the ``depends_on`` of pytest-postgresql's ``postgresql_noproc`` factory):
+                          ``DBKIT_TEST_SERVER_URL`` set (a superuser URL): that server, nothing is started;
+                          a normal user: pytest-postgresql's process fixture (``postgresql_proc``);
+                          root (PostgreSQL refuses to run as root): dbkit's embedded cluster, run as the
+                          ``postgres`` OS user, used as pytest-postgresql's no-process server
+``dbkit_server``          the same server as a :class:`Server` (``.url(dbname, user=…)``); the dbkit fixtures below
+                          use it: override it in conftest.py to bring your own
 ``dbkit_settings``        the project's settings (``[tool.dbkit]`` of the rootdir)
 ``dbkit_template``        a database migrated to head once per session, used as a TEMPLATE
 ``dbkit_db``              a fresh copy of it per test (a ``DbUrl``)
-``dbkit_seeded_template`` / ``dbkit_seeded_db``  the same, seeded with the tiny profile (several tenants)
+``dbkit_seeded_template`` / ``dbkit_seeded_db``  the same, seeded with the tiny profile (several tenants); a project
+                          without a ``seeds/`` directory has nothing to seed: they are the migrated database
 ``dbkit_rls_db``          one seeded copy for the session (the RLS matrix rolls every check back)
 ``dbkit_rls_tables``      the tables with RLS in it, two tenants' rows sampled (for the matrix)
 ``as_role``               ``with as_role("enforce", tenant=t) as conn:`` a connection of that role with the claims
@@ -20,6 +29,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +44,34 @@ TEST_SERVER_CONF = (
     "full_page_writes = off",
     "timescaledb.max_background_workers = 0",  # its workers would hold connections to template databases
 )
+MISSING_PYTEST_POSTGRESQL = "dbkit's pytest fixtures need pytest-postgresql: pip install 'dbkit[testing]'"
+PROC_FIXTURE = "dbkit_postgresql_proc"
+
+
+def _require_pytest_postgresql() -> None:
+    """Fail the fixture with one line when pytest-postgresql cannot be imported."""
+    try:
+        import pytest_postgresql  # noqa: F401
+    except ImportError:
+        missing = True
+    else:
+        missing = False
+    if missing:  # outside the except: no chained ModuleNotFoundError in the report
+        pytest.fail(MISSING_PYTEST_POSTGRESQL, pytrace=False)
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """dbkit's own errors (no server programs, a malformed URL) as one line, not a traceback."""
+    from dbkit.errors import DbkitError
+
+    try:
+        yield
+    except DbkitError as exc:
+        failure = str(exc)
+    else:
+        return
+    pytest.fail(f"dbkit's test server: {failure}", pytrace=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,25 +90,86 @@ class Server:
         return parse_database_url(f"postgresql://{auth}@{self.host}:{self.port}/{dbname}")
 
 
+def _postgres_options(conf: tuple[str, ...]) -> str:
+    """``name = value`` lines -> ``-c name=value`` options for postgres (pg_ctl -o)."""
+    return " ".join(f"-c {line.replace(' ', '')}" for line in conf)
+
+
+def _register_proc_fixture(config: pytest.Config, settings) -> str:
+    """pytest-postgresql's process fixture, made when first needed (its ``pg_ctl`` and whether TimescaleDB can be
+    preloaded come from the settings and the installed server) and registered as a plugin; returns its name."""
+    if config.pluginmanager.get_plugin(PROC_FIXTURE) is None:
+        from pytest_postgresql import factories
+
+        from dbkit.dev import find_bindir, server_layout
+
+        layout = server_layout(find_bindir(settings.pg_bindir))
+        preload = ("shared_preload_libraries = timescaledb", "timescaledb.telemetry_level = off") \
+            if layout.has_extension("timescaledb") else ()
+        holder = types.ModuleType(PROC_FIXTURE)
+        setattr(holder, PROC_FIXTURE, factories.postgresql_proc(
+            executable=str(layout.bindir / "pg_ctl"), port=None,
+            postgres_options=_postgres_options((*preload, *TEST_SERVER_CONF))))
+        config.pluginmanager.register(holder, PROC_FIXTURE)
+    return PROC_FIXTURE
+
+
+def _noproc_executor(request: pytest.FixtureRequest, host: str, port: int, user: str, password: str | None):
+    """pytest-postgresql's no-process executor for a server started elsewhere, with its base template database
+    (the one pytest-postgresql's ``postgresql_noproc(depends_on=…)`` clones), as its process fixture provides."""
+    from psycopg import sql
+    from pytest_postgresql.config import get_config
+    from pytest_postgresql.executors import NoopExecutor
+
+    from dbkit import db
+
+    server = NoopExecutor(host=host, port=port, user=user, password=password, options="",
+                          dbname=get_config(request).dbname)
+    with db.connect(Server(host, port, user, password).url(server.maintenance_dbname), autocommit=True) as conn:
+        if not db.database_exists(conn, server.template_dbname):  # kept: other sessions may share the server
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(server.template_dbname)))
+    return server
+
+
 @pytest.fixture(scope="session")
-def dbkit_server() -> Iterator[Server]:
-    """The server the dbkit fixtures use.  Override this fixture to bring your own."""
+def dbkit_postgresql(request: pytest.FixtureRequest, dbkit_settings) -> Iterator[Any]:
+    """The session's PostgreSQL server as pytest-postgresql's executor (host, port, user, password,
+    template_dbname), started once: DBKIT_TEST_SERVER_URL, else pytest-postgresql's process fixture as a normal
+    user, else (root) dbkit's embedded cluster run as the ``postgres`` OS user."""
+    _require_pytest_postgresql()
     env_url = os.environ.get("DBKIT_TEST_SERVER_URL")
     if env_url:
-        u = parse_database_url(env_url, variable="DBKIT_TEST_SERVER_URL")
-        yield Server(u.hosts[0] if u.hosts else "127.0.0.1", u.port or 5432, u.user or "postgres", u.password)
+        with _one_line_errors():
+            u = parse_database_url(env_url, variable="DBKIT_TEST_SERVER_URL")
+            server = _noproc_executor(request, u.hosts[0] if u.hosts else "127.0.0.1", u.port or 5432,
+                                      u.user or "postgres", u.password)
+        yield server
+        return
+    if os.geteuid() != 0:
+        with _one_line_errors():
+            name = _register_proc_fixture(request.config, dbkit_settings)
+        yield request.getfixturevalue(name)
         return
     from dbkit.dev import DevCluster
 
     base = Path(tempfile.mkdtemp(prefix="dbkit-pytest-", dir="/tmp"))
-    base.chmod(0o755)  # the postgres OS user must reach it when we run as root
-    cluster = DevCluster(base / "pg", extra_conf=TEST_SERVER_CONF)
-    status = cluster.up()
+    base.chmod(0o755)  # the postgres OS user must reach it
+    cluster = DevCluster(base / "pg", bindir=dbkit_settings.pg_bindir, extra_conf=TEST_SERVER_CONF)
     try:
-        yield Server("127.0.0.1", status.port, "postgres")
+        with _one_line_errors():
+            status = cluster.up()
+        yield _noproc_executor(request, "127.0.0.1", status.port, "postgres", None)
     finally:
-        cluster.down(purge=True)
+        with contextlib.suppress(Exception):
+            cluster.down(purge=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dbkit_server(dbkit_postgresql) -> Server:
+    """The server the dbkit fixtures use (``dbkit_postgresql``).  Override this fixture to bring your own."""
+    p = dbkit_postgresql
+    return Server(str(p.host), int(p.port), p.user, p.password or None)
 
 
 @pytest.fixture(scope="session")
@@ -85,33 +184,21 @@ def settings_for(settings, url: DbUrl):
     return dataclasses.replace(settings, database_url=url, env="test")
 
 
-def _janitor(server: Server, name: str, template: str | None):
+def _janitor(server: Server, name: str, template: str | None, *, as_template: bool = False):
+    _require_pytest_postgresql()
     from pytest_postgresql.janitor import DatabaseJanitor
 
     return DatabaseJanitor(user=server.user, host=server.host, port=server.port, dbname=name,
-                           template_dbname=template, password=server.password)
-
-
-def _mark_template(server: Server, name: str, on: bool) -> None:
-    from dbkit import db
-
-    with db.connect(server.url("postgres"), autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" WITH is_template = {"true" if on else "false"}')
+                           template_dbname=template, password=server.password, as_template=as_template)
 
 
 @contextlib.contextmanager
 def _template(server: Server, name: str, source: str | None, build) -> Iterator[str]:
-    janitor = _janitor(server, name, source)
+    janitor = _janitor(server, name, source, as_template=True)
     janitor.drop()
-    janitor.init()
-    try:
+    with janitor:
         build(server.url(name))
-        _mark_template(server, name, True)
         yield name
-    finally:
-        with contextlib.suppress(Exception):
-            _mark_template(server, name, False)
-        janitor.drop()
 
 
 @pytest.fixture(scope="session")
@@ -126,9 +213,14 @@ def dbkit_template(dbkit_server: Server, dbkit_settings) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def dbkit_seeded_template(dbkit_server: Server, dbkit_settings, dbkit_template: str) -> Iterator[str]:
-    """Name of a TEMPLATE at head seeded with the tiny profile (several tenants, every tenant table)."""
+    """Name of a TEMPLATE at head seeded with the tiny profile (several tenants, every tenant table).
+
+    A project without ``seeds/`` has nothing to seed: this is then ``dbkit_template`` itself."""
     from dbkit.seed import engine
 
+    if not (dbkit_settings.project_dir / "seeds").is_dir():
+        yield dbkit_template
+        return
     name = f"dbkit_seeded_{os.getpid()}"
 
     def build(url: DbUrl) -> None:
