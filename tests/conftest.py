@@ -92,7 +92,7 @@ class DbkitRunner:
         import sys
 
         return subprocess.run(
-            [sys.executable, "-m", "dbkit", *args], cwd=self.cwd, env=clean_env(**(env or {})),
+            [sys.executable, "-m", "dbkit", *args], check=False, cwd=self.cwd, env=clean_env(**(env or {})),
             capture_output=True, text=True, timeout=timeout,
         )
 
