@@ -1,5 +1,9 @@
 """The harness itself: every test gets a fresh database with the extensions."""
 
+import os
+import pwd
+from pathlib import Path
+
 import pytest
 
 import dbkit
@@ -25,6 +29,22 @@ def test_template_has_the_extensions(postgresql):
     postgresql.execute("CREATE TABLE m (t timestamptz NOT NULL, v float)")
     postgresql.execute("SELECT create_hypertable('m', 't')")
     assert len(postgresql.execute("SELECT gen_random_uuid()").fetchone()[0].bytes) == 16
+
+
+def test_one_server_started_the_way_the_user_can(postgresql, dbkit_postgresql, dbkit_server):
+    """The suite's ``postgresql`` and the plugin's fixtures share the plugin's one server: pytest-postgresql's
+    process fixture as a normal user, dbkit's embedded cluster run by the ``postgres`` OS user as root."""
+    from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
+
+    assert (postgresql.info.host, postgresql.info.port) == (dbkit_server.host, dbkit_server.port)
+    assert int(dbkit_postgresql.port) == dbkit_server.port
+    if os.environ.get("DBKIT_TEST_SERVER_URL"):
+        assert type(dbkit_postgresql) is NoopExecutor
+        return
+    root = os.geteuid() == 0
+    assert type(dbkit_postgresql) is (NoopExecutor if root else PostgreSQLExecutor)
+    data_dir = Path(postgresql.execute("SHOW data_directory").fetchone()[0])
+    assert data_dir.stat().st_uid == (pwd.getpwnam("postgres").pw_uid if root else os.geteuid())
 
 
 @pytest.mark.unit

@@ -1,5 +1,7 @@
 """dbkit for pytest: fixtures (see :mod:`dbkit.testing.plugin`) and the RLS matrix.
 
+The fixtures are built on pytest-postgresql: ``pip install 'dbkit[testing]'``.
+
 Enable the matrix in a test module with one line::
 
     from dbkit.testing import test_rls_matrix, test_rls_escalation  # noqa: F401
