@@ -18,7 +18,7 @@ import pytest
 from dbkit.testing.matrix import CASES, check_case, escalation_failures
 from dbkit.testing.plugin import connect_as, role_name, settings_for
 
-__all__ = ["test_rls_matrix", "test_rls_escalation", "connect_as", "role_name", "settings_for"]
+__all__ = ["connect_as", "role_name", "settings_for", "test_rls_escalation", "test_rls_matrix"]
 
 
 @pytest.mark.parametrize(("kind", "command"), CASES, ids=[f"{k}-{c}" for k, c in CASES])
