@@ -459,6 +459,11 @@ class Provisioned:
     database_created: bool
     extensions_created: tuple[str, ...]
 
+    def as_dict(self) -> dict:
+        """The JSON of ``dbkit dev up --json``: the cluster's status, then what provisioning did."""
+        return {**self.status.as_dict(), "database": self.url.dbname, "database_created": self.database_created,
+                "extensions_created": list(self.extensions_created)}
+
 
 def provision(cluster: DevCluster, extensions: Sequence[str] = ()) -> Provisioned:
     """Start the cluster if needed, create its database and the given extensions.

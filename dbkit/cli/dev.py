@@ -40,20 +40,16 @@ def dev_up(state: State, no_extensions: bool, as_json: bool) -> None:
     """Start the cluster (initializing it the first time), create the database and extensions."""
     from dbkit import dev as devmod
 
-    database = state.settings.dev_database
     result = devmod.provision(_cluster(state), () if no_extensions else state.settings.extensions)
+    render.show(result, _describe_provisioned, as_json=as_json)
 
-    def describe(result):
-        yield from _describe_status(result.status)
-        if result.database_created:
-            yield f"created database {database}"
-        if result.extensions_created:
-            yield f"created extensions: {', '.join(result.extensions_created)}"
 
-    render.show(result, describe, as_json=as_json,
-                json_data={**result.status.as_dict(), "database": database,
-                           "database_created": result.database_created,
-                           "extensions_created": list(result.extensions_created)})
+def _describe_provisioned(result):
+    yield from _describe_status(result.status)
+    if result.database_created:
+        yield f"created database {result.url.dbname}"
+    if result.extensions_created:
+        yield f"created extensions: {', '.join(result.extensions_created)}"
 
 
 @dev.command("down")
