@@ -2,29 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbkit.backup._common import stale_after, storage_for
 from dbkit.errors import DbkitError
 
+if TYPE_CHECKING:
+    from dbkit.backup.manifest import Manifest
 
-@dataclass
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A backup attempt without a manifest: its folder (the backup id) and its last sign of life (the
+    newest object's modification time or the newest activity of an unfinished upload)."""
+
+    id: str
+    last_seen: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "modified": self.last_seen}
+
+    def __iter__(self) -> Iterator[Any]:
+        """Transitional: ``for backup_id, last_seen in scan.incomplete`` as when these were tuples
+        (tests/test_backup.py, tests/test_backup_crash.py); use the attributes."""
+        return iter((self.id, self.last_seen))
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A backup folder whose manifest could not be read, and why."""
+
+    id: str
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "error": self.error}
+
+
+@dataclass(frozen=True)
 class Scan:
-    """What a backup location holds: complete backups (newest first), attempts without a manifest
-    (folder, last sign of life; newest first) and manifests that could not be read.
+    """What a backup location holds: complete backups (manifests, newest first), attempts without a
+    manifest (newest first) and manifests that could not be read.
 
     An attempt without a manifest is a folder with committed objects but no manifest.json, or one
     that only has an unfinished write (an S3 multipart upload, a local ``.partial-`` file): a backup
     that failed, was killed, or is still running.
     """
 
-    complete: list
-    incomplete: list[tuple[str, datetime]]
-    unreadable: list[tuple[str, str]]
+    complete: tuple[Manifest, ...]
+    incomplete: tuple[Unfinished, ...]
+    unreadable: tuple[Unreadable, ...]
 
-    def unfinished_after_newest(self) -> list[tuple[str, datetime]]:
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``dbkit backup list --json``."""
+        return {"backups": [m.to_dict() for m in self.complete],
+                "incomplete": [u.as_dict() for u in self.incomplete],
+                "unreadable": [u.as_dict() for u in self.unreadable]}
+
+    def unfinished_after_newest(self) -> list[Unfinished]:
         """Attempts without a manifest that started after the newest complete backup (ids carry their
         start time, to the second) or wrote after it finished, newest first."""
         from dbkit.backup.manifest import is_backup_id, parse_backup_id
@@ -33,8 +71,47 @@ class Scan:
             return list(self.incomplete)
         newest = self.complete[0]
         started = parse_backup_id(newest.id) if is_backup_id(newest.id) else newest.started_at
-        return [(i, t) for i, t in self.incomplete
-                if t > newest.finished_at or (is_backup_id(i) and parse_backup_id(i) > started)]
+        return [u for u in self.incomplete
+                if u.last_seen > newest.finished_at or (is_backup_id(u.id) and parse_backup_id(u.id) > started)]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A backup that prune keeps, and the rules that keep it (last, daily, weekly, monthly, ...)."""
+
+    id: str
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What prune keeps and deletes (or, with ``applied``, deleted): complete backups, folders of
+    unfinished backups idle for longer than ``stale_after`` (DBKIT_BACKUP_STALE_AFTER as written) and the
+    unfinished uploads (object keys) aborted with them; ``unreadable``: manifests it could not read
+    (those backups are left alone)."""
+
+    applied: bool
+    keep: tuple[Kept, ...]
+    delete: tuple[str, ...]
+    incomplete_removed: tuple[str, ...]
+    stale_uploads_aborted: tuple[str, ...]
+    unreadable: tuple[Unreadable, ...]
+    stale_after: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``dbkit backup prune --json`` (``unreadable`` as [id, error] pairs)."""
+        return {"applied": self.applied, "keep": [k.as_dict() for k in self.keep], "delete": list(self.delete),
+                "incomplete_removed": list(self.incomplete_removed),
+                "stale_uploads_aborted": list(self.stale_uploads_aborted),
+                "unreadable": [[u.id, u.error] for u in self.unreadable], "stale_after": self.stale_after}
+
+    def __getitem__(self, key: str) -> Any:
+        """Transitional: ``result["delete"]`` as when prune returned a dict (tests/test_backup.py,
+        tests/test_backup_crash.py); use the attributes."""
+        return self.as_dict()[key]
 
 
 def scan(settings, uri: str | None = None, storage=None, *, uploads: bool = True) -> Scan:
@@ -57,27 +134,28 @@ def scan(settings, uri: str | None = None, storage=None, *, uploads: bool = True
     for folder in sorted(set(folders) | set(activity)):
         objects = folders.get(folder, [])
         if not any(o.key == f"{folder}/{MANIFEST_NAME}" for o in objects):
-            incomplete.append((folder, max([o.modified for o in objects] + activity.get(folder, []))))
+            incomplete.append(Unfinished(folder, max([o.modified for o in objects] + activity.get(folder, []))))
             continue
         try:
             with storage.open_read(f"{folder}/{MANIFEST_NAME}") as fh:
                 complete.append(Manifest.from_json(fh.read(), backup_id=folder))
         except ManifestError as exc:
-            unreadable.append((folder, exc.message))
+            unreadable.append(Unreadable(folder, exc.message))
     complete.sort(key=lambda m: (m.finished_at, m.id), reverse=True)  # "latest" is by manifest time
-    return Scan(complete, sorted(incomplete, reverse=True), sorted(unreadable, reverse=True))
+    return Scan(tuple(complete), tuple(sorted(incomplete, key=lambda u: (u.id, u.last_seen), reverse=True)),
+                tuple(sorted(unreadable, key=lambda u: (u.id, u.error), reverse=True)))
 
 
 def list_backups(settings, uri: str | None = None) -> list:
     """Complete backups (those with a manifest), newest first."""
-    return scan(settings, uri, uploads=False).complete
+    return list(scan(settings, uri, uploads=False).complete)
 
 
 def _leftovers(storage, found: Scan, now: datetime, min_age) -> tuple[list[str], list]:
     """(folders without a manifest, unfinished uploads) whose last sign of life is older than ``min_age``."""
     from dbkit.backup import retention
 
-    folders = retention.incomplete_to_remove(found.incomplete, now, min_age)
+    folders = retention.incomplete_to_remove([(u.id, u.last_seen) for u in found.incomplete], now, min_age)
     uploads = storage.list_incomplete_uploads(older_than=now - min_age)
     return folders, uploads
 
@@ -97,7 +175,7 @@ def _delete_backups(storage, backup_ids) -> None:
 
 
 def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0,
-          keep_monthly: int = 0, min_keep: int = 1, apply: bool = False, now: datetime | None = None) -> dict[str, Any]:
+          keep_monthly: int = 0, min_keep: int = 1, apply: bool = False, now: datetime | None = None) -> PruneResult:
     """Choose which complete backups to keep (restic-style rules; the newest always stays) and, with
     ``apply``, delete the others and the leftovers of unfinished backups (folders without a manifest,
     S3 multipart uploads, local ``.partial-`` files) whose last sign of life is older than
@@ -117,10 +195,9 @@ def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: i
     if apply:
         _delete_backups(storage, plan.delete)
         _remove_leftovers(storage, leftovers, stale)
-    return {"applied": apply, "keep": [{"id": i, "reasons": list(r)} for i, r in plan.keep],
-            "delete": plan.delete, "incomplete_removed": leftovers,
-            "stale_uploads_aborted": [u.key for u in stale], "unreadable": found.unreadable,
-            "stale_after": str(settings.backup_stale_after)}
+    return PruneResult(applied=apply, keep=tuple(Kept(i, tuple(r)) for i, r in plan.keep), delete=tuple(plan.delete),
+                       incomplete_removed=tuple(leftovers), stale_uploads_aborted=tuple(u.key for u in stale),
+                       unreadable=found.unreadable, stale_after=str(settings.backup_stale_after))
 
 
 def show(settings, backup_id: str, uri: str | None = None):

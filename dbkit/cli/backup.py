@@ -1,6 +1,7 @@
 """`dbkit backup` (and its list/show/verify/prune) and `dbkit restore` (dbkit.backup.pipeline).
 
-``pipeline.verify()`` and ``pipeline.prune()`` return dicts, so their renderers read them by key.
+The renderers read the library's typed results (``Scan``, ``PruneResult``, ``Manifest``, ``RestoreResult``);
+``pipeline.verify()`` still returns a dict, so its renderer reads it by key.
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ def _describe_scan(scan, where: str):
     rows = [(m.id, f"{m.finished_at:%Y-%m-%d %H:%M:%S}", _size(m.stored_bytes), m.compression,
              "age" if m.encryption else "no", m.database, m.alembic_revision or "-", "complete")
             for m in scan.complete]
-    rows += [(i, f"{t:%Y-%m-%d %H:%M:%S}", "-", "-", "-", "-", "-", "incomplete (no manifest)")
-             for i, t in scan.incomplete]
-    rows += [(i, "-", "-", "-", "-", "-", "-", f"unreadable: {e}") for i, e in scan.unreadable]
+    rows += [(u.id, f"{u.last_seen:%Y-%m-%d %H:%M:%S}", "-", "-", "-", "-", "-", "incomplete (no manifest)")
+             for u in scan.incomplete]
+    rows += [(u.id, "-", "-", "-", "-", "-", "-", f"unreadable: {u.error}") for u in scan.unreadable]
     title = f"backups in {where}"
     if not rows:
         yield f"{title}: none yet (`dbkit backup` writes one)"
@@ -160,10 +161,7 @@ def backup_list(state: State, source, as_json: bool) -> None:
     check_backup_uri("--from", source, state.settings)
     storage = pipeline.storage_for(state.settings, source)
     found = pipeline.scan(state.settings, source, storage)
-    render.show(found, lambda scan: _describe_scan(scan, storage.uri), as_json=as_json,
-                json_data={"backups": render.jsonable(found.complete),
-                           "incomplete": [{"id": i, "modified": t} for i, t in found.incomplete],
-                           "unreadable": [{"id": i, "error": e} for i, e in found.unreadable]})
+    render.show(found, lambda scan: _describe_scan(scan, storage.uri), as_json=as_json)
 
 
 @backup.command("show")
@@ -200,15 +198,16 @@ def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_j
     render.show(result, _describe_verify, as_json=as_json)
 
 
-def _describe_prune(result: dict, applied: bool):
+def _describe_prune(result):
+    applied = result.applied
     verb = "deleted" if applied else "would delete"
-    for k in result["keep"]:
-        yield f"keep    {k['id']}  ({', '.join(k['reasons'])})"
-    for d in result["delete"]:
+    for k in result.keep:
+        yield f"keep    {k.id}  ({', '.join(k.reasons)})"
+    for d in result.delete:
         yield f"{verb:7} {d}"
-    for d in result["incomplete_removed"]:
-        yield f"{verb:7} {d}  (incomplete, idle for more than {result['stale_after']})"
-    for u in result["stale_uploads_aborted"]:
+    for d in result.incomplete_removed:
+        yield f"{verb:7} {d}  (incomplete, idle for more than {result.stale_after})"
+    for u in result.stale_uploads_aborted:
         yield f"{'aborted' if applied else 'would abort'} stale upload {u}"
     if not applied:
         yield "dry run: pass --apply to delete"
@@ -232,7 +231,7 @@ def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_
     check_backup_uri("--from", source, state.settings)
     result = pipeline.prune(state.settings, uri=source, keep_last=keep_last, keep_daily=keep_daily,
                             keep_weekly=keep_weekly, keep_monthly=keep_monthly, min_keep=min_keep, apply=apply_)
-    render.show(result, lambda r: _describe_prune(r, apply_), as_json=as_json)
+    render.show(result, _describe_prune, as_json=as_json)
 
 
 def _describe_restore(result):
