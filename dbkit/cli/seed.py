@@ -1,6 +1,7 @@
 """`dbkit seed`: deterministic fake data (dbkit.seed.engine).
 
-``engine.status()`` returns a dict (tables, runs), so `seed status` reads it by key.
+`seed status` renders ``engine.status()``'s :class:`~dbkit.seed.engine.SeedStatus` (its fields; ``--json``: its
+``as_dict()``).
 """
 
 from __future__ import annotations
@@ -90,15 +91,15 @@ def _describe_seed(result):
     yield result.message
 
 
-def _describe_status(info: dict):
-    yield Table(["table", "rows now"], [(t, "missing" if n is None else n) for t, n in info["tables"].items()])
+def _describe_status(info):
+    yield Table(["table", "rows now"], [(t, "missing" if n is None else n) for t, n in info.tables.items()])
     yield ""
-    if not info["runs"]:
+    if not info.runs:
         yield "no seed runs recorded"
         return
     yield Table(["run", "finished", "seed", "profile", "scale", "skew", "rows"],
-                [(r["id"], f"{r['finished_at']:%Y-%m-%d %H:%M:%S}", r["seed"], r["profile"], r["scale"],
-                  r["tenant_skew"], sum(v["rows"] for v in r["tables"].values())) for r in info["runs"]],
+                [(r.id, f"{r.finished_at:%Y-%m-%d %H:%M:%S}", r.seed, r.profile, r.scale, r.tenant_skew, r.rows)
+                 for r in info.runs],
                 title="recent runs")
 
 

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from dbkit.errors import ConfigError, DbkitError, OperationFailed, Refused
 from dbkit.seed.context import FakerPools, SeedContext
 from dbkit.seed.registry import PROFILES, Registry, dependency_order, load_seeders
 
-__all__ = ["TableResult", "SeedResult", "run", "status", "RUNS_TABLE"]
+__all__ = ["RUNS_TABLE", "SeedResult", "SeedRun", "SeedStatus", "TableResult", "run", "status"]
 
 RUNS_TABLE = "dbkit.seed_runs"
 BATCH = 10_000
@@ -466,7 +467,52 @@ def _record(conn, result: SeedResult, started_at) -> None:
          json.dumps(tables), json.dumps(versions)))
 
 
-def status(settings, *, limit: int = 10) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SeedRun:
+    """One recorded run (a row of ``dbkit.seed_runs``): ``tables`` maps each table to what was written
+    (rows, checksum, ...), ``versions`` the library versions that wrote it."""
+
+    id: int
+    started_at: datetime
+    finished_at: datetime
+    seed: int
+    profile: str
+    scale: float
+    tenant_skew: float
+    tables: dict[str, dict[str, Any]]
+    versions: dict[str, Any]
+
+    @property
+    def rows(self) -> int:
+        """Rows written by the run, over all its tables."""
+        return sum(t["rows"] for t in self.tables.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _RUN_COLUMNS}
+
+    def __getitem__(self, key: str) -> Any:
+        """Transitional: ``run["seed"]`` as when runs were dicts (tests/test_seed.py); use the attributes."""
+        return self.as_dict()[key]
+
+
+@dataclass(frozen=True)
+class SeedStatus:
+    """``tables``: the current row count of every table a seeder fills (None: the table does not exist),
+    in the registry's order; ``runs``: the most recent runs, newest first."""
+
+    tables: dict[str, int | None]
+    runs: tuple[SeedRun, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``dbkit seed status --json``."""
+        return {"tables": dict(self.tables), "runs": [r.as_dict() for r in self.runs]}
+
+    def __getitem__(self, key: str) -> Any:
+        """Transitional: ``status["runs"]`` as when status() returned a dict (tests/test_seed.py)."""
+        return {"tables": self.tables, "runs": self.runs}[key]
+
+
+def status(settings, *, limit: int = 10) -> SeedStatus:
     """Recent seed runs and the current row count of every table a seeder fills."""
     registry = _registry(settings)
     with _connect(settings) as (conn, owner, _):
@@ -474,4 +520,4 @@ def status(settings, *, limit: int = 10) -> dict[str, Any]:
         counts = {t: (_count(conn, settings.schema, t) if t in existing else None) for t in registry.seeders}
         with _as(conn, owner):
             runs = _runs(conn, limit)
-    return {"tables": counts, "runs": runs}
+    return SeedStatus(counts, tuple(SeedRun(**run) for run in runs))
