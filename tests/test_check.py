@@ -100,9 +100,11 @@ def test_extension_available_but_not_created_is_still_healthy(pg_url, tmp_path):
         conn.execute("DROP EXTENSION pgcrypto")
     settings = load_settings(environ={"DATABASE_URL": pg_url.raw}, cwd=tmp_path)
     report = health.check(settings)
-    item = next(i for i in report.services["extensions"]["items"] if i["name"] == "pgcrypto")
-    assert item["installed"] is None and "migrations create it" in item["note"]
-    assert item["status"] == "ok" and report.services["extensions"]["status"] == "ok"
+    extensions = report.services["extensions"]
+    assert isinstance(extensions, health.Extensions)
+    item = next(i for i in extensions.items if i.name == "pgcrypto")
+    assert item.installed is None and "migrations create it" in item.note
+    assert item.status == "ok" and extensions.status == "ok"
 
 
 def test_unavailable_extension_is_unhealthy_with_the_fix(pg_url, dbkit_cli):
@@ -138,7 +140,13 @@ def test_dev_commands_via_cli(dbkit_cli, dev_dir: Path):
     env = {"DBKIT_DEV_DIR": str(dev_dir)}
     up = dbkit_cli("dev", "up", "--json", env=env)
     assert up.returncode == 0, up.stderr
-    port = json.loads(up.stdout)["port"]
+    provisioned = json.loads(up.stdout)
+    port = provisioned["port"]
+    assert list(provisioned) == ["running", "base_dir", "data_dir", "socket_dir", "log_file", "port", "pid", "url",
+                                 "version", "initialized", "notes", "database", "database_created",
+                                 "extensions_created"]
+    assert provisioned["running"] is True and provisioned["database"] == "dbkit"
+    assert isinstance(provisioned["database_created"], bool) and isinstance(provisioned["extensions_created"], list)
     status = dbkit_cli("dev", "status", env=env)
     assert status.returncode == 0 and status.stdout.startswith(f"running  postgresql://postgres@127.0.0.1:{port}/dbkit")
     url = dbkit_cli("dev", "url", env=env)
@@ -146,6 +154,13 @@ def test_dev_commands_via_cli(dbkit_cli, dev_dir: Path):
     psql = dbkit_cli("dev", "psql", "-At", "-c", "SELECT extname FROM pg_extension ORDER BY 1", env=env)
     assert psql.returncode == 0, psql.stderr
     assert psql.stdout.split() == ["pgcrypto", "plpgsql", "timescaledb", "vector"]
+    from dbkit.dev import DevCluster, provision
+
+    again = provision(DevCluster(dev_dir), ("vector",))  # typed result; its as_dict() is `dev up --json`
+    assert again.as_dict() == {**again.status.as_dict(), "database": "dbkit", "database_created": False,
+                               "extensions_created": []}
+    same = ("running", "base_dir", "data_dir", "socket_dir", "log_file", "port", "pid", "url", "database")
+    assert {k: again.as_dict()[k] for k in same} == {k: provisioned[k] for k in same}
     down = dbkit_cli("dev", "down", env=env)
     assert down.returncode == 0 and down.stdout.startswith("stopped")
     stopped = dbkit_cli("dev", "status", "--json", env=env)

@@ -1,6 +1,7 @@
 """`dbkit check`: the health report (dbkit.health) as a table, JSON or Prometheus text.
 
-``Report.services`` is a dict per service (the library's shape), so this module reads it by key.
+Each service of ``Report.services`` is a typed :class:`dbkit.health.Service` (a subclass per kind of check
+that ran); the table reads their fields, ``--json`` prints ``Report.as_dict()``.
 """
 
 from __future__ import annotations
@@ -37,69 +38,73 @@ def check(state: State, as_json: bool, as_prometheus: bool, max_backup_age: floa
     sys.exit(report.exit_code)
 
 
-def _fix(svc: dict) -> str:
-    return f"; fix: {svc['hint']}" if svc.get("hint") else ""
+def _fix(svc) -> str:
+    return f"; fix: {svc.hint}" if svc.hint else ""
 
 
-def _counts(svc: dict) -> str:
-    return f"{len(svc['errors'])} error(s), {len(svc['warnings'])} warning(s)" + _fix(svc)
+def _counts(svc) -> str:
+    return f"{len(svc.errors)} error(s), {len(svc.warnings)} warning(s)" + _fix(svc)
 
 
-def _service_detail(name: str, svc: dict) -> str:
-    if svc.get("error"):
-        return svc["error"] + _fix(svc)
-    if name == "database":
-        return (f"{svc['url']}  PostgreSQL {svc['server_version']}  latency {svc['latency_ms']} ms "
-                f"(connect {svc['connect_ms']} ms)")
-    if name == "environment":
-        return f"DBKIT_ENV={svc['env']}" + (f"; {'; '.join(svc['problems'])}" if svc["problems"] else "")
-    if name == "connections":
-        return f"{svc['used']} of max_connections {svc['max_connections']}"
-    if name == "roles" and "errors" in svc:
+def _service_detail(svc) -> str:
+    from dbkit import health
+
+    if svc.error:
+        return svc.error + _fix(svc)
+    if isinstance(svc, health.Database):
+        return (f"{svc.url}  PostgreSQL {svc.server_version}  latency {svc.latency_ms} ms "
+                f"(connect {svc.connect_ms} ms)")
+    if isinstance(svc, health.Environment):
+        return f"DBKIT_ENV={svc.env}" + (f"; {'; '.join(svc.problems)}" if svc.problems else "")
+    if isinstance(svc, health.Connections):
+        return f"{svc.used} of max_connections {svc.max_connections}"
+    if isinstance(svc, health.Roles):
         return _counts(svc)
-    if name == "migrations" and "current" in svc:
-        text = f"at {', '.join(svc['current']) or 'base'}, head {', '.join(svc['head'])}"
-        if svc["pending"]:
-            text += f"; {len(svc['pending'])} pending"
-        if svc["edited"]:
-            text += f"; edited: {', '.join(svc['edited'])}"
+    if isinstance(svc, health.Migrations):
+        text = f"at {', '.join(svc.current) or 'base'}, head {', '.join(svc.head)}"
+        if svc.pending:
+            text += f"; {len(svc.pending)} pending"
+        if svc.edited:
+            text += f"; edited: {', '.join(svc.edited)}"
         return text + _fix(svc)
-    if name == "rls" and "tables_checked" in svc:
-        return f"{svc['tables_checked']} tables; " + _counts(svc)
-    if name == "storage":
-        return f"{svc['target']} reachable in {svc['latency_ms']} ms"
-    if name == "backups":
-        if "latest" in svc:
-            return (f"newest {svc['latest']} is {svc['latest_age_hours']:.1f} h old "
-                    f"(limit {svc['max_age_hours']:g} h), {svc['complete']} complete, "
-                    f"last attempt {svc['last_status']}" + _fix(svc))
-        return f"none complete; fix: {svc.get('hint', 'run `dbkit backup`')}"
-    return svc.get("note", "")
+    if isinstance(svc, health.Rls):
+        return f"{svc.tables_checked} tables; " + _counts(svc)
+    if isinstance(svc, health.Storage):
+        return f"{svc.target} reachable in {svc.latency_ms} ms"
+    if isinstance(svc, health.Backups):
+        if svc.latest is not None:
+            return (f"newest {svc.latest} is {svc.latest_age_hours:.1f} h old "
+                    f"(limit {svc.max_age_hours:g} h), {svc.complete} complete, "
+                    f"last attempt {svc.last_status}" + _fix(svc))
+        return f"none complete; fix: {svc.hint or 'run `dbkit backup`'}"
+    return svc.note or ""
 
 
-def _extension_rows(svc: dict):
-    for item in svc["items"]:
-        if item["status"] != "ok":
-            detail = f"fix: {item['hint']}"
-        elif item["installed"]:
-            detail = f"installed {item['installed']}"
+def _extension_rows(svc):
+    for item in svc.items:
+        if item.status != "ok":
+            detail = f"fix: {item.hint}"
+        elif item.installed:
+            detail = f"installed {item.installed}"
         else:
-            detail = f"available {item['available']}; {item['note']}"
-        if item["name"] == "timescaledb" and item["available"]:
-            detail += "; preloaded" if svc["timescaledb_preloaded"] else "; NOT preloaded"
-        yield (f"extension {item['name']}", item["status"], detail)
+            detail = f"available {item.available}; {item.note}"
+        if item.name == "timescaledb" and item.available:
+            detail += "; preloaded" if svc.timescaledb_preloaded else "; NOT preloaded"
+        yield (f"extension {item.name}", item.status, detail)
 
 
 def _describe(report):
-    yield Table(["setting", "value", "source"], [(s["variable"], s["value"], s["source"]) for s in report.settings],
+    from dbkit import health
+
+    yield Table(["setting", "value", "source"], [(s.variable, s.value, s.source) for s in report.settings],
                 title="Settings")
     yield ""
     rows = []
     for name, svc in report.services.items():
-        if name == "extensions" and "items" in svc:
+        if isinstance(svc, health.Extensions):
             rows.extend(_extension_rows(svc))
         else:
-            rows.append((name, svc["status"], _service_detail(name, svc)))
+            rows.append((name, svc.status, _service_detail(svc)))
     yield Table(["check", "status", "detail"], rows, title="Health")
     yield ""
     yield f"status: {report.status}"
