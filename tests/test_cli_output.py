@@ -1,6 +1,6 @@
 """What the commands print for people (plain lines and tables, not a TTY), against a real seeded
 database and a real backup location: the describe functions of dbkit/cli/ fed with the library's
-typed results (and the dicts it still returns: seed status, backup verify/prune, check's services)."""
+typed results (and the dict that backup verify still returns)."""
 
 from __future__ import annotations
 
