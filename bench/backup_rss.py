@@ -10,6 +10,9 @@ about 60 MiB here, so the per-process samples are the figures to read).
 Measured (2 cores, PostgreSQL 15, TimescaleDB 2.19, a 441 MB database with 3,000 one-hour chunks):
 dbkit's own process peaked at 115-128 MiB to S3 (moto) and 70 MiB to file:// with zstd (before 2 MiB zstd
 jobs: 199 and 134 MiB), 96-105 MiB to S3 uncompressed; pg_dump itself 33 MiB.
+S3 uploads through obstore instead of boto3's s3transfer (`--chunks 1000 --mb 150`, a 194 MB database,
+three runs each): dbkit's process 121-122 MiB to S3 with zstd (128-129 before), 94-100 MiB uncompressed
+(96-104 before), 76-78 MiB to file:// (unchanged).
 
     .venv/bin/python bench/backup_rss.py [--chunks 3000] [--mb 300] [--keep]
 """

@@ -788,7 +788,7 @@ def test_parse_s3_uris(uri, bucket, prefix, canonical):
     assert (loc.kind, loc.bucket, loc.prefix, loc.uri) == ("s3", bucket, prefix, canonical)
     store = open_storage(uri)
     assert isinstance(store, S3Storage) and store.uri == canonical and store.prefix == prefix
-    assert store._client is None  # no boto3 client, no network, until used
+    assert store._client is None and store._store is None  # no boto3 client, no obstore store, until used
 
 
 @pytest.mark.unit
