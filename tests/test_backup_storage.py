@@ -853,6 +853,27 @@ def test_s3_options_validation_and_repr():
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("uri, options, expected", [
+    ("s3://acme-backups/p", dict(region="eu-central-1"),  # AWS: virtual-hosted, like boto3's auto
+     {"region": "eu-central-1", "virtual_hosted_style_request": "true"}),
+    ("s3://acme.backups/p", dict(region="eu-central-1"),  # a dot in the bucket would break TLS: path-style
+     {"virtual_hosted_style_request": "false"}),
+    ("s3://acme-backups/p", dict(endpoint_url="http://127.0.0.1:9000", addressing_style="auto", sse="aws:kms",
+                                 kms_key_id="alias/k"),  # MinIO: path-style, the SSE settings passed on
+     {"endpoint": "http://127.0.0.1:9000", "virtual_hosted_style_request": "false",
+      "server_side_encryption": "aws:kms", "sse_kms_key_id": "alias/k"}),
+    ("s3://acme-backups/p", dict(endpoint_url="http://minio:9000", addressing_style="virtual"),
+     {"virtual_hosted_style_request": "true"}),
+])
+def test_s3_uploader_configuration(uri, options, expected):
+    """The obstore store that uploads: addressing, region, endpoint, SSE (built without any request)."""
+    store = open_storage(uri, s3=S3Options(access_key="AKIAEXAMPLE", secret_key="example-secret", **options))
+    config = store.store.config
+    assert {k: config.get(k) for k in expected} == expected
+    assert "checksum_algorithm" not in config  # no checksum headers S3-compatible servers may not understand
+
+
+@pytest.mark.unit
 def test_s3_part_size_hook_is_validated():
     with pytest.raises(ValueError):
         S3Storage("bucket", part_size=MIB)

@@ -238,15 +238,17 @@ class S3Storage(Storage):
                 kwargs["credential_provider"] = Boto3CredentialProvider(session)
             except ValueError:  # no credentials anywhere in the chain
                 raise self._error(self._no_credentials(), "connect to") from None
-        if o.sse:  # S3-compatible servers without SSE get no SSE header
+        if o.sse:  # SSE headers only when asked for (not every S3-compatible server has SSE)
             kwargs["server_side_encryption"] = o.sse
         if o.kms_key_id:
             kwargs["sse_kms_key_id"] = o.kms_key_id
+        if o.endpoint_url:
+            kwargs["endpoint"] = o.endpoint_url
         region = session.region_name or ("us-east-1" if o.endpoint_url else self._bucket_region())
-        style = o.addressing_style
+        style = o.addressing_style  # auto: as boto3, virtual-hosted on AWS unless a dot would break TLS
+        virtual = style == "virtual" or (style == "auto" and not o.endpoint_url and "." not in self.bucket)
         try:
-            return S3Store(self.bucket, endpoint=o.endpoint_url, region=region,
-                           virtual_hosted_style_request=style == "virtual" or (style == "auto" and not o.endpoint_url),
+            return S3Store(self.bucket, region=region, virtual_hosted_style_request=virtual,
                            client_options={"allow_http": bool(o.endpoint_url and o.endpoint_url.startswith("http:")),
                                            "connect_timeout": f"{int(o.connect_timeout * 1000)}ms",
                                            "timeout": REQUEST_TIMEOUT},
