@@ -90,7 +90,7 @@ def test_s3_backup_encrypted_with_age_is_readable_by_the_age_tool(dbkit_seeded_d
 
     assert gzip.decompress(plain)[:5] == b"PGDMP"
     # and dbkit verifies + restores it
-    assert lifecycle.verify(settings, "latest")["sha256_ok"] is True
+    assert lifecycle.verify(settings, "latest").sha256_ok is True
     result = lifecycle.restore(settings, manifest.id, into=f"{dbkit_seeded_db.dbname}_s3")
     try:
         assert fingerprint(dbkit_seeded_db.with_dbname(result.database)) == fingerprint(dbkit_seeded_db)
@@ -265,7 +265,8 @@ def test_verify_with_restore_test_and_jobs(dbkit_seeded_db, tmp_path):
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
     pipeline.backup(settings)
     result = lifecycle.verify(settings, "latest", restore_test=True)
-    assert result["sha256_ok"] and result["restore_test"]["tables"] >= 6
+    assert result.sha256_ok and result.restore_test.tables >= 6
+    assert result.as_dict()["restore_test"]["tables"] == result.restore_test.tables  # the --json shape
     parallel = lifecycle.restore(settings, "latest", into=f"{dbkit_seeded_db.dbname}_j", jobs=2)
     try:
         assert fingerprint(dbkit_seeded_db.with_dbname(parallel.database)) == fingerprint(dbkit_seeded_db)

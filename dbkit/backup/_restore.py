@@ -350,24 +350,45 @@ def _parallel_restore(args: list[str], dump_fd: int, jobs: int, env) -> subproce
     return subprocess.CompletedProcess(args, 0, "", "".join(stderr))
 
 
+@dataclass(frozen=True)
+class RestoreTest:
+    tables: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tables": self.tables, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What ``backup verify`` found; :meth:`as_dict` is its ``--json``."""
+
+    id: str
+    sha256_ok: bool
+    restore_test: RestoreTest | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "sha256_ok": self.sha256_ok,
+                "restore_test": self.restore_test.as_dict() if self.restore_test else None}
+
+
 def verify(settings, backup_id: str = "latest", *, source: str | None = None,
-           restore_test: bool = False, hooks: RestoreHooks | None = None) -> dict[str, Any]:
+           restore_test: bool = False, hooks: RestoreHooks | None = None) -> VerifyResult:
     """Download and check the sha256 (and decryptability); with ``restore_test`` also restore it into a
-    throw-away database, count its tables, and drop it."""
+    throw-away database, count its tables, and drop it.  A mismatch raises :class:`RestoreFailed`."""
     manifest = show(settings, backup_id, source)
     storage = storage_for(settings, source)
-    result: dict[str, Any] = {"id": manifest.id, "sha256_ok": False, "restore_test": None}
     with open(os.devnull, "wb") as sink:
         _stream_dump(settings, storage, manifest, sink)
-    result["sha256_ok"] = True
+    test = None
     if restore_test:
         name = f"dbkit_verify_{manifest.id.split('-')[0].lower()}"
         url = target.resolve_url(settings, direct=True)
         res = restore(settings, manifest.id, source=source, into=name, hooks=hooks)
         with db.connect(url.with_dbname("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        result["restore_test"] = {"tables": res.tables, "seconds": res.seconds}
-    return result
+        test = RestoreTest(res.tables, res.seconds)
+    return VerifyResult(manifest.id, True, test)
 
 
 def _feed(settings, storage, manifest, proc) -> int:

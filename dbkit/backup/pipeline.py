@@ -20,7 +20,7 @@ libpq environment (PGPASSWORD, PGPASSFILE, PGSSL*, PGSERVICE, ...) as dbkit's ow
 
 from __future__ import annotations
 
-from dbkit.backup._catalog import Scan, list_backups, prune, scan, show
+from dbkit.backup._catalog import Kept, PruneResult, Scan, Unfinished, Unreadable, list_backups, prune, scan, show
 from dbkit.backup._common import (
     COMPRESSIONS,
     BackupFailed,
@@ -31,9 +31,18 @@ from dbkit.backup._common import (
     storage_for,
 )
 from dbkit.backup._dump import backup, write_metrics
-from dbkit.backup._restore import RestoreHooks, RestoreResult, _property_statements, restore, verify
+from dbkit.backup._restore import (
+    RestoreHooks,
+    RestoreResult,
+    RestoreTest,
+    VerifyResult,
+    _property_statements,
+    restore,
+    verify,
+)
 from dbkit.errors import DbkitError
 
-__all__ = ["BackupFailed", "RestoreFailed", "RestoreResult", "RestoreHooks", "Scan", "backup", "restore", "list_backups", "scan",
+__all__ = ["BackupFailed", "RestoreFailed", "RestoreResult", "RestoreHooks", "RestoreTest", "VerifyResult",
+           "PruneResult", "Kept", "Unfinished", "Unreadable", "Scan", "backup", "restore", "list_backups", "scan",
            "show", "verify", "prune", "storage_for", "find_program", "stale_after", "write_metrics", "COMPRESSIONS",
            "DbkitError", "_libpq_env", "_property_statements"]

@@ -1,7 +1,7 @@
 """`dbkit backup` (and its list/show/verify/prune) and `dbkit restore` (dbkit.backup.pipeline).
 
-The renderers read the library's typed results (``Scan``, ``PruneResult``, ``Manifest``, ``RestoreResult``);
-``pipeline.verify()`` still returns a dict, so its renderer reads it by key.
+The renderers read the library's typed results (``Scan``, ``PruneResult``, ``Manifest``, ``RestoreResult``,
+``VerifyResult``).  Restores go through :mod:`dbkit.lifecycle` (roles from the role model, the migration check).
 """
 
 from __future__ import annotations
@@ -176,10 +176,10 @@ def backup_show(state: State, backup_id: str, source) -> None:
     render.emit_json(pipeline.show(state.settings, backup_id, source).to_dict())
 
 
-def _describe_verify(result: dict):
-    line, test = f"backup {result['id']}: sha256 ok", result["restore_test"]
+def _describe_verify(result):
+    line, test = f"backup {result.id}: sha256 ok", result.restore_test
     if test:
-        line += f"; restore test ok ({test['tables']} tables in {test['seconds']} s)"
+        line += f"; restore test ok ({test.tables} tables in {test.seconds} s)"
     yield line
 
 
@@ -191,10 +191,10 @@ def _describe_verify(result: dict):
 @pass_state
 def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_json: bool) -> None:
     """Download and check the sha256 (and decryption); --restore-test restores it too."""
-    from dbkit.backup import pipeline
+    from dbkit import lifecycle
 
     check_backup_uri("--from", source, state.settings)
-    result = pipeline.verify(state.settings, backup_id, source=source, restore_test=restore_test)
+    result = lifecycle.verify(state.settings, backup_id, source=source, restore_test=restore_test)
     render.show(result, _describe_verify, as_json=as_json)
 
 
@@ -259,10 +259,10 @@ def _describe_restore(result):
 @pass_state
 def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes, as_json) -> None:
     """Restore a backup (ID or latest) into a NEW database; nothing is overwritten."""
-    from dbkit.backup import pipeline
+    from dbkit import lifecycle
 
     check_db_name("--into", into)
     check_backup_uri("--from", source, state.settings)
-    result = pipeline.restore(state.settings, backup_id, source=source, into=into, jobs=jobs, swap=swap, yes=yes,
-                              with_globals=with_globals)
+    result = lifecycle.restore(state.settings, backup_id, source=source, into=into, jobs=jobs, swap=swap, yes=yes,
+                               with_globals=with_globals)
     render.show(result, _describe_restore, as_json=as_json)
