@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
-from dbkit.errors import DbkitError
+from dbkit.errors import DbkitError, OperationFailed, UsageError
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -35,14 +35,12 @@ READ_BUFFER = 1 * MIB
 
 # --------------------------------------------------------------------- errors
 
-class StorageError(DbkitError):
+class StorageError(OperationFailed):
     """A storage operation failed (exit code 1)."""
 
 
-class StorageConfigError(StorageError):
-    """The storage is misconfigured: missing bucket, refused credentials (exit code 2)."""
-
-    exit_code = 2
+class StorageConfigError(UsageError, StorageError):
+    """The storage is misconfigured: missing bucket, refused credentials (exit code 2, from UsageError)."""
 
 
 class ObjectNotFound(StorageError):
