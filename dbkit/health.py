@@ -63,11 +63,6 @@ class Service:
                 out[name] = _plain(value)
         return out
 
-    def __getitem__(self, key: str) -> Any:
-        """Transitional: ``service["status"]`` as when services were dicts.  Only tests outside the CLI
-        still read services by key (tests/test_backup_crash.py, tests/test_tenant_isolation.py); use the
-        attributes."""
-        return self.as_dict()[key]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -136,12 +136,12 @@ def test_incomplete_backup_is_invisible_and_pruned(dbkit_seeded_db, tmp_path):
     os.utime(leftover / "dump.pgdump.zst", (old, old))
     found = pipeline.scan(settings)
     assert [m.id for m in found.complete] == [second.id, first.id]
-    assert [i for i, _ in found.incomplete] == ["20200101T000000Z-dead"]
+    assert [u.id for u in found.incomplete] == ["20200101T000000Z-dead"]
     plan = pipeline.prune(settings, keep_last=1)
-    assert plan["applied"] is False and plan["delete"] == [first.id]
+    assert plan.applied is False and plan.delete == (first.id,)
     assert (tmp_path / first.id).exists()  # dry run
     done = pipeline.prune(settings, keep_last=1, apply=True)
-    assert done["delete"] == [first.id] and done["incomplete_removed"] == ["20200101T000000Z-dead"]
+    assert done.delete == (first.id,) and done.incomplete_removed == ("20200101T000000Z-dead",)
     assert not (tmp_path / first.id / "manifest.json").exists() and not leftover.joinpath("dump.pgdump.zst").exists()
     assert [m.id for m in pipeline.list_backups(settings)] == [second.id]
     with pytest.raises(ConfigError, match="prune needs at least one --keep-"):
@@ -388,7 +388,7 @@ def test_prune_on_s3_removes_old_backups_and_stale_uploads(dbkit_seeded_db, s3_e
     stale = s3_admin.create_multipart_upload(Bucket=bucket, Key="p/20200101T000000Z-beef/dump.pgdump")
     plan = pipeline.prune(settings, keep_last=2, apply=True,
                           now=datetime.now(UTC) + timedelta(days=2))  # the leftover and the upload are "old"
-    assert plan["delete"] == [made[0].id] and plan["incomplete_removed"] == ["20200101T000000Z-beef"]
+    assert plan.delete == (made[0].id,) and plan.incomplete_removed == ("20200101T000000Z-beef",)
     keys = sorted(o["Key"] for o in s3_admin.list_objects_v2(Bucket=bucket).get("Contents", []))
     assert all(made[0].id not in k and "beef" not in k for k in keys)
     assert [m.id for m in pipeline.list_backups(settings)] == [made[2].id, made[1].id]

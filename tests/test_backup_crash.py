@@ -91,18 +91,17 @@ def test_kill_9_of_a_local_backup(big_db, tmp_path):
     # check: the last attempt is unfinished, with its age; degraded
     report = health.check(settings)
     svc = report.services["backups"]
-    assert svc["status"] == "warn" and report.status != "healthy"
-    assert svc["last_status"].startswith(f"incomplete ({crashed}, started ") and svc["unfinished"] == crashed
-    assert svc["unfinished_age_hours"] >= 0 and "no manifest" in svc["hint"]
+    assert svc.status == "warn" and report.status != "healthy"
+    assert svc.last_status.startswith(f"incomplete ({crashed}, started ") and svc.unfinished == crashed
+    assert svc.unfinished_age_hours >= 0 and "no manifest" in svc.hint
     assert "dbkit_backup_unfinished_age_seconds " in health.prometheus(report)
-    assert [i for i, _ in pipeline.scan(settings).incomplete] == [crashed]
+    assert [u.id for u in pipeline.scan(settings).incomplete] == [crashed]
 
     # prune: too young (DBKIT_BACKUP_STALE_AFTER, 6h by default) -> kept; idle for 7 h -> removed
     kept = pipeline.prune(settings, keep_last=5, apply=True)
-    assert kept["incomplete_removed"] == [] and kept["stale_uploads_aborted"] == [] and partials[0].exists()
+    assert kept.incomplete_removed == () and kept.stale_uploads_aborted == () and partials[0].exists()
     later = pipeline.prune(settings, keep_last=5, apply=True, now=datetime.now(UTC) + timedelta(hours=7))
-    assert later["incomplete_removed"] == [crashed] and later["stale_uploads_aborted"] == [
-        f"{crashed}/dump.pgdump"]
+    assert later.incomplete_removed == (crashed,) and later.stale_uploads_aborted == (f"{crashed}/dump.pgdump",)
     assert not partials[0].exists() and not (target / crashed).exists()
     assert [m.id for m in pipeline.list_backups(settings)] == [good.id]
 
@@ -159,13 +158,13 @@ def test_kill_9_of_an_s3_backup(big_db, tmp_path, bucket, s3_admin, s3_env):
     assert keys == []  # nothing committed: only the multipart upload
 
     svc = health.check(settings).services["backups"]
-    assert svc["status"] == "warn" and svc["unfinished"] == crashed
-    assert svc["last_status"].startswith(f"incomplete ({crashed}, started ")
+    assert svc.status == "warn" and svc.unfinished == crashed
+    assert svc.last_status.startswith(f"incomplete ({crashed}, started ")
 
     kept = pipeline.prune(settings, keep_last=5, apply=True)  # 6 h by default: it may still be running
-    assert kept["stale_uploads_aborted"] == [] and len(uploads()) == 1
+    assert kept.stale_uploads_aborted == () and len(uploads()) == 1
     dry = pipeline.prune(settings, keep_last=5, now=datetime.now(UTC) + timedelta(hours=7))
-    assert dry["stale_uploads_aborted"] == [f"{crashed}/dump.pgdump"] and len(uploads()) == 1
+    assert dry.stale_uploads_aborted == (f"{crashed}/dump.pgdump",) and len(uploads()) == 1
     # the next successful backup removes it once idle for DBKIT_BACKUP_STALE_AFTER
     time.sleep(2.5)
     quick = settings_for(big_db, DBKIT_BACKUP_URI=uri, DBKIT_BACKUP_STALE_AFTER="2s", **s3_env)
@@ -173,7 +172,7 @@ def test_kill_9_of_an_s3_backup(big_db, tmp_path, bucket, s3_admin, s3_env):
     assert uploads() == []
     assert [m.id for m in pipeline.list_backups(quick)] == [made.id, good.id]
     svc = health.check(quick).services["backups"]
-    assert svc["status"] == "ok" and svc["last_status"] == "complete"
+    assert svc.status == "ok" and svc.last_status == "complete"
 
 
 def test_prune_removes_stale_s3_leftovers_but_not_a_running_upload(dbkit_seeded_db, bucket, s3_admin, s3_env):
@@ -187,12 +186,12 @@ def test_prune_removes_stale_s3_leftovers_but_not_a_running_upload(dbkit_seeded_
     quick = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=f"s3://{bucket}/p", DBKIT_BACKUP_STALE_AFTER="2s",
                          **s3_env)
     plan = pipeline.prune(quick, keep_last=3, apply=True)
-    assert plan["stale_uploads_aborted"] == [] and plan["stale_after"] == "2s"
+    assert plan.stale_uploads_aborted == () and plan.stale_after == "2s"
     assert len(s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
     time.sleep(2.5)
     plan = pipeline.prune(quick, keep_last=3, apply=True)
-    assert plan["stale_uploads_aborted"] == ["20200101T000000Z-aaaa/dump.pgdump"]
-    assert plan["incomplete_removed"] == ["20200101T000000Z-aaaa"]
+    assert plan.stale_uploads_aborted == ("20200101T000000Z-aaaa/dump.pgdump",)
+    assert plan.incomplete_removed == ("20200101T000000Z-aaaa",)
     assert s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 

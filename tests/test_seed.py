@@ -79,7 +79,7 @@ def test_rerun_is_a_noop_and_truncate_reloads(migrated_url):
     assert [t.checksum for t in reloaded.tables] == [t.checksum for t in first.tables]
     assert counts(migrated_url) == {t.table: t.rows for t in first.tables}
     status = engine.status(settings)
-    assert [r["seed"] for r in status["runs"]] == [7, 7] and status["tables"]["users"] == 12
+    assert [r.seed for r in status.runs] == [7, 7] and status.tables["users"] == 12
     with pytest.raises(ConfigError, match=r"--truncate would leave dangling rows: .*app.users \(12 rows\)"):
         engine.run(settings, profile="tiny", seed=7, truncate=True, only=["tenants"])
     assert counts(migrated_url)["tenants"] == 3
@@ -187,7 +187,7 @@ def test_cli_summary_and_json(migrated_url, dbkit_cli):
     again = json.loads(dbkit_cli("seed", "--profile", "tiny", "--seed", "9", "--json", env=env).stdout)
     assert again["status"] == "noop" and again["total_rows"] == 351
     st = json.loads(dbkit_cli("seed", "status", "--json", env=env).stdout)
-    assert st["runs"][0]["seed"] == 9 and st["tables"]["events"] == 240
+    assert st["runs"][0]["seed"] == 9 and st["tables"]["events"] == 240  # the --json of seed status
     prod = dbkit_cli("seed", env={**env, "DBKIT_ENV": "prod"})
     assert prod.returncode == 5 and "seeding is refused when DBKIT_ENV=prod" in prod.stderr
 

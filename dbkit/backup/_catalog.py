@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,10 +24,6 @@ class Unfinished:
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "modified": self.last_seen}
 
-    def __iter__(self) -> Iterator[Any]:
-        """Transitional: ``for backup_id, last_seen in scan.incomplete`` as when these were tuples
-        (tests/test_backup.py, tests/test_backup_crash.py); use the attributes."""
-        return iter((self.id, self.last_seen))
 
 
 @dataclass(frozen=True)
@@ -108,10 +103,6 @@ class PruneResult:
                 "stale_uploads_aborted": list(self.stale_uploads_aborted),
                 "unreadable": [[u.id, u.error] for u in self.unreadable], "stale_after": self.stale_after}
 
-    def __getitem__(self, key: str) -> Any:
-        """Transitional: ``result["delete"]`` as when prune returned a dict (tests/test_backup.py,
-        tests/test_backup_crash.py); use the attributes."""
-        return self.as_dict()[key]
 
 
 def scan(settings, uri: str | None = None, storage=None, *, uploads: bool = True) -> Scan:

@@ -490,9 +490,6 @@ class SeedRun:
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _RUN_COLUMNS}
 
-    def __getitem__(self, key: str) -> Any:
-        """Transitional: ``run["seed"]`` as when runs were dicts (tests/test_seed.py); use the attributes."""
-        return self.as_dict()[key]
 
 
 @dataclass(frozen=True)
@@ -507,9 +504,6 @@ class SeedStatus:
         """The JSON of ``dbkit seed status --json``."""
         return {"tables": dict(self.tables), "runs": [r.as_dict() for r in self.runs]}
 
-    def __getitem__(self, key: str) -> Any:
-        """Transitional: ``status["runs"]`` as when status() returned a dict (tests/test_seed.py)."""
-        return {"tables": self.tables, "runs": self.runs}[key]
 
 
 def status(settings, *, limit: int = 10) -> SeedStatus:
