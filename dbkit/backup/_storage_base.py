@@ -283,9 +283,12 @@ class Storage(ABC):
         ``older_than`` (an aware datetime, or a timedelta before now) keeps writers that may still run out.
         """
 
-    @abstractmethod
     def abort_incomplete_uploads(self, older_than: datetime | timedelta | None) -> int:
         """Discard :meth:`list_incomplete_uploads` (``None``: all of them, even running ones); returns how many."""
+        uploads = self.list_incomplete_uploads(older_than)
+        for upload in uploads:
+            self.abort_upload(upload)
+        return len(uploads)
 
     @abstractmethod
     def abort_upload(self, upload: IncompleteUpload) -> None:

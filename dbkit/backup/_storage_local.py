@@ -174,12 +174,6 @@ class LocalStorage(Storage):
                 found.append(IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, st.st_size, modified))
         return found
 
-    def abort_incomplete_uploads(self, older_than: datetime | timedelta | None) -> int:
-        uploads = self.list_incomplete_uploads(older_than)
-        for upload in uploads:
-            self.abort_upload(upload)
-        return len(uploads)
-
     def abort_upload(self, upload: IncompleteUpload) -> None:
         path = self.root.joinpath(*upload.upload_id.split("/"))
         if PARTIAL not in path.name or self.root not in path.parents:

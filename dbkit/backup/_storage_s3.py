@@ -426,12 +426,6 @@ class S3Storage(Storage):
             raise
         return newest
 
-    def abort_incomplete_uploads(self, older_than: datetime | timedelta | None) -> int:
-        uploads = self.list_incomplete_uploads(older_than)
-        for up in uploads:
-            self.abort_upload(up)
-        return len(uploads)
-
     def abort_upload(self, upload: IncompleteUpload) -> None:
         self._abort_upload(self.prefix + upload.key, upload.upload_id, upload.key)
 
