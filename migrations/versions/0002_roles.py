@@ -1,7 +1,8 @@
-"""roles: owner, enforce, bypass, readonly from sql/roles/
+"""roles: owner, enforce, bypass, readonly from the role model
 
 Idempotent (creates missing roles, corrects drifted attributes); role names
-come from the settings (DBKIT_ROLE_*); no password is ever in these files.
+come from the settings (DBKIT_ROLE_*), the rest from [tool.dbkit.roles] and the
+optional files in sql/roles/; no password is ever in the generated SQL.
 
 Downgrade keeps the roles: they belong to the whole cluster (every database on
 it may use them) and own dbkit's bookkeeping schema.  Drop them deliberately
