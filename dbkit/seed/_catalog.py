@@ -1,0 +1,71 @@
+"""Catalog reads of the seeding engine: which tables exist, their foreign keys, row counts,
+column types and content checksums, and the role a statement runs as."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from dbkit.errors import ConfigError
+
+
+def _qualified(schema: str, table: str):
+    from psycopg import sql
+
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def _existing_tables(conn, schema: str) -> set[str]:
+    return {r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')", (schema,))}
+
+
+def _catalog_deps(conn, schema: str) -> dict[str, set[str]]:
+    """table -> tables it references with a foreign key (same schema)."""
+    deps: dict[str, set[str]] = {}
+    for child, parent in conn.execute(
+        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c "
+        "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE c.contype = 'f' AND n.nspname = %s", (schema,)):
+        child_name, parent_name = child.split(".")[-1].strip('"'), parent.split(".")[-1].strip('"')
+        if child_name != parent_name:
+            deps.setdefault(child_name, set()).add(parent_name)
+    return deps
+
+
+def _count(conn, schema: str, table: str) -> int:
+    from psycopg import sql
+
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_qualified(schema, table))).fetchone()[0]
+
+
+def _column_oids(conn, schema: str, table: str, columns: Sequence[str]) -> list[int]:
+    rows = dict(conn.execute(
+        "SELECT a.attname, a.atttypid::int FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
+        "AND a.attnum > 0 AND NOT a.attisdropped", (f'"{schema}"."{table}"',)).fetchall())
+    missing = [c for c in columns if c not in rows]
+    if missing:
+        raise ConfigError(f"seeder for {table}", f"names column(s) {', '.join(missing)} that {schema}.{table} "
+                          "does not have", example=f"columns=({', '.join(list(rows)[:3])}, ...)")
+    return [rows[c] for c in columns]
+
+
+def _checksum(conn, schema: str, table: str) -> str:
+    """Order-independent digest of a table's contents (row count + sum of row-text hashes)."""
+    from psycopg import sql
+
+    n, total = conn.execute(sql.SQL(
+        "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM {} t"
+    ).format(_qualified(schema, table))).fetchone()
+    return hashlib.sha256(f"{n}:{total}".encode()).hexdigest()[:16]
+
+
+def _set_role(conn, role: str | None) -> None:
+    from psycopg import sql
+
+    if role:
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+    else:
+        conn.execute("RESET ROLE")
+
