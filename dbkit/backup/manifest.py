@@ -26,14 +26,39 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from dbkit.errors import ConfigError, DbkitError, OperationFailed
+from dbkit.backup._manifest_check import (
+    _LEVELS,
+    _SECRET_TAG_KEYS,
+    _SHA256_RE,
+    _STORAGE_CLASS_RE,
+    ManifestError,
+    _Check,
+    _check_encryption,
+    _encryption_from_dict,
+    _iso,
+    _no_constant,
+    _no_duplicates,
+    _parse_time,
+    _strings,
+    _table,
+)
+from dbkit.backup._manifest_names import (
+    COMPRESSIONS,
+    EXAMPLE_ID,
+    _short,
+    is_backup_id,
+    looks_secret,
+    new_backup_id,
+    object_name,
+    parse_backup_id,
+    require_aware,  # noqa: F401 - dbkit.backup.retention imports it from here
+)
+from dbkit.backup._manifest_types import Encryption, TableInfo
 
 __all__ = [
     "FORMAT_VERSION",
@@ -53,197 +78,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-DUMP_BASENAME = "dump.pgdump"
-COMPRESSIONS = ("zstd", "gzip", "none")
-_SUFFIXES = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-_LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
-ENCRYPTED_SUFFIX = ".age"
 # S3 ServerSideEncryption values; "SSE-C" records that a customer key (never stored) is needed
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse", "SSE-C")
-
-EXAMPLE_ID = "20261121T230501Z-3f9a"
-_ID_RE = re.compile(r"(?P<ts>\d{8}T\d{6}Z)-(?P<rand>[0-9a-f]{4})")
-_ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_AGE_RECIPIENT_RE = re.compile(r"age1[0-9a-z]+")
-_SSH_RECIPIENT_RE = re.compile(r"(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?")
-_STORAGE_CLASS_RE = re.compile(r"[A-Z0-9_]{1,64}")
-# age identities (AGE-SECRET-KEY-1..., plugin identities AGE-PLUGIN-...-1...) and PEM/OpenSSH private keys
-_SECRET_RE = re.compile(r"AGE-SECRET-KEY-|AGE-PLUGIN-|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", re.IGNORECASE)
-_SECRET_TAG_KEYS = {"password", "passwd", "pwd", "secret", "secret_key", "token", "api_key", "private_key",
-                    "aws_secret_access_key", "identity", "passphrase"}
-
-
-class ManifestError(OperationFailed):
-    """A manifest is malformed, foreign, from a newer dbkit, or would hold a secret."""
-
-
-# -- backup ids ---------------------------------------------------------------------------------------------
-
-
-def require_aware(value: datetime, name: str) -> datetime:
-    """``value`` in UTC; TypeError/ValueError for a non-datetime or a naive one."""
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value.isoformat()}")
-    return value.astimezone(UTC)
-
-
-def new_backup_id(now: datetime) -> str:
-    """A new backup id for a backup started at ``now`` (aware): ``20261121T230501Z-3f9a``."""
-    now = require_aware(now, "now")
-    return f"{now.strftime(_ID_TIME_FORMAT)}-{secrets.token_hex(2)}"
-
-
-def is_backup_id(text: object) -> bool:
-    """Whether ``text`` is a well-formed backup id (folders with other names are not dbkit's)."""
-    if not isinstance(text, str):
-        return False
-    m = _ID_RE.fullmatch(text)
-    if not m:
-        return False
-    try:
-        datetime.strptime(m["ts"], _ID_TIME_FORMAT)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_backup_id(text: str) -> datetime:
-    """The UTC start time a backup id carries; :class:`ConfigError` when it is not a backup id."""
-    m = _ID_RE.fullmatch(text) if isinstance(text, str) else None
-    try:
-        if m:
-            return datetime.strptime(m["ts"], _ID_TIME_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        pass
-    raise ConfigError(
-        "backup id",
-        f"{_short(text)} is malformed (expected the UTC start time and 4 hex digits)",
-        example=EXAMPLE_ID,
-    )
-
-
-# -- object names -------------------------------------------------------------------------------------------
-
-
-def object_name(compression: str, encrypted: bool) -> str:
-    """The dump object's file name: ``dump.pgdump`` + ``.zst``/``.gz`` + ``.age`` when encrypted."""
-    if compression not in _SUFFIXES:
-        raise ConfigError("compression", f"must be one of {', '.join(COMPRESSIONS)}, got {_short(compression)}",
-                          example="zstd")
-    return DUMP_BASENAME + _SUFFIXES[compression] + (ENCRYPTED_SUFFIX if encrypted else "")
-
-
-# -- secrets ------------------------------------------------------------------------------------------------
-
-
-def looks_secret(text: str) -> bool:
-    """Whether ``text`` contains an age identity or a private key (never stored in a manifest)."""
-    return bool(_SECRET_RE.search(text))
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """repr() of a value for a one-line message: bounded, and never a secret."""
-    if isinstance(value, str) and looks_secret(value):
-        return "<a secret, not shown>"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# -- the manifest -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """One dumped table (a hypertable or a partitioned table counts with its chunks/partitions).
-
-    ``rows``: the exact row count in the dump's own snapshot (tables small enough to count cheaply),
-    None when not counted.  ``rows_estimate``: the exact count when there is one, else PostgreSQL's
-    estimate (TimescaleDB's ``approximate_row_count`` for hypertables); None when there is none.
-    ``has_rows``: whether the table had at least one row in the dump's snapshot (None: not known,
-    manifests of older dbkit versions).
-    """
-
-    schema: str
-    name: str
-    rows_estimate: int | None = None
-    rows: int | None = None
-    has_rows: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schema": self.schema, "name": self.name, "rows_estimate": self.rows_estimate}
-        if self.rows is not None:
-            out["rows"] = self.rows
-        if self.has_rows is not None:
-            out["has_rows"] = self.has_rows
-        return out
-
-
-@dataclass(frozen=True)
-class Encryption:
-    """How the dump object is encrypted: age to these recipients (public keys only)."""
-
-    recipients: tuple[str, ...]
-    format: str = "age"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "recipients": list(self.recipients)}
-
-
-class _Check:
-    """Raises :class:`ManifestError` with one line naming the backup and the field."""
-
-    def __init__(self, backup_id: object) -> None:
-        self.where = f"manifest of backup {backup_id}" if is_backup_id(backup_id) else "manifest"
-
-    def fail(self, name: str, problem: str) -> ManifestError:
-        return ManifestError(f"{self.where}: field {name!r} {problem}")
-
-    def text(self, name: str, value: object, *, optional: bool = False) -> None:
-        if value is None and optional:
-            return
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(name, f"must be a non-empty string, got {_short(value)}")
-        if "\n" in value or "\r" in value:
-            raise self.fail(name, "must be one line")
-
-    def integer(self, name: str, value: object, *, minimum: int = 0, optional: bool = False) -> None:
-        if value is None and optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(name, f"must be an integer >= {minimum}, got {_short(value)}")
-
-    def str_map(self, name: str, value: object) -> dict[str, str]:
-        if not isinstance(value, Mapping):
-            raise self.fail(name, f"must be an object of strings, got {_short(value)}")
-        for k, v in value.items():
-            if not isinstance(k, str) or not k or not isinstance(v, str):
-                raise self.fail(name, f"must map non-empty names to strings, got {_short(k)}: {_short(v)}")
-        return dict(sorted(value.items()))
-
-    def when(self, name: str, value: object) -> datetime:
-        if not isinstance(value, datetime):
-            raise self.fail(name, f"must be a datetime, got {_short(value)}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise self.fail(name, f"must carry a time zone, got {value.isoformat()!r}")
-        return value.astimezone(UTC)
-
-
-def _strings(value: object, path: str):
-    """Every string inside ``value`` (nested dicts, lists, dataclasses) with a path for messages."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _strings(k, f"{path} key")
-            yield from _strings(v, f"{path}.{k}" if isinstance(k, str) else path)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{path}[{i}]")
-    elif isinstance(value, (TableInfo, Encryption)):
-        yield from _strings(value.to_dict(), path)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -452,75 +288,3 @@ class Manifest:
             if kwargs.get(name) is None:
                 kwargs.pop(name, None)
         return cls(**kwargs)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _parse_time(check: _Check, name: str, value: object) -> datetime:
-    if not isinstance(value, str):
-        raise check.fail(name, f"must be an ISO 8601 time string, got {_short(value)}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise check.fail(name, f"is not an ISO 8601 time: {_short(value)}") from None
-    if parsed.tzinfo is None:
-        raise check.fail(name, f"has no time zone: {_short(value)}")
-    return parsed
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _encryption_from_dict(check: _Check, value: Mapping) -> Encryption:
-    if set(value) - {"format", "recipients"}:
-        extra = sorted(str(k) for k in set(value) - {"format", "recipients"})
-        raise check.fail("encryption", f"has unexpected keys {extra} (only 'format' and 'recipients' are recorded)")
-    recipients = value.get("recipients")
-    if not isinstance(recipients, (list, tuple)):
-        raise check.fail("encryption.recipients", f"must be a list of age recipients, got {_short(recipients)}")
-    return Encryption(recipients=tuple(recipients), format=value.get("format"))
-
-
-def _check_encryption(check: _Check, enc: Encryption) -> None:
-    if enc.format != "age":
-        raise check.fail("encryption.format", f"must be 'age', got {_short(enc.format)}")
-    if not isinstance(enc.recipients, (list, tuple)) or not enc.recipients:
-        raise check.fail("encryption.recipients", "must list at least one age recipient (public key)")
-    for i, r in enumerate(enc.recipients):
-        name = f"encryption.recipients[{i}]"
-        if isinstance(r, str) and looks_secret(r):
-            raise check.fail(name, "is an age identity or private key, not a recipient; give the public key "
-                             "(age1..., from age-keygen -y) and keep the identity out of dbkit")
-        if not isinstance(r, str) or not (_AGE_RECIPIENT_RE.fullmatch(r) or _SSH_RECIPIENT_RE.fullmatch(r)):
-            raise check.fail(name, f"must be an age recipient (age1...) or an ssh-ed25519/ssh-rsa public key, "
-                             f"got {_short(r)}")
-
-
-def _table(check: _Check, i: int, value: object) -> TableInfo:
-    name = f"tables[{i}]"
-    if isinstance(value, Mapping):
-        if not {"schema", "name"} <= set(value):
-            raise check.fail(name, f"must have 'schema', 'name' and 'rows_estimate', got {_short(dict(value))}")
-        value = TableInfo(value["schema"], value["name"], value.get("rows_estimate"), value.get("rows"),
-                          value.get("has_rows"))
-    if not isinstance(value, TableInfo):
-        raise check.fail(name, f"must be {{'schema', 'name', 'rows_estimate'}}, got {_short(value)}")
-    check.text(f"{name}.schema", value.schema)
-    check.text(f"{name}.name", value.name)
-    check.integer(f"{name}.rows_estimate", value.rows_estimate, optional=True)
-    check.integer(f"{name}.rows", value.rows, optional=True)
-    if value.has_rows is not None and not isinstance(value.has_rows, bool):
-        raise check.fail(f"{name}.has_rows", f"must be true, false or absent, got {_short(value.has_rows)}")
-    return value
