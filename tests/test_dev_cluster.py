@@ -128,7 +128,7 @@ def test_missing_binaries_name_the_package(tmp_path: Path):
 
 def test_missing_binaries_everywhere(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("dbkit.dev.DEBIAN_PG_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr("dbkit._dev_binaries.DEBIAN_PG_ROOT", tmp_path / "nothing")
     with pytest.raises(MissingDependency) as err:
         find_bindir()
     assert "apt-get install postgresql-15" in str(err.value)

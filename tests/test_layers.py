@@ -17,7 +17,7 @@ LAYERS = [
     {"dbkit.errors", "dbkit.urls", "dbkit.render"},
     {"dbkit.config"},
     {"dbkit.db"},
-    {"dbkit.dev"},
+    {"dbkit.dev", "dbkit._dev_binaries", "dbkit._dev_cluster"},
     {"dbkit.target"},
     {"dbkit.roles", "dbkit.rls"},  # the access model: migrations apply it, revisions read it
     {"dbkit.migrate", "dbkit.seed", "dbkit.backup"},  # features: they do not import each other
