@@ -1,31 +1,24 @@
-"""The S3 backend: obstore's multipart writer for uploads, boto3 for the rest.
-
-Uploads go through obstore (``obstore.open_writer``: the Rust object_store crate's buffered
-writer): a stream shorter than one part is one ``PutObject`` at commit, a longer one a multipart
-upload in parts of the writer's part size, ``UPLOAD_CONCURRENCY`` parts uploading at once;
-``write`` blocks while that many are in flight, and a failed part is raised by a later ``write``.
+"""The S3 backend: obstore's multipart writer for uploads (``_storage_s3_io``), boto3 for the rest.
 
 boto3 does what obstore cannot: list and abort in-progress multipart uploads (crash detection,
 prune, and making sure a failed or abandoned writer leaves no parts behind), resolve credentials
 through the standard AWS chain (profiles, SSO, instance roles) for obstore, and the small
-requests (list, head, delete, one streamed ``GetObject`` per read).  Errors: ``_storage_s3_errors``.
+requests (list, head, delete, one streamed ``GetObject`` per read).  Connecting: ``_storage_s3_connect``;
+errors: ``_storage_s3_errors``.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from dbkit.backup._storage_base import (
     MAX_PART_SIZE,
-    MIB,
     MIN_PART_SIZE,
     READ_BUFFER,
-    UPLOAD_CONCURRENCY,
     IncompleteUpload,
     ObjectInfo,
     ObjectNotFound,
@@ -37,132 +30,16 @@ from dbkit.backup._storage_base import (
     _check_prefix,
     _cutoff,
     choose_part_size,
-    max_stream_size,
+)
+from dbkit.backup._storage_s3_connect import make_client, make_store, new_session
+from dbkit.backup._storage_s3_io import (
+    _S3Reader,
+    _S3Writer,
+    upload_memory_bound,  # noqa: F401 - dbkit.backup.storage imports it from here
 )
 from dbkit.backup._storage_uri import S3Options, StorageLocation
-from dbkit.errors import DbkitError, MissingDependency
+from dbkit.errors import DbkitError
 from dbkit.urls import mask_url
-
-#: a request's whole time limit in obstore (its body included: one part of up to 5 GiB)
-REQUEST_TIMEOUT = "30m"
-
-
-def upload_memory_bound(part_size: int) -> int:
-    """About the most memory one S3 writer holds while streaming.
-
-    obstore holds the part being filled plus ``UPLOAD_CONCURRENCY`` parts uploading (the ``bytes``
-    handed to ``write`` are kept, not copied, until their part is sent); a few MiB go to the HTTP
-    client and request signing.  Measured: 50 MiB in 5 MiB parts grow the peak RSS by 12 MiB.
-    """
-    return (UPLOAD_CONCURRENCY + 1) * part_size + 4 * MIB
-
-
-class _Discarded(Exception):
-    """Passed to obstore's writer to make it abort the upload instead of completing it."""
-
-
-def _discard(file: Any, storage: S3Storage, full_key: str, key: str, multipart: bool = True) -> None:
-    """Abort a writer's upload: obstore aborts its multipart upload.  When that fails, or the failure was
-    the CompleteMultipartUpload (obstore forgets the upload then), boto3 aborts the uploads of the key
-    that are still there: keys hold the backup id, no other writer uploads to the same key meanwhile."""
-    try:
-        if not file.closed():
-            file.__exit__(_Discarded, _Discarded("discarded"), None)
-            return
-    except Exception:  # noqa: BLE001, S110 - what is left is aborted below, or the failure reported
-        pass
-    if multipart:  # obstore starts a multipart upload once a part's worth was written
-        storage._abort_uploads_of(full_key, key)
-
-
-def _discard_quietly(*args: Any) -> None:
-    """:func:`_discard` for a writer nobody waits for (dropped, or open at exit): a leftover is found by
-    ``list_incomplete_uploads`` (``dbkit check``, prune) later."""
-    try:
-        _discard(*args)
-    except Exception:  # noqa: BLE001, S110 - nobody to report it to
-        pass
-
-
-class _S3Writer(Writer):
-    """Streams into ``obstore.open_writer`` (opened at the first write, or at commit for an empty object)."""
-
-    def __init__(self, storage: S3Storage, key: str, part_size: int, attributes: dict[str, str]) -> None:
-        super().__init__(key)
-        self._s3 = storage
-        self._full_key = storage.prefix + key
-        self.part_size = part_size
-        self._attributes = attributes
-        self._file: Any = None
-        self._sent = 0  # bytes handed to obstore
-        self._dropped: weakref.finalize | None = None
-
-    def _open(self) -> None:
-        import obstore
-
-        store = self._s3.store
-        try:
-            self._file = obstore.open_writer(store, self._full_key, attributes=self._attributes or None,
-                                             tags=dict(self._s3.options.tags) or None, buffer_size=self.part_size,
-                                             max_concurrency=UPLOAD_CONCURRENCY)
-        except Exception as exc:
-            raise self._s3._error(exc, "start the upload of", self.key, obstore=True) from None
-        # dropped without commit/abort, or still open when the interpreter exits: abort the upload
-        self._dropped = weakref.finalize(self, _discard_quietly, self._file, self._s3, self._full_key, self.key)
-
-    def _write(self, view: memoryview) -> None:
-        total, limit = self.bytes_written + len(view), max_stream_size(self.part_size)
-        if total > limit:
-            raise StorageError(f"{self._s3.uri}/{self.key} outgrew S3's {limit // self.part_size} parts of "
-                               f"{self.part_size // MIB} MiB at {total} bytes",
-                               hint="pass a larger expected_size (or a larger part size)")
-        if self._file is None:
-            self._open()
-        # obstore keeps a reference to the buffer until its part is sent: only immutable bytes are shared
-        data = view if isinstance(view.obj, bytes) else bytes(view)
-        self._sent += len(data)
-        try:
-            self._file.write(data)
-        except Exception as exc:
-            raise self._s3._error(exc, "upload", self.key, obstore=True) from None
-
-    def _commit(self) -> ObjectInfo:
-        if self._file is None:
-            self._open()  # nothing written: an empty object
-        try:
-            self._file.close()
-        except Exception as exc:
-            raise self._s3._error(exc, "upload", self.key, obstore=True) from None
-        self._dropped.detach()  # type: ignore[union-attr]
-        return ObjectInfo(self.key, self.bytes_written, datetime.now(UTC))
-
-    def _abort(self) -> None:
-        if self._dropped is not None and self._dropped.detach() is not None:
-            _discard(self._file, self._s3, self._full_key, self.key, self._sent >= self.part_size)
-
-
-class _S3Reader(io.RawIOBase):
-    def __init__(self, storage: S3Storage, key: str, body: Any, size: int | None) -> None:
-        self._s3, self._key, self._body, self.size = storage, key, body, size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        try:
-            data = self._body.read(len(b))
-        except Exception as exc:
-            raise self._s3._error(exc, "read", self._key) from None
-        n = len(data)
-        b[:n] = data
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._body.close()
-            finally:
-                super().close()
 
 
 class S3Storage(Storage):
@@ -196,7 +73,7 @@ class S3Storage(Storage):
     def client(self):
         with self._lock:
             if self._client is None:
-                self._client = self._make_client()
+                self._client = make_client(self, self._boto_session())
             return self._client
 
     @property
@@ -204,98 +81,25 @@ class S3Storage(Storage):
         """The obstore S3Store that uploads (built on first use)."""
         with self._lock:
             if self._store is None:
-                self._store = self._make_store()
+                self._store = make_store(self, self._boto_session())
             return self._store
 
     def _boto_session(self):
-        """The boto3 session: explicit keys, or the standard AWS credential chain (held by the lock)."""
+        """The boto3 session (held by the lock)."""
         if self._session is None:
-            try:
-                import boto3
-            except ImportError:  # pragma: no cover - boto3 is a dependency of dbkit
-                raise MissingDependency("the S3 backend needs boto3", hint="pip install boto3") from None
-            o = self.options
-            self._session = boto3.session.Session(aws_access_key_id=o.access_key, aws_secret_access_key=o.secret_key,
-                                                  aws_session_token=o.session_token, region_name=o.region)
+            self._session = new_session(self.options)
         return self._session
-
-    def _make_store(self):
-        try:
-            from obstore.store import S3Store
-        except ImportError:  # pragma: no cover - obstore is a dependency of dbkit
-            raise MissingDependency("the S3 backend needs obstore", hint="pip install obstore") from None
-        o = self.options
-        session = self._boto_session()
-        kwargs: dict[str, Any] = {}
-        if o.explicit_credentials:
-            kwargs.update(access_key_id=o.access_key, secret_access_key=o.secret_key)
-            if o.session_token:
-                kwargs["session_token"] = o.session_token
-        else:
-            from obstore.auth.boto3 import Boto3CredentialProvider
-
-            try:
-                kwargs["credential_provider"] = Boto3CredentialProvider(session)
-            except ValueError:  # no credentials anywhere in the chain
-                raise self._error(self._no_credentials(), "connect to") from None
-        if o.sse:  # SSE headers only when asked for (not every S3-compatible server has SSE)
-            kwargs["server_side_encryption"] = o.sse
-        if o.kms_key_id:
-            kwargs["sse_kms_key_id"] = o.kms_key_id
-        if o.endpoint_url:
-            kwargs["endpoint"] = o.endpoint_url
-        region = session.region_name or ("us-east-1" if o.endpoint_url else self._bucket_region())
-        style = o.addressing_style  # auto: as boto3, virtual-hosted on AWS unless a dot would break TLS
-        virtual = style == "virtual" or (style == "auto" and not o.endpoint_url and "." not in self.bucket)
-        try:
-            return S3Store(self.bucket, region=region, virtual_hosted_style_request=virtual,
-                           client_options={"allow_http": bool(o.endpoint_url and o.endpoint_url.startswith("http:")),
-                                           "connect_timeout": f"{int(o.connect_timeout * 1000)}ms",
-                                           "timeout": REQUEST_TIMEOUT},
-                           retry_config={"max_retries": int(o.max_attempts) - 1,
-                                         "retry_timeout": timedelta(seconds=o.read_timeout * int(o.max_attempts))},
-                           **kwargs)
-        except Exception as exc:
-            raise self._error(exc, "connect to") from None
 
     def _bucket_region(self) -> str:
         """The AWS region of the bucket (boto3 follows S3's region redirects, obstore does not)."""
         try:
             if self._client is None:  # the lock is held by store
-                self._client = self._make_client()
+                self._client = make_client(self, self._boto_session())
             resp = self._client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # noqa: BLE001 - a 301/403 answer still names the region
             resp = getattr(exc, "response", None) or {}
         headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
         return headers.get("x-amz-bucket-region") or "us-east-1"
-
-    @staticmethod
-    def _no_credentials() -> BaseException:
-        from botocore.exceptions import NoCredentialsError
-
-        return NoCredentialsError()
-
-    def _make_client(self):
-        from botocore.config import Config
-
-        o = self.options
-        session = self._boto_session()
-        region = session.region_name or ("us-east-1" if o.endpoint_url else None)
-        config: dict[str, Any] = {
-            "s3": {"addressing_style": o.addressing_style},
-            "signature_version": "s3v4",
-            "retries": {"mode": "standard", "max_attempts": int(o.max_attempts)},
-            "connect_timeout": o.connect_timeout,
-            "read_timeout": o.read_timeout,
-        }
-        if o.endpoint_url and "request_checksum_calculation" in Config.OPTION_DEFAULTS:
-            # S3-compatible servers do not all understand the CRC checksums botocore >= 1.36 sends by default
-            config["request_checksum_calculation"] = "when_required"
-            config["response_checksum_validation"] = "when_required"
-        try:
-            return session.client("s3", endpoint_url=o.endpoint_url, region_name=region, config=Config(**config))
-        except Exception as exc:
-            raise self._error(exc, "connect to") from None
 
     def _error(self, exc: BaseException, action: str, key: str | None = None, *,
                obstore: bool = False) -> DbkitError:
