@@ -1,0 +1,212 @@
+"""The checks of ``dbkit check`` (:mod:`dbkit.health`), one function per service.  Each returns its
+:class:`~dbkit._health_types.Service`; the features are imported inside the checks that use them."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from dbkit._health_types import (
+    _RANK,
+    Backups,
+    Connections,
+    Database,
+    Environment,
+    Extension,
+    Extensions,
+    Migrations,
+    Rls,
+    Roles,
+    Service,
+    Storage,
+)
+from dbkit.errors import DbkitError
+
+
+def _database(settings) -> tuple[Service, Any]:
+    """Connect and measure; returns (the service, open connection or None)."""
+    from dbkit import db, target
+
+    try:
+        url = target.resolve_url(settings)
+    except DbkitError as exc:
+        return Service(status="fail", error=exc.message, hint=exc.hint or None), None
+    where = {"url": url.masked, "embedded": settings.uses_dev_cluster}
+    try:
+        t0 = time.perf_counter()
+        conn = db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout)
+    except DbkitError as exc:
+        return Database(status="fail", **where, error=exc.message, hint=exc.hint or None), None
+    connect_ms = round((time.perf_counter() - t0) * 1000, 2)
+    latency_ms = round(db.timed_ping(conn), 3)
+    row = conn.execute(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+        "current_database(), current_user"
+    ).fetchone()
+    return Database(status="ok", **where, connect_ms=connect_ms, latency_ms=latency_ms, server_version=row[0],
+                    server_version_num=row[1], database=row[2], user=row[3]), conn
+
+
+def _extensions(conn, required: tuple[str, ...]) -> Extensions:
+    from dbkit import db
+
+    rows = conn.execute(
+        "SELECT a.name, a.default_version, e.extversion FROM pg_available_extensions a "
+        "LEFT JOIN pg_extension e ON e.extname = a.name WHERE a.name = ANY(%s)",
+        (list(required),),
+    ).fetchall()
+    found = {name: (default, installed) for name, default, installed in rows}
+    preloaded = db.timescaledb_preloaded(conn)
+    items = []
+    for name in required:
+        default, installed = found.get(name, (None, None))
+        if default is None or (name == "timescaledb" and not preloaded):
+            items.append(Extension(name, default, installed, "fail", hint=db.install_hint(name)))
+        elif installed is None:
+            items.append(Extension(name, default, installed, "ok",
+                                   note="available, not created in this database yet (migrations create it)"))
+        else:
+            items.append(Extension(name, default, installed, "ok"))
+    worst = max((_RANK[i.status] for i in items), default=0)
+    return Extensions(status={0: "ok", 1: "warn", 2: "fail"}[worst], timescaledb_preloaded=preloaded,
+                      items=tuple(items))
+
+
+def _timed(fn) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    value = fn()
+    return value, round((time.perf_counter() - t0) * 1000, 2)
+
+
+def _guard(fn) -> Service:
+    """Run one check; a DbkitError becomes a failed service with its message and hint."""
+    try:
+        return fn()
+    except DbkitError as exc:
+        return Service(status="fail", error=exc.message, hint=exc.hint or None)
+
+
+_PENDING = "not checked: migrations are pending"
+
+
+def _pending(migrations: Service) -> bool:
+    return isinstance(migrations, Migrations) and bool(migrations.pending)
+
+
+def _roles(settings, conn, migrations: Service) -> Service:
+    from dbkit import roles
+
+    if _pending(migrations):  # the migrations create the roles and the grants
+        return Service(status="ok", note=_PENDING)
+    drift = roles.check(settings, conn)
+    errors = tuple(d.describe() for d in drift if d.severity == "error")
+    warnings = tuple(d.describe() for d in drift if d.severity != "error")
+    return Roles(status="fail" if errors else "ok", errors=errors, warnings=warnings,
+                 hint="run `dbkit roles check` for the fixes (usually `dbkit roles apply`)" if errors else None)
+
+
+def _migrations(settings) -> Service:
+    from dbkit.migrate import runner
+
+    if not (settings.migrations_dir / "env.py").is_file():
+        return Service(status="ok", note="no migrations directory: not checked")
+    result, ms = _timed(lambda: runner.check(settings))
+    status = runner.status(settings)
+    verdict, hint = "ok", None
+    if result.edited:
+        verdict, hint = "fail", "an applied revision file was edited: restore it or add a new revision"
+    elif result.pending or result.schema_diffs:
+        verdict = "warn"
+        hint = ("run `dbkit migrate`" if result.pending
+                else "the models and the database differ: `dbkit migrate new --autogenerate`")
+    return Migrations(status=verdict, current=tuple(status.current), head=tuple(status.heads),
+                      pending=tuple(r.revision for r in result.pending), schema_diffs=tuple(result.schema_diffs or ()),
+                      edited=tuple(f"{d.revision} ({d.filename})" for d in result.edited), check_ms=ms, hint=hint)
+
+
+def _rls(settings, conn, migrations: Service) -> Service:
+    from dbkit.rls.audit import audit
+
+    if _pending(migrations):
+        return Service(status="ok", note=_PENDING)
+    report = audit(settings, conn)
+    errors = tuple(f.line() for f in report.findings if f.severity == "error")
+    warnings = tuple(f.line() for f in report.findings if f.severity != "error")
+    return Rls(status="fail" if errors else ("warn" if warnings else "ok"), tables_checked=report.tables_checked,
+               errors=errors, warnings=warnings,
+               hint="run `dbkit rls audit` for the fixes" if errors or warnings else None)
+
+
+def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
+    from dbkit.backup import pipeline
+
+    storage = None
+    latency_ms = None
+    try:
+        storage = pipeline.storage_for(settings)
+        _, latency_ms = _timed(storage.check)
+        found, _ = _timed(lambda: pipeline.scan(settings, storage=storage))
+    except DbkitError as exc:
+        hint = exc.hint or "check DBKIT_BACKUP_URI and S3_*"
+        failed = (Service(status="warn", error=exc.message, hint=hint) if storage is None else
+                  Storage(status="warn", target=storage.uri, latency_ms=latency_ms, error=exc.message, hint=hint))
+        return failed, Service(status="warn", error="not checked: the backup target is unreachable")
+    storage_svc = Storage(status="ok", target=storage.uri, latency_ms=latency_ms)
+    now = datetime.now(UTC)
+    status, hints, unfinished = "ok", [], {}
+    later = found.unfinished_after_newest()
+    if later:  # the most recent attempt has no manifest: it failed, was killed, or is still running
+        attempt = later[0]
+        started = _started(attempt.id) or attempt.last_seen
+        age = (now - started).total_seconds() / 3600
+        idle = max(0.0, (now - attempt.last_seen).total_seconds() / 3600)
+        status = "warn"
+        unfinished = {"unfinished": attempt.id, "unfinished_age_hours": round(age, 2),
+                      "unfinished_idle_hours": round(idle, 2),
+                      "last_status": f"incomplete ({attempt.id}, started {age:.1f} h ago, last write {idle:.1f} h ago)"}
+        hints.append(f"backup {attempt.id} has no manifest: it failed, was killed or is still running; "
+                     f"`dbkit backup prune --apply` (and the next successful backup) remove its leftovers once "
+                     f"idle for DBKIT_BACKUP_STALE_AFTER ({settings.backup_stale_after})")
+    counts = {"complete": len(found.complete), "incomplete": len(found.incomplete), "max_age_hours": max_backup_age_h}
+    if not found.complete:
+        return storage_svc, Backups(status="warn", **counts, **unfinished,
+                                    hint="; ".join(["no complete backup yet: run `dbkit backup`", *hints]))
+    newest = found.complete[0]
+    age_h = (now - newest.finished_at).total_seconds() / 3600
+    if age_h > max_backup_age_h:
+        status = "warn"
+        hints.insert(0, f"the newest backup is {age_h:.1f} h old (limit {max_backup_age_h:g} h)")
+    return storage_svc, Backups(status=status, **counts, **{"last_status": "complete", **unfinished},
+                                latest=newest.id, latest_age_hours=round(age_h, 2), latest_bytes=newest.stored_bytes,
+                                hint="; ".join(hints) if hints else None)
+
+
+def _started(backup_id: str) -> datetime | None:
+    from dbkit.backup.manifest import is_backup_id, parse_backup_id
+
+    return parse_backup_id(backup_id) if is_backup_id(backup_id) else None
+
+
+def _environment(settings, conn) -> Environment:
+    """DBKIT_ENV=prod requirements (settings side, and no trust authentication over TCP)."""
+    problems = settings.environment_problems()
+    if settings.env == "prod" and conn is not None:
+        try:
+            trust = conn.execute("SELECT count(*) FROM pg_hba_file_rules WHERE auth_method = 'trust' "
+                                 "AND type <> 'local'").fetchone()[0]
+        except Exception:  # noqa: BLE001 - only superusers may read pg_hba_file_rules
+            trust = 0
+        if trust:
+            problems.append("the server accepts trust authentication over TCP (a development cluster?)")
+    return Environment(status="fail" if problems else "ok", env=settings.env, problems=tuple(problems),
+                       hint="prod needs TLS to remote hosts, an s3:// backup target and DBKIT_PASSWORD_<ROLE> for "
+                            "each LOGIN role" if problems else None)
+
+
+def _connections(conn) -> Connections:
+    used, limit = conn.execute("SELECT (SELECT count(*) FROM pg_stat_activity), "
+                               "current_setting('max_connections')::int").fetchone()
+    busy = used > 0.8 * limit
+    return Connections(status="warn" if busy else "ok", used=used, max_connections=limit,
+                       hint="more than 80% of max_connections in use: add a pooler or raise the limit" if busy else None)

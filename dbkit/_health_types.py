@@ -1,0 +1,192 @@
+"""The results of ``dbkit check`` (:mod:`dbkit.health`): a :class:`Report` of frozen dataclasses, a
+:class:`Service` subclass per kind of check, a plain :class:`Service` for a check that could not run.
+``as_dict()`` is the JSON of ``dbkit check --json``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+_RANK = {"ok": 0, "warn": 1, "fail": 2}
+_OVERALL = {0: "healthy", 1: "degraded", 2: "unhealthy"}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (the dataclasses' immutable sequences) as JSON lists, typed items through their as_dict()."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if callable(getattr(value, "as_dict", None)):
+        return value.as_dict()
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Service:
+    """One check's verdict: ``status`` (ok, warn or fail), and when there is one a ``note`` (why it was not
+    checked), an ``error`` (why it could not be checked) and a fix ``hint``.  A check that could not run at
+    all (database unreachable, a DbkitError) is a plain :class:`Service`; one that ran is its subclass.
+
+    :meth:`as_dict` is the JSON of ``dbkit check --json``: status first, then the subclass's fields in
+    declared order, then note, error and hint; a field that is None is left out (it was not measured).
+    """
+
+    status: str
+    note: str | None = None
+    error: str | None = None
+    hint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        tail = ("note", "error", "hint")
+        out: dict[str, Any] = {"status": self.status}
+        for name in [f.name for f in fields(self) if f.name != "status" and f.name not in tail] + list(tail):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _plain(value)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Database(Service):
+    """The database was resolved; the measurements are None when connecting failed (see ``error``)."""
+
+    url: str
+    embedded: bool
+    connect_ms: float | None = None
+    latency_ms: float | None = None
+    server_version: str | None = None
+    server_version_num: int | None = None
+    database: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class Extension:
+    """One required extension: ``available`` (default version) and ``installed`` are None when absent."""
+
+    name: str
+    available: str | None
+    installed: str | None
+    status: str
+    hint: str | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "available": self.available, "installed": self.installed,
+                               "status": self.status}
+        for name in ("hint", "note"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Extensions(Service):
+    timescaledb_preloaded: bool
+    items: tuple[Extension, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Connections(Service):
+    used: int
+    max_connections: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migrations(Service):
+    """``current`` and ``head`` are revision ids; ``edited`` reads "<revision> (<file name>)"."""
+
+    current: tuple[str, ...]
+    head: tuple[str, ...]
+    pending: tuple[str, ...]
+    schema_diffs: tuple[str, ...]
+    edited: tuple[str, ...]
+    check_ms: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Roles(Service):
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rls(Service):
+    tables_checked: int
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment(Service):
+    env: str
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Storage(Service):
+    """The backup target; ``latency_ms`` is None when it could not be reached (see ``error``)."""
+
+    target: str
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backups(Service):
+    """Complete and unfinished backups.  ``latest*`` are None when there is no complete backup,
+    ``unfinished*`` when no attempt without a manifest is newer than it; ``last_status`` is "complete" or
+    "incomplete (…)", None when there is neither."""
+
+    complete: int
+    incomplete: int
+    max_age_hours: float
+    unfinished: str | None = None
+    unfinished_age_hours: float | None = None
+    unfinished_idle_hours: float | None = None
+    last_status: str | None = None
+    latest: str | None = None
+    latest_age_hours: float | None = None
+    latest_bytes: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        if self.unfinished is None and "last_status" in out:  # the JSON names it after the newest backup then
+            out["last_status"] = out.pop("last_status")
+            if "hint" in out:
+                out["hint"] = out.pop("hint")
+        return out
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One resolved setting (secrets masked) and where its value came from."""
+
+    variable: str
+    value: str
+    source: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"variable": self.variable, "value": self.value, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Report:
+    status: str
+    timestamp: str
+    version: str
+    settings: tuple[Setting, ...]
+    services: Mapping[str, Service] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "timestamp": self.timestamp,
+            "version": self.version,
+            "settings": [s.as_dict() for s in self.settings],
+            "services": {name: svc.as_dict() for name, svc in self.services.items()},
+        }
