@@ -20,26 +20,38 @@ check of ``.env.example`` are all read from there.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from dotenv.parser import parse_stream
-from pydantic import BeforeValidator, PlainValidator, ValidationError
+from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
-from pydantic_core import PydanticCustomError
 
+from dbkit._config_files import _read_dotenv, find_project_dir, parse_dotenv
+from dbkit._config_types import (
+    ENVIRONMENTS,
+    AddressingStyle,
+    Claim,
+    Count,
+    Duration,
+    Environment,
+    Flag,
+    Ident,
+    Memory,
+    Names,
+    Port,
+    Text,
+    Url,
+    _printable,
+)
 from dbkit.errors import ConfigError
-from dbkit.urls import DbUrl, parse_database_url
+from dbkit.urls import DbUrl
 
 __all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "parse_dotenv", "find_project_dir",
            "password_variable"]
 
-ENVIRONMENTS = ("dev", "test", "staging", "prod")
 PASSWORD_PREFIX = "DBKIT_PASSWORD_"
 #: [tool.dbkit.<name>] tables: structure that is not a single setting
 SUBTABLES = ("rls", "roles")
@@ -48,90 +60,6 @@ SUBTABLES = ("rls", "roles")
 def password_variable(role: str) -> str:
     """``app_rls`` -> ``DBKIT_PASSWORD_APP_RLS``: where a role's password comes from."""
     return PASSWORD_PREFIX + role.upper()
-
-
-# --------------------------------------------------------------------- value types
-# Each check returns the value in its type or raises one problem ("is 'x', not ..."); load_settings
-# puts the variable's name, where the value came from, its purpose and an example around it.
-
-def _problem(text: str) -> PydanticCustomError:
-    return PydanticCustomError("dbkit", "{problem}", {"problem": text})
-
-
-def _one_of(*choices: str):
-    def check(value: Any) -> str:
-        if (text := str(value).strip().lower()) not in choices:
-            raise _problem(f"is {value!r}, not one of {', '.join(choices)}")
-        return text
-    return BeforeValidator(check)
-
-
-def _matching(pattern: str, what: str, *, squeeze: bool = False):
-    def check(value: Any) -> str:
-        text = "".join(str(value).split()) if squeeze else str(value).strip()
-        if not re.fullmatch(pattern, text):
-            raise _problem(f"is {value!r}, not {what}")
-        return text
-    return BeforeValidator(check)
-
-
-def _count(value: Any, *, most: int | None = None) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = int(str(value).strip())
-    except ValueError:
-        raise _problem(f"is {value!r}, not a whole number") from None
-    if number < 0:
-        raise _problem(f"is {number}, must not be negative")
-    if most is not None and number > most:
-        raise _problem(f"is {number}, above {most}")
-    return number
-
-
-def _flag(value: Any) -> bool:
-    text = str(value).strip().lower()
-    if isinstance(value, bool) or text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value if isinstance(value, bool) else text in ("1", "true", "yes", "on")
-    raise _problem(f"is {value!r}, not true or false")
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    """``"a, b"`` (a variable) or ``["a", "b"]`` (TOML): empty items dropped."""
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
-    return tuple(text for text in (str(i).strip() for i in items) if text)
-
-
-def _url(value: Any) -> DbUrl | None:
-    if value is None or isinstance(value, DbUrl):
-        return value
-    try:
-        return parse_database_url(str(value))
-    except ConfigError as exc:  # its problem text never quotes the user name or password
-        raise _problem(exc.problem) from None
-
-
-Environment = Annotated[str, _one_of(*ENVIRONMENTS)]
-Count = Annotated[int, BeforeValidator(_count)]
-Port = Annotated[int, BeforeValidator(lambda v: _count(v, most=65535))]
-Flag = Annotated[bool, PlainValidator(_flag)]
-Url = Annotated[DbUrl | None, PlainValidator(_url)]
-Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
-Ident = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}",
-                                 "a lower-case SQL identifier (letters, digits, _; at most 63)")]
-Claim = Annotated[str, _matching(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*",
-                                 "a custom setting name (two lower-case identifiers joined by a dot)")]
-Duration = Annotated[str, _matching(r"\d+(ms|s|min|h|d)?", "a PostgreSQL duration (e.g. 5s, 500ms, 2min, 0)",
-                                    squeeze=True)]
-Memory = Annotated[str, _matching(r"\d+(kB|MB|GB|TB)", "a PostgreSQL memory size (e.g. 512MB, 1GB)", squeeze=True)]
-AddressingStyle = Annotated[str, _one_of("auto", "path", "virtual")]
-Text = Annotated[str, BeforeValidator(str)]
-
-
-def _printable(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,45 +261,6 @@ FIELDS_BY_ENV = {f.env: f for f in FIELDS}
 
 
 # --------------------------------------------------------------------- where values come from
-
-def parse_dotenv(text: str, *, filename: str = ".env") -> dict[str, str]:
-    """A .env file's ``KEY=value`` lines (python-dotenv's syntax: ``export``, quotes, ``#`` comments;
-    no ``${VAR}`` expansion). A line that is not blank, a comment or an assignment is a ConfigError
-    naming the file and line."""
-    values: dict[str, str] = {}
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error or (binding.key is not None and binding.value is None):  # "FOO" alone too
-            text = binding.original.string
-            line = binding.original.line + text[:len(text) - len(text.lstrip())].count("\n")  # blank lines before
-            quote = re.match(r"\s*(?:export\s+)?(\w+)\s*=\s*(['\"])", text)
-            if quote:
-                raise ConfigError(f"{filename}:{line}", f"has an unterminated {quote[2]} quote",
-                                  example=f"{quote[1]}={quote[2]}value{quote[2]}")
-            raise ConfigError(f"{filename}:{line}", "is not a KEY=value line",
-                              example="DATABASE_URL=postgresql://app:secret@localhost:5432/app")
-        if binding.key is not None:
-            values[binding.key] = binding.value
-    return values
-
-
-def _read_dotenv(path: Path) -> dict[str, str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot be read ({exc.strerror})") from None
-    return parse_dotenv(text, filename=path.name)
-
-
-def find_project_dir(start: Path, environ: Mapping[str, str]) -> Path:
-    """``DBKIT_PROJECT_DIR``, else the nearest directory with a pyproject.toml, else ``start``."""
-    explicit = environ.get("DBKIT_PROJECT_DIR")
-    if explicit:
-        return Path(explicit).resolve()
-    start = start.resolve()
-    return next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), start)
-
 
 def _read_pyproject(project_dir: Path) -> dict[str, Any]:
     """``[tool.dbkit]`` (``-`` in keys read as ``_``); unknown keys and tables are ConfigErrors."""
