@@ -326,3 +326,19 @@ def _decompress(src, out, compression: str) -> None:
             out.write(chunk)
     if head and head != MAGIC:
         raise RestoreFailed("the decompressed backup is not a pg_dump custom-format archive")
+
+
+def _feed(settings, storage, manifest, proc) -> int:
+    """Stream the dump into ``proc``'s stdin and return its exit code.  The process may stop reading
+    early (a broken pipe): its exit code and stderr say why, or it had all it needed."""
+    try:
+        _stream_dump(settings, storage, manifest, proc.stdin)
+    except BrokenPipeError:
+        pass
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.close()
+    return proc.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -16,7 +15,8 @@ from typing import Any
 
 from dbkit import db, target
 from dbkit.backup._catalog import show
-from dbkit.backup._common import RestoreFailed, _libpq_env, _stream_dump, find_program, storage_for
+from dbkit.backup._common import RestoreFailed, _feed, _libpq_env, _stream_dump, find_program, storage_for
+from dbkit.backup._restore_properties import _apply_database_properties, _database_properties
 from dbkit.errors import DbkitError, Refused
 from dbkit.urls import DbUrl, first_line
 
@@ -153,70 +153,6 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             result.swapped, result.previous, result.database = True, previous, url.dbname
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
-
-
-def _database_properties(settings, storage, manifest) -> list[str]:
-    """The database-level statements of the archive: owner, COMMENT, ACL (GRANT/REVOKE ... ON DATABASE),
-    ALTER DATABASE ... SET and ALTER ROLE ... IN DATABASE ... SET, as ``pg_restore --create`` would run them.
-
-    pg_dump puts them in every custom-format archive (DATABASE, COMMENT, ACL and DATABASE PROPERTIES
-    entries); ``pg_restore --create`` emits them for the archive's own database name, so they are read
-    here (schema-only, a schema filter that matches nothing: the TOC alone, pg_restore stops reading
-    after it) and re-applied to the new database by :func:`_apply_database_properties`.
-    """
-    import secrets
-
-    pg_restore = find_program(settings, "pg_restore")
-    args = [pg_restore, "--create", "--schema-only", "-n", f"dbkit_no_such_schema_{secrets.token_hex(6)}",
-            "--file=-"]
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out: list[bytes] = []
-    errs: list[bytes] = []
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
-               threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)]
-    for t in readers:
-        t.start()
-    rc = _feed(settings, storage, manifest, proc)  # pg_restore reads the TOC and stops: all it needs
-    for t in readers:
-        t.join(timeout=30)
-    if rc != 0:
-        raise RestoreFailed("pg_restore could not read the database properties of the backup: "
-                            f"{first_line(b''.join(errs).decode(errors='replace'), 'no message')}")
-    return _property_statements(b"".join(out).decode())
-
-
-def _property_statements(script: str) -> list[str]:
-    """Statements of a ``pg_restore --create`` script that set database properties (no CREATE DATABASE,
-    no psql meta-commands, no session SETs)."""
-    statements, current = [], []
-    for line in script.splitlines():
-        if not current and (not line.strip() or line.startswith(("--", "\\", "SET ", "SELECT pg_catalog.set_config"))):
-            continue
-        current.append(line)
-        text = "\n".join(current)
-        if text.rstrip().endswith(";") and text.count("'") % 2 == 0:
-            statements.append(text.strip())
-            current = []
-    keep = re.compile(r"(ALTER DATABASE|COMMENT ON DATABASE|GRANT|REVOKE|ALTER ROLE|SECURITY LABEL)\b", re.I)
-    return [st for st in statements if keep.match(st) and " DATABASE " in st.upper()]
-
-
-def _apply_database_properties(admin, statements: list[str], old_name: str, new_name: str) -> None:
-    """Run the archive's database-level statements against ``new_name`` (the name is rewritten)."""
-    from psycopg import sql
-
-    new = sql.Identifier(new_name).as_string(admin)
-    name = re.compile(r'(\b(?:ALTER|ON|IN) DATABASE )(?:"' + re.escape(old_name.replace('"', '""')) + '"|'
-                      + re.escape(old_name) + r")(?=[\s;]|$)")
-    for statement in statements:
-        renamed = name.sub(lambda m: m.group(1) + new, statement, count=1)
-        try:
-            admin.execute(renamed)
-        except Exception as exc:  # noqa: BLE001 - psycopg's errors: the database is dropped, one line
-            raise RestoreFailed(f"could not give the restored database its properties ({renamed.splitlines()[0][:80]}"
-                                f"): {first_line(str(exc), type(exc).__name__)}; the new database was dropped",
-                                hint="create the roles the backup refers to (`dbkit roles apply` or restore "
-                                     "--globals), then restore again") from None
 
 
 def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult, hooks: RestoreHooks) -> None:
@@ -391,17 +327,3 @@ def verify(settings, backup_id: str = "latest", *, source: str | None = None,
     return VerifyResult(manifest.id, True, test)
 
 
-def _feed(settings, storage, manifest, proc) -> int:
-    """Stream the dump into ``proc``'s stdin and return its exit code.  The process may stop reading
-    early (a broken pipe): its exit code and stderr say why, or it had all it needed."""
-    try:
-        _stream_dump(settings, storage, manifest, proc.stdin)
-    except BrokenPipeError:
-        pass
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            proc.stdin.close()
-    return proc.wait()

@@ -36,10 +36,10 @@ from dbkit.backup._restore import (
     RestoreResult,
     RestoreTest,
     VerifyResult,
-    _property_statements,
     restore,
     verify,
 )
+from dbkit.backup._restore_properties import _property_statements
 from dbkit.errors import DbkitError
 
 __all__ = ["BackupFailed", "RestoreFailed", "RestoreResult", "RestoreHooks", "RestoreTest", "VerifyResult",
