@@ -26,6 +26,7 @@ from dbkit.backup._storage_base import (
     _cutoff,
 )
 
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

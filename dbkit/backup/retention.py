@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dbkit.backup.manifest import is_backup_id, parse_backup_id
-from dbkit.backup.manifest import require_aware
+from dbkit.backup.manifest import is_backup_id, parse_backup_id, require_aware
 from dbkit.errors import ConfigError
 
 __all__ = ["BackupRef", "Plan", "choose", "incomplete_to_remove"]
