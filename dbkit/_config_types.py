@@ -67,6 +67,20 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(text for text in (str(i).strip() for i in items) if text)
 
 
+def _role_names(value: Any) -> tuple[str, ...]:
+    """Role names of one kind: ``"api"``, ``"api,ingest"`` or ``["api", "ingest"]``; ``none`` (or
+    ``[]`` in TOML) when the project has no role of that kind."""
+    names = _names(value)
+    if len(names) == 1 and names[0].lower() == "none":
+        return ()
+    for name in names:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise _problem(f"has {name!r}, not a lower-case SQL identifier (letters, digits, _; at most 63)")
+    if len(set(names)) != len(names):
+        raise _problem(f"is {value!r}, which names a role twice")
+    return names
+
+
 def _url(value: Any) -> DbUrl | None:
     if value is None or isinstance(value, DbUrl):
         return value
@@ -82,10 +96,14 @@ Port = Annotated[int, BeforeValidator(lambda v: _count(v, most=65535))]
 Flag = Annotated[bool, PlainValidator(_flag)]
 Url = Annotated[DbUrl | None, PlainValidator(_url)]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+RoleNames = Annotated[tuple[str, ...], BeforeValidator(_role_names)]
 Ident = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}",
                                  "a lower-case SQL identifier (letters, digits, _; at most 63)")]
-Claim = Annotated[str, _matching(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*",
-                                 "a custom setting name (two lower-case identifiers joined by a dot)")]
+Claim = Annotated[str, _matching(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+",
+                                 "a custom setting name (lower-case identifiers joined by dots, "
+                                 "such as app.tenant_id or request.jwt.claims)")]
+JsonKey = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]{0,62}", "a JSON key (letters, digits, _)")]
+RlsModel = Annotated[str, _one_of("tenant", "jwt", "none")]
 Duration = Annotated[str, _matching(r"\d+(ms|s|min|h|d)?", "a PostgreSQL duration (e.g. 5s, 500ms, 2min, 0)",
                                     squeeze=True)]
 Memory = Annotated[str, _matching(r"\d+(kB|MB|GB|TB)", "a PostgreSQL memory size (e.g. 512MB, 1GB)", squeeze=True)]

@@ -39,9 +39,12 @@ from dbkit._config_types import (
     Environment,
     Flag,
     Ident,
+    JsonKey,
     Memory,
     Names,
     Port,
+    RlsModel,
+    RoleNames,
     Text,
     Url,
     _printable,
@@ -116,21 +119,48 @@ class Settings:
     schema: Ident = setting("app", "DBKIT_SCHEMA", "names the schema that holds the application's tables")
     role_owner: Ident = setting(
         "app_owner", "DBKIT_ROLE_OWNER", "names the NOLOGIN role that owns every table (migrations run as it)")
-    role_enforce: Ident = setting(
-        "app_rls", "DBKIT_ROLE_ENFORCE", "names the LOGIN role the application connects as, always subject to RLS",
+    role_enforce: RoleNames = setting(
+        ("app_rls",), "DBKIT_ROLE_ENFORCE",
+        "names the LOGIN role(s) the application connects as, always subject to RLS (comma-separated)",
         "cognitive_engine_rls")
-    role_bypass: Ident = setting(
-        "app_full", "DBKIT_ROLE_BYPASS", "names the LOGIN BYPASSRLS role for trusted workers", "cognitive_engine_full")
-    role_readonly: Ident = setting(
-        "app_readonly", "DBKIT_ROLE_READONLY", "names the LOGIN read-only role (still subject to RLS)")
+    role_bypass: RoleNames = setting(
+        ("app_full",), "DBKIT_ROLE_BYPASS",
+        "names the LOGIN BYPASSRLS role(s) for trusted workers (comma-separated; none: no such role)",
+        "cognitive_engine_full")
+    role_readonly: RoleNames = setting(
+        ("app_readonly",), "DBKIT_ROLE_READONLY",
+        "names the LOGIN read-only role(s), still subject to RLS (comma-separated; none: no such role)",
+        "rtpm_grafana")
+    # ---- row-level security: how the application tells PostgreSQL who is asking
+    rls_model: RlsModel = setting(
+        "tenant", "DBKIT_RLS_MODEL",
+        "selects the RLS model: tenant (a tenant claim setting), jwt (JSON claims as PostgREST/Supabase "
+        "set them) or none (no RLS: a single-tenant app)", "jwt")
     tenant_claim: Claim = setting(
-        "app.tenant_id", "DBKIT_TENANT_CLAIM", "names the setting that carries the current tenant for RLS policies")
+        "app.tenant_id", "DBKIT_TENANT_CLAIM",
+        "names the setting that carries the current tenant for RLS policies (model tenant)")
     user_claim: Claim = setting(
-        "app.user_id", "DBKIT_USER_CLAIM", "names the setting that carries the current user for RLS policies")
+        "app.user_id", "DBKIT_USER_CLAIM", "names the setting that carries the current user for RLS policies "
+        "(model tenant)")
+    jwt_claims: Claim = setting(
+        "request.jwt.claims", "DBKIT_JWT_CLAIMS",
+        "names the setting that holds the JSON claims object (model jwt)")
+    jwt_user_key: JsonKey = setting(
+        "sub", "DBKIT_JWT_USER_KEY", "is the key of the JSON claims that holds the current user (model jwt)")
+    jwt_tenant_key: JsonKey | None = setting(
+        None, "DBKIT_JWT_TENANT_KEY",
+        "is the key of the JSON claims that holds the current tenant or organisation (model jwt; unset: "
+        "rows are owned per user)", "org_id")
     # ---- migrations
     migrations_dir: Path = setting(
         Path("migrations"), "DBKIT_MIGRATIONS_DIR",
         "points at the Alembic environment (env.py, versions/), relative to the project")
+    version_table_schema: Ident = setting(
+        "dbkit", "DBKIT_VERSION_TABLE_SCHEMA",
+        "names the schema of Alembic's version table (public for a project that plain Alembic migrated)",
+        "public")
+    version_table: Ident = setting(
+        "alembic_version", "DBKIT_VERSION_TABLE", "names Alembic's version table")
     lock_timeout: Duration = setting(
         "5s", "DBKIT_LOCK_TIMEOUT", "bounds how long a migration statement waits for a table lock (0: forever)")
     statement_timeout: Duration = setting(
@@ -192,9 +222,23 @@ class Settings:
         for name in ("dev_dir", "migrations_dir"):  # relative to the project
             object.__setattr__(self, name, self.project_dir / getattr(self, name))
 
+    def password_variable_of(self, role: str) -> str:
+        """The variable holding ``role``'s password: ``[tool.dbkit.roles.<kind>] password_env`` when the
+        role model names one for it, else ``DBKIT_PASSWORD_<ROLE NAME IN CAPITALS>``."""
+        for kind in ("owner", "enforce", "bypass", "readonly"):
+            names = getattr(self, f"role_{kind}")
+            if role in ((names,) if isinstance(names, str) else names):
+                custom = (self.roles_config.get(kind) or {}).get("password_env") if isinstance(
+                    self.roles_config.get(kind), Mapping) else None
+                if isinstance(custom, Mapping):
+                    custom = custom.get(role)
+                if isinstance(custom, str) and custom:
+                    return custom
+        return password_variable(role)
+
     def password_for(self, role: str) -> str | None:
-        """The password for ``role`` from ``DBKIT_PASSWORD_<ROLE NAME IN CAPITALS>``, if set."""
-        return self.passwords.get(password_variable(role)) or None
+        """The password for ``role`` from its variable (:meth:`password_variable_of`), if set."""
+        return self.passwords.get(self.password_variable_of(role)) or None
 
     @property
     def uses_dev_cluster(self) -> bool:
@@ -220,9 +264,9 @@ class Settings:
                 problems.append(f"{variable} must use TLS (sslmode=require or stricter) for {url.masked}")
         if "://" not in self.backup_uri or self.backup_uri.startswith("file://"):
             problems.append(f"DBKIT_BACKUP_URI={self.backup_uri} is on this machine; prod backups go to s3://…")
-        for role in (self.role_enforce, self.role_bypass, self.role_readonly):
+        for role in (*self.role_enforce, *self.role_bypass, *self.role_readonly):
             if not self.password_for(role):
-                problems.append(f"{password_variable(role)} is not set (the {role} role's password)")
+                problems.append(f"{self.password_variable_of(role)} is not set (the {role} role's password)")
         return problems
 
     def require_environment(self, action: str) -> None:
@@ -337,7 +381,10 @@ def load_settings(
     sources = {name: found[1] if found else "default" for name, found in chosen.items()}
     roles_config = pyproject.get("roles", {})
     # role passwords: DBKIT_PASSWORD_<ROLE>, and the variables [tool.dbkit.roles.<kind>] password_env names
-    custom = {str(v["password_env"]) for v in roles_config.values() if isinstance(v, dict) and v.get("password_env")}
+    custom = set()
+    for value in roles_config.values():
+        variable = value.get("password_env") if isinstance(value, dict) else None
+        custom |= {str(v) for v in variable.values()} if isinstance(variable, dict) else {str(variable or "")}
     for source, values in ((".env", dotenv), (env_file, env_dotenv), ("env", environ)):
         for key, value in values.items():
             if key.startswith(PASSWORD_PREFIX) or key in custom:

@@ -18,7 +18,7 @@ def restore_hooks(settings):
     def create_roles(admin, missing: list[str]) -> None:
         from dbkit import roles
 
-        if set(missing) <= set(roles.role_names(settings).values()):  # the role model's roles: create them
+        if set(missing) <= set(roles.model(settings).names()):  # the role model's roles: create them
             roles.apply(settings, admin)
 
     def check_migrations(restored_settings) -> str | None:

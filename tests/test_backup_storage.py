@@ -57,7 +57,6 @@ REPO = Path(__file__).resolve().parents[1]
 PART = 5 * MIB
 from conftest import ACCESS_KEY, REGION, SECRET_KEY  # noqa: E402  (the moto server fixtures live in conftest)
 
-
 # --------------------------------------------------------------------- fixtures
 
 def s3_options(endpoint: str, **kw) -> S3Options:

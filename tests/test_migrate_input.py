@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from migrate_helpers import REPO, settings_for
 
 from dbkit.errors import UsageError
 from dbkit.migrate import runner
-from migrate_helpers import REPO, settings_for
 
 
 @pytest.mark.parametrize("args", [("migrate", "--to", "nosuch"), ("migrate", "sql", "--to", "nosuch"),

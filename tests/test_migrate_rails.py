@@ -8,7 +8,7 @@ import time
 
 import psycopg
 import pytest
-from migrate_helpers import make_project, revision, settings_for, q
+from migrate_helpers import make_project, q, revision, settings_for
 
 from dbkit.migrate import runner
 from dbkit.migrate.runner import MigrationFailed

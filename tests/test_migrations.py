@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from migrate_helpers import REPO, settings_for, q
+from migrate_helpers import REPO, q, settings_for
 
 from dbkit.migrate import runner
 

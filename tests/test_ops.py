@@ -6,10 +6,10 @@ import psycopg
 import pytest
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from migrate_helpers import q
 from sqlalchemy import create_engine, pool
 
 import dbkit.migrate.ops as ops
-from migrate_helpers import q
 
 
 def offline(fn) -> str:

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+from migrate_helpers import q, settings_for
 
 from dbkit.rls.audit import CODES, audit
-from migrate_helpers import q, settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from migrate_helpers import q, settings_for
 from psycopg import sql
 
 from dbkit import roles
 from dbkit.errors import ConfigError
-from migrate_helpers import q, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -114,13 +114,13 @@ def test_saslprep(password, prepared):
 
 
 @pytest.mark.unit
-def test_declared_roles_read_from_the_role_files():
-    declared = roles.declared_roles(settings_for(_NoUrl()))
-    assert list(declared) == ["owner", "enforce", "bypass", "readonly"]
-    assert not declared["owner"].login and declared["enforce"].login
-    assert declared["bypass"].attributes["BYPASSRLS"] is True
-    assert declared["enforce"].attributes["BYPASSRLS"] is False
-    assert declared["enforce"].attribute_keywords()[:2] == ["LOGIN", "NOSUPERUSER"]
+def test_declared_roles_read_from_the_role_model():
+    declared = roles.model(settings_for(_NoUrl()))
+    assert [r.kind for r in declared.roles] == ["owner", "enforce", "bypass", "readonly"]
+    assert not declared.owner.login and declared.first("enforce").login
+    assert declared.first("bypass").attributes["BYPASSRLS"] is True
+    assert declared.first("enforce").attributes["BYPASSRLS"] is False
+    assert declared.first("enforce").attribute_keywords()[:2] == ["LOGIN", "NOSUPERUSER"]
     attrs, limit = roles.parse_attributes("login noinherit CONNECTION LIMIT 5")
     assert attrs == {"LOGIN": True, "INHERIT": False} and limit == 5
     with pytest.raises(ConfigError, match="VALID"):
@@ -452,9 +452,9 @@ def test_non_superuser_apply_is_atomic_and_sets_passwords_without_reading_pg_aut
 def test_no_password_warnings_on_the_embedded_dev_cluster(migrated_url):
     """The dev cluster trusts local connections: a missing DBKIT_PASSWORD_* is not worth a warning there."""
     import psycopg
+    from migrate_helpers import REPO
 
     from dbkit.config import load_settings
-    from migrate_helpers import REPO
 
     dev = load_settings(environ={"DBKIT_ENV": "dev"}, cwd=REPO)
     assert dev.uses_dev_cluster

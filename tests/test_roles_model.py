@@ -6,11 +6,11 @@ import uuid
 
 import psycopg
 import pytest
+from migrate_helpers import q
 
 from dbkit import roles
 from dbkit.config import load_settings
 from dbkit.errors import ConfigError
-from migrate_helpers import q
 
 
 def project(tmp_path, roles_toml: str = "", files: dict[str, str] | None = None):
@@ -36,11 +36,11 @@ def settings_in(path, url=None, **env):
 @pytest.mark.unit
 def test_defaults_per_kind_without_configuration(tmp_path):
     m = roles.model(settings_in(project(tmp_path)))
-    assert list(m.roles) == ["owner", "enforce", "bypass", "readonly"]
+    assert [r.kind for r in m.roles] == ["owner", "enforce", "bypass", "readonly"]
     assert m.read_only_tables == frozenset()
-    assert not m.roles["owner"].login and m.roles["owner"].password_env is None
-    assert m.roles["bypass"].attributes["BYPASSRLS"] and not m.roles["enforce"].attributes["BYPASSRLS"]
-    assert m.roles["enforce"].password_env == "DBKIT_PASSWORD_APP_RLS"
+    assert not m.owner.login and m.owner.password_env is None
+    assert m.first("bypass").attributes["BYPASSRLS"] and not m.first("enforce").attributes["BYPASSRLS"]
+    assert m.first("enforce").password_env == "DBKIT_PASSWORD_APP_RLS"
     dml = frozenset(roles.DML)
     assert m.expected_grants(["orgs"]) == {"app_rls": {"orgs": dml}, "app_full": {"orgs": dml},
                                            "app_readonly": {"orgs": frozenset({"SELECT"})}}
@@ -55,9 +55,9 @@ def test_overrides_from_pyproject(tmp_path):
     m = roles.model(s)
     assert m.read_only_tables == {"orgs"}
     assert m.expected_grants(["orgs"])["lifebuddy_rw"] == {"orgs": frozenset({"SELECT"})}
-    assert m.roles["readonly"].attributes["INHERIT"] is False and m.roles["readonly"].connection_limit == 7
-    assert m.roles["enforce"].password_env == "POSTGRES_USER_RLS_PASS"
-    assert roles._common.password_of(s, m.roles["enforce"]) == "s3cret-rls"
+    assert m.first("readonly").attributes["INHERIT"] is False and m.first("readonly").connection_limit == 7
+    assert m.first("enforce").password_env == "POSTGRES_USER_RLS_PASS"
+    assert roles._common.password_of(s, m.first("enforce")) == "s3cret-rls"
     assert "CONNECTION LIMIT 7" in roles.model_statements(m)[-1]
 
 

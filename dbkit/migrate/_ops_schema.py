@@ -271,7 +271,7 @@ def _apply_roles(operations, op: ApplyRolesOp) -> None:
 def _drop_roles(operations, op: DropRolesOp) -> None:
     from dbkit import roles
 
-    names = list(roles.role_names(dbkit_settings(operations)).values())
+    names = roles.model(dbkit_settings(operations)).names()
     stmt = (
         "DO $dbkit$ DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY["
         + ", ".join(_literal(n) for n in names)

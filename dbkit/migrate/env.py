@@ -145,8 +145,9 @@ def make_include_object(timescale_indexes: set[tuple[str, str]]):
 
 def run(*, target_metadata=None, context=None) -> None:
     """Configure Alembic and run migrations, online (dbkit's session) or offline (``--sql``)."""
-    import dbkit.migrate.ops  # noqa: F401 - registers op.create_extension & co
     import pgvector.sqlalchemy  # noqa: F401 - teaches SQLAlchemy the vector type for autogenerate
+
+    import dbkit.migrate.ops  # noqa: F401 - registers op.create_extension & co
 
     if context is None:
         from alembic import context

@@ -147,8 +147,9 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
                         connect_timeout=settings.connect_timeout) as own:
             return audit(settings, own, schemas)
     schemas = tuple(dict.fromkeys(schemas or (settings.schema,)))
-    role = settings.role_enforce
-    params: dict[str, Any] = {"schemas": list(schemas), "role": role}
+    enforce = settings.role_enforce
+    role = ", ".join(enforce)
+    params: dict[str, Any] = {"schemas": list(schemas)}
     findings: list[Finding] = []
 
     existing = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(schemas)s)",
@@ -158,8 +159,9 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
             findings.append(Finding("schema_missing", schema, None, f"schema {schema} does not exist",
                                     "check the schema name (DBKIT_SCHEMA or --schema), or migrate the database"))
 
-    row = conn.execute(_ROLE_SQL, params).fetchone()
-    findings.extend(_role_findings(role, row))
+    for name in enforce:
+        row = conn.execute(_ROLE_SQL, {**params, "role": name}).fetchone()
+        findings.extend(_role_findings(name, row))
 
     tables = conn.execute(_TABLES_SQL, params).fetchall()
     for schema, table, enabled, forced, policies in tables:

@@ -155,7 +155,7 @@ def _harden_statistics(conn, settings, result: HardenResult) -> None:
     views = [v for v in STATS_VIEWS if conn.execute("SELECT to_regclass(%s)", (v,)).fetchone()[0]]
     if not views or not conn.execute(_PUBLIC_CAN_READ_STATS_SQL, (views,)).fetchone()[0]:
         return
-    trusted = [r for r in (settings.role_owner, settings.role_bypass) if db.role_exists(conn, r)]
+    trusted = [r for r in (settings.role_owner, *settings.role_bypass) if db.role_exists(conn, r)]
     statements = [f"REVOKE SELECT ON {', '.join(views)} FROM PUBLIC"]
     if trusted:
         statements.append(f"GRANT SELECT ON {', '.join(views)} TO {', '.join(_quote(r) for r in trusted)}")

@@ -24,7 +24,6 @@ from dbkit.roles._model import (
     KINDS,
     SCHEMA_GRANTS,
     TABLE_GRANTS,
-    DeclaredRole,
     Role,
     RoleFile,
     RoleModel,
@@ -40,22 +39,12 @@ from dbkit.roles._sql import model_statements
 
 __all__ = [
     "KINDS", "ATTRIBUTES", "KIND_ATTRIBUTES", "DML", "TABLE_GRANTS", "SCHEMA_GRANTS",
-    "Role", "DeclaredRole", "RoleModel", "model", "declared_roles", "role_names", "parse_attributes",
+    "Role", "RoleModel", "model", "parse_attributes",
     "password_variable", "RoleFile", "role_files", "roles_dir", "render", "statements", "model_statements",
     "ApplyResult", "apply", "ROLES_LOCK_KEY", "RoleInfo", "list_roles", "Drift", "check",
     "expected_grants", "allowed_default_privileges",
     "scram_sha256_verifier", "scram_verify", "parse_scram_verifier", "saslprep",
 ]
-
-
-def role_names(settings) -> dict[str, str]:
-    """``{"owner": "app_owner", "enforce": "app_rls", ...}`` from the settings."""
-    return {kind: getattr(settings, f"role_{kind}") for kind in KINDS}
-
-
-def declared_roles(settings) -> dict[str, Role]:
-    """``{kind: Role}`` of the model."""
-    return dict(model(settings).roles)
 
 
 def expected_grants(settings, tables) -> dict[str, dict[str, frozenset[str]]]:

@@ -78,7 +78,7 @@ def apply(settings, conn=None) -> ApplyResult:
     if missing and settings.env == "prod":
         raise _missing_password_error(settings, missing)
 
-    names = [d.name for d in roles.roles.values()]
+    names = roles.names()
     result = ApplyResult()
     if not settings.uses_dev_cluster:  # the embedded dev cluster trusts local connections: no password is used
         for d in missing:
@@ -138,7 +138,6 @@ def apply(settings, conn=None) -> ApplyResult:
 
 def _statement_roles(roles: RoleModel) -> list[str]:
     """What each statement of :func:`model_statements` is about, for error messages."""
-    out = [f"{r.name} ({r.kind})" for r in roles.roles.values()]
-    if "owner" in roles.roles:
-        out.insert(1, f"{roles.roles['owner'].name} (access for the migrating role)")
+    out = [f"{r.name} ({r.kind})" for r in roles.roles]
+    out.insert(1, f"{roles.owner.name} (access for the migrating role)")
     return out

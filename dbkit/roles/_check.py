@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from dbkit.roles._common import (
@@ -17,8 +16,9 @@ from dbkit.roles._common import (
     _stored_passwords,
     password_of,
 )
-from dbkit.roles._model import TABLE_GRANTS, SCHEMA_GRANTS, Role, RoleModel, model
+from dbkit.roles._model import SCHEMA_GRANTS, TABLE_GRANTS, Role, RoleModel, model
 from dbkit.roles._scram import scram_verify
+
 
 @dataclass(frozen=True)
 class RoleInfo:
@@ -49,24 +49,23 @@ class RoleInfo:
 def list_roles(settings, conn=None) -> list[RoleInfo]:
     """The roles of the model (owner, enforce, bypass, readonly), in that order."""
     declared = model(settings).roles
-    names = {kind: role.name for kind, role in declared.items()}
+    names = [d.name for d in declared]
     with _connection(settings, conn) as c:
         rows = {r[0]: r[1:] for r in c.execute(
             "SELECT r.rolname, r.rolcanlogin, r.rolsuper, r.rolbypassrls, r.rolinherit, r.rolcreaterole, "
             "r.rolcreatedb, r.rolreplication, r.rolconnlimit, "
             "ARRAY(SELECT b.rolname::text FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid "
             "      WHERE m.member = r.oid ORDER BY 1) "
-            "FROM pg_roles r WHERE r.rolname = ANY(%s)", (list(names.values()),)).fetchall()}
+            "FROM pg_roles r WHERE r.rolname = ANY(%s)", (names,)).fetchall()}
         passwords = (dict(c.execute("SELECT rolname, rolpassword IS NOT NULL FROM pg_catalog.pg_authid "
-                                    "WHERE rolname = ANY(%s)", (list(names.values()),)).fetchall())
+                                    "WHERE rolname = ANY(%s)", (names,)).fetchall())
                      if _can_read_authid(c) else None)
     infos = []
-    for kind, name in names.items():
-        d = declared.get(kind)
+    for d in declared:
+        kind, name = d.kind, d.name
         row = rows.get(name)
         login = bool(row[0]) if row else None
-        wants_password = d.login if d is not None else bool(login)
-        variable = d.password_env if wants_password and d is not None else None
+        variable = d.password_env if d.login else None
         var_set = (password_of(settings, d) is not None) if variable else None
         if row is None:
             infos.append(RoleInfo(name, kind, False, password_variable=variable, password_variable_set=var_set))
@@ -107,34 +106,34 @@ class Drift:
 _APPLY = "run `dbkit roles apply`"
 
 
-def _check_roles(settings, c, declared: Mapping[str, Role]) -> tuple[list[Drift], set[str]]:
+def _check_roles(settings, c, declared: tuple[Role, ...]) -> tuple[list[Drift], set[str]]:
     drifts: list[Drift] = []
-    names = {kind: role.name for kind, role in declared.items()}
-    rows = _role_rows(c, list(names.values()))
-    for kind, name in names.items():
-        d = declared[kind]
+    names = [d.name for d in declared]
+    rows = _role_rows(c, names)
+    for d in declared:
+        name = d.name
         if name not in rows:
             drifts.append(Drift(name, "role", "exists", "missing", _APPLY))
             continue
         for what, expected, actual in _attribute_diffs(rows[name], d):
             drifts.append(Drift(name, what, expected, actual, _APPLY))
     # memberships of the roles that log in: none are declared
-    app_roles = [names[k] for k in ("enforce", "bypass", "readonly") if names[k] in rows]
+    app_roles = [d.name for d in declared if d.kind != "owner" and d.name in rows]
     for member, granted, powerful in c.execute(
         "SELECT m.rolname, g.rolname, (g.rolsuper OR g.rolbypassrls) FROM pg_auth_members am "
         "JOIN pg_roles m ON m.oid = am.member JOIN pg_roles g ON g.oid = am.roleid "
         "WHERE m.rolname = ANY(%s) ORDER BY 1, 2", (app_roles,)
     ).fetchall():
-        severe = powerful or granted in names.values() or granted in _POWERFUL_BUILTIN_ROLES
+        severe = powerful or granted in names or granted in _POWERFUL_BUILTIN_ROLES
         drifts.append(Drift(member, f"membership in {granted}", "no memberships", f"member of {granted}",
                             f"REVOKE {_ident(granted)} FROM {_ident(member)}",
                             severity="error" if severe else "warn"))
     return drifts, set(rows)
 
 
-def _check_passwords(settings, c, declared: Mapping[str, Role], existing: set[str]) -> list[Drift]:
+def _check_passwords(settings, c, declared: tuple[Role, ...], existing: set[str]) -> list[Drift]:
     drifts = []
-    logins = [d for d in declared.values() if d.login and d.name in existing]
+    logins = [d for d in declared if d.login and d.name in existing]
     with_password = [d.name for d in logins if password_of(settings, d) is not None]
     stored = _stored_passwords(c, with_password) if with_password else {}
     for d in logins:
@@ -158,8 +157,7 @@ def _check_passwords(settings, c, declared: Mapping[str, Role], existing: set[st
 
 
 def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Drift]:
-    names = roles.names()
-    owner, schema = names["owner"], settings.schema
+    owner, schema = roles.owner.name, settings.schema
     s = _ident(schema)
     row = c.execute("SELECT n.oid, pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = %s",
                     (schema,)).fetchone()
@@ -171,7 +169,7 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
         drifts.append(Drift(owner, f"owner of schema {schema}", owner, nsp_owner,
                             f"ALTER SCHEMA {s} OWNER TO {_ident(owner)}", object=schema))
 
-    checked = {names[k] for k in TABLE_GRANTS} & existing  # the roles the model grants to
+    checked = {r.name for r in roles.roles if r.kind in TABLE_GRANTS} & existing  # the roles the model grants to
 
     def grantee_name(oid: int, name: str | None) -> str:
         return "PUBLIC" if oid == 0 else name
@@ -185,8 +183,7 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
         who = grantee_name(grantee, gname)
         if who in checked or who == "PUBLIC":
             schema_has.setdefault(who, set()).add(priv + (" WITH GRANT OPTION" if grantable else ""))
-    for kind, privs in SCHEMA_GRANTS.items():
-        role = names[kind]
+    for role, privs in ((r.name, SCHEMA_GRANTS[r.kind]) for r in roles.roles if r.kind in SCHEMA_GRANTS):
         if role not in checked:
             continue
         have, want = schema_has.get(role, set()), set(privs)

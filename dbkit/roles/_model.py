@@ -120,39 +120,69 @@ class Role:
         return words
 
 
-#: The name older code used for a role of the model.
-DeclaredRole = Role
-
-
 @dataclass(frozen=True)
 class RoleModel:
-    """The roles, by kind, and what the model grants them."""
+    """The roles (owner first, then by kind) and what the model grants them.
 
-    roles: Mapping[str, Role]  # kind -> role
+    Owner and enforce are required; bypass and readonly are optional (``DBKIT_ROLE_BYPASS=none``);
+    a kind may have more than one role (``DBKIT_ROLE_ENFORCE=api,ingest``)."""
+
+    roles: tuple[Role, ...]
     read_only_tables: frozenset[str] = field(default_factory=frozenset)
 
-    def names(self) -> dict[str, str]:
-        return {kind: role.name for kind, role in self.roles.items()}
+    def of(self, kind: str) -> tuple[Role, ...]:
+        """The roles of ``kind``, in the order they were configured (empty for a kind the project has none of)."""
+        return tuple(r for r in self.roles if r.kind == kind)
+
+    def first(self, kind: str) -> Role | None:
+        """The first role of ``kind`` (the one dbkit uses for that kind's work), or None."""
+        found = self.of(kind)
+        return found[0] if found else None
+
+    @property
+    def owner(self) -> Role:
+        return self.of("owner")[0]
+
+    def names(self, kind: str | None = None) -> list[str]:
+        """The role names (of one kind, or all)."""
+        return [r.name for r in self.roles if kind is None or r.kind == kind]
+
+    def kind_of(self, name: str) -> str | None:
+        return next((r.kind for r in self.roles if r.name == name), None)
 
     def logins(self) -> list[Role]:
-        return [r for r in self.roles.values() if r.login]
+        return [r for r in self.roles if r.login]
 
     def expected_grants(self, tables: Iterable[str]) -> dict[str, dict[str, frozenset[str]]]:
-        """``{role name: {table: privileges}}`` for every kind the model grants table privileges to."""
+        """``{role name: {table: privileges}}`` for every role the model grants table privileges to."""
         tables = list(tables)
-        return {self.roles[kind].name: {t: frozenset(read_only if t in self.read_only_tables else everywhere)
-                                         for t in tables}
-                for kind, (everywhere, read_only) in TABLE_GRANTS.items() if kind in self.roles}
+        return {role.name: {t: frozenset(self.table_privileges(role.kind, t)) for t in tables}
+                for role in self.roles if role.kind in TABLE_GRANTS}
 
     def allowed_default_privileges(self) -> dict[str, frozenset[str]]:
         """``{role name: privileges}`` that ``ALTER DEFAULT PRIVILEGES … ON TABLES`` may grant: what the
         model grants the role on *every* table."""
-        return {self.roles[k].name: frozenset(a) & frozenset(b) for k, (a, b) in TABLE_GRANTS.items()
-                if k in self.roles}
+        return {role.name: frozenset(TABLE_GRANTS[role.kind][0]) & frozenset(TABLE_GRANTS[role.kind][1])
+                for role in self.roles if role.kind in TABLE_GRANTS}
 
     def table_privileges(self, kind: str, table: str) -> tuple[str, ...]:
         everywhere, read_only = TABLE_GRANTS.get(kind, ((), ()))
         return read_only if table in self.read_only_tables else everywhere
+
+    def grants(self, tables: Iterable[str], schema: str) -> list[dict[str, Any]]:
+        """What the model grants, as keyword arguments of ``op.grant``: schema USAGE per kind, then the
+        privileges on each table (for a revision's upgrade, and its downgrade with ``op.revoke``)."""
+        out: list[dict[str, Any]] = []
+        for kind, privileges in SCHEMA_GRANTS.items():
+            if self.of(kind):
+                out.append(dict(privileges=list(privileges), target=schema, object_type="SCHEMA",
+                                roles=self.names(kind)))
+        for table in tables:
+            for kind in TABLE_GRANTS:
+                if self.of(kind):
+                    out.append(dict(privileges=list(self.table_privileges(kind, table)), target=table,
+                                    schema=schema, roles=self.names(kind)))
+        return out
 
 
 def _kind_config(config: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -169,6 +199,30 @@ def _kind_config(config: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _password_env(extra: Mapping[str, Any], kind: str, names: tuple[str, ...], name: str) -> str | None:
+    """``password_env = "VAR"`` (a kind with one role) or ``password_env = {role = "VAR", ...}``."""
+    value = extra.get("password_env")
+    where = f"[tool.dbkit.roles.{kind}] password_env"
+    example = 'password_env = "POSTGRES_USER_RLS_PASS"'
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise ConfigError(where, f"names {', '.join(sorted(unknown))}, not a {kind} role "
+                              f"(the {kind} roles: {', '.join(names)})", example=f'password_env = {{ {names[0]} = "VAR" }}')
+        value = value.get(name)
+    elif value is not None and len(names) > 1:
+        raise ConfigError(where, f"is one variable for {len(names)} {kind} roles",
+                          example=f'password_env = {{ {names[0]} = "VAR1", {names[1]} = "VAR2" }}')
+    if value is not None and not (isinstance(value, str) and _ENV_NAME.fullmatch(value)):
+        raise ConfigError(where, "is not an environment variable name", example=example)
+    return value
+
+
+def _names_of(settings, kind: str) -> tuple[str, ...]:
+    value = getattr(settings, f"role_{kind}")
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def model(settings) -> RoleModel:
     """The role model of the project: names from ``DBKIT_ROLE_*``, the rest from ``[tool.dbkit.roles]``."""
     config: Mapping[str, Any] = getattr(settings, "roles_config", None) or {}
@@ -180,9 +234,13 @@ def model(settings) -> RoleModel:
     if not isinstance(read_only, list) or not all(isinstance(t, str) for t in read_only):
         raise ConfigError("[tool.dbkit.roles] read_only_tables", "is not a list of table names",
                           example='read_only_tables = ["tenants"]')
-    roles = {}
+    roles: list[Role] = []
+    seen: dict[str, str] = {}
     for kind in KINDS:
-        name = getattr(settings, f"role_{kind}")
+        names = _names_of(settings, kind)
+        if not names and kind in ("owner", "enforce"):
+            raise ConfigError(f"DBKIT_ROLE_{kind.upper()}", f"is none, but every project needs an {kind} role",
+                              example="app_rls" if kind == "enforce" else "app_owner")
         extra = _kind_config(config, kind)
         attributes = dict(KIND_ATTRIBUTES[kind])
         where = f"[tool.dbkit.roles.{kind}] attributes"
@@ -199,16 +257,19 @@ def model(settings) -> RoleModel:
             if not isinstance(limit, int) or isinstance(limit, bool) or limit < -1:
                 raise ConfigError(f"[tool.dbkit.roles.{kind}] connection_limit", "is not a whole number >= -1",
                                   example="connection_limit = 20")
-        password_env = extra.get("password_env")
-        if password_env is not None and not (isinstance(password_env, str) and _ENV_NAME.fullmatch(password_env)):
-            raise ConfigError(f"[tool.dbkit.roles.{kind}] password_env", "is not an environment variable name",
-                              example='password_env = "POSTGRES_USER_RLS_PASS"')
-        if attributes["LOGIN"]:
-            password_env = password_env or password_variable(name)
-        else:
-            password_env = None
-        roles[kind] = Role(kind, name, attributes, limit, password_env)
-    return RoleModel(roles, frozenset(read_only))
+        for name in names:
+            if name in seen:
+                raise ConfigError(f"DBKIT_ROLE_{kind.upper()}", f"names {name}, which is already the "
+                                  f"{seen[name]} role: one role cannot be of two kinds",
+                                  example=f"{name}_{kind}")
+            seen[name] = kind
+            password_env = _password_env(extra, kind, names, name)
+            if attributes["LOGIN"]:
+                password_env = password_env or password_variable(name)
+            else:
+                password_env = None
+            roles.append(Role(kind, name, attributes, limit, password_env))
+    return RoleModel(tuple(roles), frozenset(read_only))
 
 
 # --------------------------------------------------------------------- extra SQL files
@@ -235,11 +296,12 @@ def render(text: str, role: str) -> str:
 def role_files(settings, directory: Path | None = None) -> list[RoleFile]:
     """Extra SQL for what the model cannot say: ``sql/roles/NN_<kind>.sql`` in name order, with
     ``{{role}}`` replaced by the configured name of that kind (a validated identifier, so the
-    substitution cannot inject SQL).  Optional: no directory or no file means none."""
+    substitution cannot inject SQL), once per role of that kind.  Optional: no directory or no
+    file means none."""
     directory = directory or roles_dir(settings)
     if not directory.is_dir():
         return []
-    names = {kind: getattr(settings, f"role_{kind}") for kind in KINDS}
+    names = {kind: _names_of(settings, kind) for kind in KINDS}
     files = []
     for path in sorted(directory.glob("*.sql")):
         m = _FILE.match(path.name)
@@ -249,5 +311,9 @@ def role_files(settings, directory: Path | None = None) -> list[RoleFile]:
                 example="sql/roles/20_enforce.sql",
             )
         kind = m.group(2)
-        files.append(RoleFile(path, kind, names[kind], render(path.read_text(), names[kind])))
+        if not names[kind]:
+            raise ConfigError(str(path), f"is for the {kind} role, but the project has none (DBKIT_ROLE_{kind.upper()}"
+                              "=none)", example="remove the file or configure the role")
+        text = path.read_text()
+        files.extend(RoleFile(path, kind, name, render(text, name)) for name in names[kind])
     return files

@@ -15,7 +15,6 @@ import re
 import stringprep
 import unicodedata
 
-
 SCRAM_ITERATIONS = 4096
 SCRAM_SALT_BYTES = 16
 _SCRAM = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")

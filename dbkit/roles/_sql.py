@@ -58,7 +58,6 @@ def owner_access(owner: Role) -> str:
 
 def model_statements(model: RoleModel) -> list[str]:
     """Every statement that applies the model's roles, in kind order (the owner first)."""
-    stmts = [ensure_role(role) for role in model.roles.values()]
-    if "owner" in model.roles:
-        stmts.insert(1, owner_access(model.roles["owner"]))
+    stmts = [ensure_role(role) for role in model.roles]
+    stmts.insert(1, owner_access(model.owner))
     return stmts

@@ -155,7 +155,8 @@ def _connect(settings) -> Iterator[tuple[Any, str | None, str | None]]:
     with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
         use_roles = settings.migrate_set_role
         owner = settings.role_owner if use_roles and db.role_exists(conn, settings.role_owner) else None
-        loader = settings.role_bypass if use_roles and db.role_exists(conn, settings.role_bypass) else None
+        bypass = settings.role_bypass[0] if settings.role_bypass else None
+        loader = bypass if use_roles and bypass and db.role_exists(conn, bypass) else None
         if loader:
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(loader)))
         yield conn, owner, loader

@@ -241,10 +241,10 @@ def _type_of(t: Table) -> str:
 def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> list[str]:
     """What the enforce role must never be able to do, and FORCE applying to the owner."""
     out: list[str] = []
-    role = settings.role_enforce
+    role = enforce_conn.info.user
     probe = tables[0] if tables else None
-    attempts = [
-        (f'SET ROLE "{settings.role_bypass}"', "SET ROLE to the bypass role"),
+    attempts = [(f'SET ROLE "{name}"', f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
+    attempts += [
         (f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
         ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid"),
     ]
@@ -302,10 +302,10 @@ def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
             with _as(enforce_conn, tenant, settings):
                 state, rows = _attempt(enforce_conn, sql, ("" if tenant is None else str(tenant),))
             if state is None and rows > 0:
-                out.append(f"{settings.role_enforce} could {verb} {rows} rows of other tenants in chunk {chunk} "
+                out.append(f"{enforce_conn.info.user} could {verb} {rows} rows of other tenants in chunk {chunk} "
                            f"of {t.name} directly (chunks do not inherit RLS); run `dbkit roles apply`")
             elif state not in (None, DENIED):
-                out.append(f"{settings.role_enforce} {verb} chunk {chunk} of {t.name}: SQLSTATE {state}, expected "
+                out.append(f"{enforce_conn.info.user} {verb} chunk {chunk} of {t.name}: SQLSTATE {state}, expected "
                            "permission denied")
     return out
 

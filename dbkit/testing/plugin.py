@@ -258,8 +258,16 @@ def dbkit_rls_db(dbkit_server: Server, dbkit_seeded_template: str, request: pyte
 
 
 def role_name(settings, role: str) -> str:
-    """``enforce`` / ``bypass`` / ``readonly`` / ``owner`` -> the configured role name; other names as given."""
-    return getattr(settings, f"role_{role}", role) if role in ("owner", "enforce", "bypass", "readonly") else role
+    """``enforce`` / ``bypass`` / ``readonly`` / ``owner`` -> the (first) configured role of that kind;
+    other names as given."""
+    if role not in ("owner", "enforce", "bypass", "readonly"):
+        return role
+    names = getattr(settings, f"role_{role}")
+    if isinstance(names, str):
+        return names
+    if not names:
+        pytest.skip(f"the project has no {role} role (DBKIT_ROLE_{role.upper()}=none)")
+    return names[0]
 
 
 def connect_as(server: Server, url: DbUrl, settings, role: str):

@@ -31,21 +31,21 @@ TENANT_TABLES = {
 
 def _policies(settings):
     claim = f"(SELECT NULLIF(current_setting('{settings.tenant_claim}', true), '')::uuid)"
-    enforce, readonly = settings.role_enforce, settings.role_readonly
+    enforce, readonly = list(settings.role_enforce), list(settings.role_readonly)
     # the role model's read-only tables ([tool.dbkit.roles]): the application only reads them
     read_only = dbkit.migrate.role_model().read_only_tables
     for table, column in TENANT_TABLES.items():
         match = f"{column} = {claim}"
         yield dict(policy_name=f"{table}_tenant_select", table_name=table, command="SELECT",
-                   roles=[enforce, readonly], using=match)
+                   roles=enforce + readonly, using=match)
         if table in read_only:
             continue
         yield dict(policy_name=f"{table}_tenant_insert", table_name=table, command="INSERT",
-                   roles=[enforce], with_check=match)
+                   roles=enforce, with_check=match)
         yield dict(policy_name=f"{table}_tenant_update", table_name=table, command="UPDATE",
-                   roles=[enforce], using=match, with_check=match)
+                   roles=enforce, using=match, with_check=match)
         yield dict(policy_name=f"{table}_tenant_delete", table_name=table, command="DELETE",
-                   roles=[enforce], using=match)
+                   roles=enforce, using=match)
 
 
 def upgrade() -> None:

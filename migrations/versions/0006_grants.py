@@ -8,7 +8,6 @@ Create Date: 2026-11-21
 from alembic import op
 
 import dbkit.migrate
-from dbkit.roles import SCHEMA_GRANTS, TABLE_GRANTS
 
 revision = "0006"
 down_revision = "0005"
@@ -20,13 +19,7 @@ TABLES = ("tenants", "users", "documents", "document_chunks", "events", "audit_l
 
 def _grants(settings, model):
     """What the role model (dbkit.roles) grants each kind: schema USAGE, then per-table privileges."""
-    s = settings.schema
-    for kind, privileges in SCHEMA_GRANTS.items():
-        yield dict(privileges=list(privileges), target=s, object_type="SCHEMA", roles=[model.roles[kind].name])
-    for table in TABLES:
-        for kind in TABLE_GRANTS:
-            yield dict(privileges=list(model.table_privileges(kind, table)), target=table, schema=s,
-                       roles=[model.roles[kind].name])
+    return model.grants(TABLES, settings.schema)
 
 
 def upgrade() -> None:
