@@ -81,6 +81,20 @@ def _role_names(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _anchor(value: Any) -> str | None:
+    """An ISO date or timestamp (``2026-01-01``, ``2026-01-01T12:00:00+00:00``); kept as text."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise _problem(f"is {value!r}, not an ISO date or timestamp (e.g. 2026-01-01)") from None
+    return text
+
+
 def _url(value: Any) -> DbUrl | None:
     if value is None or isinstance(value, DbUrl):
         return value
@@ -96,6 +110,7 @@ Port = Annotated[int, BeforeValidator(lambda v: _count(v, most=65535))]
 Flag = Annotated[bool, PlainValidator(_flag)]
 Url = Annotated[DbUrl | None, PlainValidator(_url)]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+Anchor = Annotated[str | None, PlainValidator(_anchor)]
 RoleNames = Annotated[tuple[str, ...], BeforeValidator(_role_names)]
 Ident = Annotated[str, _matching(r"[a-z_][a-z0-9_]{0,62}",
                                  "a lower-case SQL identifier (letters, digits, _; at most 63)")]

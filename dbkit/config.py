@@ -33,6 +33,7 @@ from dbkit._config_files import _read_dotenv, find_project_dir, parse_dotenv
 from dbkit._config_types import (
     ENVIRONMENTS,
     AddressingStyle,
+    Anchor,
     Claim,
     Count,
     Duration,
@@ -204,6 +205,10 @@ class Settings:
         "512MB", "DBKIT_SEED_MAINTENANCE_WORK_MEM",
         "sizes maintenance_work_mem for index rebuilds after `dbkit seed --defer-indexes` (HNSW builds are "
         "much faster when the graph fits)", "1GB")
+    seed_anchor: Anchor = setting(
+        None, "DBKIT_SEED_ANCHOR",
+        "fixes the \"now\" that time-based seeders count back from (ISO date or timestamp; unset: the start "
+        "of the current day, UTC); same seed and same anchor give the same rows", "2026-01-01")
     lint_ignore: Names = setting(
         (), "DBKIT_LINT_IGNORE", "lists squawk rules that `dbkit migrate lint` ignores", "prefer-bigint-over-int")
 

@@ -14,6 +14,17 @@ COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
 VECTOR_METHODS = ("hnsw", "ivfflat")
 
 
+def role_list(roles) -> tuple[str, ...]:
+    """Role names from ``roles``: names, or tuples of names (a setting such as
+    ``settings.role_enforce`` holds every role of its kind), flattened in order."""
+    if isinstance(roles, str):
+        return (roles,)
+    out: list[str] = []
+    for item in roles:
+        out.extend((item,) if isinstance(item, str) else role_list(item))
+    return tuple(dict.fromkeys(out))
+
+
 def _q(operations: Operations, name: str) -> str:
     return operations.migration_context.dialect.identifier_preparer.quote(name)
 

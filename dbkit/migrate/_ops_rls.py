@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import COMMANDS, _q, _qualified
+from dbkit.migrate._ops_common import COMMANDS, _q, _qualified, role_list
 
 
 @Operations.register_operation("enable_rls")
@@ -95,7 +95,7 @@ class CreatePolicyOp(MigrateOperation):
         if command in ("SELECT", "DELETE") and with_check:
             raise ValueError(f"a {command} policy takes only using, not with_check")
         self.policy_name, self.table_name, self.schema, self.command = policy_name, table_name, schema, command
-        self.roles, self.using, self.with_check, self.permissive = tuple(roles), using, with_check, permissive
+        self.roles, self.using, self.with_check, self.permissive = role_list(roles), using, with_check, permissive
 
     @classmethod
     def create_policy(cls, operations, policy_name: str, table_name: str, schema: str | None = None,
@@ -126,7 +126,7 @@ class DropPolicyOp(MigrateOperation):
                  roles: Sequence[str] = ("PUBLIC",), using: str | None = None, with_check: str | None = None,
                  permissive: bool = True, if_exists: bool = True) -> None:
         self.policy_name, self.table_name, self.schema, self.command = policy_name, table_name, schema, command
-        self.roles, self.using, self.with_check, self.permissive = tuple(roles), using, with_check, permissive
+        self.roles, self.using, self.with_check, self.permissive = role_list(roles), using, with_check, permissive
         self.if_exists = if_exists
 
     @classmethod

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from alembic.operations import MigrateOperation, Operations
 
 from dbkit.migrate import settings as dbkit_settings
-from dbkit.migrate._ops_common import _literal, _q, _qualified, _run_as_session_user
+from dbkit.migrate._ops_common import _literal, _q, _qualified, _run_as_session_user, role_list
 
 
 @Operations.register_operation("create_extension")
@@ -178,7 +178,7 @@ class GrantOp(MigrateOperation):
         if object_type not in _OBJECT_TYPES:
             raise ValueError(f"object_type must be one of {', '.join(_OBJECT_TYPES)}")
         self.privileges = tuple(p.upper() for p in privileges)
-        self.target, self.roles, self.schema, self.object_type = target, tuple(roles), schema, object_type
+        self.target, self.roles, self.schema, self.object_type = target, role_list(roles), schema, object_type
 
     @classmethod
     def grant(cls, operations, privileges: Sequence[str], target: str, roles: Sequence[str],

@@ -21,10 +21,10 @@ import hashlib
 from pathlib import Path
 
 from dbkit.errors import DbkitError, Refused
+from dbkit.migrate._autogen import autogenerate_online_options, autogenerate_options
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, offline_preflight
 
-__all__ = ["run", "guard_downgrade", "include_name", "make_include_object", "render_item", "file_sha256",
-           "ALLOW_PROD_X_ARG"]
+__all__ = ["run", "guard_downgrade", "file_sha256", "ALLOW_PROD_X_ARG"]
 
 #: ``alembic -x allow_prod=1 downgrade …``: plain Alembic's way to say ``--allow-prod``.
 ALLOW_PROD_X_ARG = "allow_prod"
@@ -100,49 +100,6 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
             ctx.connection.exec_driver_sql(stmt.format(**{k: f"%({k})s" for k in values}), values)
 
 
-def include_name(schemas: set[str]):
-    """Autogenerate looks only at the application's schemas (not public, TimescaleDB's or dbkit's)."""
-
-    def _include(name, type_, parent_names) -> bool:
-        if type_ == "schema":
-            return name in schemas
-        return True
-
-    return _include
-
-
-def _timescale_index_names(conn) -> set[tuple[str, str]]:
-    """(schema, index) of the indexes TimescaleDB creates itself on hypertables (``<table>_<time>_idx``)."""
-    exists = conn.exec_driver_sql("SELECT to_regclass('timescaledb_information.dimensions')").scalar()
-    if not exists:
-        return set()
-    rows = conn.exec_driver_sql(
-        "SELECT hypertable_schema, hypertable_name, column_name FROM timescaledb_information.dimensions"
-    ).all()
-    return {(s, f"{t}_{c}_idx") for s, t, c in rows}
-
-
-def render_item(type_, obj, autogen_context):
-    """Render pgvector types as ``VECTOR(dim=384)`` with ``from pgvector.sqlalchemy import VECTOR``,
-    so generated revisions import what they use."""
-    if type_ == "type" and type(obj).__module__.startswith("pgvector."):
-        name = type(obj).__name__
-        autogen_context.imports.add(f"from pgvector.sqlalchemy import {name}")
-        return repr(obj)
-    return False
-
-
-def make_include_object(timescale_indexes: set[tuple[str, str]]):
-    def _include(obj, name, type_, reflected, compare_to) -> bool:
-        if type_ == "index" and reflected and compare_to is None:
-            schema = getattr(getattr(obj, "table", None), "schema", None)
-            if (schema, name) in timescale_indexes:
-                return False
-        return True
-
-    return _include
-
-
 def run(*, target_metadata=None, context=None) -> None:
     """Configure Alembic and run migrations, online (dbkit's session) or offline (``--sql``)."""
     import pgvector.sqlalchemy  # noqa: F401 - teaches SQLAlchemy the vector type for autogenerate
@@ -170,16 +127,12 @@ def _run(context, config, target_metadata) -> None:
     settings = config.attributes.get("dbkit_settings")
     if settings is None:
         settings = config.attributes["dbkit_settings"] = load_settings()
-    schemas = {settings.schema}
     opts = dict(
         target_metadata=target_metadata,
         version_table_schema=BOOKKEEPING_SCHEMA,
-        include_schemas=True,
-        include_name=include_name(schemas),
-        compare_type=True,
-        render_item=render_item,
         transaction_per_migration=True,
         on_version_apply=[_record_checksum],
+        **autogenerate_options(settings),
     )
     if context.is_offline_mode():
         url = settings.database_url.sqlalchemy_url if settings.database_url else "postgresql+psycopg://"
@@ -202,7 +155,7 @@ def _run(context, config, target_metadata) -> None:
     mutate = not config.attributes.get("dbkit_readonly", False)
     with migration_connection(settings, mutate=mutate) as (connection, watcher):
         config.attributes["dbkit_watcher"] = watcher
-        opts["include_object"] = make_include_object(_timescale_index_names(connection))
+        opts.update(autogenerate_online_options(settings, connection))
         connection.commit()
         context.configure(connection=connection, **opts)
         # The steps of the running command (upgrade, downgrade, stamp, …): Alembic keeps the

@@ -13,44 +13,65 @@ transaction mode.  Values are always bound parameters, never formatted into SQL.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["scoped", "scoped_session", "DEFAULT_TENANT_CLAIM", "DEFAULT_USER_CLAIM"]
+from dbkit.rls._claims import OWNERS, Claims, claims
+
+__all__ = ["scoped", "scoped_session", "Claims", "claims", "configured_claims", "OWNERS",
+           "DEFAULT_TENANT_CLAIM", "DEFAULT_USER_CLAIM"]
 
 DEFAULT_TENANT_CLAIM = "app.tenant_id"
 DEFAULT_USER_CLAIM = "app.user_id"
 
-_CLAIMS_SQL = "SELECT set_config(%s, %s, true), set_config(%s, %s, true)"
+
+@functools.cache
+def configured_claims() -> Claims:
+    """The project's RLS model (``DBKIT_RLS_MODEL`` & co.), read once per process."""
+    from dbkit.config import load_settings
+
+    return claims(load_settings())
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+def _model(model: Claims | None, tenant_claim: str | None, user_claim: str | None) -> Claims:
+    if model is not None:
+        return model
+    if tenant_claim or user_claim:  # explicit setting names: the tenant-claim model
+        return Claims("tenant", tenant_claim or DEFAULT_TENANT_CLAIM, user_claim or DEFAULT_USER_CLAIM)
+    return configured_claims()
 
 
 @contextlib.contextmanager
 def scoped(conn, *, tenant_id: Any = None, user_id: Any = None, role: str | None = None,
-           tenant_claim: str = DEFAULT_TENANT_CLAIM, user_claim: str = DEFAULT_USER_CLAIM) -> Iterator[Any]:
+           claims: Claims | None = None, tenant_claim: str | None = None,
+           user_claim: str | None = None) -> Iterator[Any]:
     """A transaction on a psycopg connection with the RLS claims set (and ``SET LOCAL ROLE role``).
 
-    ``tenant_id=None`` sets the claim to empty, which the reference policies treat as
-    "no tenant": no rows.  The connection must not be inside a transaction already
-    (a nested block would leak the claims into the outer transaction).
+    The claims follow the project's RLS model (``claims``, default: the configured one): under
+    ``tenant`` the tenant and user settings, under ``jwt`` one JSON object (``{"sub": user_id,
+    "<tenant key>": tenant_id}``).  A claim not given is set empty, which the policies treat as
+    "nobody": no rows.  The connection must not be inside a transaction already (a nested block
+    would leak the claims into the outer transaction).
     """
     from psycopg import pq, sql
 
+    model = _model(claims, tenant_claim, user_claim)
+    params = model.parameters(tenant_id, user_id)
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         raise RuntimeError("dbkit.rls.scoped() must start its own transaction: commit or roll back first")
     with conn.transaction():
         if role:
             conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-        conn.execute(_CLAIMS_SQL, (tenant_claim, _text(tenant_id), user_claim, _text(user_id)))
+        if params:
+            conn.execute(model.set_sql(), params)
         yield conn
 
 
 @contextlib.contextmanager
 def scoped_session(session, *, tenant_id: Any = None, user_id: Any = None, role: str | None = None,
-                   tenant_claim: str = DEFAULT_TENANT_CLAIM, user_claim: str = DEFAULT_USER_CLAIM) -> Iterator[Any]:
+                   claims: Claims | None = None, tenant_claim: str | None = None,
+                   user_claim: str | None = None) -> Iterator[Any]:
     """The SQLAlchemy ``Session`` variant of :func:`scoped`: ``with scoped_session(s, tenant_id=t): ...``
 
     Begins the session's transaction (it must not have one), sets the claims and commits
@@ -58,12 +79,16 @@ def scoped_session(session, *, tenant_id: Any = None, user_id: Any = None, role:
     """
     from sqlalchemy import text
 
+    model = _model(claims, tenant_claim, user_claim)
+    pairs = model.assignments(tenant_id, user_id)
     if session.in_transaction():
         raise RuntimeError("dbkit.rls.scoped_session() must start its own transaction: commit or roll back first")
     with session.begin():
         if role:
             quoted = session.get_bind().dialect.identifier_preparer.quote(role)
             session.execute(text(f"SET LOCAL ROLE {quoted}"))
-        session.execute(text("SELECT set_config(:tc, :t, true), set_config(:uc, :u, true)"),
-                        {"tc": tenant_claim, "t": _text(tenant_id), "uc": user_claim, "u": _text(user_id)})
+        if pairs:
+            calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(pairs)))
+            session.execute(text(f"SELECT {calls}"),
+                            {k: v for i, (n, val) in enumerate(pairs) for k, v in ((f"n{i}", n), (f"v{i}", val))})
         yield session
