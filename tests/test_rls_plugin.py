@@ -33,7 +33,7 @@ def test_as_role_fixture(as_role, dbkit_settings):
     with as_role("bypass") as conn:
         tenants = [r[0] for r in conn.execute("SELECT id FROM app.tenants ORDER BY id")]
         total = conn.execute("SELECT count(*) FROM app.documents").fetchone()[0]
-        assert conn.execute("SELECT current_user").fetchone()[0] == dbkit_settings.role_bypass
+        assert conn.execute("SELECT current_user").fetchone()[0] == dbkit_settings.role_bypass[0]
     assert len(tenants) >= 2 and total > 0
     with as_role("enforce", tenant=tenants[0]) as conn:
         seen = conn.execute("SELECT DISTINCT tenant_id FROM app.documents").fetchall()

@@ -15,10 +15,21 @@ bypass     sees every tenant's rows and may write them.
 readonly   with tenant A: sees exactly A's rows; every write is permission denied.
 =========  ===================================================================
 
-Overrides: ``tenant_column = "id"`` (default ``tenant_id``) and ``<kind>_denied =
-["INSERT", ...]``: commands that kind may not run on that table at all (42501).  The role
-model's read-only tables (``[tool.dbkit.roles] read_only_tables``) deny the enforce role
-INSERT/UPDATE/DELETE without saying it again here.
+Rows are owned per tenant or per user, as the RLS model says (``dbkit.rls.Claims``: a tenant
+claim, or JSON claims with a user key such as ``sub`` and maybe a tenant key); "tenant A" above
+is then "user A", and the claims are set the way the model sets them.  ``[tool.dbkit.rls]``::
+
+    owner = "user"             # default: per user for a JWT model without a tenant key, else per tenant
+    tenant_column = "tenant_id"
+    user_column = "user_id"
+
+    [tool.dbkit.rls.tables.tenants]
+    tenant_column = "id"       # or owner = "user" / user_column = "owner_id" for one table
+    readonly_denied = ["SELECT"]
+
+``<kind>_denied = ["INSERT", ...]``: commands that kind may not run on that table at all (42501).
+The role model's read-only tables (``[tool.dbkit.roles] read_only_tables``) deny the enforce role
+INSERT/UPDATE/DELETE without saying it again here.  With ``DBKIT_RLS_MODEL=none`` there is no matrix.
 """
 
 from __future__ import annotations
@@ -40,10 +51,11 @@ DENIED = "42501"
 class Table:
     schema: str
     name: str
-    tenant_column: str
+    tenant_column: str  # the owner column (a tenant's or a user's id, see ``owner``)
     columns: list[tuple[str, str]]  # insertable (name, type) pairs
     denied: dict[str, set[str]] = field(default_factory=dict)
-    tenants: list[Any] = field(default_factory=list)  # tenant values with rows, most rows first
+    tenants: list[Any] = field(default_factory=list)  # owner values with rows, most rows first
+    owner: str = "tenant"  # "tenant" | "user": what the claims name
     counts: dict[Any, int] = field(default_factory=dict)
     sample: dict[Any, list[str | None]] = field(default_factory=dict)  # one row per tenant, as text
 
@@ -60,8 +72,12 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     """Tables with RLS enabled in ``schemas``, with two tenants' data sampled (as a superuser)."""
     from dbkit import roles
 
+    if settings.rls_model == "none":  # no RLS model: nothing to check (the audit says RLS is not used)
+        return []
     schemas = schemas or [settings.schema]
-    config = (settings.rls or {}).get("tables", {})
+    rls = settings.rls or {}
+    config = rls.get("tables", {})
+    default_owner = owner_of(rls, settings)
     read_only = roles.model(settings).read_only_tables  # the role model grants the enforce role SELECT only
     rows = admin.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -79,7 +95,9 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
         denied = {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS}
         if name in read_only:
             denied["enforce"] |= {"INSERT", "UPDATE", "DELETE"}
-        t = Table(schema, name, conf.get("tenant_column", "tenant_id"), cols, denied)
+        owner = owner_of(conf, settings, default_owner)
+        column = conf.get(f"{owner}_column") or rls.get(f"{owner}_column") or f"{owner}_id"
+        t = Table(schema, name, column, cols, denied, owner=owner)
         tc = t.tenant_column
         for tenant, n in admin.execute(
                 f'SELECT "{tc}"::text, count(*) FROM {t.qualified} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2'):
@@ -93,12 +111,33 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     return tables
 
 
+def owner_of(conf, settings, default: str | None = None) -> str:
+    """``owner`` of a ``[tool.dbkit.rls]`` (or per-table) table: "tenant" or "user"."""
+    from dbkit.rls import claims
+
+    model = claims(settings)
+    owner = conf.get("owner") or default or model.default_owner
+    if owner not in model.owners():
+        from dbkit.errors import ConfigError
+
+        raise ConfigError("[tool.dbkit.rls] owner", f"is {owner!r}, which the RLS model ({model.describe()}) "
+                          f"cannot express (it can: {', '.join(model.owners()) or 'nothing'})",
+                          example='owner = "user"')
+    return owner
+
+
 @contextlib.contextmanager
-def _as(conn, tenant: Any, settings) -> Iterator[Any]:
-    """A transaction with the claims set that is always rolled back."""
+def _as(conn, tenant: Any, settings, owner: str = "tenant") -> Iterator[Any]:
+    """A transaction with the claims of ``tenant`` (a user when ``owner`` is "user") that is always
+    rolled back; the claims are set the way the RLS model sets them."""
+    from dbkit.rls import claims
+
+    model = claims(settings)
+    value = None if tenant is None else str(tenant)
+    params = model.parameters(tenant=value if owner == "tenant" else None, user=value if owner == "user" else None)
     with conn.transaction(force_rollback=True):
-        conn.execute("SELECT set_config(%s, %s, true), set_config(%s, '', true)",
-                     (settings.tenant_claim, "" if tenant is None else str(tenant), settings.user_claim))
+        if params:
+            conn.execute(model.set_sql(), params)
         yield conn
 
 
@@ -134,6 +173,7 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
     if len(t.tenants) < 2:
         return [f"{t.name}: the matrix needs rows of at least two tenants (found {len(t.tenants)}); seed more"]
     a, b = t.tenants[0], t.tenants[1]
+    who = t.owner  # "tenant" or "user": whose rows these are
     tc = f'"{t.tenant_column}"'
     out: list[str] = []
     denied = command in t.denied.get(kind, set()) or (kind == "readonly" and command != "SELECT")
@@ -145,12 +185,12 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
 
     if command == "SELECT":
         if denied:
-            with _as(conn, a, settings):
+            with _as(conn, a, settings, t.owner):
                 expect_denied(_attempt(conn, f"SELECT 1 FROM {t.qualified} LIMIT 1")[0], "SELECT")
             return out
-        tenants = [(a, "tenant A"), (None, "no tenant")] if kind != "bypass" else [(None, "no tenant")]
+        tenants = [(a, f"{who} A"), (None, f"no {who}")] if kind != "bypass" else [(None, f"no {who}")]
         for tenant, label in tenants:
-            with _as(conn, tenant, settings):
+            with _as(conn, tenant, settings, t.owner):
                 rows = conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1").fetchall()
             seen = dict(rows)
             if kind == "bypass":
@@ -158,36 +198,37 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                     out.append(f"{role} ({label}) saw {sum(seen.values())} of {t.counts['*']} rows in {t.name}")
             elif tenant is None:
                 if seen:
-                    out.append(f"{role} with no tenant set saw {sum(seen.values())} rows in {t.name}; expected 0")
+                    out.append(f"{role} with no {who} set saw {sum(seen.values())} rows in {t.name}; expected 0")
             else:
                 others = sum(n for k, n in seen.items() if k != a)
                 if others:
-                    out.append(f"{role} as tenant A saw {others} rows of other tenants in {t.name}")
+                    out.append(f"{role} as {who} A saw {others} rows of other {who}s in {t.name}")
                 if seen.get(a, 0) != t.counts[a]:
-                    out.append(f"{role} as tenant A saw {seen.get(a, 0)} of tenant A's {t.counts[a]} rows in {t.name}")
+                    out.append(f"{role} as {who} A saw {seen.get(a, 0)} of {who} A's {t.counts[a]} rows in {t.name}")
         return out
 
     if command == "INSERT":
         own = _row_for(t, a, a)
         if denied:
-            with _as(conn, a, settings):
+            with _as(conn, a, settings, t.owner):
                 expect_denied(_attempt(conn, _insert_sql(t), own)[0], "INSERT")
             return out
         tenant = None if kind == "bypass" else a
-        with _as(conn, tenant, settings):
+        with _as(conn, tenant, settings, t.owner):
             state, _ = _attempt(conn, _insert_sql(t), own)
             if state == DENIED:  # unique/foreign-key errors come after the policy check: allowed by RLS
-                out.append(f"{role} as {'tenant A' if tenant else 'no tenant'} could not INSERT its own row into {t.name}")
+                label = f"{who} A" if tenant else f"no {who}"
+                out.append(f"{role} as {label} could not INSERT its own row into {t.name}")
             if kind == "enforce":
                 state, _ = _attempt(conn, _insert_sql(t), _row_for(t, a, b))
                 if state != DENIED:
-                    out.append(f"{role} as tenant A inserted a row for tenant B into {t.name} "
+                    out.append(f"{role} as {who} A inserted a row for {who} B into {t.name} "
                                f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
         if kind == "enforce":
-            with _as(conn, None, settings):
+            with _as(conn, None, settings, t.owner):
                 state, _ = _attempt(conn, _insert_sql(t), own)
                 if state != DENIED:
-                    out.append(f"{role} with no tenant set inserted into {t.name} "
+                    out.append(f"{role} with no {who} set inserted into {t.name} "
                                f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
         return out
 
@@ -201,33 +242,33 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
         return f"DELETE FROM {t.qualified} WHERE {tc}::text = %s", (tenant_value,)
 
     if denied:
-        with _as(conn, a, settings):
+        with _as(conn, a, settings, t.owner):
             expect_denied(_attempt(conn, *stmt(a))[0], verb)
         return out
     if kind == "bypass":
-        with _as(conn, None, settings):
+        with _as(conn, None, settings, t.owner):
             state, n = _attempt(conn, *stmt(b))
             if state is not None or n != t.counts[b]:
-                out.append(f"{role} {verb} of tenant B's rows in {t.name}: affected {n} of {t.counts[b]}"
+                out.append(f"{role} {verb} of {who} B's rows in {t.name}: affected {n} of {t.counts[b]}"
                            + (f" (SQLSTATE {state})" if state else ""))
         return out
-    with _as(conn, a, settings):
+    with _as(conn, a, settings, t.owner):
         state, n = _attempt(conn, *stmt(b))
         if state is None and n != 0:
-            out.append(f"{role} as tenant A {verb} affected {n} rows of tenant B in {t.name}; expected 0")
+            out.append(f"{role} as {who} A {verb} affected {n} rows of {who} B in {t.name}; expected 0")
         state, n = _attempt(conn, *stmt(a))
         if state is not None or n != t.counts[a]:
-            out.append(f"{role} as tenant A {verb} of its own rows in {t.name} affected {n} of {t.counts[a]}"
+            out.append(f"{role} as {who} A {verb} of its own rows in {t.name} affected {n} of {t.counts[a]}"
                        + (f" (SQLSTATE {state})" if state else ""))
         if verb == "UPDATE":
             state, n = _attempt(conn, *stmt(a, move_to=b))
             if state != DENIED:
-                out.append(f"{role} as tenant A moved {n} rows of {t.name} to tenant B "
+                out.append(f"{role} as {who} A moved {n} rows of {t.name} to {who} B "
                            f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
-    with _as(conn, None, settings):
+    with _as(conn, None, settings, t.owner):
         state, n = _attempt(conn, *stmt(a))
         if state is None and n != 0:
-            out.append(f"{role} with no tenant set {verb} affected {n} rows in {t.name}; expected 0")
+            out.append(f"{role} with no {who} set {verb} affected {n} rows in {t.name}; expected 0")
     return out
 
 
@@ -259,13 +300,14 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
         if policy:
             attempts.append((f'DROP POLICY "{policy[0]}" ON {probe.qualified}', f"drop a policy on {probe.name}"))
     for sql, what in attempts:
-        with _as(enforce_conn, probe.tenants[0] if probe and probe.tenants else None, settings):
+        first = probe.tenants[0] if probe and probe.tenants else None
+        with _as(enforce_conn, first, settings, probe.owner if probe else "tenant"):
             state, _ = _attempt(enforce_conn, sql)
         if state != DENIED:
             out.append(f"{role} could {what} ({'succeeded' if state is None else 'SQLSTATE ' + state}); "
                        "expected permission denied")
     for t in tables:
-        with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings):
+        with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
             enforce_conn.execute("SET LOCAL row_security = off")
             state, _ = _attempt(enforce_conn, f"SELECT 1 FROM {t.qualified} LIMIT 1")
         if state != DENIED:
@@ -273,10 +315,8 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
                        f"({'succeeded' if state is None else 'SQLSTATE ' + state})")
         forced = admin.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
                                (t.qualified,)).fetchone()[0]
-        with admin.transaction(force_rollback=True):
+        with _as(admin, t.tenants[0] if t.tenants else None, settings, t.owner):
             admin.execute(f'SET LOCAL ROLE "{settings.role_owner}"')
-            admin.execute("SELECT set_config(%s, %s, true)",
-                          (settings.tenant_claim, str(t.tenants[0]) if t.tenants else ""))
             owner_sees = admin.execute(f"SELECT count(*) FROM {t.qualified}").fetchone()[0]
         if not forced or (t.counts.get("*") and owner_sees == t.counts["*"]):
             out.append(f"the owner {settings.role_owner} is not subject to RLS on {t.name} "
@@ -299,7 +339,7 @@ def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
     for chunk in chunks:
         for verb, sql in (("read", f"SELECT 1 FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s"),
                           ("delete from", f"DELETE FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s")):
-            with _as(enforce_conn, tenant, settings):
+            with _as(enforce_conn, tenant, settings, t.owner):
                 state, rows = _attempt(enforce_conn, sql, ("" if tenant is None else str(tenant),))
             if state is None and rows > 0:
                 out.append(f"{enforce_conn.info.user} could {verb} {rows} rows of other tenants in chunk {chunk} "

@@ -285,7 +285,7 @@ def as_role(dbkit_server: Server, dbkit_seeded_db: DbUrl, dbkit_settings):
     set, rolled back at the end.  Roles that cannot log in (the owner) are entered with SET ROLE."""
     import psycopg
 
-    from dbkit.rls import scoped
+    from dbkit.rls import claims, scoped
 
     opened: list[Any] = []
 
@@ -300,8 +300,7 @@ def as_role(dbkit_server: Server, dbkit_seeded_db: DbUrl, dbkit_settings):
             conn, set_role = psycopg.connect(dbkit_seeded_db.conninfo), name
         opened.append(conn)
         try:
-            with scoped(conn, tenant_id=tenant, user_id=user, role=set_role,
-                        tenant_claim=dbkit_settings.tenant_claim, user_claim=dbkit_settings.user_claim):
+            with scoped(conn, tenant_id=tenant, user_id=user, role=set_role, claims=claims(dbkit_settings)):
                 yield conn
                 raise _Rollback
         except _Rollback:
