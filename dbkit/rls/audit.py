@@ -72,6 +72,12 @@ class AuditReport:
     relations_checked: int = 0
     #: the non-bypass login roles those relations were checked against
     login_roles: tuple[str, ...] = ()
+    #: the RLS model audited against (``DBKIT_RLS_MODEL``); ``none``: RLS is not used, tables are not checked
+    model: str = "tenant"
+
+    @property
+    def rls_used(self) -> bool:
+        return self.model != "none"
 
     @property
     def clean(self) -> bool:
@@ -87,11 +93,15 @@ class AuditReport:
         return sum(f.severity == WARN for f in self.findings)
 
     def summary(self) -> dict[str, Any]:
-        return {"schemas": list(self.schemas), "enforce_role": self.role, "tables_checked": self.tables_checked,
+        return {"schemas": list(self.schemas), "enforce_role": self.role, "model": self.model,
+                "rls_used": self.rls_used, "tables_checked": self.tables_checked,
                 "relations_checked": self.relations_checked, "login_roles": list(self.login_roles),
                 "errors": self.errors, "warnings": self.warnings, "clean": self.clean}
 
     def summary_line(self) -> str:
+        if not self.rls_used:
+            return (f"RLS is not used (DBKIT_RLS_MODEL=none): tables in {', '.join(self.schemas)} were not checked; "
+                    f"enforce role {self.role}: {self.errors} errors, {self.warnings} warnings")
         roles = ", ".join(self.login_roles) or "none"
         return (f"{self.tables_checked} tables checked in {', '.join(self.schemas)} (enforce role {self.role}); "
                 f"{self.relations_checked} relations in every schema checked against the non-bypass login roles "
@@ -162,8 +172,12 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     for name in enforce:
         row = conn.execute(_ROLE_SQL, {**params, "role": name}).fetchone()
         findings.extend(_role_findings(name, row))
+    if settings.rls_model == "none":  # a single-tenant application: no table is expected to have RLS
+        findings.sort(key=lambda f: (_ORDER[f.code], f.role or "", f.message))
+        return AuditReport(schemas=schemas, role=role, tables_checked=0, findings=tuple(findings), model="none")
 
-    tables = conn.execute(_TABLES_SQL, params).fetchall()
+    version_table = (settings.version_table_schema, settings.version_table)  # Alembic's: no tenant rows
+    tables = [t for t in conn.execute(_TABLES_SQL, params).fetchall() if (t[0], t[1]) != version_table]
     for schema, table, enabled, forced, policies in tables:
         findings.extend(_table_findings(schema, table, enabled, forced, policies))
 
@@ -182,13 +196,14 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     findings.sort(key=lambda f: (f.table is not None, f.schema or "", f.table or "", _ORDER[f.code],
                                  f.role or "", f.message))
     return AuditReport(schemas=schemas, role=role, tables_checked=len(tables), findings=tuple(findings),
-                       relations_checked=relations, login_roles=logins)
+                       relations_checked=relations, login_roles=logins, model=settings.rls_model)
 
 
 def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
     if row is None:
         yield Finding("enforce_role_missing", None, None, f"the enforce role {role} does not exist",
-                      "run dbkit migrate (it creates the roles in sql/roles/) or fix DBKIT_ROLE_ENFORCE", role=role)
+                      "run `dbkit roles apply` (or `dbkit migrate`, whose preflight applies the role model), or fix "
+                      "DBKIT_ROLE_ENFORCE", role=role)
         return
     superuser, bypassrls, powerful, owned = row
     if powerful and not superuser:

@@ -165,7 +165,16 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
         return [Drift(owner, f"schema {schema}", "exists", "missing", "run `dbkit migrate`", object=schema)]
     drifts: list[Drift] = []
     nsp_oid, nsp_owner = row
-    if nsp_owner != owner:
+    if schema == "public" and nsp_owner != owner:
+        # public belongs to the database (pg_database_owner); the owner role needs CREATE in it, which
+        # PostgreSQL 15 no longer gives PUBLIC (the migrate preflight grants it)
+        missing = [p for p in ("USAGE", "CREATE") if not c.execute(
+            "SELECT has_schema_privilege(%s, %s, %s)", (owner, schema, p)).fetchone()[0]] if owner in existing else []
+        if missing:
+            drifts.append(Drift(owner, f"missing privileges on schema {schema}: {_privs(missing)}", "USAGE, CREATE",
+                                _privs({"USAGE", "CREATE"} - set(missing)) or "(none)",
+                                f"GRANT {_privs(missing)} ON SCHEMA {s} TO {_ident(owner)}", object=schema))
+    elif nsp_owner != owner:
         drifts.append(Drift(owner, f"owner of schema {schema}", owner, nsp_owner,
                             f"ALTER SCHEMA {s} OWNER TO {_ident(owner)}", object=schema))
 
@@ -201,9 +210,14 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
                             _privs(schema_has["PUBLIC"]), f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC", object=schema))
 
     # ---- tables: owner and grants
-    tables = c.execute(
+    # the application's tables: not an extension's, not Alembic's version table
+    version_table = ((getattr(settings, "version_table", "alembic_version"), getattr(
+        settings, "version_table_schema", "dbkit")))
+    tables = [(t, o) for t, o in c.execute(
         "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.relnamespace = %s "
-        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY c.relname", (nsp_oid,)).fetchall()
+        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND NOT EXISTS (SELECT FROM pg_depend d "
+        "WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') ORDER BY c.relname",
+        (nsp_oid,)).fetchall() if (t, schema) != version_table]
     for table, table_owner in tables:
         if table_owner != owner:
             drifts.append(Drift(owner, f"owner of table {schema}.{table}", owner, table_owner,
