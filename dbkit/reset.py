@@ -33,12 +33,15 @@ class ResetResult:
 
 
 def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = False,
-          confirmed_name: str | None = None) -> ResetResult:
+          confirmed_name: str | None = None, anchor: str | None = None) -> ResetResult:
     from psycopg import sql
 
     from dbkit.migrate import runner
     from dbkit.seed import engine
+    from dbkit.seed.context import parse_anchor
 
+    if anchor is not None:  # a bad --anchor is refused before the database is dropped
+        anchor = parse_anchor(anchor, variable="--anchor")
     url = target.resolve_url(settings, direct=True)
     name = url.dbname
     risky = []
@@ -60,5 +63,5 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     migrated = runner.upgrade(settings)
-    seeded = engine.run(settings, profile=profile, seed=seed, allow_prod=True, yes=True)
+    seeded = engine.run(settings, profile=profile, seed=seed, allow_prod=True, yes=True, anchor=anchor)
     return ResetResult(name, migrated.after, sum(t.rows for t in seeded.tables), round(time.perf_counter() - t0, 3))

@@ -1,4 +1,5 @@
-"""Audit log rows: who did what to which document (ids come from the identity column)."""
+"""Audit log rows: who did what to which document (ids come from the identity column), over the
+window (``ctx.window``) ending at the run's anchor (``ctx.anchor``, "now" by default)."""
 
 from dbkit.seed import seeder
 

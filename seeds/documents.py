@@ -1,5 +1,6 @@
-"""Documents (title + paragraphs; the tsvector column is generated) and their chunks
-(sentences with unit-length embeddings of the column's dimension)."""
+"""Documents (title + paragraphs; the tsvector column is generated), created over the window
+ending at the run's anchor (``ctx.times``), and their chunks (sentences with unit-length
+embeddings of the column's dimension)."""
 
 from collections import defaultdict
 

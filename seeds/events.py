@@ -1,5 +1,7 @@
-"""Events (the TimescaleDB hypertable): per-tenant time series over the window ending at the
-anchor, with a daily pattern plus noise, so rows land in many daily chunks.
+"""Events (the TimescaleDB hypertable): per-tenant time series over the window (``ctx.window``,
+30 days) ending at the anchor (``ctx.anchor``: the start of today, UTC, unless --anchor or
+DBKIT_SEED_ANCHOR fix it), so a retention policy keeps them; a daily pattern plus noise, and rows
+land in many daily chunks.
 
 Built column by column (numpy for the numbers) and zipped into rows: at hundreds of
 thousands of rows the per-row Python work is what limits the load.

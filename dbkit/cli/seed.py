@@ -45,12 +45,16 @@ def _seed_progress():
 @click.option("--defer-indexes", is_flag=True, help="Drop non-constraint indexes during the load, rebuild after.")
 @click.option("--tenant-skew", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Spread rows over tenants: 0 uniform, >0 Zipf-like (1.0: a few big tenants).")
+@click.option("--anchor", metavar="DATE|TIMESTAMP",
+              help="The \"now\" time series end at (ISO; a date is midnight UTC, no zone is UTC). "
+                   "Default: DBKIT_SEED_ANCHOR, else the start of today (UTC).")
 @click.option("--allow-prod", is_flag=True, help="Allow seeding when DBKIT_ENV=prod (needs --yes too).")
 @click.option("--yes", is_flag=True, help="Confirm --allow-prod.")
 @json_option
 @click.pass_context
 def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: str | None, truncate: bool,
-         dry_run: bool, defer_indexes: bool, tenant_skew: float, allow_prod: bool, yes: bool, as_json: bool) -> None:
+         dry_run: bool, defer_indexes: bool, tenant_skew: float, anchor: str | None, allow_prod: bool, yes: bool,
+         as_json: bool) -> None:
     """Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."""
     if ctx.invoked_subcommand:
         return
@@ -63,7 +67,8 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
     try:
         result = engine.run(ctx.find_object(State).settings, profile=profile, scale=scale, seed=seed_value,
                             only=only_list, truncate=truncate, dry_run=dry_run, defer_indexes=defer_indexes,
-                            tenant_skew=tenant_skew, allow_prod=allow_prod, yes=yes, progress=callback)
+                            tenant_skew=tenant_skew, allow_prod=allow_prod, yes=yes, progress=callback,
+                            anchor=anchor)
     finally:
         if bar is not None:
             bar.stop()
@@ -101,6 +106,11 @@ def _describe_status(info):
                 [(r.id, f"{r.finished_at:%Y-%m-%d %H:%M:%S}", r.seed, r.profile, r.scale, r.tenant_skew, r.rows)
                  for r in info.runs],
                 title="recent runs")
+    last = info.runs[0]
+    if last.anchor is not None:  # the option that reproduces the newest run's timestamps
+        from dbkit.seed.context import format_anchor
+
+        yield f"run {last.id}: time series end at {format_anchor(last.anchor)} (--anchor {format_anchor(last.anchor)})"
 
 
 @seed.command("status")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from dbkit.errors import DbkitError, OperationFailed
@@ -39,12 +40,12 @@ def _apply_sql_file(conn, path: Path) -> None:
 
 
 def _load(conn, seeder, tr: TableResult, schema: str, seed: int, profile: str, pools: FakerPools,
-          tenant_skew: float, progress: Progress | None) -> None:
+          tenant_skew: float, anchor: datetime, progress: Progress | None) -> None:
     from psycopg import sql
 
     oids = _column_oids(conn, schema, seeder.table, seeder.columns)
     ctx = SeedContext(table=seeder.table, rows=tr.rows, seed=seed, profile=profile, conn=conn, schema=schema,
-                      pools=pools, tenant_skew=tenant_skew)
+                      pools=pools, anchor=anchor, tenant_skew=tenant_skew)
     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         _qualified(schema, seeder.table), sql.SQL(", ").join(sql.Identifier(c) for c in seeder.columns))
     written = 0

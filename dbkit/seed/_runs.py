@@ -31,6 +31,8 @@ class SeedResult:
     profile: str
     scale: float
     tenant_skew: float
+    #: the "now" the time series end at (aware, UTC); ``--anchor`` with it reproduces the rows
+    anchor: datetime | None = None
     tables: list[TableResult] = field(default_factory=list)
     sql_files: list[str] = field(default_factory=list)
     message: str = ""
@@ -38,6 +40,7 @@ class SeedResult:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["anchor"] = None if self.anchor is None else self.anchor.isoformat()
         d["total_rows"] = sum(t.rows for t in self.tables)
         return d
 
@@ -52,18 +55,26 @@ def _ensure_runs_table(conn, owner: str | None) -> None:
         " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
         " started_at timestamptz NOT NULL, finished_at timestamptz NOT NULL DEFAULT now(),"
         " seed bigint NOT NULL, profile text NOT NULL, scale double precision NOT NULL,"
-        " tenant_skew double precision NOT NULL, tables jsonb NOT NULL, versions jsonb NOT NULL)"
+        " tenant_skew double precision NOT NULL, tables jsonb NOT NULL, versions jsonb NOT NULL,"
+        " anchor timestamptz)"
     )
+    if conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'anchor' "
+                    "AND NOT attisdropped", (RUNS_TABLE,)).fetchone() is None:  # written before runs kept it
+        conn.execute(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN anchor timestamptz")
 
 
-_RUN_COLUMNS = ("id", "started_at", "finished_at", "seed", "profile", "scale", "tenant_skew", "tables", "versions")
+_RUN_COLUMNS = ("id", "started_at", "finished_at", "seed", "profile", "scale", "tenant_skew", "tables", "versions",
+                "anchor")
 
 
 def _runs(conn, limit: int) -> list[dict]:
     """The most recent seed runs, newest first (empty when none was ever recorded)."""
     if conn.execute("SELECT to_regclass(%s)", (RUNS_TABLE,)).fetchone()[0] is None:
         return []
-    rows = conn.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM {RUNS_TABLE} ORDER BY id DESC LIMIT %s", (limit,))
+    # the anchor through to_jsonb: a table written before runs recorded it has no such column (None then)
+    columns = ", ".join(f"r.{c}" for c in _RUN_COLUMNS[:-1])
+    rows = conn.execute(f"SELECT {columns}, (to_jsonb(r) ->> 'anchor')::timestamptz FROM {RUNS_TABLE} r "
+                        "ORDER BY r.id DESC LIMIT %s", (limit,))
     return [dict(zip(_RUN_COLUMNS, row, strict=True)) for row in rows]
 
 
@@ -80,16 +91,17 @@ def _record(conn, result: SeedResult, started_at) -> None:
     tables = {t.table: {"rows": t.rows, "checksum": t.checksum} for t in result.tables}
     versions = {"dbkit": __version__, "faker": faker.VERSION}
     conn.execute(
-        f"INSERT INTO {RUNS_TABLE} (started_at, seed, profile, scale, tenant_skew, tables, versions) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        f"INSERT INTO {RUNS_TABLE} (started_at, seed, profile, scale, tenant_skew, tables, versions, anchor) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (started_at, result.seed, result.profile, result.scale, result.tenant_skew,
-         json.dumps(tables), json.dumps(versions)))
+         json.dumps(tables), json.dumps(versions), result.anchor))
 
 
 @dataclass(frozen=True)
 class SeedRun:
     """One recorded run (a row of ``dbkit.seed_runs``): ``tables`` maps each table to what was written
-    (rows, checksum, ...), ``versions`` the library versions that wrote it."""
+    (rows, checksum, ...), ``versions`` the library versions that wrote it, ``anchor`` the "now" its
+    time series end at (None for runs recorded before dbkit kept it)."""
 
     id: int
     started_at: datetime
@@ -100,6 +112,7 @@ class SeedRun:
     tenant_skew: float
     tables: dict[str, dict[str, Any]]
     versions: dict[str, Any]
+    anchor: datetime | None = None
 
     @property
     def rows(self) -> int:

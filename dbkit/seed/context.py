@@ -10,13 +10,49 @@ import hashlib
 import random
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-__all__ = ["SeedContext", "ANCHOR", "FakerPools"]
+__all__ = ["SeedContext", "FakerPools", "default_anchor", "format_anchor", "parse_anchor"]
 
-#: Fixed "now" of every seed run: timestamps never depend on the wall clock.
-ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
+
+def parse_anchor(value: str | date | datetime, *, variable: str = "--anchor") -> datetime:
+    """The "now" that time series count back from, as an aware UTC datetime.
+
+    An ISO date means midnight UTC, a timestamp without a zone is UTC; anything else is one
+    ConfigError naming ``variable`` (``--anchor`` or ``DBKIT_SEED_ANCHOR``) with an example.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime.combine(value, time())
+    else:
+        text = str(value).strip()
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            from dbkit.errors import ConfigError
+
+            shown = text if len(text) <= 40 else text[:40] + "…"
+            raise ConfigError(variable, f"is {shown!r}, not an ISO date or timestamp",
+                              purpose='fixes the "now" that seeded time series end at',
+                              example=f"{variable} 2026-01-01 (midnight UTC) or 2026-01-01T12:00:00+00:00"
+                              if variable.startswith("--") else f"{variable}=2026-01-01") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def default_anchor(now: datetime | None = None) -> datetime:
+    """The start of the current day in UTC: two runs on the same day write the same rows."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def format_anchor(when: datetime) -> str:
+    """``2026-01-01`` for midnight UTC, the full UTC timestamp otherwise: what ``--anchor`` takes back."""
+    utc = when.astimezone(UTC)
+    return f"{utc:%Y-%m-%d}" if utc == default_anchor(utc) else utc.isoformat()
 
 
 def _int_seed(*parts: object) -> int:
@@ -48,11 +84,12 @@ class SeedContext:
     ``rows``        how many rows to produce
     ``rng``         ``random.Random`` seeded by (seed, table)
     ``np``          ``numpy.random.Generator`` seeded by (seed, table)
-    ``anchor``      the fixed "now" (2026-01-01 UTC); ``window`` how far back time series go
+    ``anchor``      the run's "now" (aware, UTC): ``--anchor``, DBKIT_SEED_ANCHOR or the start of today (UTC)
+    ``window``      how far back time series go: :meth:`times` spreads them over ``(anchor - window, anchor)``
     """
 
     def __init__(self, *, table: str, rows: int, seed: int, profile: str, conn, schema: str,
-                 pools: FakerPools, tenant_skew: float = 0.0, window_days: int = 30) -> None:
+                 pools: FakerPools, anchor: datetime, tenant_skew: float = 0.0, window_days: int = 30) -> None:
         import numpy
 
         self.table, self.rows, self.seed, self.profile = table, rows, seed, profile
@@ -60,7 +97,7 @@ class SeedContext:
         self.tenant_skew = tenant_skew
         self.rng = random.Random(_int_seed(seed, table))
         self.np = numpy.random.default_rng(_int_seed(seed, table, "numpy"))
-        self.anchor = ANCHOR
+        self.anchor = parse_anchor(anchor)
         self.window = timedelta(days=window_days)
         self.copying = False  # set by the engine once the first row was produced
 
@@ -138,7 +175,8 @@ class SeedContext:
         return v
 
     def times(self, n: int) -> list[datetime]:
-        """``n`` timestamps evenly spread over the window ending at the anchor, oldest first."""
+        """``n`` timestamps evenly spread over the window ending at the anchor, oldest first: the newest
+        is one step (``window / n``) before the anchor; a later anchor shifts them all by the difference."""
         import itertools
 
         if n <= 0:

@@ -16,6 +16,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 from dbkit import db, target
@@ -36,7 +37,7 @@ from dbkit.seed._runs import (
     _record,
     _runs,
 )
-from dbkit.seed.context import FakerPools
+from dbkit.seed.context import FakerPools, default_anchor, format_anchor, parse_anchor
 from dbkit.seed.registry import PROFILES, Registry, dependency_order, load_seeders
 
 __all__ = ["RUNS_TABLE", "SeedResult", "SeedRun", "SeedStatus", "TableResult", "run", "status"]
@@ -62,8 +63,13 @@ def run(
     allow_prod: bool = False,
     yes: bool = False,
     progress: Progress | None = None,
+    anchor: str | date | datetime | None = None,
 ) -> SeedResult:
-    """Seed the tables of ``seeds/`` (or ``only`` those) with deterministic fake data."""
+    """Seed the tables of ``seeds/`` (or ``only`` those) with deterministic fake data.
+
+    ``anchor`` is the "now" time series end at (``--anchor``; default DBKIT_SEED_ANCHOR, else the
+    start of the current day in UTC): the same seed and anchor write the same rows.
+    """
     if profile not in PROFILES:
         raise ConfigError("--profile", f"is {profile!r}, not one of {', '.join(PROFILES)}", example="small")
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
@@ -71,12 +77,13 @@ def run(
     if not (isinstance(tenant_skew, (int, float)) and math.isfinite(tenant_skew) and tenant_skew >= 0):
         raise ConfigError("--tenant-skew", f"is {tenant_skew!r}, must be a finite number, 0 or more",
                           example="--tenant-skew 1.0")
+    fixed, when = _anchor(settings, anchor)
     if settings.env == "prod" and not (allow_prod and yes):
         raise Refused("seeding is refused when DBKIT_ENV=prod: it writes fake data",
                       hint="pass --allow-prod --yes if this really is what you want")
     registry = _registry(settings)
     schema = settings.schema
-    result = SeedResult("planned", seed, profile, scale, tenant_skew)
+    result = SeedResult("planned", seed, profile, scale, tenant_skew, anchor=when)
     started = time.perf_counter()
     with _connect(settings) as (conn, owner, loader):
         _register_types(conn)
@@ -99,7 +106,7 @@ def run(
         result.sql_files = [p.name for p in sql_files]
         result.tables = [TableResult(t, counts[t], seeder=registry[t].name) for t in order]
         if dry_run:
-            result.message = "dry run: nothing was written"
+            result.message = f"dry run: nothing was written (time series would end at {format_anchor(when)})"
             return result
 
         current = {t: _count(conn, schema, t) for t in order}
@@ -107,12 +114,20 @@ def run(
             with _as(conn, owner):  # dbkit's bookkeeping belongs to the owner role
                 last = _last_run(conn)
             same = last is not None and (last["seed"], last["profile"], last["scale"], last["tenant_skew"]) == (
-                seed, profile, scale, tenant_skew)
-            if same and all(last["tables"].get(t, {}).get("rows") == current[t] for t in order):
+                seed, profile, scale, tenant_skew) and all(
+                last["tables"].get(t, {}).get("rows") == current[t] for t in order)
+            # a fixed anchor must match; the default one (today) accepts the rows of an earlier day
+            if same and fixed and last["anchor"] != when:
+                was = "no recorded anchor" if last["anchor"] is None else f"anchor {format_anchor(last['anchor'])}"
+                raise Refused(f"the tables hold seed {seed}'s rows for {was}, not for anchor {format_anchor(when)}",
+                              hint="pass --truncate to reload them")
+            if same:
                 result.status = "noop"
+                result.anchor = last["anchor"] and last["anchor"].astimezone(UTC)
                 result.tables = [TableResult(t, current[t], checksum=last["tables"][t].get("checksum"),
                                              seeder=registry[t].name) for t in order]
-                result.message = (f"already seeded with seed {seed}, profile {profile} at "
+                anchored = "" if last["anchor"] is None else f", anchor {format_anchor(last['anchor'])}"
+                result.message = (f"already seeded with seed {seed}, profile {profile}{anchored} at "
                                   f"{last['finished_at']:%Y-%m-%d %H:%M:%S %Z}: nothing to do (--truncate reloads)")
                 return result
             filled = ", ".join(f"{schema}.{t} ({n} rows)" for t, n in current.items() if n)
@@ -128,7 +143,7 @@ def run(
                 _apply_sql_file(conn, path)
             pools = FakerPools(seed)
             for tr in result.tables:
-                _load(conn, registry[tr.table], tr, schema, seed, profile, pools, tenant_skew, progress)
+                _load(conn, registry[tr.table], tr, schema, seed, profile, pools, tenant_skew, when, progress)
             if deferred:
                 _rebuild(conn, result.tables, deferred, owner, loader, settings.seed_maintenance_work_mem)
             for tr in result.tables:
@@ -137,8 +152,19 @@ def run(
             _record(conn, result, wall_start)
         result.status = "seeded"
         result.seconds = round(time.perf_counter() - started, 3)
-        result.message = f"seeded {sum(t.rows for t in result.tables)} rows into {len(order)} table(s)"
+        result.message = (f"seeded {sum(t.rows for t in result.tables)} rows into {len(order)} table(s); time series "
+                          f"end at {format_anchor(when)} (--anchor {format_anchor(when)} writes the same rows again)")
     return result
+
+
+def _anchor(settings, anchor: str | date | datetime | None) -> tuple[bool, datetime]:
+    """(fixed, the anchor): ``anchor`` (the --anchor option), else DBKIT_SEED_ANCHOR, else the start of today
+    (UTC; not fixed)."""
+    if anchor is not None:
+        return True, parse_anchor(anchor, variable="--anchor")
+    if settings.seed_anchor is not None:
+        return True, parse_anchor(settings.seed_anchor, variable="DBKIT_SEED_ANCHOR")
+    return False, default_anchor()
 
 
 @contextlib.contextmanager
