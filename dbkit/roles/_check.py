@@ -196,9 +196,10 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
         if role not in checked:
             continue
         have, want = schema_has.get(role, set()), set(privs)
-        if want - have:
-            drifts.append(Drift(role, f"missing privileges on schema {schema}: {_privs(want - have)}", _privs(want),
-                                _privs(have), f"GRANT {_privs(want - have)} ON SCHEMA {s} TO {_ident(role)}",
+        missing = want - have - schema_has.get("PUBLIC", set())  # what PUBLIC has (USAGE on public), every role has
+        if missing:
+            drifts.append(Drift(role, f"missing privileges on schema {schema}: {_privs(missing)}", _privs(want),
+                                _privs(have), f"GRANT {_privs(missing)} ON SCHEMA {s} TO {_ident(role)}",
                                 object=schema))
         if have - want:
             extra = {p.removesuffix(" WITH GRANT OPTION") for p in have - want}
