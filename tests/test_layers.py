@@ -22,7 +22,7 @@ LAYERS = [
     {"dbkit.roles", "dbkit.rls"},  # the access model: migrations apply it, revisions read it
     {"dbkit.migrate", "dbkit.seed", "dbkit.backup"},  # features: they do not import each other
     {"dbkit.lifecycle", "dbkit.health", "dbkit._health_types", "dbkit._health_checks", "dbkit._health_prometheus",
-     "dbkit.reset"},  # flows across features
+     "dbkit.reset", "dbkit.init"},  # flows across features
     {"dbkit.cli", "dbkit.testing", "dbkit", "dbkit.__main__"},
 ]
 FEATURES = {"dbkit.migrate", "dbkit.seed", "dbkit.backup"}

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "roles, migrations, RLS, backup target and backups, each with a fix hint."),
     "config": ("dbkit.cli.config:config", "Inspect the resolved settings."),
     "dev": ("dbkit.cli.dev:dev", "The embedded local PostgreSQL cluster in .dbkit/ (development and tests)."),
+    "init": ("dbkit.cli.init:init", "Write what a project needs to use dbkit: migrations, seeds, RLS tests, settings."),
     "migrate": ("dbkit.cli.migrate:migrate", "Upgrade the database to head (or --to REV), with safety rails."),
     "reset": ("dbkit.cli.reset:reset",
               "Drop and recreate the database, migrate to head, seed a profile (dev and test)."),

@@ -1,0 +1,64 @@
+"""`dbkit init`: the files a project needs to use dbkit (dbkit.init)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dbkit import render
+from dbkit.cli._common import json_option
+
+
+def _describe(result):
+    yield f"dbkit init in {result.directory}"
+    width = max(len(f.action) for f in result.files)
+    for f in result.files:
+        yield f"  {f.action.ljust(width)}  {f.path}" + (f"  ({f.reason})" if f.reason else "")
+    if not result.changed:
+        yield "nothing to write: every file is there already (--force overwrites them)"
+    yield ""
+    yield "Next, in that directory:"
+    for step in result.next_steps:
+        yield f"  {step}"
+
+
+@click.command("init")
+@click.option("--dir", "directory", metavar="PATH", default=".", show_default=True,
+              help="The project's directory (created if missing).")
+@click.option("--schema", default="app", show_default=True, help="Schema of the application's tables (or public).")
+@click.option("--rls", "rls", type=click.Choice(["tenant", "jwt", "none"]), default="tenant", show_default=True,
+              help="RLS model: a tenant claim setting, JSON claims (PostgREST/Supabase) or none.")
+@click.option("--tenant-claim", metavar="SETTING", help="Setting carrying the tenant (--rls tenant; app.tenant_id).")
+@click.option("--jwt-claims", metavar="SETTING",
+              help="Setting holding the JSON claims (--rls jwt; request.jwt.claims).")
+@click.option("--jwt-user-key", metavar="KEY", help="Claims key of the user (--rls jwt; sub).")
+@click.option("--jwt-tenant-key", metavar="KEY",
+              help="Claims key of the tenant/organisation (--rls jwt; unset: rows are owned per user).")
+@click.option("--owner-role", default="app_owner", show_default=True, help="NOLOGIN role that owns every table.")
+@click.option("--enforce-role", default="app_rls", show_default=True,
+              help="LOGIN role(s) the application connects as, subject to RLS (comma-separated).")
+@click.option("--bypass-role", default="app_full", show_default=True,
+              help="LOGIN BYPASSRLS role(s) for trusted workers; none for no such role.")
+@click.option("--readonly-role", default="app_readonly", show_default=True,
+              help="LOGIN read-only role(s); none for no such role.")
+@click.option("--password-env", "password_env", multiple=True, metavar="ROLE=VAR",
+              help="Take ROLE's password from VAR (default DBKIT_PASSWORD_<ROLE>); repeatable.")
+@click.option("--extensions", default="pgcrypto", show_default=True,
+              help="PostgreSQL extensions, comma-separated (e.g. pgcrypto,vector,timescaledb).")
+@click.option("--force", is_flag=True, help="Overwrite files that exist (and replace [tool.dbkit]).")
+@json_option
+def init(directory: str, schema: str, rls: str, tenant_claim: str | None, jwt_claims: str | None,
+         jwt_user_key: str | None, jwt_tenant_key: str | None, owner_role: str, enforce_role: str, bypass_role: str,
+         readonly_role: str, password_env: tuple[str, ...], extensions: str, force: bool, as_json: bool) -> None:
+    """Write what a project needs to use dbkit: alembic.ini, migrations/ (env.py with dbkit's rails, a first
+    revision with the roles and one example table protected by the RLS model), seeds/, tests/test_rls.py,
+    .env.example and [tool.dbkit] in pyproject.toml.  Files that exist are skipped unless --force."""
+    from dbkit.init import InitOptions
+    from dbkit.init import init as write
+
+    options = InitOptions(schema=schema, rls=rls, tenant_claim=tenant_claim, jwt_claims=jwt_claims,
+                          jwt_user_key=jwt_user_key, jwt_tenant_key=jwt_tenant_key, owner_role=owner_role,
+                          enforce_role=enforce_role, bypass_role=bypass_role, readonly_role=readonly_role,
+                          password_env=tuple(password_env), extensions=extensions, force=force)
+    render.show(write(Path(directory), options), _describe, as_json=as_json)

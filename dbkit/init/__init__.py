@@ -1,0 +1,334 @@
+"""``dbkit init``: what a project needs to use dbkit, written into its directory.
+
+``alembic.ini``, ``migrations/`` (``env.py`` with dbkit's rails, ``script.py.mako``, ``models.py``
+and a first revision: extensions, roles, the schema and one example table protected by the chosen
+RLS model), ``seeds/`` with a seeder for that table, ``tests/test_rls.py`` for dbkit's pytest plugin,
+``.env.example`` and ``[tool.dbkit]`` in ``pyproject.toml`` (created, or merged into an existing file
+keeping its content and comments).  The templates are package data (``dbkit/templates/``).
+
+Every option is checked before anything is written: a refusal writes nothing.  Files that exist
+are skipped (and said so) unless ``force``; the policies of the first revision are literal SQL,
+computed here from the RLS model (:class:`dbkit.rls.Claims`), and its grants come from the role
+model (:func:`dbkit.roles.model`).  The library never prints: :func:`init` returns an
+:class:`InitResult` that the CLI renders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dbkit.errors import UsageError
+from dbkit.init._render import TABLE, Project, render_files
+
+__all__ = ["InitOptions", "InitResult", "FileResult", "init", "TABLE", "KINDS"]
+
+KINDS = ("owner", "enforce", "bypass", "readonly")
+MIGRATIONS_DIR = "migrations"
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_CLAIM = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_EXTENSION = re.compile(r"[a-z_][a-z0-9_-]{0,62}")
+_RESERVED_SCHEMAS = ("dbkit", "information_schema")
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    """The options of ``dbkit init`` as given (None: not given, the default applies)."""
+
+    schema: str = "app"
+    rls: str = "tenant"  # tenant | jwt | none
+    tenant_claim: str | None = None
+    jwt_claims: str | None = None
+    jwt_user_key: str | None = None
+    jwt_tenant_key: str | None = None
+    owner_role: str = "app_owner"
+    enforce_role: str = "app_rls"
+    bypass_role: str = "app_full"  # "none": the project has no bypass role
+    readonly_role: str = "app_readonly"  # "none": no read-only role
+    password_env: tuple[str, ...] = ()  # "ROLE=VAR", one per role
+    extensions: str = "pgcrypto"  # comma-separated; "none" or empty: none
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file: written (new), overwritten (--force), merged ([tool.dbkit] added to an
+    existing pyproject.toml), unchanged (same content already there) or skipped (exists; ``reason``)."""
+
+    path: str  # relative to the project directory, with /
+    action: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    directory: Path
+    files: tuple[FileResult, ...]
+    next_steps: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)  # what [tool.dbkit] was written with
+
+    @property
+    def changed(self) -> bool:
+        return any(f.action in ("written", "overwritten", "merged") for f in self.files)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "changed": self.changed,
+                "files": [{"path": f.path, "action": f.action, "reason": f.reason} for f in self.files],
+                "next_steps": list(self.next_steps), "settings": self.settings}
+
+
+# --------------------------------------------------------------------- checking the options
+
+def _names(option: str, value: str, *, optional: bool) -> tuple[str, ...]:
+    """``--enforce-role api,ingest`` -> ("api", "ingest"); ``none`` -> () where the kind is optional."""
+    text = value.strip()
+    if text.lower() == "none":
+        if optional:
+            return ()
+        raise UsageError(f"{option} cannot be none: every project needs this role; e.g. {option} app_rls")
+    names = tuple(n.strip() for n in text.split(","))
+    for name in names:
+        if not _IDENT.fullmatch(name):
+            raise UsageError(f"{option} {name!r} is not a lower-case SQL identifier (letters, digits, _; at most 63 "
+                             f"characters, not starting with a digit); e.g. {option} app_rls")
+        if name.startswith("pg_"):
+            raise UsageError(f"{option} {name!r} starts with pg_, which PostgreSQL reserves for its own roles; "
+                             f"choose another name")
+    if len(set(names)) != len(names):
+        raise UsageError(f"{option} {value!r} names a role twice")
+    return names
+
+
+def _check_claim(option: str, value: str) -> str:
+    if not _CLAIM.fullmatch(value):
+        raise UsageError(f"{option} {value!r} is not a custom setting name (lower-case identifiers joined by dots); "
+                         f"e.g. {option} {'request.jwt.claims' if 'jwt' in option else 'app.tenant_id'}")
+    return value
+
+
+def _check_key(option: str, value: str) -> str:
+    if not _KEY.fullmatch(value):
+        raise UsageError(f"{option} {value!r} is not a JSON key (letters, digits, _); e.g. {option} sub")
+    return value
+
+
+def _project(options: InitOptions) -> Project:
+    """The options, checked and resolved: one UsageError line naming the option at the first problem."""
+    schema = options.schema.strip()
+    if not _IDENT.fullmatch(schema):
+        raise UsageError(f"--schema {options.schema!r} is not a lower-case SQL identifier (letters, digits, _; at "
+                         "most 63 characters); e.g. --schema app or --schema public")
+    if schema.startswith("pg_") or schema in _RESERVED_SCHEMAS:
+        raise UsageError(f"--schema {schema} is reserved (pg_*, information_schema, and dbkit for dbkit's own "
+                         "bookkeeping); e.g. --schema app")
+    model = options.rls
+    if model not in ("tenant", "jwt", "none"):
+        raise UsageError(f"--rls {model!r} is not one of tenant, jwt, none")
+    given = {"--tenant-claim": options.tenant_claim, "--jwt-claims": options.jwt_claims,
+             "--jwt-user-key": options.jwt_user_key, "--jwt-tenant-key": options.jwt_tenant_key}
+    for option, value in given.items():
+        belongs = "tenant" if option == "--tenant-claim" else "jwt"
+        if value is not None and model != belongs:
+            raise UsageError(f"{option} applies to --rls {belongs} only (this is --rls {model}); leave it out "
+                             f"or pass --rls {belongs}")
+    tenant_claim = _check_claim("--tenant-claim", options.tenant_claim or "app.tenant_id")
+    jwt_claims = _check_claim("--jwt-claims", options.jwt_claims or "request.jwt.claims")
+    jwt_user_key = _check_key("--jwt-user-key", options.jwt_user_key or "sub")
+    jwt_tenant_key = _check_key("--jwt-tenant-key", options.jwt_tenant_key) if options.jwt_tenant_key else None
+
+    roles = {"owner": _names("--owner-role", options.owner_role, optional=False),
+             "enforce": _names("--enforce-role", options.enforce_role, optional=False),
+             "bypass": _names("--bypass-role", options.bypass_role, optional=True),
+             "readonly": _names("--readonly-role", options.readonly_role, optional=True)}
+    if len(roles["owner"]) != 1:
+        raise UsageError(f"--owner-role {options.owner_role!r} names several roles; a project has one owner role")
+    seen: dict[str, str] = {}
+    for kind, names in roles.items():
+        for name in names:
+            if name in seen:
+                raise UsageError(f"--{kind}-role {name} is already the {seen[name]} role: one role cannot be of two "
+                                 f"kinds; e.g. --{kind}-role {name}_{kind}")
+            seen[name] = kind
+    passwords = _password_envs(options.password_env, seen)
+    extensions = _extensions(options.extensions)
+    return Project(schema=schema, rls=model, tenant_claim=tenant_claim, jwt_claims=jwt_claims,
+                   jwt_user_key=jwt_user_key, jwt_tenant_key=jwt_tenant_key, roles=roles,
+                   password_env=passwords, extensions=extensions, migrations_dir=MIGRATIONS_DIR,
+                   date=datetime.now(UTC).date().isoformat())
+
+
+def _password_envs(items: tuple[str, ...], kinds: dict[str, str]) -> dict[str, str]:
+    """``--password-env ROLE=VAR`` -> {role: VAR}; the role must be a LOGIN role of the model."""
+    from dbkit.config import FIELDS_BY_ENV
+
+    found: dict[str, str] = {}
+    for item in items:
+        role, sep, variable = (part.strip() for part in item.partition("="))
+        if not sep or not role or not variable:
+            raise UsageError(f"--password-env {item!r} is not ROLE=VARIABLE; e.g. --password-env "
+                             "app_rls=POSTGRES_USER_RLS_PASS")
+        if role not in kinds:
+            raise UsageError(f"--password-env {item!r} names {role}, which is not a role of this project (roles: "
+                             f"{', '.join(kinds)})")
+        if kinds[role] == "owner":
+            raise UsageError(f"--password-env {item!r}: {role} is the owner role, which cannot log in and has no "
+                             "password; name a LOGIN role (enforce, bypass or readonly)")
+        if not _ENV.fullmatch(variable):
+            raise UsageError(f"--password-env {item!r}: {variable!r} is not an environment variable name (letters, "
+                             "digits, _); e.g. POSTGRES_USER_RLS_PASS")
+        if variable in FIELDS_BY_ENV:
+            raise UsageError(f"--password-env {item!r}: {variable} is a dbkit setting, not a free variable for a "
+                             "password; e.g. POSTGRES_USER_RLS_PASS")
+        if role in found:
+            raise UsageError(f"--password-env names {role} twice ({found[role]} and {variable})")
+        if variable in found.values():
+            raise UsageError(f"--password-env {variable} is given for two roles; each role needs its own variable")
+        found[role] = variable
+    return found
+
+
+def _extensions(text: str) -> tuple[str, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(n.strip() for n in text.split(","))
+    for name in names:
+        if not _EXTENSION.fullmatch(name):
+            raise UsageError(f"--extensions has {name!r}, not an extension name (lower-case letters, digits, _ and -); "
+                             "e.g. --extensions pgcrypto,vector,timescaledb")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--extensions {text!r} names an extension twice")
+    return names
+
+
+# --------------------------------------------------------------------- pyproject.toml
+
+_HEADER = re.compile(r"^\s*\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _strip_dbkit_tables(text: str) -> str:
+    """``text`` without its ``[tool.dbkit]`` and ``[tool.dbkit.*]`` tables (the comment lines right before
+    the next other table stay with it)."""
+    lines = text.splitlines(keepends=True)
+    keep = [True] * len(lines)
+    i = 0
+    while i < len(lines):
+        m = _HEADER.match(lines[i])
+        name = m["name"].replace(" ", "").replace('"', "") if m else ""
+        if name == "tool.dbkit" or name.startswith("tool.dbkit."):
+            end = i + 1
+            while end < len(lines) and not _HEADER.match(lines[end]):
+                end += 1
+            stop = end
+            if end < len(lines):  # leave the comments that introduce the next table to it
+                while stop > i + 1 and (not lines[stop - 1].strip() or lines[stop - 1].lstrip().startswith("#")):
+                    stop -= 1
+            for j in range(i, stop):
+                keep[j] = False
+            i = end
+        else:
+            i += 1
+    return "".join(line for line, k in zip(lines, keep, strict=True) if k)
+
+
+def _pyproject(path: Path, section: str, new_file: str, force: bool) -> tuple[str | None, str, str]:
+    """(new content or None, action, reason) for ``pyproject.toml``."""
+    import tomllib
+
+    if not path.exists():
+        return new_file, "written", ""
+    try:
+        text = path.read_text(encoding="utf-8")
+        has = "dbkit" in tomllib.loads(text).get("tool", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path} cannot be read as TOML ({exc}); fix it first, then run dbkit init again") from None
+    if has and not force:
+        return None, "skipped", "it has [tool.dbkit] already (--force replaces it)"
+    base = _strip_dbkit_tables(text) if has else text
+    if not base.endswith("\n") and base:
+        base += "\n"
+    merged = base + ("\n" if base.strip() else "") + section
+    try:
+        tool = tomllib.loads(merged).get("tool", {})
+    except tomllib.TOMLDecodeError:
+        tool = None
+    if tool is None or tomllib.loads(section)["tool"]["dbkit"] != tool.get("dbkit"):
+        raise UsageError(f"{path} defines tool.dbkit in a form dbkit init cannot merge (dotted keys or an inline "
+                         "table); move it into a [tool.dbkit] table or remove it, then run dbkit init again")
+    return merged, "overwritten" if has else "merged", ""
+
+
+# --------------------------------------------------------------------- writing
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file in the same directory and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _other_revisions(versions: Path, mine: str) -> list[str]:
+    if not versions.is_dir():
+        return []
+    return sorted(p.name for p in versions.glob("*.py") if p.name != mine and not p.name.startswith("__"))
+
+
+NEXT_STEPS = (
+    "dbkit dev up          # the embedded PostgreSQL in .dbkit/ (or set DATABASE_URL in .env)",
+    "dbkit migrate         # extensions, roles, schema and the example table",
+    "dbkit roles check     # the roles and grants match the role model",
+    "dbkit rls audit       # every table is protected as the RLS model says",
+    "dbkit seed            # example data",
+    "pytest                # tests/ (pip install 'dbkit[testing]')",
+)
+
+
+def init(directory: Path, options: InitOptions) -> InitResult:
+    """Write the project files into ``directory`` (created if missing).  Raises UsageError, having written
+    nothing, when an option or the directory cannot be used."""
+    project = _project(options)
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--dir {directory} is not a directory; pass the project's directory")
+    files, section, new_pyproject = render_files(project)
+    plan: list[tuple[FileResult, str | None]] = []
+    revision = f"{project.migrations_dir}/versions/0001_initial.py"
+    for rel, text in files.items():
+        path = directory / rel
+        others = _other_revisions(path.parent, path.name) if rel == revision else []
+        if others:
+            plan.append((FileResult(rel, "skipped", f"{project.migrations_dir}/versions has revisions already "
+                                    f"({others[0]}…): adopt the existing project instead"), None))
+        elif path.is_dir():
+            raise UsageError(f"{path} is a directory where dbkit init writes a file; move it away first")
+        elif not path.exists():
+            plan.append((FileResult(rel, "written"), text))
+        elif path.read_text(encoding="utf-8", errors="replace") == text:
+            plan.append((FileResult(rel, "unchanged"), None))
+        elif options.force:
+            plan.append((FileResult(rel, "overwritten"), text))
+        else:
+            plan.append((FileResult(rel, "skipped", "exists (--force overwrites it)"), None))
+    text, action, reason = _pyproject(directory / "pyproject.toml", section, new_pyproject, options.force)
+    if text is not None and (directory / "pyproject.toml").exists() and \
+            (directory / "pyproject.toml").read_text(encoding="utf-8") == text:
+        text, action = None, "unchanged"
+    plan.append((FileResult("pyproject.toml", action, reason), text))
+    for result, content in plan:  # everything was checked: now write
+        if content is not None:
+            _write(directory / result.path, content)
+    return InitResult(directory.resolve(), tuple(r for r, _ in plan), NEXT_STEPS, project.tool_settings())
