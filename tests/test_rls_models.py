@@ -203,6 +203,7 @@ def test_role_model_with_several_roles_per_kind_and_none(tmp_path):
     assert m.expected_grants(["orgs"]) == {
         "rtpm_api": {"orgs": frozenset({"SELECT"})}, "rtpm_ingest": {"orgs": frozenset({"SELECT"})},
         "rtpm_worker": {"orgs": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})}}
+    assert m.table_privileges("readonly", "orgs") == ("SELECT",)  # no readonly role, but the kind's default
     kinds = [g["roles"] for g in m.grants(["orgs"], "app")]
     assert kinds == [["rtpm_api", "rtpm_ingest"], ["rtpm_worker"], ["rtpm_api", "rtpm_ingest"], ["rtpm_worker"]]
 
@@ -210,7 +211,9 @@ def test_role_model_with_several_roles_per_kind_and_none(tmp_path):
                          ('role_bypass = "app_owner"', "already the owner role"),
                          ('role_enforce = ["a", "b"]\n[tool.dbkit.roles.enforce]\npassword_env = "ONE"',
                           "one variable for 2 enforce roles"),
-                         ('[tool.dbkit.roles.enforce]\npassword_env = { nobody = "X" }', "not a enforce role")):
+                         ('[tool.dbkit.roles.enforce]\npassword_env = { nobody = "X" }', "not a enforce role"),
+                         ('[tool.dbkit.roles.enforce]\ntables = { orgs = ["TRUNCATE"] }', "not one of SELECT"),
+                         ('[tool.dbkit.roles.owner]\ntables = { orgs = ["SELECT"] }', "owns every table")):
         (tmp_path / "pyproject.toml").write_text("[tool.dbkit]\n" + text + "\n")
         with pytest.raises(ConfigError, match=needle):
             roles.model(load_settings(environ={}, cwd=tmp_path))
@@ -356,6 +359,9 @@ role_readonly = "rtpm_grafana"
 [tool.dbkit.roles]
 read_only_tables = ["orgs"]
 
+[tool.dbkit.roles.readonly]
+tables = { orgs = [] }  # dashboards read readings only
+
 [tool.dbkit.rls]
 tenant_column = "org_id"
 
@@ -399,3 +405,26 @@ def test_several_enforce_roles_and_a_read_only_table_not_named_tenants(pytester,
     out = result.stdout.str()
     result.assert_outcomes(passed=14)  # 12 matrix cases (both enforce roles), escalation, roles check + audit
     assert "AUDIT: 2 tables checked in telemetry (enforce role rtpm_api, rtpm_ingest)" in out, out
+
+
+@pytest.mark.unit
+def test_per_kind_table_privileges(tmp_path):
+    from dbkit import roles
+
+    (tmp_path / "pyproject.toml").write_text(textwrap.dedent("""\
+        [tool.dbkit.roles.readonly]
+        tables = { audit_log = [], events = ["select"] }
+
+        [tool.dbkit.roles.enforce]
+        tables = { audit_log = ["SELECT", "INSERT"] }
+        """))
+    m = roles.model(load_settings(environ={}, cwd=tmp_path))
+    assert m.table_privileges("readonly", "audit_log") == () and m.table_privileges("readonly", "events") == ("SELECT",)
+    assert m.table_privileges("enforce", "audit_log") == ("SELECT", "INSERT")
+    assert m.table_privileges("enforce", "users") == ("SELECT", "INSERT", "UPDATE", "DELETE")
+    grants = m.grants(["audit_log"], "app")
+    assert {tuple(g["roles"]): g["privileges"] for g in grants if g.get("object_type") != "SCHEMA"} == {
+        ("app_rls",): ["SELECT", "INSERT"], ("app_full",): ["SELECT", "INSERT", "UPDATE", "DELETE"]}
+    # default privileges may only grant what every table of the kind gets
+    assert m.allowed_default_privileges()["app_full"] == frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
+    assert m.allowed_default_privileges()["app_readonly"] == frozenset()

@@ -22,6 +22,11 @@ readonly   LOGIN; SELECT on every table, still subject to RLS
     connection_limit = 20                 # any kind: attributes, connection_limit, password_env
     attributes = "LOGIN NOINHERIT"        # [NO]<ATTRIBUTE> keywords layered over the kind's defaults
     password_env = "GRAFANA_DB_PASSWORD"  # default: DBKIT_PASSWORD_<ROLE NAME>
+    tables = { audit_log = [] }           # privileges on these tables instead of the kind's default
+
+Names come from ``DBKIT_ROLE_<KIND>`` (``[tool.dbkit] role_<kind>``): a kind may have several roles
+(``role_enforce = ["api", "ingest"]``) and the bypass and readonly kinds none (``"none"``).  With
+several roles, ``password_env`` is a table: ``password_env = { api = "API_DB_PASSWORD", ... }``.
 
 Files in ``sql/roles/`` remain possible for what the model cannot say (extra grants,
 memberships): they run after the model is applied (see :func:`role_files`).
@@ -129,6 +134,8 @@ class RoleModel:
 
     roles: tuple[Role, ...]
     read_only_tables: frozenset[str] = field(default_factory=frozenset)
+    #: kind -> {table: privileges}: ``[tool.dbkit.roles.<kind>] tables`` (what differs from the kind's default)
+    table_overrides: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def of(self, kind: str) -> tuple[Role, ...]:
         """The roles of ``kind``, in the order they were configured (empty for a kind the project has none of)."""
@@ -162,10 +169,21 @@ class RoleModel:
     def allowed_default_privileges(self) -> dict[str, frozenset[str]]:
         """``{role name: privileges}`` that ``ALTER DEFAULT PRIVILEGES … ON TABLES`` may grant: what the
         model grants the role on *every* table."""
-        return {role.name: frozenset(TABLE_GRANTS[role.kind][0]) & frozenset(TABLE_GRANTS[role.kind][1])
-                for role in self.roles if role.kind in TABLE_GRANTS}
+        out = {}
+        for role in self.roles:
+            if role.kind in TABLE_GRANTS:
+                allowed = frozenset(TABLE_GRANTS[role.kind][0]) & frozenset(TABLE_GRANTS[role.kind][1])
+                for privileges in self.table_overrides.get(role.kind, {}).values():
+                    allowed &= frozenset(privileges)
+                out[role.name] = allowed
+        return out
 
     def table_privileges(self, kind: str, table: str) -> tuple[str, ...]:
+        """What a role of ``kind`` is granted on ``table``: the kind's default (SELECT only on a read-only
+        table for the enforce role), unless ``[tool.dbkit.roles.<kind>] tables`` says otherwise."""
+        override = self.table_overrides.get(kind, {}).get(table)
+        if override is not None:
+            return override
         everywhere, read_only = TABLE_GRANTS.get(kind, ((), ()))
         return read_only if table in self.read_only_tables else everywhere
 
@@ -179,7 +197,7 @@ class RoleModel:
                                 roles=self.names(kind)))
         for table in tables:
             for kind in TABLE_GRANTS:
-                if self.of(kind):
+                if self.of(kind) and self.table_privileges(kind, table):
                     out.append(dict(privileges=list(self.table_privileges(kind, table)), target=table,
                                     schema=schema, roles=self.names(kind)))
         return out
@@ -189,11 +207,34 @@ def _kind_config(config: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     value = config.get(kind, {})
     if not isinstance(value, Mapping):
         raise ConfigError(f"[tool.dbkit.roles.{kind}]", "is not a table", example='connection_limit = 20')
-    unknown = set(value) - {"attributes", "connection_limit", "password_env"}
+    unknown = set(value) - {"attributes", "connection_limit", "password_env", "tables"}
     if unknown:
         raise ConfigError(f"[tool.dbkit.roles.{kind}]", f"has unknown keys {', '.join(sorted(unknown))}",
-                          example='attributes = "LOGIN NOINHERIT", connection_limit = 20, password_env = "MY_VAR"')
+                          example='attributes = "LOGIN NOINHERIT", connection_limit = 20, password_env = "MY_VAR", '
+                                  'tables = { audit_log = ["SELECT"] }')
     return value
+
+
+def _table_overrides(extra: Mapping[str, Any], kind: str) -> dict[str, tuple[str, ...]]:
+    """``tables = { audit_log = ["SELECT"], secrets = [] }``: the kind's privileges on those tables."""
+    value = extra.get("tables", {})
+    where = f"[tool.dbkit.roles.{kind}] tables"
+    example = 'tables = { audit_log = ["SELECT", "INSERT"], api_keys = [] }'
+    if value and kind not in TABLE_GRANTS:
+        raise ConfigError(where, f"is set for the {kind} role, which owns every table (nothing is granted to it)",
+                          example="remove it")
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, "is not a table of table names to privilege lists", example=example)
+    out = {}
+    for table, privileges in value.items():
+        if not isinstance(privileges, list) or not all(isinstance(p, str) for p in privileges):
+            raise ConfigError(f"{where} {table}", "is not a list of privileges", example=example)
+        bad = [p for p in privileges if p.upper() not in DML]
+        if bad:
+            raise ConfigError(f"{where} {table}", f"has {', '.join(bad)}, not one of {', '.join(DML)}",
+                              example=example)
+        out[table] = tuple(p for p in DML if p in {q.upper() for q in privileges})
+    return out
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -236,12 +277,15 @@ def model(settings) -> RoleModel:
                           example='read_only_tables = ["tenants"]')
     roles: list[Role] = []
     seen: dict[str, str] = {}
+    overrides_by_kind: dict[str, dict[str, tuple[str, ...]]] = {}
     for kind in KINDS:
         names = _names_of(settings, kind)
         if not names and kind in ("owner", "enforce"):
             raise ConfigError(f"DBKIT_ROLE_{kind.upper()}", f"is none, but every project needs an {kind} role",
                               example="app_rls" if kind == "enforce" else "app_owner")
         extra = _kind_config(config, kind)
+        if tables := _table_overrides(extra, kind):
+            overrides_by_kind[kind] = tables
         attributes = dict(KIND_ATTRIBUTES[kind])
         where = f"[tool.dbkit.roles.{kind}] attributes"
         overrides, limit = parse_attributes(str(extra.get("attributes", "")), where=where)
@@ -269,7 +313,7 @@ def model(settings) -> RoleModel:
             else:
                 password_env = None
             roles.append(Role(kind, name, attributes, limit, password_env))
-    return RoleModel(tuple(roles), frozenset(read_only))
+    return RoleModel(tuple(roles), frozenset(read_only), overrides_by_kind)
 
 
 # --------------------------------------------------------------------- extra SQL files

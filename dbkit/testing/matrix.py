@@ -29,7 +29,8 @@ is then "user A", and the claims are set the way the model sets them.  ``[tool.d
 
 ``<kind>_denied = ["INSERT", ...]``: commands that kind may not run on that table at all (42501).
 The role model's read-only tables (``[tool.dbkit.roles] read_only_tables``) deny the enforce role
-INSERT/UPDATE/DELETE without saying it again here.  With ``DBKIT_RLS_MODEL=none`` there is no matrix.
+INSERT/UPDATE/DELETE, and ``[tool.dbkit.roles.<kind>] tables`` what it leaves out, without saying it
+again here.  With ``DBKIT_RLS_MODEL=none`` there is no matrix.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     rls = settings.rls or {}
     config = rls.get("tables", {})
     default_owner = owner_of(rls, settings)
-    read_only = roles.model(settings).read_only_tables  # the role model grants the enforce role SELECT only
+    model = roles.model(settings)  # read-only tables and per-kind table privileges deny commands
     rows = admin.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND n.nspname = ANY(%s) ORDER BY 1, 2",
@@ -93,8 +94,8 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
             " SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)) "
             "ORDER BY a.attnum", (f'"{schema}"."{name}"',)).fetchall()
         denied = {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS}
-        if name in read_only:
-            denied["enforce"] |= {"INSERT", "UPDATE", "DELETE"}
+        for k in KINDS:  # what the role model does not grant the kind on this table is denied
+            denied[k] |= set(COMMANDS) - set(model.table_privileges(k, name))
         owner = owner_of(conf, settings, default_owner)
         column = conf.get(f"{owner}_column") or rls.get(f"{owner}_column") or f"{owner}_id"
         t = Table(schema, name, column, cols, denied, owner=owner)
