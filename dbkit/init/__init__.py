@@ -15,6 +15,7 @@ model (:func:`dbkit.roles.model`).  The library never prints: :func:`init` retur
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -214,8 +215,8 @@ _HEADER = re.compile(r"^\s*\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(#.*)?$")
 
 
 def _strip_dbkit_tables(text: str) -> str:
-    """``text`` without its ``[tool.dbkit]`` and ``[tool.dbkit.*]`` tables (the comment lines right before
-    the next other table stay with it)."""
+    """``text`` without its ``[tool.dbkit]`` and ``[tool.dbkit.*]`` tables, with the comment lines right above
+    each (the comments right above the next other table stay with that one)."""
     lines = text.splitlines(keepends=True)
     keep = [True] * len(lines)
     i = 0
@@ -228,9 +229,12 @@ def _strip_dbkit_tables(text: str) -> str:
                 end += 1
             stop = end
             if end < len(lines):  # leave the comments that introduce the next table to it
-                while stop > i + 1 and (not lines[stop - 1].strip() or lines[stop - 1].lstrip().startswith("#")):
+                while stop > i + 1 and lines[stop - 1].lstrip().startswith("#"):
                     stop -= 1
-            for j in range(i, stop):
+            start = i
+            while start > 0 and keep[start - 1] and lines[start - 1].lstrip().startswith("#"):
+                start -= 1
+            for j in range(start, stop):
                 keep[j] = False
             i = end
         else:
@@ -252,9 +256,8 @@ def _pyproject(path: Path, section: str, new_file: str, force: bool) -> tuple[st
     if has and not force:
         return None, "skipped", "it has [tool.dbkit] already (--force replaces it)"
     base = _strip_dbkit_tables(text) if has else text
-    if not base.endswith("\n") and base:
-        base += "\n"
-    merged = base + ("\n" if base.strip() else "") + section
+    base = base.rstrip() + "\n\n" if base.strip() else ""
+    merged = base + section
     try:
         tool = tomllib.loads(merged).get("tool", {})
     except tomllib.TOMLDecodeError:
@@ -281,10 +284,12 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
-def _other_revisions(versions: Path, mine: str) -> list[str]:
-    if not versions.is_dir():
+def _existing_revisions(versions: Path, mine: str) -> list[str]:
+    """Revisions of an existing Alembic project: files in versions/ when dbkit init's own first revision is
+    not among them."""
+    if not versions.is_dir() or (versions / mine).exists():
         return []
-    return sorted(p.name for p in versions.glob("*.py") if p.name != mine and not p.name.startswith("__"))
+    return sorted(p.name for p in versions.glob("*.py") if not p.name.startswith("__"))
 
 
 NEXT_STEPS = (
@@ -295,40 +300,60 @@ NEXT_STEPS = (
     "dbkit seed            # example data",
     "pytest                # tests/ (pip install 'dbkit[testing]')",
 )
+ADOPT_STEPS = (
+    "# migrations/env.py: end it with `from dbkit.migrate.env import run` and `run(target_metadata=<your MetaData>)`",
+    "dbkit migrate status  # the revision plain Alembic recorded (version_table_schema = public)",
+    "dbkit migrate         # upgrades from there, with dbkit's rails",
+    "dbkit roles check     # the roles and grants match the role model",
+    "dbkit rls audit       # every table is protected as the RLS model says",
+    "pytest                # tests/ (pip install 'dbkit[testing]')",
+)
+#: the files about the example table, not written into an existing Alembic project
+_EXAMPLE_FILES = ("models.py", "0001_initial.py", f"{TABLE}.py", "test_rls.py")
+
+
+def _plan_file(directory: Path, rel: str, text: str, force: bool) -> tuple[FileResult, str | None]:
+    path = directory / rel
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory where dbkit init writes a file; move it away first")
+    if not path.exists():
+        return FileResult(rel, "written"), text
+    if path.read_text(encoding="utf-8", errors="replace") == text:
+        return FileResult(rel, "skipped", "exists, the same"), None
+    if force:
+        return FileResult(rel, "overwritten"), text
+    return FileResult(rel, "skipped", "exists (--force overwrites it)"), None
 
 
 def init(directory: Path, options: InitOptions) -> InitResult:
     """Write the project files into ``directory`` (created if missing).  Raises UsageError, having written
-    nothing, when an option or the directory cannot be used."""
+    nothing, when an option or the directory cannot be used.
+
+    In an existing Alembic project (``migrations/versions`` holds revisions, none of them dbkit init's) the
+    example table's files are not written, and ``[tool.dbkit]`` points at plain Alembic's version table
+    (``version_table_schema = "public"``)."""
     project = _project(options)
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--dir {directory} is not a directory; pass the project's directory")
+    existing = _existing_revisions(directory / project.migrations_dir / "versions", "0001_initial.py")
+    if existing:
+        project = dataclasses.replace(project, adopting=True)
     files, section, new_pyproject = render_files(project)
     plan: list[tuple[FileResult, str | None]] = []
-    revision = f"{project.migrations_dir}/versions/0001_initial.py"
     for rel, text in files.items():
-        path = directory / rel
-        others = _other_revisions(path.parent, path.name) if rel == revision else []
-        if others:
-            plan.append((FileResult(rel, "skipped", f"{project.migrations_dir}/versions has revisions already "
-                                    f"({others[0]}…): adopt the existing project instead"), None))
-        elif path.is_dir():
-            raise UsageError(f"{path} is a directory where dbkit init writes a file; move it away first")
-        elif not path.exists():
-            plan.append((FileResult(rel, "written"), text))
-        elif path.read_text(encoding="utf-8", errors="replace") == text:
-            plan.append((FileResult(rel, "unchanged"), None))
-        elif options.force:
-            plan.append((FileResult(rel, "overwritten"), text))
+        if existing and rel.rpartition("/")[2] in _EXAMPLE_FILES:
+            plan.append((FileResult(rel, "skipped", f"an existing Alembic project ({project.migrations_dir}/versions/"
+                                    f"{existing[0]}): no example table"), None))
         else:
-            plan.append((FileResult(rel, "skipped", "exists (--force overwrites it)"), None))
-    text, action, reason = _pyproject(directory / "pyproject.toml", section, new_pyproject, options.force)
-    if text is not None and (directory / "pyproject.toml").exists() and \
-            (directory / "pyproject.toml").read_text(encoding="utf-8") == text:
-        text, action = None, "unchanged"
+            plan.append(_plan_file(directory, rel, text, options.force))
+    pyproject = directory / "pyproject.toml"
+    text, action, reason = _pyproject(pyproject, section, new_pyproject, options.force)
+    if text is not None and pyproject.exists() and pyproject.read_text(encoding="utf-8") == text:
+        text, action, reason = None, "skipped", "exists, the same"
     plan.append((FileResult("pyproject.toml", action, reason), text))
     for result, content in plan:  # everything was checked: now write
         if content is not None:
             _write(directory / result.path, content)
-    return InitResult(directory.resolve(), tuple(r for r, _ in plan), NEXT_STEPS, project.tool_settings())
+    return InitResult(directory.resolve(), tuple(r for r, _ in plan), ADOPT_STEPS if existing else NEXT_STEPS,
+                      project.tool_settings())

@@ -35,6 +35,7 @@ class Project:
     migrations_dir: str = "migrations"
     date: str = ""
     table: str = field(default=TABLE)
+    adopting: bool = False  # an existing Alembic project: its version table is plain Alembic's (public)
 
     @property
     def owner(self) -> str | None:
@@ -65,6 +66,8 @@ class Project:
         """``[tool.dbkit]`` as data (what :func:`section` writes), for the result."""
         values: dict[str, Any] = {"schema": self.schema, "extensions": list(self.extensions),
                                   "migrations_dir": self.migrations_dir, "role_owner": self.roles["owner"][0]}
+        if self.adopting:
+            values["version_table_schema"] = "public"
         for kind in ("enforce", "bypass", "readonly"):
             names = self.roles[kind]
             values[f"role_{kind}"] = ",".join(names) if names else "none"
@@ -273,7 +276,8 @@ def _env_example(p: Project) -> str:
 def section(p: Project) -> str:
     """``[tool.dbkit]`` (and ``[tool.dbkit.roles.<kind>]`` for custom password variables) as TOML text."""
     values = p.tool_settings()
-    notes = {"role_bypass": "  # none: no role of that kind", "rls_model": "  # tenant | jwt | none"}
+    notes = {"role_bypass": "  # none: no role of that kind", "rls_model": "  # tenant | jwt | none",
+             "version_table_schema": "  # plain Alembic's version table: public.alembic_version"}
     out = ["# dbkit's settings (written by `dbkit init`): keys are the settings `dbkit config show` lists;",
            "# environment variables and .env override them.  Secrets and URLs never go here.",
            "[tool.dbkit]"]
