@@ -1,0 +1,272 @@
+"""Autogenerate writes what dbkit's own revisions say by hand (issue 12, item 7): the configured schema as a
+name, RLS and per-command policies on the RLS model's predicate for new tenant tables, the role model's
+grants, and vector indexes built concurrently; the downgrade undoes it.  Each generated revision is applied
+to a real PostgreSQL and proved: the audit, the enforce role's view through ``dbkit.rls.scoped`` and a
+downgrade/upgrade round trip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import psycopg
+import pytest
+from conftest import clean_env
+from migrate_helpers import copy_reference_project, make_project, q, revision, settings_for
+
+import dbkit.rls
+from dbkit import roles
+from dbkit.migrate import runner
+from dbkit.rls.audit import audit
+
+TENANT_A = "00000000-0000-4000-8000-00000000000a"
+TENANT_B = "00000000-0000-4000-8000-00000000000b"
+USER_A = "00000000-0000-4000-8000-0000000000a1"
+USER_B = "00000000-0000-4000-8000-0000000000b1"
+
+# appended to the reference project's migrations/models.py
+NOTES = '''
+
+notes = Table(
+    "notes", metadata,
+    Column("id", UUID, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("tenant_id", UUID, ForeignKey(f"{SCHEMA}.tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("embedding", Vector(3), nullable=False),
+    Index("notes_tenant_idx", "tenant_id"),
+    Index("notes_embedding_hnsw_idx", "embedding", postgresql_using="hnsw",
+          postgresql_with={"m": 16, "ef_construction": 64}, postgresql_ops={"embedding": "vector_cosine_ops"}),
+)
+Index("documents_title_idx", documents.c.title)
+'''
+
+BOOKMARKS = '''
+
+bookmarks = Table(
+    "bookmarks", metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("user_id", UUID, nullable=False),
+    Column("url", Text, nullable=False),
+)
+'''
+
+TENANT_PREDICATE = "(SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid)"
+JWT_PREDICATE = "(SELECT NULLIF(NULLIF(current_setting('request.jwt.claims', true), '')::json ->> 'sub', '')::uuid)"
+
+
+def _project_with(tmp_path, models_tail: str):
+    project = copy_reference_project(tmp_path / "proj")
+    models = project / "migrations" / "models.py"
+    models.write_text(models.read_text() + models_tail)
+    return project
+
+
+def _sections(text: str) -> tuple[str, str]:
+    up, _, down = text.partition("def downgrade()")
+    return up, down
+
+
+def _flat(text: str) -> str:
+    """``text`` with every run of whitespace as one space (lines are wrapped at argument boundaries)."""
+    return " ".join(text.split())
+
+
+def _generate_with_cli(project, url) -> str:
+    res = subprocess.run(
+        [sys.executable, "-m", "dbkit", "migrate", "new", "-m", "notes", "--autogenerate"], cwd=project,
+        env=clean_env(DATABASE_URL=url.raw, DBKIT_ENV="test", DBKIT_PROJECT_DIR=str(project)),
+        capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stderr
+    [path] = [p for p in (project / "migrations" / "versions").glob("*_notes.py")]
+    return path.read_text()
+
+
+def _table_findings(settings, url, table: str):
+    with psycopg.connect(url.conninfo, autocommit=True) as conn:
+        report = audit(settings, conn)
+    return [f.line() for f in report.findings if f.table == table]
+
+
+def _role_drifts(settings, url, table: str):
+    with psycopg.connect(url.conninfo, autocommit=True) as conn:
+        drifts = roles.check(settings, conn)
+    return [d for d in drifts if table in (d.object or "") or table in d.what]
+
+
+def _visible(url, claims, role: str, **who) -> list[str]:
+    """The owner column of every row ``role`` sees in the new table with the claims of ``who``."""
+    table, column = ("app.notes", "tenant_id") if "tenant_id" in who else ("app.bookmarks", "user_id")
+    with psycopg.connect(url.conninfo) as conn, dbkit.rls.scoped(conn, role=role, claims=claims, **who):
+        return sorted(str(r[0]) for r in conn.execute(f"SELECT {column} FROM {table}"))
+
+
+# --------------------------------------------------------------------- tenant claim, schema app
+
+def test_new_tenant_table_gets_rls_policies_grants_and_a_concurrent_vector_index(tmp_path, pg_url):
+    project = _project_with(tmp_path, NOTES)
+    settings = settings_for(pg_url, project)
+    runner.upgrade(settings)
+    diffs = runner.check(settings).schema_diffs
+    assert len(diffs) == 4, diffs  # migrate check reports Alembic's differences only, not dbkit's additions
+    assert not any("rls" in d or "policy" in d or "grant" in d for d in diffs)
+
+    text = _generate_with_cli(project, pg_url)
+    up, down = _sections(text)
+    assert "import dbkit.migrate" in text
+    assert "settings = dbkit.migrate.settings()" in up and "schema = settings.schema" in up
+    assert "schema='app'" not in text and "'app.tenants" not in text, "the schema follows DBKIT_SCHEMA"
+    assert "[f'{schema}.tenants.id']" in up and "op.create_table('notes'," in up
+    assert "op.enable_rls('notes', schema=schema)" in up
+    for command in ("select", "insert", "update", "delete"):
+        assert f"op.create_policy('notes_tenant_{command}', 'notes', schema=schema, command='{command.upper()}'" in up
+    assert f'using="tenant_id = {TENANT_PREDICATE}"' in up and f'with_check="tenant_id = {TENANT_PREDICATE}"' in up
+    assert "roles=(settings.role_enforce, settings.role_readonly)" in up
+    assert ("op.grant(['SELECT', 'INSERT', 'UPDATE', 'DELETE'], 'notes', schema=schema, "
+            "roles=settings.role_enforce)") in up
+    assert "if settings.role_readonly:\n        op.grant(['SELECT'], 'notes', schema=schema" in up
+    assert ("op.create_vector_index('notes', 'embedding', schema=schema, method='hnsw', ops='vector_cosine_ops',"
+            in up)
+    assert "with_={'m': 16, 'ef_construction': 64}, index_name='notes_embedding_hnsw_idx')" in up
+    assert "op.create_index('notes_tenant_idx', 'notes', ['tenant_id'], unique=False, schema=schema)" in up
+    assert "op.create_index_concurrently('documents_title_idx', 'documents', ['title'], schema=schema)" in up
+    assert up.index("op.grant(") < up.index("CONCURRENTLY, outside") < up.index("op.create_vector_index(")
+    order = [down.index(s) for s in ("op.drop_index_concurrently('notes_embedding_hnsw_idx', schema=schema)",
+                                     "op.revoke(['SELECT', 'INSERT', 'UPDATE', 'DELETE'], 'notes'",
+                                     "op.drop_policy('notes_tenant_select', 'notes', schema=schema)",
+                                     "op.disable_rls('notes', schema=schema)",
+                                     "op.drop_table('notes', schema=schema)")]
+    assert order == sorted(order), down
+    assert "op.drop_index_concurrently('documents_title_idx', schema=schema)" in down
+
+    runner.upgrade(settings)
+    assert runner.check(settings).clean
+    assert _table_findings(settings, pg_url, "notes") == []
+    assert _role_drifts(settings, pg_url, "notes") == []
+    assert q(pg_url, "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'app.notes'::regclass") \
+        == [(True, True)]
+    assert q(pg_url, "SELECT i.indisvalid, am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                     "JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'notes_embedding_hnsw_idx'") \
+        == [(True, "hnsw")]
+
+    q(pg_url, "INSERT INTO app.tenants (id, slug, name) VALUES (%s, 'a', 'A'), (%s, 'b', 'B')", (TENANT_A, TENANT_B))
+    q(pg_url, "INSERT INTO app.notes (tenant_id, body, embedding) VALUES "
+              "(%(a)s, 'a1', '[1,0,0]'), (%(a)s, 'a2', '[0,1,0]'), (%(b)s, 'b1', '[0,0,1]')",
+      {"a": TENANT_A, "b": TENANT_B})
+    claims = dbkit.rls.claims(settings)
+    assert _visible(pg_url, claims, "app_rls", tenant_id=TENANT_A) == [TENANT_A, TENANT_A]
+    assert _visible(pg_url, claims, "app_rls", tenant_id=TENANT_B) == [TENANT_B]
+    assert _visible(pg_url, claims, "app_readonly", tenant_id=TENANT_B) == [TENANT_B]
+    with psycopg.connect(pg_url.conninfo) as conn:
+        with dbkit.rls.scoped(conn, role="app_rls", claims=claims):
+            assert conn.execute("SELECT count(*) FROM app.notes").fetchone()[0] == 0  # no claim: no rows
+        with dbkit.rls.scoped(conn, tenant_id=TENANT_A, role="app_rls", claims=claims):
+            nearest = conn.execute("SELECT body FROM app.notes ORDER BY embedding <=> '[0,0.1,1]' LIMIT 1").fetchone()
+            assert nearest == ("a2",)  # the nearest of A's own rows; B's closer one stays invisible
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            with dbkit.rls.scoped(conn, tenant_id=TENANT_A, role="app_rls", claims=claims):
+                conn.execute("INSERT INTO app.notes (tenant_id, body, embedding) VALUES (%s, 'x', '[1,1,1]')",
+                             (TENANT_B,))
+
+    runner.downgrade(settings, "-1")
+    assert q(pg_url, "SELECT to_regclass('app.notes'), to_regclass('app.documents_title_idx')") == [(None, None)]
+    assert q(pg_url, "SELECT count(*) FROM pg_policies WHERE tablename = 'notes'") == [(0,)]
+    runner.upgrade(settings)
+    assert runner.check(settings).clean
+    assert _table_findings(settings, pg_url, "notes") == []
+
+
+# --------------------------------------------------------------------- JSON claims, rows owned per user
+
+def test_jwt_model_owns_rows_per_user(tmp_path, pg_url):
+    project = _project_with(tmp_path, BOOKMARKS)
+    settings = settings_for(pg_url, project, DBKIT_RLS_MODEL="jwt")
+    runner.upgrade(settings)
+    up, down = _sections(runner.new(settings, "bookmarks", autogenerate=True).read_text())
+    assert "op.enable_rls('bookmarks', schema=schema)" in up
+    assert f'using="user_id = {JWT_PREDICATE}"' in up
+    assert "op.create_policy('bookmarks_user_insert', 'bookmarks', schema=schema, command='INSERT'" in up
+    assert "op.grant(" in up and "op.drop_policy('bookmarks_user_select', 'bookmarks', schema=schema)" in down
+
+    runner.upgrade(settings)
+    assert runner.check(settings).clean
+    assert _table_findings(settings, pg_url, "bookmarks") == []
+    assert _role_drifts(settings, pg_url, "bookmarks") == []
+    q(pg_url, "INSERT INTO app.bookmarks (user_id, url) VALUES (%(a)s, 'https://a/1'), (%(a)s, 'https://a/2'), "
+              "(%(b)s, 'https://b/1')", {"a": USER_A, "b": USER_B})
+    claims = dbkit.rls.claims(settings)
+    assert claims.model == "jwt"
+    assert _visible(pg_url, claims, "app_rls", user_id=USER_A) == [USER_A, USER_A]
+    assert _visible(pg_url, claims, "app_rls", user_id=USER_B) == [USER_B]
+    with psycopg.connect(pg_url.conninfo) as conn:
+        with dbkit.rls.scoped(conn, user_id=USER_A, role="app_rls", claims=claims):  # an identity column: no sequence grant needed
+            conn.execute("INSERT INTO app.bookmarks (user_id, url) VALUES (%s, 'https://a/3')", (USER_A,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            with dbkit.rls.scoped(conn, user_id=USER_A, role="app_rls", claims=claims):
+                conn.execute("INSERT INTO app.bookmarks (user_id, url) VALUES (%s, 'https://b/2')", (USER_B,))
+    runner.downgrade(settings, "-1")
+    assert q(pg_url, "SELECT to_regclass('app.bookmarks')") == [(None,)]
+    runner.upgrade(settings)
+    assert runner.check(settings).clean
+
+
+# --------------------------------------------------------------------- no RLS, schema public
+
+PUBLIC_ENV = '''
+import importlib.util
+from pathlib import Path
+
+from dbkit.migrate.env import run
+
+_spec = importlib.util.spec_from_file_location("dbkit_autogen_models", Path(__file__).with_name("models.py"))
+models = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(models)
+run(target_metadata=models.metadata)
+'''
+
+PUBLIC_MODELS = '''
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import BigInteger, Column, Identity, Index, MetaData, Table, Text
+
+metadata = MetaData()
+
+items = Table(
+    "items", metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("tenant_id", BigInteger),
+    Column("name", Text, nullable=False),
+    Column("embedding", Vector(3)),
+    Index("items_embedding_idx", "embedding", postgresql_using="hnsw"),
+)
+'''
+
+
+def test_none_model_in_public_gets_grants_only(tmp_path, pg_url):
+    project = make_project(tmp_path, {"0001_base.py": revision("0001", None, "pass", doc="base")},
+                           pyproject_extra='schema = "public"\nrls_model = "none"\n')
+    (project / "migrations" / "env.py").write_text(textwrap.dedent(PUBLIC_ENV).lstrip())
+    (project / "migrations" / "models.py").write_text(textwrap.dedent(PUBLIC_MODELS).lstrip())
+    settings = settings_for(pg_url, project)
+    assert settings.schema == "public" and settings.rls_model == "none"
+    runner.upgrade(settings)
+    up, down = _sections(runner.new(settings, "items", autogenerate=True).read_text())
+    assert "enable_rls" not in up and "create_policy" not in up and "row-level security" not in up
+    assert "op.create_table('items'," in up and "schema=schema" in up, "the default schema is written out too"
+    assert "op.grant(['SELECT', 'INSERT', 'UPDATE', 'DELETE'], 'items', schema=schema" in up
+    assert ("op.create_vector_index('items', 'embedding', schema=schema, method='hnsw', ops='vector_l2_ops', "
+            "index_name='items_embedding_idx')") in _flat(up)
+    assert "op.revoke(" in down and "op.drop_table('items', schema=schema)" in down
+
+    runner.upgrade(settings)
+    assert runner.check(settings).clean, runner.check(settings).schema_diffs
+    assert q(pg_url, "SELECT relrowsecurity, pg_get_userbyid(relowner) FROM pg_class "
+                     "WHERE oid = 'public.items'::regclass") == [(False, "app_owner")]
+    assert q(pg_url, "SELECT has_table_privilege('app_rls', 'public.items', 'INSERT'), "
+                     "has_table_privilege('app_full', 'public.items', 'DELETE'), "
+                     "has_table_privilege('app_readonly', 'public.items', 'SELECT'), "
+                     "has_table_privilege('app_readonly', 'public.items', 'INSERT')") == [(True, True, True, False)]
+    assert _role_drifts(settings, pg_url, "items") == []
+    runner.downgrade(settings, "-1")
+    assert q(pg_url, "SELECT to_regclass('public.items')") == [(None,)]
+    runner.upgrade(settings)
+    assert runner.check(settings).clean
