@@ -170,17 +170,19 @@ def _metadata(conn, snapshot: str | None = None) -> dict[str, Any]:
 def backup(settings, *, to: str | None = None, compression: str = "zstd", level: int | None = None,
            encrypt_to: tuple[str, ...] = (), sse: str | None = None, kms_key_id: str | None = None,
            storage_class: str | None = None, tags: dict[str, str] | None = None, include_globals: bool = False,
-           metrics_file: str | None = None, progress: Callable[[int], None] | None = None):
+           metrics_file: str | None = None, progress: Callable[[int], None] | None = None,
+           create_bucket: bool = False):
     """Dump the database with pg_dump and stream it to storage; returns the written Manifest.
 
     ``include_globals`` also stores ``pg_dumpall --globals-only --no-role-passwords`` as globals.sql;
-    ``metrics_file`` writes Prometheus textfile metrics (success or failure) for node_exporter.
+    ``metrics_file`` writes Prometheus textfile metrics (success or failure) for node_exporter;
+    ``create_bucket`` creates a missing S3 bucket first (MinIO and dev setups; s3:// targets only).
     """
     t_start = time.time()
     try:
         manifest = _backup(settings, to=to, compression=compression, level=level, encrypt_to=encrypt_to, sse=sse,
                            kms_key_id=kms_key_id, storage_class=storage_class, tags=tags,
-                           include_globals=include_globals, progress=progress)
+                           include_globals=include_globals, progress=progress, create_bucket=create_bucket)
     except BaseException:
         if metrics_file:
             write_metrics(metrics_file, ok=False, duration=time.time() - t_start)
@@ -217,9 +219,11 @@ def write_metrics(path: str, *, ok: bool, duration: float, manifest=None) -> Non
 
 
 def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, storage_class, tags, include_globals,
-            progress):
+            progress, create_bucket):
     if compression not in COMPRESSIONS:
         raise ConfigError("--compress", f"is {compression!r}, not one of {', '.join(COMPRESSIONS)}", example="zstd")
+    if create_bucket:
+        _check_create_bucket(settings, to)
     recipients = tuple(dict.fromkeys([*settings.age_recipients, *encrypt_to]))
     parsed_recipients = _age_recipients(recipients)
     url = target.resolve_url(settings, direct=True)
@@ -237,7 +241,19 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         return _backup_stream(settings, meta, snapshot, url, to=to, compression=compression, level=level,
                               recipients=recipients, parsed_recipients=parsed_recipients, sse=sse,
                               kms_key_id=kms_key_id, storage_class=storage_class, tags=tags,
-                              include_globals=include_globals, progress=progress)
+                              include_globals=include_globals, progress=progress, create_bucket=create_bucket)
+
+
+def _check_create_bucket(settings, to: str | None) -> None:
+    """--create-bucket names S3 targets only: a local folder has no bucket (it is made as backups are written)."""
+    from dbkit.backup.storage import parse_storage_uri
+
+    variable = "--to" if to else "DBKIT_BACKUP_URI"
+    location = parse_storage_uri(to or settings.backup_uri, base=settings.project_dir, variable=variable)
+    if location.kind != "s3":
+        raise ConfigError("--create-bucket", f"applies to s3:// targets only, and {variable} is the local folder "
+                          f"{location.path} (made as backups are written)",
+                          example="dbkit backup --to s3://dev-backups/db --create-bucket")
 
 
 def _snapshot(conn) -> str | None:
@@ -255,7 +271,7 @@ def _snapshot(conn) -> str | None:
 
 
 def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, recipients, parsed_recipients, sse,
-                   kms_key_id, storage_class, tags, include_globals, progress):
+                   kms_key_id, storage_class, tags, include_globals, progress, create_bucket):
     from dbkit import __version__
     from dbkit.backup.manifest import Manifest, new_backup_id, object_name
 
@@ -265,7 +281,13 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
         raise MissingDependency(f"{pg_dump} is {dump_version}, older than the server ({meta['server_version']})",
                                 hint="install the PostgreSQL client of the server's major version or newer")
     storage = storage_for(settings, to, sse=sse, kms_key_id=kms_key_id, storage_class=storage_class, tags=tags)
-    storage.check()  # a missing bucket or refused keys fail now, not after a long dump
+    # a missing bucket (unless created here) or refused keys fail now, not after a long dump
+    if not create_bucket:
+        storage.check()
+    elif storage.create_bucket():
+        import logging
+
+        logging.getLogger("dbkit").info("created the S3 bucket of %s", storage.uri)
     started = datetime.now(UTC)
     backup_id = new_backup_id(started)
     name = object_name(compression, bool(recipients))

@@ -43,6 +43,10 @@ class StorageConfigError(UsageError, StorageError):
     """The storage is misconfigured: missing bucket, refused credentials (exit code 2, from UsageError)."""
 
 
+class BucketNotFound(StorageConfigError):
+    """The S3 bucket does not exist (``dbkit backup --create-bucket`` creates it; nothing else does)."""
+
+
 class ObjectNotFound(StorageError):
     """The key does not exist."""
 
@@ -297,6 +301,15 @@ class Storage(ABC):
     @abstractmethod
     def check(self) -> None:
         """Fail fast, before a long dump, when the storage cannot be used (missing bucket, refused keys)."""
+
+    def create_bucket(self) -> bool:
+        """Create the bucket the backups go in when it is missing; True when it was created.
+
+        Only the S3 backend has one; a local storage makes its folders as it writes, so this is a
+        usage error there (``dbkit backup --create-bucket`` names s3:// targets only).
+        """
+        raise StorageConfigError(f"{self.uri} is not an S3 location: it has no bucket to create",
+                                 hint="use --create-bucket with an s3://bucket/prefix target only")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"

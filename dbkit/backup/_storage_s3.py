@@ -19,6 +19,7 @@ from dbkit.backup._storage_base import (
     MAX_PART_SIZE,
     MIN_PART_SIZE,
     READ_BUFFER,
+    BucketNotFound,
     IncompleteUpload,
     ObjectInfo,
     ObjectNotFound,
@@ -238,4 +239,34 @@ class S3Storage(Storage):
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except Exception as exc:
             raise self._error(exc, "check") from None
+
+    def create_bucket(self) -> bool:
+        """Create the bucket when it is missing (MinIO and dev setups); True when it was created.
+
+        Through the configured endpoint and addressing style, in the client's region (a
+        LocationConstraint outside us-east-1).  An existing bucket is only checked (:meth:`check`);
+        refused credentials are reported as they are, never answered by a create.
+        """
+        try:
+            self.check()
+            return False
+        except BucketNotFound:
+            pass
+        region = self.client.meta.region_name
+        config = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region not in (
+            None, "", "us-east-1") else {}
+        try:
+            self.client.create_bucket(Bucket=self.bucket, **config)
+        except Exception as exc:
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+            if code != "BucketAlreadyOwnedByYou":  # made meanwhile by another run: fine
+                raise self._error(exc, "create the bucket of") from None
+        try:  # S3 may answer for a new bucket a moment later
+            self.client.get_waiter("bucket_exists").wait(Bucket=self.bucket,
+                                                         WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+        except Exception as exc:
+            raise StorageError(f"created S3 bucket {self.bucket!r} at {self.endpoint}, but it does not answer "
+                               f"yet ({type(exc).__name__})", hint="run the command again in a minute") from None
+        self.check()
+        return True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from dbkit.backup._storage_base import ObjectNotFound, StorageConfigError, StorageError, _one_line
+from dbkit.backup._storage_base import BucketNotFound, ObjectNotFound, StorageConfigError, StorageError, _one_line
 from dbkit.errors import DbkitError
 from dbkit.urls import mask_secrets
 
@@ -50,8 +50,14 @@ def storage_error(s3: S3Storage, exc: BaseException, action: str, key: str | Non
         status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
         op = exc.operation_name
         if code == "NoSuchBucket" or (op == "HeadBucket" and status == 404):
-            return StorageConfigError(f"S3 bucket {s3.bucket!r} does not exist at {s3.endpoint}",
-                                      hint="create it or fix the bucket in the storage URI")
+            return _no_bucket(s3)
+        if code == "BucketAlreadyExists":  # CreateBucket: the name is taken by another account
+            return StorageConfigError(f"S3 bucket {s3.bucket!r} at {s3.endpoint} belongs to another account",
+                                     hint="bucket names are global: choose another one in the storage URI")
+        if code in ("IllegalLocationConstraintException", "InvalidLocationConstraint"):
+            return StorageConfigError(f"S3 refused to create bucket {s3.bucket!r} in region "
+                                      f"{s3.client.meta.region_name or 'us-east-1'} ({code})",
+                                      hint="set S3_REGION to the region of S3_ENDPOINT")
         if code in _DENIED or status == 403:
             return StorageConfigError(f"access denied by S3 for {where} ({code or status} on {op})",
                                       hint=_cred_hint(s3))
@@ -80,8 +86,7 @@ def _obstore_error(s3: S3Storage, exc: BaseException, action: str, where: str) -
     code = _first(r"<Code>([^<]+)<", text) or _first(r"status (?:client|server) error \((\d{3})", text) \
         or _first(r"\bstatus (\d{3})\b", text)
     if code == "NoSuchBucket":
-        return StorageConfigError(f"S3 bucket {s3.bucket!r} does not exist at {s3.endpoint}",
-                                  hint="create it or fix the bucket in the storage URI")
+        return _no_bucket(s3)
     op = _operation(text)
     if code in _DENIED:
         return StorageConfigError(f"access denied by S3 for {where} ({code} on {op})", hint=_cred_hint(s3))
@@ -97,6 +102,12 @@ def _obstore_error(s3: S3Storage, exc: BaseException, action: str, where: str) -
                             hint="check S3_ENDPOINT and the network" if s3.options.endpoint_url
                             else "check the network and S3_REGION")
     return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {_scrub(s3, text)}")
+
+
+def _no_bucket(s3: S3Storage) -> BucketNotFound:
+    return BucketNotFound(f"S3 bucket {s3.bucket!r} does not exist at {s3.endpoint}",
+                          hint="fix the bucket in the storage URI, or create it: `dbkit backup --create-bucket` "
+                               "does (MinIO and dev setups)")
 
 
 def _first(pattern: str, text: str) -> str | None:

@@ -111,10 +111,13 @@ def _describe_backup(m):
 @click.option("--globals", "include_globals", is_flag=True,
               help="Also store pg_dumpall --globals-only --no-role-passwords as globals.sql.")
 @click.option("--metrics-file", metavar="PATH", help="Write Prometheus textfile metrics (node_exporter).")
+@click.option("--create-bucket", is_flag=True,
+              help="Create the S3 bucket if it is missing (MinIO/dev; in S3_REGION, via S3_ENDPOINT). "
+                   "s3:// targets only.")
 @json_option
 @click.pass_context
 def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id, storage_class, tags,
-           include_globals, metrics_file, as_json: bool) -> None:
+           include_globals, metrics_file, create_bucket, as_json: bool) -> None:
     """pg_dump streamed to S3/MinIO or disk; the manifest is written last."""
     if ctx.invoked_subcommand:
         return
@@ -128,7 +131,8 @@ def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id,
         manifest = pipeline.backup(settings, to=to, compression=compress, level=level,
                                    encrypt_to=tuple(encrypt_to), sse=sse, kms_key_id=kms_key_id,
                                    storage_class=storage_class, tags=_parse_tags(tags),
-                                   include_globals=include_globals, metrics_file=metrics_file, progress=progress)
+                                   include_globals=include_globals, metrics_file=metrics_file, progress=progress,
+                                   create_bucket=create_bucket)
     finally:
         if bar is not None:
             bar.stop()
