@@ -107,22 +107,50 @@ def _roles(settings, conn, migrations: Service) -> Service:
 
 
 def _migrations(settings) -> Service:
+    """The project's own migrations against the database: what is not configured is a note, a version
+    table elsewhere or a revision the project does not have fails, pending revisions or drift warn."""
     from dbkit.migrate import runner
 
     if not (settings.migrations_dir / "env.py").is_file():
-        return Service(status="ok", note="no migrations directory: not checked")
-    result, ms = _timed(lambda: runner.check(settings))
-    status = runner.status(settings)
+        return Service(status="ok", note=f"not configured: no Alembic environment at {_shown(settings)}/env.py "
+                                         "(run `dbkit init` to create one)")
+    st, ms = _timed(lambda: runner.status(settings))
+    where = {"current": tuple(st.current), "head": tuple(st.heads), "version_table": st.version_table,
+             "migrations_dir": st.migrations_dir}
+    if st.problem:
+        if st.elsewhere is not None:
+            error, hint = st.elsewhere.describe(), st.adopt
+        else:
+            error, hint = st.problem, None
+        return Migrations(status="fail", **where, pending=(), schema_diffs=(), edited=(), check_ms=ms,
+                          error=error, hint=hint)
+    if not st.heads:
+        return Migrations(status="ok", **where, pending=(), schema_diffs=(), edited=(), check_ms=ms,
+                          note=st.advice())
+    result, check_ms = _timed(lambda: runner.check(settings))
     verdict, hint = "ok", None
     if result.edited:
         verdict, hint = "fail", "an applied revision file was edited: restore it or add a new revision"
-    elif result.pending or result.schema_diffs:
+    elif result.pending:
         verdict = "warn"
-        hint = ("run `dbkit migrate`" if result.pending
-                else "the models and the database differ: `dbkit migrate new --autogenerate`")
-    return Migrations(status=verdict, current=tuple(status.current), head=tuple(status.heads),
-                      pending=tuple(r.revision for r in result.pending), schema_diffs=tuple(result.schema_diffs or ()),
-                      edited=tuple(f"{d.revision} ({d.filename})" for d in result.edited), check_ms=ms, hint=hint)
+        hint = st.advice() if st.unversioned else "run `dbkit migrate`"
+    elif result.schema_diffs:
+        verdict = "warn"
+        hint = (f"the database differs from your models (the target_metadata of {st.migrations_dir}/env.py): "
+                "`dbkit migrate new --autogenerate -m \"...\"`")
+    note = (f"{len(result.unrecorded)} revision(s) applied without dbkit (no checksum to compare)"
+            if result.unrecorded else None)
+    return Migrations(status=verdict, **where, pending=tuple(r.revision for r in result.pending),
+                      schema_diffs=tuple(result.schema_diffs or ()),
+                      edited=tuple(f"{d.revision} ({d.filename})" for d in result.edited),
+                      check_ms=round(ms + check_ms, 2), note=note, hint=hint)
+
+
+def _shown(settings) -> str:
+    try:
+        return str(settings.migrations_dir.relative_to(settings.project_dir))
+    except ValueError:
+        return str(settings.migrations_dir)
 
 
 def _rls(settings, conn, migrations: Service) -> Service:

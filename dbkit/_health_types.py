@@ -95,7 +95,8 @@ class Connections(Service):
 
 @dataclass(frozen=True, kw_only=True)
 class Migrations(Service):
-    """``current`` and ``head`` are revision ids; ``edited`` reads "<revision> (<file name>)"."""
+    """``current`` (read from ``version_table``) and ``head`` (of the project's ``migrations_dir``) are
+    revision ids; ``edited`` reads "<revision> (<file name>)"."""
 
     current: tuple[str, ...]
     head: tuple[str, ...]
@@ -103,6 +104,8 @@ class Migrations(Service):
     schema_diffs: tuple[str, ...]
     edited: tuple[str, ...]
     check_ms: float
+    version_table: str | None = None
+    migrations_dir: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dbkit.errors import DatabaseUnavailable, MissingDependency
@@ -20,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import psycopg
 
 __all__ = ["connect", "ensure_extensions", "timed_ping", "timescaledb_preloaded", "install_hint",
-           "role_exists", "database_exists", "applied_revisions"]
+           "role_exists", "database_exists", "applied_revisions", "version_table", "version_tables",
+           "VersionTable", "unversioned_tables"]
 
 APPLICATION_NAME = "dbkit"
 log = logging.getLogger("dbkit")
@@ -134,8 +136,15 @@ def database_exists(conn: psycopg.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+def version_table(settings) -> str:
+    """The project's Alembic version table, ``schema.table``: DBKIT_VERSION_TABLE_SCHEMA and
+    DBKIT_VERSION_TABLE (default ``dbkit.alembic_version``)."""
+    return f"{settings.version_table_schema}.{settings.version_table}"
+
+
 def applied_revisions(conn: psycopg.Connection, version_table: str = "dbkit.alembic_version") -> list[str] | None:
-    """The revision ids in Alembic's version table (``schema.table``), or None when it does not exist."""
+    """The revision ids in Alembic's version table (``schema.table``, see :func:`version_table`),
+    or None when it does not exist."""
     if not conn.execute("SELECT to_regclass(%s)", (version_table,)).fetchone()[0]:
         return None
     schema, _, table = version_table.rpartition(".")
@@ -143,3 +152,62 @@ def applied_revisions(conn: psycopg.Connection, version_table: str = "dbkit.alem
 
     name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
     return [r[0] for r in conn.execute(sql.SQL("SELECT version_num FROM {} ORDER BY 1").format(name))]
+
+
+@dataclass(frozen=True)
+class VersionTable:
+    """A table that looks like Alembic's version table; ``revisions`` is None when it could not be read."""
+
+    schema: str
+    table: str
+    revisions: tuple[str, ...] | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+_VERSION_TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'version_num' AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p') AND c.relname LIKE '%%alembic_version%%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY n.nspname <> 'public', n.nspname, c.relname
+"""
+
+
+def version_tables(conn: psycopg.Connection) -> list[VersionTable]:
+    """Every table in any schema named like ``alembic_version`` with a ``version_num`` column
+    (``public`` first), with the revisions it holds."""
+    from psycopg import errors, sql
+
+    found = []
+    for schema, table in conn.execute(_VERSION_TABLES_SQL).fetchall():
+        try:
+            with conn.transaction():
+                rows = conn.execute(sql.SQL("SELECT version_num FROM {} ORDER BY 1").format(
+                    sql.Identifier(schema, table))).fetchall()
+            revisions: tuple[str, ...] | None = tuple(str(r[0]) for r in rows)
+        except errors.InsufficientPrivilege:
+            revisions = None
+        found.append(VersionTable(schema, table, revisions))
+    return found
+
+
+_UNVERSIONED_SQL = r"""
+SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT c.relispartition
+  AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\_%%' AND n.nspname NOT LIKE '\_timescaledb%%'
+  AND c.relname NOT LIKE '%%alembic_version%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY 1 LIMIT %s
+"""
+
+
+def unversioned_tables(conn: psycopg.Connection, skip_schemas: Iterable[str] = (), limit: int = 3) -> list[str]:
+    """Up to ``limit`` tables (``schema.table``) of the database that no extension owns, outside
+    the system schemas and ``skip_schemas``: a database that has them but no version table holds
+    a schema that some other tool created."""
+    return [r[0] for r in conn.execute(_UNVERSIONED_SQL, (list(skip_schemas), limit)).fetchall()]

@@ -41,7 +41,8 @@ def test_check_starts_the_dev_cluster_degraded_then_healthy(dbkit_cli, dev_dir: 
     assert "PostgreSQL 1" in out and "; preloaded" in out
     for ext in ("vector", "timescaledb", "pgcrypto"):
         assert f"extension {ext}" in out
-    assert re.search(r"migrations\s+warn\s+at base, head 0006; 6 pending; fix: run `dbkit migrate`", out)
+    assert re.search(r"migrations\s+warn\s+database at base, your migrations \(migrations\) at 0006; 6 pending; "
+                     r"fix: run `dbkit migrate`", out)
     assert re.search(r"backups\s+warn\s+none complete", out)
     assert re.search(rf"DBKIT_DEV_DIR\s+{re.escape(str(dev_dir))}\s+env", out)
     assert "status: degraded" in out

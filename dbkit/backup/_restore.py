@@ -169,7 +169,7 @@ def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult, hoo
                 if len(problems) > 1 else ""
             raise RestoreFailed(f"post-restore check failed: {problems[0]}{more}; the new database was dropped",
                                 hint="the backup or the restore lost rows: try another backup, and report it")
-        result.alembic_revision = ",".join(db.applied_revisions(conn) or []) or None
+        result.alembic_revision = ",".join(db.applied_revisions(conn, db.version_table(settings)) or []) or None
     if result.alembic_revision and hooks.check_migrations is not None:
         import dataclasses
 

@@ -61,11 +61,16 @@ def _service_detail(svc) -> str:
     if isinstance(svc, health.Roles):
         return _counts(svc)
     if isinstance(svc, health.Migrations):
-        text = f"at {', '.join(svc.current) or 'base'}, head {', '.join(svc.head)}"
+        if not svc.head:
+            return svc.note or ""
+        mine = f" ({svc.migrations_dir})" if svc.migrations_dir else ""
+        text = f"database at {', '.join(svc.current) or 'base'}, your migrations{mine} at {', '.join(svc.head)}"
         if svc.pending:
             text += f"; {len(svc.pending)} pending"
         if svc.edited:
             text += f"; edited: {', '.join(svc.edited)}"
+        if svc.note:
+            text += f"; {svc.note}"
         return text + _fix(svc)
     if isinstance(svc, health.Rls):
         return f"{svc.tables_checked} tables; " + _counts(svc)

@@ -75,11 +75,18 @@ def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_js
 
 
 def _describe_status(st):
-    yield f"current: {', '.join(st.current) or 'base (nothing applied)'}"
-    yield f"head:    {', '.join(st.heads)}"
-    if st.pending:
-        yield Table(["pending", "message"], [(r.revision, r.message) for r in st.pending])
+    yield f"version table: {st.version_table}"
+    if st.problem:  # never "base" for a database whose revision is elsewhere or unknown
+        yield f"current: unknown: {st.problem}"
     else:
+        yield f"current: {', '.join(st.current) or 'base (no revision of your migrations applied)'}"
+    yield f"head:    {', '.join(st.heads) or f'none ({st.migrations_dir}/versions has no revisions yet)'}"
+    if st.pending and not st.problem:
+        yield Table(["pending", "message"], [(r.revision, r.message) for r in st.pending])
+    advice = st.advice()
+    if advice and not st.problem:
+        yield advice
+    elif not advice:
         yield "up to date"
 
 
@@ -137,6 +144,9 @@ def migrate_sql(state: State, from_rev: str | None, to_rev: str) -> None:
 
 
 def _describe_check(result):
+    if result.problem:
+        yield _check_summary(result)
+        return
     for r in result.pending:
         yield f"pending: {r.revision}  {r.message}"
     for d in result.schema_diffs or ():
@@ -145,6 +155,9 @@ def _describe_check(result):
         what = "was deleted" if e.current_sha256 is None else "was edited after it was applied"
         yield (f"revision {e.revision} ({e.filename}) {what}: recorded sha256 {e.recorded_sha256[:12]}, "
                f"now {(e.current_sha256 or '-')[:12]}")
+    if result.unrecorded:
+        yield (f"applied without dbkit (no checksum recorded, so not compared): {', '.join(result.unrecorded)}; "
+               "`dbkit migrate` records checksums for the revisions it applies")
     yield _check_summary(result)
 
 
@@ -163,6 +176,8 @@ def migrate_check(state: State, as_json: bool) -> None:
 
 def _check_summary(result) -> str:
     """One line saying what `migrate check` compared, what it did not, and the verdict."""
+    if result.problem:
+        return f"migrate check failed: {result.problem}"
     checked = ["at head" if not result.pending else f"{len(result.pending)} revision(s) pending",
                "revision files unchanged" if not result.edited else f"{len(result.edited)} revision file(s) changed"]
     if result.schema_diffs is None:  # not compared: only at head, and only with models to compare against
@@ -173,6 +188,30 @@ def _check_summary(result) -> str:
     else:
         checked.append("schema matches the models")
     return ("clean: " if result.clean else "migrate check failed: ") + ", ".join(checked)
+
+
+def _describe_stamp(result):
+    before, after = ", ".join(result.before) or "base", ", ".join(result.after) or "base"
+    yield f"stamped {after} (was {before}); no revision ran"
+
+
+@migrate.command("stamp")
+@click.argument("revision")
+@click.option("--allow-prod", is_flag=True, help="Allow stamping an earlier revision when DBKIT_ENV=prod.")
+@json_option
+@pass_state
+def migrate_stamp(state: State, revision: str, allow_prod: bool, as_json: bool) -> None:
+    """Record REVISION (an id, head or base) as applied without running it.
+
+    For a database whose schema is already at REVISION.  Same rails as `dbkit migrate`
+    (advisory lock, preflight); stamping an earlier revision than the current one needs
+    --allow-prod when DBKIT_ENV=prod, as a downgrade does.
+    """
+    from dbkit.migrate import runner
+
+    check_revision("REVISION", revision)
+    _setup_migrate_logging(state)
+    render.show(runner.stamp(state.settings, revision, allow_prod=allow_prod), _describe_stamp, as_json=as_json)
 
 
 def _describe_lint(found):

@@ -1,4 +1,4 @@
-"""Running revisions: ``upgrade``, ``downgrade``, ``new`` and ``offline_sql`` through Alembic's
+"""Running revisions: ``upgrade``, ``downgrade``, ``stamp``, ``new`` and ``offline_sql`` through Alembic's
 ``command`` API, and the description of a failure (the revision, the statement, the lock holder)."""
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def upgrade(settings, revision: str = "head") -> RunResult:
     from alembic import command
 
     _require_revision(revision, "target revision")
-    _, cfg = _run(settings, "upgrade", command.upgrade, revision)
+    _, cfg = _run(settings, "upgrade", command.upgrade, revision, attributes={"dbkit_command": "upgrade"})
     return _result(settings, cfg)
 
 
@@ -138,7 +138,25 @@ def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult
 
     _require_revision(revision, "target revision")
     guard_downgrade(settings, allow_prod=allow_prod)
-    _, cfg = _run(settings, "downgrade", command.downgrade, revision, attributes={"dbkit_allow_prod": allow_prod})
+    _, cfg = _run(settings, "downgrade", command.downgrade, revision,
+                  attributes={"dbkit_allow_prod": allow_prod, "dbkit_command": "downgrade"})
+    return _result(settings, cfg)
+
+
+def stamp(settings, revision: str, *, allow_prod: bool = False) -> RunResult:
+    """Record ``revision`` (an id, ``head`` or ``base``) in the version table without running anything:
+    for a database whose schema is already at that revision (made by hand, by plain Alembic with its
+    version table elsewhere, or restored).  ``RunResult.applied`` is empty: no revision ran, and none
+    gets a checksum (``migrate check`` lists them as applied without dbkit).
+
+    It goes through the project's env.py like every command (advisory lock, preflight).  A stamp that
+    moves backwards is refused in prod unless ``allow_prod`` (:func:`~dbkit.migrate.env.guard_downgrade`).
+    """
+    from alembic import command
+
+    _require_revision(revision, "revision to stamp")
+    _, cfg = _run(settings, "stamp", command.stamp, revision,
+                  attributes={"dbkit_allow_prod": allow_prod, "dbkit_command": "stamp"})
     return _result(settings, cfg)
 
 

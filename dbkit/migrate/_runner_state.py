@@ -1,5 +1,11 @@
 """Reading migration state: the Alembic config of the project, its revisions, which are applied
-(``dbkit.alembic_version``), ``status`` and ``history``."""
+(Alembic's version table where the settings say: DBKIT_VERSION_TABLE_SCHEMA, DBKIT_VERSION_TABLE),
+``status`` and ``history``.
+
+When the configured version table is missing or empty but the database has another Alembic version
+table (a project migrated by plain Alembic keeps ``public.alembic_version``), the state says so
+(:class:`Elsewhere`): the database is never reported as "base" then, and ``dbkit migrate`` refuses to
+start from base (:func:`refusal`)."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dbkit import db, target
-from dbkit.errors import ConfigError
+from dbkit.errors import ConfigError, Refused
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 
 
@@ -24,34 +30,123 @@ class Revision:
     is_head: bool = False
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """The configured version table is missing (``configured_exists`` False) or empty, but the database
+    has other Alembic version tables (``found``: the first one, ``also``: the others)."""
+
+    configured: str
+    configured_exists: bool
+    found: db.VersionTable
+    also: tuple[str, ...] = ()
+
+    def adopt(self, settings) -> str:
+        """How to use the found table: the settings to set."""
+        env, toml = [f"DBKIT_VERSION_TABLE_SCHEMA={self.found.schema}"], [
+            f'version_table_schema = "{self.found.schema}"']
+        if self.found.table != settings.version_table:
+            env.append(f"DBKIT_VERSION_TABLE={self.found.table}")
+            toml.append(f'version_table = "{self.found.table}"')
+        return f"set {' '.join(env)} (or [tool.dbkit] {', '.join(toml)}) to adopt it"
+
+    def describe(self) -> str:
+        """``dbkit.alembic_version does not exist, but found public.alembic_version at revision 3f2a``"""
+        state = "is empty" if self.configured_exists else "does not exist"
+        revs = self.found.revisions
+        at = (f"at revision {', '.join(revs)}" if revs else
+              "(its revisions could not be read: permission denied)" if revs is None else "(empty)")
+        also = f" (also: {', '.join(self.also)})" if self.also else ""
+        return f"{self.configured} {state}, but found {self.found.name} {at}{also}"
+
+
 @dataclass
 class Status:
+    """``current`` comes from ``version_table``; ``elsewhere`` is set when that table is missing or empty
+    but another Alembic version table exists, ``unknown`` lists current revisions that are not revisions
+    of the project, ``unversioned`` (when nothing is applied) up to three tables the database already has."""
+
     current: list[str]
     heads: list[str]
     pending: list[Revision] = field(default_factory=list)
+    version_table: str = f"{BOOKKEEPING_SCHEMA}.alembic_version"
+    migrations_dir: str = ""
+    elsewhere: Elsewhere | None = None
+    adopt: str | None = None
+    unknown: list[str] = field(default_factory=list)
+    unversioned: list[str] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:
-        return not self.pending
+        return not self.pending and not self.problem
+
+    @property
+    def problem(self) -> str | None:
+        """Why the current revision cannot be trusted (one line with the fix), or None."""
+        if self.elsewhere is not None:
+            return f"{self.elsewhere.describe()}; {self.adopt}"
+        if self.unknown:
+            return (f"the database is at revision {', '.join(self.unknown)} ({self.version_table}), which is not a "
+                    f"revision of your migrations ({self.migrations_dir}): is DATABASE_URL the database of this "
+                    "project, and DBKIT_MIGRATIONS_DIR its migrations?")
+        return None
+
+    def advice(self) -> str | None:
+        """What to do next, naming the project's migrations and the found state; None when at head."""
+        if self.problem:
+            return self.problem
+        if not self.heads:
+            where = "has no version table" if not self.current else f"is at {', '.join(self.current)}"
+            return (f"the database {where} and your project has no migrations yet ({self.migrations_dir}/versions "
+                    "is empty): create one with `dbkit migrate new -m \"...\"`")
+        if not self.pending:
+            return None
+        n = f"{len(self.pending)} pending revision{'s' if len(self.pending) != 1 else ''}"
+        head = ", ".join(self.heads)
+        if self.current:
+            return (f"the database is at revision {', '.join(self.current)}, your migrations' head is {head} "
+                    f"({n}): run `dbkit migrate`")
+        if self.unversioned:
+            return (f"the database has no revision of your migrations applied ({self.version_table} is missing or "
+                    f"empty) but already has tables ({', '.join(self.unversioned)}): check that DATABASE_URL is "
+                    f"this project's database; to adopt a schema made without Alembic, "
+                    f"`dbkit migrate stamp <revision>`; else run `dbkit migrate` ({n}, head {head})")
+        return (f"the database has no revision of your migrations applied yet; your migrations' head is {head} "
+                f"({n}): run `dbkit migrate`")
 
     def as_dict(self) -> dict[str, Any]:
         return {"current": self.current, "heads": self.heads, "at_head": self.at_head,
-                "pending": [asdict(r) for r in self.pending]}
+                "pending": [asdict(r) for r in self.pending], "version_table": self.version_table,
+                "migrations_dir": self.migrations_dir,
+                "elsewhere": self.elsewhere.describe() if self.elsewhere else None,
+                "problem": self.problem, "advice": self.advice(), "unversioned": self.unversioned}
 
 
 
 # --------------------------------------------------------------------- config
 
-def alembic_config(settings, *, readonly: bool = False, output: io.StringIO | None = None):
-    """An Alembic Config for the project's migrations, carrying the dbkit settings."""
+def alembic_config(settings, *, readonly: bool = False, output: io.StringIO | None = None, _runs_env: bool = True):
+    """An Alembic Config for the project's migrations, carrying the dbkit settings.
+
+    ``alembic.ini`` is read for Alembic's own options; its ``sqlalchemy.url`` is never used (the
+    URL comes from dbkit's settings).  An ``env.py`` that does not use dbkit (the one ``alembic init``
+    writes connects with that ``sqlalchemy.url``) is refused with the one-call fix."""
     from alembic.config import Config
 
     directory = Path(settings.migrations_dir)
-    if not (directory / "env.py").is_file():
+    env_py = directory / "env.py"
+    if not env_py.is_file():
         raise ConfigError(
             "DBKIT_MIGRATIONS_DIR", f"points at {directory}, which has no env.py",
             purpose="points at the Alembic environment of the project",
-            example="migrations (create one with: alembic init migrations)",
+            example="migrations (run `dbkit init` to create it)",
+        )
+    if _runs_env and "dbkit" not in env_py.read_text(errors="replace"):
+        raise ConfigError(
+            str(env_py), "does not use dbkit: it is Alembic's own environment, which connects with alembic.ini's "
+            "sqlalchemy.url and has none of dbkit's rails (dbkit takes the URL from DATABASE_URL)",
+            purpose="runs the project's migrations",
+            example="replace its body with `from dbkit.migrate.env import run` and "
+                    "`run(target_metadata=None)` (or your models' MetaData)",
         )
     ini = settings.project_dir / "alembic.ini"
     cfg = Config(str(ini) if ini.is_file() else None, output_buffer=output, stdout=output or sys.stdout)
@@ -64,7 +159,7 @@ def alembic_config(settings, *, readonly: bool = False, output: io.StringIO | No
 def _script(settings):
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config(settings))
+    return ScriptDirectory.from_config(alembic_config(settings, _runs_env=False))
 
 
 def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
@@ -82,10 +177,45 @@ def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
 # --------------------------------------------------------------------- reading state
 
 def _current(settings) -> list[str]:
-    """Applied heads from dbkit.alembic_version (empty when nothing was ever applied)."""
+    """Applied heads from the configured version table (empty when nothing was ever applied)."""
     url = target.resolve_url(settings, direct=True)
     with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
-        return db.applied_revisions(conn, f"{BOOKKEEPING_SCHEMA}.alembic_version") or []
+        return db.applied_revisions(conn, db.version_table(settings)) or []
+
+
+def read_state(conn, settings) -> tuple[list[str], Elsewhere | None]:
+    """(applied heads of the configured version table, another version table when that one is missing
+    or empty and another exists)."""
+    configured = db.version_table(settings)
+    current = db.applied_revisions(conn, configured)
+    if current:
+        return current, None
+    others = [t for t in db.version_tables(conn) if t.name != configured and t.revisions != ()]
+    if not others:
+        return [], None
+    return [], Elsewhere(configured, current is not None, others[0], tuple(t.name for t in others[1:]))
+
+
+def _known(script, rev: str) -> bool:
+    try:
+        return script.get_revision(rev) is not None
+    except Exception:  # noqa: BLE001 - alembic's ResolutionError / CommandError: not a revision of the project
+        return False
+
+
+def refusal(conn, settings, script) -> Refused | None:
+    """Why an upgrade or downgrade must not start (read as the connecting role, before any DDL): the
+    configured version table is missing or empty but another one exists (starting from base would re-run
+    every revision), or the database is at a revision the project does not have."""
+    current, elsewhere = read_state(conn, settings)
+    if elsewhere is not None:
+        return Refused(f"{elsewhere.describe()}; upgrading from base would re-run every revision",
+                       hint=elsewhere.adopt(settings))
+    unknown = [rev for rev in current if not _known(script, rev)]
+    if unknown:
+        return Refused(Status([], [], version_table=db.version_table(settings), unknown=unknown,
+                              migrations_dir=_shown(settings)).problem or "")
+    return None
 
 
 def _applied_set(script, current: list[str]) -> set[str]:
@@ -98,20 +228,35 @@ def _applied_set(script, current: list[str]) -> set[str]:
 def status(settings) -> Status:
     """Current revision(s), head(s) and the pending revisions in the order they would apply."""
     script = _script(settings)
-    current = _current(settings)
+    url = target.resolve_url(settings, direct=True)
+    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+        current, elsewhere = read_state(conn, settings)
+        unversioned = [] if current or elsewhere else db.unversioned_tables(conn, (BOOKKEEPING_SCHEMA,))
     heads = list(script.get_heads())
-    applied = _applied_set(script, current)
+    unknown = [rev for rev in current if not _known(script, rev)]
+    applied = _applied_set(script, [rev for rev in current if rev not in unknown])
     pending = [r for r in script.walk_revisions() if r.revision not in applied]
     pending.reverse()  # walk_revisions goes head -> base
-    return Status(current=current, heads=heads,
-                  pending=[_revision(r, applied, set(heads)) for r in pending])
+    return Status(current=current, heads=heads, pending=[_revision(r, applied, set(heads)) for r in pending],
+                  version_table=db.version_table(settings), migrations_dir=_shown(settings),
+                  elsewhere=elsewhere, adopt=elsewhere.adopt(settings) if elsewhere else None, unknown=unknown,
+                  unversioned=unversioned)
+
+
+def _shown(settings) -> str:
+    """The migrations directory as users know it: relative to the project when inside it."""
+    directory = Path(settings.migrations_dir)
+    try:
+        return str(directory.relative_to(settings.project_dir))
+    except ValueError:
+        return str(directory)
 
 
 def history(settings) -> list[Revision]:
     """Every revision, base first, with whether it is applied."""
     script = _script(settings)
     heads = set(script.get_heads())
-    applied = _applied_set(script, _current(settings))
+    applied = _applied_set(script, [rev for rev in _current(settings) if _known(script, rev)])
     revs = [_revision(r, applied, heads) for r in script.walk_revisions()]
     revs.reverse()
     return revs

@@ -6,6 +6,12 @@
     from migrations.models import metadata
     run(target_metadata=metadata)
 
+An existing Alembic project (``alembic init``) gets dbkit's rails the same way: replace the body of
+its ``env.py`` with that import and that call (``target_metadata=None`` when it has no models).  The
+URL comes from dbkit's settings (``DATABASE_URL``), never from ``alembic.ini``'s ``sqlalchemy.url``;
+Alembic's version table is where ``DBKIT_VERSION_TABLE_SCHEMA``/``DBKIT_VERSION_TABLE`` say
+(``public`` for a project plain Alembic migrated).
+
 Online, :func:`run` opens dbkit's migration session (advisory lock, timeouts,
 preflight, ``SET ROLE``) and refuses a downgrade in prod (:func:`guard_downgrade`,
 the one implementation of that refusal; ``dbkit migrate down --allow-prod`` or
@@ -30,17 +36,20 @@ __all__ = ["run", "guard_downgrade", "file_sha256", "ALLOW_PROD_X_ARG"]
 ALLOW_PROD_X_ARG = "allow_prod"
 
 
-def guard_downgrade(settings, *, allow_prod: bool) -> None:
-    """The one refusal of downgrades in prod, for ``dbkit migrate down`` and plain ``alembic downgrade``.
+def guard_downgrade(settings, *, allow_prod: bool, stamp: bool = False) -> None:
+    """The one refusal of downgrades in prod, for ``dbkit migrate down`` and plain ``alembic downgrade``,
+    and of stamps that move backwards (``dbkit migrate stamp``, ``alembic stamp``).
 
     Raises :class:`~dbkit.errors.Refused` when ``DBKIT_ENV=prod`` and the downgrade
     was not explicitly allowed, or when prod's requirements are not met.
     """
+    what, verb, example = (("stamping an earlier revision", "stamp", "stamp <revision>") if stamp
+                           else ("downgrading", "down", "downgrade -1"))
     if settings.env == "prod" and not allow_prod:
-        raise Refused("downgrading is refused when DBKIT_ENV=prod",
-                      hint="if you really mean it (and have a backup), pass --allow-prod to `dbkit migrate down`, "
-                           f"or -x {ALLOW_PROD_X_ARG}=1 to plain alembic (`alembic -x {ALLOW_PROD_X_ARG}=1 downgrade -1`)")
-    settings.require_environment("downgrading")
+        raise Refused(f"{what} is refused when DBKIT_ENV=prod",
+                      hint=f"if you really mean it (and have a backup), pass --allow-prod to `dbkit migrate {verb}`, "
+                           f"or -x {ALLOW_PROD_X_ARG}=1 to plain alembic (`alembic -x {ALLOW_PROD_X_ARG}=1 {example}`)")
+    settings.require_environment(what)
 
 
 def _allow_prod(context) -> bool:
@@ -54,11 +63,13 @@ def _allow_prod(context) -> bool:
 def _guarded_steps(fn, settings, allow_prod: bool):
     """Alembic's step function, refusing before the first step that goes down (nothing has run yet)."""
 
+    from alembic.runtime.migration import StampStep
+
     def steps(heads, migration_context):
         checked = False
         for step in fn(heads, migration_context):
             if not step.is_upgrade and not checked:
-                guard_downgrade(settings, allow_prod=allow_prod)
+                guard_downgrade(settings, allow_prod=allow_prod, stamp=isinstance(step, StampStep))
                 checked = True
             yield step
 
@@ -83,7 +94,10 @@ _CHECKSUM_DELETE = f"DELETE FROM {BOOKKEEPING_SCHEMA}.migration_checksums WHERE 
 
 def _record_checksum(ctx, step, heads, run_args) -> None:
     """on_version_apply: remember each applied revision's file checksum (same transaction;
-    written into the script offline)."""
+    written into the script offline).  A stamp runs nothing and records nothing: like revisions
+    applied before dbkit, a stamped revision has no checksum (``migrate check`` says so)."""
+    if step.is_stamp:
+        return
     if ctx.config is not None and not ctx.as_sql:  # what really ran, for dbkit's report
         ctx.config.attributes.setdefault("dbkit_steps", []).extend(
             (rev_id, step.is_upgrade) for rev_id in step.up_revision_ids)
@@ -98,6 +112,30 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
             ctx.impl.execute(stmt.format(**{k: _literal(v) for k, v in values.items()}))
         else:
             ctx.connection.exec_driver_sql(stmt.format(**{k: f"%({k})s" for k in values}), values)
+
+
+def _command(config) -> str | None:
+    """The Alembic command that runs: dbkit says it (a Config attribute), plain ``alembic`` has it in its
+    parsed command line."""
+    name = config.attributes.get("dbkit_command")
+    if name:
+        return name
+    cmd = getattr(config.cmd_opts, "cmd", None)
+    return getattr(cmd[0], "__name__", None) if cmd else None
+
+
+def _refuse_unadopted(settings, script):
+    """The check :func:`~dbkit.migrate.session.migration_connection` runs as the connecting role, under
+    the advisory lock and before any DDL: an upgrade must not start from base when the database has
+    another Alembic version table, nor from a revision the project does not have."""
+    from dbkit.migrate._runner_state import refusal
+
+    def check(conn) -> None:
+        refused = refusal(conn, settings, script)
+        if refused is not None:
+            raise refused
+
+    return check
 
 
 def run(*, target_metadata=None, context=None) -> None:
@@ -129,7 +167,8 @@ def _run(context, config, target_metadata) -> None:
         settings = config.attributes["dbkit_settings"] = load_settings()
     opts = dict(
         target_metadata=target_metadata,
-        version_table_schema=BOOKKEEPING_SCHEMA,
+        version_table_schema=settings.version_table_schema,
+        version_table=settings.version_table,
         transaction_per_migration=True,
         on_version_apply=[_record_checksum],
         **autogenerate_options(settings),
@@ -147,13 +186,15 @@ def _run(context, config, target_metadata) -> None:
             context.execute(f"SET statement_timeout = {_literal(settings.statement_timeout)}")
             for stmt in offline_preflight(settings, quote):
                 context.execute(stmt)
+
             if settings.migrate_set_role:
                 context.execute(f"SET ROLE {quote(settings.role_owner)}")
             context.execute(CHECKSUMS_DDL)
             context.run_migrations()
         return
     mutate = not config.attributes.get("dbkit_readonly", False)
-    with migration_connection(settings, mutate=mutate) as (connection, watcher):
+    check = _refuse_unadopted(settings, context.script) if _command(config) in ("upgrade", "downgrade") else None
+    with migration_connection(settings, mutate=mutate, check=check) as (connection, watcher):
         config.attributes["dbkit_watcher"] = watcher
         opts.update(autogenerate_online_options(settings, connection))
         connection.commit()

@@ -1,6 +1,6 @@
 """The verbs behind ``dbkit migrate``: plain functions that take Settings and return data.
 
-``upgrade``, ``downgrade``, ``status``, ``history``, ``new``, ``offline_sql``,
+``upgrade``, ``downgrade``, ``stamp``, ``status``, ``history``, ``new``, ``offline_sql``,
 ``check`` and ``lint``.  Each goes through Alembic's own ``command`` API and
 ``migrations/env.py`` (so plain ``alembic`` behaves the same), and maps failures
 to :class:`~dbkit.errors.DbkitError` messages that name the revision and the
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dbkit import db, target
 from dbkit.errors import DbkitError, OperationFailed
-from dbkit.migrate._runner_run import MigrationFailed, downgrade, new, offline_sql, upgrade
+from dbkit.migrate._runner_run import MigrationFailed, downgrade, new, offline_sql, stamp, upgrade
 from dbkit.migrate._runner_run import RunResult as RunResult
 from dbkit.migrate._runner_state import Revision, Status, _script, alembic_config, history, status
 from dbkit.migrate.env import file_sha256
@@ -27,7 +27,8 @@ from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 
 __all__ = [
     "MigrationFailed", "Status", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
-    "alembic_config", "upgrade", "downgrade", "status", "history", "new", "offline_sql", "check", "lint",
+    "NOT_COMPARED_UNKNOWN", "alembic_config", "upgrade", "downgrade", "stamp", "status", "history", "new",
+    "offline_sql", "check", "lint",
 ]
 
 log = logging.getLogger("dbkit.migrate")
@@ -48,6 +49,7 @@ class Drift:
 #: Why ``migrate check`` did not compare the schema with the models (:attr:`CheckResult.schema_not_compared`).
 NOT_COMPARED_NO_METADATA = "env.py gives no target_metadata"
 NOT_COMPARED_PENDING = "revisions are pending; the models are compared at head only"
+NOT_COMPARED_UNKNOWN = "the database's revision is not known"
 
 
 @dataclass
@@ -56,13 +58,18 @@ class CheckResult:
 
     ``schema_diffs`` is the list of differences when the schema was compared with
     the models, and None when it was not; ``schema_not_compared`` then says why
-    (:data:`NOT_COMPARED_NO_METADATA` or :data:`NOT_COMPARED_PENDING`).
+    (:data:`NOT_COMPARED_NO_METADATA`, :data:`NOT_COMPARED_PENDING` or :data:`NOT_COMPARED_UNKNOWN`).
+    ``problem`` is why the database's revision cannot be trusted (:attr:`Status.problem`: another
+    Alembic version table, a revision the project does not have); ``unrecorded`` lists applied revisions
+    without a checksum (applied before dbkit, or stamped): information, not a failure.
     """
 
     pending: list[Revision]
     schema_diffs: list[str] | None  # None: the schema was not compared (see schema_not_compared)
     edited: list[Drift]
     schema_not_compared: str | None = None
+    problem: str | None = None
+    unrecorded: list[str] = field(default_factory=list)
 
     @property
     def compared_schema(self) -> bool:
@@ -73,12 +80,14 @@ class CheckResult:
     def clean(self) -> bool:
         """No pending revision, no schema difference found, no edited or deleted revision file.
         A schema that was not compared does not make the result unclean: :meth:`summary` says so."""
-        return not (self.pending or self.schema_diffs or self.edited)
+        return not (self.pending or self.schema_diffs or self.edited or self.problem)
 
     def summary(self) -> str:
         """One line: the verdict, then what was checked and what was not, e.g.
         ``clean: no pending revisions, no edited revisions; schema not compared (env.py gives no target_metadata)``.
         """
+        if self.problem:
+            return f"migrate check failed: {self.problem}"
         n = len(self.pending)
         pending = "no pending revisions" if not n else f"{n} pending revision{'s' if n != 1 else ''}"
         n = len(self.edited)
@@ -92,13 +101,15 @@ class CheckResult:
         else:
             schema = "schema matches the models"
         verdict = "clean" if self.clean else "migrate check failed"
-        return f"{verdict}: {pending}, {edited}; {schema}"
+        n = len(self.unrecorded)
+        unrecorded = f"; {n} applied without dbkit (no checksum to compare)" if n else ""
+        return f"{verdict}: {pending}, {edited}; {schema}{unrecorded}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"clean": self.clean, "pending": [asdict(r) for r in self.pending],
                 "compared_schema": self.compared_schema, "schema_not_compared": self.schema_not_compared,
                 "schema_diffs": self.schema_diffs, "edited": [asdict(d) for d in self.edited],
-                "summary": self.summary()}
+                "problem": self.problem, "unrecorded": self.unrecorded, "summary": self.summary()}
 
 
 def _schema_diffs(settings) -> list[str] | None:
@@ -118,16 +129,20 @@ def _schema_diffs(settings) -> list[str] | None:
     return []
 
 
-def _edited(settings) -> list[Drift]:
+def _edited(settings, applied: set[str]) -> tuple[list[Drift], list[str]]:
+    """(applied revisions whose file changed since dbkit applied them, applied revisions without a
+    checksum).  A checksum row of a revision that is not applied (stamped away) is not compared."""
     script = _script(settings)
     url = target.resolve_url(settings, direct=True)
+    rows = []
     with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
-        if not conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.migration_checksums",)).fetchone()[0]:
-            return []
-        rows = conn.execute(f"SELECT revision, filename, sha256 FROM {BOOKKEEPING_SCHEMA}.migration_checksums "
-                            "ORDER BY revision").fetchall()
+        if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.migration_checksums",)).fetchone()[0]:
+            rows = conn.execute(f"SELECT revision, filename, sha256 FROM {BOOKKEEPING_SCHEMA}.migration_checksums "
+                                "ORDER BY revision").fetchall()
     drifts = []
     for rev, filename, recorded in rows:
+        if rev not in applied:
+            continue
         try:
             path = script.get_revision(rev).path
             current = file_sha256(path)
@@ -135,19 +150,27 @@ def _edited(settings) -> list[Drift]:
             current = None
         if current != recorded:
             drifts.append(Drift(rev, filename, recorded, current))
-    return drifts
+    recorded_revs = {r[0] for r in rows}
+    return drifts, sorted(applied - recorded_revs)
 
 
 def check(settings) -> CheckResult:
     """Pending revisions, schema drift (autogenerate would emit operations) and applied
-    revision files edited after they were applied."""
-    pending = status(settings).pending
-    if pending:  # the diff is meaningless before head
+    revision files edited after they were applied.  A database whose revision cannot be trusted
+    (:attr:`Status.problem`) is not clean, and is compared with nothing."""
+    st = status(settings)
+    if st.problem:
+        return CheckResult(pending=st.pending, schema_diffs=None, edited=[], schema_not_compared=NOT_COMPARED_UNKNOWN,
+                           problem=st.problem)
+    if st.pending:  # the diff is meaningless before head
         diffs, why = None, NOT_COMPARED_PENDING
     else:
         diffs = _schema_diffs(settings)
         why = NOT_COMPARED_NO_METADATA if diffs is None else None
-    return CheckResult(pending=pending, schema_diffs=diffs, edited=_edited(settings), schema_not_compared=why)
+    applied = {r.revision for r in history(settings) if r.applied}
+    edited, unrecorded = _edited(settings, applied)
+    return CheckResult(pending=st.pending, schema_diffs=diffs, edited=edited, schema_not_compared=why,
+                       unrecorded=unrecorded)
 
 
 def lint(settings, *, all_revisions: bool = False):

@@ -10,8 +10,10 @@ In order, before Alembic runs a single revision:
 2. ``lock_timeout`` / ``statement_timeout`` from the settings;
 3. preflight, as the connecting role: the required extensions exist or can be
    created (a clear error naming the extension before any DDL), the roles from
-   role model (:mod:`dbkit.roles`) exist with their attributes, and the ``dbkit`` schema
-   (Alembic's version table and dbkit's checksum table) exists;
+   role model (:mod:`dbkit.roles`) exist with their attributes, the ``dbkit`` schema
+   (dbkit's checksum table) and the schema of Alembic's version table exist, and the owner
+   role may create objects in the application's schema and write the version table where
+   it did not create them (``public``: PostgreSQL 15+ no longer lets every role create there);
 4. ``SET ROLE <owner>`` so every object the revisions create is owned by the owner role.
 
 While revisions run, a watcher on a second connection records which sessions
@@ -33,11 +35,14 @@ from dbkit.errors import DbkitError, MissingDependency
 __all__ = ["ADVISORY_LOCK_KEY", "BOOKKEEPING_SCHEMA", "CHECKSUMS_DDL", "Blocker", "migration_connection",
            "offline_preflight"]
 
+#: What the owner role needs on a version table it did not create (a project plain Alembic migrated).
+VERSION_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
 log = logging.getLogger("dbkit.migrate")
 
 #: Fixed advisory lock key: the bytes of "dbkitmig" as a signed 64-bit integer.
 ADVISORY_LOCK_KEY = int.from_bytes(b"dbkitmig", "big", signed=True)
-#: Schema that holds alembic_version and dbkit's own bookkeeping tables.
+#: Schema that holds dbkit's own bookkeeping tables (and, by default, Alembic's version table).
 BOOKKEEPING_SCHEMA = "dbkit"
 
 
@@ -152,10 +157,67 @@ def _preflight(conn, settings) -> None:
             "or have a DBA run `dbkit roles apply` once",
         ) from None
     owner = settings.role_owner if settings.migrate_set_role else None
-    stmt = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(BOOKKEEPING_SCHEMA))
+    for schema in dict.fromkeys((BOOKKEEPING_SCHEMA, settings.version_table_schema)):
+        stmt = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+        if owner:
+            stmt = sql.SQL("{} AUTHORIZATION {}").format(stmt, sql.Identifier(owner))
+        conn.execute(stmt)
     if owner:
-        stmt = sql.SQL("{} AUTHORIZATION {}").format(stmt, sql.Identifier(owner))
-    conn.execute(stmt)
+        for schema in _granted_schemas(settings):
+            _grant_schema(conn, schema, owner)
+        _grant_version_table(conn, settings, owner)
+
+
+def _granted_schemas(settings) -> list[str]:
+    """Schemas the owner role must be able to create in, though it may not own them."""
+    return [s for s in dict.fromkeys((settings.schema, settings.version_table_schema)) if s != BOOKKEEPING_SCHEMA]
+
+
+def _dba_must(what: str, statement: str) -> MissingDependency:
+    return MissingDependency(f"{what}, and the connecting role may not grant it",
+                             hint=f"have a DBA (or the schema's owner) run once: {statement}")
+
+
+def _grant_schema(conn, schema: str, owner: str) -> None:
+    """GRANT USAGE, CREATE ON SCHEMA to the owner role when it lacks them (idempotent): PostgreSQL 15+
+    revoked CREATE on ``public`` from PUBLIC, and ``public`` belongs to pg_database_owner."""
+    from psycopg import errors, sql
+
+    held = ("SELECT has_schema_privilege(%(r)s, oid, 'USAGE') AND has_schema_privilege(%(r)s, oid, 'CREATE') "
+            "FROM pg_namespace WHERE nspname = %(s)s")
+    row = conn.execute(held, {"r": owner, "s": schema}).fetchone()
+    if row is None or row[0]:  # a missing schema is the revisions' to create
+        return
+    with contextlib.suppress(errors.InsufficientPrivilege):
+        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema),
+                                                                             sql.Identifier(owner)))
+    if not conn.execute(held, {"r": owner, "s": schema}).fetchone()[0]:  # a GRANT without the right only warns
+        raise _dba_must(f"the owner role {owner} may not create objects in schema {schema} (migrations run as it; "
+                        "PostgreSQL 15+ no longer lets every role create in public)",
+                        f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {owner};")
+
+
+def _grant_version_table(conn, settings, owner: str) -> None:
+    """The owner role writes Alembic's version table: grant it when another role created the table."""
+    from psycopg import errors, sql
+
+    name = f"{settings.version_table_schema}.{settings.version_table}"
+    if not conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0]:
+        return
+
+    def missing() -> list[str]:
+        return [p for p in VERSION_TABLE_PRIVILEGES
+                if not conn.execute("SELECT has_table_privilege(%s, %s, %s)", (owner, name, p)).fetchone()[0]]
+
+    if not missing():
+        return
+    table = sql.Identifier(settings.version_table_schema, settings.version_table)
+    with contextlib.suppress(errors.InsufficientPrivilege):
+        conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+            sql.SQL(", ").join(map(sql.SQL, VERSION_TABLE_PRIVILEGES)), table, sql.Identifier(owner)))
+    if missing():
+        raise _dba_must(f"the owner role {owner} may not write Alembic's version table {name} (migrations run as it)",
+                        f"GRANT {', '.join(VERSION_TABLE_PRIVILEGES)} ON {name} TO {owner};")
 
 
 #: dbkit's checksum table (created as the owner role, after SET ROLE), online and in the offline script.
@@ -182,18 +244,40 @@ def offline_preflight(settings, quote) -> list[str]:
     applies by itself to an empty cluster.
 
     In order: the required extensions, the roles (the model and ``sql/roles/``; no password:
-    those are set online by ``dbkit roles apply`` or ``dbkit migrate``), and dbkit's
-    bookkeeping schema (owned by the owner role).  ``quote`` quotes an identifier.
+    those are set online by ``dbkit roles apply`` or ``dbkit migrate``), dbkit's
+    bookkeeping schema and the version table's (owned by the owner role), and the owner role's
+    privileges on the application's schema and an existing version table (as online: granted when
+    missing).  ``quote`` quotes an identifier.
     """
     from dbkit import roles
 
     stmts = [f"CREATE EXTENSION IF NOT EXISTS {quote(name)} CASCADE" for name in settings.extensions]
     stmts += [_sql_statement(s) for s in roles.statements(settings)]
-    schema = f"CREATE SCHEMA IF NOT EXISTS {quote(BOOKKEEPING_SCHEMA)}"
-    if settings.migrate_set_role:
-        schema += f" AUTHORIZATION {quote(settings.role_owner)}"
-    stmts.append(schema)
+    owner = settings.role_owner if settings.migrate_set_role else None
+    for name in dict.fromkeys((BOOKKEEPING_SCHEMA, settings.version_table_schema)):
+        schema = f"CREATE SCHEMA IF NOT EXISTS {quote(name)}"
+        stmts.append(schema + (f" AUTHORIZATION {quote(owner)}" if owner else ""))
+    if owner:
+        stmts.append(_offline_grants(settings, owner, quote))
     return stmts
+
+
+def _offline_grants(settings, owner: str, quote) -> str:
+    def lit(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    body = []
+    for schema in _granted_schemas(settings):
+        body.append(
+            f"  IF EXISTS (SELECT FROM pg_namespace WHERE nspname = {lit(schema)}) THEN\n"
+            f"    IF NOT (has_schema_privilege({lit(owner)}, {lit(schema)}, 'USAGE') AND "
+            f"has_schema_privilege({lit(owner)}, {lit(schema)}, 'CREATE')) THEN\n"
+            f"      GRANT USAGE, CREATE ON SCHEMA {quote(schema)} TO {quote(owner)};\n    END IF;\n  END IF;")
+    table = f"{quote(settings.version_table_schema)}.{quote(settings.version_table)}"
+    name = lit(f"{settings.version_table_schema}.{settings.version_table}")
+    body.append(f"  IF to_regclass({name}) IS NOT NULL THEN\n"
+                f"    GRANT {', '.join(VERSION_TABLE_PRIVILEGES)} ON TABLE {table} TO {quote(owner)};\n  END IF;")
+    return "DO $dbkit$ BEGIN\n" + "\n".join(body) + "\nEND $dbkit$"
 
 
 def _postflight(conn, settings) -> None:
@@ -212,11 +296,14 @@ def _postflight(conn, settings) -> None:
 
 
 @contextlib.contextmanager
-def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[object, BlockerWatcher | None]]:
+def migration_connection(settings, *, mutate: bool = True,
+                         check=None) -> Iterator[tuple[object, BlockerWatcher | None]]:
     """A SQLAlchemy Connection for Alembic on a dbkit-prepared psycopg connection.
 
     ``mutate=False`` (status, autogenerate, check) skips the lock, the preflight and
     the bookkeeping DDL; it still switches to the owner role when that role exists.
+    ``check(conn)``, when given, runs as the connecting role under the lock and before
+    the preflight (before any DDL); it refuses by raising.
     Yields ``(sqlalchemy_connection, watcher)``.
     """
     from psycopg import sql
@@ -231,6 +318,8 @@ def migration_connection(settings, *, mutate: bool = True) -> Iterator[tuple[obj
             _acquire_lock(raw)
             locked = True
         _set_timeouts(raw, settings)
+        if check is not None:
+            check(raw)
         if mutate:
             _preflight(raw, settings)
         if settings.migrate_set_role and db.role_exists(raw, settings.role_owner):
