@@ -27,6 +27,8 @@ class ResetResult:
     migrated_to: list[str]
     seeded_rows: int
     seconds: float
+    #: the "now" the seeded time series end at (``--anchor`` takes it back)
+    anchor: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -38,7 +40,7 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
 
     from dbkit.migrate import runner
     from dbkit.seed import engine
-    from dbkit.seed.context import parse_anchor
+    from dbkit.seed.context import format_anchor, parse_anchor
 
     if anchor is not None:  # a bad --anchor is refused before the database is dropped
         anchor = parse_anchor(anchor, variable="--anchor")
@@ -64,4 +66,5 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     migrated = runner.upgrade(settings)
     seeded = engine.run(settings, profile=profile, seed=seed, allow_prod=True, yes=True, anchor=anchor)
-    return ResetResult(name, migrated.after, sum(t.rows for t in seeded.tables), round(time.perf_counter() - t0, 3))
+    return ResetResult(name, migrated.after, sum(t.rows for t in seeded.tables), round(time.perf_counter() - t0, 3),
+                       format_anchor(seeded.anchor))

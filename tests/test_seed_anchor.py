@@ -162,8 +162,9 @@ def test_reset_takes_the_anchor_and_refuses_a_bad_one_before_dropping(dbkit_db, 
     bad = dbkit_cli("reset", "--profile", "tiny", "--anchor", "soon", env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("dbkit: error: --anchor is 'soon'"), bad.stderr
     assert q(dbkit_db, "SELECT to_regclass('app.keep_me') IS NOT NULL") == [(True,)]  # not dropped
-    good = dbkit_cli("reset", "--profile", "tiny", "--anchor", "2026-04-01", env=env)
+    good = dbkit_cli("reset", "--profile", "tiny", "--anchor", "2026-04-01", "--json", env=env)
     assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["anchor"] == "2026-04-01"
     assert q(dbkit_db, "SELECT max(time) < '2026-04-01' AND max(time) > '2026-03-31' FROM app.events") == [(True,)]
     assert q(dbkit_db, "SELECT anchor FROM dbkit.seed_runs") == [(datetime(2026, 4, 1, tzinfo=UTC),)]
 

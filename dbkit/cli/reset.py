@@ -29,5 +29,6 @@ def reset(state: State, profile: str, seed_value: int, anchor: str | None, force
         confirmed = click.prompt("Type the name of the database to drop and recreate")
     result = reset_database(settings, profile=profile, seed=seed_value, force=force, confirmed_name=confirmed,
                             anchor=anchor)
-    render.show(result, lambda r: [f"reset {r.database}: migrated to {', '.join(r.migrated_to)}, "
-                                   f"seeded {r.seeded_rows} rows ({profile}) in {r.seconds:.1f} s"], as_json=as_json)
+    render.show(result, lambda r: [f"reset {r.database}: migrated to {', '.join(r.migrated_to)}, seeded "
+                                   f"{r.seeded_rows} rows ({profile}, anchor {r.anchor}) in {r.seconds:.1f} s"],
+                as_json=as_json)
