@@ -149,3 +149,28 @@ def test_create_bucket_with_a_local_target_is_a_usage_error(dbkit_seeded_db, dbk
     assert not target.exists()  # nothing written
     with pytest.raises(StorageConfigError, match="not an S3 location"):
         open_storage(str(target)).create_bucket()
+
+
+@pytest.mark.unit
+def test_create_bucket_refusals_are_one_line():
+    from botocore.exceptions import ClientError
+
+    from dbkit.backup._storage_s3_errors import storage_error
+
+    storage = open_storage("s3://taken-name/p", s3=S3Options(endpoint_url="http://127.0.0.1:9", region="eu-west-1",
+                                                              access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+
+    def refused(code: str, status: int):
+        return storage_error(storage, ClientError({"Error": {"Code": code, "Message": f"{code} {SECRET_KEY}"},
+                                                   "ResponseMetadata": {"HTTPStatusCode": status}}, "CreateBucket"),
+                             "create the bucket of")
+
+    taken = refused("BucketAlreadyExists", 409)
+    assert isinstance(taken, StorageConfigError) and taken.exit_code == 2
+    assert str(taken) == ("S3 bucket 'taken-name' at http://127.0.0.1:9 belongs to another account; bucket names "
+                          "are global: choose another one in the storage URI")
+    region = refused("IllegalLocationConstraintException", 400)
+    assert isinstance(region, StorageConfigError) and "in region eu-west-1" in str(region)
+    assert "S3_REGION" in str(region) and SECRET_KEY not in str(region)
+    missing = refused("NoSuchBucket", 404)
+    assert isinstance(missing, BucketNotFound) and "--create-bucket" in str(missing)

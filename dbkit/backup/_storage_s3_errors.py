@@ -55,9 +55,9 @@ def storage_error(s3: S3Storage, exc: BaseException, action: str, key: str | Non
             return StorageConfigError(f"S3 bucket {s3.bucket!r} at {s3.endpoint} belongs to another account",
                                      hint="bucket names are global: choose another one in the storage URI")
         if code in ("IllegalLocationConstraintException", "InvalidLocationConstraint"):
-            return StorageConfigError(f"S3 refused to create bucket {s3.bucket!r} in region "
-                                      f"{s3.client.meta.region_name or 'us-east-1'} ({code})",
-                                      hint="set S3_REGION to the region of S3_ENDPOINT")
+            return StorageConfigError(f"S3 at {s3.endpoint} refused to create bucket {s3.bucket!r} in region "
+                                      f"{s3.options.region or 'us-east-1'} ({code})",
+                                      hint="set S3_REGION to the region of the endpoint")
         if code in _DENIED or status == 403:
             return StorageConfigError(f"access denied by S3 for {where} ({code or status} on {op})",
                                       hint=_cred_hint(s3))
