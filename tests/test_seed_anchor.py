@@ -102,9 +102,10 @@ def test_default_anchor_is_today_so_retention_keeps_the_rows(migrated_url):
     assert age_oldest < 40  # a 90-day retention policy keeps every seeded event
     for table, column in TIME_COLUMNS.items():
         assert q(migrated_url, f"SELECT max({column}) < now() FROM app.{table}") == [(True,)], table
-    # the run records the anchor it used, and seed status returns it
+    # the run records the anchor it used, and seed status returns it, in UTC whatever the session's TimeZone
+    q(migrated_url, f'ALTER DATABASE "{migrated_url.dbname}" SET timezone = \'Asia/Kolkata\'')
     [run] = engine.status(settings_for(migrated_url)).runs
-    assert run.anchor == result.anchor
+    assert run.anchor == result.anchor and run.anchor.utcoffset() == timedelta(0)
 
 
 def test_cli_records_and_reuses_the_anchor(migrated_url, dbkit_cli):

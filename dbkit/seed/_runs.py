@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from dbkit.seed._catalog import _set_role
@@ -75,7 +75,10 @@ def _runs(conn, limit: int) -> list[dict]:
     columns = ", ".join(f"r.{c}" for c in _RUN_COLUMNS[:-1])
     rows = conn.execute(f"SELECT {columns}, (to_jsonb(r) ->> 'anchor')::timestamptz FROM {RUNS_TABLE} r "
                         "ORDER BY r.id DESC LIMIT %s", (limit,))
-    return [dict(zip(_RUN_COLUMNS, row, strict=True)) for row in rows]
+    runs = [dict(zip(_RUN_COLUMNS, row, strict=True)) for row in rows]
+    for run in runs:  # in UTC, as --anchor reads it back (the session's TimeZone may be another)
+        run["anchor"] = run["anchor"] and run["anchor"].astimezone(UTC)
+    return runs
 
 
 def _last_run(conn) -> dict | None:

@@ -16,7 +16,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from dbkit import db, target
@@ -123,7 +123,7 @@ def run(
                               hint="pass --truncate to reload them")
             if same:
                 result.status = "noop"
-                result.anchor = last["anchor"] and last["anchor"].astimezone(UTC)
+                result.anchor = last["anchor"]
                 result.tables = [TableResult(t, current[t], checksum=last["tables"][t].get("checksum"),
                                              seeder=registry[t].name) for t in order]
                 anchored = "" if last["anchor"] is None else f", anchor {format_anchor(last['anchor'])}"
