@@ -161,8 +161,10 @@ def _rls(settings, conn, migrations: Service) -> Service:
     report = audit(settings, conn)
     errors = tuple(f.line() for f in report.findings if f.severity == "error")
     warnings = tuple(f.line() for f in report.findings if f.severity != "error")
+    note = ("not configured: RLS is not used (DBKIT_RLS_MODEL=none), no table is expected to have it"
+            if getattr(report, "model", None) == "none" else None)
     return Rls(status="fail" if errors else ("warn" if warnings else "ok"), tables_checked=report.tables_checked,
-               errors=errors, warnings=warnings,
+               errors=errors, warnings=warnings, note=note,
                hint="run `dbkit rls audit` for the fixes" if errors or warnings else None)
 
 

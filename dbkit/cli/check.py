@@ -73,7 +73,7 @@ def _service_detail(svc) -> str:
             text += f"; {svc.note}"
         return text + _fix(svc)
     if isinstance(svc, health.Rls):
-        return f"{svc.tables_checked} tables; " + _counts(svc)
+        return (f"{svc.note}; " if svc.note else f"{svc.tables_checked} tables; ") + _counts(svc)
     if isinstance(svc, health.Storage):
         return f"{svc.target} reachable in {svc.latency_ms} ms"
     if isinstance(svc, health.Backups):
