@@ -226,7 +226,7 @@ run(target_metadata=models.metadata)
 
 PUBLIC_MODELS = '''
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import BigInteger, Column, Identity, Index, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, Identity, Index, Integer, MetaData, Table, Text
 
 metadata = MetaData()
 
@@ -237,6 +237,12 @@ items = Table(
     Column("name", Text, nullable=False),
     Column("embedding", Vector(3)),
     Index("items_embedding_idx", "embedding", postgresql_using="hnsw"),
+)
+
+tags = Table(
+    "tags", metadata,
+    Column("id", Integer, primary_key=True),  # serial: INSERT needs its sequence
+    Column("name", Text, nullable=False),
 )
 '''
 
@@ -266,7 +272,132 @@ def test_none_model_in_public_gets_grants_only(tmp_path, pg_url):
                      "has_table_privilege('app_readonly', 'public.items', 'SELECT'), "
                      "has_table_privilege('app_readonly', 'public.items', 'INSERT')") == [(True, True, True, False)]
     assert _role_drifts(settings, pg_url, "items") == []
+    assert "op.grant(['USAGE'], 'tags_id_seq', schema=schema, object_type='SEQUENCE', roles=settings.role_enforce)" \
+        in _flat(up)
+    assert "'items_id_seq'" not in up, "an identity column needs no sequence grant"
+    for role in ("app_rls", "app_full"):
+        with psycopg.connect(pg_url.conninfo) as conn, conn.transaction():
+            conn.execute(f"SET LOCAL ROLE {role}")
+            conn.execute("INSERT INTO public.tags (name) VALUES ('t'); INSERT INTO public.items (name) VALUES ('i')")
     runner.downgrade(settings, "-1")
-    assert q(pg_url, "SELECT to_regclass('public.items')") == [(None,)]
+    assert q(pg_url, "SELECT to_regclass('public.items'), to_regclass('public.tags')") == [(None, None)]
     runner.upgrade(settings)
     assert runner.check(settings).clean
+
+
+# --------------------------------------------------------------------- the rules, without a database
+
+def _settings(tmp_path, pyproject_extra: str = "", **env: str):
+    from dbkit.config import load_settings
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'sample'\n\n[tool.dbkit]\n" + pyproject_extra)
+    return load_settings(environ={"DBKIT_ENV": "test", **env}, cwd=tmp_path)
+
+
+def _protect(settings, table) -> str:
+    """What dbkit adds after ``op.create_table`` for ``table``, as the revision shows it."""
+    from alembic.operations import ops
+
+    from dbkit.migrate._autogen import Planner
+    from dbkit.migrate._autogen_render import Call, render_call
+
+    lines = []
+    for op in Planner(settings, None).protect(ops.CreateTableOp.from_table(table)):
+        lines += render_call(op) if isinstance(op, Call) else [f"# {op.text}"]
+    return _flat("\n".join(line for line in lines if line))
+
+
+@pytest.mark.unit
+def test_owner_column_read_only_tables_and_tables_without_an_owner(tmp_path):
+    from sqlalchemy import BigInteger, Column, MetaData, Table, Text
+
+    settings = _settings(tmp_path, '[tool.dbkit.roles]\nread_only_tables = ["orgs"]\n'
+                                   '[tool.dbkit.rls.tables.orgs]\ntenant_column = "id"\n')
+    meta = MetaData(schema="app")
+    orgs = Table("orgs", meta, Column("id", BigInteger, primary_key=True), Column("name", Text))
+    text = _protect(settings, orgs)
+    assert ("op.create_policy('orgs_tenant_select', 'orgs', schema=schema, command='SELECT', "
+            "roles=(settings.role_enforce, settings.role_readonly), "
+            "using=\"id = (SELECT NULLIF(current_setting('app.tenant_id', true), '')::bigint)\")") in text
+    assert "command='INSERT'" not in text and "command='DELETE'" not in text, "a read-only table: SELECT only"
+    assert "op.grant(['SELECT'], 'orgs', schema=schema, roles=settings.role_enforce)" in text
+
+    lookup = Table("lookup", meta, Column("code", Text, primary_key=True))
+    text = _protect(settings, lookup)
+    assert "enable_rls" not in text and "create_policy" not in text
+    assert "# dbkit: lookup has no tenant_id column, so no row-level security is generated" in text
+    assert "op.grant(['SELECT', 'INSERT', 'UPDATE', 'DELETE'], 'lookup', schema=schema" in text
+
+
+@pytest.mark.unit
+def test_owner_per_user_with_a_configured_column_and_a_reserved_word(tmp_path):
+    from sqlalchemy import Column, MetaData, Table, Text
+
+    settings = _settings(tmp_path, '[tool.dbkit.rls]\nowner = "user"\nuser_column = "user"\n')
+    table = Table("prefs", MetaData(schema="app"), Column("user", Text, primary_key=True))
+    text = _protect(settings, table)
+    assert "op.create_policy('prefs_user_update', 'prefs', schema=schema, command='UPDATE'" in text
+    predicate = '"user" = (SELECT NULLIF(current_setting(\'app.user_id\', true), \'\'))'
+    assert f"using={predicate!r}" in text, "quoted (user is a reserved word), compared as text"
+
+
+@pytest.mark.unit
+def test_an_owner_the_model_cannot_express_is_one_clear_line(tmp_path):
+    from sqlalchemy import Column, MetaData, Table, Text
+
+    from dbkit.errors import ConfigError
+
+    settings = _settings(tmp_path, '[tool.dbkit.rls]\nowner = "tenant"\n', DBKIT_RLS_MODEL="jwt")
+    table = Table("t", MetaData(schema="app"), Column("tenant_id", Text, primary_key=True))
+    with pytest.raises(ConfigError) as err:
+        _protect(settings, table)
+    assert str(err.value) == ("[tool.dbkit.rls] owner is 'tenant', which the RLS model (JSON claims in "
+                              "request.jwt.claims (user key sub)) cannot express (it can: user); "
+                              'example: owner = "user"')
+
+
+@pytest.mark.unit
+def test_include_name_knows_the_default_schema_and_skips_the_version_table():
+    from dbkit.migrate._autogen import include_name
+
+    public = include_name({"public"}, default_schema="public", version_table=("public", "alembic_version"))
+    assert public(None, "schema", {}) and public("public", "schema", {})
+    assert not public("dbkit", "schema", {})
+    assert not public("alembic_version", "table", {"schema_name": None})
+    assert public("items", "table", {"schema_name": None})
+    app = include_name({"app"}, default_schema="public", version_table=("dbkit", "alembic_version"))
+    assert app("app", "schema", {}) and not app(None, "schema", {})
+    assert app("alembic_version", "table", {"schema_name": "app"})
+
+
+@pytest.mark.unit
+def test_settle_schema_writes_the_schema_as_a_name():
+    from dbkit.migrate._autogen_render import settle_schema
+
+    text = ("op.create_table('t',\nsa.Column('schema', sa.Text(), comment='app.x'),\n"
+            "sa.ForeignKeyConstraint(['a'], ['app.tenants.id'], ),\nschema='app'\n)")
+    assert settle_schema(text, "app") == ("op.create_table('t',\nsa.Column('schema', sa.Text(), comment='app.x'),\n"
+                                          "sa.ForeignKeyConstraint(['a'], [f'{schema}.tenants.id'], ),\n"
+                                          "schema=schema\n)")
+    assert settle_schema("op.create_foreign_key(None, 't', 'u', ['a'], ['id'], source_schema='app', "
+                         "referent_schema='other')", "app") == (
+        "op.create_foreign_key(None, 't', 'u', ['a'], ['id'], source_schema=schema, referent_schema='other')")
+
+
+def test_cli_refuses_an_owner_the_model_cannot_express(tmp_path, pg_url):
+    project = make_project(tmp_path, {"0001_base.py": revision("0001", None, "pass", doc="base")},
+                           pyproject_extra='rls_model = "jwt"\n[tool.dbkit.rls]\nowner = "tenant"\n')
+    (project / "migrations" / "env.py").write_text(textwrap.dedent(PUBLIC_ENV).lstrip())
+    (project / "migrations" / "models.py").write_text(
+        "from sqlalchemy import Column, MetaData, Table, Text\n\nmetadata = MetaData(schema='app')\n"
+        "t = Table('t', metadata, Column('tenant_id', Text, primary_key=True))\n")
+    env = clean_env(DATABASE_URL=pg_url.raw, DBKIT_ENV="test", DBKIT_PROJECT_DIR=str(project))
+    assert subprocess.run([sys.executable, "-m", "dbkit", "migrate"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=180, check=False).returncode == 0
+    res = subprocess.run([sys.executable, "-m", "dbkit", "migrate", "new", "-m", "t", "--autogenerate"], cwd=project,
+                         env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "dbkit: error: [tool.dbkit.rls] owner is 'tenant', which the RLS model (JSON claims in request.jwt.claims "
+        "(user key sub)) cannot express (it can: user); example: owner = \"user\""]
+    assert not list((project / "migrations" / "versions").glob("*_t.py"))

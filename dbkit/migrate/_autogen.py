@@ -20,8 +20,9 @@ What a generated revision gets beyond Alembic's diff (:func:`revision_directives
   enforce and read-only roles; INSERT/UPDATE/DELETE for the enforce roles, unless the role model makes
   the table read-only);
 * for every new table of the configured schema: the role model's table privileges per kind
-  (``op.grant``; the bypass and read-only kinds under ``if settings.role_<kind>:``, as they are optional);
-  role names are the settings' tuples (``settings.role_enforce``), like the hand-written revisions;
+  (``op.grant``; the bypass and read-only kinds under ``if settings.role_<kind>:``, as they are optional),
+  and USAGE on a serial column's sequence to the kinds that may INSERT; role names are the settings'
+  tuples (``settings.role_enforce``), like the hand-written revisions;
 * indexes on a pgvector column (HNSW, IVFFlat) as ``op.create_vector_index``, and other new indexes of
   existing tables as ``op.create_index_concurrently``, last in the upgrade (they run outside the
   revision's transaction);
@@ -250,6 +251,18 @@ class Planner:
             guard = None if kind == "enforce" else f"settings.role_{kind}"  # bypass, readonly: optional kinds
             out.append(pair("grant", [privileges, table], dict(schema=schema, roles=Code(f"settings.role_{kind}")),
                             "revoke", guard=guard))
+        for column in _serial_columns(columns.values()):  # INSERT draws from the column's sequence
+            sequence = f"{table}_{column.name}_seq"
+            if len(sequence.encode()) > 63:
+                out.append(Comment(f"dbkit: grant USAGE on the sequence of {table}.{column.name} to the roles that "
+                                   "insert (its name is too long to guess)"))
+                continue
+            for kind in self.kinds:
+                if "INSERT" in self.roles.table_privileges(kind, table):
+                    guard = None if kind == "enforce" else f"settings.role_{kind}"
+                    out.append(pair("grant", [["USAGE"], sequence], dict(
+                        schema=schema, object_type="SEQUENCE", roles=Code(f"settings.role_{kind}")),
+                        "revoke", guard=guard))
         return out
 
     def owner_column(self, table: str) -> tuple[str, str]:
@@ -365,6 +378,18 @@ class Planner:
                 if table.name == op.table_name and table.schema in (op.schema, None) and expr in table.c:
                     return table.c[expr]
         return None
+
+
+def _serial_columns(columns) -> list:
+    """The model columns PostgreSQL creates as serial (a sequence of their own, named <table>_<column>_seq):
+    the table's autoincrement column without an identity, a default or a server default."""
+    out = []
+    for column in columns:
+        table = getattr(column, "table", None)
+        if (getattr(table, "autoincrement_column", None) is column and column.identity is None
+                and column.default is None and column.server_default is None):
+            out.append(column)
+    return out
 
 
 def _ident(name: str) -> str:
