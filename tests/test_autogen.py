@@ -255,7 +255,17 @@ def test_none_model_in_public_gets_grants_only(tmp_path, pg_url):
     settings = settings_for(pg_url, project)
     assert settings.schema == "public" and settings.rls_model == "none"
     runner.upgrade(settings)
-    up, down = _sections(runner.new(settings, "items", autogenerate=True).read_text())
+    # plain alembic, same env.py: `alembic check` reports Alembic's differences, `revision` writes dbkit's
+    env = clean_env(DATABASE_URL=pg_url.raw, DBKIT_ENV="test", DBKIT_PROJECT_DIR=str(project))
+    alembic = [sys.executable, "-m", "alembic"]
+    res = subprocess.run([*alembic, "check"], cwd=project, env=env, capture_output=True, text=True, timeout=180)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "add_table" in out and "grant" not in out, out
+    res = subprocess.run([*alembic, "revision", "--autogenerate", "-m", "items"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
+    [path] = (project / "migrations" / "versions").glob("*_items.py")
+    up, down = _sections(path.read_text())
     assert "enable_rls" not in up and "create_policy" not in up and "row-level security" not in up
     assert "op.create_table('items'," in up and "schema=schema" in up, "the default schema is written out too"
     assert "op.grant(['SELECT', 'INSERT', 'UPDATE', 'DELETE'], 'items', schema=schema" in up
