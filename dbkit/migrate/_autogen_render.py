@@ -122,7 +122,7 @@ def settle_schema(text: str, schema: str) -> str:
     text = re.sub(rf"\b(schema|referent_schema|source_schema)=(['\"]){name}\2", r"\1=schema", text)
     lines = text.split("\n")
     for i, line in enumerate(lines):
-        if line.lstrip().startswith(("sa.ForeignKeyConstraint(", "sa.ForeignKey(")):
+        if re.match(r"\s*[\w.]*ForeignKey(Constraint)?\(", line):  # sa.ForeignKeyConstraint([…], ['app.t.id'])
             lines[i] = re.sub(rf"(['\"]){name}\.([^'\"{{}}\\]+)\1", r"f\1{schema}.\2\1", line)
     return "\n".join(lines)
 
