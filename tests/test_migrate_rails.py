@@ -178,7 +178,7 @@ def test_new_revision_and_autogenerate(tmp_path, pg_url):
     assert len(diffs) == 2 and all("add_column" in d for d in diffs) and "plan" in diffs[0]
     path = runner.new(proj_settings, "add tenants.plan", autogenerate=True)
     text = path.read_text()
-    assert "op.add_column('tenants', sa.Column('plan', sa.Text()" in text and "schema='app'" in text
+    assert "op.add_column('tenants', sa.Column('plan', sa.Text()" in text and "schema=schema" in text
     assert "from pgvector.sqlalchemy import VECTOR" in text, "the generated revision imports what it uses"
     assert "sa.Column('profile_embedding', VECTOR(dim=8), nullable=True)" in text
     assert "down_revision: str | Sequence[str] | None = '0006'" in text

@@ -33,6 +33,15 @@ class TestOfflineSQL:
         assert sql == ("SELECT create_hypertable('app.events', by_range('time', INTERVAL '1 day'), "
                        "migrate_data => true, if_not_exists => true);")
 
+    def test_roles_given_as_settings_tuples_are_flattened_and_empty_ones_do_nothing(self):
+        sql = offline(lambda op: op.grant(["SELECT"], "notes", schema="app", roles=[("app_rls", "api"), ()]))
+        assert sql == "GRANT SELECT ON TABLE app.notes TO app_rls, api;"
+        assert offline(lambda op: op.grant(["SELECT"], "notes", schema="app", roles=())) == ""
+        assert offline(lambda op: op.revoke(["SELECT"], "notes", schema="app", roles=[()])) == ""
+        assert offline(lambda op: op.create_policy("p", "notes", schema="app", roles=(), using="true")) == ""
+        sql = offline(lambda op: op.create_policy("p", "notes", schema="app", roles=[("a", "b"), "a"], using="x"))
+        assert sql == "CREATE POLICY p ON app.notes AS PERMISSIVE FOR ALL TO a, b USING (x);"
+
     def test_rls_and_policy(self):
         assert offline(lambda op: op.enable_rls("documents", schema="app")) == (
             "ALTER TABLE app.documents ENABLE ROW LEVEL SECURITY; ALTER TABLE app.documents FORCE ROW LEVEL SECURITY;")

@@ -74,7 +74,8 @@ class CreatePolicyOp(MigrateOperation):
     ``command``: ALL, SELECT, INSERT, UPDATE or DELETE.  ``roles``: role names
     (default PUBLIC).  ``using`` filters visible/affected rows; ``with_check``
     validates new rows.  ``permissive=False`` makes a RESTRICTIVE policy.
-    Wrap settings in a sub-select so PostgreSQL evaluates them once per query.
+    Wrap settings in a sub-select so PostgreSQL evaluates them once per query.  ``roles`` may hold
+    tuples (``settings.role_enforce``); an empty list (a kind the project has no role of) creates nothing.
 
     Example::
 
@@ -142,6 +143,8 @@ class DropPolicyOp(MigrateOperation):
 
 @Operations.implementation_for(CreatePolicyOp)
 def _create_policy(operations, op: CreatePolicyOp) -> None:
+    if not op.roles:  # roles of a kind the project has none of: no policy, so no access (fail closed)
+        return
     roles = ", ".join(r if r.upper() in ("PUBLIC", "CURRENT_USER", "SESSION_USER") else _q(operations, r)
                       for r in op.roles)
     stmt = (f"CREATE POLICY {_q(operations, op.policy_name)} ON {_qualified(operations, op.table_name, op.schema)} "

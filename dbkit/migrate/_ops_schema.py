@@ -219,6 +219,8 @@ def _grant_sql(operations, op: GrantOp, verb: str) -> str:
 
 @Operations.implementation_for(GrantOp)
 def _grant(operations, op: GrantOp) -> None:
+    if not op.roles or not op.privileges:  # e.g. roles=settings.role_readonly in a project without one
+        return
     verb = "REVOKE" if isinstance(op, RevokeOp) else "GRANT"
     operations.execute(_grant_sql(operations, op, verb))
 
