@@ -14,6 +14,7 @@ healthy, against a fresh database on the suite's test server.  Durations are pri
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,7 +104,8 @@ def _env(venv: Path, **extra: str) -> dict[str, str]:
 @pytest.fixture
 def fresh_database(dbkit_server, request) -> Iterator[str]:
     """A new, empty database on the test server (no extensions); dropped afterwards with its restores."""
-    name = f"dbkit_init_{request.node.callspec.id}_{os.getpid()}"
+    case = getattr(getattr(request.node, "callspec", None), "id", "adopt")
+    name = f"dbkit_init_{case}_{os.getpid()}"
     admin_url = dbkit_server.url("postgres")
     with db.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -131,7 +133,8 @@ def test_a_new_project_from_the_wheel(case, wheel_venv, dbkit_server, fresh_data
         started = time.monotonic()
         res = _run([program, *args], cwd=project, env=env, timeout=timeout)
         timings.append(f"{' '.join(args[:2])} {time.monotonic() - started:.1f}s")
-        assert res.returncode == 0, f"{' '.join(args)} exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        assert res.returncode == 0, (f"{' '.join(args)} exited {res.returncode}:\n{res.stdout[-3000:]}\n"
+                                     f"{res.stderr[-3000:]}")
         return res.stdout + res.stderr
 
     out = step("init", *CASES[case])
@@ -148,7 +151,63 @@ def test_a_new_project_from_the_wheel(case, wheel_venv, dbkit_server, fresh_data
     assert "seeded 400 rows" in step("seed")
     step("backup", "--to", backups)
     restored = step("restore", "latest", "--from", backups, timeout=600)
-    assert "restore" in restored.lower()
+    found = re.search(r"restored backup \S+ into database (\S+) ", restored)
+    assert found and "alembic revision: 0001" in restored, restored
+    schema = "public" if case == "c" else "app"
+    with db.connect(dbkit_server.url(found[1]), autocommit=True) as conn:  # the seeded rows came back
+        assert conn.execute(f"SELECT count(*) FROM {schema}.notes").fetchone()[0] == 400
     check = step("check")
     assert "status: healthy" in check, check
     _say(f"case {case}: " + ", ".join(timings))
+
+
+REVISION = """\
+revision = "{rev}"
+down_revision = {down}
+branch_labels = None
+depends_on = None
+
+from alembic import op
+
+
+def upgrade():
+    op.execute("CREATE TABLE public.{table} (id int PRIMARY KEY)")
+
+
+def downgrade():
+    op.execute("DROP TABLE public.{table}")
+"""
+
+
+def test_an_existing_alembic_project_is_adopted(wheel_venv, dbkit_server, fresh_database, tmp_path_factory):
+    """A project plain Alembic migrated to revision 0001 of two: ``dbkit init`` adds dbkit's settings (plain
+    Alembic's version table) and nothing of the example; with dbkit's rails in env.py, dbkit shows 0001,
+    upgrades from there and ``migrate check`` is clean."""
+    project = tmp_path_factory.mktemp("project-adopt")
+    url = dbkit_server.url(fresh_database)
+    env = _env(wheel_venv, DATABASE_URL=str(url), **dict.fromkeys(PASSWORD_VARIABLES["c"], PASSWORD))
+
+    def run(program: str, *args: str) -> str:
+        res = _run([str(wheel_venv / "bin" / program), *args], cwd=project, env=env)
+        assert res.returncode == 0, f"{program} {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+        return res.stdout + res.stderr
+
+    run("alembic", "init", "migrations")
+    ini = project / "alembic.ini"
+    stock = ini.read_text()
+    ini.write_text(stock.replace("driver://user:pass@localhost/dbname", url.sqlalchemy_url.replace("%", "%%")))
+    versions = project / "migrations" / "versions"
+    (versions / "0001_widgets.py").write_text(REVISION.format(rev="0001", down=None, table="widgets"))
+    (versions / "0002_gadgets.py").write_text(REVISION.format(rev="0002", down='"0001"', table="gadgets"))
+    run("alembic", "upgrade", "0001")
+    ini.write_text(stock)
+
+    out = run("dbkit", "init", "--rls", "none", "--schema", "public")
+    assert "an existing Alembic project" in out and "run(target_metadata=" in out
+    assert not (versions / "0001_initial.py").exists() and not (project / "seeds").exists()
+    (project / "migrations" / "env.py").write_text("from dbkit.migrate.env import run\n\nrun(target_metadata=None)\n")
+    assert re.search(r"\b0001\b", run("dbkit", "migrate", "status"))
+    assert "upgraded 0002" in run("dbkit", "migrate")
+    run("dbkit", "migrate", "check")
+    with db.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [("0002",)]
