@@ -51,9 +51,13 @@ def _describe(result):
 def init(directory: str, schema: str, rls: str, tenant_claim: str | None, jwt_claims: str | None,
          jwt_user_key: str | None, jwt_tenant_key: str | None, owner_role: str, enforce_role: str, bypass_role: str,
          readonly_role: str, password_env: tuple[str, ...], extensions: str, force: bool, as_json: bool) -> None:
-    """Write what a project needs to use dbkit: alembic.ini, migrations/ (env.py with dbkit's rails, a first
-    revision with the roles and one example table protected by the RLS model), seeds/, tests/test_rls.py,
-    .env.example and [tool.dbkit] in pyproject.toml.  Files that exist are skipped unless --force."""
+    """Write what a project needs to use dbkit: migrations, seeds, RLS tests, settings.
+
+    alembic.ini, migrations/ (env.py with dbkit's rails, models.py, a first revision with the extensions,
+    the roles and one example table protected by the RLS model), seeds/, tests/test_rls.py, .env.example
+    and [tool.dbkit] in pyproject.toml.  Files that exist are skipped unless --force; an existing Alembic
+    project gets dbkit's settings only.
+    """
     from dbkit.init import InitOptions
     from dbkit.init import init as write
 
