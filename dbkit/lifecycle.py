@@ -27,6 +27,8 @@ def restore_hooks(settings):
         from dbkit.migrate import runner
 
         check = runner.check(restored_settings)
+        if check.problem:  # another project's database, or a version table the settings do not name
+            return f"not clean: {check.problem}"
         if check.clean:
             return "clean"
         return (f"{len(check.pending)} pending, {len(check.schema_diffs or [])} schema diffs, "

@@ -17,7 +17,8 @@ import pytest
 from conftest import DbkitRunner, clean_env
 from migrate_helpers import q, revision, settings_for
 
-from dbkit import health
+from dbkit import health, lifecycle
+from dbkit.backup import pipeline
 from dbkit.errors import ConfigError, Refused, UsageError
 from dbkit.migrate import runner
 
@@ -210,3 +211,21 @@ def test_stamping_backwards_in_prod_needs_allow_prod(legacy, pg_url, prod_env):
     assert allowed.returncode == 0, allowed.stderr
     assert q(pg_url, "SELECT version_num FROM dbkit.alembic_version") == [("0001",)]
     assert q(pg_url, "SELECT to_regclass('public.widgets') IS NOT NULL") == [(True,)]  # nothing was dropped
+
+
+@pytest.mark.integration
+def test_offline_sql_and_restore_follow_the_version_table_setting(legacy, pg_url, tmp_path):
+    _use_dbkit_env(legacy)
+    _pyproject(legacy, 'version_table_schema = "public"\n')
+    settings = settings_for(pg_url, legacy, DBKIT_BACKUP_URI=str(tmp_path / "backups"))
+    script = runner.offline_sql(settings, "0001", "0002")
+    assert "UPDATE public.alembic_version SET version_num='0002'" in script
+    assert "dbkit.alembic_version" not in script
+    runner.upgrade(settings)
+    pipeline.backup(settings)
+    result = lifecycle.restore(settings, "latest", into=f"{pg_url.dbname}_adopted")
+    try:
+        assert result.alembic_revision == "0002"  # read from public.alembic_version
+        assert result.migrate_check == "clean"
+    finally:
+        q(pg_url.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{result.database}" WITH (FORCE)')
