@@ -229,3 +229,21 @@ def test_offline_sql_and_restore_follow_the_version_table_setting(legacy, pg_url
         assert result.migrate_check == "clean"
     finally:
         q(pg_url.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{result.database}" WITH (FORCE)')
+
+
+@pytest.mark.integration
+def test_altering_a_table_made_before_dbkit_says_who_must_own_it(legacy, pg_url):
+    """Tables plain Alembic created belong to the role it connected as; dbkit's revisions run as the owner role."""
+    _use_dbkit_env(legacy)
+    _pyproject(legacy, 'version_table_schema = "public"\n')
+    (legacy / "migrations" / "versions" / "0003_name.py").write_text(revision(
+        "0003", "0002", "op.execute('ALTER TABLE public.widgets ADD COLUMN name text')", doc="widget names"))
+    settings = settings_for(pg_url, legacy)
+    failed = _cli(legacy, pg_url, "migrate")
+    assert failed.returncode == 1
+    line = _one_line(failed)
+    assert "revision 0003 (0003_name.py) failed and was rolled back" in line and "must be owner of table widgets" in line
+    assert "REASSIGN OWNED BY <that role> TO app_owner" in line
+    assert runner.status(settings).current == ["0002"]  # revision 2 ran, 3 was rolled back
+    q(pg_url, "ALTER TABLE public.widgets OWNER TO app_owner")
+    assert [r.revision for r in runner.upgrade(settings).applied] == ["0003"]
