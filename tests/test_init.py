@@ -340,6 +340,25 @@ def test_refusals_found_late_still_write_nothing(tmp_path):
     assert res.returncode == 2 and "is not a directory" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
+def test_a_write_that_fails_half_way_puts_everything_back(tmp_path):
+    (tmp_path / "alembic.ini").write_text("# theirs\n")
+    (tmp_path / "tests").write_text("a file where init wants a directory\n")
+    from dbkit.errors import OperationFailed
+
+    with pytest.raises(OperationFailed, match="nothing was written"):
+        init(tmp_path, InitOptions(force=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alembic.ini", "tests"]
+    assert (tmp_path / "alembic.ini").read_text() == "# theirs\n"
+
+
+def test_an_env_py_without_dbkits_rails_is_named(tmp_path):
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations/env.py").write_text("from alembic import context\n")
+    result = init(tmp_path, InitOptions())
+    [env] = [f for f in result.files if f.path == "migrations/env.py"]
+    assert env.action == "skipped" and "from dbkit.migrate.env import run" in env.reason
+
+
 # --------------------------------------------------------------------- the CLI
 
 def test_cli_prints_what_it_wrote_and_the_next_commands(tmp_path):

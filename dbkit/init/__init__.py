@@ -318,11 +318,41 @@ def _plan_file(directory: Path, rel: str, text: str, force: bool) -> tuple[FileR
         raise UsageError(f"{path} is a directory where dbkit init writes a file; move it away first")
     if not path.exists():
         return FileResult(rel, "written"), text
-    if path.read_text(encoding="utf-8", errors="replace") == text:
-        return FileResult(rel, "skipped", "exists, the same"), None
+    old = path.read_text(encoding="utf-8", errors="replace")
+    if old == text:
+        return FileResult(rel, "skipped", "exists with the same content"), None
     if force:
         return FileResult(rel, "overwritten"), text
+    if rel.endswith("/env.py") and "dbkit.migrate.env" not in old:
+        return FileResult(rel, "skipped", "exists without dbkit's rails: end it with `from dbkit.migrate.env import "
+                          "run` and `run(target_metadata=<your MetaData>)` (--force replaces it)"), None
     return FileResult(rel, "skipped", "exists (--force overwrites it)"), None
+
+
+def _write_all(directory: Path, writes: list[tuple[str, str]]) -> None:
+    """Write every file, or (an OSError half-way) none: the ones already written are put back as they were."""
+    from dbkit.errors import OperationFailed
+
+    done: list[tuple[Path, str | None]] = []
+    folders = {(directory / rel).parent for rel, _ in writes}
+    created = sorted({d for f in folders for d in (f, *f.parents) if not d.exists()}, key=lambda d: -len(d.parts))
+    try:
+        for rel, text in writes:
+            path = directory / rel
+            old = path.read_text(encoding="utf-8") if path.is_file() else None
+            _write(path, text)  # atomic: a failed write leaves nothing behind
+            done.append((path, old))
+    except OSError as exc:
+        for path, old in reversed(done):
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write(path, old)
+        for folder in created:  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise OperationFailed(f"cannot write {exc.filename or directory}: {exc.strerror or exc}; nothing was "
+                              "written") from None
 
 
 def init(directory: Path, options: InitOptions) -> InitResult:
@@ -352,8 +382,6 @@ def init(directory: Path, options: InitOptions) -> InitResult:
     if text is not None and pyproject.exists() and pyproject.read_text(encoding="utf-8") == text:
         text, action, reason = None, "skipped", "exists, the same"
     plan.append((FileResult("pyproject.toml", action, reason), text))
-    for result, content in plan:  # everything was checked: now write
-        if content is not None:
-            _write(directory / result.path, content)
+    _write_all(directory, [(r.path, content) for r, content in plan if content is not None])  # all checked: write
     return InitResult(directory.resolve(), tuple(r for r, _ in plan), ADOPT_STEPS if existing else NEXT_STEPS,
                       project.tool_settings())
