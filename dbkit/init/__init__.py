@@ -27,9 +27,8 @@ from typing import Any
 from dbkit.errors import UsageError
 from dbkit.init._render import TABLE, Project, render_files
 
-__all__ = ["InitOptions", "InitResult", "FileResult", "init", "TABLE", "KINDS"]
+__all__ = ["InitOptions", "InitResult", "FileResult", "init", "TABLE"]
 
-KINDS = ("owner", "enforce", "bypass", "readonly")
 MIGRATIONS_DIR = "migrations"
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -38,6 +37,8 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EXTENSION = re.compile(r"[a-z_][a-z0-9_-]{0,62}")
 _RESERVED_SCHEMAS = ("dbkit", "information_schema")
+_EXAMPLE_ROLES = {"--owner-role": "app_owner", "--enforce-role": "app_rls", "--bypass-role": "app_full",
+                  "--readonly-role": "app_readonly"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class InitOptions:
 @dataclass(frozen=True)
 class FileResult:
     """What happened to one file: written (new), overwritten (--force), merged ([tool.dbkit] added to an
-    existing pyproject.toml), unchanged (same content already there) or skipped (exists; ``reason``)."""
+    existing pyproject.toml) or skipped (``reason``: it exists, or the project is an existing one)."""
 
     path: str  # relative to the project directory, with /
     action: str
@@ -91,15 +92,16 @@ class InitResult:
 def _names(option: str, value: str, *, optional: bool) -> tuple[str, ...]:
     """``--enforce-role api,ingest`` -> ("api", "ingest"); ``none`` -> () where the kind is optional."""
     text = value.strip()
+    example = f"{option} {_EXAMPLE_ROLES[option]}"
     if text.lower() == "none":
         if optional:
             return ()
-        raise UsageError(f"{option} cannot be none: every project needs this role; e.g. {option} app_rls")
+        raise UsageError(f"{option} cannot be none: every project needs this role; e.g. {example}")
     names = tuple(n.strip() for n in text.split(","))
     for name in names:
         if not _IDENT.fullmatch(name):
             raise UsageError(f"{option} {name!r} is not a lower-case SQL identifier (letters, digits, _; at most 63 "
-                             f"characters, not starting with a digit); e.g. {option} app_rls")
+                             f"characters, not starting with a digit); e.g. {example}")
         if name.startswith("pg_"):
             raise UsageError(f"{option} {name!r} starts with pg_, which PostgreSQL reserves for its own roles; "
                              f"choose another name")
