@@ -208,7 +208,7 @@ def test_seed_status_is_typed_and_prints_the_same_json(dbkit_seeded_db, dbkit_cl
     data = status.as_dict()
     assert list(data) == ["tables", "runs"] and list(data["tables"]) == list(status.tables)
     assert list(data["runs"][0]) == ["id", "started_at", "finished_at", "seed", "profile", "scale", "tenant_skew",
-                                     "tables", "versions"]
+                                     "tables", "versions", "anchor"]
     assert isinstance(data["runs"][0]["versions"], dict) and isinstance(data["runs"][0]["tables"], dict)
     printed = dbkit_cli("seed", "status", "--json", env=_cli_env(dbkit_seeded_db, tmp_path / "b"))
     assert printed.returncode == 0 and json.loads(printed.stdout) == _as_json(data)

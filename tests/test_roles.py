@@ -117,7 +117,7 @@ def test_saslprep(password, prepared):
 def test_declared_roles_read_from_the_role_model():
     declared = roles.model(settings_for(_NoUrl()))
     assert [r.kind for r in declared.roles] == ["owner", "enforce", "bypass", "readonly"]
-    assert not declared.owner.login and declared.first("enforce").login
+    assert declared.owner.login and not declared.owner.takes_password and declared.first("enforce").login
     assert declared.first("bypass").attributes["BYPASSRLS"] is True
     assert declared.first("enforce").attributes["BYPASSRLS"] is False
     assert declared.first("enforce").attribute_keywords()[:2] == ["LOGIN", "NOSUPERUSER"]
@@ -234,7 +234,7 @@ def test_apply_sets_passwords_as_scram_verifiers_only_when_changed(pg_url, tmp_r
         assert secret not in json.dumps(result.as_dict())
     stored = dict(q(pg_url, "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)",
                     (list(tmp_roles.values()),)))
-    assert stored[tmp_roles["owner"]] is None  # NOLOGIN: no password
+    assert stored[tmp_roles["owner"]] is None  # never a password
     for kind, secret in secrets.items():
         assert q(pg_url, r"SELECT rolpassword ~ '^SCRAM-SHA-256\$4096:' FROM pg_authid WHERE rolname = %s",
                  (tmp_roles[kind],)) == [(True,)]
@@ -321,7 +321,7 @@ def test_list_roles_shape(migrated_url):
                             "createdb", "member_of", "has_password", "password_variable"}
     owner, enforce, bypass, readonly = infos
     assert all(i.exists for i in infos)
-    assert owner.login is False and owner.password_variable is None
+    assert owner.login is True and owner.password_variable is None and owner.has_password is False
     assert (enforce.login, enforce.bypassrls, enforce.superuser) == (True, False, False)
     assert bypass.bypassrls is True and readonly.bypassrls is False
     assert enforce.password_variable == "DBKIT_PASSWORD_APP_RLS" and enforce.password_variable_set is False
@@ -465,3 +465,23 @@ def test_no_password_warnings_on_the_embedded_dev_cluster(migrated_url):
     remote = settings_for(migrated_url)  # a DATABASE_URL: the variables matter again
     with psycopg.connect(migrated_url.conninfo, autocommit=True) as conn:
         assert any("DBKIT_PASSWORD_APP_RLS is not set" in w for w in roles.apply(remote, conn).warnings)
+
+
+def test_the_owner_logs_in_only_for_timescaledb_jobs_and_never_has_a_password(pg_url, tmp_roles):
+    """With the timescaledb extension the owner has LOGIN (TimescaleDB refuses to run policies and jobs for an
+    owner that cannot log in) but never a password: apply removes one set by hand, check reports it."""
+    settings = settings_for(pg_url, **role_env(tmp_roles))
+    assert "timescaledb" in settings.extensions
+    roles.apply(settings)
+    owner = tmp_roles["owner"]
+    assert q(pg_url, "SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = %s", (owner,)) == [
+        (True, True)]
+    q(pg_url, f'ALTER ROLE "{owner}" PASSWORD \'set-by-hand\'')
+    drift = [d for d in roles.check(settings) if d.role == owner and d.what == "password"]
+    assert [(d.actual, d.severity) for d in drift] == [("a password", "error")]
+    roles.apply(settings)  # password authentication can never log in as it: no password is stored
+    assert q(pg_url, "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = %s", (owner,)) == [(True,)]
+    assert not [d for d in roles.check(settings) if d.role == owner and d.what == "password"]
+    without = settings_for(pg_url, **role_env(tmp_roles), DBKIT_EXTENSIONS="vector,pgcrypto")
+    roles.apply(without)  # no TimescaleDB: the owner is NOLOGIN again
+    assert q(pg_url, "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (owner,)) == [(False,)]

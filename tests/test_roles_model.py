@@ -38,7 +38,9 @@ def test_defaults_per_kind_without_configuration(tmp_path):
     m = roles.model(settings_in(project(tmp_path)))
     assert [r.kind for r in m.roles] == ["owner", "enforce", "bypass", "readonly"]
     assert m.read_only_tables == frozenset()
-    assert not m.owner.login and m.owner.password_env is None
+    # timescaledb is among the default extensions: its jobs run as the owner, which then has LOGIN, never a password
+    assert m.owner.login and not m.owner.takes_password and m.owner.password_env is None
+    assert [r.name for r in m.logins()] == ["app_rls", "app_full", "app_readonly"]
     assert m.first("bypass").attributes["BYPASSRLS"] and not m.first("enforce").attributes["BYPASSRLS"]
     assert m.first("enforce").password_env == "DBKIT_PASSWORD_APP_RLS"
     dml = frozenset(roles.DML)

@@ -6,7 +6,9 @@ from :func:`model`.
 Kinds (the reference application's names are the defaults of the ``DBKIT_ROLE_*`` settings):
 
 =========  ==============================================================================
-owner      NOLOGIN; owns every table; migrations run as it (``SET ROLE``)
+owner      owns every table; migrations run as it (``SET ROLE``); never has a password.  NOLOGIN,
+           except with the timescaledb extension: TimescaleDB runs policies and jobs as the
+           hypertable's owner and requires LOGIN (without a password no one can log in as it)
 enforce    LOGIN NOBYPASSRLS; what the application connects as; DML on every table,
            SELECT only on the read-only tables
 bypass     LOGIN BYPASSRLS; trusted workers; DML on every table
@@ -117,6 +119,12 @@ class Role:
     def login(self) -> bool:
         return bool(self.attributes.get("LOGIN", False))
 
+    @property
+    def takes_password(self) -> bool:
+        """LOGIN roles other than the owner: the owner never has a password (it may have LOGIN only so
+        that TimescaleDB can run its background jobs as it, see :func:`model`)."""
+        return self.login and self.kind != "owner"
+
     def attribute_keywords(self) -> list[str]:
         """``["LOGIN", "NOSUPERUSER", ...]`` (only whitelisted keywords: safe to put in SQL)."""
         words = [k if on else f"NO{k}" for k, on in self.attributes.items()]
@@ -158,7 +166,8 @@ class RoleModel:
         return next((r.kind for r in self.roles if r.name == name), None)
 
     def logins(self) -> list[Role]:
-        return [r for r in self.roles if r.login]
+        """The roles whose password dbkit sets from their variable."""
+        return [r for r in self.roles if r.takes_password]
 
     def expected_grants(self, tables: Iterable[str]) -> dict[str, dict[str, frozenset[str]]]:
         """``{role name: {table: privileges}}`` for every role the model grants table privileges to."""
@@ -287,6 +296,10 @@ def model(settings) -> RoleModel:
         if tables := _table_overrides(extra, kind):
             overrides_by_kind[kind] = tables
         attributes = dict(KIND_ATTRIBUTES[kind])
+        if kind == "owner" and "timescaledb" in getattr(settings, "extensions", ()):
+            # TimescaleDB runs policies and jobs as the hypertable's owner and refuses an owner that cannot
+            # log in; the owner never gets a password, so password authentication can never log in as it
+            attributes["LOGIN"] = True
         where = f"[tool.dbkit.roles.{kind}] attributes"
         overrides, limit = parse_attributes(str(extra.get("attributes", "")), where=where)
         if kind != "bypass" and overrides.get("BYPASSRLS"):
@@ -308,7 +321,11 @@ def model(settings) -> RoleModel:
                                   example=f"{name}_{kind}")
             seen[name] = kind
             password_env = _password_env(extra, kind, names, name)
-            if attributes["LOGIN"]:
+            if kind == "owner" and password_env:
+                raise ConfigError(f"[tool.dbkit.roles.{kind}] password_env", "is set, but the owner role never has "
+                                  "a password (migrations SET ROLE to it; TimescaleDB's jobs run as it)",
+                                  example="remove it")
+            if attributes["LOGIN"] and kind != "owner":
                 password_env = password_env or password_variable(name)
             else:
                 password_env = None

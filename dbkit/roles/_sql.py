@@ -36,7 +36,9 @@ def ensure_role(role: Role) -> str:
         f"  ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = {lit} AND ({_drift_condition(role)})) THEN\n"
         f"    ALTER ROLE {name} WITH {keywords};\n"
         f"  END IF;\n"
-        f"END $dbkit$"
+        + (f"  ALTER ROLE {name} PASSWORD NULL;  -- LOGIN only for TimescaleDB's jobs: never a password\n"
+           if role.login and not role.takes_password else "")
+        + "END $dbkit$"
     )
 
 
