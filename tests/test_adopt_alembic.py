@@ -85,7 +85,7 @@ def test_stock_env_py_is_refused_with_the_one_call_fix(legacy, pg_url):
     assert result.returncode == ConfigError.exit_code
     line = _one_line(result)
     assert "NoSuchModuleError" not in line and "driver" not in line
-    assert "env.py does not use dbkit" in line
+    assert line.startswith("dbkit: error: migrations/env.py does not use dbkit: it is Alembic's own environment")
     assert "from dbkit.migrate.env import run" in line and "run(target_metadata=None)" in line
     assert q(pg_url, "SELECT to_regclass('public.gadgets')") == [(None,)]
     # reading state does not run env.py: status works and already finds the plain Alembic table

@@ -142,7 +142,7 @@ def alembic_config(settings, *, readonly: bool = False, output: io.StringIO | No
         )
     if _runs_env and "dbkit" not in env_py.read_text(errors="replace"):
         raise ConfigError(
-            str(env_py), "does not use dbkit: it is Alembic's own environment, which connects with alembic.ini's "
+            f"{_shown(settings)}/env.py", "does not use dbkit: it is Alembic's own environment, which connects with alembic.ini's "
             "sqlalchemy.url and has none of dbkit's rails (dbkit takes the URL from DATABASE_URL)",
             purpose="runs the project's migrations",
             example="replace its body with `from dbkit.migrate.env import run` and "
