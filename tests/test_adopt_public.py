@@ -49,27 +49,33 @@ def test_migrate_creates_tables_in_public_as_the_owner_role(public_project, pg_u
     assert runner.upgrade(settings).applied == []  # idempotent: the grant is already there
 
 
-def test_a_connecting_role_that_cannot_grant_gets_the_statement_for_a_dba(public_project, pg_url):
-    settings = settings_for(pg_url, public_project)
+def test_a_connecting_role_that_cannot_grant_gets_the_statement_for_a_dba(tmp_path, pg_url):
     tag = uuid.uuid4().hex[:8]
-    deployer = f"deployer_{tag}"
+    names = {kind: f"pub_{tag}_{kind}" for kind in ("owner", "enforce", "bypass", "readonly")}
+    env = {f"DBKIT_ROLE_{kind.upper()}": name for kind, name in names.items()}
+    owner, deployer = names["owner"], f"pub_{tag}_deployer"
+    notes = revision("0001", None, "op.execute('CREATE TABLE public.notes (id bigint PRIMARY KEY)')")
+    project = make_project(tmp_path, {"0001_notes.py": notes}, pyproject_extra='schema = "public"\n')
+    settings = settings_for(pg_url, project, **env)
     with psycopg.connect(pg_url.conninfo, autocommit=True) as conn:
         roles.apply(settings, conn)  # the roles exist already (a DBA ran `dbkit roles apply`)
-        conn.execute("REVOKE CREATE ON SCHEMA public FROM app_owner")
-        conn.execute(f"CREATE ROLE {deployer} LOGIN IN ROLE app_owner")
+        # may correct the roles (CREATEROLE), may not grant on public (pg_database_owner's)
+        conn.execute(f"CREATE ROLE {deployer} LOGIN CREATEROLE IN ROLE {owner}")
         conn.execute(f'GRANT CREATE ON DATABASE "{pg_url.dbname}" TO {deployer}')
     try:
-        limited = settings_for(_as_user(pg_url, deployer), public_project)
+        assert not _public_create(pg_url, owner)
+        limited = settings_for(_as_user(pg_url, deployer), project, **env)
         with pytest.raises(MissingDependency) as refused:
             runner.upgrade(limited)
         text = str(refused.value)
-        assert "the owner role app_owner may not create objects in schema public" in text
-        assert f"have a DBA (or the schema's owner) run once: {GRANTS};" in text
+        assert f"the owner role {owner} may not create objects in schema public" in text
+        assert f"have a DBA (or the schema's owner) run once: GRANT USAGE, CREATE ON SCHEMA public TO {owner};" in text
         assert "\n" not in text
         assert q(pg_url, "SELECT to_regclass('public.notes')") == [(None,)]  # nothing ran
     finally:
-        q(pg_url, f"DROP OWNED BY {deployer} CASCADE")
-        q(pg_url, f"DROP ROLE {deployer}")
+        for name in (deployer, *names.values()):
+            q(pg_url, f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN "
+                      f"EXECUTE 'DROP OWNED BY {name} CASCADE'; EXECUTE 'DROP ROLE {name}'; END IF; END $$")
 
 
 def _as_user(url, user):
