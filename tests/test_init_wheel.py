@@ -57,8 +57,14 @@ def _run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeo
 
 def _sources(destination: Path) -> Path:
     """The working tree's files (tracked and new, not ignored) copied aside: a clean build, no stale build/."""
-    listed = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO)
-    assert listed.returncode == 0, listed.stderr
+    try:
+        listed = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO)
+    except OSError:  # no git: everything but local state and build output
+        listed = None
+    if listed is None or listed.returncode != 0:
+        ignore = shutil.ignore_patterns(".git", ".venv", ".dbkit", "build", "dist", "*.egg-info", "__pycache__",
+                                        "backups", ".pytest_cache")
+        return Path(shutil.copytree(REPO, destination, ignore=ignore))
     for name in filter(None, listed.stdout.split("\0")):
         source = REPO / name
         if source.is_file():
