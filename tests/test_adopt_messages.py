@@ -110,3 +110,19 @@ def test_rls_not_used_is_not_configured_in_check(tmp_path, pg_url):
     runner.upgrade(settings)
     rls = health.check(settings).services["rls"]
     assert rls.note.startswith("not configured: RLS is not used (DBKIT_RLS_MODEL=none)")
+
+
+def test_another_projects_alembic_table_is_never_advised_for_adoption(tmp_path, pg_url):
+    q(pg_url, "CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY); "
+              "INSERT INTO public.alembic_version VALUES ('cafe0000')")
+    project = make_project(tmp_path, TWO, pyproject_extra=PUBLIC)
+    settings = settings_for(pg_url, project)
+    problem = runner.status(settings).problem
+    assert problem == ("dbkit.alembic_version does not exist, but found public.alembic_version at revision cafe0000, "
+                       "which is not a revision of your migrations; check that DATABASE_URL is this project's database "
+                       "and DBKIT_MIGRATIONS_DIR its migrations (never adopt another project's version table)")
+    migrate = _cli(project, pg_url, "migrate")
+    assert migrate.returncode == Refused.exit_code
+    assert migrate.stderr.strip() == f"dbkit: error: {problem}"
+    assert "DBKIT_VERSION_TABLE_SCHEMA" not in migrate.stderr
+    assert q(pg_url, "SELECT to_regclass('public.a')") == [(None,)]

@@ -39,9 +39,14 @@ class Elsewhere:
     configured_exists: bool
     found: db.VersionTable
     also: tuple[str, ...] = ()
+    #: the found revisions are not revisions of the project: another project's database
+    foreign: bool = False
 
     def adopt(self, settings) -> str:
-        """How to use the found table: the settings to set."""
+        """How to use the found table: the settings to set (or, for another project's table, what to check)."""
+        if self.foreign:
+            return ("check that DATABASE_URL is this project's database and DBKIT_MIGRATIONS_DIR its migrations "
+                    "(never adopt another project's version table)")
         env, toml = [f"DBKIT_VERSION_TABLE_SCHEMA={self.found.schema}"], [
             f'version_table_schema = "{self.found.schema}"']
         if self.found.table != settings.version_table:
@@ -56,7 +61,8 @@ class Elsewhere:
         at = (f"at revision {', '.join(revs)}" if revs else
               "(its revisions could not be read: permission denied)" if revs is None else "(empty)")
         also = f" (also: {', '.join(self.also)})" if self.also else ""
-        return f"{self.configured} {state}, but found {self.found.name} {at}{also}"
+        foreign = ", which is not a revision of your migrations" if self.foreign else ""
+        return f"{self.configured} {state}, but found {self.found.name} {at}{foreign}{also}"
 
 
 @dataclass
@@ -183,9 +189,9 @@ def _current(settings) -> list[str]:
         return db.applied_revisions(conn, db.version_table(settings)) or []
 
 
-def read_state(conn, settings) -> tuple[list[str], Elsewhere | None]:
+def read_state(conn, settings, script) -> tuple[list[str], Elsewhere | None]:
     """(applied heads of the configured version table, another version table when that one is missing
-    or empty and another exists)."""
+    or empty and another exists; ``script`` (the project's revisions) tells whether it is the project's)."""
     configured = db.version_table(settings)
     current = db.applied_revisions(conn, configured)
     if current:
@@ -193,7 +199,9 @@ def read_state(conn, settings) -> tuple[list[str], Elsewhere | None]:
     others = [t for t in db.version_tables(conn) if t.name != configured and t.revisions != ()]
     if not others:
         return [], None
-    return [], Elsewhere(configured, current is not None, others[0], tuple(t.name for t in others[1:]))
+    found = others[0]
+    foreign = found.revisions is not None and not all(_known(script, rev) for rev in found.revisions)
+    return [], Elsewhere(configured, current is not None, found, tuple(t.name for t in others[1:]), foreign)
 
 
 def _known(script, rev: str) -> bool:
@@ -207,9 +215,10 @@ def refusal(conn, settings, script) -> Refused | None:
     """Why an upgrade or downgrade must not start (read as the connecting role, before any DDL): the
     configured version table is missing or empty but another one exists (starting from base would re-run
     every revision), or the database is at a revision the project does not have."""
-    current, elsewhere = read_state(conn, settings)
+    current, elsewhere = read_state(conn, settings, script)
     if elsewhere is not None:
-        return Refused(f"{elsewhere.describe()}; upgrading from base would re-run every revision",
+        why = "" if elsewhere.foreign else "; upgrading from base would re-run every revision"
+        return Refused(f"{elsewhere.describe()}{why}",
                        hint=elsewhere.adopt(settings))
     unknown = [rev for rev in current if not _known(script, rev)]
     if unknown:
@@ -230,7 +239,7 @@ def status(settings) -> Status:
     script = _script(settings)
     url = target.resolve_url(settings, direct=True)
     with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
-        current, elsewhere = read_state(conn, settings)
+        current, elsewhere = read_state(conn, settings, script)
         unversioned = [] if current or elsewhere else db.unversioned_tables(conn, (BOOKKEEPING_SCHEMA,))
     heads = list(script.get_heads())
     unknown = [rev for rev in current if not _known(script, rev)]
