@@ -209,7 +209,8 @@ def test_existing_files_are_skipped_unless_force(tmp_path):
     other = init(tmp_path, InitOptions(schema="other"))
     actions = {f.path: (f.action, f.reason) for f in other.files}
     assert actions["seeds/notes.py"] == ("skipped", "exists (--force overwrites it)")
-    assert actions["pyproject.toml"][0] == "skipped" and "[tool.dbkit]" in actions["pyproject.toml"][1]
+    assert actions["pyproject.toml"] == ("skipped", "it has [tool.dbkit] already, which says schema = 'app' (not "
+                                         "'other'): the other files follow the options; --force replaces it")
     assert (tmp_path / "seeds/notes.py").read_text() == "# mine\n"
     assert settings_of(tmp_path).schema == "app"
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dbkit.errors import UsageError
+from dbkit.init._pyproject import pyproject_text
 from dbkit.init._render import TABLE, Project, render_files
 
 __all__ = ["InitOptions", "InitResult", "FileResult", "init", "TABLE"]
@@ -211,65 +212,6 @@ def _extensions(text: str) -> tuple[str, ...]:
     return names
 
 
-# --------------------------------------------------------------------- pyproject.toml
-
-_HEADER = re.compile(r"^\s*\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(#.*)?$")
-
-
-def _strip_dbkit_tables(text: str) -> str:
-    """``text`` without its ``[tool.dbkit]`` and ``[tool.dbkit.*]`` tables, with the comment lines right above
-    each (the comments right above the next other table stay with that one)."""
-    lines = text.splitlines(keepends=True)
-    keep = [True] * len(lines)
-    i = 0
-    while i < len(lines):
-        m = _HEADER.match(lines[i])
-        name = m["name"].replace(" ", "").replace('"', "") if m else ""
-        if name == "tool.dbkit" or name.startswith("tool.dbkit."):
-            end = i + 1
-            while end < len(lines) and not _HEADER.match(lines[end]):
-                end += 1
-            stop = end
-            if end < len(lines):  # leave the comments that introduce the next table to it
-                while stop > i + 1 and lines[stop - 1].lstrip().startswith("#"):
-                    stop -= 1
-            start = i
-            while start > 0 and keep[start - 1] and lines[start - 1].lstrip().startswith("#"):
-                start -= 1
-            for j in range(start, stop):
-                keep[j] = False
-            i = end
-        else:
-            i += 1
-    return "".join(line for line, k in zip(lines, keep, strict=True) if k)
-
-
-def _pyproject(path: Path, section: str, new_file: str, force: bool) -> tuple[str | None, str, str]:
-    """(new content or None, action, reason) for ``pyproject.toml``."""
-    import tomllib
-
-    if not path.exists():
-        return new_file, "written", ""
-    try:
-        text = path.read_text(encoding="utf-8")
-        has = "dbkit" in tomllib.loads(text).get("tool", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{path} cannot be read as TOML ({exc}); fix it first, then run dbkit init again") from None
-    if has and not force:
-        return None, "skipped", "it has [tool.dbkit] already (--force replaces it)"
-    base = _strip_dbkit_tables(text) if has else text
-    base = base.rstrip() + "\n\n" if base.strip() else ""
-    merged = base + section
-    try:
-        tool = tomllib.loads(merged).get("tool", {})
-    except tomllib.TOMLDecodeError:
-        tool = None
-    if tool is None or tomllib.loads(section)["tool"]["dbkit"] != tool.get("dbkit"):
-        raise UsageError(f"{path} defines tool.dbkit in a form dbkit init cannot merge (dotted keys or an inline "
-                         "table); move it into a [tool.dbkit] table or remove it, then run dbkit init again")
-    return merged, "overwritten" if has else "merged", ""
-
-
 # --------------------------------------------------------------------- writing
 
 def _write(path: Path, text: str) -> None:
@@ -380,9 +322,9 @@ def init(directory: Path, options: InitOptions) -> InitResult:
         else:
             plan.append(_plan_file(directory, rel, text, options.force))
     pyproject = directory / "pyproject.toml"
-    text, action, reason = _pyproject(pyproject, section, new_pyproject, options.force)
+    text, action, reason = pyproject_text(pyproject, section, new_pyproject, options.force)
     if text is not None and pyproject.exists() and pyproject.read_text(encoding="utf-8") == text:
-        text, action, reason = None, "skipped", "exists, the same"
+        text, action, reason = None, "skipped", "exists with the same content"
     plan.append((FileResult("pyproject.toml", action, reason), text))
     _write_all(directory, [(r.path, content) for r, content in plan if content is not None])  # all checked: write
     return InitResult(directory.resolve(), tuple(r for r, _ in plan), ADOPT_STEPS if existing else NEXT_STEPS,
