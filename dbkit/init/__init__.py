@@ -250,7 +250,7 @@ ADOPT_STEPS = (
     "dbkit migrate         # upgrades from there, with dbkit's rails",
     "dbkit roles check     # the roles and grants match the role model",
     "dbkit rls audit       # every table is protected as the RLS model says",
-    "pytest                # tests/ (pip install 'dbkit[testing]')",
+    "# tests/: `from dbkit.testing import test_rls_matrix, test_rls_escalation  # noqa: F401` (dbkit[testing])",
 )
 #: the files about the example table, not written into an existing Alembic project
 _EXAMPLE_FILES = ("models.py", "0001_initial.py", f"{TABLE}.py", "test_rls.py")

@@ -65,9 +65,10 @@ class Project:
     def tool_settings(self) -> dict[str, Any]:
         """``[tool.dbkit]`` as data (what :func:`section` writes), for the result."""
         values: dict[str, Any] = {"schema": self.schema, "extensions": list(self.extensions),
-                                  "migrations_dir": self.migrations_dir, "role_owner": self.roles["owner"][0]}
+                                  "migrations_dir": self.migrations_dir}
         if self.adopting:
             values["version_table_schema"] = "public"
+        values["role_owner"] = self.roles["owner"][0]
         for kind in ("enforce", "bypass", "readonly"):
             names = self.roles[kind]
             values[f"role_{kind}"] = ",".join(names) if names else "none"
