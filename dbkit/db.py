@@ -171,19 +171,19 @@ _VERSION_TABLES_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'version_num' AND NOT a.attisdropped
-WHERE c.relkind IN ('r', 'p') AND c.relname LIKE '%%alembic_version%%'
+WHERE c.relkind IN ('r', 'p') AND (c.relname LIKE '%%alembic_version%%' OR c.relname = %s)
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY n.nspname <> 'public', n.nspname, c.relname
 """
 
 
-def version_tables(conn: psycopg.Connection) -> list[VersionTable]:
-    """Every table in any schema named like ``alembic_version`` with a ``version_num`` column
-    (``public`` first), with the revisions it holds."""
+def version_tables(conn: psycopg.Connection, named: str = "alembic_version") -> list[VersionTable]:
+    """Every table in any schema named like ``alembic_version`` (or exactly ``named``) with a
+    ``version_num`` column (``public`` first), with the revisions it holds."""
     from psycopg import errors, sql
 
     found = []
-    for schema, table in conn.execute(_VERSION_TABLES_SQL).fetchall():
+    for schema, table in conn.execute(_VERSION_TABLES_SQL, (named,)).fetchall():
         try:
             with conn.transaction():
                 rows = conn.execute(sql.SQL("SELECT version_num FROM {} ORDER BY 1").format(

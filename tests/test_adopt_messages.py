@@ -126,3 +126,17 @@ def test_another_projects_alembic_table_is_never_advised_for_adoption(tmp_path, 
     assert migrate.stderr.strip() == f"dbkit: error: {problem}"
     assert "DBKIT_VERSION_TABLE_SCHEMA" not in migrate.stderr
     assert q(pg_url, "SELECT to_regclass('public.a')") == [(None,)]
+
+
+def test_a_version_table_of_another_name_is_found_and_named_in_the_advice(tmp_path, pg_url):
+    q(pg_url, "CREATE TABLE public.schema_version (version_num varchar(32) PRIMARY KEY); "
+              "INSERT INTO public.schema_version VALUES ('0001')")
+    project = make_project(tmp_path, TWO, pyproject_extra=PUBLIC)
+    renamed = runner.status(settings_for(pg_url, project, DBKIT_VERSION_TABLE="schema_version")).problem
+    assert renamed == ("dbkit.schema_version does not exist, but found public.schema_version at revision 0001; "
+                       'set DBKIT_VERSION_TABLE_SCHEMA=public (or [tool.dbkit] version_table_schema = "public") '
+                       "to adopt it")
+    q(pg_url, "ALTER TABLE public.schema_version RENAME TO alembic_version")
+    other = runner.status(settings_for(pg_url, project, DBKIT_VERSION_TABLE="schema_version")).problem
+    assert other.endswith("set DBKIT_VERSION_TABLE_SCHEMA=public DBKIT_VERSION_TABLE=alembic_version (or [tool.dbkit] "
+                          'version_table_schema = "public", version_table = "alembic_version") to adopt it')

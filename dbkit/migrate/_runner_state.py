@@ -196,7 +196,8 @@ def read_state(conn, settings, script) -> tuple[list[str], Elsewhere | None]:
     current = db.applied_revisions(conn, configured)
     if current:
         return current, None
-    others = [t for t in db.version_tables(conn) if t.name != configured and t.revisions != ()]
+    others = [t for t in db.version_tables(conn, settings.version_table)
+              if t.name != configured and t.revisions != ()]
     if not others:
         return [], None
     found = others[0]
