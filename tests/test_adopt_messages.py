@@ -13,8 +13,6 @@ from dbkit import health
 from dbkit.errors import Refused
 from dbkit.migrate import runner
 
-pytestmark = pytest.mark.integration
-
 TWO = {"0001_a.py": revision("0001", None, "op.execute('CREATE TABLE public.a (id int)')", doc="a"),
        "0002_b.py": revision("0002", "0001", "op.execute('CREATE TABLE public.b (id int)')", doc="b")}
 PUBLIC = 'schema = "public"\n'
@@ -140,3 +138,19 @@ def test_a_version_table_of_another_name_is_found_and_named_in_the_advice(tmp_pa
     other = runner.status(settings_for(pg_url, project, DBKIT_VERSION_TABLE="schema_version")).problem
     assert other.endswith("set DBKIT_VERSION_TABLE_SCHEMA=public DBKIT_VERSION_TABLE=alembic_version (or [tool.dbkit] "
                           'version_table_schema = "public", version_table = "alembic_version") to adopt it')
+
+
+def test_check_summary_with_revisions_applied_without_dbkit_or_an_untrusted_revision():
+    from dbkit.migrate.runner import NOT_COMPARED_NO_METADATA, NOT_COMPARED_UNKNOWN, CheckResult
+
+    info = CheckResult(pending=[], schema_diffs=None, edited=[], schema_not_compared=NOT_COMPARED_NO_METADATA,
+                       unrecorded=["0001"])
+    assert info.clean  # information, not a failure
+    assert info.summary() == ("clean: no pending revisions, no edited revisions; schema not compared "
+                              "(env.py gives no target_metadata); 1 applied without dbkit (no checksum to compare)")
+    untrusted = CheckResult(pending=[], schema_diffs=None, edited=[], schema_not_compared=NOT_COMPARED_UNKNOWN,
+                            problem="dbkit.alembic_version does not exist, but found public.alembic_version at "
+                                    "revision 0001; set …")
+    assert not untrusted.clean
+    assert untrusted.summary() == f"migrate check failed: {untrusted.problem}"
+    assert untrusted.as_dict()["problem"] == untrusted.problem
