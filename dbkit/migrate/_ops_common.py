@@ -65,3 +65,73 @@ def _run_as_session_user(operations: Operations, statements: Iterable[str]) -> N
             "SELECT 1 FROM pg_roles WHERE rolname = %(r)s", {"r": current}).first()
         if still_there:
             operations.execute(f"SET ROLE {_q(operations, current)}")
+
+
+# ---- TimescaleDB operations: values written into SQL (each one quoted; never formatted in as it is)
+
+def _regclass(operations: Operations, name: str, schema: str | None) -> str:
+    """``'app.events'``: a relation as the text literal a ``regclass`` parameter takes (identifiers quoted)."""
+    return _literal(_qualified(operations, name, schema))
+
+
+def _interval(value, what: str, *, allow_none: bool = False) -> str:
+    """An interval (``"7 days"``, a ``timedelta``) as ``INTERVAL '…'``, or an integer as it is (hypertables
+    partitioned on an integer column take their offsets in the column's units)."""
+    from datetime import timedelta
+
+    if value is None and allow_none:
+        return "NULL"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, timedelta):
+        return f"INTERVAL {_literal(f'{value.days} days {value.seconds} seconds {value.microseconds} microseconds')}"
+    if isinstance(value, str) and value.strip():
+        return f"INTERVAL {_literal(value.strip())}"
+    raise ValueError(f"{what} must be an interval such as '7 days' (or an integer for a hypertable on integer "
+                     f"time), not {value!r}")
+
+
+def _timestamptz(value, what: str) -> str:
+    """A point in time (``datetime`` or text such as ``'2025-01-01 00:00+00'``) as ``TIMESTAMPTZ '…'``."""
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    if isinstance(value, str) and value.strip():
+        return f"TIMESTAMPTZ {_literal(value.strip())}"
+    raise ValueError(f"{what} must be a datetime or a timestamp such as '2025-01-01 00:00+00', not {value!r}")
+
+
+def _bool(value: bool) -> str | None:
+    """``true``, or None: the argument is left out (TimescaleDB's flags default to false)."""
+    return "true" if value else None
+
+
+def _call(function: str, *args: str, **named: str | None) -> str:
+    """``SELECT function(arg, …, name => value, …)`` from SQL fragments already quoted (None: left out)."""
+    parts = list(args) + [f"{k} => {v}" for k, v in named.items() if v is not None]
+    return f"SELECT {function}({', '.join(parts)})"
+
+
+def _do_block(body: str) -> str:
+    """``DO $dbkit$ … $dbkit$`` with a dollar-quote tag that does not occur in ``body``."""
+    tag, n = "dbkit", 0
+    while f"${tag}$" in body:
+        n += 1
+        tag = f"dbkit{n}"
+    return f"DO ${tag}$ {body} ${tag}$"
+
+
+def _text(stmt: str):
+    """``stmt`` for ``operations.execute`` with every colon literal: Alembic runs a string as SQLAlchemy
+    ``text()``, which reads ``:name`` (in a JSON config, a query) as a bind parameter; ``\\:name`` is a colon."""
+    import re
+
+    from sqlalchemy import text
+
+    return text(re.sub(r"(?<![:\w]):(?=\w+(?![:\w]))", r"\\:", stmt))
+
+
+def _execute(operations: Operations, stmt: str) -> None:
+    """Run (online) or write (offline) one statement built by an operation, colons and all."""
+    operations.execute(_text(stmt))

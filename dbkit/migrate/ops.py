@@ -15,6 +15,18 @@ autogenerate-style tooling and ``downgrade()`` bodies can be derived.
 ``op.apply_roles()``                       ``op.drop_roles()``
 =========================================  ==========================================
 
+TimescaleDB beyond hypertables (the community edition; policies and jobs run as the owner role):
+
+==================================================  ==========================================
+``op.enable_compression("events", ...)``            ``op.disable_compression("events")``
+``op.add_compression_policy("events", "7 days")``   ``op.remove_compression_policy("events")``
+``op.add_retention_policy("events", "90 days")``    ``op.remove_retention_policy("events")``
+``op.add_reorder_policy("events", "idx")``          ``op.remove_reorder_policy("events")``
+``op.create_continuous_aggregate(...)``             ``op.drop_continuous_aggregate(...)``
+``op.add_refresh_policy("daily", ...)``             ``op.remove_refresh_policy("daily")``
+``op.add_job("proc", "1 hour", job_name=...)``      ``op.delete_job("proc", job_name=...)``
+==================================================  ==========================================
+
 Extension and role statements run as the *session* user (the role that
 connected), even while the migration runs as the owner role: creating an
 untrusted extension such as pgvector or a role needs privileges the owner
@@ -23,6 +35,14 @@ does not have.
 
 from __future__ import annotations
 
+from dbkit.migrate._ops_cagg import (
+    AddJobOp,
+    AddRefreshPolicyOp,
+    CreateContinuousAggregateOp,
+    DeleteJobOp,
+    DropContinuousAggregateOp,
+    RemoveRefreshPolicyOp,
+)
 from dbkit.migrate._ops_common import COMMANDS, VECTOR_METHODS
 from dbkit.migrate._ops_index import (
     CreateIndexConcurrentlyOp,
@@ -41,10 +61,24 @@ from dbkit.migrate._ops_schema import (
     RevertHypertableOp,
     RevokeOp,
 )
+from dbkit.migrate._ops_timescale import (
+    AddCompressionPolicyOp,
+    AddReorderPolicyOp,
+    AddRetentionPolicyOp,
+    DisableCompressionOp,
+    EnableCompressionOp,
+    RemoveCompressionPolicyOp,
+    RemoveReorderPolicyOp,
+    RemoveRetentionPolicyOp,
+)
 
 __all__ = [
     "CreateExtensionOp", "DropExtensionOp", "CreateHypertableOp", "RevertHypertableOp",
     "EnableRLSOp", "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp",
     "CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp", "CreateVectorIndexOp",
     "GrantOp", "RevokeOp", "ApplyRolesOp", "DropRolesOp", "COMMANDS", "VECTOR_METHODS", "index_sql",
+    "EnableCompressionOp", "DisableCompressionOp", "AddCompressionPolicyOp", "RemoveCompressionPolicyOp",
+    "AddRetentionPolicyOp", "RemoveRetentionPolicyOp", "AddReorderPolicyOp", "RemoveReorderPolicyOp",
+    "CreateContinuousAggregateOp", "DropContinuousAggregateOp", "AddRefreshPolicyOp", "RemoveRefreshPolicyOp",
+    "AddJobOp", "DeleteJobOp",
 ]

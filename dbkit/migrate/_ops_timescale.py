@@ -1,0 +1,336 @@
+"""TimescaleDB compression, and the policies TimescaleDB runs on a hypertable: compression, retention, reorder.
+
+These need TimescaleDB's community edition (``SHOW timescaledb.license`` is ``timescale``); the Apache
+edition refuses them.  They run in the revision's transaction: a failure rolls all of it back.
+
+TimescaleDB runs a policy as the hypertable's owner and refuses to add one for an owner that cannot log
+in; with the ``timescaledb`` extension configured, dbkit's role model gives the owner role LOGIN and never
+a password (see :mod:`dbkit.roles`), and revisions run as that role, so the policies they add are accepted
+and run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from alembic.operations import MigrateOperation, Operations
+
+from dbkit.migrate._ops_common import (
+    _bool,
+    _call,
+    _execute,
+    _interval,
+    _literal,
+    _q,
+    _qualified,
+    _regclass,
+    _timestamptz,
+)
+
+_ORDER = re.compile(r"((ASC|DESC)(\s+|$))?(NULLS\s+(FIRST|LAST))?", re.IGNORECASE)
+
+
+def _column(operations, name: str, what: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what}: each item must be a column name, not {name!r}")
+    return _q(operations, name.strip())
+
+
+def _order_item(operations, item: str) -> str:
+    """``"time DESC"`` -> ``time DESC``: a column (quoted as needed), then ASC/DESC and NULLS FIRST/LAST."""
+    name, _, rest = (item.strip() if isinstance(item, str) else "").partition(" ")
+    if not _ORDER.fullmatch(rest.strip()):
+        raise ValueError(f"order_by item {item!r} must be a column name, optionally followed by ASC or DESC "
+                         "and NULLS FIRST or NULLS LAST (e.g. 'time DESC')")
+    rest = " ".join(rest.upper().split())
+    return _column(operations, name, "order_by") + (f" {rest}" if rest else "")
+
+
+@Operations.register_operation("enable_compression")
+class EnableCompressionOp(MigrateOperation):
+    """Enable TimescaleDB compression on a hypertable (``ALTER TABLE … SET (timescaledb.compress, …)``).
+
+    ``segment_by``: columns whose rows are compressed together (the ones queries filter on, e.g. a
+    tenant or device); ``order_by``: the order inside a compressed batch (``["time DESC"]``);
+    ``chunk_interval``: chunks are merged up to this interval as they are compressed.  None leaves a
+    setting to TimescaleDB (it chooses segment-by/order-by from the indexes); ``[]`` says "none".
+    Chunks are compressed by a compression policy (:class:`AddCompressionPolicyOp`) or ``compress_chunk``.
+
+    Example::
+
+        op.enable_compression("events", schema="app", segment_by=["tenant_id"], order_by=["time DESC"])
+    """
+
+    def __init__(self, table_name: str, schema: str | None = None, segment_by: Sequence[str] | None = None,
+                 order_by: Sequence[str] | None = None, chunk_interval=None) -> None:
+        for what, value in (("segment_by", segment_by), ("order_by", order_by)):
+            if isinstance(value, str):
+                raise ValueError(f"{what} must be a list of columns ([{value!r}]), not a string")
+        self.table_name, self.schema, self.chunk_interval = table_name, schema, chunk_interval
+        self.segment_by = None if segment_by is None else tuple(segment_by)
+        self.order_by = None if order_by is None else tuple(order_by)
+
+    @classmethod
+    def enable_compression(cls, operations, table_name: str, schema: str | None = None,
+                           segment_by: Sequence[str] | None = None, order_by: Sequence[str] | None = None,
+                           chunk_interval=None):
+        return operations.invoke(cls(table_name, schema, segment_by, order_by, chunk_interval))
+
+    def reverse(self) -> DisableCompressionOp:
+        return DisableCompressionOp(self.table_name, self.schema, enable=self)
+
+
+@Operations.register_operation("disable_compression")
+class DisableCompressionOp(MigrateOperation):
+    """Disable compression on a hypertable.
+
+    TimescaleDB refuses while a chunk is compressed, so by default (``decompress=True``) every compressed
+    chunk is decompressed first, in the same transaction: this rewrites those chunks' rows and needs the
+    disk space of the uncompressed data (``decompress=False`` leaves the refusal to TimescaleDB).  Remove
+    the compression policy first (:class:`RemoveCompressionPolicyOp`; a downgrade does, as it was added
+    after compression was enabled).
+
+    Example::
+
+        op.disable_compression("events", schema="app")
+    """
+
+    def __init__(self, table_name: str, schema: str | None = None, decompress: bool = True,
+                 enable: EnableCompressionOp | None = None) -> None:
+        self.table_name, self.schema, self.decompress, self.enable = table_name, schema, decompress, enable
+
+    @classmethod
+    def disable_compression(cls, operations, table_name: str, schema: str | None = None, decompress: bool = True):
+        return operations.invoke(cls(table_name, schema, decompress))
+
+    def reverse(self) -> EnableCompressionOp:
+        if self.enable is None:
+            raise ValueError(f"cannot reverse disable_compression({self.table_name!r}) without its settings: "
+                             "write op.enable_compression(...) in the downgrade")
+        return self.enable
+
+
+def compression_sql(operations, op: EnableCompressionOp) -> str:
+    """The ``ALTER TABLE … SET (timescaledb.compress, …)`` of ``op``."""
+    options = ["timescaledb.compress"]
+    if op.segment_by is not None:
+        columns = ", ".join(_column(operations, c, "segment_by") for c in op.segment_by)
+        options.append(f"timescaledb.compress_segmentby = {_literal(columns)}")
+    if op.order_by is not None:
+        items = ", ".join(_order_item(operations, c) for c in op.order_by)
+        options.append(f"timescaledb.compress_orderby = {_literal(items)}")
+    if op.chunk_interval is not None:
+        interval = _interval(op.chunk_interval, "chunk_interval")
+        value = interval.removeprefix("INTERVAL ") if interval.startswith("INTERVAL ") else _literal(interval)
+        options.append(f"timescaledb.compress_chunk_time_interval = {value}")
+    return f"ALTER TABLE {_qualified(operations, op.table_name, op.schema)} SET ({', '.join(options)})"
+
+
+@Operations.implementation_for(EnableCompressionOp)
+def _enable_compression(operations, op: EnableCompressionOp) -> None:
+    _execute(operations, compression_sql(operations, op))
+
+
+@Operations.implementation_for(DisableCompressionOp)
+def _disable_compression(operations, op: DisableCompressionOp) -> None:
+    if op.decompress:
+        schema = _literal(op.schema) if op.schema else "current_schema()"
+        _execute(operations, 
+            "SELECT decompress_chunk((quote_ident(chunk_schema) || '.' || quote_ident(chunk_name))::regclass) "
+            "FROM timescaledb_information.chunks "
+            f"WHERE hypertable_schema = {schema} AND hypertable_name = {_literal(op.table_name)} AND is_compressed")
+    _execute(operations, f"ALTER TABLE {_qualified(operations, op.table_name, op.schema)} "
+                       "SET (timescaledb.compress = false)")
+
+
+# --------------------------------------------------------------------- policies on a hypertable
+
+class _AddPolicy(MigrateOperation):
+    """What the three ``add_*_policy`` operations share: a relation, ``if_not_exists``, a reverse."""
+
+    function = ""
+
+    def reverse(self):
+        return _REMOVE[type(self)](self.table_name, self.schema, add=self)
+
+    def arguments(self, operations) -> tuple[list[str], dict[str, str | None]]:
+        raise NotImplementedError
+
+
+class _RemovePolicy(MigrateOperation):
+    """``remove_*_policy(relation, if_exists => …)``; its reverse is the policy it removes, when known."""
+
+    function = ""
+
+    def __init__(self, table_name: str, schema: str | None = None, if_exists: bool = True,
+                 add: _AddPolicy | None = None) -> None:
+        self.table_name, self.schema, self.if_exists, self.add = table_name, schema, if_exists, add
+
+    def reverse(self) -> _AddPolicy:
+        if self.add is None:
+            adder = self.function.replace("remove_", "add_")
+            raise ValueError(f"cannot reverse {self.function}({self.table_name!r}) without the policy it removes: "
+                             f"write op.{adder}(...) in the downgrade")
+        return self.add
+
+
+@Operations.register_operation("add_compression_policy")
+class AddCompressionPolicyOp(_AddPolicy):
+    """A policy that compresses the chunks of a hypertable once they are older than ``compress_after``
+    (an interval such as ``"7 days"``, or an integer for integer time).  Enable compression first.
+
+    Example::
+
+        op.add_compression_policy("events", compress_after="7 days", schema="app")
+    """
+
+    function = "add_compression_policy"
+
+    def __init__(self, table_name: str, compress_after, schema: str | None = None, if_not_exists: bool = False,
+                 schedule_interval=None, initial_start=None) -> None:
+        _interval(compress_after, "compress_after")
+        self.table_name, self.compress_after, self.schema = table_name, compress_after, schema
+        self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
+
+    @classmethod
+    def add_compression_policy(cls, operations, table_name: str, compress_after, schema: str | None = None,
+                               if_not_exists: bool = False, schedule_interval=None, initial_start=None):
+        return operations.invoke(cls(table_name, compress_after, schema, if_not_exists, schedule_interval,
+                                     initial_start))
+
+    def arguments(self, operations):
+        return [], dict(compress_after=_interval(self.compress_after, "compress_after"),
+                        if_not_exists=_bool(self.if_not_exists),
+                        schedule_interval=_schedule(self.schedule_interval), initial_start=_start(self.initial_start))
+
+
+@Operations.register_operation("remove_compression_policy")
+class RemoveCompressionPolicyOp(_RemovePolicy):
+    """Remove a hypertable's compression policy (``if_exists=True`` by default).  Chunks stay compressed.
+
+    Example::
+
+        op.remove_compression_policy("events", schema="app")
+    """
+
+    function = "remove_compression_policy"
+
+    @classmethod
+    def remove_compression_policy(cls, operations, table_name: str, schema: str | None = None,
+                                  if_exists: bool = True):
+        return operations.invoke(cls(table_name, schema, if_exists))
+
+
+@Operations.register_operation("add_retention_policy")
+class AddRetentionPolicyOp(_AddPolicy):
+    """A policy that drops the chunks of a hypertable (or continuous aggregate) whose data is older than
+    ``drop_after`` (an interval, or an integer for integer time).
+
+    Example::
+
+        op.add_retention_policy("events", drop_after="90 days", schema="app")
+    """
+
+    function = "add_retention_policy"
+
+    def __init__(self, table_name: str, drop_after, schema: str | None = None, if_not_exists: bool = False,
+                 schedule_interval=None, initial_start=None) -> None:
+        _interval(drop_after, "drop_after")
+        self.table_name, self.drop_after, self.schema = table_name, drop_after, schema
+        self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
+
+    @classmethod
+    def add_retention_policy(cls, operations, table_name: str, drop_after, schema: str | None = None,
+                             if_not_exists: bool = False, schedule_interval=None, initial_start=None):
+        return operations.invoke(cls(table_name, drop_after, schema, if_not_exists, schedule_interval, initial_start))
+
+    def arguments(self, operations):
+        return [], dict(drop_after=_interval(self.drop_after, "drop_after"), if_not_exists=_bool(self.if_not_exists),
+                        schedule_interval=_schedule(self.schedule_interval), initial_start=_start(self.initial_start))
+
+
+@Operations.register_operation("remove_retention_policy")
+class RemoveRetentionPolicyOp(_RemovePolicy):
+    """Remove a retention policy (``if_exists=True`` by default).
+
+    Example::
+
+        op.remove_retention_policy("events", schema="app")
+    """
+
+    function = "remove_retention_policy"
+
+    @classmethod
+    def remove_retention_policy(cls, operations, table_name: str, schema: str | None = None, if_exists: bool = True):
+        return operations.invoke(cls(table_name, schema, if_exists))
+
+
+@Operations.register_operation("add_reorder_policy")
+class AddReorderPolicyOp(_AddPolicy):
+    """A policy that rewrites older chunks in the order of ``index_name`` (an index of the hypertable, named
+    without its schema), like ``CLUSTER`` but chunk by chunk.
+
+    Example::
+
+        op.add_reorder_policy("events", "events_tenant_time_idx", schema="app")
+    """
+
+    function = "add_reorder_policy"
+
+    def __init__(self, table_name: str, index_name: str, schema: str | None = None, if_not_exists: bool = False,
+                 initial_start=None) -> None:
+        if not isinstance(index_name, str) or not index_name or "." in index_name:
+            raise ValueError(f"index_name must be the name of an index of {table_name!r} without its schema "
+                             f"(it is the hypertable's), not {index_name!r}")
+        self.table_name, self.index_name, self.schema = table_name, index_name, schema
+        self.if_not_exists, self.initial_start = if_not_exists, initial_start
+
+    @classmethod
+    def add_reorder_policy(cls, operations, table_name: str, index_name: str, schema: str | None = None,
+                           if_not_exists: bool = False, initial_start=None):
+        return operations.invoke(cls(table_name, index_name, schema, if_not_exists, initial_start))
+
+    def arguments(self, operations):
+        return [_literal(self.index_name)], dict(if_not_exists=_bool(self.if_not_exists),
+                                                 initial_start=_start(self.initial_start))
+
+
+@Operations.register_operation("remove_reorder_policy")
+class RemoveReorderPolicyOp(_RemovePolicy):
+    """Remove a reorder policy (``if_exists=True`` by default).
+
+    Example::
+
+        op.remove_reorder_policy("events", schema="app")
+    """
+
+    function = "remove_reorder_policy"
+
+    @classmethod
+    def remove_reorder_policy(cls, operations, table_name: str, schema: str | None = None, if_exists: bool = True):
+        return operations.invoke(cls(table_name, schema, if_exists))
+
+
+_REMOVE = {AddCompressionPolicyOp: RemoveCompressionPolicyOp, AddRetentionPolicyOp: RemoveRetentionPolicyOp,
+           AddReorderPolicyOp: RemoveReorderPolicyOp}
+
+
+def _schedule(value) -> str | None:
+    return None if value is None else _interval(value, "schedule_interval")
+
+
+def _start(value) -> str | None:
+    return None if value is None else _timestamptz(value, "initial_start")
+
+
+@Operations.implementation_for(_AddPolicy)
+def _add_policy(operations, op: _AddPolicy) -> None:
+    args, named = op.arguments(operations)
+    _execute(operations, _call(op.function, _regclass(operations, op.table_name, op.schema), *args, **named))
+
+
+@Operations.implementation_for(_RemovePolicy)
+def _remove_policy(operations, op: _RemovePolicy) -> None:
+    _execute(operations, _call(op.function, _regclass(operations, op.table_name, op.schema),
+                             if_exists=_bool(op.if_exists)))
