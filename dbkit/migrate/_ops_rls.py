@@ -160,3 +160,90 @@ def _create_policy(operations, op: CreatePolicyOp) -> None:
 def _drop_policy(operations, op: DropPolicyOp) -> None:
     operations.execute(f"DROP POLICY {'IF EXISTS ' if op.if_exists else ''}{_q(operations, op.policy_name)} "
                        f"ON {_qualified(operations, op.table_name, op.schema)}")
+
+
+@Operations.register_operation("create_scoped_view")
+class CreateScopedViewOp(MigrateOperation):
+    """A tenant-scoped view: the isolation mode for tables that cannot have RLS (a hypertable with
+    compression, a continuous aggregate).  The application reads and writes through the view; the
+    table itself is granted to no application role (only the owner and bypass roles reach it)::
+
+        CREATE VIEW app.events_scoped WITH (security_barrier) AS
+          SELECT * FROM app.events WHERE tenant_id = (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+          WITH CASCADED CHECK OPTION
+
+    The filter is the RLS model's predicate (``dbkit.rls.Claims.predicate``; ``owner="user"`` for rows per
+    user); ``security_barrier`` keeps caller-supplied functions from seeing rows before the filter; the
+    check option rejects a written row of another tenant (SQLSTATE 44000).  ``updatable=False`` for a source
+    that is not automatically updatable (a continuous aggregate).  ``dbkit rls audit`` accepts a view that
+    is exactly this (same definition as the one built from the configured model) and nothing looser.
+
+    Example::
+
+        op.create_scoped_view("events_scoped", "events", schema="app", column="tenant_id")
+    """
+
+    def __init__(self, view_name: str, source: str, schema: str | None = None, column: str = "tenant_id",
+                 owner: str = "tenant", cast: str | None = None, updatable: bool = True,
+                 source_schema: str | None = None) -> None:
+        self.view_name, self.source, self.schema, self.column = view_name, source, schema, column
+        self.owner, self.cast, self.updatable, self.source_schema = owner, cast, updatable, source_schema
+
+    @classmethod
+    def create_scoped_view(cls, operations, view_name: str, source: str, schema: str | None = None,
+                           column: str = "tenant_id", owner: str = "tenant", cast: str | None = None,
+                           updatable: bool = True, source_schema: str | None = None):
+        return operations.invoke(cls(view_name, source, schema, column, owner, cast, updatable, source_schema))
+
+    def reverse(self) -> DropScopedViewOp:
+        return DropScopedViewOp(self.view_name, self.schema, create=self)
+
+
+@Operations.register_operation("drop_scoped_view")
+class DropScopedViewOp(MigrateOperation):
+    """Drop a tenant-scoped view (``reverse()`` recreates it when the original definition is given).
+
+    Example::
+
+        op.drop_scoped_view("events_scoped", schema="app")
+    """
+
+    def __init__(self, view_name: str, schema: str | None = None, create: CreateScopedViewOp | None = None) -> None:
+        self.view_name, self.schema, self.create = view_name, schema, create
+
+    @classmethod
+    def drop_scoped_view(cls, operations, view_name: str, schema: str | None = None):
+        return operations.invoke(cls(view_name, schema))
+
+    def reverse(self) -> CreateScopedViewOp:
+        if self.create is None:
+            raise ValueError(f"cannot reverse drop_scoped_view({self.view_name!r}) without its definition")
+        return self.create
+
+
+def _column_type(operations, op: CreateScopedViewOp) -> str:
+    if op.cast or operations.migration_context.as_sql:
+        return op.cast or "uuid"
+    row = operations.migration_context.connection.exec_driver_sql(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass(%(rel)s) "
+        "AND a.attname = %(col)s AND NOT a.attisdropped",
+        {"rel": _qualified(operations, op.source, op.source_schema or op.schema), "col": op.column}).first()
+    if row is None:
+        raise ValueError(f"create_scoped_view: {op.source} has no column {op.column!r}")
+    return row[0]
+
+
+@Operations.implementation_for(CreateScopedViewOp)
+def _create_scoped_view(operations, op: CreateScopedViewOp) -> None:
+    from dbkit.migrate import settings
+    from dbkit.rls import claims
+    from dbkit.rls._scoped import scoped_view_sql
+
+    predicate = claims(settings(operations)).predicate(op.owner, _column_type(operations, op))
+    operations.execute(scoped_view_sql(lambda n: _q(operations, n), op.view_name, op.source, op.schema, op.column,
+                                       predicate, op.updatable, op.source_schema))
+
+
+@Operations.implementation_for(DropScopedViewOp)
+def _drop_scoped_view(operations, op: DropScopedViewOp) -> None:
+    operations.execute(f"DROP VIEW IF EXISTS {_qualified(operations, op.view_name, op.schema)}")

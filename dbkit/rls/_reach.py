@@ -74,8 +74,10 @@ def _hypertables(conn) -> set[str]:
         "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")}
 
 
-def reachability(conn) -> tuple[tuple[str, ...], int, list[Finding]]:
-    """``(login roles checked, relations checked, findings)`` of the every-schema sweep."""
+def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tuple[tuple[str, ...], int,
+                                                                                   list[Finding]]:
+    """``(login roles checked, relations checked, findings)`` of the every-schema sweep.  ``scoped``: the
+    (schema, view) of the tenant-scoped views (:mod:`dbkit.rls._scoped`), which filter by the claims."""
     from dbkit.rls.isolation import CHUNK_SCHEMA
 
     logins = conn.execute(_LOGINS_SQL).fetchall()
@@ -91,7 +93,7 @@ def reachability(conn) -> tuple[tuple[str, ...], int, list[Finding]]:
         schema, rel, kind, rls, invoker, role, privs, only_public, usage, stats, owner, parent = row
         privs = sorted(privs, key=("SELECT", "INSERT", "UPDATE", "DELETE").index)
         if kind == "v":
-            if not invoker and usage:
+            if not invoker and usage and (schema, rel) not in scoped:
                 findings.append(_view_finding(schema, rel, role, privs, only_public, owner))
             continue
         if rls:  # a table or partition whose policies apply when it is named directly

@@ -69,3 +69,26 @@ def _set_role(conn, role: str | None) -> None:
     else:
         conn.execute("RESET ROLE")
 
+
+
+def _refresh_aggregates(conn, schema: str, tables, owner: str | None) -> list[str]:
+    """Refresh the TimescaleDB continuous aggregates over the seeded tables (as their owner, outside any
+    transaction, as TimescaleDB requires), so aggregates and the views over them show the seeded rows."""
+    from psycopg import sql
+
+    if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL").fetchone()[0]:
+        return []
+    views = [r[0] for r in conn.execute(
+        "SELECT format('%%I.%%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates "
+        "WHERE hypertable_schema = %s AND hypertable_name = ANY(%s) ORDER BY 1", (schema, list(tables)))]
+    if not views:
+        return []
+    current = conn.execute("SELECT current_user").fetchone()[0]
+    if owner:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    try:
+        for view in views:
+            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
+    finally:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(current)))
+    return views

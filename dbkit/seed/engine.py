@@ -21,7 +21,7 @@ from typing import Any
 
 from dbkit import db, target
 from dbkit.errors import ConfigError, Refused
-from dbkit.seed._catalog import _catalog_deps, _checksum, _count, _existing_tables, _set_role
+from dbkit.seed._catalog import _catalog_deps, _checksum, _count, _existing_tables, _refresh_aggregates, _set_role
 from dbkit.seed._load import BATCH as BATCH
 from dbkit.seed._load import Progress, _apply_sql_file, _load, _register_types
 from dbkit.seed._load import SeederFailed as SeederFailed
@@ -150,6 +150,7 @@ def run(
                 tr.checksum = _checksum(conn, schema, tr.table)
             _ensure_runs_table(conn, owner)
             _record(conn, result, wall_start)
+        _refresh_aggregates(conn, schema, order, owner)
         result.status = "seeded"
         result.seconds = round(time.perf_counter() - started, 3)
         result.message = (f"seeded {sum(t.rows for t in result.tables)} rows into {len(order)} table(s); time series "

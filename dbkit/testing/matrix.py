@@ -57,6 +57,8 @@ class Table:
     denied: dict[str, set[str]] = field(default_factory=dict)
     tenants: list[Any] = field(default_factory=list)  # owner values with rows, most rows first
     owner: str = "tenant"  # "tenant" | "user": what the claims name
+    is_view: bool = False  # a tenant-scoped view (op.create_scoped_view): its check option rejects with 44000
+    source: tuple[str, str] | None = None  # a view's (schema, relation)
     counts: dict[Any, int] = field(default_factory=dict)
     sample: dict[Any, list[str | None]] = field(default_factory=dict)  # one row per tenant, as text
 
@@ -80,34 +82,44 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     config = rls.get("tables", {})
     default_owner = owner_of(rls, settings)
     model = roles.model(settings)  # read-only tables and per-kind table privileges deny commands
-    rows = admin.execute(
+    rows = [(schema, name, schema, name) for schema, name in admin.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND n.nspname = ANY(%s) ORDER BY 1, 2",
-        (schemas,)).fetchall()
+        (schemas,)).fetchall()]
+    from dbkit.rls._scoped import scoped_views  # the isolation mode: tenant-scoped views, checked the same way
+
+    views = {(v.schema, v.name): v for v in scoped_views(admin, settings) if v.schema in schemas}
+    rows += [(v.schema, v.name, v.source_schema, v.source) for v in views.values()]
     tables = []
-    for schema, name in rows:
+    for schema, name, source_schema, source in rows:
         conf = config.get(name, {})
+        source_rel = f'"{source_schema}"."{source}"'  # rows are sampled there: a view filters by the claims
         cols = admin.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
             "AND a.attgenerated = '' AND a.attidentity <> 'a' AND NOT (a.atthasdef AND a.attnum = ANY("
             " SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)) "
-            "ORDER BY a.attnum", (f'"{schema}"."{name}"',)).fetchall()
+            "ORDER BY a.attnum", (source_rel,)).fetchall()
         denied = {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS}
         for k in KINDS:  # what the role model does not grant the kind on this table is denied
             denied[k] |= set(COMMANDS) - set(model.table_privileges(k, name))
-        owner = owner_of(conf, settings, default_owner)
-        column = conf.get(f"{owner}_column") or rls.get(f"{owner}_column") or f"{owner}_id"
-        t = Table(schema, name, column, cols, denied, owner=owner)
+        view = views.get((schema, name))
+        if view is not None:
+            owner, column = view.owner, view.column
+        else:
+            owner = owner_of(conf, settings, default_owner)
+            column = conf.get(f"{owner}_column") or rls.get(f"{owner}_column") or f"{owner}_id"
+        t = Table(schema, name, column, cols, denied, owner=owner, is_view=view is not None,
+                  source=(source_schema, source) if view is not None else None)
         tc = t.tenant_column
         for tenant, n in admin.execute(
-                f'SELECT "{tc}"::text, count(*) FROM {t.qualified} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2'):
+                f'SELECT "{tc}"::text, count(*) FROM {source_rel} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2'):
             t.tenants.append(tenant)
             t.counts[tenant] = n
             col_list = ", ".join(f'"{c}"::text' for c, _ in cols)
             t.sample[tenant] = list(admin.execute(
-                f'SELECT {col_list} FROM {t.qualified} WHERE "{tc}"::text = %s LIMIT 1', (tenant,)).fetchone())
-        t.counts["*"] = admin.execute(f"SELECT count(*) FROM {t.qualified}").fetchone()[0]
+                f'SELECT {col_list} FROM {source_rel} WHERE "{tc}"::text = %s LIMIT 1', (tenant,)).fetchone())
+        t.counts["*"] = admin.execute(f"SELECT count(*) FROM {source_rel}").fetchone()[0]
         tables.append(t)
     return tables
 
@@ -171,9 +183,13 @@ def _row_for(t: Table, source_tenant: Any, tenant: Any) -> list[str | None]:
 
 def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> list[str]:
     """Failures (human sentences) of ``role`` (of ``kind``) running ``command`` on table ``t``."""
+    if t.is_view and kind == "bypass":  # bypass roles use the table itself; the view filters everyone
+        return []
     if len(t.tenants) < 2:
         return [f"{t.name}: the matrix needs rows of at least two tenants (found {len(t.tenants)}); seed more"]
     a, b = t.tenants[0], t.tenants[1]
+    # a row of another tenant is rejected by a policy (42501) or, through a scoped view, its check option (44000)
+    rejected = {DENIED, "44000"} if t.is_view else {DENIED}
     who = t.owner  # "tenant" or "user": whose rows these are
     tc = f'"{t.tenant_column}"'
     out: list[str] = []
@@ -222,13 +238,13 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                 out.append(f"{role} as {label} could not INSERT its own row into {t.name}")
             if kind == "enforce":
                 state, _ = _attempt(conn, _insert_sql(t), _row_for(t, a, b))
-                if state != DENIED:
+                if state not in rejected:
                     out.append(f"{role} as {who} A inserted a row for {who} B into {t.name} "
                                f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
         if kind == "enforce":
             with _as(conn, None, settings, t.owner):
                 state, _ = _attempt(conn, _insert_sql(t), own)
-                if state != DENIED:
+                if state not in rejected:
                     out.append(f"{role} with no {who} set inserted into {t.name} "
                                f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
         return out
@@ -263,7 +279,7 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                        + (f" (SQLSTATE {state})" if state else ""))
         if verb == "UPDATE":
             state, n = _attempt(conn, *stmt(a, move_to=b))
-            if state != DENIED:
+            if state not in rejected:
                 out.append(f"{role} as {who} A moved {n} rows of {t.name} to {who} B "
                            f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
     with _as(conn, None, settings, t.owner):
@@ -284,7 +300,7 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
     """What the enforce role must never be able to do, and FORCE applying to the owner."""
     out: list[str] = []
     role = enforce_conn.info.user
-    probe = tables[0] if tables else None
+    probe = next((t for t in tables if not t.is_view), None)
     attempts = [(f'SET ROLE "{name}"', f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
     attempts += [
         (f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
@@ -308,6 +324,9 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
             out.append(f"{role} could {what} ({'succeeded' if state is None else 'SQLSTATE ' + state}); "
                        "expected permission denied")
     for t in tables:
+        if t.is_view:
+            out += _view_source_failures(enforce_conn, admin, t, settings)
+            continue
         with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
             enforce_conn.execute("SET LOCAL row_security = off")
             state, _ = _attempt(enforce_conn, f"SELECT 1 FROM {t.qualified} LIMIT 1")
@@ -324,6 +343,23 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
                        f"(FORCE {'on' if forced else 'off'}, sees {owner_sees} of {t.counts.get('*')} rows)")
         out += _chunk_failures(enforce_conn, admin, t, settings)
     return out
+
+
+def _view_source_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
+    """A scoped view's table is granted to no application role: reading or changing it (or its chunks)
+    directly must be refused."""
+    schema, source = t.source
+    rel = f"{_quote(schema)}.{_quote(source)}"
+    out = []
+    for verb, sql in (("read", f"SELECT 1 FROM {rel} LIMIT 1"), ("delete from", f"DELETE FROM {rel}")):
+        with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
+            state, _ = _attempt(enforce_conn, sql)
+        if state != DENIED:
+            out.append(f"{enforce_conn.info.user} could {verb} {schema}.{source}, the table behind the scoped view "
+                       f"{t.name}, directly ({'succeeded' if state is None else 'SQLSTATE ' + state}); expected "
+                       "permission denied: grant the view, not the table")
+    base = Table(schema, source, t.tenant_column, t.columns, tenants=t.tenants, owner=t.owner)
+    return out + _chunk_failures(enforce_conn, admin, base, settings)
 
 
 def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:

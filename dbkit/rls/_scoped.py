@@ -1,0 +1,130 @@
+"""Tenant-scoped views: the isolation mode for what cannot have row-level security (a hypertable with
+compression, a continuous aggregate).  See ``op.create_scoped_view``.
+
+A view counts as scoped only when it is *exactly* what the operation builds from the configured RLS
+model: ``security_barrier``, ``SELECT *`` from one relation, ``WHERE <owner column> = <the model's
+predicate>``, and ``WITH CASCADED CHECK OPTION`` when it can be written through.  The comparison is
+PostgreSQL's own: a temporary view is built the same way in a rolled-back transaction and the two
+``pg_get_viewdef`` texts must be equal, so a view with a looser, different or extra filter is not one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_CANDIDATES_SQL = """
+SELECT c.oid, n.nspname, c.relname,
+       COALESCE(c.reloptions && ARRAY['check_option=cascaded', 'check_option=local'], false) AS checked,
+       pg_relation_is_updatable(c.oid, false) <> 0 AS updatable,
+       (SELECT array_agg(DISTINCT d.refobjid) FROM pg_rewrite r JOIN pg_depend d
+          ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+        WHERE r.ev_class = c.oid AND d.refobjid <> c.oid) AS sources
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'v' AND c.reloptions && ARRAY['security_barrier=true', 'security_barrier=on', 'security_barrier=1',
+                                               'security_barrier=yes']
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY 2, 3
+"""
+
+
+@dataclass(frozen=True)
+class ScopedView:
+    """A view built by ``op.create_scoped_view`` from the configured model."""
+
+    schema: str
+    name: str
+    source_schema: str
+    source: str
+    column: str
+    owner: str  # "tenant" | "user"
+    updatable: bool  # has WITH CHECK OPTION
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def source_qualified(self) -> str:
+        return f"{self.source_schema}.{self.source}"
+
+
+def owner_and_column(settings, table: str, default_owner: str | None = None) -> tuple[str, str]:
+    """Whose rows ``table`` holds ("tenant" or "user") and in which column: ``[tool.dbkit.rls.tables.<table>]``,
+    then ``[tool.dbkit.rls]``, then the RLS model's default owner and ``<owner>_id``."""
+    from dbkit.errors import ConfigError
+    from dbkit.rls._claims import claims
+
+    rls: Mapping[str, Any] = settings.rls or {}
+    conf = rls.get("tables", {}).get(table, {})
+    model = claims(settings)
+    owner = conf.get("owner") or default_owner or rls.get("owner") or model.default_owner
+    if owner not in model.owners():
+        raise ConfigError("[tool.dbkit.rls] owner", f"is {owner!r}, which the RLS model ({model.describe()}) "
+                          f"cannot express (it can: {', '.join(model.owners()) or 'nothing'})",
+                          example='owner = "user"')
+    column = conf.get(f"{owner}_column") or rls.get(f"{owner}_column") or f"{owner}_id"
+    return owner, column
+
+
+def scoped_view_sql(quote, view: str, source: str, schema: str | None, column: str, predicate: str,
+                    updatable: bool, source_schema: str | None = None) -> str:
+    """The one definition of a scoped view (the operation and the audit's comparison build it here)."""
+    def name(n: str, s: str | None) -> str:
+        return f"{quote(s)}.{quote(n)}" if s else quote(n)
+
+    stmt = (f"CREATE VIEW {name(view, schema)} WITH (security_barrier) AS SELECT * FROM "
+            f"{name(source, source_schema or schema)} WHERE {quote(column)} = {predicate}")
+    return stmt + (" WITH CASCADED CHECK OPTION" if updatable else "")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def scoped_views(conn, settings) -> list[ScopedView]:
+    """Every view in the database that is exactly a scoped view of the configured model."""
+    from psycopg import errors
+
+    from dbkit.rls._claims import claims
+
+    model = claims(settings)
+    if not model.uses_rls:
+        return []
+    found = []
+    for oid, schema, name, checked, updatable, sources in conn.execute(_CANDIDATES_SQL).fetchall():
+        if not sources or len(sources) != 1 or (updatable and not checked):  # writable: the check option is a must
+            continue
+        src_schema, src = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                                       "ON n.oid = c.relnamespace WHERE c.oid = %s", (sources[0],)).fetchone()
+        actual = conn.execute("SELECT pg_get_viewdef(%s::oid)", (oid,)).fetchone()[0]
+        for owner in model.owners():
+            try:
+                owner, column = owner_and_column(settings, name, owner)
+            except Exception:  # noqa: BLE001 - a config the model cannot express: not this owner
+                continue
+            typ = conn.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s AND attname = %s "
+                "AND NOT attisdropped", (sources[0], column)).fetchone()
+            if typ is None:
+                continue
+            try:
+                predicate = model.predicate(owner, typ[0])
+            except ValueError:
+                continue
+            probe = scoped_view_sql(_quote, "dbkit_scoped_probe", src, None, column, predicate, checked,
+                                    source_schema=src_schema).replace("CREATE VIEW ", "CREATE TEMP VIEW ", 1)
+            try:
+                with conn.transaction(force_rollback=True):
+                    conn.execute(probe)
+                    expected = conn.execute("SELECT pg_get_viewdef('pg_temp.dbkit_scoped_probe'::regclass)"
+                                            ).fetchone()[0]
+            except errors.Error:
+                continue
+            if expected == actual:
+                found.append(ScopedView(schema, name, src_schema, src, column, owner, bool(checked)))
+                break
+    return found
