@@ -48,13 +48,15 @@ def _seed_progress():
 @click.option("--anchor", metavar="DATE|TIMESTAMP",
               help="The \"now\" time series end at (ISO; a date is midnight UTC, no zone is UTC). "
                    "Default: DBKIT_SEED_ANCHOR, else the start of today (UTC).")
+@click.option("--compress", is_flag=True,
+              help="Then run the compression policy of each seeded hypertable (compresses what it would).")
 @click.option("--allow-prod", is_flag=True, help="Allow seeding when DBKIT_ENV=prod (needs --yes too).")
 @click.option("--yes", is_flag=True, help="Confirm --allow-prod.")
 @json_option
 @click.pass_context
 def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: str | None, truncate: bool,
-         dry_run: bool, defer_indexes: bool, tenant_skew: float, anchor: str | None, allow_prod: bool, yes: bool,
-         as_json: bool) -> None:
+         dry_run: bool, defer_indexes: bool, tenant_skew: float, anchor: str | None, compress: bool, allow_prod: bool,
+         yes: bool, as_json: bool) -> None:
     """Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."""
     if ctx.invoked_subcommand:
         return
@@ -68,7 +70,7 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
         result = engine.run(ctx.find_object(State).settings, profile=profile, scale=scale, seed=seed_value,
                             only=only_list, truncate=truncate, dry_run=dry_run, defer_indexes=defer_indexes,
                             tenant_skew=tenant_skew, allow_prod=allow_prod, yes=yes, progress=callback,
-                            anchor=anchor)
+                            anchor=anchor, compress=compress)
     finally:
         if bar is not None:
             bar.stop()
@@ -93,6 +95,9 @@ def _describe_seed(result):
     else:
         yield Table(["table", "rows to write"], [(t.table, f"{t.rows:,}") for t in result.tables],
                     title=f"plan: {about}")
+    compressed = [f"{t.table} ({t.compressed_chunks})" for t in result.tables if t.compressed_chunks is not None]
+    if compressed:
+        yield f"compression policies run; compressed chunks: {', '.join(compressed)}"
     yield result.message
 
 

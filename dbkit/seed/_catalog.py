@@ -71,6 +71,31 @@ def _set_role(conn, role: str | None) -> None:
 
 
 
+def _run_compression_policies(conn, schema: str, tables, owner: str | None) -> dict[str, int]:
+    """Run the compression policy of each seeded hypertable that has one (``CALL run_job``, as the owner, outside
+    a transaction): the chunks the policy would compress are compressed now.  ``{table: compressed chunks}``."""
+    from psycopg import sql
+
+    if not conn.execute("SELECT to_regclass('timescaledb_information.jobs') IS NOT NULL").fetchone()[0]:
+        return {}
+    jobs = conn.execute(
+        "SELECT hypertable_name, job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression' "
+        "AND hypertable_schema = %s AND hypertable_name = ANY(%s) ORDER BY 1, 2", (schema, list(tables))).fetchall()
+    if not jobs:
+        return {}
+    current = conn.execute("SELECT current_user").fetchone()[0]
+    if owner:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    try:
+        for _, job in jobs:
+            conn.execute("CALL run_job(%s)", (job,))
+    finally:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(current)))
+    return {table: conn.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_schema = %s AND hypertable_name = %s "
+        "AND is_compressed", (schema, table)).fetchone()[0] for table, _ in jobs}
+
+
 def _refresh_aggregates(conn, schema: str, tables, owner: str | None) -> list[str]:
     """Refresh the TimescaleDB continuous aggregates over the seeded tables (as their owner, outside any
     transaction, as TimescaleDB requires), so aggregates and the views over them show the seeded rows."""

@@ -22,6 +22,8 @@ class TableResult:
     checksum: str | None = None
     index_seconds: float | None = None
     seeder: str = ""
+    #: chunks compressed after the load (``--compress``: the table's compression policy was run)
+    compressed_chunks: int | None = None
 
 
 @dataclass

@@ -21,7 +21,15 @@ from typing import Any
 
 from dbkit import db, target
 from dbkit.errors import ConfigError, Refused
-from dbkit.seed._catalog import _catalog_deps, _checksum, _count, _existing_tables, _refresh_aggregates, _set_role
+from dbkit.seed._catalog import (
+    _catalog_deps,
+    _checksum,
+    _count,
+    _existing_tables,
+    _refresh_aggregates,
+    _run_compression_policies,
+    _set_role,
+)
 from dbkit.seed._load import BATCH as BATCH
 from dbkit.seed._load import Progress, _apply_sql_file, _load, _register_types
 from dbkit.seed._load import SeederFailed as SeederFailed
@@ -64,11 +72,14 @@ def run(
     yes: bool = False,
     progress: Progress | None = None,
     anchor: str | date | datetime | None = None,
+    compress: bool = False,
 ) -> SeedResult:
     """Seed the tables of ``seeds/`` (or ``only`` those) with deterministic fake data.
 
     ``anchor`` is the "now" time series end at (``--anchor``; default DBKIT_SEED_ANCHOR, else the
-    start of the current day in UTC): the same seed and anchor write the same rows.
+    start of the current day in UTC): the same seed and anchor write the same rows.  ``compress``
+    runs the compression policy of each seeded hypertable that has one (``--compress``), so the chunks it
+    would compress are compressed, as in a database that has been running for a while.
     """
     if profile not in PROFILES:
         raise ConfigError("--profile", f"is {profile!r}, not one of {', '.join(PROFILES)}", example="small")
@@ -150,6 +161,9 @@ def run(
                 tr.checksum = _checksum(conn, schema, tr.table)
             _ensure_runs_table(conn, owner)
             _record(conn, result, wall_start)
+        if compress:
+            for table, chunks in _run_compression_policies(conn, schema, order, owner).items():
+                next(t for t in result.tables if t.table == table).compressed_chunks = chunks
         _refresh_aggregates(conn, schema, order, owner)
         result.status = "seeded"
         result.seconds = round(time.perf_counter() - started, 3)
