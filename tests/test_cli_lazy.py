@@ -29,7 +29,7 @@ def _modules_after(*args: str) -> tuple[str, list[str]]:
 
 def test_help_lists_every_command_and_imports_none_of_them():
     text, modules = _modules_after("--help")
-    assert set(COMMANDS) == {"backup", "check", "config", "dev", "migrate", "reset", "restore", "rls", "roles", "seed"}
+    assert set(COMMANDS) == {"backup", "check", "config", "dev", "init", "migrate", "reset", "restore", "rls", "roles", "seed"}
     for name in COMMANDS:
         assert f"  {name} " in text, name
     assert sorted({m.split(".")[0] for m in modules} & HEAVY) == []
