@@ -8,11 +8,15 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 
+import psycopg
 import pytest
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from migrate_helpers import make_project, q, revision, settings_for
 
 import dbkit.migrate.ops as ops
+from dbkit.migrate import runner
+from dbkit.migrate.runner import MigrationFailed
 
 
 def offline(fn) -> str:
@@ -38,12 +42,18 @@ class TestOfflineSQL:
                        "timescaledb.compress_chunk_time_interval = '7 days');")
         assert offline(lambda op: op.enable_compression("e", segment_by=[])) == (
             "ALTER TABLE e SET (timescaledb.compress, timescaledb.compress_segmentby = '');")
-        assert offline(lambda op: op.disable_compression("events", schema="app")) == (
+        sql = offline(lambda op: op.disable_compression("events", schema="app"))
+        assert sql.startswith(
             "SELECT decompress_chunk((quote_ident(chunk_schema) || '.' || quote_ident(chunk_name))::regclass) "
             "FROM timescaledb_information.chunks WHERE hypertable_schema = 'app' AND hypertable_name = 'events' "
-            "AND is_compressed; ALTER TABLE app.events SET (timescaledb.compress = false);")
-        assert offline(lambda op: op.disable_compression("events", decompress=False)) == (
-            "ALTER TABLE events SET (timescaledb.compress = false);")
+            "AND is_compressed; DO $dbkit$ BEGIN IF EXISTS (")
+        assert ("WHERE h.hypertable_schema = 'app' AND h.hypertable_name = 'events' AND h.compression_enabled AND "
+                "s.compress_interval_length IS NOT NULL) THEN ALTER TABLE app.events "
+                "SET (timescaledb.compress_chunk_time_interval = '0'); END IF; END $dbkit$; "
+                "ALTER TABLE app.events SET (timescaledb.compress = false);") in sql
+        sql = offline(lambda op: op.disable_compression("events", decompress=False))
+        assert "decompress_chunk" not in sql and "WHERE h.hypertable_schema = current_schema() AND" in sql
+        assert sql.endswith("ALTER TABLE events SET (timescaledb.compress = false);")
 
     def test_policies(self):
         assert offline(lambda op: op.add_compression_policy("events", compress_after="7 days", schema="app")) == (
@@ -145,3 +155,242 @@ class TestOfflineSQL:
             op = make()
             offline(lambda o: o.invoke(op))
         assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------- real revisions, community edition
+
+READINGS = """
+op.execute('CREATE SCHEMA IF NOT EXISTS app')
+op.execute('CREATE TABLE app.readings ("time" timestamptz NOT NULL, sensor int NOT NULL, value float8 NOT NULL)')
+op.create_hypertable('readings', 'time', schema='app', chunk_interval='1 day')
+op.execute('CREATE INDEX readings_sensor_time_idx ON app.readings (sensor, "time" DESC)')
+op.execute("INSERT INTO app.readings SELECT t, s, 1 FROM generate_series(now() - interval '20 days', now(), "
+           "interval '1 hour') t, generate_series(1, 3) s")
+op.execute('CREATE TABLE app.ticks (job_id int, n int, note text)')
+op.execute("CREATE PROCEDURE app.tick(job_id int, config jsonb) LANGUAGE sql AS "
+           "$$ INSERT INTO app.ticks VALUES (job_id, (config ->> 'n')::int, config ->> 'note') $$")
+"""
+DAILY = ("SELECT time_bucket('1 day', time) AS day, sensor, count(*) AS n, avg(value) AS avg "
+         "FROM app.readings GROUP BY 1, 2")
+#: revision -> (upgrade, downgrade): one operation (or pair) each
+STEPS = {
+    "0001": (READINGS, "op.execute('DROP SCHEMA app CASCADE')"),
+    "0002": ("op.enable_compression('readings', schema='app', segment_by=['sensor'], order_by=['time DESC'], "
+             "chunk_interval='2 days')", "op.disable_compression('readings', schema='app')"),
+    "0003": ("op.add_compression_policy('readings', compress_after='2 days', schema='app')",
+             "op.remove_compression_policy('readings', schema='app')"),
+    "0004": ("op.add_retention_policy('readings', drop_after='10 days', schema='app')",
+             "op.remove_retention_policy('readings', schema='app')"),
+    "0005": ("op.add_reorder_policy('readings', 'readings_sensor_time_idx', schema='app')",
+             "op.remove_reorder_policy('readings', schema='app')"),
+    "0006": (f"op.create_continuous_aggregate('readings_daily', \"{DAILY}\", schema='app')\n"
+             "op.add_refresh_policy('readings_daily', start_offset=None, end_offset='1 hour', "
+             "schedule_interval='1 hour', schema='app')",
+             "op.remove_refresh_policy('readings_daily', schema='app')\n"
+             "op.drop_continuous_aggregate('readings_daily', schema='app')"),
+    "0007": ("op.add_job('tick', '1 hour', schema='app', config={'n': 7, 'note': \"it's :late\"}, job_name='ticker')\n"
+             "op.add_job('tick', '1 day', schema='app', config={'n': 8})",
+             "op.delete_job('tick', schema='app', config={'n': 8})\n"
+             "op.delete_job('tick', schema='app', job_name='ticker')"),
+}
+
+
+def _project(tmp_path, steps=STEPS):
+    revisions, down = {}, None
+    for rev, (up, back) in steps.items():
+        revisions[f"{rev}_step.py"] = revision(rev, down, up, back, doc=f"step {rev}")
+        down = rev
+    return make_project(tmp_path, revisions)
+
+
+def _jobs(url) -> dict[str, tuple]:
+    """What each of the project's jobs is, by a readable key: (job id, owner, config)."""
+    rows = q(url, "SELECT job_id, proc_name, coalesce(hypertable_name, ''), owner, config "
+                  "FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY job_id")
+    out = {}
+    for job_id, proc, table, owner, config in rows:
+        key = f"{proc}:{config.get('n')}" if proc == "tick" else f"{proc}:{table}"
+        out[key] = (job_id, owner, config)
+    return out
+
+
+def _state(url) -> dict:
+    """Which of the steps' objects exist."""
+    if not q(url, "SELECT to_regclass('app.readings')")[0][0]:
+        return {}
+    compression = q(url, "SELECT segmentby, orderby, compress_interval_length FROM "
+                         "timescaledb_information.hypertable_compression_settings s JOIN timescaledb_information.hypertables "
+                         "h ON h.hypertable_name = 'readings' AND h.compression_enabled "
+                         "WHERE hypertable = 'app.readings'::regclass")
+    interval = q(url, "SELECT compress_interval_length FROM timescaledb_information.hypertable_compression_settings "
+                      "WHERE hypertable = 'app.readings'::regclass")
+    return {"compression": compression[0] if compression else None, "interval": interval[0][0],
+            "aggregate": q(url, "SELECT materialized_only FROM timescaledb_information.continuous_aggregates "
+                                "WHERE view_schema = 'app' AND view_name = 'readings_daily'"),
+            "jobs": sorted(_jobs(url))}
+
+
+HEAD_JOBS = sorted(["policy_compression:readings", "policy_retention:readings", "policy_reorder:readings",
+                    "policy_refresh_continuous_aggregate:_materialized_hypertable_3", "tick:7", "tick:8"])
+
+
+@pytest.mark.community
+@pytest.mark.integration
+def test_every_operation_round_trips_up_down_up(tmp_path, pg_url):
+    settings = settings_for(pg_url, _project(tmp_path))
+    runner.upgrade(settings)
+    head = _state(pg_url)
+    assert head["compression"] == ("sensor", '"time" DESC', "2 days")
+    assert head["aggregate"] == [(True,)]
+    assert [k.split(":")[0] for k in head["jobs"]] == [k.split(":")[0] for k in HEAD_JOBS]
+    jobs = _jobs(pg_url)
+    assert {owner for _, owner, _ in jobs.values()} == {"app_owner"}, "added by revisions running as the owner"
+    assert jobs["tick:7"][2] == {"n": 7, "note": "it's :late", "dbkit_job": "ticker"}
+    states = {"0007": head}
+    for rev in ("0006", "0005", "0004", "0003", "0002", "0001"):
+        runner.downgrade(settings, "-1")
+        states[rev] = _state(pg_url)
+    assert len(states["0006"]["jobs"]) == 4 and "tick:7" not in states["0006"]["jobs"]
+    assert states["0005"]["aggregate"] == [] and len(states["0005"]["jobs"]) == 3
+    assert sorted(k.split(":")[0] for k in states["0004"]["jobs"]) == ["policy_compression", "policy_retention"]
+    assert [k.split(":")[0] for k in states["0003"]["jobs"]] == ["policy_compression"]
+    assert states["0002"]["jobs"] == [] and states["0002"]["compression"] is not None
+    assert states["0001"]["compression"] is None and states["0001"]["jobs"] == []
+    assert states["0001"]["interval"] is None, "disable_compression resets compress_chunk_time_interval"
+    runner.downgrade(settings, "base")
+    runner.upgrade(settings)
+    again = _state(pg_url)
+    assert again["compression"] == head["compression"] and again["aggregate"] == head["aggregate"]
+    assert [k.split(":")[0] for k in again["jobs"]] == [k.split(":")[0] for k in head["jobs"]]
+    assert runner.status(settings).current == ["0007"]
+
+
+def _run_as_owner(url, job_id: int) -> None:
+    with psycopg.connect(url.conninfo, autocommit=True) as conn:
+        conn.execute("SET ROLE app_owner")
+        conn.execute("CALL run_job(%s)", (job_id,))
+
+
+@pytest.mark.community
+@pytest.mark.integration
+def test_policies_and_jobs_added_by_revisions_run_as_the_owner(tmp_path, pg_url):
+    settings = settings_for(pg_url, _project(tmp_path))
+    runner.upgrade(settings)
+    assert q(pg_url, "SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = 'app_owner'") == [
+        (True, True)], "TimescaleDB needs the owner to have LOGIN; dbkit gives it no password"
+    jobs = {k.split(":")[0] + (":" + k.split(":")[1] if k.startswith("tick") else ""): v[0]
+            for k, v in _jobs(pg_url).items()}
+    rows = q(pg_url, "SELECT count(*) FROM app.readings")[0][0]
+    chunks = q(pg_url, "SELECT count(*) FROM show_chunks('app.readings')")[0][0]
+
+    _run_as_owner(pg_url, jobs["policy_refresh_continuous_aggregate"])
+    materialized = q(pg_url, "SELECT sum(n), count(DISTINCT day) FROM app.readings_daily")[0]
+    assert materialized[1] >= 19, "the aggregate was materialized (up to end_offset)"
+    assert materialized[0] == q(pg_url, "SELECT count(*) FROM app.readings WHERE time < "
+                                        "(SELECT max(day) + interval '1 day' FROM app.readings_daily)")[0][0]
+
+    _run_as_owner(pg_url, jobs["policy_compression"])
+    compressed = q(pg_url, "SELECT count(*) FROM timescaledb_information.chunks "
+                           "WHERE hypertable_name = 'readings' AND is_compressed")[0][0]
+    assert compressed >= 8, "18 day chunks older than 2 days, merged in twos (chunk_interval='2 days')"
+    assert q(pg_url, "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'readings' "
+                     "AND NOT is_compressed AND range_end < now() - interval '3 days'") == [(0,)]
+    assert q(pg_url, "SELECT count(*) FROM app.readings")[0][0] == rows
+
+    _run_as_owner(pg_url, jobs["policy_reorder"])  # reorders a chunk not yet compressed (the newest ones are kept)
+
+    old = q(pg_url, "SELECT count(*) FROM app.readings WHERE time < now() - interval '10 days'")[0][0]
+    assert old > 0
+    _run_as_owner(pg_url, jobs["policy_retention"])
+    assert q(pg_url, "SELECT count(*) FROM show_chunks('app.readings')")[0][0] < chunks
+    assert q(pg_url, "SELECT count(*) FROM app.readings WHERE time < now() - interval '11 days'")[0][0] == 0
+
+    _run_as_owner(pg_url, jobs["tick:7"])
+    _run_as_owner(pg_url, jobs["tick:8"])
+    assert q(pg_url, "SELECT job_id, n, note FROM app.ticks ORDER BY n") == [
+        (jobs["tick:7"], 7, "it's :late"), (jobs["tick:8"], 8, None)]
+
+    # the downgrade decompresses what the policy compressed before disabling compression: no row is lost
+    left = q(pg_url, "SELECT count(*) FROM app.readings")[0][0]
+    runner.downgrade(settings, "0001")
+    assert q(pg_url, "SELECT count(*) FROM app.readings")[0][0] == left
+    assert q(pg_url, "SELECT compression_enabled FROM timescaledb_information.hypertables") == [(False,)]
+
+
+def _offline_downgrade(settings, target: str) -> str:
+    from alembic import command
+
+    from dbkit.migrate._runner_state import alembic_config
+
+    buf = io.StringIO()
+    command.downgrade(alembic_config(settings, output=buf), target, sql=True)
+    return buf.getvalue()
+
+
+@pytest.mark.community
+@pytest.mark.integration
+def test_offline_script_of_every_operation(tmp_path, pg_url):
+    settings = settings_for(pg_url, _project(tmp_path))
+    sql = runner.offline_sql(settings, None, "0007")
+    assert "SELECT add_compression_policy('app.readings', compress_after => INTERVAL '2 days');" in sql
+    assert "config => '{\"dbkit_job\": \"ticker\", \"n\": 7, \"note\": \"it''s :late\"}'::jsonb);" in sql
+    assert "WITH NO DATA;" in sql
+    down = _offline_downgrade(settings, "0007:0001")
+    assert "AND config ->> 'dbkit_job' = 'ticker' LOOP PERFORM delete_job(j);" in down
+    assert down.index("remove_continuous_aggregate_policy") < down.index("DROP MATERIALIZED VIEW IF EXISTS")
+
+
+LOCK_HELD = ("op.execute(\"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted "
+             "AND pid = pg_backend_pid()) THEN RAISE EXCEPTION 'the migration lock was released'; END IF; END $$\")")
+
+
+@pytest.mark.community
+@pytest.mark.integration
+def test_aggregate_with_data_runs_outside_the_transaction_and_a_failed_run_is_retried_cleanly(tmp_path, pg_url):
+    """CREATE … WITH DATA commits the aggregate before it materializes: a failure then leaves it behind; the
+    next run drops that leftover and creates it again, with the migration lock held throughout."""
+    ratio = "SELECT time_bucket('1 day', time) AS day, sum(1 / value) AS inverse FROM app.readings GROUP BY 1"
+    steps = {"0001": STEPS["0001"],
+             "0002": (f"op.create_continuous_aggregate('inverse', \"{ratio}\", schema='app', with_data=True)\n"
+                      + LOCK_HELD, "op.drop_continuous_aggregate('inverse', schema='app')")}
+    settings = settings_for(pg_url, _project(tmp_path, steps))
+    runner.upgrade(settings, "0001")
+    q(pg_url, "UPDATE app.readings SET value = 0 WHERE time = (SELECT max(time) FROM app.readings)")
+    with pytest.raises(MigrationFailed, match="division by zero"):
+        runner.upgrade(settings)
+    assert runner.status(settings).current == ["0001"]
+    assert q(pg_url, "SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE view_name = 'inverse'"
+             ) == [(1,)], "TimescaleDB committed the aggregate before materializing it"
+    q(pg_url, "UPDATE app.readings SET value = 2 WHERE value = 0")
+    runner.upgrade(settings)
+    assert runner.status(settings).current == ["0002"]
+    assert q(pg_url, "SELECT count(*) FROM timescaledb_information.continuous_aggregates") == [(1,)]
+    assert q(pg_url, "SELECT count(*) FROM app.inverse")[0][0] >= 20, "materialized while created"
+    runner.downgrade(settings, "0001")
+    assert q(pg_url, "SELECT to_regclass('app.inverse')") == [(None,)]
+
+
+@pytest.mark.community
+@pytest.mark.integration
+def test_aggregate_with_no_data_is_part_of_the_revisions_transaction(tmp_path, pg_url):
+    steps = {"0001": STEPS["0001"],
+             "0002": (STEPS["0006"][0] + "\nop.execute('SELECT 1 / 0')", STEPS["0006"][1])}
+    settings = settings_for(pg_url, _project(tmp_path, steps))
+    with pytest.raises(MigrationFailed, match="division by zero"):
+        runner.upgrade(settings)
+    assert runner.status(settings).current == ["0001"]
+    assert q(pg_url, "SELECT count(*) FROM timescaledb_information.continuous_aggregates") == [(0,)]
+    assert q(pg_url, "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000") == [(0,)]
+
+
+@pytest.mark.community
+@pytest.mark.integration
+def test_deleting_a_job_that_is_not_there_fails_the_downgrade(tmp_path, pg_url):
+    settings = settings_for(pg_url, _project(tmp_path, {k: STEPS[k] for k in ("0001", "0002", "0003", "0004", "0005",
+                                                                              "0006", "0007")}))
+    runner.upgrade(settings)
+    q(pg_url, "SELECT delete_job(job_id) FROM timescaledb_information.jobs WHERE config ->> 'dbkit_job' = 'ticker'")
+    with pytest.raises(MigrationFailed, match="no TimescaleDB job named 'ticker' to delete"):
+        runner.downgrade(settings, "0006")
+    assert runner.status(settings).current == ["0007"]
+    assert "tick:8" in _jobs(pg_url), "the revision's other delete was rolled back with it"
