@@ -222,7 +222,8 @@ def test_offline_sql_and_restore_follow_the_version_table_setting(legacy, pg_url
     assert "UPDATE public.alembic_version SET version_num='0002'" in script
     assert "dbkit.alembic_version" not in script
     runner.upgrade(settings)
-    pipeline.backup(settings)
+    manifest = pipeline.backup(settings)
+    assert manifest.alembic_revision == "0002"  # the manifest reads the configured version table too
     result = lifecycle.restore(settings, "latest", into=f"{pg_url.dbname}_adopted")
     try:
         assert result.alembic_revision == "0002"  # read from public.alembic_version

@@ -152,6 +152,11 @@ def test_alembic_bookkeeping_is_not_reported():
     # but a table that merely starts with the name is linted
     other = [v.rule for v in lint_sql([("r1", "CREATE TABLE alembic_versions (v varchar(32));")], ignore=TIMEOUTS)]
     assert "prefer-text-field" in other
+    # a version table of another name (DBKIT_VERSION_TABLE) is Alembic's too, and then alembic_version is not
+    renamed = FIRST.replace("alembic_version", "public.schema_migrations")
+    assert lint_sql([("aaa111", renamed)], ignore=TIMEOUTS, version_table="schema_migrations") == []
+    assert "prefer-text-field" in [v.rule for v in lint_sql([("aaa111", FIRST)], ignore=TIMEOUTS,
+                                                             version_table="schema_migrations")]
 
 
 def test_pieces_of_one_script_keep_their_transaction_context():

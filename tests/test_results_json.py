@@ -57,7 +57,7 @@ SERVICE_KEYS = {
                  "database", "user"],
     "extensions": ["status", "timescaledb_preloaded", "items"],
     "connections": ["status", "used", "max_connections"],
-    "migrations": ["status", "current", "head", "pending", "schema_diffs", "edited", "check_ms"],
+    "migrations": ["status", "current", "head", "pending", "schema_diffs", "edited", "check_ms", "version_table", "migrations_dir"],
     "storage": ["status", "target", "latency_ms"],
 }
 

@@ -149,17 +149,18 @@ def _tables(conn, timescaledb: bool, snapshot: str | None) -> list[dict[str, Any
     return tables
 
 
-def _metadata(conn, snapshot: str | None = None) -> dict[str, Any]:
+def _metadata(conn, snapshot: str | None = None, settings=None) -> dict[str, Any]:
     """What the manifest records about the database; ``conn`` in autocommit mode (see :func:`_tables`)."""
     conn.execute("SET row_security = off")
     row = conn.execute("SELECT current_database(), current_setting('server_version'), "
                        "current_setting('server_version_num')::int").fetchone()
     extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
     revision = None
+    version_table = db.version_table(settings) if settings is not None else "dbkit.alembic_version"
     readable = conn.execute("SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n "
-                            "WHERE n.nspname = 'dbkit'").fetchone()
+                            "WHERE n.nspname = %s", (version_table.split(".", 1)[0],)).fetchone()
     if readable and readable[0]:
-        revision = ",".join(db.applied_revisions(conn) or []) or None
+        revision = ",".join(db.applied_revisions(conn, version_table) or []) or None
     tables = _tables(conn, "timescaledb" in extensions, snapshot)
     size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     roles = [r[0] for r in conn.execute(_ROLES_SQL)]
@@ -234,7 +235,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         holder = stack.enter_context(db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
         snapshot = _snapshot(holder)
         with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
-            meta = _metadata(conn, snapshot)
+            meta = _metadata(conn, snapshot, settings)
         if snapshot is None:  # counted outside pg_dump's snapshot: only an estimate
             for t in meta["tables"]:
                 t.pop("rows", None)

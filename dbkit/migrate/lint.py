@@ -53,6 +53,7 @@ Decisions, so that nothing is dropped silently:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -104,10 +105,12 @@ def lint_sql(
     *,
     ignore: Sequence[str] = (),
     pg_version: str | None = None,
+    version_table: str = VERSION_TABLE,
 ) -> list[Violation]:
     """Lint each ``(revision_id, sql_text)`` pair with squawk; violations in input order.
 
-    ``ignore``: squawk rule names to skip (comma-separated entries are split).
+    ``ignore``: squawk rule names to skip (comma-separated entries are split).  Statements on Alembic's
+    version table (``version_table``, DBKIT_VERSION_TABLE) are Alembic's own bookkeeping: not reported.
     Unknown names raise :class:`ConfigError` naming ``DBKIT_LINT_IGNORE``; a
     squawk that fails or prints something other than its JSON report raises
     :class:`DbkitError`; no squawk at all raises :class:`MissingDependency`.
@@ -134,7 +137,8 @@ def lint_sql(
         if res.returncode not in (0, 1):
             raise _failure(res, f"squawk failed on revision {revision}")
         reported = _parse_report(res, revision)
-        violations.extend(_violations(revision, sql, spans, reported, text, len(prefix), bool(suffix)))
+        violations.extend(_violations(revision, sql, spans, reported, text, len(prefix), bool(suffix),
+                                      _bookkeeping(version_table)))
     return violations
 
 
@@ -238,6 +242,7 @@ def _violations(
     text: str,
     prefix_chars: int,
     has_suffix: bool,
+    bookkeeping: re.Pattern[str],
 ) -> list[Violation]:
     """Violations in ``sql``, which squawk saw as ``text`` (``sql`` plus synthetic lines around it)."""
     prefix_lines = text.count("\n", 0, prefix_chars)
@@ -260,7 +265,7 @@ def _violations(
             span = _statement_at(spans, offset)
             if span is not None:
                 statement = _collapse(sql[span[0] : span[1]])
-        if _is_bookkeeping(statement):
+        if statement and bookkeeping.match(statement):
             continue
         if len(statement) > STATEMENT_MAX:
             statement = statement[: STATEMENT_MAX - 1].rstrip() + "…"
@@ -311,15 +316,15 @@ def _statement_at(spans: list[tuple[int, int]], offset: int) -> tuple[int, int] 
     return spans[-1] if spans else None
 
 
-_BOOKKEEPING = re.compile(
-    r"(?:CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?|DROP\s+TABLE(?:\s+IF\s+EXISTS)?|INSERT\s+INTO|UPDATE|DELETE\s+FROM)"
-    r"\s+(?:(?:\"[^\"]+\"|\w+)\.)?\"?" + VERSION_TABLE + r"\"?(?=[\s(;]|$)",
-    re.IGNORECASE,
-)
+@functools.cache
+def _bookkeeping(version_table: str) -> re.Pattern[str]:
+    """Statements on Alembic's version table (any schema)."""
+    return re.compile(
+        r"(?:CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?|DROP\s+TABLE(?:\s+IF\s+EXISTS)?|INSERT\s+INTO|UPDATE|"
+        r"DELETE\s+FROM)\s+(?:(?:\"[^\"]+\"|\w+)\.)?\"?" + re.escape(version_table) + r"\"?(?=[\s(;]|$)",
+        re.IGNORECASE,
+    )
 
-
-def _is_bookkeeping(statement: str) -> bool:
-    return bool(statement) and _BOOKKEEPING.match(statement) is not None
 
 
 # -- statement boundaries and transaction state --------------------------------

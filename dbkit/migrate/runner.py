@@ -179,4 +179,4 @@ def lint(settings, *, all_revisions: bool = False):
 
     revs = history(settings) if all_revisions else status(settings).pending
     items = [(rev.revision, offline_sql(settings, rev.down_revision, rev.revision)) for rev in revs]
-    return revs, squawk.lint_sql(items, ignore=settings.lint_ignore)
+    return revs, squawk.lint_sql(items, ignore=settings.lint_ignore, version_table=settings.version_table)
