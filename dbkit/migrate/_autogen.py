@@ -3,8 +3,9 @@ with: which schemas it compares, how it renders pgvector types, which reflected 
 and what dbkit adds to a generated revision.
 
 :func:`autogenerate_options` is given to ``context.configure`` online and offline;
-:func:`autogenerate_online_options` adds what needs the database (the default schema, TimescaleDB's
-own indexes).
+:func:`autogenerate_online_options` adds what needs the database (the default schema, and what TimescaleDB
+creates by itself: chunks and their indexes, compressed and materialization hypertables, continuous
+aggregates' views, a hypertable's default indexes; never compared, wherever they live).
 
 What a generated revision gets beyond Alembic's diff (:func:`revision_directives`, Alembic's
 ``process_revision_directives`` hook):
@@ -68,9 +69,12 @@ def autogenerate_options(settings) -> dict[str, Any]:
 def autogenerate_online_options(settings, connection) -> dict[str, Any]:
     """``context.configure`` keywords for autogenerate read from the database."""
     default = connection.dialect.default_schema_name
+    from dbkit.migrate._ops_timescale import timescale_internals
+
+    indexes, internals = timescale_internals(connection)
     return dict(include_name=include_name({settings.schema}, default_schema=default,
-                                          version_table=_version_table(settings)),
-                include_object=make_include_object(_timescale_index_names(connection)))
+                                          version_table=_version_table(settings), ignore=internals),
+                include_object=make_include_object(indexes, internals, default_schema=default))
 
 
 def _version_table(settings) -> tuple[str, str]:
@@ -79,31 +83,22 @@ def _version_table(settings) -> tuple[str, str]:
 
 
 def include_name(schemas: set[str], *, default_schema: str | None = None,
-                 version_table: tuple[str, str] | None = None):
+                 version_table: tuple[str, str] | None = None, ignore: set[tuple[str, str]] = frozenset()):
     """Autogenerate looks only at the application's schemas (not public, TimescaleDB's or dbkit's, unless
-    one of them is the application's), and never at Alembic's version table.  Alembic names the
-    connection's default schema None: ``default_schema`` says which one that is."""
+    one of them is the application's), never at Alembic's version table nor at the (schema, table) pairs of
+    ``ignore`` (TimescaleDB's own tables).  Alembic names the connection's default schema None:
+    ``default_schema`` says which one that is."""
 
     def _include(name, type_, parent_names) -> bool:
         if type_ == "schema":
             return (default_schema if name is None else name) in schemas
-        if type_ == "table" and version_table is not None:
+        if type_ == "table":
             schema = parent_names.get("schema_name")
-            return ((default_schema if schema is None else schema), name) != version_table
+            key = ((default_schema if schema is None else schema), name)
+            return key != version_table and key not in ignore
         return True
 
     return _include
-
-
-def _timescale_index_names(conn) -> set[tuple[str, str]]:
-    """(schema, index) of the indexes TimescaleDB creates itself on hypertables (``<table>_<time>_idx``)."""
-    exists = conn.exec_driver_sql("SELECT to_regclass('timescaledb_information.dimensions')").scalar()
-    if not exists:
-        return set()
-    rows = conn.exec_driver_sql(
-        "SELECT hypertable_schema, hypertable_name, column_name FROM timescaledb_information.dimensions"
-    ).all()
-    return {(s, f"{t}_{c}_idx") for s, t, c in rows}
 
 
 def render_item(type_, obj, autogen_context):
@@ -116,11 +111,17 @@ def render_item(type_, obj, autogen_context):
     return False
 
 
-def make_include_object(timescale_indexes: set[tuple[str, str]]):
+def make_include_object(timescale_indexes: set[tuple[str, str]], internals: set[tuple[str, str]] = frozenset(),
+                        *, default_schema: str | None = None):
+    """Leave out TimescaleDB's own indexes of a hypertable (when the models have no index of that name), and its
+    internal tables and aggregate views also when a model declares one (to query an aggregate, say)."""
+
     def _include(obj, name, type_, reflected, compare_to) -> bool:
+        if type_ == "table":
+            return (obj.schema or default_schema, name) not in internals
         if type_ == "index" and reflected and compare_to is None:
             schema = getattr(getattr(obj, "table", None), "schema", None)
-            if (schema, name) in timescale_indexes:
+            if (schema or default_schema, name) in timescale_indexes:
                 return False
         return True
 

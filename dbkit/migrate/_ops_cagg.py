@@ -126,7 +126,7 @@ def _create_continuous_aggregate(operations, op: CreateContinuousAggregateOp) ->
 @Operations.implementation_for(DropContinuousAggregateOp)
 def _drop_continuous_aggregate(operations, op: DropContinuousAggregateOp) -> None:
     _execute(operations, f"DROP MATERIALIZED VIEW {'IF EXISTS ' if op.if_exists else ''}"
-                       f"{_qualified(operations, op.view_name, op.schema)}{' CASCADE' if op.cascade else ''}")
+                         f"{_qualified(operations, op.view_name, op.schema)}{' CASCADE' if op.cascade else ''}")
 
 
 @Operations.register_operation("add_refresh_policy")
@@ -197,8 +197,8 @@ def _add_refresh_policy(operations, op: AddRefreshPolicyOp) -> None:
 
 @Operations.implementation_for(RemoveRefreshPolicyOp)
 def _remove_refresh_policy(operations, op: RemoveRefreshPolicyOp) -> None:
-    _execute(operations, _call("remove_continuous_aggregate_policy", _regclass(operations, op.view_name, op.schema),
-                             if_exists=_bool(op.if_exists)))
+    _execute(operations, _call("remove_continuous_aggregate_policy",
+                               _regclass(operations, op.view_name, op.schema), if_exists=_bool(op.if_exists)))
 
 
 # --------------------------------------------------------------------- user-defined jobs

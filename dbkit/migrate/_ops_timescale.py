@@ -342,4 +342,39 @@ def _add_policy(operations, op: _AddPolicy) -> None:
 @Operations.implementation_for(_RemovePolicy)
 def _remove_policy(operations, op: _RemovePolicy) -> None:
     _execute(operations, _call(op.function, _regclass(operations, op.table_name, op.schema),
-                             if_exists=_bool(op.if_exists)))
+                               if_exists=_bool(op.if_exists)))
+
+
+# --------------------------------------------------------------------- what TimescaleDB creates by itself
+
+#: what TimescaleDB creates by itself, wherever it put it: chunks (compressed ones too; in the hypertable's
+#: associated schema, which may be the application's), compressed and materialization hypertables, and each
+#: continuous aggregate's views (the one it is queried by, and its internal partial and direct views)
+_INTERNALS_SQL = """
+SELECT schema_name, table_name FROM _timescaledb_catalog.chunk
+UNION SELECT schema_name, table_name FROM _timescaledb_catalog.hypertable
+      WHERE id IN (SELECT compressed_hypertable_id FROM _timescaledb_catalog.hypertable)
+UNION SELECT h.schema_name, h.table_name FROM _timescaledb_catalog.hypertable h
+      JOIN _timescaledb_catalog.continuous_agg a ON a.mat_hypertable_id = h.id
+UNION SELECT user_view_schema, user_view_name FROM _timescaledb_catalog.continuous_agg
+UNION SELECT partial_view_schema, partial_view_name FROM _timescaledb_catalog.continuous_agg
+UNION SELECT direct_view_schema, direct_view_name FROM _timescaledb_catalog.continuous_agg
+"""
+
+
+def timescale_internals(conn) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """For autogenerate and ``migrate check`` (:mod:`dbkit.migrate._autogen`), which leave these out:
+    ((schema, index) of the indexes TimescaleDB creates itself on hypertables: ``<table>_<time>_idx``, and
+    ``<table>_<space>_<time>_idx`` for a space dimension; (schema, table) of :data:`_INTERNALS_SQL`)."""
+    if not conn.exec_driver_sql("SELECT to_regclass('_timescaledb_catalog.continuous_agg')").scalar():
+        return set(), set()
+    dims = conn.exec_driver_sql("SELECT hypertable_schema, hypertable_name, column_name, dimension_type "
+                                "FROM timescaledb_information.dimensions ORDER BY dimension_number").all()
+    indexes, times = set(), {}
+    for schema, table, column, kind in dims:
+        indexes.add((schema, f"{table}_{column}_idx"))
+        if kind == "Time":
+            times.setdefault((schema, table), column)
+        elif (schema, table) in times:
+            indexes.add((schema, f"{table}_{column}_{times[schema, table]}_idx"))
+    return indexes, {tuple(r) for r in conn.exec_driver_sql(_INTERNALS_SQL).all()}
