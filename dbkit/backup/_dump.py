@@ -32,7 +32,8 @@ from dbkit.urls import first_line
 
 # Roles a dump refers to: owners of the database's schemas, tables, sequences, views and functions,
 # and grantees in their ACLs (PUBLIC excluded); the database's owner, its ACL's grantees and the roles with
-# settings in it (ALTER ROLE ... IN DATABASE).  They must exist before pg_restore runs.
+# settings in it (ALTER ROLE ... IN DATABASE); with TimescaleDB, the owners of jobs and policies (restored
+# by name as rows of its catalog).  They must exist before pg_restore runs.
 _ROLES_SQL = """
 WITH objs AS (
   SELECT datdba AS owner, datacl AS acl FROM pg_database WHERE datname = current_database()
@@ -46,7 +47,7 @@ WITH objs AS (
   UNION ALL
   SELECT c.relowner, c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE '\\_timescaledb%'
-     AND n.nspname NOT LIKE 'pg\\_temp%'
+     AND n.nspname NOT LIKE 'pg\\_temp%'{jobs}
 )
 SELECT DISTINCT r.rolname FROM (
   SELECT owner AS oid FROM objs
@@ -63,7 +64,7 @@ _TABLES_SQL = """
 WITH RECURSIVE top AS (
   SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE '\\_timescaledb%'
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND (n.nspname NOT LIKE '\\_timescaledb%' {aggregate})
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                      AND d.deptype = 'e')
@@ -81,8 +82,13 @@ SELECT top.oid, top.nspname, top.relname,
 """
 
 
+# a continuous aggregate's materialization hypertable (in TimescaleDB's own schema): its rows are counted
+# like a table's, under its own name (the restored catalog has the same names)
+_MATERIALIZATION = ("EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg a JOIN _timescaledb_catalog.hypertable h "
+                    "ON h.id = a.mat_hypertable_id WHERE")
+
 _COMPRESSED_SIZE_SQL = """
-SELECT coalesce(sum(pg_relation_size(format('%I.%I', cc.schema_name, cc.table_name)::regclass)), 0)::bigint
+SELECT coalesce(sum(pg_table_size(format('%I.%I', cc.schema_name, cc.table_name)::regclass)), 0)::bigint
   FROM _timescaledb_catalog.hypertable h JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
   JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
  WHERE h.schema_name = %s AND h.table_name = %s AND NOT cc.dropped
@@ -91,9 +97,11 @@ SELECT coalesce(sum(pg_relation_size(format('%I.%I', cc.schema_name, cc.table_na
 
 def _tables(conn, timescaledb: bool, snapshot: str | None) -> list[dict[str, Any]]:
     """Every dumped table with its row count: exact (in ``snapshot``, pg_dump's) when its main fork
-    (chunks, partitions and compressed chunks included) is at most EXACT_COUNT_MAX_BYTES, else an
-    estimate (reltuples of the table and its children, TimescaleDB's approximate_row_count for
-    hypertables) and whether it has any row at all (EXISTS).
+    (chunks and partitions included; compressed chunks with their TOAST, where their data is) is at most
+    EXACT_COUNT_MAX_BYTES, else an estimate (reltuples of the table and its children, TimescaleDB's
+    approximate_row_count for hypertables: compressed rows included) and whether it has any row at all
+    (EXISTS).  Hypertables are counted through the hypertable (compressed rows included), continuous
+    aggregates through their materialization hypertables (named as such).
 
     Each count runs in a short transaction of its own that imports the snapshot: its locks are
     released at once, so backing up a database with thousands of chunks needs no more lock slots than
@@ -106,10 +114,11 @@ def _tables(conn, timescaledb: bool, snapshot: str | None) -> list[dict[str, Any
         query = _TABLES_SQL.format(
             not_chunk="AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch "
                       "WHERE ch.schema_name = n.nspname AND ch.table_name = c.relname)",
+            aggregate=f"OR {_MATERIALIZATION} h.schema_name = n.nspname AND h.table_name = c.relname)",
             hypertable="EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable h "
                        "WHERE h.schema_name = top.nspname AND h.table_name = top.relname)")
     else:
-        query = _TABLES_SQL.format(not_chunk="", hypertable="false")
+        query = _TABLES_SQL.format(not_chunk="", aggregate="", hypertable="false")
 
     def one(statement, *params, in_snapshot: bool = True):
         """A value, or None when the table cannot be read (pg_dump will say why)."""
@@ -163,7 +172,8 @@ def _metadata(conn, snapshot: str | None = None, settings=None) -> dict[str, Any
         revision = ",".join(db.applied_revisions(conn, version_table) or []) or None
     tables = _tables(conn, "timescaledb" in extensions, snapshot)
     size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    roles = [r[0] for r in conn.execute(_ROLES_SQL)]
+    jobs = "\n  UNION ALL SELECT owner::oid, NULL FROM _timescaledb_config.bgw_job WHERE id >= 1000"
+    roles = [r[0] for r in conn.execute(_ROLES_SQL.format(jobs=jobs if "timescaledb" in extensions else ""))]
     return {"roles": roles, "database": row[0], "server_version": row[1], "server_version_num": row[2], "extensions": extensions,
             "alembic_revision": revision, "tables": tables, "size": size}
 

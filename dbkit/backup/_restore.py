@@ -200,7 +200,7 @@ def _check_rows(conn, tables, warnings: list[str]) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - psycopg: the table is missing or unreadable
             problems.append(f"{t.schema}.{t.name}: cannot be counted ({first_line(str(exc), type(exc).__name__)})")
             continue
-        where = f"{t.schema}.{t.name}"
+        where = _label(conn, t.schema, t.name)
         if t.rows is not None:
             if n != t.rows:
                 problems.append(f"{where}: {n} rows restored, the backup has {t.rows} (exact count at dump time)")
@@ -211,6 +211,17 @@ def _check_rows(conn, tables, warnings: list[str]) -> list[str]:
         elif estimate >= 1000 and n > 2 * estimate:
             warnings.append(f"{where}: {n} rows, the backup estimated {estimate}")
     return problems
+
+
+def _label(conn, schema: str, name: str) -> str:
+    """How a problem names a table: a materialization hypertable by its continuous aggregate."""
+    found = None
+    if schema.startswith("_timescaledb"):
+        found = conn.execute("SELECT format('%%I.%%I', a.user_view_schema, a.user_view_name) FROM "
+                             "_timescaledb_catalog.continuous_agg a JOIN _timescaledb_catalog.hypertable h ON "
+                             "h.id = a.mat_hypertable_id WHERE h.schema_name = %s AND h.table_name = %s",
+                             (schema, name)).fetchone()
+    return f"{found[0]} (continuous aggregate, materialized in {schema}.{name})" if found else f"{schema}.{name}"
 
 
 _TSDB_EXISTS = re.compile(r'extension "timescaledb" already exists|COMMENT ON EXTENSION timescaledb|'

@@ -1,0 +1,201 @@
+"""Backup and restore of TimescaleDB's community features (issue 13 item 6): compressed and partially compressed
+chunks, real-time and stacked continuous aggregates, policies and user-defined jobs round-trip, and the jobs run
+again after the restore."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ACCESS_KEY, REGION, SECRET_KEY
+from migrate_helpers import q, settings_for
+
+from dbkit import lifecycle
+from dbkit.backup import pipeline
+
+pytestmark = [pytest.mark.community, pytest.mark.integration]
+
+SETUP = [
+    "CREATE SCHEMA metrics",
+    "CREATE TABLE metrics.readings (time timestamptz NOT NULL, sensor int NOT NULL, value float8 NOT NULL)",
+    "SELECT create_hypertable('metrics.readings', by_range('time', INTERVAL '1 day'))",
+    # ten days up to now, every 10 minutes, 4 sensors
+    "INSERT INTO metrics.readings SELECT t, s, s * 10 + extract(hour FROM t) FROM generate_series("
+    "date_trunc('hour', now()) - INTERVAL '10 days', date_trunc('hour', now()), INTERVAL '10 minutes') t, "
+    "generate_series(1, 4) s",
+    "ALTER TABLE metrics.readings SET (timescaledb.compress, timescaledb.compress_segmentby = 'sensor', "
+    "timescaledb.compress_orderby = 'time DESC')",
+    # chunks ending more than 6 days ago compressed by hand; the policy (3 days) has newer ones left to do
+    "SELECT count(compress_chunk(c)) FROM show_chunks('metrics.readings', older_than => now() - INTERVAL '6 days') c",
+    "SELECT add_compression_policy('metrics.readings', INTERVAL '3 days')",
+    "SELECT add_retention_policy('metrics.readings', INTERVAL '365 days')",
+    "SELECT add_reorder_policy('metrics.readings', 'readings_time_idx')",
+    # a real-time aggregate, materialized up to 2 days ago (the rest is computed at query time)
+    "CREATE MATERIALIZED VIEW metrics.readings_hourly WITH (timescaledb.continuous, timescaledb.materialized_only "
+    "= false) AS SELECT sensor, time_bucket(INTERVAL '1 hour', time) AS bucket, count(*) AS n, sum(value) AS total "
+    "FROM metrics.readings GROUP BY sensor, bucket WITH NO DATA",
+    "CALL refresh_continuous_aggregate('metrics.readings_hourly', NULL, now() - INTERVAL '2 days')",
+    "SELECT add_continuous_aggregate_policy('metrics.readings_hourly', start_offset => INTERVAL '30 days', "
+    "end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '1 hour')",
+    # stacked on it (TimescaleDB >= 2.9), materialized only, refreshed up to 5 days ago
+    "CREATE MATERIALIZED VIEW metrics.readings_daily WITH (timescaledb.continuous) AS SELECT sensor, "
+    "time_bucket(INTERVAL '1 day', bucket) AS day, sum(n) AS n, sum(total) AS total FROM metrics.readings_hourly "
+    "GROUP BY sensor, day WITH NO DATA",
+    "CALL refresh_continuous_aggregate('metrics.readings_daily', NULL, now() - INTERVAL '5 days')",
+    "SELECT add_continuous_aggregate_policy('metrics.readings_daily', start_offset => INTERVAL '30 days', "
+    "end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 day')",
+    # a user-defined job with a config, and a paused one
+    "CREATE TABLE metrics.job_log (job_id int NOT NULL, tag text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    "CREATE PROCEDURE metrics.note(job_id int, config jsonb) LANGUAGE sql AS "
+    "$$ INSERT INTO metrics.job_log (job_id, tag) VALUES (job_id, config ->> 'tag') $$",
+    "SELECT add_job('metrics.note', INTERVAL '15 minutes', config => '{\"tag\": \"hello\", \"n\": [1, 2]}')",
+    "SELECT alter_job(add_job('metrics.note', INTERVAL '2 hours', config => '{\"tag\": \"paused\"}', "
+    "fixed_schedule => false), scheduled => false)",
+]
+
+
+def build(url) -> None:
+    for statement in SETUP:
+        q(url, statement)
+    # a partially compressed chunk: rows inserted into the range of a compressed one
+    q(url, "INSERT INTO metrics.readings SELECT date_trunc('hour', now()) - INTERVAL '8 days' + g * INTERVAL '1 "
+           "second', 9, g FROM generate_series(1, 50) g")
+
+
+def counts(url) -> dict[str, int]:
+    """Rows of every hypertable (through the hypertable: compressed rows count), aggregate and materialization."""
+    names = [r[0] for r in q(url, "SELECT format('%I.%I', hypertable_schema, hypertable_name) "
+                                  "FROM timescaledb_information.hypertables")]
+    names += [r[0] for r in q(url, "SELECT format('%I.%I', view_schema, view_name) "
+                                   "FROM timescaledb_information.continuous_aggregates")]
+    return {n: q(url, f"SELECT count(*) FROM {n}")[0][0] for n in sorted(names)}
+
+
+JOBS = ("SELECT job_id, application_name, schedule_interval, max_runtime, max_retries, retry_period, proc_schema, "
+        "proc_name, owner, scheduled, fixed_schedule, config, hypertable_schema, hypertable_name, check_schema, "
+        "check_name, initial_start FROM timescaledb_information.jobs ORDER BY job_id")
+CHUNKS = ("SELECT h.schema_name, h.table_name, c.schema_name, c.table_name, c.status, c.dropped, c.osm_chunk, "
+          "cc.table_name, s.numrows_pre_compression, s.numrows_post_compression "
+          "FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+          "LEFT JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
+          "LEFT JOIN _timescaledb_catalog.compression_chunk_size s ON s.chunk_id = c.id ORDER BY c.id")
+
+
+def state(url) -> dict:
+    """Everything that must come back identical."""
+    return {
+        "counts": counts(url),
+        "chunks": q(url, CHUNKS),
+        "info_chunks": q(url, "SELECT * FROM timescaledb_information.chunks ORDER BY chunk_schema, chunk_name"),
+        "jobs": q(url, JOBS),
+        "caggs": q(url, "SELECT * FROM timescaledb_information.continuous_aggregates ORDER BY 1, 2"),
+        "compression": q(url, "SELECT * FROM timescaledb_information.compression_settings ORDER BY 1, 2, 3"),
+        "hypertables": q(url, "SELECT * FROM timescaledb_information.hypertables ORDER BY 1, 2"),
+        "watermarks": q(url, "SELECT mat_hypertable_id, _timescaledb_functions.cagg_watermark(mat_hypertable_id) "
+                             "FROM _timescaledb_catalog.continuous_agg ORDER BY 1"),
+        "job_seq": q(url, "SELECT last_value FROM _timescaledb_config.bgw_job_id_seq"),
+        "aggregates": q(url, "SELECT sensor, day, n, total FROM metrics.readings_daily ORDER BY 1, 2"),
+        "hourly": q(url, "SELECT sensor, bucket, n, total FROM metrics.readings_hourly ORDER BY 1, 2"),
+    }
+
+
+@pytest.fixture
+def project(tmp_path, pg_url):
+    (tmp_path / "pyproject.toml").write_text('[tool.dbkit]\nschema = "metrics"\nmigrate_set_role = false\n')
+    build(pg_url)
+    return tmp_path
+
+
+def drop(url, name: str) -> None:
+    q(url.with_dbname("postgres"), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def chunk_states(url) -> dict[str, int]:
+    """status of each chunk of metrics.readings (1 compressed, 8 partially compressed: TimescaleDB's flags)."""
+    return dict(q(url, "SELECT c.table_name, c.status FROM _timescaledb_catalog.chunk c JOIN "
+                       "_timescaledb_catalog.hypertable h ON h.id = c.hypertable_id WHERE h.table_name = 'readings' "
+                       "ORDER BY c.id"))
+
+
+def watermark(url, view: str):
+    return q(url, "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark("
+                  "a.mat_hypertable_id)) FROM _timescaledb_catalog.continuous_agg a WHERE a.user_view_name = %s",
+             (view,))[0][0]
+
+
+def content(url) -> tuple:
+    return q(url, "SELECT count(*), sum(hashtextextended(r::text, 0)::numeric) FROM metrics.readings r")[0]
+
+
+@pytest.mark.parametrize("where, jobs", [("file", 1), ("s3", 2)])
+def test_compressed_chunks_aggregates_policies_and_jobs_round_trip(project, pg_url, where, jobs, request):
+    env = {"DBKIT_BACKUP_URI": str(project / "backups")}
+    if where == "s3":
+        env = {"DBKIT_BACKUP_URI": f"s3://{request.getfixturevalue('bucket')}/ts", "S3_ACCESS_KEY": ACCESS_KEY,
+               "S3_ENDPOINT": request.getfixturevalue("s3_endpoint"), "S3_SECRET_KEY": SECRET_KEY, "S3_REGION": REGION}
+    settings = settings_for(pg_url, project, **env)
+    source = state(pg_url)
+    states = chunk_states(pg_url)
+    # the source has what the round trip must keep: compressed, partially compressed and plain chunks
+    assert sorted(set(states.values())) == [0, 1, 9]
+    assert [r[0] for r in q(pg_url, "SELECT materialized_only FROM timescaledb_information.continuous_aggregates "
+                                    "ORDER BY view_name")] == [True, False]  # daily (stacked), hourly (real-time)
+    manifest = pipeline.backup(settings)
+    counted = {f"{t.schema}.{t.name}": t.rows for t in manifest.tables}
+    assert counted["metrics.readings"] == source["counts"]["metrics.readings"] == content(pg_url)[0]
+    materialized = q(pg_url, "SELECT format('%I.%I', materialization_hypertable_schema, "
+                             "materialization_hypertable_name) FROM timescaledb_information.continuous_aggregates")
+    for (name,) in materialized:
+        assert counted[name] == q(pg_url, f"SELECT count(*) FROM {name}")[0][0] > 0
+    result = lifecycle.restore(settings, "latest", into=f"{pg_url.dbname}_{where}", jobs=jobs)
+    restored = pg_url.with_dbname(result.database)
+    try:
+        assert result.warnings == []
+        assert state(restored) == source
+        assert chunk_states(restored) == states and content(restored) == content(pg_url)
+        # TimescaleDB's restoring mode is over: new sessions run jobs, the scheduler may start them
+        assert q(restored, "SHOW timescaledb.restoring") == [("off",)]
+        assert q(restored, "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                           "WHERE d.datname = %s", (result.database,)) == [(0,)]
+        run_jobs_after_restore(pg_url, restored, source)
+    finally:
+        drop(pg_url, result.database)
+
+
+def run_jobs_after_restore(source_url, url, source: dict) -> None:
+    """Every job of the restored database runs (CALL run_job, as the scheduler would) and does its work."""
+    jobs = {(proc, name): job for job, proc, name in q(url, "SELECT job_id, proc_name, hypertable_name FROM "
+                                                             "timescaledb_information.jobs WHERE job_id >= 1000")}
+    rows = content(url)
+    # the compression policy (3 days) compresses the newer chunks and recompresses the partial one
+    q(url, f"CALL run_job({jobs['policy_compression', 'readings']})")
+    assert set(chunk_states(url).values()) == {0, 1}
+    assert q(url, "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'readings' AND "
+                  "NOT is_compressed AND range_end < now() - INTERVAL '3 days'") == [(0,)]
+    assert content(url) == rows
+    q(url, f"CALL run_job({jobs['policy_retention', 'readings']})")  # 365 days: nothing to drop
+    q(url, f"CALL run_job({jobs['policy_reorder', 'readings']})")
+    assert content(url) == rows
+    # refreshing the real-time aggregate materializes up to an hour ago, the rows written into a
+    # materialized range before the backup included (TimescaleDB's invalidation log came back too)
+    hourly, daily = (q(url, f"SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg WHERE "
+                            f"user_view_name = '{v}'")[0][0] for v in ("readings_hourly", "readings_daily"))
+    assert q(url, "SELECT count(*) FROM metrics.readings_hourly WHERE sensor = 9") == [(0,)]
+    before = watermark(url, "readings_hourly")
+    q(url, f"CALL run_job({jobs['policy_refresh_continuous_aggregate', f'_materialized_hypertable_{hourly}']})")
+    assert watermark(url, "readings_hourly") > before
+    assert q(url, "SELECT sum(n) FROM metrics.readings_hourly WHERE sensor = 9") == [(50,)]
+    # the stacked aggregate, refreshed from the real-time one, now covers every row up to its watermark
+    before = watermark(url, "readings_daily")
+    q(url, f"CALL run_job({jobs['policy_refresh_continuous_aggregate', f'_materialized_hypertable_{daily}']})")
+    after = watermark(url, "readings_daily")
+    assert after > before
+    assert q(url, "SELECT sum(n) FROM metrics.readings_daily") == \
+        q(url, "SELECT count(*) FROM metrics.readings WHERE time < %s", (after,))
+    # the user-defined jobs run with their configs (the paused one when asked)
+    for (job,) in q(url, "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'note' ORDER BY 1"):
+        q(url, f"CALL run_job({job})")
+    assert q(url, "SELECT job_id, tag FROM metrics.job_log ORDER BY job_id") == \
+        [(j, t) for j, t in q(url, "SELECT job_id, config ->> 'tag' FROM timescaledb_information.jobs "
+                                   "WHERE proc_name = 'note' ORDER BY job_id")]
+    # a job added after the restore takes the next id, as it would have in the source
+    (new,) = q(url, """SELECT add_job('metrics.note', INTERVAL '1 day', config => '{"tag": "new"}')""")[0]
+    assert new == source["job_seq"][0][0] + 1
