@@ -73,6 +73,40 @@ def _extensions(conn, required: tuple[str, ...]) -> Extensions:
                       items=tuple(items))
 
 
+_JOBS_SQL = """
+SELECT j.job_id, j.application_name, CASE WHEN j.hypertable_name IS NOT NULL
+       THEN format('%I.%I', j.hypertable_schema, j.hypertable_name) END, j.scheduled,
+       s.last_run_status, CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish::text END,
+       COALESCE(s.total_failures, 0), CASE WHEN isfinite(s.next_start) THEN s.next_start::text END
+FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.job_stats s USING (job_id)
+WHERE j.job_id >= 1000 ORDER BY 1
+"""
+
+
+def _timescale(conn) -> Service:
+    """The edition (the migrate preflight refuses community features on an Apache server) and job health."""
+    from dbkit._health_types import Job, Timescale
+    from dbkit.migrate._edition import HOW_TO_GET, edition_of
+
+    edition = edition_of(conn)
+    if edition is None:
+        return Service(status="ok", note="TimescaleDB is not loaded in this server (see extension timescaledb)")
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    if row is None:
+        return Timescale(status="ok", edition=edition, note="not created in this database yet (migrations create it)")
+    jobs = tuple(Job(*r) for r in conn.execute(_JOBS_SQL).fetchall())
+    failed = [j for j in jobs if j.last_run_status == "Failed"]
+    hint = None
+    if failed:
+        hint = (f"job {failed[0].job_id} ({failed[0].name}) failed its last run"
+                + (f" ({len(failed) - 1} more)" if len(failed) > 1 else "")
+                + ": see timescaledb_information.job_errors, then CALL run_job(id)")
+    note = None if edition == "community" else (
+        f"Apache-2 edition: no compression, policies, aggregates or jobs ({HOW_TO_GET})")
+    return Timescale(status="warn" if failed else "ok", edition=edition, version=row[0], jobs=jobs, hint=hint,
+                     note=note)
+
+
 def _timed(fn) -> tuple[Any, float]:
     t0 = time.perf_counter()
     value = fn()

@@ -121,6 +121,33 @@ class Rls(Service):
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Job:
+    """A TimescaleDB job (policy or user-defined) and how its runs went (``timescaledb_information.job_stats``)."""
+
+    job_id: int
+    name: str
+    hypertable: str | None
+    scheduled: bool
+    last_run_status: str | None  # Success | Failed | None (never ran)
+    last_successful_finish: str | None
+    total_failures: int
+    next_start: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timescale(Service):
+    """TimescaleDB's edition (``community`` or ``apache``: ``timescaledb.license``), the version created in
+    the database, and its jobs; a job whose last run failed makes it ``warn``."""
+
+    edition: str
+    version: str | None = None
+    jobs: tuple[Job, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Environment(Service):
     env: str

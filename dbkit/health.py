@@ -29,6 +29,7 @@ from dbkit._health_checks import (
     _migrations,
     _rls,
     _roles,
+    _timescale,
 )
 from dbkit._health_prometheus import prometheus
 from dbkit._health_types import (
@@ -48,10 +49,11 @@ from dbkit._health_types import (
     Service,
     Setting,
     Storage,
+    Timescale,
 )
 
 __all__ = ["EXIT_CODES", "Backups", "Connections", "Database", "Environment", "Extension", "Extensions", "Migrations",
-           "Report", "Rls", "Roles", "Service", "Setting", "Storage", "check", "prometheus"]
+           "Report", "Rls", "Roles", "Service", "Setting", "Storage", "Timescale", "check", "prometheus"]
 
 
 def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
@@ -71,6 +73,8 @@ def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
             migrations = services["migrations"] = _guard(lambda: _migrations(settings))
             services["roles"] = _guard(lambda: _roles(settings, conn, migrations))
             services["rls"] = _guard(lambda: _rls(settings, conn, migrations))
+            if "timescaledb" in settings.extensions:
+                services["timescaledb"] = _guard(lambda: _timescale(conn))
     else:
         for name in ("extensions", "connections", "roles", "migrations", "rls"):
             services[name] = Service(status="fail", error="not checked: the database is unreachable")

@@ -30,7 +30,8 @@ def test_human_output_of_every_read_command(dbkit_seeded_db, dbkit_cli, tmp_path
     listed = out("roles", "list").splitlines()
     assert listed[0].split() == ["kind", "role", "exists", "login", "bypassrls", "superuser", "member", "of",
                                  "password"]
-    assert listed[1].split()[:6] == ["owner", "app_owner", "yes", "no", "no", "no"]
+    # with timescaledb the owner has LOGIN (TimescaleDB's jobs run as it) and never a password
+    assert listed[1].split()[:6] == ["owner", "app_owner", "yes", "yes", "no", "no"]
     assert listed[3].split()[:5] == ["bypass", "app_full", "yes", "yes", "yes"]
 
     checked = out("roles", "check").splitlines()
@@ -61,7 +62,8 @@ def test_human_output_of_every_read_command(dbkit_seeded_db, dbkit_cli, tmp_path
     health = out("check")
     assert health.startswith("Settings\nsetting ") and "\n\nHealth\ncheck " in health
     assert re.search(r"^extension timescaledb +ok +installed [\d.]+; preloaded$", health, re.M)
-    assert re.search(r"^migrations +ok +at 0006, head 0006$", health, re.M)
+    assert re.search(r"^migrations +ok +database at 0006, your migrations \(migrations\) at 0006$", health, re.M)
+    assert re.search(r"^timescaledb +ok +2\.19\.3, (community|apache) edition; 0 jobs, 0 failed$", health, re.M)
     assert re.search(rf"^backups +ok +newest {ids[1]} is 0\.0 h old \(limit 26 h\), 2 complete, "
                      r"last attempt complete$", health, re.M)
     assert health.endswith("\n\nstatus: healthy\n")

@@ -58,6 +58,7 @@ SERVICE_KEYS = {
     "extensions": ["status", "timescaledb_preloaded", "items"],
     "connections": ["status", "used", "max_connections"],
     "migrations": ["status", "current", "head", "pending", "schema_diffs", "edited", "check_ms", "version_table", "migrations_dir"],
+    "timescaledb": ["status", "edition", "version", "jobs"],
     "storage": ["status", "target", "latency_ms"],
 }
 
@@ -73,7 +74,7 @@ def test_check_report_is_typed_and_prints_the_same_json(dbkit_seeded_db, dbkit_c
     assert all(isinstance(s, health.Setting) for s in report.settings)
     types = {"environment": health.Environment, "database": health.Database, "extensions": health.Extensions,
              "connections": health.Connections, "migrations": health.Migrations, "roles": health.Roles,
-             "rls": health.Rls, "storage": health.Storage, "backups": health.Backups}
+             "rls": health.Rls, "timescaledb": health.Timescale, "storage": health.Storage, "backups": health.Backups}
     assert list(report.services) == list(types)
     for name, svc in report.services.items():
         assert type(svc) is types[name], name

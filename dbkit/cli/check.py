@@ -74,6 +74,15 @@ def _service_detail(svc) -> str:
         return text + _fix(svc)
     if isinstance(svc, health.Rls):
         return (f"{svc.note}; " if svc.note else f"{svc.tables_checked} tables; ") + _counts(svc)
+    if isinstance(svc, health.Timescale):
+        if svc.version is None:
+            return f"{svc.edition} edition; {svc.note}"
+        failed = [j for j in svc.jobs if j.last_run_status == "Failed"]
+        ok = [j.last_successful_finish for j in svc.jobs if j.last_successful_finish]
+        text = f"{svc.version}, {svc.edition} edition; {len(svc.jobs)} jobs, {len(failed)} failed"
+        if ok:
+            text += f", last success {max(ok)}"
+        return text + _fix(svc)
     if isinstance(svc, health.Storage):
         return f"{svc.target} reachable in {svc.latency_ms} ms"
     if isinstance(svc, health.Backups):

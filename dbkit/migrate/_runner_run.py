@@ -133,7 +133,8 @@ def upgrade(settings, revision: str = "head") -> RunResult:
     from alembic import command
 
     _require_revision(revision, "target revision")
-    _, cfg = _run(settings, "upgrade", command.upgrade, revision, attributes={"dbkit_command": "upgrade"})
+    _, cfg = _run(settings, "upgrade", command.upgrade, revision, attributes={"dbkit_command": "upgrade",
+                                                                                        "dbkit_target": revision})
     return _result(settings, cfg)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from dbkit.errors import DbkitError, Refused
 from dbkit.migrate._autogen import autogenerate_online_options, autogenerate_options
+from dbkit.migrate._edition import refuse_community_on_apache
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, offline_preflight
 
 __all__ = ["run", "guard_downgrade", "file_sha256", "ALLOW_PROD_X_ARG"]
@@ -124,6 +125,23 @@ def _command(config) -> str | None:
     return getattr(cmd[0], "__name__", None) if cmd else None
 
 
+def _target(config) -> str | None:
+    """The revision the running upgrade goes to: dbkit says it, plain ``alembic upgrade REV`` has it."""
+    return config.attributes.get("dbkit_target") or getattr(config.cmd_opts, "revision", None)
+
+
+def _all(checks):
+    """One check running each of ``checks`` in turn (None when there is none)."""
+    if not checks:
+        return None
+
+    def check(conn) -> None:
+        for one in checks:
+            one(conn)
+
+    return check
+
+
 def _refuse_unadopted(settings, script):
     """The check :func:`~dbkit.migrate.session.migration_connection` runs as the connecting role, under
     the advisory lock and before any DDL: an upgrade must not start from base when the database has
@@ -193,8 +211,12 @@ def _run(context, config, target_metadata) -> None:
             context.run_migrations()
         return
     mutate = not config.attributes.get("dbkit_readonly", False)
-    check = _refuse_unadopted(settings, context.script) if _command(config) in ("upgrade", "downgrade") else None
-    with migration_connection(settings, mutate=mutate, check=check) as (connection, watcher):
+    checks = []
+    if _command(config) in ("upgrade", "downgrade"):
+        checks.append(_refuse_unadopted(settings, context.script))
+    if _command(config) == "upgrade":
+        checks.append(refuse_community_on_apache(settings, context.script, _target(config)))
+    with migration_connection(settings, mutate=mutate, check=_all(checks)) as (connection, watcher):
         config.attributes["dbkit_watcher"] = watcher
         opts.update(autogenerate_online_options(settings, connection))
         connection.commit()
