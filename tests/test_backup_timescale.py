@@ -4,6 +4,7 @@ again after the restore."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
 from migrate_helpers import q, settings_for
@@ -199,3 +200,100 @@ def run_jobs_after_restore(source_url, url, source: dict) -> None:
     # a job added after the restore takes the next id, as it would have in the source
     (new,) = q(url, """SELECT add_job('metrics.note', INTERVAL '1 day', config => '{"tag": "new"}')""")[0]
     assert new == source["job_seq"][0][0] + 1
+
+
+def tampered_backup(settings, url, exclude: str):
+    """A real backup whose dump is replaced by a real pg_dump that left ``exclude``'s data out (the manifest and
+    its row counts stay; the checksum is updated so that only the row check can notice)."""
+    import hashlib
+    import json
+    import subprocess
+
+    manifest = pipeline.backup(settings, compression="none")
+    dump = subprocess.run([pipeline.find_program(settings, "pg_dump"), "-Fc", "-Z0", f"--exclude-table-data={exclude}",
+                           f"--dbname={url.conninfo}"], capture_output=True, check=True).stdout
+    folder = settings.project_dir / "backups" / manifest.id
+    (folder / manifest.object).write_bytes(dump)
+    doc = json.loads((folder / "manifest.json").read_text())
+    doc.update(sha256=hashlib.sha256(dump).hexdigest(), stored_bytes=len(dump), raw_bytes=len(dump))
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    return manifest
+
+
+def mat_id(url, view: str) -> int:
+    return q(url, "SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s",
+             (view,))[0][0]
+
+
+@pytest.mark.parametrize("lost", ["compressed chunks", "materialized aggregate"])
+def test_a_restore_that_lost_compressed_or_materialized_rows_fails(project, pg_url, lost):
+    settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
+    total = content(pg_url)[0]
+    if lost == "compressed chunks":
+        exclude, expected = "_timescaledb_internal.compress_hyper_*", f"metrics.readings: \\d+ rows restored, " \
+                                                                     f"the backup has {total} \\(exact count"
+    else:
+        n = mat_id(pg_url, "readings_hourly")
+        rows = q(pg_url, f"SELECT count(*) FROM _timescaledb_internal._materialized_hypertable_{n}")[0][0]
+        exclude = f"_timescaledb_internal._hyper_{n}_*"
+        expected = (f"metrics.readings_hourly \\(continuous aggregate, materialized in _timescaledb_internal."
+                    f"_materialized_hypertable_{n}\\): 0 rows restored, the backup has {rows} \\(exact count")
+    tampered_backup(settings, pg_url, exclude)
+    target = f"{pg_url.dbname}_lost"
+    with pytest.raises(pipeline.RestoreFailed, match=f"^post-restore check failed: {expected}") as err:
+        lifecycle.restore(settings, "latest", into=target)
+    assert len(str(err.value).splitlines()) == 1
+    assert q(pg_url.with_dbname("postgres"), "SELECT count(*) FROM pg_database WHERE datname = %s", (target,)) == [(0,)]
+
+
+def test_a_large_compressed_hypertable_keeps_an_estimate_with_its_compressed_rows(project, pg_url, monkeypatch):
+    from dbkit.backup import _dump
+
+    monkeypatch.setattr(_dump, "EXACT_COUNT_MAX_BYTES", 0)  # every table counts as large: estimates only
+    q(pg_url, "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('metrics.readings') c")
+    q(pg_url, "ANALYZE")
+    settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
+    manifest = tampered_backup(settings, pg_url, "_timescaledb_internal.compress_hyper_*")
+    readings = next(t for t in manifest.tables if t.name == "readings")
+    compressed = q(pg_url, "SELECT sum(numrows_pre_compression) FROM _timescaledb_catalog.compression_chunk_size")[0][0]
+    assert readings.rows is None and content(pg_url)[0] >= readings.rows_estimate >= compressed > 5000
+    with pytest.raises(pipeline.RestoreFailed, match=r"^post-restore check failed: metrics\.readings: no rows "
+                                                     r"restored, the backup's table had rows"):
+        lifecycle.restore(settings, "latest", into=f"{pg_url.dbname}_lost2")
+
+
+def test_job_owners_are_roles_the_backup_needs(project, pg_url):
+    """A job belongs to the role that added it (TimescaleDB restores it by that name): a restore on a server
+    without that role stops before creating anything, naming it."""
+    import uuid
+
+    role = f"ts_jobs_{uuid.uuid4().hex[:8]}"
+    q(pg_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        q(pg_url, f"GRANT USAGE ON SCHEMA metrics TO {role}")
+        with psycopg.connect(pg_url.conninfo, autocommit=True) as conn:
+            conn.execute(f"SET ROLE {role}")
+            job = conn.execute("SELECT add_job('metrics.note', INTERVAL '1 hour', config => '{\"tag\": \"x\"}')"
+                               ).fetchone()[0]
+        q(pg_url, f"REVOKE USAGE ON SCHEMA metrics FROM {role}")
+        assert q(pg_url, "SELECT owner::text FROM timescaledb_information.jobs WHERE job_id = %s", (job,)) == [(role,)]
+        settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
+        manifest = pipeline.backup(settings)
+        assert role in manifest.roles  # it owns nothing else in the database
+        q(pg_url, f"ALTER ROLE {role} RENAME TO {role}_gone")  # the server no longer has a role of that name
+        try:
+            with pytest.raises(pipeline.RestoreFailed, match=f"^roles the backup refers to do not exist on this "
+                                                             f"server: {role};"):
+                pipeline.restore(settings, "latest", into=f"{pg_url.dbname}_owner")
+        finally:
+            q(pg_url, f"ALTER ROLE {role}_gone RENAME TO {role}")
+        result = pipeline.restore(settings, "latest", into=f"{pg_url.dbname}_owner")
+        try:
+            assert q(pg_url.with_dbname(result.database), "SELECT owner::text FROM timescaledb_information.jobs "
+                                                          "WHERE job_id = %s", (job,)) == [(role,)]
+        finally:
+            drop(pg_url, result.database)
+    finally:
+        q(pg_url, f"SELECT delete_job({job})") if "job" in dir() else None
+        q(pg_url, f"DROP OWNED BY {role}")
+        q(pg_url, f"DROP ROLE {role}")
