@@ -1,14 +1,14 @@
-"""initial: extensions pgcrypto, timescaledb, roles, schema rtpm, table notes with RLS per tenant
+"""initial: extensions, roles, schema rtpm, orgs and sensors with row-level security per organisation
 
-Written by `dbkit init` for this project's settings:
-RLS model tenant (claim rtpm.org_id), rows owned per tenant (tenant_id).
+Started from what `dbkit init` wrote (extensions pgcrypto and timescaledb, the role model, schema rtpm,
+literal policies on the claim rtpm.org_id), with Candlefish's first two tables instead of the example one:
 
-Row-level security: notes is ENABLEd and FORCEd; its policies compare tenant_id with the claim in
-rtpm.org_id, read once per query (a sub-select).  Unset or empty, the claim is NULL and
-matches no row: fail closed.  The SQL is literal, computed by `dbkit init` from the RLS model.
+- ``orgs``: one row per organisation; the API reads its own (read-only for it: ``read_only_tables``),
+  the worker manages them.  A row belongs to itself (``[tool.dbkit.rls.tables.orgs] tenant_column = "id"``).
+- ``sensors``: what sends readings (hosts, services, queues), per organisation.
 
-Change the schema in new revisions (`dbkit migrate new -m "..."`), never in this one once it
-has been applied: dbkit records each applied revision's checksum.
+RLS is ENABLEd and FORCEd on both; each policy compares the owner column with the claim, read once per
+query (a sub-select).  Unset or empty, the claim is NULL and matches no row: fail closed.
 
 Revision ID: 0001
 Revises:
@@ -19,33 +19,29 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+import dbkit.migrate
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
 SCHEMA = "rtpm"
-TABLE = "notes"
 EXTENSIONS = ("pgcrypto", "timescaledb")
-# the owner column compared with the claim (dbkit.rls.Claims.predicate, RLS model tenant)
-MATCH = "tenant_id = (SELECT NULLIF(current_setting('rtpm.org_id', true), '')::uuid)"
-POLICIES = [
-    dict(policy_name="notes_tenant_select", command="SELECT", roles=["rtpm_api", "rtpm_grafana"], using=MATCH),
-    dict(policy_name="notes_tenant_insert", command="INSERT", roles=["rtpm_api"], with_check=MATCH),
-    dict(policy_name="notes_tenant_update", command="UPDATE", roles=["rtpm_api"], using=MATCH, with_check=MATCH),
-    dict(policy_name="notes_tenant_delete", command="DELETE", roles=["rtpm_api"], using=MATCH),
-]
-
-# What the role model grants (dbkit.roles.model(settings).grants): schema USAGE per kind, then the
-# privileges on each table; the owner role owns the table and needs no grant.
-GRANTS = [
-    dict(privileges=["USAGE"], target=SCHEMA, object_type="SCHEMA", roles=["rtpm_api"]),
-    dict(privileges=["USAGE"], target=SCHEMA, object_type="SCHEMA", roles=["rtpm_worker"]),
-    dict(privileges=["USAGE"], target=SCHEMA, object_type="SCHEMA", roles=["rtpm_grafana"]),
-    dict(privileges=["SELECT", "INSERT", "UPDATE", "DELETE"], target=TABLE, schema=SCHEMA, roles=["rtpm_api"]),
-    dict(privileges=["SELECT", "INSERT", "UPDATE", "DELETE"], target=TABLE, schema=SCHEMA, roles=["rtpm_worker"]),
-    dict(privileges=["SELECT"], target=TABLE, schema=SCHEMA, roles=["rtpm_grafana"]),
-]
+CLAIM = "(SELECT NULLIF(current_setting('rtpm.org_id', true), '')::uuid)"
+API, GRAFANA = ["rtpm_api"], ["rtpm_api", "rtpm_grafana"]
+POLICIES = {
+    "orgs": [  # read-only for the API: no write policy (and no write grant)
+        dict(policy_name="orgs_own_select", command="SELECT", roles=GRAFANA, using=f"id = {CLAIM}"),
+    ],
+    "sensors": [
+        dict(policy_name="sensors_org_select", command="SELECT", roles=GRAFANA, using=f"org_id = {CLAIM}"),
+        dict(policy_name="sensors_org_insert", command="INSERT", roles=API, with_check=f"org_id = {CLAIM}"),
+        dict(policy_name="sensors_org_update", command="UPDATE", roles=API, using=f"org_id = {CLAIM}",
+             with_check=f"org_id = {CLAIM}"),
+        dict(policy_name="sensors_org_delete", command="DELETE", roles=API, using=f"org_id = {CLAIM}"),
+    ],
+}
 
 
 def upgrade() -> None:
@@ -54,24 +50,37 @@ def upgrade() -> None:
     op.apply_roles()  # the role model of [tool.dbkit] (idempotent; passwords from their variables)
     op.execute(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"')
     op.create_table(
-        TABLE,
+        "orgs",
         sa.Column("id", pg.UUID, primary_key=True, server_default=sa.text("gen_random_uuid()")),
-        sa.Column("tenant_id", pg.UUID, nullable=False),
-        sa.Column("title", sa.Text, nullable=False),
-        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("slug", sa.Text, nullable=False, unique=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("plan", sa.Text, nullable=False, server_default="free"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+        sa.CheckConstraint("plan IN ('free', 'team', 'enterprise')", name="orgs_plan_check"),
         schema=SCHEMA,
     )
-    op.create_index("notes_tenant_created_idx", TABLE, ["tenant_id", sa.text("created_at DESC")], schema=SCHEMA)
-    op.enable_rls(TABLE, schema=SCHEMA, force=True)  # FORCE: the owner role obeys it too
-    for policy in POLICIES:
-        op.create_policy(table_name=TABLE, schema=SCHEMA, **policy)
-    for grant in GRANTS:
+    op.create_table(
+        "sensors",
+        sa.Column("id", pg.UUID, primary_key=True, server_default=sa.text("gen_random_uuid()")),
+        sa.Column("org_id", pg.UUID, sa.ForeignKey(f"{SCHEMA}.orgs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("location", sa.Text),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+        sa.UniqueConstraint("org_id", "id", name="sensors_org_id_id_key"),  # readings reference (org, sensor)
+        schema=SCHEMA,
+    )
+    for table, policies in POLICIES.items():
+        op.enable_rls(table, schema=SCHEMA, force=True)  # FORCE: the owner role obeys it too
+        for policy in policies:
+            op.create_policy(table_name=table, schema=SCHEMA, **policy)
+    for grant in dbkit.migrate.role_model().grants(POLICIES, SCHEMA):
         op.grant(**grant)
 
 
 def downgrade() -> None:
-    op.drop_table(TABLE, schema=SCHEMA)  # its policies and grants go with it
+    op.drop_table("sensors", schema=SCHEMA)  # its policies and grants go with it
+    op.drop_table("orgs", schema=SCHEMA)
     op.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}"')  # only if empty
     for name in reversed(EXTENSIONS):
         op.drop_extension(name)
