@@ -27,6 +27,14 @@ readings = Table(
     Column("value", Double, nullable=False),
     Index("readings_sensor_time_idx", "sensor", text('"time" DESC')),
 )
+
+# a continuous aggregate declared to query it (a view: autogenerate must not create it as a table)
+readings_hourly = Table(
+    "readings_hourly", metadata,
+    Column("hour", DateTime(timezone=True)),
+    Column("sensor", Integer),
+    Column("avg", Double),
+)
 '''
 
 UPGRADE = """
@@ -127,3 +135,4 @@ def test_a_model_difference_is_still_reported(tmp_path, pg_url):
                                                  '    Column("unit", Text),\n    Index("readings'))
     diffs = runner.check(settings).schema_diffs
     assert len(diffs) == 1 and "add_column" in diffs[0] and "unit" in diffs[0], diffs
+
