@@ -61,7 +61,7 @@ class TestOfflineSQL:
         assert offline(lambda op: op.add_compression_policy("m", compress_after=86400, if_not_exists=True,
                                                             schedule_interval=timedelta(hours=6))) == (
             "SELECT add_compression_policy('m', compress_after => 86400, if_not_exists => true, "
-            "schedule_interval => INTERVAL '0 days 21600 seconds 0 microseconds');")
+            "schedule_interval => INTERVAL '21600 seconds');")
         assert offline(lambda op: op.remove_compression_policy("events", schema="app")) == (
             "SELECT remove_compression_policy('app.events', if_exists => true);")
         assert offline(lambda op: op.add_retention_policy("Events", drop_after="90 days", schema="app",
@@ -136,6 +136,12 @@ class TestOfflineSQL:
                                    (ops.DeleteJobOp("p"), "op.add_job")]:
             with pytest.raises(ValueError, match=rf"cannot reverse .*write {name}\(\.\.\.\) in the downgrade"):
                 hand_written.reverse()
+
+    def test_every_community_operation_is_registered_with_alembic(self):
+        from alembic.operations import Operations
+
+        assert ops.COMMUNITY_OPERATIONS <= {name for name in dir(Operations) if not name.startswith("_")}
+        assert len(ops.COMMUNITY_OPERATIONS) == 14
 
     @pytest.mark.parametrize("make, message", [
         (lambda: ops.EnableCompressionOp("t", segment_by="tenant_id"), r"segment_by must be a list of columns"),

@@ -84,7 +84,9 @@ def _interval(value, what: str, *, allow_none: bool = False) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, timedelta):
-        return f"INTERVAL {_literal(f'{value.days} days {value.seconds} seconds {value.microseconds} microseconds')}"
+        parts = [f"{n} {unit}" for n, unit in ((value.days, "days"), (value.seconds, "seconds"),
+                                                (value.microseconds, "microseconds")) if n]
+        return f"INTERVAL {_literal(' '.join(parts) or '0 seconds')}"
     if isinstance(value, str) and value.strip():
         return f"INTERVAL {_literal(value.strip())}"
     raise ValueError(f"{what} must be an interval such as '7 days' (or an integer for a hypertable on integer "
