@@ -1,0 +1,247 @@
+"""``dbkit migrate rehearse``: the pending revisions on a scratch copy of the database, traced.
+
+:func:`rehearse` copies the database into a scratch database (``CREATE DATABASE … TEMPLATE`` of it, or
+a caller's ``copy`` such as a restore of a backup), runs the pending revisions there through the
+normal runner (:func:`dbkit.migrate.runner.upgrade`: advisory lock, timeouts, one transaction per
+revision, CONCURRENTLY outside it) with :class:`~dbkit.migrate._rehearse_trace.Tracer` listening,
+judges what each statement locked, rewrote and scanned (:func:`~dbkit.migrate._rehearse_report.verdict`)
+and drops the scratch database: at the end, on failure and on Ctrl-C (SIGINT) or SIGTERM too, unless
+``keep``.  The source database is only read (it is the template of the copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from dbkit import db, target
+from dbkit.errors import ConfigError, OperationFailed, Refused, UsageError
+from dbkit.migrate._rehearse_report import DEFAULT_MIN_SIZE, Finding, RehearsalReport, RevisionRun, verdict
+from dbkit.migrate._rehearse_trace import Tracer
+
+__all__ = ["rehearse", "parse_size", "parse_duration", "default_max_lock", "DEFAULT_MIN_SIZE", "RehearsalReport",
+           "Finding", "CloneImpossible", "scratch_name", "clone", "drop_scratch"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|bytes|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "bytes": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2,
+               "gb": 1024**3, "gib": 1024**3, "tb": 1024**4, "tib": 1024**4}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|sec|min|h)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
+
+
+class CloneImpossible(OperationFailed):
+    """``CREATE DATABASE … TEMPLATE`` of the source was refused (other sessions, no CREATEDB)."""
+
+
+def parse_size(text: str, *, option: str = "--min-size") -> int:
+    """``10MB``, ``512kB``, ``0``, ``1048576`` -> bytes (PostgreSQL's units: 1 kB = 1024 bytes)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ConfigError(option, f"is {str(text)[:80]!r}, not a size", example=f"{option} 10MB (or 512kB, 1GB, 0)")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None])
+
+
+def parse_duration(text: str, *, option: str = "--max-lock", bare_unit: str = "s") -> float:
+    """``2s``, ``500ms``, ``1min``, ``0`` -> seconds; a bare number is in ``bare_unit``
+    (seconds for options, ``ms`` for PostgreSQL's lock_timeout)."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ConfigError(option, f"is {str(text)[:80]!r}, not a duration", example=f"{option} 2s (or 500ms, 1min)")
+    return float(m.group(1)) * _DURATION_UNITS[(m.group(2) or bare_unit).lower()]
+
+
+def default_max_lock(settings) -> float:
+    """The configured lock_timeout in seconds (5 s when it is 0: no limit)."""
+    seconds = parse_duration(settings.lock_timeout, option="DBKIT_LOCK_TIMEOUT", bare_unit="ms")
+    return seconds or 5.0
+
+
+def scratch_name(source: str, when: datetime | None = None) -> str:
+    """``<source>_rehearse_<UTC time>_<pid>``, cut to 63 bytes (the source part is shortened)."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    tail = f"_rehearse_{stamp}_{os.getpid()}"
+    head = source.encode()[: 63 - len(tail)].decode(errors="ignore")
+    return head + tail
+
+
+# --------------------------------------------------------------------- signals and the scratch database
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (like SIGINT) while the rehearsal runs, so the scratch database
+    is dropped either way.  Only in the main thread (Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while the scratch database is dropped (a second Ctrl-C must not leave it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def _admin(settings, url):
+    return db.connect(url.with_dbname("postgres"), autocommit=True, connect_timeout=settings.connect_timeout)
+
+
+def drop_scratch(settings, url, name: str) -> None:
+    from psycopg import sql
+
+    with _uninterrupted(), _admin(settings, url) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def clone(settings, url, name: str) -> None:
+    """``CREATE DATABASE name TEMPLATE <source>``: refused (one line, what to do) while other sessions
+    are connected to the source, which TEMPLATE requires; the source is only read."""
+    from psycopg import errors, sql
+
+    source = url.dbname
+    with _admin(settings, url) as admin:
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                          sql.Identifier(source)))
+        except errors.ObjectInUse:
+            others = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
+                                   "pid <> pg_backend_pid()", (source,)).fetchone()[0]
+            raise CloneImpossible(
+                f"cannot clone database {source}: {others} other session(s) are connected to it, and "
+                "CREATE DATABASE … TEMPLATE needs none",
+                hint=f"stop the application's connections to {source} (pg_stat_activity lists them) and rerun, "
+                     "or rehearse from a backup (--from-backup latest)") from None
+        except errors.InsufficientPrivilege as exc:
+            raise CloneImpossible(f"cannot clone database {source}: {exc.diag.message_primary}",
+                                  hint="connect as a role with CREATEDB that owns the source (or a superuser), "
+                                       "or rehearse from a backup (--from-backup latest)") from None
+
+
+# --------------------------------------------------------------------- the run
+
+def _pending(settings, to: str):
+    """(current revisions, pending revisions up to ``to``) of the source, read only."""
+    from alembic.util import CommandError
+
+    from dbkit.migrate._runner_run import _command_error
+    from dbkit.migrate._runner_state import _script, status
+
+    st = status(settings)
+    if st.problem:
+        raise Refused(f"cannot rehearse: {st.problem}", hint=st.adopt or "see `dbkit migrate status`")
+    script = _script(settings)
+    try:
+        wanted = {r.revision for r in script.iterate_revisions(to, "base")}
+    except CommandError as exc:
+        raise _command_error(exc) from None
+    except Exception as exc:  # noqa: BLE001 - alembic's ResolutionError for an unknown revision
+        raise UsageError(f"--to {to!r} is not a revision of the project",
+                         hint="see `dbkit migrate history` for the revisions") from exc
+    return st.current, [r for r in st.pending if r.revision in wanted]
+
+
+def _runs(pending, tracer: Tracer) -> list[RevisionRun]:
+    runs = []
+    for rev in pending:
+        stmts = [s for s in tracer.statements if s.revision == rev.revision]
+        if not stmts and rev.revision not in tracer.commits:
+            continue
+        start = stmts[0].started_s if stmts else tracer.commits[rev.revision]
+        end = tracer.commits.get(rev.revision, stmts[-1].started_s + stmts[-1].duration_s if stmts else start)
+        runs.append(RevisionRun(rev.revision, os.path.basename(rev.path), rev.message, round(end - start, 4), stmts))
+    return runs
+
+
+def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, max_lock: float | None = None,
+             keep: bool = False, copy: Callable[[str], None] | None = None, copy_method: str = "clone",
+             on_scratch: Callable[[str], None] | None = None) -> RehearsalReport:
+    """Rehearse the pending revisions (up to ``to``) on a scratch copy; returns the report.
+
+    ``copy(name)`` creates the scratch database ``name`` (a restore of a backup, wired by the CLI);
+    without it the source is cloned (``CREATE DATABASE … TEMPLATE``, refused when DBKIT_ENV=prod).
+    ``max_lock`` defaults to the configured lock_timeout.  ``on_scratch(name)`` is told the scratch
+    database's name once it exists.  Raises :class:`~dbkit.errors.DbkitError` for bad input or a copy
+    that could not be made; a failing revision is in the report (:attr:`RehearsalReport.failed`).
+    """
+    from dbkit.migrate._runner_run import MigrationFailed, upgrade
+
+    if not str(to).strip():
+        raise UsageError("--to is empty", hint="give a revision id or head (see `dbkit migrate history`)")
+    if min_size < 0:
+        raise ConfigError("--min-size", "is negative", example="--min-size 10MB")
+    max_lock = default_max_lock(settings) if max_lock is None else max_lock
+    if max_lock < 0:
+        raise ConfigError("--max-lock", "is negative", example="--max-lock 2s")
+    if copy is None and settings.env == "prod":
+        raise Refused("--clone is refused when DBKIT_ENV=prod: CREATE DATABASE … TEMPLATE needs every other "
+                      "session of the production database closed", hint="rehearse from a backup (--from-backup latest)")
+    url = target.resolve_url(settings, direct=True)
+    if not url.dbname:
+        raise ConfigError("DATABASE_URL", "names no database", example="postgresql://app@db:5432/app")
+    t_start = time.perf_counter()
+    current, pending = _pending(settings, to)
+    report = RehearsalReport(source=url.dbname, scratch=None, copy_method=copy_method, target=to,
+                             before=current, pending=[r.revision for r in pending], min_size=min_size,
+                             max_lock_s=max_lock)
+    if not pending:
+        report.total_s = round(time.perf_counter() - t_start, 4)
+        return report
+    name = scratch_name(url.dbname)
+    created = False
+    with _interruptible():
+        try:
+            t0 = time.perf_counter()
+            if copy is None:
+                clone(settings, url, name)
+            else:
+                created = True  # a failed restore drops what it made; IF EXISTS covers the rest
+                copy(name)
+            created = True
+            report.scratch = name
+            if on_scratch is not None:
+                on_scratch(name)
+            report.copy_s = round(time.perf_counter() - t0, 4)
+            scratch_url = url.with_dbname(name)
+            scratch = dataclasses.replace(settings, database_url=scratch_url, direct_database_url=None)
+            t1 = time.perf_counter()
+            with Tracer(name, str(settings.migrations_dir)) as tracer:
+                try:
+                    result = upgrade(scratch, to)
+                    report.after = result.after
+                except MigrationFailed as exc:
+                    report.failed = str(exc)
+            report.run_s = round(time.perf_counter() - t1, 4)
+            report.revisions = _runs(pending, tracer)
+            report.findings = verdict(report.revisions, min_size=min_size, max_lock_s=max_lock)
+        finally:
+            if created and not keep:
+                t2 = time.perf_counter()
+                drop_scratch(settings, url, name)
+                report.drop_s = round(time.perf_counter() - t2, 4)
+            report.kept = bool(created and keep)
+    report.total_s = round(time.perf_counter() - t_start, 4)
+    return report
+

@@ -1,0 +1,261 @@
+"""The tracer of ``dbkit migrate rehearse``: what each statement of each revision locks, rewrites, scans and writes.
+
+Mechanism: SQLAlchemy's ``before_cursor_execute`` / ``after_cursor_execute`` / ``commit`` / ``rollback``
+/ ``handle_error`` events, listened for on the :class:`~sqlalchemy.engine.Engine` class (every engine,
+so the one :func:`dbkit.migrate.session.migration_connection` builds too: no change to env.py or the
+session) and filtered to connections to the scratch database.  Around each statement issued by a
+revision's code (found on the stack, as :func:`dbkit.migrate._runner_run._failing_revision` finds a
+failing one) the tracer asks **the migrating connection itself**, in the revision's transaction, for
+``pg_locks`` of its own backend, ``pg_class`` (relfilenode, reltuples, size) of the locked relations,
+the transaction's scan counters (``pg_stat_get_xact_numscans`` / ``_tuples_returned``) and the WAL
+insert position.  A second connection would not do: the relfilenode a rewrite gives a table is not
+visible to other sessions until the revision commits.
+
+Locks taken in a revision's transaction are held until its commit (or until an autocommit block,
+such as ``op.create_index_concurrently``, commits it): each lock's hold time runs from the start of
+the statement that took it to that commit.  Statements run outside a transaction (CONCURRENTLY)
+release their locks when they end, so none are seen after them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Lock modes that block the application's INSERT/UPDATE/DELETE (ROW EXCLUSIVE conflicts with them).
+WRITE_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+
+_REL_FILTER = """
+  c.oid >= 16384 AND c.relkind IN ('r', 'p', 'm', 'i', 'I')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'dbkit')
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')"""
+
+_LOCKS = f"""
+SELECT pg_current_wal_insert_lsn()::text, coalesce(json_agg(json_build_array(
+         c.oid::int8, l.mode, pg_stat_get_xact_numscans(c.oid), pg_stat_get_xact_tuples_returned(c.oid),
+         c.relfilenode::int8, c.relkind, c.reltuples, pg_table_size(c.oid), format('%I.%I', n.nspname, c.relname))), '[]')
+FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND {_REL_FILTER}
+"""
+
+_SNAPSHOT = f"""
+SELECT c.oid::int8, c.relfilenode::int8, pg_table_size(c.oid), pg_stat_get_xact_numscans(c.oid),
+       pg_stat_get_xact_tuples_returned(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE {_REL_FILTER}
+"""
+
+
+@dataclass
+class LockTaken:
+    """A lock a statement took: held from the statement's start to the commit (``held_s``)."""
+
+    relation: str
+    relkind: str
+    mode: str
+    size_bytes: int
+    rows: int | None  # reltuples: PostgreSQL's estimate (None: never analyzed)
+    created: bool  # the relation was created in the same transaction: nobody else can see it
+    held_s: float | None = None  # None while the transaction is open
+
+    @property
+    def blocks_writes(self) -> bool:
+        return self.mode in WRITE_BLOCKING
+
+
+@dataclass
+class Touched:
+    """A relation the statement held a lock on afterwards (or just released, outside a transaction)."""
+
+    relation: str
+    relkind: str
+    size_before: int | None
+    size_after: int
+    rows: int | None
+    rewritten: bool  # relfilenode changed: every row was copied
+    created: bool
+    scans: int  # sequential/index scans this statement ran on it
+    rows_read: int  # tuples its sequential scans returned
+    modes_held: list[str]  # every lock mode the transaction holds on it after the statement
+
+
+@dataclass
+class StatementTrace:
+    revision: str
+    file: str
+    line: int | None
+    sql: str
+    started_s: float  # since the run started
+    duration_s: float = 0.0
+    autocommit: bool = False  # outside a transaction (CONCURRENTLY): its locks ended with it
+    wal_bytes: int | None = None
+    locks: list[LockTaken] = field(default_factory=list)
+    touched: list[Touched] = field(default_factory=list)
+    error: str | None = None
+
+
+def _lsn(text: str) -> int:
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def _rows(reltuples: float) -> int | None:
+    return None if reltuples is None or reltuples < 0 else int(reltuples)
+
+
+def _revision_frame(project: str) -> tuple[str, str, int] | None:
+    """(revision id, file name, line) of the revision module whose code issued the statement."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        g = frame.f_globals
+        rev = g.get("revision")
+        if isinstance(rev, str) and "down_revision" in g and frame.f_code.co_filename.startswith(project):
+            return rev, Path(frame.f_code.co_filename).name, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+class Tracer:
+    """Listens to SQLAlchemy's engine events while installed (a context manager), for one database."""
+
+    def __init__(self, dbname: str, migrations_dir: str) -> None:
+        self.dbname, self.project = dbname, str(Path(migrations_dir).resolve())
+        self.statements: list[StatementTrace] = []
+        self.commits: dict[str, float] = {}  # revision -> time (since t0) of its last commit
+        self.t0 = time.perf_counter()
+        self._pending: StatementTrace | None = None
+        self._counters: dict[int, tuple[int, int]] = {}  # oid -> (scans, rows read) of the transaction so far
+        self._held_before: set[tuple[int, str]] = set()
+        self._lsn_before = 0
+        self._t_start = 0.0
+        self._held: list[tuple[LockTaken, float]] = []  # locks of the open transaction, with their start
+        self._held_keys: set[tuple[int, str]] = set()
+        self._created: set[int] = set()
+        self._files: dict[int, int] | None = None  # oid -> relfilenode, taken when a revision starts
+        self._sizes: dict[int, int] = {}
+        self._revision: str | None = None
+
+    # ---------------------------------------------------------------- install / remove
+    def __enter__(self) -> Tracer:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, fn in self._events():
+            event.listen(Engine, name, fn)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, fn in self._events():
+            if event.contains(Engine, name, fn):
+                event.remove(Engine, name, fn)
+
+    def _events(self):
+        return [("before_cursor_execute", self._on_before), ("after_cursor_execute", self._on_after),
+                ("commit", self._on_end), ("rollback", self._on_end), ("handle_error", self._on_error)]
+
+    # ---------------------------------------------------------------- helpers
+    def _raw(self, conn):
+        try:
+            raw = conn.connection.dbapi_connection
+        except Exception:  # noqa: BLE001 - a closed or invalidated connection is not ours to trace
+            return None
+        info = getattr(raw, "info", None)
+        return raw if info is not None and getattr(info, "dbname", None) == self.dbname else None
+
+    @staticmethod
+    def _query(raw, sql: str):
+        with raw.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+
+    def _now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    # ---------------------------------------------------------------- events
+    def _on_before(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        raw = self._raw(conn)
+        if raw is None:
+            return
+        where = _revision_frame(self.project)
+        if where is None:
+            self._pending = None
+            return
+        rev, filename, lineno = where
+        if rev != self._revision or self._files is None:
+            self._revision = rev
+            self._files, self._sizes, self._counters = {}, {}, {}
+            for oid, filenode, size, scans, read in self._query(raw, _SNAPSHOT):
+                self._files[oid], self._sizes[oid], self._counters[oid] = filenode, size, (scans, read)
+        lsn, rows = self._query(raw, _LOCKS)[0]
+        self._lsn_before = _lsn(lsn)
+        locks = rows if isinstance(rows, list) else json.loads(rows)
+        self._held_before = {(r[0], r[1]) for r in locks}
+        text = " ".join(str(statement).split())
+        self._pending = StatementTrace(rev, filename, lineno, text, self._now(), autocommit=bool(raw.autocommit))
+        self._t_start = time.perf_counter()
+
+    def _on_after(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        st, self._pending = self._pending, None
+        if st is None:
+            return
+        st.duration_s = time.perf_counter() - self._t_start
+        raw = self._raw(conn)
+        lsn, rows = self._query(raw, _LOCKS)[0]
+        st.wal_bytes = max(0, _lsn(lsn) - self._lsn_before)
+        locks = rows if isinstance(rows, list) else json.loads(rows)
+        by_oid: dict[int, list] = {}
+        for r in locks:
+            by_oid.setdefault(r[0], []).append(r)
+        for oid, entries in by_oid.items():
+            _, _, scans, read, filenode, relkind, reltuples, size, name = entries[0]
+            known = self._files.get(oid) if self._files is not None else None
+            created = oid in self._created or known is None
+            if created:
+                self._created.add(oid)
+            scans0, read0 = self._counters.get(oid, (0, 0))
+            self._counters[oid] = (scans or 0, read or 0)
+            st.touched.append(Touched(
+                relation=name, relkind=relkind, size_before=self._sizes.get(oid), size_after=size,
+                rows=_rows(reltuples), rewritten=bool(known) and bool(filenode) and filenode != known,
+                created=created, scans=max(0, (scans or 0) - scans0), rows_read=max(0, (read or 0) - read0),
+                modes_held=sorted(e[1] for e in entries)))
+            if self._files is not None:
+                self._files[oid] = filenode
+            for e in entries:
+                key = (oid, e[1])
+                if key in self._held_before or key in self._held_keys:
+                    continue
+                lock = LockTaken(name, relkind, e[1], max(size, self._sizes.get(oid) or 0), _rows(reltuples),
+                                 created)
+                st.locks.append(lock)
+                self._held.append((lock, self._t_start))
+                self._held_keys.add(key)
+        self.statements.append(st)
+
+    def _on_error(self, context) -> None:
+        st, self._pending = self._pending, None
+        if st is None or self._raw(context.connection) is None:
+            return
+        st.duration_s = time.perf_counter() - self._t_start
+        orig = context.original_exception
+        st.error = " ".join(str(orig).split())[:300]
+        self.statements.append(st)
+
+    def _on_end(self, conn) -> None:
+        """Commit or rollback: every lock of the transaction is released now."""
+        if self._raw(conn) is None:
+            return
+        end = time.perf_counter()
+        for lock, start in self._held:
+            lock.held_s = end - start
+        self._held, self._held_keys, self._created = [], set(), set()
+        self._files = None  # a rollback puts the old relfilenodes back: read them again
+        if self._revision is not None:
+            self.commits[self._revision] = end - self.t0
