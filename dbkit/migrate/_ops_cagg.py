@@ -146,6 +146,7 @@ class AddRefreshPolicyOp(MigrateOperation):
         _interval(start_offset, "start_offset", allow_none=True)
         _interval(end_offset, "end_offset", allow_none=True)
         _interval(schedule_interval, "schedule_interval")
+        _start(initial_start)
         self.view_name, self.start_offset, self.end_offset = view_name, start_offset, end_offset
         self.schedule_interval, self.schema = schedule_interval, schema
         self.if_not_exists, self.initial_start = if_not_exists, initial_start
@@ -192,7 +193,7 @@ def _add_refresh_policy(operations, op: AddRefreshPolicyOp) -> None:
         end_offset=_interval(op.end_offset, "end_offset", allow_none=True),
         schedule_interval=_interval(op.schedule_interval, "schedule_interval"),
         if_not_exists=_bool(op.if_not_exists),
-        initial_start=None if op.initial_start is None else _timestamptz(op.initial_start, "initial_start")))
+        initial_start=_start(op.initial_start)))
 
 
 @Operations.implementation_for(RemoveRefreshPolicyOp)
@@ -206,6 +207,10 @@ def _remove_refresh_policy(operations, op: RemoveRefreshPolicyOp) -> None:
 def _job_config(config: Mapping[str, Any] | None, job_name: str | None) -> dict[str, Any] | None:
     if config is not None and not isinstance(config, Mapping):
         raise ValueError(f"a job's config must be a mapping (a JSON object), not {type(config).__name__}")
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a job's config must be JSON (strings, numbers, booleans, lists, mappings): {exc}") from None
     if job_name is None:
         return None if config is None else dict(config)
     if not isinstance(job_name, str) or not job_name.strip():
@@ -240,6 +245,7 @@ class AddJobOp(MigrateOperation):
     def __init__(self, proc: str, schedule_interval, config: Mapping[str, Any] | None = None, initial_start=None,
                  job_name: str | None = None, schema: str | None = None, scheduled: bool = True) -> None:
         _interval(schedule_interval, "schedule_interval")
+        _start(initial_start)
         self.proc, self.schedule_interval, self.initial_start = _proc(proc), schedule_interval, initial_start
         self.config, self.job_name, self.schema, self.scheduled = _job_config(config, None), job_name, schema, scheduled
         _job_config(config, job_name)
@@ -282,6 +288,10 @@ class DeleteJobOp(MigrateOperation):
         return self.add
 
 
+def _start(value) -> str | None:
+    return None if value is None else _timestamptz(value, "initial_start")
+
+
 def _jsonb(value: Mapping[str, Any] | None) -> str | None:
     return None if value is None else f"{_literal(json.dumps(value, sort_keys=True))}::jsonb"
 
@@ -292,14 +302,16 @@ def _add_job(operations, op: AddJobOp) -> None:
     _execute(operations, _call(
         "add_job", proc, _interval(op.schedule_interval, "schedule_interval"),
         config=_jsonb(_job_config(op.config, op.job_name)),
-        initial_start=None if op.initial_start is None else _timestamptz(op.initial_start, "initial_start"),
-        scheduled=None if op.scheduled else "false"))
+        initial_start=_start(op.initial_start), scheduled=None if op.scheduled else "false"))
 
 
 @Operations.implementation_for(DeleteJobOp)
 def _delete_job(operations, op: DeleteJobOp) -> None:
-    proc = f"{_regclass(operations, op.proc, op.schema)}::regproc"
-    where = f"(quote_ident(proc_schema) || '.' || quote_ident(proc_name))::regproc = {proc}"
+    if op.schema:  # by name: also when the procedure was dropped first
+        where = f"proc_schema = {_literal(op.schema)} AND proc_name = {_literal(op.proc)}"
+    else:  # the procedure the search_path finds, as add_job did
+        where = (f"to_regproc(quote_ident(proc_schema) || '.' || quote_ident(proc_name)) = "
+                 f"to_regproc({_regclass(operations, op.proc, None)})")
     if op.job_name is not None:
         where += f" AND config ->> {_literal(JOB_NAME_KEY)} = {_literal(op.job_name)}"
         what = f"named {op.job_name!r}"

@@ -32,20 +32,24 @@ from dbkit.migrate._ops_common import (
 _ORDER = re.compile(r"((ASC|DESC)(\s+|$))?(NULLS\s+(FIRST|LAST))?", re.IGNORECASE)
 
 
-def _column(operations, name: str, what: str) -> str:
+def _name(name: str, what: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{what}: each item must be a column name, not {name!r}")
-    return _q(operations, name.strip())
+    return name.strip()
 
 
-def _order_item(operations, item: str) -> str:
-    """``"time DESC"`` -> ``time DESC``: a column (quoted as needed), then ASC/DESC and NULLS FIRST/LAST."""
+def _order_parts(item: str) -> tuple[str, str]:
+    """``"time desc"`` -> ``("time", "DESC")``: a column, then ASC/DESC and NULLS FIRST/LAST."""
     name, _, rest = (item.strip() if isinstance(item, str) else "").partition(" ")
     if not _ORDER.fullmatch(rest.strip()):
         raise ValueError(f"order_by item {item!r} must be a column name, optionally followed by ASC or DESC "
                          "and NULLS FIRST or NULLS LAST (e.g. 'time DESC')")
-    rest = " ".join(rest.upper().split())
-    return _column(operations, name, "order_by") + (f" {rest}" if rest else "")
+    return _name(name, "order_by"), " ".join(rest.upper().split())
+
+
+def _order_item(operations, item: str) -> str:
+    name, rest = _order_parts(item)
+    return _q(operations, name) + (f" {rest}" if rest else "")
 
 
 @Operations.register_operation("enable_compression")
@@ -69,8 +73,12 @@ class EnableCompressionOp(MigrateOperation):
             if isinstance(value, str):
                 raise ValueError(f"{what} must be a list of columns ([{value!r}]), not a string")
         self.table_name, self.schema, self.chunk_interval = table_name, schema, chunk_interval
-        self.segment_by = None if segment_by is None else tuple(segment_by)
+        self.segment_by = None if segment_by is None else tuple(_name(c, "segment_by") for c in segment_by)
         self.order_by = None if order_by is None else tuple(order_by)
+        for item in self.order_by or ():
+            _order_parts(item)
+        if chunk_interval is not None:
+            _interval(chunk_interval, "chunk_interval")
 
     @classmethod
     def enable_compression(cls, operations, table_name: str, schema: str | None = None,
@@ -116,7 +124,7 @@ def compression_sql(operations, op: EnableCompressionOp) -> str:
     """The ``ALTER TABLE … SET (timescaledb.compress, …)`` of ``op``."""
     options = ["timescaledb.compress"]
     if op.segment_by is not None:
-        columns = ", ".join(_column(operations, c, "segment_by") for c in op.segment_by)
+        columns = ", ".join(_q(operations, _name(c, "segment_by")) for c in op.segment_by)
         options.append(f"timescaledb.compress_segmentby = {_literal(columns)}")
     if op.order_by is not None:
         items = ", ".join(_order_item(operations, c) for c in op.order_by)
@@ -199,6 +207,7 @@ class AddCompressionPolicyOp(_AddPolicy):
     def __init__(self, table_name: str, compress_after, schema: str | None = None, if_not_exists: bool = False,
                  schedule_interval=None, initial_start=None) -> None:
         _interval(compress_after, "compress_after")
+        _schedule(schedule_interval), _start(initial_start)
         self.table_name, self.compress_after, self.schema = table_name, compress_after, schema
         self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
 
@@ -246,6 +255,7 @@ class AddRetentionPolicyOp(_AddPolicy):
     def __init__(self, table_name: str, drop_after, schema: str | None = None, if_not_exists: bool = False,
                  schedule_interval=None, initial_start=None) -> None:
         _interval(drop_after, "drop_after")
+        _schedule(schedule_interval), _start(initial_start)
         self.table_name, self.drop_after, self.schema = table_name, drop_after, schema
         self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
 
@@ -292,6 +302,7 @@ class AddReorderPolicyOp(_AddPolicy):
         if not isinstance(index_name, str) or not index_name or "." in index_name:
             raise ValueError(f"index_name must be the name of an index of {table_name!r} without its schema "
                              f"(it is the hypertable's), not {index_name!r}")
+        _start(initial_start)
         self.table_name, self.index_name, self.schema = table_name, index_name, schema
         self.if_not_exists, self.initial_start = if_not_exists, initial_start
 
