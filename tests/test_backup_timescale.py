@@ -297,3 +297,81 @@ def test_job_owners_are_roles_the_backup_needs(project, pg_url):
         q(pg_url, f"SELECT delete_job({job})") if "job" in dir() else None
         q(pg_url, f"DROP OWNED BY {role}")
         q(pg_url, f"DROP ROLE {role}")
+
+
+@pytest.fixture(scope="module")
+def scheduler_url():
+    """A private server with TimescaleDB's background workers (the session's server runs without them): its
+    scheduler runs the jobs, of the source database and of the restored one."""
+    import shutil
+
+    from conftest import make_shared_tmpdir
+
+    from dbkit.dev import DevCluster
+    from dbkit.urls import parse_database_url
+
+    base = make_shared_tmpdir("dbkit-tsjobs-")
+    cluster = DevCluster(base / "pg", extra_conf=("fsync = off", "synchronous_commit = off", "max_worker_processes = 16",
+                                                  "timescaledb.max_background_workers = 8"))
+    try:
+        yield parse_database_url(cluster.url("postgres", port=cluster.up().port))
+    finally:
+        cluster.down(purge=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_for(url, query: str, expected, timeout: float = 120):
+    """Poll ``query`` until it returns ``expected`` (the scheduler works on its own time); its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (value := q(url, query)) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return value
+
+
+#: what every background job of TimescaleDB 2.19.3 fails with on this machine's PostgreSQL 15.20 (see README)
+PORTAL_BUG = 'cannot drop portal "" while it is being set up'
+
+
+def test_the_scheduler_runs_the_jobs_of_a_restored_database(scheduler_url, tmp_path):
+    """After the restore TimescaleDB's scheduler runs the restored database's jobs: ``timescaledb_post_restore``
+    ended the restoring mode and restarted the background workers.  TimescaleDB dumps the jobs (ids, configs,
+    schedules) but not their statistics (``_timescaledb_internal.bgw_job_stat``: runs, last success, next
+    start): every scheduled job of a restored database counts as never run, so the scheduler starts each at
+    once, then keeps its schedule; a paused job stays paused."""
+    import subprocess
+
+    source = scheduler_url.with_dbname("tsjobs")
+    q(scheduler_url, "CREATE DATABASE tsjobs")
+    q(source, "CREATE EXTENSION timescaledb")
+    build(source)
+    scheduled = q(source, "SELECT array_agg(job_id ORDER BY job_id) FROM timescaledb_information.jobs "
+                          "WHERE scheduled AND job_id >= 1000")
+    started = ("SELECT array_agg(job_id ORDER BY job_id) FROM timescaledb_information.job_stats "
+               "WHERE job_id >= 1000 AND total_runs > 0")
+    assert wait_for(source, started, scheduled) == scheduled  # the scheduler ran every job of the source
+    (tmp_path / "pyproject.toml").write_text("[tool.dbkit]\nschema = \"metrics\"\n")
+    settings = settings_for(source, tmp_path, DBKIT_BACKUP_URI=str(tmp_path / "backups"))
+    manifest = pipeline.backup(settings, compression="none")
+    listing = subprocess.run([pipeline.find_program(settings, "pg_restore"), "-l",
+                              str(tmp_path / "backups" / manifest.id / manifest.object)],
+                             capture_output=True, text=True, check=True).stdout
+    assert " TABLE DATA _timescaledb_config bgw_job " in listing and "bgw_job_stat" not in listing
+    result = pipeline.restore(settings, "latest", into="tsjobs_restored")
+    restored = source.with_dbname(result.database)
+    assert wait_for(restored, started, scheduled) == scheduled  # started again, each at once
+    assert q(restored, "SELECT count(*) FROM timescaledb_information.job_stats s JOIN timescaledb_information.jobs j "
+                       "USING (job_id) WHERE NOT j.scheduled") == [(0,)]  # the paused job stays paused
+    status = "SELECT array_agg(job_id ORDER BY job_id) FROM timescaledb_information.job_stats WHERE job_id >= 1000 " \
+             "AND last_run_status = 'Success'"
+    if wait_for(restored, status, scheduled, timeout=5) != scheduled:
+        errors = {e[0] for e in q(restored, "SELECT err_message FROM timescaledb_information.job_errors")}
+        if errors == {PORTAL_BUG}:  # the source's runs failed the same way: not the restore's doing
+            pytest.skip(f"the scheduler started every job of the restored database, but every background job "
+                        f"fails on this server, in the source too ({PORTAL_BUG!r}: the installed TimescaleDB build "
+                        "and this PostgreSQL minor release do not work together), so their work is not checked")
+        assert errors == set()
+    hello = q(restored, "SELECT job_id FROM timescaledb_information.jobs WHERE config ->> 'tag' = 'hello'")[0][0]
+    assert q(restored, f"SELECT count(*) FROM metrics.job_log WHERE job_id = {hello}")[0][0] == \
+        q(source, f"SELECT count(*) FROM metrics.job_log WHERE job_id = {hello}")[0][0] + 1
