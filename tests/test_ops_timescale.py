@@ -51,6 +51,9 @@ class TestOfflineSQL:
                 "s.compress_interval_length IS NOT NULL) THEN ALTER TABLE app.events "
                 "SET (timescaledb.compress_chunk_time_interval = '0'); END IF; END $dbkit$; "
                 "ALTER TABLE app.events SET (timescaledb.compress = false);") in sql
+        sql = offline(lambda op: op.disable_compression("hypertable_x", schema="hypertable_s"))
+        assert "WHERE hypertable_schema = 'hypertable_s' AND hypertable_name = 'hypertable_x' AND is_compressed" in sql
+        assert "WHERE h.hypertable_schema = 'hypertable_s' AND h.hypertable_name = 'hypertable_x' AND" in sql
         sql = offline(lambda op: op.disable_compression("events", decompress=False))
         assert "decompress_chunk" not in sql and "WHERE h.hypertable_schema = current_schema() AND" in sql
         assert sql.endswith("ALTER TABLE events SET (timescaledb.compress = false);")

@@ -144,18 +144,21 @@ def _enable_compression(operations, op: EnableCompressionOp) -> None:
 @Operations.implementation_for(DisableCompressionOp)
 def _disable_compression(operations, op: DisableCompressionOp) -> None:
     rel = _qualified(operations, op.table_name, op.schema)
-    which = (f"hypertable_schema = {_literal(op.schema) if op.schema else 'current_schema()'} "
-             f"AND hypertable_name = {_literal(op.table_name)}")
+
+    def which(prefix: str = "") -> str:
+        return (f"{prefix}hypertable_schema = {_literal(op.schema) if op.schema else 'current_schema()'} "
+                f"AND {prefix}hypertable_name = {_literal(op.table_name)}")
+
     if op.decompress:
         _execute(operations, "SELECT decompress_chunk((quote_ident(chunk_schema) || '.' || quote_ident(chunk_name))"
-                             f"::regclass) FROM timescaledb_information.chunks WHERE {which} AND is_compressed")
+                             f"::regclass) FROM timescaledb_information.chunks WHERE {which()} AND is_compressed")
     # TimescaleDB keeps compress_chunk_time_interval on the time dimension when compression is disabled: reset it
     # first (setting it while compression is enabled), so that enabling compression again starts afresh
     _execute(operations, _do_block(
         "BEGIN IF EXISTS (SELECT FROM timescaledb_information.hypertables h "
         "JOIN timescaledb_information.hypertable_compression_settings s "
         "ON s.hypertable = (quote_ident(h.hypertable_schema) || '.' || quote_ident(h.hypertable_name))::regclass "
-        f"WHERE {which.replace('hypertable_', 'h.hypertable_')} AND h.compression_enabled "
+        f"WHERE {which('h.')} AND h.compression_enabled "
         f"AND s.compress_interval_length IS NOT NULL) THEN ALTER TABLE {rel} "
         "SET (timescaledb.compress_chunk_time_interval = '0'); END IF; END"))
     _execute(operations, f"ALTER TABLE {rel} SET (timescaledb.compress = false)")
