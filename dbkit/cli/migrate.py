@@ -21,6 +21,12 @@ def _setup_migrate_logging(state: State) -> None:
 
 def _show_run(result, as_json: bool, verb: str) -> None:
     def describe(result):
+        adopted = getattr(result, "adopted", None)
+        if adopted:
+            yield (f"adopted the SQL-file history: {adopted.table} lists {len(adopted.files)} file(s) "
+                   f"({adopted.files[0]} … {adopted.files[-1]}); stamped {adopted.stamped}, nothing re-ran"
+                   + (f"; owner role now owns {', '.join(adopted.owned)}" if adopted.owned else "")
+                   + f"; the old table is kept as {adopted.kept_as}")
         if not result.applied:
             yield f"nothing to {verb}: at {', '.join(result.after) or 'base'}"
             return
@@ -212,6 +218,39 @@ def migrate_stamp(state: State, revision: str, allow_prod: bool, as_json: bool) 
     check_revision("REVISION", revision)
     _setup_migrate_logging(state)
     render.show(runner.stamp(state.settings, revision, allow_prod=allow_prod), _describe_stamp, as_json=as_json)
+
+
+def _describe_import(result):
+    for name in result.skipped:
+        yield f"already imported: {result.directory}/{name}"
+    for path in result.written:
+        yield f"written  {path}"
+    if result.written:
+        yield (f"next: write each revision's downgrade, then `dbkit migrate`: it stamps a database whose "
+               f"{result.table} table lists the files (nothing runs twice) and runs the rest")
+    else:
+        yield "nothing to import: every file has its revision"
+
+
+@migrate.command("import-sql")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--table", default="migrations", show_default=True, metavar="[SCHEMA.]NAME",
+              help="The old runner's table of applied files.")
+@click.option("--column", default="filename", show_default=True, metavar="NAME",
+              help="Its column holding the file name (with or without .sql).")
+@json_option
+@pass_state
+def migrate_import_sql(state: State, directory: str, table: str, column: str, as_json: bool) -> None:
+    """Write one revision per DIRECTORY/*.sql file (name order), chained after the head.
+
+    For a history a hand-written runner applied and recorded in --table: `dbkit migrate`
+    then stamps such a database at the last file it lists and runs only the rest.
+    Touches no database.
+    """
+    from dbkit.migrate import runner
+
+    render.show(runner.import_sql(state.settings, directory, table=table, column=column), _describe_import,
+                as_json=as_json)
 
 
 def _describe_lint(found):

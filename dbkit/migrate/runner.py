@@ -19,7 +19,8 @@ from typing import Any
 
 from dbkit import db, target
 from dbkit.errors import DbkitError, OperationFailed
-from dbkit.migrate._runner_run import MigrationFailed, downgrade, new, offline_sql, stamp, upgrade
+from dbkit.migrate import _runner_run
+from dbkit.migrate._runner_run import MigrationFailed, downgrade, new, offline_sql, stamp
 from dbkit.migrate._runner_run import RunResult as RunResult
 from dbkit.migrate._runner_state import Revision, Status, _script, alembic_config, history, status
 from dbkit.migrate.env import file_sha256
@@ -28,7 +29,7 @@ from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 __all__ = [
     "MigrationFailed", "Status", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
     "NOT_COMPARED_UNKNOWN", "alembic_config", "upgrade", "downgrade", "stamp", "status", "history", "new",
-    "offline_sql", "check", "lint",
+    "offline_sql", "check", "lint", "import_sql", "UpgradeResult",
 ]
 
 log = logging.getLogger("dbkit.migrate")
@@ -110,6 +111,37 @@ class CheckResult:
                 "compared_schema": self.compared_schema, "schema_not_compared": self.schema_not_compared,
                 "schema_diffs": self.schema_diffs, "edited": [asdict(d) for d in self.edited],
                 "problem": self.problem, "unrecorded": self.unrecorded, "summary": self.summary()}
+
+
+@dataclass
+class UpgradeResult(RunResult):
+    """A :class:`RunResult`; ``adopted`` says what was stamped first for a database that an old SQL-file
+    runner had migrated (:func:`dbkit.migrate._sql_history.adopt`), None when nothing was."""
+
+    adopted: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "adopted": self.adopted.as_dict() if self.adopted else None}
+
+
+def upgrade(settings, revision: str = "head") -> UpgradeResult:
+    """Apply revisions up to ``revision`` (default: head), each in its own transaction.  A database that an
+    old SQL-file runner migrated (revisions imported by :func:`import_sql`) is adopted first: stamped at the
+    last file its table lists, so nothing runs twice."""
+    from dbkit.migrate import _sql_history
+
+    _runner_run._require_revision(revision, "target revision")
+    adopted = _sql_history.adopt(settings)
+    result = _runner_run.upgrade(settings, revision)
+    return UpgradeResult(result.before, result.after, result.applied, adopted)
+
+
+def import_sql(settings, directory, *, table: str = "migrations", column: str = "filename"):
+    """One revision per ``*.sql`` file of ``directory`` (``dbkit migrate import-sql``); see
+    :mod:`dbkit.migrate._sql_history`."""
+    from dbkit.migrate import _sql_history
+
+    return _sql_history.import_sql(settings, directory, table=table, column=column)
 
 
 def _schema_diffs(settings) -> list[str] | None:

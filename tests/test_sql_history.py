@@ -1,0 +1,130 @@
+"""`dbkit migrate import-sql` and the adoption of a database that a hand-written SQL-file runner migrated
+(dbkit/migrate/_sql_history.py): splitting files, the revisions written, and one clear line for what cannot
+be imported or adopted.  The whole story on a real application is tests/test_example_studioops.py."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DbkitRunner
+from migrate_helpers import make_project, q, settings_for
+
+from dbkit.errors import UsageError
+from dbkit.migrate import runner
+from dbkit.migrate._sql_history import created_relations, split_statements
+
+OLD_TABLE = ("CREATE TABLE IF NOT EXISTS migrations (id SERIAL PRIMARY KEY, filename VARCHAR(255) NOT NULL UNIQUE, "
+             "executed_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)")
+
+
+@pytest.mark.unit
+def test_split_keeps_bodies_and_drops_the_files_own_transaction():
+    sql = ("-- a comment; with a semicolon\nBEGIN;\nCREATE TABLE t (v text DEFAULT '10:30; 100%');\n"
+           "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$;\n"
+           "INSERT INTO t VALUES ('café')\n;COMMIT;\n")
+    assert split_statements(sql, "x.sql") == [
+        "CREATE TABLE t (v text DEFAULT '10:30; 100%')",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
+        "INSERT INTO t VALUES ('café')",
+    ]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("SELECT 1;\nSELEC 2;", "x.sql:2 is not valid SQL: syntax error at or near \"SELEC\""),
+    ("SELECT 1;\n\\i other.sql\n", "x.sql:2 is a psql meta-command (\\i other.sql), not SQL"),
+    ("CREATE TABLE t (id int);\nROLLBACK;", "x.sql:2 controls the transaction (ROLLBACK)"),
+    ("CREATE INDEX CONCURRENTLY i ON t (id);", "x.sql:1 cannot run inside a transaction"),
+    ("VACUUM t;", "x.sql:1 cannot run inside a transaction"),
+])
+def test_what_cannot_become_a_revision_is_one_line_naming_file_and_line(sql, expected):
+    with pytest.raises(UsageError) as info:
+        split_statements(sql, "x.sql")
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.unit
+def test_created_relations():
+    stmts = ["CREATE TABLE a (id int)", "CREATE TABLE s.b AS SELECT 1", "CREATE VIEW v AS SELECT 1",
+             "CREATE SEQUENCE q", "CREATE INDEX i ON a (id)", "ALTER TABLE a ADD COLUMN x int"]
+    assert created_relations(stmts) == ["a", "s.b", "v", "q"]
+
+
+def _legacy(tmp_path):
+    (tmp_path / "p").mkdir()
+    project = make_project(tmp_path / "p", {}, pyproject_extra='schema = "public"\n')
+    sql = project / "sql_migrations"
+    sql.mkdir()
+    (sql / "001_widgets.sql").write_text("CREATE TABLE widgets (id int PRIMARY KEY, at text DEFAULT '12:00');\n")
+    (sql / "002_gadgets.sql").write_text("BEGIN;\nCREATE TABLE gadgets (id int PRIMARY KEY);\nCOMMIT;\n")
+    return project, sql
+
+
+def test_import_writes_one_chained_revision_per_file_and_is_idempotent(tmp_path, pg_url):
+    project, sql = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    result = runner.import_sql(settings, "sql_migrations")
+    assert result.written == ["migrations/versions/0001_sql_001_widgets.py", "migrations/versions/0002_sql_002_gadgets.py"]
+    second = (project / result.written[1]).read_text()
+    assert "down_revision = '0001'" in second and "sql_file = '002_gadgets.sql'" in second
+    assert "BEGIN" not in second.split("STATEMENTS")[1].split("def upgrade")[0]
+    again = runner.import_sql(settings, "sql_migrations")
+    assert again.written == [] and again.skipped == ["001_widgets.sql", "002_gadgets.sql"]
+    (sql / "003_more.sql").write_text("ALTER TABLE gadgets ADD COLUMN n int;")
+    assert runner.import_sql(settings, sql).written == ["migrations/versions/0003_sql_003_more.py"]
+
+
+def test_a_new_database_runs_the_imported_revisions(tmp_path, pg_url):
+    project, _ = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    result = runner.upgrade(settings)
+    assert result.adopted is None and [r.revision for r in result.applied] == ["0001", "0002"]
+    assert q(pg_url, "SELECT column_default FROM information_schema.columns WHERE table_name = 'widgets' "
+                     "AND column_name = 'at'") == [("'12:00'::text",)]
+
+
+def _old_runner(pg_url, sql_dir, files):
+    q(pg_url, OLD_TABLE)
+    for name in files:
+        q(pg_url, (sql_dir / name).read_text().replace("BEGIN;", "").replace("COMMIT;", ""))
+        q(pg_url, "INSERT INTO migrations (filename) VALUES (%s)", (name,))
+
+
+def test_adoption_stamps_what_the_table_lists_and_runs_the_rest(tmp_path, pg_url):
+    project, sql = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    _old_runner(pg_url, sql, ["001_widgets.sql"])
+    result = runner.upgrade(settings)
+    assert result.adopted.stamped == "0001" and result.adopted.files == ["001_widgets.sql"]
+    assert [r.revision for r in result.applied] == ["0002"]
+    assert q(pg_url, "SELECT filename FROM dbkit.adopted_migrations") == [("001_widgets.sql",)]
+
+
+def test_a_listed_file_without_revision_is_one_line(tmp_path, pg_url):
+    project, sql = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    _old_runner(pg_url, sql, ["001_widgets.sql"])
+    q(pg_url, "INSERT INTO migrations (filename) VALUES ('009_lost.sql')")
+    out = DbkitRunner(project)("migrate", env={"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test"})
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.endswith("migrations lists 009_lost.sql, which no imported revision comes from (the old runner "
+                         "applied a file that is not in migrations/versions); restore the file and import it "
+                         "(`dbkit migrate import-sql DIR`), then run again"), line
+    assert q(pg_url, "SELECT to_regclass('dbkit.alembic_version')") in ([(None,)], [("dbkit.alembic_version",)])
+    assert q(pg_url, "SELECT count(*) FROM migrations") == [(2,)]  # nothing moved, nothing stamped
+
+
+def test_a_file_the_old_runner_skipped_before_a_listed_one_is_one_line(tmp_path, pg_url):
+    project, sql = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    _old_runner(pg_url, sql, ["002_gadgets.sql"])
+    with pytest.raises(UsageError) as info:
+        runner.upgrade(settings)
+    assert str(info.value) == ("migrations does not list 001_widgets.sql but lists the later 002_gadgets.sql: the "
+                               "old runner never applied it; run the old runner once more so it applies every "
+                               "file, then `dbkit migrate`")
