@@ -1,11 +1,14 @@
-"""Where settings come from on disk: .env files (python-dotenv's syntax) and the project directory."""
+"""Where settings come from on disk: .env files (python-dotenv's syntax), ``[tool.dbkit]`` and the project
+directory; and the README's table of them."""
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from dotenv.parser import parse_stream
 
@@ -49,3 +52,60 @@ def find_project_dir(start: Path, environ: Mapping[str, str]) -> Path:
         return Path(explicit).resolve()
     start = start.resolve()
     return next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), start)
+
+
+def read_pyproject(project_dir: Path, fields: Mapping[str, Any], subtables: Iterable[str]) -> dict[str, Any]:
+    """``[tool.dbkit]`` (``-`` in keys read as ``_``); keys that are not ``fields`` and tables that are not
+    ``subtables`` are ConfigErrors."""
+    path = project_dir / "pyproject.toml"
+    try:
+        with path.open("rb") as fh:
+            section = tomllib.load(fh).get("tool", {}).get("dbkit", {})
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML ({exc})") from None
+    table = {key.replace("-", "_"): value for key, value in section.items()}
+    for key, value in section.items():
+        name = key.replace("-", "_")
+        if isinstance(value, dict) and name not in subtables:
+            raise ConfigError(f"[tool.dbkit.{key}]", f"in {path.name} is not a known table "
+                              f"(known: {', '.join(f'[tool.dbkit.{t}]' for t in subtables)})")
+        if not isinstance(value, dict) and name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"[tool.dbkit] {key}", f"in {path.name} is not a known setting (known: {known})")
+    return table
+
+
+def settings_table(fields: Iterable[Any]) -> str:
+    """The README's settings table of ``fields`` (dbkit.config.FIELDS)."""
+    from dbkit._config_types import _printable
+
+    lines = ["| Variable | `[tool.dbkit]` key | Default | What it is for |", "|---|---|---|---|"]
+    for f in fields:
+        default = "unset" if f.default in (None, ()) else f"`{_printable(f.default)}`"
+        purpose = (f.purpose[0].upper() + f.purpose[1:]).replace("<", "\\<")
+        lines.append(f"| `{f.env}` | `{f.name}` | {default} | {purpose} |")
+    return "\n".join(lines)
+
+
+def describe_settings(settings: Any, fields: Iterable[Any]) -> list[tuple[str, str, str]]:
+    """(variable, printable value, source) for the role passwords and every setting of ``fields``, secrets
+    masked (``Settings.describe``)."""
+    from dbkit._config_types import _printable
+    from dbkit.urls import DbUrl
+
+    rows = [(variable, "***" if value else "(empty)", settings.sources.get(variable, "env"))
+            for variable, value in sorted(settings.passwords.items())]
+    for f in fields:
+        value = getattr(settings, f.name)
+        if value is None:
+            text = "(embedded dev cluster)" if f.name == "database_url" and settings.env == "dev" else "(unset)"
+        elif isinstance(value, DbUrl):
+            text = value.masked
+        elif f.secret:
+            text = "***"
+        else:
+            text = _printable(value) or "(none)"
+        rows.append((f.env, text, settings.sources.get(f.name, "default")))
+    return rows

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,14 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
 
-from dbkit._config_files import _read_dotenv, find_project_dir, parse_dotenv
+from dbkit._config_files import (
+    _read_dotenv,
+    describe_settings,
+    find_project_dir,
+    parse_dotenv,
+    read_pyproject,
+    settings_table,
+)
 from dbkit._config_types import (
     ENVIRONMENTS,
     AddressingStyle,
@@ -50,6 +56,7 @@ from dbkit._config_types import (
     Url,
     _printable,
 )
+from dbkit._env_check import parse_variables, prod_problems, read_values
 from dbkit.errors import ConfigError
 from dbkit.urls import DbUrl
 
@@ -58,7 +65,7 @@ __all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "pars
 
 PASSWORD_PREFIX = "DBKIT_PASSWORD_"
 #: [tool.dbkit.<name>] tables: structure that is not a single setting
-SUBTABLES = ("rls", "roles")
+SUBTABLES = ("rls", "roles", "variables")
 
 
 def password_variable(role: str) -> str:
@@ -222,6 +229,12 @@ class Settings:
     roles_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: [tool.dbkit.rls]: per-table expectations of the RLS matrix (see dbkit.testing)
     rls: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: [tool.dbkit.variables] (dbkit._env_check), their (value, source): may be secrets; .env files' (name, file)
+    variables: tuple[Any, ...] = ()
+    variable_values: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict, repr=False)
+    dotenv_keys: tuple[tuple[str, str], ...] = ()
+    #: load_settings(lenient=True): the malformed settings (one line each), left at their default
+    problems: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("dev_dir", "migrations_dir"):  # relative to the project
@@ -261,18 +274,7 @@ class Settings:
     def environment_problems(self) -> list[str]:
         """What DBKIT_ENV=prod requires and is missing (empty elsewhere): TLS to non-local hosts,
         a non-local backup target, passwords for the LOGIN roles."""
-        if self.env != "prod":
-            return []
-        problems = []
-        for variable, url in (("DATABASE_URL", self.database_url), ("DIRECT_DATABASE_URL", self.direct_database_url)):
-            if url is not None and not url.is_local and url.sslmode not in ("require", "verify-ca", "verify-full"):
-                problems.append(f"{variable} must use TLS (sslmode=require or stricter) for {url.masked}")
-        if "://" not in self.backup_uri or self.backup_uri.startswith("file://"):
-            problems.append(f"DBKIT_BACKUP_URI={self.backup_uri} is on this machine; prod backups go to s3://…")
-        for role in (*self.role_enforce, *self.role_bypass, *self.role_readonly):
-            if not self.password_for(role):
-                problems.append(f"{self.password_variable_of(role)} is not set (the {role} role's password)")
-        return problems
+        return prod_problems(self)
 
     def require_environment(self, action: str) -> None:
         """Refuse a destructive ``action`` while DBKIT_ENV=prod requirements are unmet."""
@@ -285,20 +287,7 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, printable value, source) for every setting, secrets masked."""
-        rows = [(variable, "***" if value else "(empty)", self.sources.get(variable, "env"))
-                for variable, value in sorted(self.passwords.items())]
-        for f in FIELDS:
-            value = getattr(self, f.name)
-            if value is None:
-                text = "(embedded dev cluster)" if f.name == "database_url" and self.env == "dev" else "(unset)"
-            elif isinstance(value, DbUrl):
-                text = value.masked
-            elif f.secret:
-                text = "***"
-            else:
-                text = _printable(value) or "(none)"
-            rows.append((f.env, text, self.sources.get(f.name, "default")))
-        return rows
+        return describe_settings(self, FIELDS)
 
 
 FIELDS: tuple[Field, ...] = tuple(
@@ -310,28 +299,6 @@ FIELDS_BY_ENV = {f.env: f for f in FIELDS}
 
 
 # --------------------------------------------------------------------- where values come from
-
-def _read_pyproject(project_dir: Path) -> dict[str, Any]:
-    """``[tool.dbkit]`` (``-`` in keys read as ``_``); unknown keys and tables are ConfigErrors."""
-    path = project_dir / "pyproject.toml"
-    try:
-        with path.open("rb") as fh:
-            section = tomllib.load(fh).get("tool", {}).get("dbkit", {})
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"is not valid TOML ({exc})") from None
-    table = {key.replace("-", "_"): value for key, value in section.items()}
-    for key, value in section.items():
-        name = key.replace("-", "_")
-        if isinstance(value, dict) and name not in SUBTABLES:
-            raise ConfigError(f"[tool.dbkit.{key}]", f"in {path.name} is not a known table "
-                              f"(known: {', '.join(f'[tool.dbkit.{t}]' for t in SUBTABLES)})")
-        if not isinstance(value, dict) and name not in FIELDS_BY_NAME:
-            known = ", ".join(sorted(FIELDS_BY_NAME))
-            raise ConfigError(f"[tool.dbkit] {key}", f"in {path.name} is not a known setting (known: {known})")
-    return table
-
 
 def _label(f: Field, source: str) -> str:
     """The setting as the user wrote it where the value came from."""
@@ -345,12 +312,15 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    lenient: bool = False,
 ) -> Settings:
     """Resolve every setting once: flag > env > .env.<env> > .env > [tool.dbkit] > default.
 
     ``overrides`` holds CLI flags by field name (``None`` means "not given").
     Raises :class:`ConfigError` (one line: variable, problem, purpose, example) for anything
-    missing or malformed.
+    missing or malformed; with ``lenient`` a malformed value is left at its default and described in
+    ``Settings.problems`` instead (``dbkit config check`` lists every problem).  The values of the
+    application's variables (``[tool.dbkit.variables]``) are read, not judged: see dbkit._env_check.
     """
     environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -358,7 +328,7 @@ def load_settings(
         if name not in FIELDS_BY_NAME:
             raise ValueError(f"unknown setting {name!r}")
     project_dir = find_project_dir(cwd or Path.cwd(), environ)
-    pyproject = _read_pyproject(project_dir)
+    pyproject = read_pyproject(project_dir, FIELDS_BY_NAME, SUBTABLES)
     dotenv = _read_dotenv(project_dir / ".env")
 
     def by_name(variables: Mapping[str, str]) -> dict[str, Any]:
@@ -377,7 +347,12 @@ def load_settings(
         return None
 
     env = pick("env")
-    env_file = f".env.{_validate({'env': env}, project_dir=project_dir).env}"
+    try:
+        env_file = f".env.{_validate({'env': env}, project_dir=project_dir).env}"
+    except ConfigError:
+        if not lenient:
+            raise
+        env_file = ".env.dev"
     env_dotenv = _read_dotenv(project_dir / env_file)
     layers.insert(2, (env_file, by_name(env_dotenv)))
     chosen = {f.name: pick(f.name) for f in FIELDS} | {"env": env}
@@ -394,32 +369,42 @@ def load_settings(
         for key, value in values.items():
             if key.startswith(PASSWORD_PREFIX) or key in custom:
                 passwords[key], sources[key] = value, source
-    return _validate(chosen, project_dir=project_dir, sources=sources, passwords=passwords,
-                     rls=pyproject.get("rls", {}), roles_config=roles_config)
+    variables = parse_variables(pyproject.get("variables", {}), reserved={k: f.name for k, f in FIELDS_BY_ENV.items()})
+    values = read_values(tuple(v.name for v in variables), [("env", environ), (env_file, env_dotenv), (".env", dotenv)])
+    dotenv_keys = tuple((k, name) for name, values_ in ((".env", dotenv), (env_file, env_dotenv)) for k in values_)
+    return _validate(chosen, lenient=lenient, project_dir=project_dir, sources=sources, passwords=passwords,
+                     rls=pyproject.get("rls", {}), roles_config=roles_config, variables=variables,
+                     variable_values=values, dotenv_keys=dotenv_keys)
 
 
-def _validate(chosen: Mapping[str, tuple[Any, str] | None], **extra: Any) -> Settings:
-    """Settings from (raw value, source) per field; the first problem becomes one ConfigError line."""
+def _validate(chosen: Mapping[str, tuple[Any, str] | None], *, lenient: bool = False, **extra: Any) -> Settings:
+    """Settings from (raw value, source) per field; the first problem becomes one ConfigError line (with
+    ``lenient``, every malformed setting is left at its default and listed in ``Settings.problems``)."""
     try:
         return Settings(**{name: found[0] for name, found in chosen.items() if found}, **extra)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        f = FIELDS_BY_NAME.get(str(error["loc"][0]))
-        if f is None:  # not a setting: a caller passed a wrong type
+        errors = [(FIELDS_BY_NAME.get(str(e["loc"][0])), e) for e in exc.errors(include_url=False)]
+        if any(f is None for f, _ in errors):  # not a setting: a caller passed a wrong type
             raise
-        problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
-            f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
-        raise ConfigError(_label(f, chosen[f.name][1]), problem, purpose=f.purpose, example=f.example) from None
+        found = [_problem(f, e, chosen[f.name][1]) for f, e in errors]
+        if not lenient:
+            raise found[0] from None
+        bad = {f.name for f, _ in errors}
+        kept = {name: value for name, value in chosen.items() if name not in bad}
+        problems = tuple(dict.fromkeys(error.message for error in found))
+        return Settings(**{name: found[0] for name, found in kept.items() if found}, **extra, problems=problems)
+
+
+def _problem(f: Field, error: Mapping[str, Any], source: str) -> ConfigError:
+    """The one line of a pydantic error of setting ``f`` (a secret's value is never quoted)."""
+    problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
+        f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
+    return ConfigError(_label(f, source), problem, purpose=f.purpose, example=f.example)
 
 
 def settings_table_markdown() -> str:
     """The README's settings table, read from the declaration."""
-    lines = ["| Variable | `[tool.dbkit]` key | Default | What it is for |", "|---|---|---|---|"]
-    for f in FIELDS:
-        default = "unset" if f.default in (None, ()) else f"`{_printable(f.default)}`"
-        purpose = (f.purpose[0].upper() + f.purpose[1:]).replace("<", "\\<")
-        lines.append(f"| `{f.env}` | `{f.name}` | {default} | {purpose} |")
-    return "\n".join(lines)
+    return settings_table(FIELDS)
 
 
 if __name__ == "__main__":  # pragma: no cover - documentation helper
