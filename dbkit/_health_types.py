@@ -148,10 +148,28 @@ class Timescale(Service):
     jobs: tuple[Job, ...] = ()
 
 
+@dataclass(frozen=True)
+class VariableState:
+    """One variable of ``[tool.dbkit.variables]``: ``status`` ok, missing, invalid or unset (optional here) and
+    where its value came from; never the value."""
+
+    name: str
+    type: str
+    status: str
+    source: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "status": self.status, "source": self.source}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Environment(Service):
+    """DBKIT_ENV's requirements and, when the project declares them, its own variables (``problems`` holds
+    one line per missing or malformed one; ``variables`` is None when none are declared)."""
+
     env: str
     problems: tuple[str, ...]
+    variables: tuple[VariableState, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,3 +238,37 @@ class Report:
             "settings": [s.as_dict() for s in self.settings],
             "services": {name: svc.as_dict() for name, svc in self.services.items()},
         }
+
+    def summary(self) -> dict[str, Any]:
+        """``dbkit check --format health``: the compact shape of a service's health endpoint, stable and small
+        enough for a monitor or an application's ``GET /health`` to pass on::
+
+            {"status": "healthy" | "degraded" | "unhealthy", "timestamp": "...",
+             "services": {"database": {"status": "up" | "down", "latency": 0.42}, "storage": {...}, ...},
+             "version": "<dbkit's version>"}
+
+        A service is ``down`` when its check failed and ``up`` otherwise; one that works but needs attention
+        (dbkit's ``warn``) is ``up`` with a ``warning``, a ``down`` one has an ``error``: one line each, with the
+        fix.  ``latency`` (milliseconds, None when it could not be measured) is given for the services that
+        have one: database (a SELECT 1 round trip) and storage (the backup target).  The overall status is the
+        exit code's (0 healthy, 1 degraded, 2 unhealthy)."""
+        services: dict[str, Any] = {}
+        for name, svc in self.services.items():
+            out: dict[str, Any] = {"status": "down" if svc.status == "fail" else "up"}
+            if isinstance(svc, Database | Storage) or name in ("database", "storage"):
+                out["latency"] = getattr(svc, "latency_ms", None)
+            if svc.status != "ok":
+                out["error" if svc.status == "fail" else "warning"] = _message(svc)
+            services[name] = out
+        return {"status": self.status, "timestamp": self.timestamp, "services": services, "version": self.version}
+
+
+def _message(svc: Service) -> str:
+    """One line on what is wrong with a service that is not ok, and its fix."""
+    found = [svc.error] if svc.error else list(getattr(svc, "problems", ()) or getattr(svc, "errors", ()) or ())
+    if not found and getattr(svc, "warnings", ()):
+        found = list(svc.warnings)
+    text = "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+    if svc.hint:
+        text = f"{text}; fix: {svc.hint}" if text else svc.hint
+    return text or svc.note or svc.status

@@ -1,7 +1,8 @@
-"""`dbkit check`: the health report (dbkit.health) as a table, JSON or Prometheus text.
+"""`dbkit check`: the health report (dbkit.health) as a table, JSON, the compact health JSON or Prometheus text.
 
 Each service of ``Report.services`` is a typed :class:`dbkit.health.Service` (a subclass per kind of check
-that ran); the table reads their fields, ``--json`` prints ``Report.as_dict()``.
+that ran); the table reads their fields, ``--json`` prints ``Report.as_dict()``, ``--format health``
+``Report.summary()``.
 """
 
 from __future__ import annotations
@@ -18,23 +19,36 @@ from dbkit.render import Table
 @click.command()
 @json_option
 @click.option("--prometheus", "as_prometheus", is_flag=True, help="Print Prometheus text exposition format.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "health", "prometheus"]), default=None,
+              help="table; json (= --json, every detail); health: the compact health-endpoint JSON (status, "
+                   "timestamp, services up/down with latency, version); prometheus (= --prometheus).")
 @click.option("--max-backup-age", type=FiniteFloat(min=0, min_open=True), default=26.0, show_default=True,
               metavar="HOURS",
               help="Newest complete backup older than this: degraded.")
 @pass_state
-def check(state: State, as_json: bool, as_prometheus: bool, max_backup_age: float) -> None:
+def check(state: State, as_json: bool, as_prometheus: bool, fmt: str | None, max_backup_age: float) -> None:
     """Is the database side healthy?  Settings, database, extensions, connections, roles,
     migrations, RLS, backup target and backups, each with a fix hint.
 
     Exit code: 0 healthy, 1 degraded, 2 unhealthy.
     """
     from dbkit import health
+    from dbkit.errors import UsageError
 
+    flags = {name for name, given in (("json", as_json), ("prometheus", as_prometheus)) if given}
+    if fmt:
+        flags.add(fmt)
+    if len(flags) > 1:
+        raise UsageError(f"--json, --prometheus and --format ask for different outputs ({', '.join(sorted(flags))}): "
+                         "give one", hint="e.g. dbkit check --format health")
+    fmt = flags.pop() if flags else "table"
     report = health.check(state.settings, max_backup_age_hours=max_backup_age)
-    if as_prometheus:
+    if fmt == "prometheus":
         sys.stdout.write(health.prometheus(report))
+    elif fmt == "health":
+        render.emit_json(report.summary())
     else:
-        render.show(report, _describe, as_json=as_json)
+        render.show(report, _describe, as_json=fmt == "json")
     sys.exit(report.exit_code)
 
 
@@ -55,7 +69,11 @@ def _service_detail(svc) -> str:
         return (f"{svc.url}  PostgreSQL {svc.server_version}  latency {svc.latency_ms} ms "
                 f"(connect {svc.connect_ms} ms)")
     if isinstance(svc, health.Environment):
-        return f"DBKIT_ENV={svc.env}" + (f"; {'; '.join(svc.problems)}" if svc.problems else "")
+        text = f"DBKIT_ENV={svc.env}"
+        if svc.variables:
+            ok = sum(v.status in ("ok", "unset") for v in svc.variables)
+            text += f"; {ok} of {len(svc.variables)} declared variables valid"
+        return text + (f"; {'; '.join(svc.problems)}" if svc.problems else "")
     if isinstance(svc, health.Connections):
         return f"{svc.used} of max_connections {svc.max_connections}"
     if isinstance(svc, health.Roles):
