@@ -8,7 +8,6 @@ modes, scans and rewrites, never on time (``max_lock`` is an hour).
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -19,10 +18,13 @@ import psycopg
 import pytest
 
 from dbkit.migrate import _rehearse as rh
-from dbkit.migrate._rehearse_report import verdict
-from tests.migrate_helpers import copy_reference_project, q, revision, settings_for
+from tests.conftest import clean_env
+from tests.migrate_helpers import REPO, copy_reference_project, q, revision, settings_for
 
 HOUR = 3600.0
+#: Backfills run as the owner role, which FORCE ROW LEVEL SECURITY limits to no rows (no tenant claim is set).
+NO_FORCE = ("op.execute('ALTER TABLE app.audit_log NO FORCE ROW LEVEL SECURITY')\n"
+            "op.execute('ALTER TABLE app.documents NO FORCE ROW LEVEL SECURITY')")
 
 UNSAFE = {
     "0007_volatile_default.py": ("0007", "0006", "op.execute('ALTER TABLE app.audit_log ADD COLUMN r float8 DEFAULT random()')"),
@@ -33,7 +35,8 @@ UNSAFE = {
                                    "FOREIGN KEY (target_id) REFERENCES app.documents (id)')"),
 }
 SAFE = {
-    "0007_add_nullable.py": ("0007", "0006", "op.execute('ALTER TABLE app.audit_log ADD COLUMN r float8')\n"
+    "0007_add_nullable.py": ("0007", "0006", f"{NO_FORCE}\n"
+                             "op.execute('ALTER TABLE app.audit_log ADD COLUMN r float8')\n"
                              "op.execute('ALTER TABLE app.audit_log ADD COLUMN c int DEFAULT 1')"),
     "0008_backfill.py": ("0008", "0007", "op.execute('UPDATE app.audit_log SET r = random() WHERE r IS NULL')"),
     "0009_check_not_valid.py": ("0009", "0008", "op.execute('ALTER TABLE app.audit_log ADD CONSTRAINT actor_nn "
@@ -106,3 +109,126 @@ def test_every_unsafe_revision_is_flagged_and_the_source_is_untouched(unsafe, db
     assert by_rev["0008"].file == "0008_set_not_null.py" and by_rev["0008"].line
     assert checksum(dbkit_seeded_db) == before
     assert scratch_dbs(dbkit_seeded_db) == []
+
+
+def test_the_safe_forms_pass(tmp_path, dbkit_seeded_db):
+    settings = settings_for(dbkit_seeded_db, project(tmp_path, SAFE))
+    report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
+    assert report.failed is None, report.failed
+    assert [r.revision for r in report.revisions] == [f"{n:04d}" for n in range(7, 16)]
+    assert report.findings == [], [f.describe() for f in report.findings]
+    assert report.ok
+    stmts = {r.revision: r.statements for r in report.revisions}
+    # what made them safe, as the tracer saw it: no rewrite, the scans ran under modes that let writes through
+    touched = [t for r in report.revisions for s in r.statements for t in s.touched]
+    assert not any(t.rewritten for t in touched)
+    backfill = next(t for t in stmts["0008"][0].touched if t.relation == "app.audit_log")
+    assert backfill.scans and backfill.rows_read == 24 and backfill.modes_held == ["RowExclusiveLock"]
+    validate = next(t for t in stmts["0010"][0].touched if t.relation == "app.audit_log")
+    assert validate.scans and validate.modes_held == ["ShareUpdateExclusiveLock"]
+    set_not_null = next(t for t in stmts["0011"][0].touched if t.relation == "app.audit_log")
+    assert "AccessExclusiveLock" in set_not_null.modes_held and set_not_null.scans == 0  # the valid CHECK proves it
+    concurrently = [s for s in stmts["0012"] if "CONCURRENTLY" in s.sql]
+    assert concurrently and all(s.autocommit for s in concurrently)
+    assert scratch_dbs(dbkit_seeded_db) == []
+
+
+def test_the_same_statements_in_one_transaction_are_flagged(tmp_path, dbkit_seeded_db):
+    """A backfill or a VALIDATE in the revision that took ACCESS EXCLUSIVE scans under that lock (held until
+    commit): the split into revisions is what makes the safe forms safe."""
+    together = {"0007_all.py": ("0007", "0006", f"{NO_FORCE}\n"
+                                "op.execute('ALTER TABLE app.audit_log ADD COLUMN r float8')\n"
+                                "op.execute('UPDATE app.audit_log SET r = random()')\n"
+                                "op.execute('ALTER TABLE app.audit_log ADD CONSTRAINT r_nn CHECK (r IS NOT NULL) "
+                                "NOT VALID')\n"
+                                "op.execute('ALTER TABLE app.audit_log VALIDATE CONSTRAINT r_nn')")}
+    settings = settings_for(dbkit_seeded_db, project(tmp_path, together))
+    report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
+    flagged = [(f.rule, f.mode, f.statement.split()[0]) for f in report.findings]
+    assert flagged == [("scan", "ACCESS EXCLUSIVE", "UPDATE"), ("scan", "ACCESS EXCLUSIVE", "ALTER")]
+    assert "own revision" in report.findings[0].alternative
+
+
+def test_thresholds_and_max_lock(unsafe):
+    """Above --min-size nothing is flagged; with --max-lock 0 the hold of every write-blocking lock counts."""
+    big = rh.rehearse(unsafe, min_size=rh.parse_size("1GB"), max_lock=0.0)
+    assert big.ok and big.findings == [] and len(big.revisions) == 5
+    held = rh.rehearse(unsafe, to="0008", min_size=0, max_lock=0.0)
+    assert [r.revision for r in held.revisions] == ["0007", "0008"]
+    assert {"lock", "rewrite", "scan"} >= {f.rule for f in held.findings} and held.findings
+    locks = [lk for r in held.revisions for s in r.statements for lk in s.locks if lk.relation == "app.audit_log"]
+    assert all(lk.held_s is not None and lk.held_s >= 0 for lk in locks)
+
+
+def test_nothing_pending_says_so_and_copies_nothing(tmp_path, dbkit_seeded_db):
+    settings = settings_for(dbkit_seeded_db, copy_reference_project(tmp_path))
+    report = rh.rehearse(settings, min_size=0)
+    assert report.nothing_pending and report.ok and report.scratch is None
+    assert report.summary().startswith("nothing to rehearse:") and "0006" in report.summary()
+
+
+def test_a_failing_revision_is_reported_and_the_scratch_dropped(tmp_path, dbkit_seeded_db):
+    revs = dict(list(UNSAFE.items())[:1])
+    revs["0008_boom.py"] = ("0008", "0007", "op.execute('ALTER TABLE app.no_such_table ADD COLUMN x int')")
+    settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
+    before = checksum(dbkit_seeded_db)
+    report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
+    assert not report.ok
+    assert "0008" in report.failed and "no_such_table" in report.failed
+    assert [s.error is not None for r in report.revisions for s in r.statements] == [False, True]
+    assert scratch_dbs(dbkit_seeded_db) == []
+    assert checksum(dbkit_seeded_db) == before
+
+
+def test_clone_with_other_sessions_is_one_clear_line(unsafe, dbkit_seeded_db):
+    with psycopg.connect(dbkit_seeded_db.conninfo):
+        with pytest.raises(rh.CloneImpossible) as err:
+            rh.rehearse(unsafe, min_size=0)
+    text = str(err.value)
+    assert "1 other session(s) are connected" in text and "--from-backup" in text and "\n" not in text
+    assert scratch_dbs(dbkit_seeded_db) == []
+
+
+def test_keep_keeps_the_scratch_database(unsafe, dbkit_seeded_db):
+    report = rh.rehearse(unsafe, to="0007", min_size=0, keep=True)
+    try:
+        assert report.kept and scratch_dbs(dbkit_seeded_db) == [report.scratch]
+        assert q(dbkit_seeded_db.with_dbname(report.scratch), "SELECT version_num FROM dbkit.alembic_version") == [
+            ("0007",)]
+    finally:
+        rh.drop_scratch(unsafe, dbkit_seeded_db, report.scratch)
+
+
+def test_sigint_drops_the_scratch_database(tmp_path, dbkit_seeded_db):
+    """A real `dbkit migrate rehearse` process, interrupted (SIGINT) while a revision runs."""
+    revs = {"0007_slow.py": ("0007", "0006", "op.execute('SELECT pg_sleep(60)')")}
+    root = project(tmp_path, revs)
+    before = checksum(dbkit_seeded_db)
+    script = ("import sys; from dbkit.cli import main; from dbkit.cli.migrate import migrate; "
+              "from dbkit.cli._rehearse import rehearse; migrate.add_command(rehearse); main(sys.argv[1:])")
+    env = clean_env(DATABASE_URL=dbkit_seeded_db.raw, DBKIT_ENV="test", DBKIT_PROJECT_DIR=str(root),
+                    PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", script, "migrate", "rehearse", "--clone", "--min-size", "0"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = q(dbkit_seeded_db.with_dbname("postgres"), "SELECT datname FROM pg_stat_activity "
+                     "WHERE query LIKE 'SELECT pg_sleep(60)%%' AND datname LIKE %s",
+                     (f"{dbkit_seeded_db.dbname[:30]}%_rehearse_%",))
+            if rows:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        else:
+            pytest.fail("the slow revision never started")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # click turns KeyboardInterrupt into Abort: dbkit's main says "aborted", exit 1 (130 once main maps it)
+    assert proc.returncode in (1, 130), err
+    assert ("aborted" in err or "interrupted" in err) and "rehearsing on scratch database" in err
+    assert scratch_dbs(dbkit_seeded_db) == []
+    assert checksum(dbkit_seeded_db) == before

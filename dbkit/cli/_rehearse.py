@@ -1,0 +1,132 @@
+"""`dbkit migrate rehearse`: the pending revisions on a scratch copy, traced and judged
+(dbkit.migrate._rehearse).  Registered on the `migrate` group by dbkit/cli/migrate.py."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dbkit import render
+from dbkit.cli._common import State, check_revision, from_option, json_option, pass_state, setup_logging
+from dbkit.render import Table
+
+
+def _locks(st) -> str:
+    from dbkit.migrate._rehearse_report import mode_name
+
+    shown = [f"{mode_name(lock.mode)} {lock.relation}" for lock in st.locks
+             if not lock.created and lock.relkind in ("r", "p", "m") and lock.mode != "AccessShareLock"]
+    if st.autocommit and not shown:
+        return "(outside a transaction: released at its end)"
+    return ", ".join(shown) or "-"
+
+
+def _touched(st) -> str:
+    from dbkit.migrate._rehearse_report import human_size
+
+    parts = []
+    for t in st.touched:
+        if t.created or t.relkind not in ("r", "p", "m"):
+            continue
+        what = [f"rewritten {human_size(t.size_before)}->{human_size(t.size_after)}"] if t.rewritten else []
+        if t.scans:
+            what.append(f"scanned {t.rows_read:,} rows")
+        if what:
+            parts.append(f"{t.relation}: {', '.join(what)}")
+    return "; ".join(parts) or "-"
+
+
+def _describe(report):
+    from dbkit.migrate._rehearse_report import human_size
+
+    if report.nothing_pending:
+        yield report.summary()
+        return
+    rows = []
+    for run in report.revisions:
+        for st in run.statements:
+            sql = st.sql if len(st.sql) <= 60 else st.sql[:57] + "..."
+            rows.append((run.revision, sql, f"{st.duration_s:.3f}s", _locks(st), _touched(st),
+                         human_size(st.wal_bytes), "error" if st.error else ""))
+    yield Table(["revision", "statement", "time", "write-blocking locks", "rewrites / scans", "WAL", ""], rows,
+                title=f"statements on {report.scratch or 'the scratch copy'}")
+    yield Table(["revision", "file", "time", "statements", "findings"],
+                [(r.revision, r.file, f"{r.duration_s:.3f}s", len(r.statements),
+                  sum(1 for f in report.findings if f.revision == r.revision)) for r in report.revisions],
+                title="revisions")
+    for finding in report.findings:
+        yield f"FAIL {finding.describe()}"
+    if report.failed:
+        yield f"FAIL the revision failed on the scratch copy: {report.failed}"
+    yield report.summary()
+
+
+@click.command("rehearse")
+@click.option("--to", "to_rev", default="head", show_default=True, metavar="REV", help="Target revision.")
+@click.option("--clone", is_flag=True, help="Copy with CREATE DATABASE … TEMPLATE of the current database "
+              "(dev/test: needs no other session on it).")
+@click.option("--from-backup", "backup_id", metavar="ID", help="Restore this backup (an id or latest) as the copy.")
+@from_option(help="Where the backups are (default: DBKIT_BACKUP_URI), with --from-backup.")
+@click.option("--keep", is_flag=True, help="Keep the scratch database afterwards (its name is printed).")
+@click.option("--min-size", default="10MB", show_default=True, metavar="SIZE",
+              help="Relations up to this size are never flagged (e.g. 0, 512kB, 1GB).")
+@click.option("--max-lock", metavar="DURATION", help="Longest a write-blocking lock may be held "
+              "[default: DBKIT_LOCK_TIMEOUT].")
+@json_option
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown for a pull-request comment.")
+@pass_state
+def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, source: str | None, keep: bool,
+             min_size: str, max_lock: str | None, as_json: bool, as_markdown: bool) -> None:
+    """Run the pending revisions on a scratch copy of the database and report what each statement
+    locks, rewrites and scans.  Exit 1 when a statement would block the application's writes on a
+    relation bigger than --min-size (a rewrite, a scan under a write-blocking lock, or such a lock held
+    longer than --max-lock) or a revision fails.  The scratch database is dropped at the end, on
+    failure and on Ctrl-C, unless --keep; the source is never written."""
+    import logging
+
+    from dbkit.errors import UsageError
+    from dbkit.migrate import _rehearse as rh
+    from dbkit.migrate._rehearse_report import markdown
+
+    check_revision("--to", to_rev)
+    if as_json and as_markdown:
+        raise UsageError("--json and --markdown are exclusive", hint="pick one output format")
+    if clone and backup_id is not None:
+        raise UsageError("--clone and --from-backup are exclusive", hint="copy either by cloning or from a backup")
+    if source is not None and backup_id is None:
+        raise UsageError("--from needs --from-backup", hint="add --from-backup latest (or a backup id)")
+    if not clone and backup_id is None:
+        raise UsageError("say how to copy the database: --clone or --from-backup ID|latest",
+                         hint="--clone for dev/test (CREATE DATABASE … TEMPLATE), --from-backup latest elsewhere")
+    size = rh.parse_size(min_size)
+    seconds = None if max_lock is None else rh.parse_duration(max_lock)
+    settings = state.settings
+    copy, method = None, "clone"
+    if backup_id is not None:
+        from dbkit.cli.backup import check_backup_uri
+
+        if not backup_id.strip():
+            raise UsageError("--from-backup is empty", hint="give a backup id (see `dbkit backup list`) or latest")
+        check_backup_uri("--from", source, settings)
+        copy, method = _restore_into(settings, backup_id, source), f"restore of backup {backup_id}"
+    setup_logging(logging.INFO, logging.INFO if state.verbose else logging.WARNING)
+    report = rh.rehearse(settings, to=to_rev, min_size=size, max_lock=seconds, keep=keep, copy=copy,
+                         copy_method=method,
+                         on_scratch=lambda name: render.error_line(f"dbkit: rehearsing on scratch database {name}"))
+    if as_markdown:
+        sys.stdout.write(markdown(report))
+    else:
+        render.show(report, _describe, as_json=as_json)
+    sys.exit(0 if report.ok else 1)
+
+
+def _restore_into(settings, backup_id: str, source: str | None):
+    """The copy: ``dbkit restore ID --into <scratch>`` (roles created, checks as in a real restore)."""
+
+    def copy(name: str) -> None:
+        from dbkit import lifecycle
+
+        lifecycle.restore(settings, backup_id, source=source, into=name)
+
+    return copy
