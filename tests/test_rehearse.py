@@ -8,6 +8,7 @@ modes, scans and rewrites, never on time (``max_lock`` is an hour).
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -232,3 +233,106 @@ def test_sigint_drops_the_scratch_database(tmp_path, dbkit_seeded_db):
     assert ("aborted" in err or "interrupted" in err) and "rehearsing on scratch database" in err
     assert scratch_dbs(dbkit_seeded_db) == []
     assert checksum(dbkit_seeded_db) == before
+
+
+# --------------------------------------------------------------------- the command (click), and --from-backup
+
+def invoke(settings, *args: str):
+    from click.testing import CliRunner
+
+    from dbkit.cli._common import State
+    from dbkit.cli._rehearse import rehearse
+
+    return CliRunner().invoke(rehearse, list(args), obj=State(_settings=settings))
+
+
+def test_cli_json_markdown_and_table(unsafe, dbkit_seeded_db):
+    result = invoke(unsafe, "--clone", "--to", "0009", "--min-size", "0", "--max-lock", "1h", "--json")
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["pending"] == ["0007", "0008", "0009"] and data["copy_method"] == "clone"
+    assert [f["revision"] for f in data["findings"]] == ["0007", "0008", "0009"]
+    assert all(f["message"].startswith(f"revision {f['revision']} (") and "safe alternative:" in f["message"]
+               for f in data["findings"])
+    assert data["copy_s"] > 0 and data["total_s"] >= data["copy_s"] and data["revisions"][0]["duration_s"] >= 0
+    md = invoke(unsafe, "--clone", "--to", "0009", "--min-size", "0", "--max-lock", "1h", "--markdown")
+    assert md.exit_code == 1 and md.stdout.startswith("### dbkit migrate rehearse: ❌ FAIL")
+    assert "| 0009 (0009_index.py:15) | `CREATE INDEX audit_log_action_idx ON app.audit_log (action)` |" in md.stdout
+    table = invoke(unsafe, "--clone", "--to", "0007", "--min-size", "0", "--max-lock", "1h")
+    assert table.exit_code == 1
+    assert "FAIL revision 0007 (0007_volatile_default.py:15): 'ALTER TABLE app.audit_log ADD COLUMN r float8 " \
+           "DEFAULT random()' rewrites app.audit_log: table rewritten" in table.stdout
+    big = invoke(unsafe, "--clone", "--to", "0009", "--max-lock", "1h")  # default --min-size 10MB: tiny tables pass
+    assert big.exit_code == 0, big.output
+    assert big.stdout.rstrip().splitlines()[-1].startswith("ok: 3 of 3 revision(s) rehearsed on a clone of")
+    assert scratch_dbs(dbkit_seeded_db) == []
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["--clone", "--json", "--markdown"], "--json and --markdown are exclusive"),
+    (["--clone", "--from-backup", "latest"], "--clone and --from-backup are exclusive"),
+    (["--clone", "--from", "/tmp/x"], "--from needs --from-backup"),
+    (["--clone", "--min-size", "lots"], "--min-size is 'lots', not a size"),
+    (["--clone", "--max-lock", "soon"], "--max-lock is 'soon', not a duration"),
+    (["--clone", "--to", " "], "--to is empty"),
+])
+def test_cli_bad_input_is_one_line(args, text, tmp_path):
+    from dbkit.errors import DbkitError
+
+    result = invoke(None, *args)
+    assert isinstance(result.exception, DbkitError) and text in str(result.exception)
+    assert "\n" not in str(result.exception) and result.exception.exit_code == 2
+
+
+def test_from_backup_restores_the_copy(tmp_path, dbkit_seeded_db):
+    from dbkit.backup import pipeline
+
+    settings = settings_for(dbkit_seeded_db, project(tmp_path / "p", UNSAFE),
+                            DBKIT_BACKUP_URI=str(tmp_path / "backups"))
+    manifest = pipeline.backup(settings)
+    before = checksum(dbkit_seeded_db)
+    with psycopg.connect(dbkit_seeded_db.conninfo):  # a restore, unlike a clone, does not mind other sessions
+        result = invoke(settings, "--to", "0008", "--min-size", "0", "--max-lock", "1h", "--json")
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert data["copy_method"] == "restore of backup latest" and data["failed"] is None
+    assert {(f["revision"], f["rule"]) for f in data["findings"]} == {("0007", "rewrite"), ("0008", "scan")}
+    assert manifest.id
+    assert scratch_dbs(dbkit_seeded_db) == [] and checksum(dbkit_seeded_db) == before
+
+
+# --------------------------------------------------------------------- pure parts
+
+def test_sizes_durations_and_names():
+    assert rh.parse_size("10MB") == 10 * 1024**2 and rh.parse_size("0") == 0 and rh.parse_size("512kB") == 512 * 1024
+    assert rh.parse_size("1048576") == 1048576 and rh.parse_size("1.5 GB") == int(1.5 * 1024**3)
+    assert rh.parse_duration("2s") == 2 and rh.parse_duration("500ms") == 0.5 and rh.parse_duration("1min") == 60
+    assert rh.parse_duration("250", bare_unit="ms") == 0.25
+    name = rh.scratch_name("x" * 63)
+    assert len(name.encode()) <= 63 and "_rehearse_" in name
+    assert rh.scratch_name("app").startswith("app_rehearse_")
+
+
+def test_verdict_rules_on_a_synthetic_trace():
+    from dbkit.migrate._rehearse_report import RevisionRun, human_size, mode_name, verdict
+    from dbkit.migrate._rehearse_trace import LockTaken, StatementTrace, Touched
+
+    def stmt(sql, mode, *, rewritten=False, scans=0, held=0.5, created=False, size=100 << 20):
+        lock = LockTaken("app.t", "r", mode, size, 1000, created, held)
+        t = Touched("app.t", "r", size, size, 1000, rewritten, created, scans, scans * 1000, [mode])
+        return StatementTrace("r1", "r1.py", 3, sql, 0.0, 0.1, locks=[lock], touched=[t])
+
+    run = RevisionRun("r1", "r1.py", "m", 1.0, [
+        stmt("ALTER TABLE t ALTER COLUMN a TYPE bigint", "AccessExclusiveLock", rewritten=True),
+        stmt("CREATE INDEX i ON t (a)", "ShareLock", scans=1),
+        stmt("ALTER TABLE t ADD COLUMN b int", "AccessExclusiveLock", held=10.0),
+        stmt("ALTER TABLE t ADD COLUMN c int", "AccessExclusiveLock", held=0.1),
+        stmt("ALTER TABLE t VALIDATE CONSTRAINT c", "ShareUpdateExclusiveLock", scans=1, held=10.0),
+        stmt("CREATE TABLE t2 ()", "AccessExclusiveLock", created=True, held=10.0),
+        stmt("CREATE INDEX j ON t (b)", "ShareLock", scans=1, size=1 << 20),
+    ])
+    found = verdict([run], min_size=10 << 20, max_lock_s=5.0)
+    assert [(f.rule, f.mode, f.statement.split()[1]) for f in found] == [
+        ("rewrite", "ACCESS EXCLUSIVE", "TABLE"), ("scan", "SHARE", "INDEX"), ("lock", "ACCESS EXCLUSIVE", "TABLE")]
+    assert "held 10.000s until commit, over --max-lock 5s" in found[2].figures
+    assert mode_name("ShareRowExclusiveLock") == "SHARE ROW EXCLUSIVE" and human_size(2048) == "2.0 kB"

@@ -66,7 +66,8 @@ def _describe(report):
 @click.option("--to", "to_rev", default="head", show_default=True, metavar="REV", help="Target revision.")
 @click.option("--clone", is_flag=True, help="Copy with CREATE DATABASE … TEMPLATE of the current database "
               "(dev/test: needs no other session on it).")
-@click.option("--from-backup", "backup_id", metavar="ID", help="Restore this backup (an id or latest) as the copy.")
+@click.option("--from-backup", "backup_id", metavar="ID",
+              help="Restore this backup (an id or latest) as the copy [default: latest, unless --clone].")
 @from_option(help="Where the backups are (default: DBKIT_BACKUP_URI), with --from-backup.")
 @click.option("--keep", is_flag=True, help="Keep the scratch database afterwards (its name is printed).")
 @click.option("--min-size", default="10MB", show_default=True, metavar="SIZE",
@@ -97,8 +98,7 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
     if source is not None and backup_id is None:
         raise UsageError("--from needs --from-backup", hint="add --from-backup latest (or a backup id)")
     if not clone and backup_id is None:
-        raise UsageError("say how to copy the database: --clone or --from-backup ID|latest",
-                         hint="--clone for dev/test (CREATE DATABASE … TEMPLATE), --from-backup latest elsewhere")
+        backup_id = "latest"  # the default copy: the newest complete backup
     size = rh.parse_size(min_size)
     seconds = None if max_lock is None else rh.parse_duration(max_lock)
     settings = state.settings

@@ -107,13 +107,13 @@ def _rows(reltuples: float) -> int | None:
     return None if reltuples is None or reltuples < 0 else int(reltuples)
 
 
-def _revision_frame(project: str) -> tuple[str, str, int] | None:
+def _revision_frame(prefixes: tuple[str, ...]) -> tuple[str, str, int] | None:
     """(revision id, file name, line) of the revision module whose code issued the statement."""
     frame = sys._getframe(2)
     while frame is not None:
         g = frame.f_globals
         rev = g.get("revision")
-        if isinstance(rev, str) and "down_revision" in g and frame.f_code.co_filename.startswith(project):
+        if isinstance(rev, str) and "down_revision" in g and frame.f_code.co_filename.startswith(prefixes):
             return rev, Path(frame.f_code.co_filename).name, frame.f_lineno
         frame = frame.f_back
     return None
@@ -123,7 +123,9 @@ class Tracer:
     """Listens to SQLAlchemy's engine events while installed (a context manager), for one database."""
 
     def __init__(self, dbname: str, migrations_dir: str) -> None:
-        self.dbname, self.project = dbname, str(Path(migrations_dir).resolve())
+        self.dbname = dbname
+        folder = Path(migrations_dir)
+        self.prefixes = tuple(dict.fromkeys((str(folder.absolute()), str(folder.resolve()))))
         self.statements: list[StatementTrace] = []
         self.commits: dict[str, float] = {}  # revision -> time (since t0) of its last commit
         self.t0 = time.perf_counter()
@@ -183,7 +185,7 @@ class Tracer:
         raw = self._raw(conn)
         if raw is None:
             return
-        where = _revision_frame(self.project)
+        where = _revision_frame(self.prefixes)
         if where is None:
             self._pending = None
             return
