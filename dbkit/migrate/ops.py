@@ -72,14 +72,6 @@ from dbkit.migrate._ops_timescale import (
     RemoveRetentionPolicyOp,
 )
 
-#: the operations that need TimescaleDB's community edition (the Apache edition refuses them)
-COMMUNITY_OPERATIONS = frozenset({
-    "enable_compression", "disable_compression", "add_compression_policy", "remove_compression_policy",
-    "add_retention_policy", "remove_retention_policy", "add_reorder_policy", "remove_reorder_policy",
-    "create_continuous_aggregate", "drop_continuous_aggregate", "add_refresh_policy", "remove_refresh_policy",
-    "add_job", "delete_job",
-})
-
 __all__ = [
     "CreateExtensionOp", "DropExtensionOp", "CreateHypertableOp", "RevertHypertableOp",
     "EnableRLSOp", "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp",
@@ -88,5 +80,5 @@ __all__ = [
     "EnableCompressionOp", "DisableCompressionOp", "AddCompressionPolicyOp", "RemoveCompressionPolicyOp",
     "AddRetentionPolicyOp", "RemoveRetentionPolicyOp", "AddReorderPolicyOp", "RemoveReorderPolicyOp",
     "CreateContinuousAggregateOp", "DropContinuousAggregateOp", "AddRefreshPolicyOp", "RemoveRefreshPolicyOp",
-    "AddJobOp", "DeleteJobOp", "COMMUNITY_OPERATIONS",
+    "AddJobOp", "DeleteJobOp",
 ]
