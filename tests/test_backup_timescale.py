@@ -375,3 +375,29 @@ def test_the_scheduler_runs_the_jobs_of_a_restored_database(scheduler_url, tmp_p
     hello = q(restored, "SELECT job_id FROM timescaledb_information.jobs WHERE config ->> 'tag' = 'hello'")[0][0]
     assert q(restored, f"SELECT count(*) FROM metrics.job_log WHERE job_id = {hello}")[0][0] == \
         q(source, f"SELECT count(*) FROM metrics.job_log WHERE job_id = {hello}")[0][0] + 1
+
+
+def test_swap_leaves_the_scheduler_running_for_the_swapped_in_database_only(scheduler_url, tmp_path):
+    """TimescaleDB stops a database's scheduler when the database is renamed (warning to restart it by hand): after
+    ``restore --swap`` the restored database's scheduler runs again; the kept copy's stays stopped (no job runs
+    twice)."""
+    source = scheduler_url.with_dbname("tsswap")
+    q(scheduler_url, "CREATE DATABASE tsswap")
+    q(source, "CREATE EXTENSION timescaledb")
+    build(source)
+    schedulers = ("SELECT array_agg(datname ORDER BY datname) FROM pg_stat_activity "
+                  "WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname LIKE 'tsswap%'")
+    assert wait_for(scheduler_url, schedulers, [(["tsswap"],)]) == [(["tsswap"],)]
+    (tmp_path / "pyproject.toml").write_text("[tool.dbkit]\nschema = \"metrics\"\n")
+    settings = settings_for(source, tmp_path, DBKIT_BACKUP_URI=str(tmp_path / "backups"))
+    pipeline.backup(settings)
+    old_oid = q(scheduler_url, "SELECT oid FROM pg_database WHERE datname = 'tsswap'")[0][0]
+    result = pipeline.restore(settings, "latest", swap=True, yes=True)
+    assert result.swapped and result.database == "tsswap"
+    assert q(scheduler_url, "SELECT datname FROM pg_database WHERE oid = %s", (old_oid,)) == [(result.previous,)]
+    assert wait_for(scheduler_url, schedulers, [(["tsswap"],)]) == [(["tsswap"],)]
+    assert q(scheduler_url, "SELECT datid FROM pg_stat_activity WHERE backend_type = 'TimescaleDB Background Worker "
+                            "Scheduler' AND datname = 'tsswap'") != [(old_oid,)]
+    # the restored database's jobs run there (started by its scheduler)
+    started = ("SELECT count(*) > 0 FROM timescaledb_information.job_stats WHERE job_id >= 1000")
+    assert wait_for(source, started, [(True,)]) == [(True,)]

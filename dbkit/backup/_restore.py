@@ -151,8 +151,21 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target_name),
                                                                          sql.Identifier(url.dbname)))
             result.swapped, result.previous, result.database = True, previous, url.dbname
+            if "timescaledb" in (manifest.extensions or {}):
+                _restart_scheduler(url)
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _restart_scheduler(url: DbUrl) -> None:
+    """TimescaleDB stops a database's job scheduler when the database is renamed (and warns to restart it by
+    hand): after the swap the restored database's is started again; the kept copy's stays stopped (until the
+    server restarts), so its jobs do not run twice."""
+    with db.connect(url, autocommit=True) as conn:
+        fn = conn.execute("SELECT coalesce(to_regproc('_timescaledb_functions.restart_background_workers'), "
+                          "to_regproc('_timescaledb_internal.restart_background_workers'))").fetchone()[0]
+        if fn:
+            conn.execute(f"SELECT {fn}()")
 
 
 def _after_restore(settings, target: DbUrl, manifest, result: RestoreResult, hooks: RestoreHooks) -> None:
