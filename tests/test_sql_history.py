@@ -128,3 +128,38 @@ def test_a_file_the_old_runner_skipped_before_a_listed_one_is_one_line(tmp_path,
     assert str(info.value) == ("migrations does not list 001_widgets.sql but lists the later 002_gadgets.sql: the "
                                "old runner never applied it; run the old runner once more so it applies every "
                                "file, then `dbkit migrate`")
+
+
+def test_status_says_dbkit_migrate_adopts_the_database(tmp_path, pg_url):
+    project, sql = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    _old_runner(pg_url, sql, ["001_widgets.sql", "002_gadgets.sql"])
+    st = runner.status(settings)
+    assert st.current == [] and [r.revision for r in st.pending] == ["0001", "0002"]
+    assert st.advice() == ("migrations lists 2 SQL file(s) the old runner applied (last: 002_gadgets.sql): "
+                           "`dbkit migrate` stamps revision 0002 without running them, then runs the revisions "
+                           "after it")
+    assert st.as_dict()["advice"] == st.advice()
+    result = runner.upgrade(settings)
+    assert result.applied == [] and result.after == ["0002"]
+    assert runner.status(settings).advice() is None
+
+
+def test_import_sql_cli_refuses_bad_input_in_one_line(tmp_path, pg_url):
+    project, _ = _legacy(tmp_path)
+    cli = DbkitRunner(project)
+    env = {"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test"}
+    for args, expected in [
+        (("nowhere",), "nowhere is not a directory"),
+        (("sql_migrations", "--table", "bad name"), "--table 'bad name' is not a table name"),
+        (("migrations",), "migrations has no *.sql files"),
+    ]:
+        out = cli("migrate", "import-sql", *args, env=env)
+        assert out.returncode == 2, out.stderr
+        (line,) = out.stderr.strip().splitlines()
+        assert expected in line, line
+    assert not list((project / "migrations" / "versions").glob("*.py"))
+    out = cli("migrate", "import-sql", "sql_migrations", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert '"written"' in out.stdout and "0002_sql_002_gadgets.py" in out.stdout

@@ -26,7 +26,7 @@ from typing import Any
 
 from dbkit.errors import ConfigError, UsageError
 
-__all__ = ["ImportResult", "Adoption", "split_statements", "import_sql", "adopt"]
+__all__ = ["ImportResult", "Adoption", "split_statements", "import_sql", "adopt", "advice"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 #: statements that cannot run inside a transaction block (the old runner ran each file in one)
@@ -294,20 +294,39 @@ def _plan(conn, script) -> tuple[str, list[str], str] | None:
     return table, [r.module.sql_file for r in chain[: last + 1]], chain[last].revision
 
 
-def adopt(settings) -> Adoption | None:
-    """Stamp a database the old runner migrated (see the module's doc); None when there is nothing to adopt
-    (no imported revisions, a version table with revisions, no old table, or an empty one)."""
+def _found(settings):
+    """(script, plan) for a database to adopt, else (script, None); what cannot be adopted raises."""
     from dbkit import db, target
     from dbkit.migrate._runner_state import _script
 
     script = _script(settings)
     if not any(isinstance(getattr(r.module, "sql_file", None), str) for r in script.walk_revisions()):
-        return None
+        return script, None
     url = target.resolve_url(settings, direct=True)
     with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
-        if db.applied_revisions(conn, db.version_table(settings)) or _plan(conn, script) is None:
-            return None
-    return _stamp_under_lock(settings, script)
+        if db.applied_revisions(conn, db.version_table(settings)):
+            return script, None
+        return script, _plan(conn, script)
+
+
+def adopt(settings) -> Adoption | None:
+    """Stamp a database the old runner migrated (see the module's doc); None when there is nothing to adopt
+    (no imported revisions, a version table with revisions, no old table, or an empty one)."""
+    script, plan = _found(settings)
+    return None if plan is None else _stamp_under_lock(settings, script)
+
+
+def advice(settings) -> str | None:
+    """For ``migrate status``: what ``dbkit migrate`` will adopt (or why it cannot), None when nothing."""
+    try:
+        _, plan = _found(settings)
+    except UsageError as exc:
+        return f"the SQL-file history cannot be adopted: {exc}"
+    if plan is None:
+        return None
+    table, files, rev = plan
+    return (f"{table} lists {len(files)} SQL file(s) the old runner applied (last: {files[-1]}): `dbkit migrate` "
+            f"stamps revision {rev} without running them, then runs the revisions after it")
 
 
 def _stamp_under_lock(settings, script) -> Adoption | None:

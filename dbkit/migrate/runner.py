@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dbkit import db, target
 from dbkit.errors import DbkitError, OperationFailed
-from dbkit.migrate import _runner_run
+from dbkit.migrate import _runner_run, _runner_state
 from dbkit.migrate._runner_run import MigrationFailed, downgrade, new, offline_sql, stamp
 from dbkit.migrate._runner_run import RunResult as RunResult
-from dbkit.migrate._runner_state import Revision, Status, _script, alembic_config, history, status
+from dbkit.migrate._runner_state import Revision, Status, _script, alembic_config, history
 from dbkit.migrate.env import file_sha256
 from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 
@@ -134,6 +134,30 @@ def upgrade(settings, revision: str = "head") -> UpgradeResult:
     adopted = _sql_history.adopt(settings)
     result = _runner_run.upgrade(settings, revision)
     return UpgradeResult(result.before, result.after, result.applied, adopted)
+
+
+@dataclass
+class _AdoptableStatus(Status):
+    """A :class:`Status` of a database an old SQL-file runner migrated: the advice says `dbkit migrate` adopts it."""
+
+    sql_history: str | None = None
+
+    def advice(self) -> str | None:
+        return self.sql_history if self.sql_history and not self.problem else super().advice()
+
+
+def status(settings) -> Status:
+    """Current revision(s), head(s) and pending revisions (:func:`dbkit.migrate._runner_state.status`); for a
+    database without a version table that an old SQL-file runner migrated, the advice names the adoption."""
+    from dbkit.migrate import _sql_history
+
+    st = _runner_state.status(settings)
+    if st.current or st.problem:
+        return st
+    note = _sql_history.advice(settings)
+    if note is None:
+        return st
+    return _AdoptableStatus(**{f.name: getattr(st, f.name) for f in fields(st)}, sql_history=note)
 
 
 def import_sql(settings, directory, *, table: str = "migrations", column: str = "filename"):
