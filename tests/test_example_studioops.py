@@ -3,6 +3,8 @@ database that the application's old runner (infra/migrations/run_migrations.py o
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -34,9 +36,25 @@ def run_old_migrations(conninfo: str, migrations_dir: Path) -> list[str]:
     return ran
 
 
+def make(app, *targets: str) -> str:
+    """The example's Makefile, its dbkit being this one; backups to the test's bucket (not MinIO's `backups`)."""
+    out = subprocess.run(["make", "-s", *targets], cwd=app.root, capture_output=True, text=True, timeout=300,
+                         env=app.environ(DBKIT=f"{sys.executable} -m dbkit",
+                                         DBKIT_BACKUP_URI=f"s3://{app.bucket}/{app.name}"))
+    assert out.returncode == 0, f"make {' '.join(targets)}:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
 def test_studioops_end_to_end(example_env):  # noqa: F811
     app = example_env("studioops")
     app.lifecycle()
+    # the Makefile's targets: db-backup is a backup to the same bucket, then the GFS retention with --apply
+    out = make(app, "db-migrate", "db-backup")
+    assert "nothing to upgrade" in out
+    kept = [ln for ln in out.splitlines() if ln.startswith("keep ")]
+    assert len(kept) == 2 and "last" in kept[0] and "daily" in kept[0], out  # newest: last 3 and today's
+    out = make(app, "db-backup", "KEEP=--keep-last 1")
+    assert len([ln for ln in out.splitlines() if ln.startswith("deleted ")]) == 2, out
 
 
 def test_studioops_adopts_the_old_runners_database(example_env):  # noqa: F811
