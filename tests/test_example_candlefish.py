@@ -34,18 +34,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _settings(app):
+    """The example's settings as its commands see them (DBKIT_ENV=test: the fake passwords of .env.test)."""
+    from dbkit.config import load_settings
+
+    return load_settings(environ=app.environ(), cwd=app.root)
+
+
 def _pgbouncer(app, directory: Path) -> tuple[subprocess.Popen, int]:
-    """PgBouncer with the example's own pgbouncer.ini, pointed at the example's database: only what cannot be
-    the same here changes (the server's address, the port, files, and trust, as the test server trusts loopback)."""
+    """PgBouncer with the example's own pgbouncer.ini (transaction mode, scram-sha-256), pointed at the example's
+    database; its auth_file is what dbkit writes from the role model (the SCRAM verifiers of .env.test's
+    passwords).  Only what cannot be the same here changes: the server's address, the port, the files."""
+    from dbkit.roles._pgbouncer import userlist, write_userlist
+
     ini = configparser.ConfigParser()
     ini.read(app.root / "pgbouncer" / "pgbouncer.ini")
-    assert ini["pgbouncer"]["pool_mode"] == "transaction"
+    assert ini["pgbouncer"]["pool_mode"] == "transaction" and ini["pgbouncer"]["auth_type"] == "scram-sha-256"
     port = _free_port()
     ini["databases"] = {"rtpm": f"host={app.server.hosts[0]} port={app.server.port} dbname={app.database.dbname}"}
-    ini["pgbouncer"].update(listen_addr="127.0.0.1", listen_port=str(port), unix_socket_dir="", auth_type="trust",
+    ini["pgbouncer"].update(listen_addr="127.0.0.1", listen_port=str(port), unix_socket_dir="",
                             auth_file=str(directory / "userlist.txt"), default_pool_size="2",
                             logfile=str(directory / "pgbouncer.log"), pidfile=str(directory / "pgbouncer.pid"))
-    (directory / "userlist.txt").write_text('"rtpm_api" ""\n"rtpm_grafana" ""\n')
+    write_userlist(directory / "userlist.txt", userlist(_settings(app)))
     with open(directory / "pgbouncer.ini", "w") as f:
         ini.write(f)
     cmd = [PGBOUNCER, str(directory / "pgbouncer.ini")]
@@ -73,10 +83,12 @@ def _api_behind_pgbouncer(app, port: int) -> set[int]:
     """Two API clients per organisation share a pool of 2 server connections; each transaction sets its
     organisation (dbkit.rls.scoped) and must see exactly its readings and hourly rows, and nothing after."""
     expected, failures, backends = _per_org(app), [], set()
+    password = _settings(app).password_for("rtpm_api")
+    assert password and password.startswith("test-only-")
 
     def client(org: str) -> None:
-        url = f"postgresql://rtpm_api@127.0.0.1:{port}/rtpm"
-        with psycopg.connect(url, prepare_threshold=None, autocommit=True) as conn:  # PgBouncer 1.18: no prepared
+        with psycopg.connect(host="127.0.0.1", port=port, dbname="rtpm", user="rtpm_api", password=password,
+                             prepare_threshold=None, autocommit=True) as conn:  # PgBouncer 1.18: no prepared
             for _ in range(10):
                 with scoped(conn, tenant_id=org, tenant_claim=CLAIM):
                     seen = dict(conn.execute("SELECT org_id::text, count(*) FROM rtpm.readings_scoped GROUP BY 1"))
@@ -109,13 +121,17 @@ def test_candlefish_end_to_end(example_env, tmp_path):  # noqa: F811
     assert app.sql("SELECT count(*) FROM rtpm.readings")[0][0] == 3000
     assert len(_per_org(app)) == 3
 
-    # the API behind the example's PgBouncer (transaction mode): organisations never see each other
+    # the API behind the example's PgBouncer (transaction mode, its password checked against the verifier dbkit
+    # set): organisations never see each other
     shared = Path(str(app.root.parent))  # reachable by the postgres OS user
     bouncer_dir = shared / "pgbouncer"
     bouncer_dir.mkdir()
     proc, port = _pgbouncer(app, bouncer_dir)
     try:
         assert 1 <= len(_api_behind_pgbouncer(app, port)) <= 2
+        with pytest.raises(psycopg.OperationalError):  # PgBouncer checks the password, not just the name
+            psycopg.connect(host="127.0.0.1", port=port, dbname="rtpm", user="rtpm_api", password="wrong",
+                            connect_timeout=5).close()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
