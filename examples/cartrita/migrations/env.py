@@ -7,7 +7,8 @@ database comes from DATABASE_URL (or the embedded dev cluster), never from alemb
 plain Alembic's public.alembic_version ([tool.dbkit] version_table_schema = "public").
 """
 
-from cartrita.models import metadata
 from dbkit.migrate.env import run
+
+from cartrita.models import metadata
 
 run(target_metadata=metadata)

@@ -3,9 +3,8 @@
 ``id`` of both tables is an identity column: it is left to the database (it restarts at 1 on every seed).
 """
 
-from psycopg.types.json import Jsonb
-
 from dbkit.seed import seeder
+from psycopg.types.json import Jsonb
 
 AGENTS = ("supervisor", "researcher", "coder", "writer", "scheduler")
 TOOLS = ("web_search", "calendar.create_event", "python.run", "knowledge.search", "email.draft")

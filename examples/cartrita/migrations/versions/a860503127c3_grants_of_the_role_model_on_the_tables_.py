@@ -13,7 +13,6 @@ Create Date: 2026-11-30 08:01:50.543258
 from typing import Sequence, Union
 
 from alembic import op
-import sqlalchemy as sa
 
 import dbkit.migrate
 
