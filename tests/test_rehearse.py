@@ -336,3 +336,26 @@ def test_verdict_rules_on_a_synthetic_trace():
         ("rewrite", "ACCESS EXCLUSIVE", "TABLE"), ("scan", "SHARE", "INDEX"), ("lock", "ACCESS EXCLUSIVE", "TABLE")]
     assert "held 10.000s until commit, over --max-lock 5s" in found[2].figures
     assert mode_name("ShareRowExclusiveLock") == "SHARE ROW EXCLUSIVE" and human_size(2048) == "2.0 kB"
+
+
+def test_load_sees_the_stall_of_a_lock_held_until_commit(tmp_path, dbkit_seeded_db):
+    """Two clients as the enforce role; a revision takes ACCESS EXCLUSIVE on audit_log, then sleeps 2 s in
+    the same transaction: the clients' operations on audit_log wait for its commit (a lock fact: a lower
+    bound, not a speed), and the verdict names the statement that took the lock."""
+    revs = {"0007_hold.py": ("0007", "0006", "op.execute('ALTER TABLE app.audit_log ADD COLUMN x int')\n"
+                             "op.execute('SELECT pg_sleep(2)')"),
+            "0008_quick.py": ("0008", "0007", "op.execute('CREATE TABLE app.scratch_note (id int)')")}
+    settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
+    report = rh.rehearse(settings, min_size=0, max_lock=0.5, load=2, baseline_s=0.5)
+    assert report.failed is None, report.failed
+    assert [w.label for w in report.load] == ["baseline", "0007", "0008"]
+    base, hold, _ = report.load
+    assert base.ops > 0 and base.errors == 0 and report.load_errors == []
+    assert hold.ops > 0 and hold.longest_stall_s > 0.5
+    rules = {(f.revision, f.rule, f.relation, f.mode) for f in report.findings}
+    assert ("0007", "lock", "app.audit_log", "ACCESS EXCLUSIVE") in rules
+    assert ("0007", "stall", "app.audit_log", "ACCESS EXCLUSIVE") in rules
+    stall = next(f for f in report.findings if f.rule == "stall")
+    assert stall.statement.startswith("ALTER TABLE app.audit_log ADD COLUMN x") and "without the migration" in stall.figures
+    assert not any(f.revision == "0008" for f in report.findings)  # a new table blocks nobody
+    assert scratch_dbs(dbkit_seeded_db) == []

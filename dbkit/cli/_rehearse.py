@@ -55,6 +55,12 @@ def _describe(report):
                 [(r.revision, r.file, f"{r.duration_s:.3f}s", len(r.statements),
                   sum(1 for f in report.findings if f.revision == r.revision)) for r in report.revisions],
                 title="revisions")
+    if report.load:
+        yield Table(["window", "operations", "errors", "p50 ms", "p99 ms", "longest s"],
+                    [(w.label, w.ops, w.errors, w.p50_ms, w.p99_ms, w.longest_stall_s) for w in report.load],
+                    title=f"the application's view: {report.load_clients} client(s) as the enforce role")
+    for error in report.load_errors:
+        yield f"load: an operation failed: {error}"
     for finding in report.findings:
         yield f"FAIL {finding.describe()}"
     if report.failed:
@@ -72,13 +78,16 @@ def _describe(report):
 @click.option("--keep", is_flag=True, help="Keep the scratch database afterwards (its name is printed).")
 @click.option("--min-size", default="10MB", show_default=True, metavar="SIZE",
               help="Relations up to this size are never flagged (e.g. 0, 512kB, 1GB).")
+@click.option("--load", "load", type=click.IntRange(0, 256), default=0, metavar="N",
+              help="N clients run tenant-scoped reads and writes as the enforce role while each revision runs "
+                   "(after a baseline without the migration).")
 @click.option("--max-lock", metavar="DURATION", help="Longest a write-blocking lock may be held "
               "[default: DBKIT_LOCK_TIMEOUT].")
 @json_option
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown for a pull-request comment.")
 @pass_state
 def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, source: str | None, keep: bool,
-             min_size: str, max_lock: str | None, as_json: bool, as_markdown: bool) -> None:
+             min_size: str, load: int, max_lock: str | None, as_json: bool, as_markdown: bool) -> None:
     """Run the pending revisions on a scratch copy of the database and report what each statement
     locks, rewrites and scans.  Exit 1 when a statement would block the application's writes on a
     relation bigger than --min-size (a rewrite, a scan under a write-blocking lock, or such a lock held
@@ -112,7 +121,7 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
         copy, method = _restore_into(settings, backup_id, source), f"restore of backup {backup_id}"
     setup_logging(logging.INFO, logging.INFO if state.verbose else logging.WARNING)
     report = rh.rehearse(settings, to=to_rev, min_size=size, max_lock=seconds, keep=keep, copy=copy,
-                         copy_method=method,
+                         copy_method=method, load=load,
                          on_scratch=lambda name: render.error_line(f"dbkit: rehearsing on scratch database {name}"))
     if as_markdown:
         sys.stdout.write(markdown(report))

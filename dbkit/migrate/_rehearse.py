@@ -23,7 +23,15 @@ from datetime import UTC, datetime
 
 from dbkit import db, target
 from dbkit.errors import ConfigError, OperationFailed, Refused, UsageError
-from dbkit.migrate._rehearse_report import DEFAULT_MIN_SIZE, Finding, RehearsalReport, RevisionRun, verdict
+from dbkit.migrate._rehearse_load import Load, windows
+from dbkit.migrate._rehearse_report import (
+    DEFAULT_MIN_SIZE,
+    Finding,
+    RehearsalReport,
+    RevisionRun,
+    stall_findings,
+    verdict,
+)
 from dbkit.migrate._rehearse_trace import Tracer
 
 __all__ = ["rehearse", "parse_size", "parse_duration", "default_max_lock", "DEFAULT_MIN_SIZE", "RehearsalReport",
@@ -171,19 +179,23 @@ def _runs(pending, tracer: Tracer) -> list[RevisionRun]:
             continue
         start = stmts[0].started_s if stmts else tracer.commits[rev.revision]
         end = tracer.commits.get(rev.revision, stmts[-1].started_s + stmts[-1].duration_s if stmts else start)
-        runs.append(RevisionRun(rev.revision, os.path.basename(rev.path), rev.message, round(end - start, 4), stmts))
+        runs.append(RevisionRun(rev.revision, os.path.basename(rev.path), rev.message, round(end - start, 4), stmts,
+                                start_s=round(start, 4)))
     return runs
 
 
 def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, max_lock: float | None = None,
              keep: bool = False, copy: Callable[[str], None] | None = None, copy_method: str = "clone",
-             on_scratch: Callable[[str], None] | None = None) -> RehearsalReport:
+             on_scratch: Callable[[str], None] | None = None, load: int = 0,
+             baseline_s: float = 2.0) -> RehearsalReport:
     """Rehearse the pending revisions (up to ``to``) on a scratch copy; returns the report.
 
     ``copy(name)`` creates the scratch database ``name`` (a restore of a backup, wired by the CLI);
     without it the source is cloned (``CREATE DATABASE … TEMPLATE``, refused when DBKIT_ENV=prod).
     ``max_lock`` defaults to the configured lock_timeout.  ``on_scratch(name)`` is told the scratch
-    database's name once it exists.  Raises :class:`~dbkit.errors.DbkitError` for bad input or a copy
+    database's name once it exists.  ``load`` clients run the application's mix on the copy
+    (:mod:`~dbkit.migrate._rehearse_load`), first alone for ``baseline_s`` seconds, then while the
+    revisions run.  Raises :class:`~dbkit.errors.DbkitError` for bad input or a copy
     that could not be made; a failing revision is in the report (:attr:`RehearsalReport.failed`).
     """
     from dbkit.migrate._runner_run import MigrationFailed, upgrade
@@ -195,6 +207,8 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
     max_lock = default_max_lock(settings) if max_lock is None else max_lock
     if max_lock < 0:
         raise ConfigError("--max-lock", "is negative", example="--max-lock 2s")
+    if load < 0:
+        raise ConfigError("--load", f"is {load}: the number of client threads cannot be negative", example="--load 8")
     if copy is None and settings.env == "prod":
         raise Refused("--clone is refused when DBKIT_ENV=prod: CREATE DATABASE … TEMPLATE needs every other "
                       "session of the production database closed", hint="rehearse from a backup (--from-backup latest)")
@@ -226,16 +240,28 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
             report.copy_s = round(time.perf_counter() - t0, 4)
             scratch_url = url.with_dbname(name)
             scratch = dataclasses.replace(settings, database_url=scratch_url, direct_database_url=None)
-            t1 = time.perf_counter()
-            with Tracer(name, str(settings.migrations_dir)) as tracer:
-                try:
-                    result = upgrade(scratch, to)
-                    report.after = result.after
-                except MigrationFailed as exc:
-                    report.failed = str(exc)
-            report.run_s = round(time.perf_counter() - t1, 4)
+            with contextlib.ExitStack() as stack:
+                clients = stack.enter_context(Load(scratch, scratch_url, load)) if load else None
+                b0 = time.perf_counter()
+                if clients is not None:
+                    time.sleep(baseline_s)
+                t1 = time.perf_counter()
+                with Tracer(name, str(settings.migrations_dir)) as tracer:
+                    try:
+                        result = upgrade(scratch, to)
+                        report.after = result.after
+                    except MigrationFailed as exc:
+                        report.failed = str(exc)
+                report.run_s = round(time.perf_counter() - t1, 4)
             report.revisions = _runs(pending, tracer)
             report.findings = verdict(report.revisions, min_size=min_size, max_lock_s=max_lock)
+            if clients is not None:
+                spans = [("baseline", b0, t1)]
+                spans += [(r.revision, tracer.t0 + r.start_s, tracer.t0 + r.start_s + r.duration_s)
+                          for r in report.revisions]
+                report.load = windows(clients.samples, spans)
+                report.load_clients, report.load_errors = load, clients.errors[:5]
+                report.findings += stall_findings(report.revisions, report.load, max_lock_s=max_lock)
         finally:
             if created and not keep:
                 t2 = time.perf_counter()

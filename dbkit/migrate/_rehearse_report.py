@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dbkit.migrate._rehearse_load import LoadWindow
 from dbkit.migrate._rehearse_trace import WRITE_BLOCKING, StatementTrace
 
 __all__ = ["DEFAULT_MIN_SIZE", "Finding", "RevisionRun", "RehearsalReport", "verdict", "mode_name", "human_size",
@@ -59,7 +60,8 @@ class Finding:
 
     def describe(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        what = {"rewrite": "rewrites", "scan": "scans", "lock": "holds"}[self.rule]
+        what = {"rewrite": "rewrites", "scan": "scans", "lock": "holds",
+                "stall": "stalled the load on"}[self.rule]
         stmt = self.statement if len(self.statement) <= 120 else self.statement[:117] + "..."
         return (f"revision {self.revision} ({where}): {stmt!r} {what} {self.relation}: {self.figures}; "
                 f"safe alternative: {self.alternative}")
@@ -72,6 +74,7 @@ class RevisionRun:
     message: str
     duration_s: float
     statements: list[StatementTrace] = field(default_factory=list)
+    start_s: float = 0.0  # since the run started
 
 
 @dataclass
@@ -89,6 +92,9 @@ class RehearsalReport:
     findings: list[Finding] = field(default_factory=list)
     failed: str | None = None  # the failing revision's message (it was rolled back on the scratch copy)
     kept: bool = False
+    load_clients: int = 0
+    load: list[LoadWindow] = field(default_factory=list)  # baseline first, then one per revision
+    load_errors: list[str] = field(default_factory=list)  # the first few failed operations of the load
     copy_s: float = 0.0
     run_s: float = 0.0
     drop_s: float = 0.0
@@ -207,6 +213,30 @@ def verdict(runs: list[RevisionRun], *, min_size: int, max_lock_s: float) -> lis
             for f in _statement_findings(run, st, min_size, max_lock_s)]
 
 
+def stall_findings(runs: list[RevisionRun], load: list[LoadWindow], *, max_lock_s: float) -> list[Finding]:
+    """A revision during which an operation of the load took longer than ``max_lock_s``; the statement
+    named is the one that took the strongest write-blocking lock of the revision (else its first)."""
+    found = []
+    by_rev = {w.label: w for w in load}
+    base = by_rev.get("baseline")
+    for run in runs:
+        w = by_rev.get(run.revision)
+        if w is None or w.longest_stall_s is None or w.longest_stall_s <= max_lock_s or not run.statements:
+            continue
+        ranked = [(WRITE_BLOCKING.index(lk.mode), st, lk) for st in run.statements for lk in st.locks
+                  if lk.blocks_writes and not lk.created]
+        _, st, lock = max(ranked, key=lambda x: x[0]) if ranked else (0, run.statements[0], None)
+        relation = lock.relation if lock else "the application's tables"
+        baseline = (f"; without the migration p50 {base.p50_ms} ms, p99 {base.p99_ms} ms, longest "
+                    f"{base.longest_stall_s:.3f}s" if base and base.longest_stall_s is not None else "")
+        found.append(Finding("stall", run.revision, run.file, st.line, st.sql, relation,
+                             mode_name(lock.mode) if lock else None,
+                             f"an operation of the load waited {w.longest_stall_s:.3f}s (over --max-lock "
+                             f"{max_lock_s:g}s); p50 {w.p50_ms} ms, p99 {w.p99_ms} ms over {w.ops} operations"
+                             f"{baseline}", _alternative(st.sql, "lock")))
+    return found
+
+
 # --------------------------------------------------------------------- markdown (a pull-request comment)
 
 def _md(text: str) -> str:
@@ -222,6 +252,11 @@ def markdown(report: RehearsalReport) -> str:
     for run in report.revisions:
         n = sum(1 for f in report.findings if f.revision == run.revision)
         out.append(f"| {run.revision} | {_md(run.file)} | {run.duration_s:.3f}s | {len(run.statements)} | {n} |")
+    if report.load:
+        out += ["", f"The application's view ({report.load_clients} clients as the enforce role):", "",
+                "| window | operations | errors | p50 ms | p99 ms | longest s |", "|---|---|---|---|---|---|"]
+        out += [f"| {w.label} | {w.ops} | {w.errors} | {w.p50_ms} | {w.p99_ms} | {w.longest_stall_s} |"
+                for w in report.load]
     if report.findings:
         out += ["", "| revision | statement | relation | finding | safe alternative |", "|---|---|---|---|---|"]
         for f in report.findings:

@@ -1,0 +1,148 @@
+"""``dbkit migrate rehearse --load N``: the application's view of the rehearsal.
+
+N client threads, each on its own connection to the scratch database, run tenant-scoped transactions
+as the enforce role (``SET LOCAL ROLE`` and the RLS claims through :func:`dbkit.rls.scoped`, as the
+application does): three reads (``SELECT … LIMIT 20``) for each write (``UPDATE t SET <tenant column> =
+<tenant column>`` of one row: a real row lock and ROW EXCLUSIVE, changing nothing) on the application's
+tables the enforce role may use.  Every operation's start and latency is kept; :func:`windows` cuts
+them into the baseline (the same load before the first revision) and each revision's run.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from dbkit import db
+from dbkit.errors import MissingDependency
+
+__all__ = ["Load", "LoadWindow", "windows"]
+
+_TABLES = """
+SELECT format('%%I.%%I', n.nspname, c.relname),
+       EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = %(col)s AND NOT a.attisdropped)
+       AND has_table_privilege(%(role)s, c.oid, 'UPDATE')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND has_table_privilege(%(role)s, c.oid, 'SELECT')
+ORDER BY 1
+"""
+
+
+@dataclass
+class LoadWindow:
+    label: str  # "baseline" or a revision id
+    ops: int
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+    longest_stall_s: float | None  # the slowest operation that overlapped the window
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+
+
+def windows(samples, spans: list[tuple[str, float, float]]) -> list[LoadWindow]:
+    """One :class:`LoadWindow` per ``(label, start, end)``: the operations that overlapped it."""
+    out = []
+    for label, start, end in spans:
+        hit = [(d, ok) for s, d, ok in samples if s < end and s + d > start]
+        lat = [d for d, ok in hit if ok]
+        out.append(LoadWindow(label, len(hit), sum(1 for _, ok in hit if not ok),
+                              None if not lat else round(_pct(lat, 50) * 1000, 3),
+                              None if not lat else round(_pct(lat, 99) * 1000, 3),
+                              None if not hit else round(max(d for d, _ in hit), 4)))
+    return out
+
+
+class Load:
+    """``with Load(settings, url, clients) as load:`` … ``load.samples``: (start, seconds, ok) per operation,
+    start on ``time.perf_counter()``'s clock."""
+
+    def __init__(self, settings, url, clients: int, *, seed: int = 0) -> None:
+        self.settings, self.url, self.clients, self.seed = settings, url, clients, seed
+        self.samples: list[tuple[float, float, bool]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.role = settings.role_enforce[0] if settings.role_enforce else None
+        self.column = "tenant_id"
+        self.tables: list[tuple[str, bool]] = []
+        self.tenants: list[str] = []
+
+    def prepare(self) -> None:
+        """The tables and tenants the clients use, and a check that the connecting role may act as the enforce role."""
+        from psycopg import errors, sql
+
+        if self.role is None:
+            raise MissingDependency("--load needs an enforce role (DBKIT_ROLE_ENFORCE): the clients act as it")
+        with db.connect(self.url, autocommit=True, connect_timeout=self.settings.connect_timeout) as conn:
+            self.tables = [(t, bool(w)) for t, w in conn.execute(
+                _TABLES, {"col": self.column, "role": self.role, "schema": self.settings.schema}).fetchall()]
+            with_tenant = [t for t, w in self.tables if w]
+            if with_tenant:
+                rows = conn.execute(f"SELECT DISTINCT {self.column}::text FROM {with_tenant[0]} LIMIT 100").fetchall()
+                self.tenants = [r[0] for r in rows]
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(self.role)))
+            except errors.InsufficientPrivilege:
+                raise MissingDependency(
+                    f"--load runs its clients as the enforce role {self.role} (SET ROLE), which the connecting role "
+                    "may not become", hint=f"GRANT {self.role} TO <the role of DATABASE_URL>, or rehearse without "
+                    "--load") from None
+        if not self.tables:
+            raise MissingDependency(f"--load found no table in schema {self.settings.schema} that {self.role} may read")
+
+    def __enter__(self) -> Load:
+        self.prepare()
+        for i in range(self.clients):
+            t = threading.Thread(target=self._client, args=(i,), name=f"dbkit-rehearse-load-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def _client(self, index: int) -> None:
+        from dbkit.rls import claims, scoped
+
+        rng = random.Random(self.seed * 1000 + index)
+        model = claims(self.settings)
+        writable = [t for t, w in self.tables if w]
+        try:
+            conn = db.connect(self.url, connect_timeout=self.settings.connect_timeout)
+        except Exception as exc:  # noqa: BLE001 - reported, never raised into the rehearsal
+            self.errors.append(str(exc))
+            return
+        conn.prepare_threshold = None  # a prepared SELECT * fails once a revision adds a column
+        with conn:
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                tenant = rng.choice(self.tenants) if self.tenants else None
+                write = writable and n % 4 == 0
+                table = rng.choice(writable) if write else rng.choice(self.tables)[0]
+                sql = (f"UPDATE {table} SET {self.column} = {self.column} WHERE ctid = "
+                       f"(SELECT ctid FROM {table} LIMIT 1)") if write else f"SELECT * FROM {table} LIMIT 20"
+                t0 = time.perf_counter()
+                ok = True
+                try:
+                    with scoped(conn, tenant_id=tenant, role=self.role, claims=model):
+                        conn.execute(sql).fetchall() if not write else conn.execute(sql)
+                except Exception as exc:  # noqa: BLE001 - a failed operation is a figure (errors), not a crash
+                    ok = False
+                    if len(self.errors) < 20:
+                        self.errors.append(" ".join(str(exc).split())[:200])
+                    if conn.closed:
+                        return
+                self.samples.append((t0, time.perf_counter() - t0, ok))
