@@ -169,3 +169,16 @@ def test_rls_policy_and_grants_on_a_real_table(online, pg_url):
         c.execute("SET ROLE ops_test_reader")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("SELECT 1 FROM notes")
+
+
+@pytest.mark.integration
+def test_colons_in_a_policy_and_an_index_are_sql_not_bind_parameters(online, pg_url):
+    op, conn = online
+    q(pg_url, "CREATE TABLE tagged (tag text, body jsonb)")
+    q(pg_url, "INSERT INTO tagged VALUES (':admin', '{\"k\": \"v\"}'), ('user', '{}')")
+    op.enable_rls("tagged")
+    op.create_policy("tagged_admin", "tagged", command="SELECT", using="tag = ':admin' AND body->>'k' = 'v'")
+    conn.commit()
+    op.create_index_concurrently("tagged_admin_idx", "tagged", ["tag"], where="tag <> ':none'")
+    assert q(pg_url, "SELECT qual FROM pg_policies WHERE policyname = 'tagged_admin'")[0][0].count("':admin'") == 1
+    assert "':none'" in q(pg_url, "SELECT pg_get_indexdef('tagged_admin_idx'::regclass)")[0][0]

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import VECTOR_METHODS, _q, _qualified
+from dbkit.migrate._ops_common import VECTOR_METHODS, _execute, _q, _qualified
 
 
 @Operations.register_operation("create_index_concurrently")
@@ -112,7 +112,7 @@ def _create_index_concurrently(operations, op: CreateIndexConcurrentlyOp) -> Non
     with ctx.autocommit_block():
         if not ctx.as_sql and _invalid_index_exists(operations, op.index_name, op.schema):
             operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(operations, op.index_name, op.schema)}")
-        operations.execute(index_sql(operations, op))
+        _execute(operations, index_sql(operations, op))  # colons in expressions/WHERE are SQL
 
 
 @Operations.implementation_for(DropIndexConcurrentlyOp)

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import COMMANDS, _q, _qualified, role_list
+from dbkit.migrate._ops_common import COMMANDS, _execute, _q, _qualified, role_list
 
 
 @Operations.register_operation("enable_rls")
@@ -153,7 +153,7 @@ def _create_policy(operations, op: CreatePolicyOp) -> None:
         stmt += f" USING ({op.using})"
     if op.with_check:
         stmt += f" WITH CHECK ({op.with_check})"
-    operations.execute(stmt)
+    _execute(operations, stmt)  # a colon in USING/WITH CHECK is SQL, not a bind parameter
 
 
 @Operations.implementation_for(DropPolicyOp)
@@ -240,7 +240,7 @@ def _create_scoped_view(operations, op: CreateScopedViewOp) -> None:
     from dbkit.rls._scoped import scoped_view_sql
 
     predicate = claims(settings(operations)).predicate(op.owner, _column_type(operations, op))
-    operations.execute(scoped_view_sql(lambda n: _q(operations, n), op.view_name, op.source, op.schema, op.column,
+    _execute(operations, scoped_view_sql(lambda n: _q(operations, n), op.view_name, op.source, op.schema, op.column,
                                        predicate, op.updatable, op.source_schema))
 
 
