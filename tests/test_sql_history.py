@@ -64,7 +64,8 @@ def test_import_writes_one_chained_revision_per_file_and_is_idempotent(tmp_path,
     project, sql = _legacy(tmp_path)
     settings = settings_for(pg_url, project)
     result = runner.import_sql(settings, "sql_migrations")
-    assert result.written == ["migrations/versions/0001_sql_001_widgets.py", "migrations/versions/0002_sql_002_gadgets.py"]
+    assert result.written == ["migrations/versions/0001_sql_001_widgets.py",
+                              "migrations/versions/0002_sql_002_gadgets.py"]
     second = (project / result.written[1]).read_text()
     assert "down_revision = '0001'" in second and "sql_file = '002_gadgets.sql'" in second
     assert "BEGIN" not in second.split("STATEMENTS")[1].split("def upgrade")[0]

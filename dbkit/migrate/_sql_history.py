@@ -330,11 +330,15 @@ def advice(settings) -> str | None:
 
 
 def _stamp_under_lock(settings, script) -> Adoption | None:
+    """Under the migration lock (re-planned there: a concurrent run may have adopted it): move the old table,
+    give the files' relations to the owner role, stamp; one transaction, one line when it fails."""
+    import psycopg
     from alembic.runtime.migration import MigrationContext
-    from psycopg import sql
+    from sqlalchemy import exc as sa_exc
 
     from dbkit import db
-    from dbkit.migrate.session import BOOKKEEPING_SCHEMA, migration_connection
+    from dbkit.errors import OperationFailed
+    from dbkit.migrate.session import migration_connection
 
     found: dict[str, Any] = {}
 
@@ -342,34 +346,53 @@ def _stamp_under_lock(settings, script) -> Adoption | None:
         if not db.applied_revisions(raw, db.version_table(settings)):
             found["plan"] = _plan(raw, script)
 
-    with migration_connection(settings, check=check) as (conn, _):
-        if not found.get("plan"):
-            return None  # another run adopted (or migrated) it meanwhile
-        table, files, rev = found["plan"]
-        owned = []
-        raw = conn.connection.driver_connection
-        raw.execute("RESET ROLE")  # as the connecting role, which ran the old runner (or a superuser)
-        # kept as history, but out of the application's schema: a database migrated down to base and up again
-        # must not be adopted a second time, and the table belongs to no role of the role model
-        kept = f"adopted_{table.rpartition('.')[2]}"
-        raw.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(*table.split(".")),
-                                                                  sql.Identifier(BOOKKEEPING_SCHEMA)))
-        raw.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-            sql.Identifier(BOOKKEEPING_SCHEMA, table.rpartition(".")[2]), sql.Identifier(kept)))
-        if settings.migrate_set_role:
-            chain = list(script.iterate_revisions(rev, "base"))
-            names = created_relations([s for r in chain if hasattr(r.module, "sql_file") for s in r.module.STATEMENTS])
-            owner = settings.role_owner
-            for name in dict.fromkeys(names):
-                row = raw.execute("SELECT c.oid::regclass::text FROM pg_class c WHERE c.oid = to_regclass(%s) "
-                                  "AND pg_get_userbyid(c.relowner) <> %s", (name, owner)).fetchone()
-                if row:
-                    raw.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.SQL(row[0]), sql.Identifier(owner)))
-                    owned.append(row[0])
-        if settings.migrate_set_role:
-            raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.role_owner)))
-        ctx = MigrationContext.configure(conn, opts={"version_table_schema": settings.version_table_schema,
-                                                     "version_table": settings.version_table})
-        ctx.stamp(script, rev)
-        conn.commit()
-    return Adoption(table, files, rev, owned, f"{BOOKKEEPING_SCHEMA}.{kept}")
+    try:
+        with migration_connection(settings, check=check) as (conn, _):
+            if not found.get("plan"):
+                return None  # another run adopted (or migrated) it meanwhile
+            table, files, rev = found["plan"]
+            kept, owned = _take_over(conn.connection.driver_connection, settings, script, table, rev)
+            ctx = MigrationContext.configure(conn, opts={"version_table_schema": settings.version_table_schema,
+                                                         "version_table": settings.version_table})
+            ctx.stamp(script, rev)
+            conn.commit()
+    except (psycopg.Error, sa_exc.DBAPIError) as exc:
+        orig = getattr(exc, "orig", None) or exc
+        diag = getattr(orig, "diag", None)
+        primary = (diag.message_primary if diag is not None and diag.message_primary else str(orig)).splitlines()[0]
+        raise OperationFailed(f"adopting the SQL-file history failed and was rolled back (nothing was stamped): "
+                              f"{primary} [SQLSTATE {getattr(orig, 'sqlstate', None)}]",
+                              hint="connect as the role that ran the old runner, or as a superuser") from None
+    return Adoption(table, files, rev, owned, kept)
+
+
+def _take_over(raw, settings, script, table: str, rev: str) -> tuple[str, list[str]]:
+    """As the connecting role (which ran the old runner, or a superuser): the old table moves to dbkit's schema
+    as ``adopted_<name>`` (kept as history, out of the application's schema, and a database migrated down to
+    base and up again is never adopted twice); the relations the imported files create go to the owner role,
+    as if dbkit had run them.  Returns (where the table is now, relations given to the owner)."""
+    from psycopg import sql
+
+    from dbkit.migrate.session import BOOKKEEPING_SCHEMA
+
+    raw.execute("RESET ROLE")
+    name = table.rpartition(".")[2]
+    kept = f"adopted_{name}"
+    raw.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(*table.split(".")),
+                                                              sql.Identifier(BOOKKEEPING_SCHEMA)))
+    raw.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(BOOKKEEPING_SCHEMA, name),
+                                                             sql.Identifier(kept)))
+    owned: list[str] = []
+    if not settings.migrate_set_role:
+        return f"{BOOKKEEPING_SCHEMA}.{kept}", owned
+    owner = settings.role_owner
+    statements = [s for r in script.iterate_revisions(rev, "base") if hasattr(r.module, "sql_file")
+                  for s in getattr(r.module, "STATEMENTS", ())]
+    for relation in dict.fromkeys(created_relations(statements)):
+        row = raw.execute("SELECT c.oid::regclass::text FROM pg_class c WHERE c.oid = to_regclass(%s) "
+                          "AND pg_get_userbyid(c.relowner) <> %s", (relation, owner)).fetchone()
+        if row:
+            raw.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.SQL(row[0]), sql.Identifier(owner)))
+            owned.append(row[0])
+    raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    return f"{BOOKKEEPING_SCHEMA}.{kept}", owned
