@@ -359,3 +359,22 @@ def test_load_sees_the_stall_of_a_lock_held_until_commit(tmp_path, dbkit_seeded_
     assert stall.statement.startswith("ALTER TABLE app.audit_log ADD COLUMN x") and "without the migration" in stall.figures
     assert not any(f.revision == "0008" for f in report.findings)  # a new table blocks nobody
     assert scratch_dbs(dbkit_seeded_db) == []
+
+
+def test_locks_of_a_concurrent_build_are_sampled(tmp_path, dbkit_seeded_db):
+    """Outside a transaction the locks end with the statement: a second connection samples them.  The index
+    expression sleeps 20 ms a row (24 rows), so the build lasts long enough to be seen."""
+    slow = ("op.execute(\"CREATE FUNCTION app.slow_id(x text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS "
+            "'BEGIN PERFORM pg_sleep(0.02); RETURN x; END'\")")
+    revs = {"0007_fn.py": ("0007", "0006", slow),
+            "0008_cic.py": ("0008", "0007", "op.create_index_concurrently('audit_log_slow_idx', 'audit_log', "
+                            "['app.slow_id(action)'], schema='app')")}
+    settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
+    report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
+    assert report.failed is None, report.failed
+    build = next(s for r in report.revisions for s in r.statements if s.sql.startswith("CREATE INDEX CONCURRENTLY"))
+    assert build.autocommit
+    on_table = {lk.mode for lk in build.locks if lk.relation == "app.audit_log"}
+    assert "ShareUpdateExclusiveLock" in on_table and not on_table & {"ShareLock", "AccessExclusiveLock"}
+    assert any(t.relation == "app.audit_log_slow_idx" and t.created for t in build.touched)
+    assert report.ok, [f.describe() for f in report.findings]

@@ -246,7 +246,7 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
                 if clients is not None:
                     time.sleep(baseline_s)
                 t1 = time.perf_counter()
-                with Tracer(name, str(settings.migrations_dir)) as tracer:
+                with Tracer(name, str(settings.migrations_dir), scratch_url) as tracer:
                     try:
                         result = upgrade(scratch, to)
                         report.after = result.after

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +46,59 @@ WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
 
 _SNAPSHOT = f"""
 SELECT c.oid::int8, c.relfilenode::int8, pg_table_size(c.oid), pg_stat_get_xact_numscans(c.oid),
-       pg_stat_get_xact_tuples_returned(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       pg_stat_get_xact_tuples_returned(c.oid), format('%I.%I', n.nspname, c.relname), c.relkind
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE {_REL_FILTER}
 """
+
+
+_OBSERVED = f"""
+SELECT c.oid::int8, l.mode, c.relkind, c.reltuples, pg_table_size(c.oid), format('%%I.%%I', n.nspname, c.relname)
+FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted AND {_REL_FILTER}
+"""
+
+
+class LockSampler:
+    """Samples, from a second connection, the relation locks a backend holds while one statement runs
+    outside a transaction (CONCURRENTLY, autocommit blocks): they end with the statement, so the
+    migrating connection cannot see them afterwards.  Statements shorter than ``interval`` may be missed."""
+
+    def __init__(self, url, pid: int, interval: float = 0.005) -> None:
+        from dbkit import db
+
+        self.pid, self.interval = pid, interval
+        self.conn = db.connect(url, autocommit=True, connect_timeout=5)
+        self.seen: dict[tuple[int, str], list] = {}  # (oid, mode) -> [row, first seen, last seen]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.seen, self._stop = {}, threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dbkit-rehearse-locks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[tuple[int, str], list]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return self.seen
+
+    def close(self) -> None:
+        self.stop()
+        self.conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rows = self.conn.execute(_OBSERVED, (self.pid,)).fetchall()
+            except Exception:  # noqa: BLE001 - sampling must never break the rehearsal
+                return
+            now = time.perf_counter()
+            for row in rows:
+                entry = self.seen.setdefault((row[0], row[1]), [row, now, now])
+                entry[2] = now
+            self._stop.wait(self.interval)
 
 
 @dataclass
@@ -122,8 +173,9 @@ def _revision_frame(prefixes: tuple[str, ...]) -> tuple[str, str, int] | None:
 class Tracer:
     """Listens to SQLAlchemy's engine events while installed (a context manager), for one database."""
 
-    def __init__(self, dbname: str, migrations_dir: str) -> None:
-        self.dbname = dbname
+    def __init__(self, dbname: str, migrations_dir: str, url=None) -> None:
+        self.dbname, self.url = dbname, url
+        self._sampler: LockSampler | None = None
         folder = Path(migrations_dir)
         self.prefixes = tuple(dict.fromkeys((str(folder.absolute()), str(folder.resolve()))))
         self.statements: list[StatementTrace] = []
@@ -157,6 +209,8 @@ class Tracer:
         for name, fn in self._events():
             if event.contains(Engine, name, fn):
                 event.remove(Engine, name, fn)
+        if self._sampler is not None:
+            self._sampler.close()
 
     def _events(self):
         return [("before_cursor_execute", self._on_before), ("after_cursor_execute", self._on_after),
@@ -193,7 +247,7 @@ class Tracer:
         if rev != self._revision or self._files is None:
             self._revision = rev
             self._files, self._sizes, self._counters = {}, {}, {}
-            for oid, filenode, size, scans, read in self._query(raw, _SNAPSHOT):
+            for oid, filenode, size, scans, read, _, _ in self._query(raw, _SNAPSHOT):
                 self._files[oid], self._sizes[oid], self._counters[oid] = filenode, size, (scans, read)
         lsn, rows = self._query(raw, _LOCKS)[0]
         self._lsn_before = _lsn(lsn)
@@ -201,6 +255,10 @@ class Tracer:
         self._held_before = {(r[0], r[1]) for r in locks}
         text = " ".join(str(statement).split())
         self._pending = StatementTrace(rev, filename, lineno, text, self._now(), autocommit=bool(raw.autocommit))
+        if raw.autocommit and self.url is not None:
+            if self._sampler is None:
+                self._sampler = LockSampler(self.url, raw.info.backend_pid)
+            self._sampler.start()
         self._t_start = time.perf_counter()
 
     def _on_after(self, conn, cursor, statement, parameters, context, executemany) -> None:
@@ -209,6 +267,8 @@ class Tracer:
             return
         st.duration_s = time.perf_counter() - self._t_start
         raw = self._raw(conn)
+        if st.autocommit:
+            self._after_autocommit(raw, st)
         lsn, rows = self._query(raw, _LOCKS)[0]
         st.wal_bytes = max(0, _lsn(lsn) - self._lsn_before)
         locks = rows if isinstance(rows, list) else json.loads(rows)
@@ -241,10 +301,29 @@ class Tracer:
                 self._held_keys.add(key)
         self.statements.append(st)
 
+    def _after_autocommit(self, raw, st: StatementTrace) -> None:
+        """Outside a transaction: the locks the sampler saw (held at most while the statement ran), and the
+        relations whose relfilenode changed or that are new (compared with the revision's snapshot)."""
+        seen = self._sampler.stop() if self._sampler is not None else {}
+        for (oid, mode), (row, first, last) in seen.items():
+            _, _, relkind, reltuples, size, name = row
+            st.locks.append(LockTaken(name, relkind, mode, size, _rows(reltuples), oid not in (self._files or {}),
+                                      held_s=min(st.duration_s, last - first + self._sampler.interval)))
+        if self._files is None:
+            return
+        for oid, filenode, size, _, _, name, relkind in self._query(raw, _SNAPSHOT):
+            known = self._files.get(oid)
+            if known is None or (known and filenode and known != filenode):
+                st.touched.append(Touched(name, relkind, self._sizes.get(oid), size, None, known is not None,
+                                          known is None, 0, 0, []))
+                self._files[oid], self._sizes[oid] = filenode, size
+
     def _on_error(self, context) -> None:
         st, self._pending = self._pending, None
         if st is None or self._raw(context.connection) is None:
             return
+        if self._sampler is not None:
+            self._sampler.stop()
         st.duration_s = time.perf_counter() - self._t_start
         orig = context.original_exception
         st.error = " ".join(str(orig).split())[:300]
