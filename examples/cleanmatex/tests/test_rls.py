@@ -11,6 +11,7 @@ import uuid
 
 import psycopg
 import pytest
+
 from dbkit.testing import test_rls_escalation, test_rls_matrix  # noqa: F401
 
 
