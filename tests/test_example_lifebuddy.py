@@ -40,6 +40,11 @@ def test_lifebuddy_end_to_end(example_env):  # noqa: F811
     assert app.sql("SELECT indexdef FROM pg_indexes WHERE indexname = 'memories_embedding_hnsw_idx'")[0][0].count(
         "hnsw (embedding vector_cosine_ops)") == 1
 
+    # the retention of the README: a dry run keeps the backup just made
+    out = app.run("backup", "prune", "--from", f"s3://{app.bucket}/lifebuddy", "--keep-daily", "7", "--keep-weekly",
+                  "4", "--keep-monthly", "6")
+    assert out.stdout.startswith("keep ") and "daily" in out.stdout and "\ndelete" not in out.stdout, out.stdout
+
     # the engine logs in as cognitive_engine_rls with the password of .env.test, and one user's similarity
     # search, through dbkit.rls.scoped(conn, user_id=sub), sees that user's memories only
     db, settings = _engine(app)
@@ -77,6 +82,12 @@ def test_lifebuddy_end_to_end(example_env):  # noqa: F811
     out = app.run("migrate", ok=False, POSTGRES_USER_RLS_PASS=RLS_PASS, **prod)
     assert out.returncode != 0 and "POSTGRES_USER_FULL_PASS" in out.stderr, out.stderr
     assert "POSTGRES_USER_RLS_PASS" not in out.stderr, out.stderr
+    # section V's variables (declared in [tool.dbkit.variables]): one line each, the secrets never shown
+    out = app.run("config", "check", ok=False, **prod)
+    assert out.returncode == 2, out.stdout
+    for variable in ("JWT_SECRET_KEY", "JWT_ALGORITHM", "APP_SECRET_KEY", "REDIS_HOST", "REDIS_PORT", "OLLAMA_HOST",
+                     "OLLAMA_MODEL", "POSTGRES_USER_RLS_PASS"):
+        assert variable in out.stdout + out.stderr, (variable, out.stdout, out.stderr)
     # ... and the engine's own startup refuses the same way, naming the variables
     _, prod_settings = _engine(app, **prod)
     try:
