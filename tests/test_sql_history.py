@@ -164,3 +164,30 @@ def test_import_sql_cli_refuses_bad_input_in_one_line(tmp_path, pg_url):
     out = cli("migrate", "import-sql", "sql_migrations", "--json", env=env)
     assert out.returncode == 0, out.stderr
     assert '"written"' in out.stdout and "0002_sql_002_gadgets.py" in out.stdout
+
+
+def test_offline_sql_renders_the_files_statements_verbatim(tmp_path, pg_url):
+    project, sql = _legacy(tmp_path)
+    (sql / "003_rates.sql").write_text("INSERT INTO widgets VALUES (1, '12:00 at 100% :rate');\n")
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    text = runner.offline_sql(settings)
+    assert "CREATE TABLE widgets (id int PRIMARY KEY, at text DEFAULT '12:00');" in text
+    assert "INSERT INTO widgets VALUES (1, '12:00 at 100% :rate');" in text
+
+
+def test_a_failed_adoption_is_one_line_and_leaves_everything_as_it_was(tmp_path, pg_url):
+    project, sql = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    _old_runner(pg_url, sql, ["001_widgets.sql"])
+    runner.stamp(settings, "base")  # dbkit's schema and roles exist, the version table is empty
+    q(pg_url, "CREATE TABLE dbkit.adopted_migrations (id int)")  # where the old table would go
+    out = DbkitRunner(project)("migrate", env={"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test"})
+    assert out.returncode == 1
+    (line,) = out.stderr.strip().splitlines()
+    assert "adopting the SQL-file history failed and was rolled back (nothing was stamped): relation " \
+           "\"adopted_migrations\" already exists" in line, line
+    assert q(pg_url, "SELECT filename FROM public.migrations") == [("001_widgets.sql",)]
+    assert runner.status(settings).current == []
+    assert q(pg_url, "SELECT to_regclass('public.gadgets')") == [(None,)]
