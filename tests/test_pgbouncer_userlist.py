@@ -130,3 +130,20 @@ def test_what_pgbouncer_could_not_use_is_refused_with_the_fix(project, pg_url, d
         userlist(project, roles=["pgbul_grafana"])
     with pytest.raises(ConfigError, match="does not exist"):
         write_userlist(tmp_path / "missing" / "userlist.txt", "")
+
+
+@pytest.mark.integration
+def test_the_cli_prints_or_writes_the_auth_file(project, pg_url, tmp_path, dbkit_cli):
+    env = {"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test", "DBKIT_PROJECT_DIR": str(project.project_dir), **PASSWORDS}
+    printed = dbkit_cli("roles", "userlist", env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert [line.split()[0] for line in printed.stdout.splitlines()] == ['"pgbul_api"', '"pgbul_grafana"']
+    assert all('"SCRAM-SHA-256$' in line for line in printed.stdout.splitlines())
+    assert all(secret not in printed.stdout + printed.stderr for secret in PASSWORDS.values())
+    out = tmp_path / "userlist.txt"
+    written = dbkit_cli("roles", "userlist", "--output", str(out), "--role", "pgbul_grafana", env=env)
+    assert written.returncode == 0 and written.stdout.strip() == f"wrote {out} (1 roles)", written.stderr
+    assert out.read_text().startswith('"pgbul_grafana" "SCRAM-SHA-256$') and (out.stat().st_mode & 0o777) == 0o600
+    refused = dbkit_cli("roles", "userlist", "--role", "pgbul_owner", env=env)
+    assert refused.returncode == 2 and "pgbul_owner is not a LOGIN role" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

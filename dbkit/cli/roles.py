@@ -80,6 +80,24 @@ def roles_check(state: State, as_json: bool) -> None:
     sys.exit(0 if clean else 1)
 
 
+@roles.command("userlist")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Write PgBouncer's auth_file there (mode 0600) instead of printing it.")
+@click.option("--role", "only", multiple=True, metavar="NAME", help="Only this login role (repeatable).")
+@pass_state
+def roles_userlist(state: State, output: str | None, only: tuple[str, ...]) -> None:
+    """PgBouncer's auth_file (userlist.txt) from the role model: the SCRAM verifier of each login role
+    (never the owner), as `roles apply` set them.  Needs a superuser connection (pg_authid)."""
+    from dbkit.roles._pgbouncer import userlist, write_userlist
+
+    text = userlist(state.settings, roles=list(only) or None)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    path = write_userlist(output, text)
+    click.echo(f"wrote {path} ({sum(1 for line in text.splitlines() if line.strip())} roles)")
+
+
 @click.group()
 def rls() -> None:
     """Row-level security: audit the catalog (tests: the dbkit pytest plugin)."""
