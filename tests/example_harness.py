@@ -121,11 +121,11 @@ class Example:
         assert "status: healthy" in out.stdout, out.stdout
         return out.stdout
 
-    def lifecycle(self) -> None:
-        """Every step of issue 14's "Done means", in order."""
+    def lifecycle(self, *seed_args: str) -> None:
+        """Every step of issue 14's "Done means", in order; ``seed_args`` go to ``dbkit seed`` (e.g. --compress)."""
         self.migrate_round_trip()
         self.roles_and_rls()
-        self.run("seed", "--profile", "tiny")
+        self.run("seed", "--profile", "tiny", *seed_args)
         self.pytest()
         self.backup_and_restore()
         self.healthy()

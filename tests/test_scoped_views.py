@@ -77,7 +77,12 @@ COMMUNITY_EXTRA = '''\
         op.execute("CREATE MATERIALIZED VIEW app.readings_hourly WITH (timescaledb.continuous) AS "
                    "SELECT tenant_id, time_bucket(INTERVAL '1 hour', time) AS bucket, avg(value) AS avg_value "
                    "FROM app.readings GROUP BY tenant_id, bucket WITH NO DATA")
-    op.create_scoped_view("readings_hourly_scoped", "readings_hourly", schema="app")'''
+    op.create_scoped_view("readings_hourly_scoped", "readings_hourly", schema="app")
+    with op.get_context().autocommit_block():  # a real-time aggregate: PostgreSQL cannot write through it
+        op.execute("CREATE MATERIALIZED VIEW app.readings_live WITH (timescaledb.continuous, "
+                   "timescaledb.materialized_only = false) AS SELECT tenant_id, time_bucket(INTERVAL '1 day', time) "
+                   "AS day, count(*) AS n FROM app.readings GROUP BY tenant_id, day WITH NO DATA")
+    op.create_scoped_view("readings_live_scoped", "readings_live", schema="app", updatable=False)'''
 
 SEEDS = '''\
 from dbkit.seed import seeder
@@ -137,8 +142,10 @@ def test_a_hypertable_behind_a_scoped_view_passes_the_matrix_and_the_audit(pytes
 @pytest.mark.community
 @pytest.mark.integration
 def test_compression_and_a_continuous_aggregate_behind_scoped_views(pytester, monkeypatch, dbkit_server):
-    _project(pytester, monkeypatch, pyproject=PYPROJECT.format(read_only='["readings_hourly_scoped"]'),
-             revision=_revision(COMMUNITY_EXTRA, ("readings", "readings_scoped", "readings_hourly_scoped")),
+    _project(pytester, monkeypatch,
+             pyproject=PYPROJECT.format(read_only='["readings_hourly_scoped", "readings_live_scoped"]'),
+             revision=_revision(COMMUNITY_EXTRA, ("readings", "readings_scoped", "readings_hourly_scoped",
+                                                  "readings_live_scoped")),
              seeds=SEEDS, tests=TESTS + COMMUNITY_TESTS)
     result = _run(pytester, monkeypatch, dbkit_server)
     out = result.stdout.str()

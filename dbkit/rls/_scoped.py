@@ -41,7 +41,7 @@ class ScopedView:
     source: str
     column: str
     owner: str  # "tenant" | "user"
-    updatable: bool  # has WITH CHECK OPTION
+    updatable: bool  # has WITH CHECK OPTION (a view that can be written through must have it)
 
     @property
     def qualified(self) -> str:
