@@ -378,3 +378,18 @@ def test_locks_of_a_concurrent_build_are_sampled(tmp_path, dbkit_seeded_db):
     assert "ShareUpdateExclusiveLock" in on_table and not on_table & {"ShareLock", "AccessExclusiveLock"}
     assert any(t.relation == "app.audit_log_slow_idx" and t.created for t in build.touched)
     assert report.ok, [f.describe() for f in report.findings]
+
+
+def test_a_hypertable_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
+    """CREATE INDEX on the events hypertable takes SHARE on every chunk and scans each: one finding for
+    app.events, with the chunks counted, not one per chunk."""
+    revs = {"0007_events_idx.py": ("0007", "0006", "op.execute('CREATE INDEX events_kind_idx ON app.events (kind)')")}
+    settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
+    report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
+    (st,) = report.revisions[0].statements
+    chunks = q(dbkit_seeded_db, "SELECT count(*) FROM timescaledb_information.chunks "
+                                "WHERE hypertable_schema = 'app' AND hypertable_name = 'events'")[0][0]
+    assert chunks > 1 and st.chunks == chunks
+    (finding,) = report.findings
+    assert (finding.rule, finding.relation, finding.mode) == ("scan", "app.events", "SHARE")
+    assert f"(hypertable: {chunks} chunks) reading 240 of ~240 rows" in finding.figures

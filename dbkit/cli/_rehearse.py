@@ -13,27 +13,30 @@ from dbkit.render import Table
 
 
 def _locks(st) -> str:
-    from dbkit.migrate._rehearse_report import mode_name
+    from dbkit.migrate._rehearse_report import grouped, mode_name
 
-    shown = [f"{mode_name(lock.mode)} {lock.relation}" for lock in st.locks
-             if not lock.created and lock.relkind in ("r", "p", "m") and lock.mode != "AccessShareLock"]
+    _, locks, _ = grouped(st)
+    shown = [f"{mode_name(lock.mode)} {lock.relation}" for lock in locks
+             if not lock.created and lock.relkind in ("r", "p", "m") and lock.blocks_writes]
     if st.autocommit and not shown:
-        return "(outside a transaction: released at its end)"
+        return "(outside a transaction: none that blocks writes)"
     return ", ".join(shown) or "-"
 
 
 def _touched(st) -> str:
-    from dbkit.migrate._rehearse_report import human_size
+    from dbkit.migrate._rehearse_report import grouped, human_size
 
+    touched, _, chunks = grouped(st)
     parts = []
-    for t in st.touched:
+    for t in touched:
         if t.created or t.relkind not in ("r", "p", "m"):
             continue
         what = [f"rewritten {human_size(t.size_before)}->{human_size(t.size_after)}"] if t.rewritten else []
         if t.scans:
             what.append(f"scanned {t.rows_read:,} rows")
         if what:
-            parts.append(f"{t.relation}: {', '.join(what)}")
+            n = chunks.get(t.relation)
+            parts.append(f"{t.relation}{f' ({n} chunks)' if n else ''}: {', '.join(what)}")
     return "; ".join(parts) or "-"
 
 

@@ -253,6 +253,7 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
                     except MigrationFailed as exc:
                         report.failed = str(exc)
                 report.run_s = round(time.perf_counter() - t1, 4)
+                report.trace_s = round(tracer.own_s, 4)
             report.revisions = _runs(pending, tracer)
             report.findings = verdict(report.revisions, min_size=min_size, max_lock_s=max_lock)
             if clients is not None:

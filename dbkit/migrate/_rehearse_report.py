@@ -15,14 +15,14 @@ revision (a table created in the same transaction is invisible to the applicatio
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dbkit.migrate._rehearse_load import LoadWindow
-from dbkit.migrate._rehearse_trace import WRITE_BLOCKING, StatementTrace
+from dbkit.migrate._rehearse_trace import WRITE_BLOCKING, LockTaken, StatementTrace, Touched
 
-__all__ = ["DEFAULT_MIN_SIZE", "Finding", "RevisionRun", "RehearsalReport", "verdict", "mode_name", "human_size",
-           "markdown"]
+__all__ = ["DEFAULT_MIN_SIZE", "Finding", "RevisionRun", "RehearsalReport", "verdict", "grouped", "mode_name",
+           "human_size", "markdown"]
 
 #: Relations up to this size are never flagged (``--min-size``).
 DEFAULT_MIN_SIZE = 10 * 1024 * 1024
@@ -97,6 +97,7 @@ class RehearsalReport:
     load_errors: list[str] = field(default_factory=list)  # the first few failed operations of the load
     copy_s: float = 0.0
     run_s: float = 0.0
+    trace_s: float = 0.0  # of run_s, the tracer's own queries
     drop_s: float = 0.0
     total_s: float = 0.0
 
@@ -117,7 +118,8 @@ class RehearsalReport:
         kept = f"; scratch database {self.scratch} kept" if self.kept else ""
         return (f"{verdict}: {ran} of {len(self.pending)} revision(s) rehearsed on a {self.copy_method} of "
                 f"{self.source}, {len(self.findings)} finding(s) (min size {human_size(self.min_size)}, "
-                f"max lock {self.max_lock_s:g}s); copy {self.copy_s:.2f}s, run {self.run_s:.2f}s, "
+                f"max lock {self.max_lock_s:g}s); copy {self.copy_s:.2f}s, run {self.run_s:.2f}s (tracer "
+                f"{self.trace_s:.2f}s), "
                 f"total {self.total_s:.2f}s{extra}{kept}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -171,33 +173,78 @@ def _rows(n: int | None) -> str:
     return "? rows" if n is None else f"~{n:,} rows"
 
 
+def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[str, int]]:
+    """The statement's relations with TimescaleDB chunks folded into their hypertable (sizes and rows
+    summed, the strongest modes kept): a hypertable is judged as the one table the application sees.
+    Also returns the number of chunks folded into each hypertable."""
+    touched: dict[str, Touched] = {}
+    chunks: dict[str, int] = {}
+    for t in st.touched:
+        key = t.hypertable or t.relation
+        if t.hypertable:
+            chunks[key] = chunks.get(key, 0) + 1
+        if key not in touched:
+            touched[key] = replace(t, relation=key, modes_held=list(t.modes_held), hypertable=None,
+                                   relkind="r" if t.hypertable else t.relkind)
+            continue
+        g = touched[key]
+        g.size_before = None if g.size_before is None and t.size_before is None else \
+            (g.size_before or 0) + (t.size_before or 0)
+        g.size_after += t.size_after
+        g.rows = None if g.rows is None and t.rows is None else (g.rows or 0) + (t.rows or 0)
+        g.rewritten, g.created = g.rewritten or t.rewritten, g.created and t.created
+        g.scans, g.rows_read = g.scans + t.scans, g.rows_read + t.rows_read
+        g.modes_held = sorted(set(g.modes_held) | set(t.modes_held))
+    locks: dict[tuple[str, str], LockTaken] = {}
+    for lk in st.locks:
+        key = (lk.hypertable or lk.relation, lk.mode)
+        if key not in locks:
+            locks[key] = replace(lk, relation=key[0], hypertable=None, relkind="r" if lk.hypertable else lk.relkind)
+            continue
+        g = locks[key]
+        g.size_bytes += lk.size_bytes
+        g.rows = None if g.rows is None and lk.rows is None else (g.rows or 0) + (lk.rows or 0)
+        g.created = g.created and lk.created
+        g.held_s = None if g.held_s is None or lk.held_s is None else max(g.held_s, lk.held_s)
+    return list(touched.values()), list(locks.values()), chunks
+
+
+def _chunk_note(chunks: dict[str, int], relation: str) -> str:
+    n = chunks.get(relation, 0)
+    return f" (hypertable: {n} chunk{'s' if n != 1 else ''})" if n else ""
+
+
 def _statement_findings(run: RevisionRun, st: StatementTrace, min_size: int, max_lock_s: float) -> list[Finding]:
     found: dict[str, Finding] = {}
+    all_touched, all_locks, chunks = grouped(st)
 
     def add(rule, relation, mode, figures):
         if relation not in found:
             found[relation] = Finding(rule, run.revision, run.file, st.line, st.sql, relation,
                                       mode_name(mode) if mode else None, figures, _alternative(st.sql, rule))
 
-    held = {lock.relation: lock for lock in st.locks}
-    for t in st.touched:
+    held = {lock.relation: lock for lock in all_locks}
+    for t in all_touched:
         size = max(t.size_before or 0, t.size_after)
         if t.created or t.relkind not in _TABLES or size <= min_size:
             continue
         mode = _strongest(t.modes_held)
         lock = held.get(t.relation)
         hold = f", held {lock.held_s:.3f}s until commit" if lock is not None and lock.held_s is not None else ""
+        note = _chunk_note(chunks, t.relation)
         if t.rewritten:
-            indexes = sum(1 for o in st.touched if o.rewritten and o.relkind in ("i", "I"))
-            add("rewrite", t.relation, mode or "AccessExclusiveLock",
-                f"table rewritten ({human_size(t.size_before)} -> {human_size(t.size_after)}, {_rows(t.rows)}"
-                f"{f', {indexes} index(es) rebuilt' if indexes else ''}) under {mode_name(mode or 'AccessExclusiveLock')}"
-                f", statement {st.duration_s:.3f}s{hold}, WAL {human_size(st.wal_bytes)}")
+            indexes = sum(1 for o in all_touched if o.rewritten and o.relkind in ("i", "I"))
+            rebuilt = f", {indexes} index(es) rebuilt" if indexes else ""
+            mode = mode or "AccessExclusiveLock"
+            add("rewrite", t.relation, mode,
+                f"table{note} rewritten ({human_size(t.size_before)} -> {human_size(t.size_after)}, {_rows(t.rows)}"
+                f"{rebuilt}) under {mode_name(mode)}, statement {st.duration_s:.3f}s{hold}, "
+                f"WAL {human_size(st.wal_bytes)}")
         elif t.scans and mode:
             add("scan", t.relation, mode,
-                f"{t.scans} sequential scan(s) reading {t.rows_read:,} of {_rows(t.rows)} ({human_size(size)}) while "
-                f"holding {mode_name(mode)}, which blocks writes; statement {st.duration_s:.3f}s{hold}")
-    for lock in st.locks:
+                f"{t.scans} sequential scan(s){note} reading {t.rows_read:,} of {_rows(t.rows)} ({human_size(size)}) "
+                f"while holding {mode_name(mode)}, which blocks writes; statement {st.duration_s:.3f}s{hold}")
+    for lock in all_locks:
         if (lock.created or not lock.blocks_writes or lock.held_s is None or lock.held_s <= max_lock_s
                 or lock.size_bytes <= min_size):
             continue

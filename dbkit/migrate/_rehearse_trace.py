@@ -38,7 +38,8 @@ _REL_FILTER = """
 _LOCKS = f"""
 SELECT pg_current_wal_insert_lsn()::text, coalesce(json_agg(json_build_array(
          c.oid::int8, l.mode, pg_stat_get_xact_numscans(c.oid), pg_stat_get_xact_tuples_returned(c.oid),
-         c.relfilenode::int8, c.relkind, c.reltuples, pg_table_size(c.oid), format('%I.%I', n.nspname, c.relname))), '[]')
+         c.relfilenode::int8, c.relkind, c.reltuples, pg_table_size(c.oid),
+         format('%I.%I', n.nspname, c.relname))), '[]')
 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND {_REL_FILTER}
@@ -51,6 +52,11 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE {_REL_FILTER}
 """
 
+
+_CHUNKS = """
+SELECT format('%I.%I', c.schema_name, c.table_name), format('%I.%I', h.schema_name, h.table_name)
+FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+"""
 
 _OBSERVED = f"""
 SELECT c.oid::int8, l.mode, c.relkind, c.reltuples, pg_table_size(c.oid), format('%%I.%%I', n.nspname, c.relname)
@@ -112,6 +118,7 @@ class LockTaken:
     rows: int | None  # reltuples: PostgreSQL's estimate (None: never analyzed)
     created: bool  # the relation was created in the same transaction: nobody else can see it
     held_s: float | None = None  # None while the transaction is open
+    hypertable: str | None = None  # a TimescaleDB chunk: its hypertable
 
     @property
     def blocks_writes(self) -> bool:
@@ -132,6 +139,7 @@ class Touched:
     scans: int  # sequential/index scans this statement ran on it
     rows_read: int  # tuples its sequential scans returned
     modes_held: list[str]  # every lock mode the transaction holds on it after the statement
+    hypertable: str | None = None  # a TimescaleDB chunk: its hypertable
 
 
 @dataclass
@@ -147,6 +155,7 @@ class StatementTrace:
     locks: list[LockTaken] = field(default_factory=list)
     touched: list[Touched] = field(default_factory=list)
     error: str | None = None
+    chunks: int = 0  # TimescaleDB chunks it touched
 
 
 def _lsn(text: str) -> int:
@@ -180,6 +189,7 @@ class Tracer:
         self.prefixes = tuple(dict.fromkeys((str(folder.absolute()), str(folder.resolve()))))
         self.statements: list[StatementTrace] = []
         self.commits: dict[str, float] = {}  # revision -> time (since t0) of its last commit
+        self.own_s = 0.0  # time spent in the tracer's own queries (its overhead)
         self.t0 = time.perf_counter()
         self._pending: StatementTrace | None = None
         self._counters: dict[int, tuple[int, int]] = {}  # oid -> (scans, rows read) of the transaction so far
@@ -192,6 +202,7 @@ class Tracer:
         self._files: dict[int, int] | None = None  # oid -> relfilenode, taken when a revision starts
         self._sizes: dict[int, int] = {}
         self._revision: str | None = None
+        self._chunks: dict[str, str] = {}  # chunk -> its hypertable
 
     # ---------------------------------------------------------------- install / remove
     def __enter__(self) -> Tracer:
@@ -244,11 +255,14 @@ class Tracer:
             self._pending = None
             return
         rev, filename, lineno = where
+        t_own = time.perf_counter()
         if rev != self._revision or self._files is None:
             self._revision = rev
             self._files, self._sizes, self._counters = {}, {}, {}
             for oid, filenode, size, scans, read, _, _ in self._query(raw, _SNAPSHOT):
                 self._files[oid], self._sizes[oid], self._counters[oid] = filenode, size, (scans, read)
+            if self._query(raw, "SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL")[0][0]:
+                self._chunks = dict(self._query(raw, _CHUNKS))
         lsn, rows = self._query(raw, _LOCKS)[0]
         self._lsn_before = _lsn(lsn)
         locks = rows if isinstance(rows, list) else json.loads(rows)
@@ -260,12 +274,14 @@ class Tracer:
                 self._sampler = LockSampler(self.url, raw.info.backend_pid)
             self._sampler.start()
         self._t_start = time.perf_counter()
+        self.own_s += self._t_start - t_own
 
     def _on_after(self, conn, cursor, statement, parameters, context, executemany) -> None:
         st, self._pending = self._pending, None
         if st is None:
             return
-        st.duration_s = time.perf_counter() - self._t_start
+        t_own = time.perf_counter()
+        st.duration_s = t_own - self._t_start
         raw = self._raw(conn)
         if st.autocommit:
             self._after_autocommit(raw, st)
@@ -299,7 +315,14 @@ class Tracer:
                 st.locks.append(lock)
                 self._held.append((lock, self._t_start))
                 self._held_keys.add(key)
+        self._mark_chunks(st)
         self.statements.append(st)
+        self.own_s += time.perf_counter() - t_own
+
+    def _mark_chunks(self, st: StatementTrace) -> None:
+        for item in [*st.touched, *st.locks]:
+            item.hypertable = self._chunks.get(item.relation)
+        st.chunks = sum(1 for t in st.touched if t.hypertable)
 
     def _after_autocommit(self, raw, st: StatementTrace) -> None:
         """Outside a transaction: the locks the sampler saw (held at most while the statement ran), and the
