@@ -77,21 +77,11 @@ def test_cleanmatex_end_to_end(example_env):  # noqa: F811
     checked = app.run("config", "check", "--json")
     report = json.loads(checked.stdout)
     assert report["ok"] and {v["name"] for v in report["variables"]} >= {"REDIS_URL", "JWT_SECRET", "APP_PORT"}
-    bad = app.run("config", "check", ok=False, JWT_SECRET="change-me-in-production", APP_PORT="http", REDIS_URL="localhost:6379")
+    bad = app.run("config", "check", ok=False, JWT_SECRET="change-me-in-production", APP_PORT="http",
+                  REDIS_URL="localhost:6379")
     assert bad.returncode == 2 and "change-me-in-production" not in bad.stdout + bad.stderr
     assert [line.split(" ", 1)[0] for line in bad.stderr.strip().splitlines()] == ["REDIS_URL", "APP_PORT",
                                                                                    "JWT_SECRET"]
-    unhealthy = app.run("check", "--format", "health", ok=False, JWT_SECRET="too-short")
-    summary = json.loads(unhealthy.stdout)
-    assert unhealthy.returncode == 2 and summary["status"] == "unhealthy" and "too-short" not in unhealthy.stdout
-    assert summary["services"]["environment"]["error"].startswith("JWT_SECRET is 9 characters long")
-
-    # the health JSON of the document: status, timestamp, services up/down with latency, version
-    health = json.loads(app.run("check", "--format", "health", DBKIT_BACKUP_URI=f"s3://{app.bucket}/{app.name}").stdout)
-    assert list(health) == ["status", "timestamp", "services", "version"] and health["status"] == "healthy"
-    for name in ("database", "storage"):
-        assert health["services"][name]["status"] == "up" and health["services"][name]["latency"] >= 0
-    assert all(s["status"] == "up" for s in health["services"].values())
 
     # the application behind the shipped PgBouncer config, as cmx_app with its password: claims per transaction
     port = _free_port()
@@ -106,12 +96,15 @@ def test_cleanmatex_end_to_end(example_env):  # noqa: F811
                 assert conn.execute("SELECT count(DISTINCT tenant_org_id) FROM orders").fetchone()[0] == 1
             assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 0  # no claim left behind
             assert conn.execute("SELECT current_user").fetchone()[0] == "cmx_app"
-        # dbkit check through the pool as the application's role; migrations and backups go direct
+        # dbkit check through the pool as the application's role (its migrations check goes direct), in the
+        # health JSON of the document: status, timestamp, services up/down with latency, version
         via_pool = app.run("check", "--format", "health", DATABASE_URL=pooled, DIRECT_DATABASE_URL=app.database.raw,
                            DBKIT_PGBOUNCER_PORTS=str(port), DBKIT_BACKUP_URI=f"s3://{app.bucket}/{app.name}")
-        assert json.loads(via_pool.stdout)["status"] == "healthy", via_pool.stdout
-        app.run("migrate", "check", DATABASE_URL=pooled, DIRECT_DATABASE_URL=app.database.raw,
-                DBKIT_PGBOUNCER_PORTS=str(port))
+        health = json.loads(via_pool.stdout)
+        assert list(health) == ["status", "timestamp", "services", "version"] and health["status"] == "healthy"
+        for name in ("database", "storage"):
+            assert health["services"][name]["status"] == "up" and health["services"][name]["latency"] >= 0
+        assert all(s["status"] == "up" for s in health["services"].values()), health
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -120,4 +113,3 @@ def test_cleanmatex_end_to_end(example_env):  # noqa: F811
     before = _counts(app)
     reset = app.run("reset", "--profile", "tiny")
     assert _counts(app) == before and all(before.values()), reset.stdout
-    app.run("migrate", "check")
