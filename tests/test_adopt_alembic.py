@@ -244,7 +244,9 @@ def test_altering_a_table_made_before_dbkit_says_who_must_own_it(legacy, pg_url)
     assert failed.returncode == 1
     line = _one_line(failed)
     assert "revision 0003 (0003_name.py) failed and was rolled back" in line and "must be owner of table widgets" in line
-    assert "REASSIGN OWNED BY <that role> TO app_owner" in line
+    assert "REASSIGN OWNED BY <that role> TO app_owner" in line and "dbkit roles apply --take-ownership" in line
     assert runner.status(settings).current == ["0002"]  # revision 2 ran, 3 was rolled back
-    q(pg_url, "ALTER TABLE public.widgets OWNER TO app_owner")
+    applied = _cli(legacy, pg_url, "roles", "apply", "--take-ownership")  # what plain Alembic made, to the owner
+    assert applied.returncode == 0 and "owner: TABLE public.widgets (was " in applied.stdout, applied.stderr
+    assert q(pg_url, "SELECT tableowner FROM pg_tables WHERE tablename = 'widgets'") == [("app_owner",)]
     assert [r.revision for r in runner.upgrade(settings).applied] == ["0003"]

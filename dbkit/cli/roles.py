@@ -23,19 +23,24 @@ def _describe_apply(result):
             yield f"{label}: {', '.join(names)}"
     for action in result.hardened:
         yield f"tenant isolation: {action}"
+    for item in result.handed_over:
+        yield f"owner: {item}"
     for warning in result.warnings:
         yield f"warning: {warning}"
     yield "roles match the role model" + ("" if result.changed else " (nothing to change)")
 
 
 @roles.command("apply")
+@click.option("--take-ownership", is_flag=True,
+              help="Also give every object of the schema the owner role does not own to it (adopting a project "
+                   "whose tables another role created; works where REASSIGN OWNED is refused).")
 @json_option
 @pass_state
-def roles_apply(state: State, as_json: bool) -> None:
+def roles_apply(state: State, take_ownership: bool, as_json: bool) -> None:
     """Create missing roles, correct drifted attributes, set passwords (SCRAM verifiers only)."""
     from dbkit import roles as roles_mod
 
-    render.show(roles_mod.apply(state.settings), _describe_apply, as_json=as_json)
+    render.show(roles_mod.apply(state.settings, take_ownership=take_ownership), _describe_apply, as_json=as_json)
 
 
 def _yes(value: bool | None) -> str:

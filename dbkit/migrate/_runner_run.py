@@ -62,7 +62,9 @@ def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitErro
         return MigrationFailed(
             f"{where} failed and was rolled back (earlier revisions stay applied): "
             f"{primary} [SQLSTATE {sqlstate}]; statement: {statement}",
-            hint=_not_owner_hint(settings) if sqlstate == "42501" and primary.startswith("must be owner") else None,
+            hint=_not_owner_hint(settings) if sqlstate == "42501" and primary.startswith(
+                ("must be owner", "permission denied for table", "permission denied for sequence",
+                 "permission denied for view", "permission denied for materialized view")) else None,
         )
     detail = first_line(str(exc), type(exc).__name__)
     return MigrationFailed(f"{where} failed and was rolled back (earlier revisions stay applied): "
@@ -75,8 +77,8 @@ def _not_owner_hint(settings) -> str | None:
         return None
     owner = settings.role_owner
     return (f"revisions run as the owner role {owner} (SET ROLE), and objects created before dbkit belong to another "
-            f"role: have that role (or a superuser) run `REASSIGN OWNED BY <that role> TO {owner}` or "
-            f"`ALTER TABLE … OWNER TO {owner}` once, or set DBKIT_MIGRATE_SET_ROLE=false")
+            f"role: give them to it once with `dbkit roles apply --take-ownership` (or `REASSIGN OWNED BY <that role> "
+            f"TO {owner}`), or set DBKIT_MIGRATE_SET_ROLE=false")
 
 
 def _run(settings, verb: str, fn, *args, readonly: bool = False, attributes: dict | None = None, **kwargs):

@@ -36,10 +36,12 @@ class ApplyResult:
     #: paths around RLS closed in this database (:func:`dbkit.rls.isolation.harden`)
     hardened: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: objects of the schema given to the owner role (``take_ownership``): "KIND name (was OWNER)"
+    handed_over: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.altered or self.password_set or self.hardened)
+        return bool(self.created or self.altered or self.password_set or self.hardened or self.handed_over)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "changed": self.changed}
@@ -49,7 +51,7 @@ def _snapshot(conn, names: list[str]) -> dict[str, tuple]:
     return {r[0]: tuple(r[1:]) for r in conn.execute(_SNAPSHOT_SQL, (names,)).fetchall()}
 
 
-def apply(settings, conn=None) -> ApplyResult:
+def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
     """Create or correct the roles of the model and set the LOGIN roles' passwords.
 
     Idempotent, in one transaction (a failure changes nothing):
@@ -133,6 +135,10 @@ def apply(settings, conn=None) -> ApplyResult:
         hardened = isolation.harden(c, settings)
         result.hardened.extend(hardened.actions)
         result.warnings.extend(hardened.warnings)
+        if take_ownership:  # adopting a project: what the old tool created becomes the owner role's
+            from dbkit.roles._handover import hand_over
+
+            result.handed_over.extend(f"{h.kind} {h.name} (was {h.previous_owner})" for h in hand_over(settings, c))
     return result
 
 
