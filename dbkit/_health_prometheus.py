@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dbkit._health_types import _RANK, EXIT_CODES, Backups, Connections, Database, Report
+from dbkit._health_types import _RANK, EXIT_CODES, Backups, Connections, Database, Environment, Report
 
 
 def prometheus(report: Report) -> str:
@@ -28,6 +28,10 @@ def prometheus(report: Report) -> str:
     if isinstance(backups, Backups) and backups.unfinished_age_hours is not None:
         gauge("dbkit_backup_unfinished_age_seconds", "Age of a backup attempt newer than the newest complete one "
               "that has no manifest (failed, killed or still running).", round(backups.unfinished_age_hours * 3600))
+    env = report.services.get("environment")
+    if isinstance(env, Environment):
+        gauge("dbkit_environment_problems", "Settings and declared variables ([tool.dbkit.variables]) that are "
+              "missing or malformed, and DBKIT_ENV=prod requirements not met.", len(env.problems))
     conns = report.services.get("connections")
     if isinstance(conns, Connections):
         gauge("dbkit_connections_used", "Connections in use.", conns.used)

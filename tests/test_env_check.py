@@ -245,6 +245,21 @@ def test_health_summary_is_the_documented_shape():
     assert summary["services"]["storage"] == {"status": "up", "latency": None, "warning": "unreachable"}
 
 
+def test_environment_problems_in_the_table_and_prometheus():
+    from dbkit._health_types import VariableState
+    from dbkit.cli.check import _service_detail
+    from dbkit.health import prometheus
+
+    env = Environment(status="fail", env="test", problems=("REDIS_URL is not set",),
+                      variables=(VariableState("REDIS_URL", "url", "missing"), VariableState("APP_PORT", "port", "ok",
+                                                                                             ".env.test")))
+    assert _service_detail(env) == "DBKIT_ENV=test; 1 of 2 declared variables valid; REDIS_URL is not set"
+    assert env.as_dict()["variables"] == [{"name": "REDIS_URL", "type": "url", "status": "missing", "source": None},
+                                          {"name": "APP_PORT", "type": "port", "status": "ok", "source": ".env.test"}]
+    assert "dbkit_environment_problems 1.0" in prometheus(_report(environment=env))
+    assert "variables" not in Environment(status="ok", env="dev", problems=()).as_dict()  # none declared
+
+
 def test_check_reports_declared_variables_in_the_environment_service(project, dbkit_cli):
     """An unreachable database: the environment service is still checked, and --format health says so."""
     dbkit_cli.cwd = project
