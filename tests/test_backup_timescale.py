@@ -401,3 +401,73 @@ def test_swap_leaves_the_scheduler_running_for_the_swapped_in_database_only(sche
     # the restored database's jobs run there (started by its scheduler)
     started = ("SELECT count(*) > 0 FROM timescaledb_information.job_stats WHERE job_id >= 1000")
     assert wait_for(source, started, [(True,)]) == [(True,)]
+
+
+def test_compressed_chunks_count_towards_the_exact_count_limit_with_their_toast(project, pg_url, monkeypatch):
+    from dbkit.backup import _dump
+
+    q(pg_url, "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('metrics.readings') c")
+    plain, compressed = q(pg_url, """
+        SELECT (SELECT sum(pg_relation_size(c)) FROM show_chunks('metrics.readings') c) + pg_relation_size('metrics.readings'),
+               (SELECT sum(pg_table_size(format('%I.%I', cc.schema_name, cc.table_name)::regclass))
+                  FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
+                  JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id WHERE h.table_name = 'readings')""")[0]
+    assert compressed > 0
+    settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
+    for limit, exact in ((plain + compressed, True), (plain + compressed - 1, False)):
+        monkeypatch.setattr(_dump, "EXACT_COUNT_MAX_BYTES", limit)
+        readings = next(t for t in pipeline.backup(settings).tables if t.name == "readings")
+        assert (readings.rows is not None) is exact, limit
+
+
+def test_compressed_batches_with_an_all_null_column_are_refused_where_timescaledb_cannot_restore_them(project, pg_url):
+    """TimescaleDB 2.19 compresses a batch whose column is entirely NULL into a "NULL" block that pg_dump writes
+    (as ``Bg==``) but its restore cannot read back (timescale/timescaledb#8893): such a backup would look complete
+    and never restore, so dbkit refuses it, before storing anything, where the server has that bug."""
+    import subprocess
+
+    q(pg_url, "CREATE TABLE metrics.notes (time timestamptz NOT NULL, sensor int NOT NULL, note text)")
+    q(pg_url, "SELECT create_hypertable('metrics.notes', by_range('time', INTERVAL '1 day'))")
+    q(pg_url, "INSERT INTO metrics.notes SELECT now() - g * INTERVAL '1 minute', g % 3, CASE WHEN g % 500 = 0 "
+              "THEN 'checked' END FROM generate_series(1, 3000) g")  # most batches: note entirely NULL
+    q(pg_url, "ALTER TABLE metrics.notes SET (timescaledb.compress, timescaledb.compress_segmentby = 'sensor')")
+    q(pg_url, "SELECT count(compress_chunk(c)) FROM show_chunks('metrics.notes') c")
+    settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
+    try:
+        q(pg_url, "SELECT 'Bg=='::_timescaledb_internal.compressed_data")
+        readable = True
+    except psycopg.Error as exc:
+        assert "returned NULL" in str(exc)
+        readable = False
+    if readable:  # a TimescaleDB with the fix (timescale/timescaledb#8153): backed up and restored as usual
+        pipeline.backup(settings)
+        drop(pg_url, lifecycle.restore(settings, "latest", into=f"{pg_url.dbname}_nulls").database)
+        return
+    with pytest.raises(pipeline.BackupFailed) as err:
+        pipeline.backup(settings)
+    version = q(pg_url, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")[0][0]
+    assert err.value.message == (
+        f"TimescaleDB {version} cannot restore the compressed chunks of metrics.notes: batches with a column that is "
+        "entirely NULL, which its dump has but its restore cannot read back (timescale/timescaledb#8893); nothing "
+        "was stored and earlier backups are untouched")
+    assert "decompress_chunk" in err.value.hint
+    assert not (project / "backups").exists() or not list((project / "backups").rglob("*.json"))
+    # what it prevents: TimescaleDB's own pg_dump + pg_restore of that database fails on those chunks
+    target = pg_url.with_dbname(f"{pg_url.dbname}_raw")
+    q(pg_url.with_dbname("postgres"), f'CREATE DATABASE "{target.dbname}"')
+    try:
+        dump = subprocess.run([pipeline.find_program(settings, "pg_dump"), "-Fc", f"--dbname={pg_url.conninfo}"],
+                              capture_output=True, check=True).stdout
+        q(target, "CREATE EXTENSION timescaledb")
+        q(target, "SELECT timescaledb_pre_restore()")
+        res = subprocess.run([pipeline.find_program(settings, "pg_restore"), f"--dbname={target.conninfo}"],
+                             input=dump, capture_output=True)
+        q(target, "SELECT timescaledb_post_restore()")
+        assert res.returncode != 0 and b"COPY failed for table \"compress_hyper_" in res.stderr
+        assert b"returned NULL" in res.stderr
+        # once those chunks are decompressed, the backup is taken (and restores)
+        q(pg_url, "SELECT count(decompress_chunk(c, if_compressed => true)) FROM show_chunks('metrics.notes') c")
+        pipeline.backup(settings)
+        drop(pg_url, lifecycle.restore(settings, "latest", into=f"{pg_url.dbname}_nulls").database)
+    finally:
+        drop(pg_url, target.dbname)

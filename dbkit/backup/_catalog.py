@@ -203,3 +203,20 @@ def show(settings, backup_id: str, uri: str | None = None):
             return m
     raise DbkitError(f"backup {backup_id} not found (or incomplete) in {storage_for(settings, uri).uri}",
                      hint="`dbkit backup list` shows the complete ones")
+
+
+def _clean_after_backup(settings, storage) -> None:
+    """After a successful backup: remove leftovers of crashed ones older than DBKIT_BACKUP_STALE_AFTER.
+    A failure here is logged, never fails the backup that just succeeded."""
+    import logging
+
+    log = logging.getLogger("dbkit")
+    try:
+        folders, uploads = _leftovers(storage, scan(settings, storage=storage), datetime.now(UTC),
+                                      stale_after(settings))
+        _remove_leftovers(storage, folders, uploads)
+    except DbkitError as exc:
+        log.warning("backup done, but removing leftovers of unfinished backups failed: %s", exc.message)
+        return
+    if folders or uploads:
+        log.info("removed leftovers of unfinished backups: %s", ", ".join([*folders, *(u.key for u in uploads)]))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dbkit import db, target
-from dbkit.backup._catalog import _delete_backups, _leftovers, _remove_leftovers, scan
+from dbkit.backup._catalog import _clean_after_backup, _delete_backups
 from dbkit.backup._common import (
     CHUNK,
     COMPRESSIONS,
@@ -88,7 +88,7 @@ _MATERIALIZATION = ("EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg a
                     "ON h.id = a.mat_hypertable_id WHERE")
 
 _COMPRESSED_SIZE_SQL = """
-SELECT coalesce(sum(pg_table_size(format('%I.%I', cc.schema_name, cc.table_name)::regclass)), 0)::bigint
+SELECT coalesce(sum(pg_table_size(format('%%I.%%I', cc.schema_name, cc.table_name)::regclass)), 0)::bigint
   FROM _timescaledb_catalog.hypertable h JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
   JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
  WHERE h.schema_name = %s AND h.table_name = %s AND NOT cc.dropped
@@ -156,6 +156,41 @@ def _tables(conn, timescaledb: bool, snapshot: str | None) -> list[dict[str, Any
             item["has_rows"] = bool(has_rows)
         tables.append(item)
     return tables
+
+
+# TimescaleDB 2.19 stores a compressed batch whose column is entirely NULL as a "NULL" block (two bytes on
+# disk) that its pg_dump output has but its restore cannot read back ("function ... returned NULL":
+# timescale/timescaledb#8893, fixed by #8153): per compressed chunk, its compressed columns
+_NULL_BLOCKS_SQL = """
+SELECT format('%I.%I', h.schema_name, h.table_name), format('%I.%I', cc.schema_name, cc.table_name),
+       min(a.atttypid::regtype::text), string_agg(format('pg_column_size(%I) = 2', a.attname), ' OR ')
+  FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+  JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
+  JOIN pg_attribute a ON a.attrelid = format('%I.%I', cc.schema_name, cc.table_name)::regclass
+ WHERE NOT cc.dropped AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid::regtype::text LIKE '%compressed_data'
+ GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def _check_restorable(conn, version: str) -> None:
+    """Refuse (before anything is stored) a backup TimescaleDB could not restore: compressed batches with a
+    column that is entirely NULL, where this TimescaleDB cannot read them back (probed, not guessed)."""
+    chunks = conn.execute(_NULL_BLOCKS_SQL).fetchall()
+    with contextlib.suppress(Exception):  # psycopg: TimescaleDB 2.19's "function ... returned NULL"
+        if not chunks or conn.execute(f"SELECT 'Bg=='::{chunks[0][2]} IS NOT NULL").fetchone()[0]:
+            return  # no compressed chunk, or a TimescaleDB that reads the block as pg_dump writes it
+    affected: list[str] = []
+    for hypertable, chunk, _, has_null_block in chunks:
+        with contextlib.suppress(Exception):  # a chunk this role may not read: pg_dump will say why
+            if hypertable not in affected and conn.execute(
+                    f"SELECT EXISTS (SELECT 1 FROM {chunk} WHERE {has_null_block})").fetchone()[0]:
+                affected.append(hypertable)
+    if affected:
+        raise BackupFailed(f"TimescaleDB {version} cannot restore the compressed chunks of {', '.join(affected)}: "
+                           "batches with a column that is entirely NULL, which its dump has but its restore cannot "
+                           "read back (timescale/timescaledb#8893); nothing was stored and earlier backups are untouched",
+                           hint="upgrade TimescaleDB to a release with its fix (timescale/timescaledb#8153); until then "
+                                "decompress those chunks (decompress_chunk) and pause their compression policy")
 
 
 def _metadata(conn, snapshot: str | None = None, settings=None) -> dict[str, Any]:
@@ -246,6 +281,8 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         snapshot = _snapshot(holder)
         with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
             meta = _metadata(conn, snapshot, settings)
+            if "timescaledb" in meta["extensions"]:
+                _check_restorable(conn, meta["extensions"]["timescaledb"])
         if snapshot is None:  # counted outside pg_dump's snapshot: only an estimate
             for t in meta["tables"]:
                 t.pop("rows", None)
@@ -374,20 +411,3 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
                            "and run `dbkit backup` again") from None
     _clean_after_backup(settings, storage)
     return manifest
-
-
-def _clean_after_backup(settings, storage) -> None:
-    """After a successful backup: remove leftovers of crashed ones older than DBKIT_BACKUP_STALE_AFTER.
-    A failure here is logged, never fails the backup that just succeeded."""
-    import logging
-
-    log = logging.getLogger("dbkit")
-    try:
-        folders, uploads = _leftovers(storage, scan(settings, storage=storage), datetime.now(UTC),
-                                      stale_after(settings))
-        _remove_leftovers(storage, folders, uploads)
-    except DbkitError as exc:
-        log.warning("backup done, but removing leftovers of unfinished backups failed: %s", exc.message)
-        return
-    if folders or uploads:
-        log.info("removed leftovers of unfinished backups: %s", ", ".join([*folders, *(u.key for u in uploads)]))
