@@ -143,18 +143,22 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="dbkit-rehearse-bench-") as tmp:
             root = project(Path(tmp) / "project")
             settings = load_settings({"database_url": bench_url.raw, "env": "test"}, cwd=root)
-            plain, traced, copies = [], [], []
+            plain, traced, copies, own = [], [], [], []
             report = None
             for i in range(args.rounds):
                 plain.append(plain_run(settings, url))
                 report = rh.rehearse(settings, min_size=rh.parse_size("1MB"))
                 traced.append(report.run_s)
                 copies.append(report.copy_s)
-                print(f"round {i + 1}: plain {plain[-1]:.2f}s, traced {traced[-1]:.2f}s, clone {copies[-1]:.2f}s")
+                own.append(report.trace_s)
+                print(f"round {i + 1}: plain {plain[-1]:.2f}s, traced {traced[-1]:.2f}s (of which the tracer's own "
+                      f"queries {own[-1]:.3f}s), clone {copies[-1]:.2f}s")
             p, t = statistics.median(plain), statistics.median(traced)
             print(f"\n== 1. tracer overhead ({len(REVISIONS)} revisions, medians of {args.rounds}) ==")
             print(f"plain dbkit migrate {p:.2f}s, rehearse run {t:.2f}s: {t / p:.2f}x "
-                  f"(target <= {TARGET_RATIO}: {'met' if t / p <= TARGET_RATIO else 'NOT met'})")
+                  f"(target <= {TARGET_RATIO}: {'met' if t / p <= TARGET_RATIO else 'NOT met'}); "
+                  f"min {min(plain):.2f}s vs {min(traced):.2f}s: {min(traced) / min(plain):.2f}x; the tracer's own "
+                  f"queries {statistics.median(own):.3f}s = {statistics.median(own) / p:.1%} of the plain run")
             print("per revision (last rehearsal): " + ", ".join(f"{r.revision} {r.duration_s:.2f}s"
                                                                  for r in report.revisions))
             print("verdict (last rehearsal, --min-size 1MB):")

@@ -45,8 +45,15 @@ WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND {_REL_FILTER}
 """
 
+#: Before each statement: the WAL position and the relation locks already held (no sizes: cheap).
+_HELD = """
+SELECT pg_current_wal_insert_lsn()::text, coalesce(array_agg(relation::int8 || ' ' || mode), '{}')
+FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted AND relation >= 16384
+"""
+
 _SNAPSHOT = f"""
-SELECT c.oid::int8, c.relfilenode::int8, pg_table_size(c.oid), pg_stat_get_xact_numscans(c.oid),
+SELECT c.oid::int8, c.relfilenode::int8, CASE WHEN c.relkind IN ('r', 'p', 'm') THEN pg_table_size(c.oid) END,
+       pg_stat_get_xact_numscans(c.oid),
        pg_stat_get_xact_tuples_returned(c.oid), format('%I.%I', n.nspname, c.relname), c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE {_REL_FILTER}
@@ -263,10 +270,9 @@ class Tracer:
                 self._files[oid], self._sizes[oid], self._counters[oid] = filenode, size, (scans, read)
             if self._query(raw, "SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL")[0][0]:
                 self._chunks = dict(self._query(raw, _CHUNKS))
-        lsn, rows = self._query(raw, _LOCKS)[0]
+        lsn, held = self._query(raw, _HELD)[0]
         self._lsn_before = _lsn(lsn)
-        locks = rows if isinstance(rows, list) else json.loads(rows)
-        self._held_before = {(r[0], r[1]) for r in locks}
+        self._held_before = {(int(oid), mode) for oid, _, mode in (h.partition(" ") for h in held)}
         text = " ".join(str(statement).split())
         self._pending = StatementTrace(rev, filename, lineno, text, self._now(), autocommit=bool(raw.autocommit))
         if raw.autocommit and self.url is not None:
@@ -337,7 +343,7 @@ class Tracer:
         for oid, filenode, size, _, _, name, relkind in self._query(raw, _SNAPSHOT):
             known = self._files.get(oid)
             if known is None or (known and filenode and known != filenode):
-                st.touched.append(Touched(name, relkind, self._sizes.get(oid), size, None, known is not None,
+                st.touched.append(Touched(name, relkind, self._sizes.get(oid), size or 0, None, known is not None,
                                           known is None, 0, 0, []))
                 self._files[oid], self._sizes[oid] = filenode, size
 
