@@ -91,7 +91,7 @@ class Variable:
     def problem(self, value: str) -> str | None:
         """Why ``value`` is not valid for this variable (never quoting a secret), or None."""
         text = value.strip()
-        quoted = "" if self.secret else f"is {clip(value)!r}, "
+        quoted = "" if self.secret else f"is {self.shown(value)!r}, "
         what = TYPES[self.type] if self.type != "enum" else f"one of {', '.join(self.choices)}"
         bad = f"{quoted or 'is '}not {what}"
         if self.type == "int" or self.type == "port":
@@ -113,8 +113,8 @@ class Variable:
             return bad
         elif self.type == "enum" and text not in self.choices:
             return bad
-        elif self.type == "url":
-            return self._url_problem(text, bad)
+        elif self.type == "url" and (why := self._url_problem(text, bad)):
+            return why
         if self.reject and text in self.reject:
             return "is a placeholder value (listed in reject), not a real one"
         if self.min_length is not None and len(text) < self.min_length:
@@ -227,13 +227,13 @@ def _parse_one(name: str, decl: Any, reserved: Mapping[str, str]) -> Variable:
     return Variable(**out)
 
 
-def parse_variables(table: Any, *, reserved: Mapping[str, str] = {}) -> tuple[Variable, ...]:  # noqa: B006
+def parse_variables(table: Any, *, reserved: Mapping[str, str] | None = None) -> tuple[Variable, ...]:
     """``[tool.dbkit.variables]`` as :class:`Variable` s; a malformed declaration is one ConfigError line.
     ``reserved`` maps dbkit's own variables to their setting names (they cannot be declared again)."""
     if not isinstance(table, Mapping):
         raise ConfigError("[tool.dbkit] variables", "is not a table of tables",
                           example=f"[tool.dbkit.variables.REDIS_URL] {_EXAMPLE}")
-    return tuple(_parse_one(name, decl, reserved) for name, decl in table.items())
+    return tuple(_parse_one(name, decl, reserved or {}) for name, decl in table.items())
 
 
 def read_values(names: tuple[str, ...], layers: list[tuple[str, Mapping[str, str]]]) -> dict[str, tuple[str, str]]:

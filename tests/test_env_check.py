@@ -174,6 +174,7 @@ def test_types_directly():
     url = Variable("U", "url")
     assert url.problem("https://127.0.0.1:54321") is None and url.problem("localhost:6379") is not None
     assert url.problem("http://host:99x") is not None and url.problem("http:// host") is not None
+    assert "hunter2" not in url.problem("redis:/host?password=hunter2")  # a secret query parameter is masked
     duration = Variable("D", "duration")
     assert [duration.problem(v) for v in ("1h", "30s", "15m", "7d", "2 days", "3600", "500ms")] == [None] * 7
     phone = Variable("P", "text", pattern=r"\+[1-9][0-9]{6,14}", required=())
