@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -113,3 +114,27 @@ def test_cleanmatex_end_to_end(example_env):  # noqa: F811
     before = _counts(app)
     reset = app.run("reset", "--profile", "tiny")
     assert _counts(app) == before and all(before.values()), reset.stdout
+
+
+@pytest.mark.unit
+def test_cleanmatex_ships_its_services_and_documents_every_variable():
+    """No Docker here: docker-compose.yml is checked as data; .env.example names every declared variable with a
+    placeholder, .env.test gives every required one."""
+    import tomllib
+
+    import yaml
+
+    from dbkit.config import parse_dotenv
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "cleanmatex"
+    services = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    assert {"postgres", "pgbouncer", "redis", "minio", "minio-init"} <= set(services)
+    for name in ("postgres", "pgbouncer", "redis", "minio"):
+        assert services[name]["healthcheck"]["test"], name
+        assert all(str(p).startswith("127.0.0.1:") for p in services[name]["ports"]), name
+    assert "./infra/pgbouncer/pgbouncer.ini:/etc/pgbouncer/pgbouncer.ini:ro" in services["pgbouncer"]["volumes"]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["dbkit"]["variables"]
+    example = parse_dotenv((root / ".env.example").read_text())
+    assert set(declared) <= set(example)
+    test = parse_dotenv((root / ".env.test").read_text())
+    assert {n for n, d in declared.items() if d.get("required", True) is True} <= set(test)
