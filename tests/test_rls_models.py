@@ -240,6 +240,9 @@ password_env = "POSTGRES_USER_RLS_PASS"
 
 [tool.dbkit.roles.bypass]
 password_env = "POSTGRES_USER_FULL_PASS"
+
+[tool.dbkit.rls.tables.profiles]
+user_column = "id"   # a profile is owned by its own id (the JWT sub), a defaulted primary key
 """
 JWT_SEEDS = '''\
 from dbkit.seed import seeder
@@ -250,6 +253,12 @@ def goals(ctx):
     users = [ctx.uuid() for _ in range(3)]
     for user_id in ctx.spread(users, ctx.rows):
         yield user_id, ctx.rng.choice(["run", "read", "rest"])
+
+
+@seeder("profiles", columns=("id", "name"), rows={"tiny": 3, "small": 3, "medium": 3, "large": 3})
+def profiles(ctx):
+    for i in range(ctx.rows):
+        yield ctx.uuid(), f"user {i}"
 '''
 JWT_TESTS = '''
 
@@ -287,11 +296,14 @@ def test_as_role_per_user(as_role, dbkit_seeded_db):
 def test_jwt_per_user_project_with_enforce_and_bypass_roles_only(pytester, monkeypatch, dbkit_server):
     predicate = Claims("jwt").predicate("user", "uuid")
     revision = REVISION.format(
-        doc="goals per user (JWT sub)", tables=["goals"], rls_tables=["goals"],
-        policies=_policies(predicate, "user_id", "goals", ["cognitive_engine_rls"], []),
+        doc="goals per user (JWT sub), profiles owned by their own id", tables=["goals", "profiles"],
+        rls_tables=["goals", "profiles"],
+        policies=_policies(predicate, "user_id", "goals", ["cognitive_engine_rls"], [])
+        + _policies(predicate, "id", "profiles", ["cognitive_engine_rls"], []),
         ddl='    op.execute("CREATE SCHEMA IF NOT EXISTS app")\n'
             '    op.execute("CREATE TABLE app.goals (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), '
-            'user_id uuid NOT NULL, title text NOT NULL)")')
+            'user_id uuid NOT NULL, title text NOT NULL)")\n'
+            '    op.execute("CREATE TABLE app.profiles (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text)")')
     _project(pytester, monkeypatch, pyproject=JWT_PYPROJECT, revision=revision, seeds=JWT_SEEDS, tests=JWT_TESTS)
     result = _run(pytester, monkeypatch, dbkit_server, POSTGRES_USER_RLS_PASS="rls-pw-1",
                   POSTGRES_USER_FULL_PASS="full-pw-2")
@@ -299,7 +311,7 @@ def test_jwt_per_user_project_with_enforce_and_bypass_roles_only(pytester, monke
     # matrix: enforce x 4 and bypass x 4 run; readonly x 4 skipped (no such role); escalation; the checks
     result.assert_outcomes(passed=12, skipped=4)
     assert "the project has no readonly role" in out, out
-    assert "AUDIT: 1 tables checked in app (enforce role cognitive_engine_rls)" in out, out
+    assert "AUDIT: 2 tables checked in app (enforce role cognitive_engine_rls)" in out, out
 
 
 NONE_PYPROJECT = """\

@@ -95,21 +95,23 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     for schema, name, source_schema, source in rows:
         conf = config.get(name, {})
         source_rel = f'"{source_schema}"."{source}"'  # rows are sampled there: a view filters by the claims
-        cols = admin.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
-            "AND a.attgenerated = '' AND a.attidentity <> 'a' AND NOT (a.atthasdef AND a.attnum = ANY("
-            " SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)) "
-            "ORDER BY a.attnum", (source_rel,)).fetchall()
-        denied = {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS}
-        for k in KINDS:  # what the role model does not grant the kind on this table is denied
-            denied[k] |= set(COMMANDS) - set(model.table_privileges(k, name))
         view = views.get((schema, name))
         if view is not None:
             owner, column = view.owner, view.column
         else:
             owner = owner_of(conf, settings, default_owner)
             column = conf.get(f"{owner}_column") or rls.get(f"{owner}_column") or f"{owner}_id"
+        # insertable columns: not generated, not always-identity, not a defaulted primary key (unless it is the
+        # owner column itself, e.g. users.id owned by its own id: a row must be written with the claimed id)
+        cols = admin.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+            "AND a.attgenerated = '' AND a.attidentity <> 'a' AND NOT (a.atthasdef AND a.attname <> %s AND a.attnum "
+            "= ANY(SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)) "
+            "ORDER BY a.attnum", (source_rel, column)).fetchall()
+        denied = {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS}
+        for k in KINDS:  # what the role model does not grant the kind on this table is denied
+            denied[k] |= set(COMMANDS) - set(model.table_privileges(k, name))
         t = Table(schema, name, column, cols, denied, owner=owner, is_view=view is not None,
                   source=(source_schema, source) if view is not None else None,
                   updatable=view.updatable if view is not None else True)

@@ -198,6 +198,12 @@ def _template(server: Server, name: str, source: str | None, build) -> Iterator[
     janitor.drop()
     with janitor:
         build(server.url(name))
+        import psycopg
+
+        from dbkit.testing._templates import seal
+
+        with psycopg.connect(server.url("postgres").conninfo, autocommit=True) as admin:
+            seal(admin, name)  # TimescaleDB's scheduler would connect to it and make copies fail (55006)
         yield name
 
 
