@@ -21,7 +21,7 @@ Measured, --rounds times each, interleaved:
    Target: traced / plain <= 1.2 (medians);
 2. copy time: the rehearsal's clone against ``dbkit restore`` (:func:`dbkit.lifecycle.restore`) of a
    backup of the same database (a file:// backup in a temporary directory, made once, not timed);
-3. the application's view: one rehearsal with ``--load 4`` (4 clients as the enforce role): p50 / p99
+3. the application's view (run before 2): one rehearsal with ``--load 4`` (4 clients as the enforce role): p50 / p99
    and the longest operation, without the migration (baseline, 3 s) and during each revision.
 
     .venv/bin/python bench/rehearse_bench.py [--scale 1.0] [--rounds 3] [--load 4] [--keep]
@@ -164,10 +164,6 @@ def main() -> None:
             print("verdict (last rehearsal, --min-size 1MB):")
             for f in report.findings:
                 print(f"  {f.rule:7} {f.revision} {f.relation} {f.mode}: {f.figures}")
-            restore_s, backup_s = restore_time(settings, bench_url, Path(tmp) / "backups")
-            print("\n== 2. copy ==")
-            print(f"clone (CREATE DATABASE … TEMPLATE) median {statistics.median(copies):.2f}s; dbkit restore "
-                  f"{restore_s:.2f}s (the backup itself took {backup_s:.2f}s)")
             if args.load:
                 loaded = rh.rehearse(settings, min_size=rh.parse_size("1MB"), load=args.load, baseline_s=3.0)
                 print(f"\n== 3. the application's view: --load {args.load} ==")
@@ -177,6 +173,10 @@ def main() -> None:
                           f"{w.longest_stall_s or 0:9.3f}")
                 for e in loaded.load_errors:
                     print(f"load error: {e}")
+            restore_s, backup_s = restore_time(settings, bench_url, Path(tmp) / "backups")
+            print("\n== 2. copy ==")
+            print(f"clone (CREATE DATABASE … TEMPLATE) median {statistics.median(copies):.2f}s; dbkit restore "
+                  f"{restore_s:.2f}s (the backup itself took {backup_s:.2f}s)")
     finally:
         if not args.keep:
             with admin(url) as conn:

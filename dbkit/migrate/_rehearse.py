@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import secrets
 import signal
 import threading
 import time
@@ -72,9 +73,9 @@ def default_max_lock(settings) -> float:
 
 
 def scratch_name(source: str, when: datetime | None = None) -> str:
-    """``<source>_rehearse_<UTC time>_<pid>``, cut to 63 bytes (the source part is shortened)."""
+    """``<source>_rehearse_<UTC time>_<pid>_<4 random hex>``, cut to 63 bytes (the source part is shortened)."""
     stamp = (when or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
-    tail = f"_rehearse_{stamp}_{os.getpid()}"
+    tail = f"_rehearse_{stamp}_{os.getpid()}_{secrets.token_hex(2)}"
     head = source.encode()[: 63 - len(tail)].decode(errors="ignore")
     return head + tail
 
@@ -135,17 +136,23 @@ def clone(settings, url, name: str) -> None:
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
                                                                           sql.Identifier(source)))
         except errors.ObjectInUse:
-            others = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
-                                   "pid <> pg_backend_pid()", (source,)).fetchone()[0]
+            rows = admin.execute("SELECT coalesce(nullif(application_name, ''), backend_type) || ' (pid ' || pid || ')' "
+                                 "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid",
+                                 (source,)).fetchall()
+            who = ", ".join(r[0] for r in rows[:3]) + (", …" if len(rows) > 3 else "")
             raise CloneImpossible(
-                f"cannot clone database {source}: {others} other session(s) are connected to it, and "
-                "CREATE DATABASE … TEMPLATE needs none",
+                f"cannot clone database {source}: {len(rows)} other session(s) are connected to it ({who or '?'}), "
+                "and CREATE DATABASE … TEMPLATE needs none",
                 hint=f"stop the application's connections to {source} (pg_stat_activity lists them) and rerun, "
                      "or rehearse from a backup (--from-backup latest)") from None
         except errors.InsufficientPrivilege as exc:
             raise CloneImpossible(f"cannot clone database {source}: {exc.diag.message_primary}",
                                   hint="connect as a role with CREATEDB that owns the source (or a superuser), "
                                        "or rehearse from a backup (--from-backup latest)") from None
+        except errors.Error as exc:
+            raise CloneImpossible(f"cannot clone database {source} into {name}: "
+                                  f"{exc.diag.message_primary or type(exc).__name__}",
+                                  hint="or rehearse from a backup (--from-backup latest)") from None
 
 
 # --------------------------------------------------------------------- the run
