@@ -103,6 +103,26 @@ def test_adoption_stamps_what_the_table_lists_and_runs_the_rest(tmp_path, pg_url
     assert q(pg_url, "SELECT filename FROM dbkit.adopted_migrations") == [("001_widgets.sql",)]
 
 
+def test_plain_alembic_upgrade_refuses_to_run_the_old_runners_files_again(tmp_path, pg_url):
+    """Only `dbkit migrate` adopts; plain `alembic upgrade` through dbkit's env.py would start from base."""
+    import subprocess
+    import sys
+
+    project, sql = _legacy(tmp_path)
+    settings = settings_for(pg_url, project)
+    runner.import_sql(settings, "sql_migrations")
+    _old_runner(pg_url, sql, ["001_widgets.sql"])
+    env = {"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=120)
+    said = out.stdout + out.stderr  # alembic prints one "FAILED: …" line
+    assert out.returncode != 0 and "Traceback" not in said, said
+    assert "migrations lists 1 SQL file(s) the old runner applied (last: 001_widgets.sql)" in said
+    assert "run `dbkit migrate` once: it adopts them" in said
+    assert q(pg_url, "SELECT to_regclass('gadgets') IS NULL, count(*) FROM migrations") == [(True, 1)]
+    assert [r.revision for r in runner.upgrade(settings).applied] == ["0002"]  # dbkit migrate adopts, then runs 0002
+
+
 def test_a_listed_file_without_revision_is_one_line(tmp_path, pg_url):
     project, sql = _legacy(tmp_path)
     settings = settings_for(pg_url, project)

@@ -152,8 +152,25 @@ def _refuse_unadopted(settings, script):
         refused = refusal(conn, settings, script)
         if refused is not None:
             raise refused
+        _refuse_unadopted_sql_history(conn, settings, script)
 
     return check
+
+
+def _refuse_unadopted_sql_history(conn, settings, script) -> None:
+    """A database a hand-written SQL-file runner migrated is adopted by ``dbkit migrate`` (it stamps what the old
+    runner's table lists); plain ``alembic upgrade`` would run those files again."""
+    from dbkit import db
+    from dbkit.migrate._sql_history import _plan
+
+    if db.applied_revisions(conn, db.version_table(settings)):
+        return
+    plan = _plan(conn, script)
+    if plan is not None:
+        table, files, rev = plan
+        raise Refused(f"{table} lists {len(files)} SQL file(s) the old runner applied (last: {files[-1]}); "
+                      "upgrading from base would run them again",
+                      hint=f"run `dbkit migrate` once: it adopts them (stamps revision {rev}) and then upgrades")
 
 
 def run(*, target_metadata=None, context=None) -> None:
