@@ -73,6 +73,11 @@ def _start_pgbouncer(app, port: int) -> subprocess.Popen:
 def test_cleanmatex_end_to_end(example_env):  # noqa: F811
     app = example_env("cleanmatex")
     app.lifecycle()
+    # its retention (README, Makefile db-prune): the one backup is kept
+    target = f"s3://{app.bucket}/{app.name}"
+    app.run("backup", "prune", "--from", target, "--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6",
+            "--apply")
+    assert len(json.loads(app.run("backup", "list", "--from", target, "--json").stdout)["backups"]) == 1
 
     # every variable of the document's .env.example is declared; .env.test's fake values are all valid
     checked = app.run("config", "check", "--json")
@@ -100,7 +105,7 @@ def test_cleanmatex_end_to_end(example_env):  # noqa: F811
         # dbkit check through the pool as the application's role (its migrations check goes direct), in the
         # health JSON of the document: status, timestamp, services up/down with latency, version
         via_pool = app.run("check", "--format", "health", DATABASE_URL=pooled, DIRECT_DATABASE_URL=app.database.raw,
-                           DBKIT_PGBOUNCER_PORTS=str(port), DBKIT_BACKUP_URI=f"s3://{app.bucket}/{app.name}")
+                           DBKIT_PGBOUNCER_PORTS=str(port), DBKIT_BACKUP_URI=target)
         health = json.loads(via_pool.stdout)
         assert list(health) == ["status", "timestamp", "services", "version"] and health["status"] == "healthy"
         for name in ("database", "storage"):
