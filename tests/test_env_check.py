@@ -211,6 +211,10 @@ def test_config_check_cli_lists_every_problem_and_exits_2(project, dbkit_cli):
     data = json.loads(dbkit_cli("config", "check", "--json", env=GOOD).stdout)
     assert data["ok"] is True and data["problems"] == [] and {v["name"] for v in data["variables"]} >= set(GOOD)
     assert SECRET not in json.dumps(data)
+    shown = {r["variable"]: (r["value"], r["source"]) for r in json.loads(dbkit_cli("config", "show", "--json",
+                                                                                  env=GOOD).stdout)}
+    assert shown["JWT_SECRET"] == ("***", "env") and shown["APP_PORT"] == ("3001", "env")
+    assert shown["SUPPORT_EMAIL"] == ("(unset)", "unset") and shown["DBKIT_ENV"] == ("dev", "default")
     ok = dbkit_cli("config", "check", env=GOOD)
     assert ok.returncode == 0 and "ok: dbkit's settings and 9 declared variable(s) are valid" in ok.stdout
 

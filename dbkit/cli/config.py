@@ -20,8 +20,13 @@ def config() -> None:
 @json_option
 @pass_state
 def config_show(state: State, as_json: bool) -> None:
-    """Every setting with its value (secrets masked) and where it came from."""
-    rows = state.settings.describe()
+    """Every setting with its value (secrets masked) and where it came from, then the application's variables
+    declared in [tool.dbkit.variables]."""
+    settings = state.settings
+    rows = settings.describe()
+    for var in settings.variables:  # what may be shown of each (a secret as ***), not judged: `config check`
+        value, source = settings.variable_values.get(var.name, (None, None))
+        rows.append((var.name, "(unset)" if value is None else var.shown(value), source or "unset"))
     render.show(rows, lambda rows: [render.Table(["setting", "value", "source"], rows)], as_json=as_json,
                 json_data=[{"variable": v, "value": val, "source": src} for v, val, src in rows])
 
