@@ -43,6 +43,9 @@ SETUP = [
     "CALL refresh_continuous_aggregate('metrics.readings_daily', NULL, now() - INTERVAL '5 days')",
     "SELECT add_continuous_aggregate_policy('metrics.readings_daily', start_offset => INTERVAL '30 days', "
     "end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 day')",
+    # the stacked aggregate compressed too (its materialization hypertable's chunks)
+    "ALTER MATERIALIZED VIEW metrics.readings_daily SET (timescaledb.compress = true)",
+    "SELECT count(compress_chunk(c)) FROM show_chunks('metrics.readings_daily') c",
     # a user-defined job with a config, and a paused one
     "CREATE TABLE metrics.job_log (job_id int NOT NULL, tag text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
     "CREATE PROCEDURE metrics.note(job_id int, config jsonb) LANGUAGE sql AS "
@@ -220,6 +223,13 @@ def tampered_backup(settings, url, exclude: str):
     return manifest
 
 
+def compressed_chunks(url, table: str) -> str:
+    """pg_dump's pattern for the compressed chunks of hypertable ``table``."""
+    (n,) = q(url, "SELECT compressed_hypertable_id FROM _timescaledb_catalog.hypertable WHERE table_name = %s",
+             (table,))[0]
+    return f"_timescaledb_internal.compress_hyper_{n}_*"
+
+
 def mat_id(url, view: str) -> int:
     return q(url, "SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s",
              (view,))[0][0]
@@ -230,7 +240,7 @@ def test_a_restore_that_lost_compressed_or_materialized_rows_fails(project, pg_u
     settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
     total = content(pg_url)[0]
     if lost == "compressed chunks":
-        exclude, expected = "_timescaledb_internal.compress_hyper_*", f"metrics.readings: \\d+ rows restored, " \
+        exclude, expected = compressed_chunks(pg_url, "readings"), f"metrics.readings: \\d+ rows restored, " \
                                                                      f"the backup has {total} \\(exact count"
     else:
         n = mat_id(pg_url, "readings_hourly")
@@ -253,9 +263,11 @@ def test_a_large_compressed_hypertable_keeps_an_estimate_with_its_compressed_row
     q(pg_url, "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('metrics.readings') c")
     q(pg_url, "ANALYZE")
     settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
-    manifest = tampered_backup(settings, pg_url, "_timescaledb_internal.compress_hyper_*")
+    manifest = tampered_backup(settings, pg_url, compressed_chunks(pg_url, "readings"))
     readings = next(t for t in manifest.tables if t.name == "readings")
-    compressed = q(pg_url, "SELECT sum(numrows_pre_compression) FROM _timescaledb_catalog.compression_chunk_size")[0][0]
+    compressed = q(pg_url, "SELECT sum(numrows_pre_compression) FROM _timescaledb_catalog.compression_chunk_size s "
+                           "JOIN _timescaledb_catalog.chunk c ON c.id = s.chunk_id JOIN _timescaledb_catalog.hypertable h "
+                           "ON h.id = c.hypertable_id WHERE h.table_name = 'readings'")[0][0]
     assert readings.rows is None and content(pg_url)[0] >= readings.rows_estimate >= compressed > 5000
     with pytest.raises(pipeline.RestoreFailed, match=r"^post-restore check failed: metrics\.readings: no rows "
                                                      r"restored, the backup's table had rows"):
