@@ -3,8 +3,8 @@
 Services: environment (DBKIT_ENV's requirements and the application's own variables declared in
 ``[tool.dbkit.variables]``: missing or malformed ones fail it), database (reachable, latency, version),
 extensions, connections, roles (``roles check``), migrations (``migrate check``), rls (``rls audit``),
-storage (backup target reachable) and backups (newest complete backup's age; a later attempt without a manifest, such as a killed
-backup's open S3 multipart upload or ``.partial-`` file, degrades it, with its age).
+storage (backup target reachable) and backups (newest complete backup's age; a later attempt without a
+manifest, such as a killed backup's open S3 multipart upload or ``.partial-`` file, degrades it, with its age).
 
 :func:`check` returns a :class:`Report` (frozen dataclasses: a :class:`Service` subclass per kind
 of check, a plain :class:`Service` for a check that could not run; ``as_dict()`` is the JSON of
