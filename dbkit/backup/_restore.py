@@ -274,7 +274,7 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
                 conn.execute("SELECT timescaledb_post_restore()")
                 # its scheduler restart runs before its RESET of timescaledb.restoring commits: the new scheduler
                 # sees the restoring mode and exits for good, so no job would run (timescale/timescaledb#5842,
-                # fixed after 2.19); once more, now committed, starts a scheduler that runs the jobs
+                # fixed upstream by #9625); once more, now committed, starts a scheduler that runs the jobs
                 conn.execute("SELECT timescaledb_post_restore()")
     errors = [ln for ln in res.stderr.splitlines() if "error:" in ln and not _TSDB_EXISTS.search(ln)
               and "errors ignored on restore" not in ln]
