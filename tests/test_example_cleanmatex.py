@@ -37,7 +37,7 @@ def _free_port() -> int:
 def _start_pgbouncer(app, port: int) -> subprocess.Popen:
     """The example's infra/pgbouncer/pgbouncer.ini as shipped, pointed at the test server: only where it
     listens, where PostgreSQL is and where its files are change.  The userlist holds the roles' SCRAM
-    verifiers, read from pg_authid as the README says."""
+    verifiers (`dbkit roles userlist`)."""
     run = app.root.parent / "pgbouncer"
     run.mkdir()
     ini = configparser.ConfigParser()
@@ -49,10 +49,10 @@ def _start_pgbouncer(app, port: int) -> subprocess.Popen:
                             logfile=str(run / "pgbouncer.log"), pidfile=str(run / "pgbouncer.pid"))
     with (run / "pgbouncer.ini").open("w") as fh:
         ini.write(fh)
-    users = app.sql("""SELECT '"' || rolname || '" "' || rolpassword || '"' FROM pg_authid
-                    WHERE rolname IN ('cmx_app', 'cmx_service', 'cmx_readonly') ORDER BY 1""", url=app.server)
-    assert len(users) == 3 and all("SCRAM-SHA-256$" in u for (u,) in users)
-    (run / "userlist.txt").write_text("".join(f"{u}\n" for (u,) in users))
+    app.run("roles", "userlist", "--output", str(run / "userlist.txt"))  # as the README says
+    users = (run / "userlist.txt").read_text().splitlines()
+    assert [u.split()[0] for u in users] == ['"cmx_app"', '"cmx_service"', '"cmx_readonly"']
+    assert all("SCRAM-SHA-256$" in u for u in users)
     cmd = [PGBOUNCER, str(run / "pgbouncer.ini")]
     if os.geteuid() == 0:  # pgbouncer refuses to run as root
         for path in (run, *run.iterdir()):
