@@ -53,7 +53,7 @@ def test_check_starts_the_dev_cluster_degraded_then_healthy(dbkit_cli, dev_dir: 
     report = json.loads(healthy.stdout)
     assert report["status"] == "healthy" and report["version"] and report["timestamp"]
     assert set(report["services"]) == {"environment", "database", "extensions", "connections", "roles", "migrations", "rls",
-                                       "storage", "backups"}
+                                       "timescaledb", "storage", "backups"}
     assert all(s["status"] == "ok" for s in report["services"].values())
     db = report["services"]["database"]
     assert db["embedded"] is True and db["latency_ms"] >= 0 and db["server_version_num"] >= 150000

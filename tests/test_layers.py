@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "dbkit"
 #: lowest first; a module may import its own layer's package and any layer below it
 LAYERS = [
     {"dbkit.errors", "dbkit.urls", "dbkit.render"},
-    {"dbkit.config", "dbkit._config_types", "dbkit._config_files"},
+    {"dbkit.config", "dbkit._config_types", "dbkit._config_files", "dbkit._env_check"},
     {"dbkit.db"},
     {"dbkit.dev", "dbkit._dev_binaries", "dbkit._dev_cluster"},
     {"dbkit.target"},

@@ -411,7 +411,7 @@ def test_several_enforce_roles_and_a_read_only_table_not_named_tenants(pytester,
         ddl='    op.execute("CREATE SCHEMA IF NOT EXISTS telemetry")\n'
             '    op.execute("CREATE TABLE telemetry.orgs (id uuid PRIMARY KEY, name text NOT NULL)")\n'
             '    op.execute("CREATE TABLE telemetry.readings (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, '
-            'org_id uuid NOT NULL REFERENCES telemetry.orgs ON DELETE CASCADE, value float8 NOT NULL)")')
+            'org_id uuid NOT NULL REFERENCES telemetry.orgs, value float8 NOT NULL)")')
     _project(pytester, monkeypatch, pyproject=MULTI_PYPROJECT, revision=revision, seeds=MULTI_SEEDS, tests="")
     result = _run(pytester, monkeypatch, dbkit_server)
     out = result.stdout.str()
