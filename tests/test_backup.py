@@ -379,6 +379,11 @@ def test_metrics_file_and_globals(dbkit_seeded_db, tmp_path):
 
     values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     assert values["dbkit_backup_status"] == 0 and values["dbkit_backup_last_success_timestamp_seconds"] > 1e9
+    # a metrics file that cannot be written fails before the dump, in one line, with nothing stored
+    before = sorted(p.name for p in (tmp_path / "b").iterdir())
+    with pytest.raises(ConfigError, match=r"^--metrics-file cannot be written: directory .*/nowhere does"):
+        pipeline.backup(settings, metrics_file=str(tmp_path / "nowhere" / "dbkit.prom"))
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == before
 
 
 def test_prune_on_s3_removes_old_backups_and_stale_uploads(dbkit_seeded_db, s3_endpoint, bucket, s3_admin):

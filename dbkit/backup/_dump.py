@@ -225,6 +225,9 @@ def backup(settings, *, to: str | None = None, compression: str = "zstd", level:
     ``create_bucket`` creates a missing S3 bucket first (MinIO and dev setups; s3:// targets only).
     """
     t_start = time.time()
+    if metrics_file and not Path(metrics_file).expanduser().absolute().parent.is_dir():  # before the dump, not after
+        raise ConfigError("--metrics-file", f"cannot be written: directory {Path(metrics_file).parent} does not exist",
+                          example="--metrics-file /var/lib/node_exporter/textfile/dbkit_backup.prom")
     try:
         manifest = _backup(settings, to=to, compression=compression, level=level, encrypt_to=encrypt_to, sse=sse,
                            kms_key_id=kms_key_id, storage_class=storage_class, tags=tags,
