@@ -94,10 +94,20 @@ def fresh(url, scale: float):
 
 def plain_run(settings, url) -> float:
     """runner.upgrade of the bench revisions on a fresh TEMPLATE copy (the copy is not timed)."""
+    from psycopg import errors
+
     name = f"{BENCH_DB}_plain"
     with admin(url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{BENCH_DB}"')
+        for _ in range(20):
+            try:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{BENCH_DB}"')
+                break
+            except errors.ObjectInUse:
+                who = conn.execute("SELECT pid, usename, application_name, backend_type, state, left(query, 60) "
+                                   "FROM pg_stat_activity WHERE datname = %s", (BENCH_DB,)).fetchall()
+                print(f"(waiting: {who})")
+                time.sleep(0.5)
     try:
         copy = load_settings({"database_url": url.with_dbname(name).raw, "env": "test"}, cwd=settings.project_dir)
         t0 = time.perf_counter()

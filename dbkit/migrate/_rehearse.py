@@ -125,16 +125,35 @@ def drop_scratch(settings, url, name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+#: Tries of CREATE DATABASE … TEMPLATE while only TimescaleDB's scheduler is connected to the source: its
+#: loader stops the template's scheduler for the copy, but the launcher may have restarted it in between.
+TIMESCALE_RETRIES = 3
+
+
+def _only_timescale_workers(admin, source: str) -> bool:
+    rows = admin.execute("SELECT backend_type FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                         (source,)).fetchall()
+    return bool(rows) and all((r[0] or "").startswith("TimescaleDB") for r in rows)
+
+
 def clone(settings, url, name: str) -> None:
     """``CREATE DATABASE name TEMPLATE <source>``: refused (one line, what to do) while other sessions
-    are connected to the source, which TEMPLATE requires; the source is only read."""
+    are connected to the source (PostgreSQL waits 5 s for them to leave), which TEMPLATE requires; the
+    source is only read."""
     from psycopg import errors, sql
 
     source = url.dbname
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source))
     with _admin(settings, url) as admin:
         try:
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                          sql.Identifier(source)))
+            for _ in range(TIMESCALE_RETRIES):  # PostgreSQL itself waits up to 5 s for other sessions to leave
+                try:
+                    admin.execute(create)
+                    return
+                except errors.ObjectInUse:
+                    if not _only_timescale_workers(admin, source):
+                        raise
+            admin.execute(create)
         except errors.ObjectInUse:
             rows = admin.execute("SELECT coalesce(nullif(application_name, ''), backend_type) || ' (pid ' || pid || ')' "
                                  "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid",
