@@ -200,8 +200,9 @@ def test_keep_keeps_the_scratch_database(unsafe, dbkit_seeded_db):
         rh.drop_scratch(unsafe, dbkit_seeded_db, report.scratch)
 
 
-def test_sigint_drops_the_scratch_database(tmp_path, dbkit_seeded_db):
-    """A real `dbkit migrate rehearse` process, interrupted (SIGINT) while a revision runs."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_drops_the_scratch_database(tmp_path, dbkit_seeded_db, signum):
+    """A real `dbkit migrate rehearse` process, interrupted (Ctrl-C, or SIGTERM) while a revision runs."""
     revs = {"0007_slow.py": ("0007", "0006", "op.execute('SELECT pg_sleep(60)')")}
     root = project(tmp_path, revs)
     before = checksum(dbkit_seeded_db)
@@ -223,7 +224,7 @@ def test_sigint_drops_the_scratch_database(tmp_path, dbkit_seeded_db):
             time.sleep(0.1)
         else:
             pytest.fail("the slow revision never started")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -313,6 +314,14 @@ def test_sizes_durations_and_names():
     assert rh.scratch_name("app").startswith("app_rehearse_")
 
 
+def test_max_lock_defaults_to_the_lock_timeout():
+    from dbkit.urls import parse_database_url
+
+    url = parse_database_url("postgresql://app@localhost/app")
+    for value, seconds in (("5s", 5.0), ("250", 0.25), ("1min", 60.0), ("0", 5.0)):
+        assert rh.default_max_lock(settings_for(url, DBKIT_LOCK_TIMEOUT=value)) == seconds
+
+
 def test_verdict_rules_on_a_synthetic_trace():
     from dbkit.migrate._rehearse_report import RevisionRun, human_size, mode_name, verdict
     from dbkit.migrate._rehearse_trace import LockTaken, StatementTrace, Touched
@@ -389,7 +398,26 @@ def test_a_hypertable_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
     (st,) = report.revisions[0].statements
     chunks = q(dbkit_seeded_db, "SELECT count(*) FROM timescaledb_information.chunks "
                                 "WHERE hypertable_schema = 'app' AND hypertable_name = 'events'")[0][0]
-    assert chunks > 1 and st.chunks == chunks
+    assert chunks > 1 and st.parts == chunks
     (finding,) = report.findings
     assert (finding.rule, finding.relation, finding.mode) == ("scan", "app.events", "SHARE")
-    assert f"(hypertable: {chunks} chunks) reading 240 of ~240 rows" in finding.figures
+    assert f"({chunks} chunk(s) or partition(s)) reading 240 of ~240 rows" in finding.figures
+
+
+def test_a_partitioned_table_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
+    revs = {"0007_parts.py": ("0007", "0006", "op.execute('CREATE TABLE app.measures (id int, at date NOT NULL) "
+                              "PARTITION BY RANGE (at)')\n"
+                              "op.execute(\"CREATE TABLE app.measures_1 PARTITION OF app.measures FOR VALUES FROM "
+                              "('2020-01-01') TO ('2021-01-01')\")\n"
+                              "op.execute(\"CREATE TABLE app.measures_2 PARTITION OF app.measures FOR VALUES FROM "
+                              "('2021-01-01') TO ('2022-01-01')\")\n"
+                              "op.execute(\"INSERT INTO app.measures SELECT i, date '2020-01-01' + i % 700 "
+                              "FROM generate_series(1, 2000) i\")"),
+            "0008_index.py": ("0008", "0007", "op.execute('CREATE INDEX measures_id_idx ON app.measures (id)')")}
+    settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
+    report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
+    assert report.failed is None, report.failed
+    assert not any(f.revision == "0007" for f in report.findings)  # made in the same transaction: nobody waits
+    (finding,) = [f for f in report.findings if f.revision == "0008"]
+    assert (finding.rule, finding.relation, finding.mode) == ("scan", "app.measures", "SHARE")
+    assert "(2 chunk(s) or partition(s)) reading 2,000 of" in finding.figures

@@ -36,7 +36,7 @@ def _touched(st) -> str:
             what.append(f"scanned {t.rows_read:,} rows")
         if what:
             n = chunks.get(t.relation)
-            parts.append(f"{t.relation}{f' ({n} chunks)' if n else ''}: {', '.join(what)}")
+            parts.append(f"{t.relation}{f' ({n} parts)' if n else ''}: {', '.join(what)}")
     return "; ".join(parts) or "-"
 
 

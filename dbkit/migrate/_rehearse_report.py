@@ -174,18 +174,18 @@ def _rows(n: int | None) -> str:
 
 
 def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[str, int]]:
-    """The statement's relations with TimescaleDB chunks folded into their hypertable (sizes and rows
-    summed, the strongest modes kept): a hypertable is judged as the one table the application sees.
-    Also returns the number of chunks folded into each hypertable."""
+    """The statement's relations with TimescaleDB chunks and partitions folded into the table the application
+    sees (sizes and rows summed, the strongest modes kept): a hypertable or a partitioned table is judged
+    as one table.  Also returns the number of chunks or partitions folded into each."""
     touched: dict[str, Touched] = {}
     chunks: dict[str, int] = {}
     for t in st.touched:
-        key = t.hypertable or t.relation
-        if t.hypertable:
+        key = t.parent or t.relation
+        if t.parent:
             chunks[key] = chunks.get(key, 0) + 1
         if key not in touched:
-            touched[key] = replace(t, relation=key, modes_held=list(t.modes_held), hypertable=None,
-                                   relkind="r" if t.hypertable else t.relkind)
+            touched[key] = replace(t, relation=key, modes_held=list(t.modes_held), parent=None,
+                                   relkind="r" if t.parent else t.relkind)
             continue
         g = touched[key]
         g.size_before = None if g.size_before is None and t.size_before is None else \
@@ -197,9 +197,9 @@ def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[st
         g.modes_held = sorted(set(g.modes_held) | set(t.modes_held))
     locks: dict[tuple[str, str], LockTaken] = {}
     for lk in st.locks:
-        key = (lk.hypertable or lk.relation, lk.mode)
+        key = (lk.parent or lk.relation, lk.mode)
         if key not in locks:
-            locks[key] = replace(lk, relation=key[0], hypertable=None, relkind="r" if lk.hypertable else lk.relkind)
+            locks[key] = replace(lk, relation=key[0], parent=None, relkind="r" if lk.parent else lk.relkind)
             continue
         g = locks[key]
         g.size_bytes += lk.size_bytes
@@ -211,7 +211,7 @@ def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[st
 
 def _chunk_note(chunks: dict[str, int], relation: str) -> str:
     n = chunks.get(relation, 0)
-    return f" (hypertable: {n} chunk{'s' if n != 1 else ''})" if n else ""
+    return f" ({n} chunk(s) or partition(s))" if n else ""
 
 
 def _statement_findings(run: RevisionRun, st: StatementTrace, min_size: int, max_lock_s: float) -> list[Finding]:

@@ -61,8 +61,16 @@ WHERE {_REL_FILTER}
 
 
 _CHUNKS = """
-SELECT format('%I.%I', c.schema_name, c.table_name), format('%I.%I', h.schema_name, h.table_name)
+SELECT format('%I.%I', c.schema_name, c.table_name), format('%I.%I', h.schema_name, h.table_name), 'chunk'
 FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+"""
+
+#: Partitions (and their indexes' tables) -> the partitioned table at the root.
+_PARTITIONS = """
+SELECT format('%I.%I', n.nspname, c.relname), format('%I.%I', rn.nspname, r.relname), 'partition'
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class r ON r.oid = pg_partition_root(c.oid) JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE c.relispartition AND c.relkind IN ('r', 'p')
 """
 
 _OBSERVED = f"""
@@ -125,7 +133,7 @@ class LockTaken:
     rows: int | None  # reltuples: PostgreSQL's estimate (None: never analyzed)
     created: bool  # the relation was created in the same transaction: nobody else can see it
     held_s: float | None = None  # None while the transaction is open
-    hypertable: str | None = None  # a TimescaleDB chunk: its hypertable
+    parent: str | None = None  # a TimescaleDB chunk or a partition: the table the application sees
 
     @property
     def blocks_writes(self) -> bool:
@@ -146,7 +154,7 @@ class Touched:
     scans: int  # sequential/index scans this statement ran on it
     rows_read: int  # tuples its sequential scans returned
     modes_held: list[str]  # every lock mode the transaction holds on it after the statement
-    hypertable: str | None = None  # a TimescaleDB chunk: its hypertable
+    parent: str | None = None  # a TimescaleDB chunk or a partition: the table the application sees
 
 
 @dataclass
@@ -162,7 +170,7 @@ class StatementTrace:
     locks: list[LockTaken] = field(default_factory=list)
     touched: list[Touched] = field(default_factory=list)
     error: str | None = None
-    chunks: int = 0  # TimescaleDB chunks it touched
+    parts: int = 0  # TimescaleDB chunks and partitions it touched
 
 
 def _lsn(text: str) -> int:
@@ -209,7 +217,7 @@ class Tracer:
         self._files: dict[int, int] | None = None  # oid -> relfilenode, taken when a revision starts
         self._sizes: dict[int, int] = {}
         self._revision: str | None = None
-        self._chunks: dict[str, str] = {}  # chunk -> its hypertable
+        self._parents: dict[str, tuple[str, str]] = {}  # chunk or partition -> (its table, "chunk"|"partition")
 
     # ---------------------------------------------------------------- install / remove
     def __enter__(self) -> Tracer:
@@ -268,8 +276,10 @@ class Tracer:
             self._files, self._sizes, self._counters = {}, {}, {}
             for oid, filenode, size, scans, read, _, _ in self._query(raw, _SNAPSHOT):
                 self._files[oid], self._sizes[oid], self._counters[oid] = filenode, size, (scans, read)
+            parts = self._query(raw, _PARTITIONS)
             if self._query(raw, "SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL")[0][0]:
-                self._chunks = dict(self._query(raw, _CHUNKS))
+                parts += self._query(raw, _CHUNKS)
+            self._parents = {child: (parent, kind) for child, parent, kind in parts}
         lsn, held = self._query(raw, _HELD)[0]
         self._lsn_before = _lsn(lsn)
         self._held_before = {(int(oid), mode) for oid, _, mode in (h.partition(" ") for h in held)}
@@ -321,14 +331,15 @@ class Tracer:
                 st.locks.append(lock)
                 self._held.append((lock, self._t_start))
                 self._held_keys.add(key)
-        self._mark_chunks(st)
+        self._mark_parts(st)
         self.statements.append(st)
         self.own_s += time.perf_counter() - t_own
 
-    def _mark_chunks(self, st: StatementTrace) -> None:
+    def _mark_parts(self, st: StatementTrace) -> None:
         for item in [*st.touched, *st.locks]:
-            item.hypertable = self._chunks.get(item.relation)
-        st.chunks = sum(1 for t in st.touched if t.hypertable)
+            found = self._parents.get(item.relation)
+            item.parent = found[0] if found else None
+        st.parts = sum(1 for t in st.touched if t.parent)
 
     def _after_autocommit(self, raw, st: StatementTrace) -> None:
         """Outside a transaction: the locks the sampler saw (held at most while the statement ran), and the
