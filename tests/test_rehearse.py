@@ -421,3 +421,10 @@ def test_a_partitioned_table_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
     (finding,) = [f for f in report.findings if f.revision == "0008"]
     assert (finding.rule, finding.relation, finding.mode) == ("scan", "app.measures", "SHARE")
     assert "(2 chunk(s) or partition(s)) reading 2,000 of" in finding.figures
+
+
+def test_cli_nothing_pending_exits_0(tmp_path, dbkit_seeded_db):
+    settings = settings_for(dbkit_seeded_db, copy_reference_project(tmp_path))
+    result = invoke(settings, "--clone")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("nothing to rehearse: ") and scratch_dbs(dbkit_seeded_db) == []
