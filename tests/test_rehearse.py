@@ -287,16 +287,19 @@ def test_cli_bad_input_is_one_line(args, text, tmp_path):
 
 def test_from_backup_restores_the_copy(tmp_path, dbkit_seeded_db):
     from dbkit.backup import pipeline
+    from dbkit.migrate import runner
 
     settings = settings_for(dbkit_seeded_db, project(tmp_path / "p", UNSAFE),
                             DBKIT_BACKUP_URI=str(tmp_path / "backups"))
     manifest = pipeline.backup(settings)
+    runner.upgrade(settings, "0007")  # the live database moved on: the backup's revision is what counts
     before = checksum(dbkit_seeded_db)
     with psycopg.connect(dbkit_seeded_db.conninfo):  # a restore, unlike a clone, does not mind other sessions
         result = invoke(settings, "--to", "0008", "--min-size", "0", "--max-lock", "1h", "--json")
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
     assert data["copy_method"] == "restore of backup latest" and data["failed"] is None
+    assert data["before"] == ["0006"] and data["pending"] == ["0007", "0008"] and data["after"] == ["0008"]
     assert {(f["revision"], f["rule"]) for f in data["findings"]} == {("0007", "rewrite"), ("0008", "scan")}
     assert manifest.id
     assert scratch_dbs(dbkit_seeded_db) == [] and checksum(dbkit_seeded_db) == before

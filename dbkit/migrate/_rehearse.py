@@ -155,8 +155,8 @@ def clone(settings, url, name: str) -> None:
                         raise
             admin.execute(create)
         except errors.ObjectInUse:
-            rows = admin.execute("SELECT coalesce(nullif(application_name, ''), backend_type) || ' (pid ' || pid || ')' "
-                                 "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid",
+            rows = admin.execute("SELECT coalesce(nullif(application_name, ''), backend_type) "
+                                 "|| ' (pid ' || pid || ')' FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid",
                                  (source,)).fetchall()
             who = ", ".join(r[0] for r in rows[:3]) + (", …" if len(rows) > 3 else "")
             raise CloneImpossible(
@@ -223,9 +223,8 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
     (:mod:`~dbkit.migrate._rehearse_load`), first alone for ``baseline_s`` seconds, then while the
     revisions run.  Raises :class:`~dbkit.errors.DbkitError` for bad input or a copy
     that could not be made; a failing revision is in the report (:attr:`RehearsalReport.failed`).
+    With a ``copy`` (a backup), what is pending is read on the copy: the backup's revision counts.
     """
-    from dbkit.migrate._runner_run import MigrationFailed, upgrade
-
     if not str(to).strip():
         raise UsageError("--to is empty", hint="give a revision id or head (see `dbkit migrate history`)")
     if min_size < 0:
@@ -242,13 +241,15 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
     if not url.dbname:
         raise ConfigError("DATABASE_URL", "names no database", example="postgresql://app@db:5432/app")
     t_start = time.perf_counter()
-    current, pending = _pending(settings, to)
-    report = RehearsalReport(source=url.dbname, scratch=None, copy_method=copy_method, target=to,
-                             before=current, pending=[r.revision for r in pending], min_size=min_size,
-                             max_lock_s=max_lock)
-    if not pending:
-        report.total_s = round(time.perf_counter() - t_start, 4)
-        return report
+    report = RehearsalReport(source=url.dbname, scratch=None, copy_method=copy_method, target=to, before=[],
+                             pending=[], min_size=min_size, max_lock_s=max_lock)
+    pending = None
+    if copy is None:  # a clone is the source: read what is pending there, and copy nothing when nothing is
+        report.before, pending = _pending(settings, to)
+        report.pending = [r.revision for r in pending]
+        if not pending:
+            report.total_s = round(time.perf_counter() - t_start, 4)
+            return report
     name = scratch_name(url.dbname)
     created = False
     with _interruptible():
@@ -266,35 +267,44 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
             report.copy_s = round(time.perf_counter() - t0, 4)
             scratch_url = url.with_dbname(name)
             scratch = dataclasses.replace(settings, database_url=scratch_url, direct_database_url=None)
-            with contextlib.ExitStack() as stack:
-                clients = stack.enter_context(Load(scratch, scratch_url, load)) if load else None
-                b0 = time.perf_counter()
-                if clients is not None:
-                    time.sleep(baseline_s)
-                t1 = time.perf_counter()
-                with Tracer(name, str(settings.migrations_dir), scratch_url) as tracer:
-                    try:
-                        result = upgrade(scratch, to)
-                        report.after = result.after
-                    except MigrationFailed as exc:
-                        report.failed = str(exc)
-                report.run_s = round(time.perf_counter() - t1, 4)
-                report.trace_s = round(tracer.own_s, 4)
-            report.revisions = _runs(pending, tracer)
-            report.findings = verdict(report.revisions, min_size=min_size, max_lock_s=max_lock)
-            if clients is not None:
-                spans = [("baseline", b0, t1)]
-                spans += [(r.revision, tracer.t0 + r.start_s, tracer.t0 + r.start_s + r.duration_s)
-                          for r in report.revisions]
-                report.load = windows(clients.samples, spans)
-                report.load_clients, report.load_errors = load, clients.errors[:5]
-                report.findings += stall_findings(report.revisions, report.load, max_lock_s=max_lock)
+            if pending is None:  # a backup: pending is what the backup's revision lacks
+                report.before, pending = _pending(scratch, to)
+                report.pending = [r.revision for r in pending]
+            if pending:
+                _traced_run(report, settings, scratch, pending, to=to, load=load, baseline_s=baseline_s)
         finally:
             if created and not keep:
                 t2 = time.perf_counter()
                 drop_scratch(settings, url, name)
                 report.drop_s = round(time.perf_counter() - t2, 4)
             report.kept = bool(created and keep)
-    report.total_s = round(time.perf_counter() - t_start, 4)
+            report.total_s = round(time.perf_counter() - t_start, 4)
     return report
 
+
+def _traced_run(report: RehearsalReport, settings, scratch, pending, *, to: str, load: int, baseline_s: float) -> None:
+    """The pending revisions through the normal runner on the scratch database, traced (and loaded)."""
+    from dbkit.migrate._runner_run import MigrationFailed, upgrade
+
+    scratch_url = scratch.database_url
+    with contextlib.ExitStack() as stack:
+        clients = stack.enter_context(Load(scratch, scratch_url, load)) if load else None
+        b0 = time.perf_counter()
+        if clients is not None:
+            time.sleep(baseline_s)
+        t1 = time.perf_counter()
+        with Tracer(scratch_url.dbname, str(settings.migrations_dir), scratch_url) as tracer:
+            try:
+                report.after = upgrade(scratch, to).after
+            except MigrationFailed as exc:
+                report.failed = str(exc)
+        report.run_s = round(time.perf_counter() - t1, 4)
+        report.trace_s = round(tracer.own_s, 4)
+    report.revisions = _runs(pending, tracer)
+    report.findings = verdict(report.revisions, min_size=report.min_size, max_lock_s=report.max_lock_s)
+    if clients is not None:
+        spans = [("baseline", b0, t1)]
+        spans += [(r.revision, tracer.t0 + r.start_s, tracer.t0 + r.start_s + r.duration_s) for r in report.revisions]
+        report.load = windows(clients.samples, spans)
+        report.load_clients, report.load_errors = load, clients.errors[:5]
+        report.findings += stall_findings(report.revisions, report.load, max_lock_s=report.max_lock_s)
