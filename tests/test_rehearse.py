@@ -27,33 +27,41 @@ HOUR = 3600.0
 NO_FORCE = ("op.execute('ALTER TABLE app.audit_log NO FORCE ROW LEVEL SECURITY')\n"
             "op.execute('ALTER TABLE app.documents NO FORCE ROW LEVEL SECURITY')")
 
-UNSAFE = {
-    "0007_volatile_default.py": ("0007", "0006", "op.execute('ALTER TABLE app.audit_log ADD COLUMN r float8 DEFAULT random()')"),
-    "0008_set_not_null.py": ("0008", "0007", "op.execute('ALTER TABLE app.audit_log ALTER COLUMN actor_id SET NOT NULL')"),
-    "0009_index.py": ("0009", "0008", "op.execute('CREATE INDEX audit_log_action_idx ON app.audit_log (action)')"),
-    "0010_type.py": ("0010", "0009", "op.execute('ALTER TABLE app.document_chunks ALTER COLUMN chunk_index TYPE bigint')"),
-    "0011_fk.py": ("0011", "0010", "op.execute('ALTER TABLE app.audit_log ADD CONSTRAINT audit_log_target_fkey "
-                                   "FOREIGN KEY (target_id) REFERENCES app.documents (id)')"),
-}
-SAFE = {
-    "0007_add_nullable.py": ("0007", "0006", f"{NO_FORCE}\n"
-                             "op.execute('ALTER TABLE app.audit_log ADD COLUMN r float8')\n"
-                             "op.execute('ALTER TABLE app.audit_log ADD COLUMN c int DEFAULT 1')"),
-    "0008_backfill.py": ("0008", "0007", "op.execute('UPDATE app.audit_log SET r = random() WHERE r IS NULL')"),
-    "0009_check_not_valid.py": ("0009", "0008", "op.execute('ALTER TABLE app.audit_log ADD CONSTRAINT actor_nn "
-                                "CHECK (actor_id IS NOT NULL) NOT VALID')"),
-    "0010_validate.py": ("0010", "0009", "op.execute('ALTER TABLE app.audit_log VALIDATE CONSTRAINT actor_nn')"),
-    "0011_set_not_null.py": ("0011", "0010", "op.execute('ALTER TABLE app.audit_log ALTER COLUMN actor_id SET NOT NULL')\n"
-                             "op.execute('ALTER TABLE app.audit_log DROP CONSTRAINT actor_nn')"),
-    "0012_index.py": ("0012", "0011", "op.create_index_concurrently('audit_log_action_idx', 'audit_log', ['action'], "
-                      "schema='app')"),
-    "0013_new_column.py": ("0013", "0012", "op.execute('ALTER TABLE app.document_chunks ADD COLUMN chunk_index_big "
-                           "bigint')"),
-    "0014_fk_not_valid.py": ("0014", "0013", "op.execute('ALTER TABLE app.audit_log ADD CONSTRAINT audit_log_target_fkey "
-                             "FOREIGN KEY (target_id) REFERENCES app.documents (id) NOT VALID')"),
-    "0015_fk_validate.py": ("0015", "0014", "op.execute('ALTER TABLE app.audit_log VALIDATE CONSTRAINT "
-                            "audit_log_target_fkey')"),
-}
+def ex(sql: str) -> str:
+    return f"op.execute({sql!r})"
+
+
+def chain(*bodies: tuple[str, str], first: int = 7) -> dict[str, tuple[str, str, str]]:
+    """Revision files on top of 0006, in order: ``{"0007_name.py": ("0007", "0006", body), ...}``."""
+    out = {}
+    for i, (name, body) in enumerate(bodies):
+        rev, down = f"{first + i:04d}", f"{first + i - 1:04d}"
+        out[f"{rev}_{name}.py"] = (rev, down, body)
+    return out
+
+
+FK = ("ALTER TABLE app.audit_log ADD CONSTRAINT audit_log_target_fkey FOREIGN KEY (target_id) "
+      "REFERENCES app.documents (id)")
+UNSAFE = chain(
+    ("volatile_default", ex("ALTER TABLE app.audit_log ADD COLUMN r float8 DEFAULT random()")),
+    ("set_not_null", ex("ALTER TABLE app.audit_log ALTER COLUMN actor_id SET NOT NULL")),
+    ("index", ex("CREATE INDEX audit_log_action_idx ON app.audit_log (action)")),
+    ("type", ex("ALTER TABLE app.document_chunks ALTER COLUMN chunk_index TYPE bigint")),
+    ("fk", ex(FK)),
+)
+SAFE = chain(
+    ("add_nullable", NO_FORCE + "\n" + ex("ALTER TABLE app.audit_log ADD COLUMN r float8") + "\n"
+     + ex("ALTER TABLE app.audit_log ADD COLUMN c int DEFAULT 1")),
+    ("backfill", ex("UPDATE app.audit_log SET r = random() WHERE r IS NULL")),
+    ("check_not_valid", ex("ALTER TABLE app.audit_log ADD CONSTRAINT actor_nn CHECK (actor_id IS NOT NULL) NOT VALID")),
+    ("validate", ex("ALTER TABLE app.audit_log VALIDATE CONSTRAINT actor_nn")),
+    ("set_not_null", ex("ALTER TABLE app.audit_log ALTER COLUMN actor_id SET NOT NULL") + "\n"
+     + ex("ALTER TABLE app.audit_log DROP CONSTRAINT actor_nn")),
+    ("index", "op.create_index_concurrently('audit_log_action_idx', 'audit_log', ['action'], schema='app')"),
+    ("new_column", ex("ALTER TABLE app.document_chunks ADD COLUMN chunk_index_big bigint")),
+    ("fk_not_valid", ex(FK + " NOT VALID")),
+    ("fk_validate", ex("ALTER TABLE app.audit_log VALIDATE CONSTRAINT audit_log_target_fkey")),
+)
 
 
 def project(root: Path, revisions: dict[str, tuple[str, str, str]]) -> Path:
@@ -96,12 +104,10 @@ def test_every_unsafe_revision_is_flagged_and_the_source_is_untouched(unsafe, db
     report = rh.rehearse(unsafe, min_size=0, max_lock=HOUR)
     assert report.failed is None, report.failed
     assert [r.revision for r in report.revisions] == ["0007", "0008", "0009", "0010", "0011"]
-    found = {(f.revision, f.rule, f.relation, f.mode) for f in report.findings}
-    assert ("0007", "rewrite", "app.audit_log", "ACCESS EXCLUSIVE") in found
-    assert ("0008", "scan", "app.audit_log", "ACCESS EXCLUSIVE") in found
-    assert ("0009", "scan", "app.audit_log", "SHARE") in found
-    assert ("0010", "rewrite", "app.document_chunks", "ACCESS EXCLUSIVE") in found
-    assert ("0011", "scan", "app.audit_log", "SHARE ROW EXCLUSIVE") in found
+    assert [(f.revision, f.rule, f.relation, f.mode) for f in report.findings] == [
+        ("0007", "rewrite", "app.audit_log", "ACCESS EXCLUSIVE"), ("0008", "scan", "app.audit_log", "ACCESS EXCLUSIVE"),
+        ("0009", "scan", "app.audit_log", "SHARE"), ("0010", "rewrite", "app.document_chunks", "ACCESS EXCLUSIVE"),
+        ("0011", "scan", "app.audit_log", "SHARE ROW EXCLUSIVE")]
     assert not report.ok
     by_rev = {f.revision: f for f in report.findings}
     assert "CONCURRENTLY" in by_rev["0009"].alternative
@@ -137,12 +143,10 @@ def test_the_safe_forms_pass(tmp_path, dbkit_seeded_db):
 def test_the_same_statements_in_one_transaction_are_flagged(tmp_path, dbkit_seeded_db):
     """A backfill or a VALIDATE in the revision that took ACCESS EXCLUSIVE scans under that lock (held until
     commit): the split into revisions is what makes the safe forms safe."""
-    together = {"0007_all.py": ("0007", "0006", f"{NO_FORCE}\n"
-                                "op.execute('ALTER TABLE app.audit_log ADD COLUMN r float8')\n"
-                                "op.execute('UPDATE app.audit_log SET r = random()')\n"
-                                "op.execute('ALTER TABLE app.audit_log ADD CONSTRAINT r_nn CHECK (r IS NOT NULL) "
-                                "NOT VALID')\n"
-                                "op.execute('ALTER TABLE app.audit_log VALIDATE CONSTRAINT r_nn')")}
+    steps = [NO_FORCE, ex("ALTER TABLE app.audit_log ADD COLUMN r float8"), ex("UPDATE app.audit_log SET r = random()"),
+             ex("ALTER TABLE app.audit_log ADD CONSTRAINT r_nn CHECK (r IS NOT NULL) NOT VALID"),
+             ex("ALTER TABLE app.audit_log VALIDATE CONSTRAINT r_nn")]
+    together = chain(("all", "\n".join(steps)))
     settings = settings_for(dbkit_seeded_db, project(tmp_path, together))
     report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
     flagged = [(f.rule, f.mode, f.statement.split()[0]) for f in report.findings]
@@ -161,16 +165,18 @@ def test_thresholds_and_max_lock(unsafe):
     assert all(lk.held_s is not None and lk.held_s >= 0 for lk in locks)
 
 
-def test_nothing_pending_says_so_and_copies_nothing(tmp_path, dbkit_seeded_db):
+def test_nothing_pending_says_so_exits_0_and_copies_nothing(tmp_path, dbkit_seeded_db):
     settings = settings_for(dbkit_seeded_db, copy_reference_project(tmp_path))
     report = rh.rehearse(settings, min_size=0)
     assert report.nothing_pending and report.ok and report.scratch is None
     assert report.summary().startswith("nothing to rehearse:") and "0006" in report.summary()
+    result = invoke(settings, "--clone")
+    assert result.exit_code == 0 and result.stdout.startswith("nothing to rehearse: "), result.output
 
 
 def test_a_failing_revision_is_reported_and_the_scratch_dropped(tmp_path, dbkit_seeded_db):
-    revs = dict(list(UNSAFE.items())[:1])
-    revs["0008_boom.py"] = ("0008", "0007", "op.execute('ALTER TABLE app.no_such_table ADD COLUMN x int')")
+    revs = chain(("volatile_default", ex("ALTER TABLE app.audit_log ADD COLUMN r float8 DEFAULT random()")),
+                 ("boom", ex("ALTER TABLE app.no_such_table ADD COLUMN x int")))
     settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
     before = checksum(dbkit_seeded_db)
     report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
@@ -203,7 +209,7 @@ def test_keep_keeps_the_scratch_database(unsafe, dbkit_seeded_db):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_drops_the_scratch_database(tmp_path, dbkit_seeded_db, signum):
     """A real `dbkit migrate rehearse` process, interrupted (Ctrl-C, or SIGTERM) while a revision runs."""
-    revs = {"0007_slow.py": ("0007", "0006", "op.execute('SELECT pg_sleep(60)')")}
+    revs = chain(("slow", ex("SELECT pg_sleep(60)")))
     root = project(tmp_path, revs)
     before = checksum(dbkit_seeded_db)
     script = ("import sys; from dbkit.cli import main; from dbkit.cli.migrate import migrate; "
@@ -354,9 +360,8 @@ def test_load_sees_the_stall_of_a_lock_held_until_commit(tmp_path, dbkit_seeded_
     """Two clients as the enforce role; a revision takes ACCESS EXCLUSIVE on audit_log, then sleeps 2 s in
     the same transaction: the clients' operations on audit_log wait for its commit (a lock fact: a lower
     bound, not a speed), and the verdict names the statement that took the lock."""
-    revs = {"0007_hold.py": ("0007", "0006", "op.execute('ALTER TABLE app.audit_log ADD COLUMN x int')\n"
-                             "op.execute('SELECT pg_sleep(2)')"),
-            "0008_quick.py": ("0008", "0007", "op.execute('CREATE TABLE app.scratch_note (id int)')")}
+    revs = chain(("hold", ex("ALTER TABLE app.audit_log ADD COLUMN x int") + "\n" + ex("SELECT pg_sleep(2)")),
+                 ("quick", ex("CREATE TABLE app.scratch_note (id int)")))
     settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
     report = rh.rehearse(settings, min_size=0, max_lock=0.5, load=2, baseline_s=0.5)
     assert report.failed is None, report.failed
@@ -368,7 +373,8 @@ def test_load_sees_the_stall_of_a_lock_held_until_commit(tmp_path, dbkit_seeded_
     assert ("0007", "lock", "app.audit_log", "ACCESS EXCLUSIVE") in rules
     assert ("0007", "stall", "app.audit_log", "ACCESS EXCLUSIVE") in rules
     stall = next(f for f in report.findings if f.rule == "stall")
-    assert stall.statement.startswith("ALTER TABLE app.audit_log ADD COLUMN x") and "without the migration" in stall.figures
+    assert stall.statement.startswith("ALTER TABLE app.audit_log ADD COLUMN x")
+    assert "without the migration" in stall.figures
     assert not any(f.revision == "0008" for f in report.findings)  # a new table blocks nobody
     assert scratch_dbs(dbkit_seeded_db) == []
 
@@ -378,9 +384,8 @@ def test_locks_of_a_concurrent_build_are_sampled(tmp_path, dbkit_seeded_db):
     expression sleeps 20 ms a row (24 rows), so the build lasts long enough to be seen."""
     slow = ("op.execute(\"CREATE FUNCTION app.slow_id(x text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS "
             "'BEGIN PERFORM pg_sleep(0.02); RETURN x; END'\")")
-    revs = {"0007_fn.py": ("0007", "0006", slow),
-            "0008_cic.py": ("0008", "0007", "op.create_index_concurrently('audit_log_slow_idx', 'audit_log', "
-                            "['app.slow_id(action)'], schema='app')")}
+    revs = chain(("fn", slow), ("cic", "op.create_index_concurrently('audit_log_slow_idx', 'audit_log', "
+                                       "['app.slow_id(action)'], schema='app')"))
     settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
     report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
     assert report.failed is None, report.failed
@@ -395,7 +400,7 @@ def test_locks_of_a_concurrent_build_are_sampled(tmp_path, dbkit_seeded_db):
 def test_a_hypertable_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
     """CREATE INDEX on the events hypertable takes SHARE on every chunk and scans each: one finding for
     app.events, with the chunks counted, not one per chunk."""
-    revs = {"0007_events_idx.py": ("0007", "0006", "op.execute('CREATE INDEX events_kind_idx ON app.events (kind)')")}
+    revs = chain(("events_idx", ex("CREATE INDEX events_kind_idx ON app.events (kind)")))
     settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
     report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
     (st,) = report.revisions[0].statements
@@ -408,15 +413,11 @@ def test_a_hypertable_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
 
 
 def test_a_partitioned_table_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
-    revs = {"0007_parts.py": ("0007", "0006", "op.execute('CREATE TABLE app.measures (id int, at date NOT NULL) "
-                              "PARTITION BY RANGE (at)')\n"
-                              "op.execute(\"CREATE TABLE app.measures_1 PARTITION OF app.measures FOR VALUES FROM "
-                              "('2020-01-01') TO ('2021-01-01')\")\n"
-                              "op.execute(\"CREATE TABLE app.measures_2 PARTITION OF app.measures FOR VALUES FROM "
-                              "('2021-01-01') TO ('2022-01-01')\")\n"
-                              "op.execute(\"INSERT INTO app.measures SELECT i, date '2020-01-01' + i % 700 "
-                              "FROM generate_series(1, 2000) i\")"),
-            "0008_index.py": ("0008", "0007", "op.execute('CREATE INDEX measures_id_idx ON app.measures (id)')")}
+    parts = [ex("CREATE TABLE app.measures (id int, at date NOT NULL) PARTITION BY RANGE (at)")]
+    parts += [ex(f"CREATE TABLE app.measures_{y} PARTITION OF app.measures FOR VALUES FROM ('{y}-01-01') TO "
+                 f"('{y + 1}-01-01')") for y in (2020, 2021)]
+    parts.append(ex("INSERT INTO app.measures SELECT i, date '2020-01-01' + i % 700 FROM generate_series(1, 2000) i"))
+    revs = chain(("parts", "\n".join(parts)), ("index", ex("CREATE INDEX measures_id_idx ON app.measures (id)")))
     settings = settings_for(dbkit_seeded_db, project(tmp_path, revs))
     report = rh.rehearse(settings, min_size=0, max_lock=HOUR)
     assert report.failed is None, report.failed
@@ -424,10 +425,3 @@ def test_a_partitioned_table_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
     (finding,) = [f for f in report.findings if f.revision == "0008"]
     assert (finding.rule, finding.relation, finding.mode) == ("scan", "app.measures", "SHARE")
     assert "(2 chunk(s) or partition(s)) reading 2,000 of" in finding.figures
-
-
-def test_cli_nothing_pending_exits_0(tmp_path, dbkit_seeded_db):
-    settings = settings_for(dbkit_seeded_db, copy_reference_project(tmp_path))
-    result = invoke(settings, "--clone")
-    assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("nothing to rehearse: ") and scratch_dbs(dbkit_seeded_db) == []
