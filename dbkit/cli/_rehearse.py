@@ -26,16 +26,18 @@ def _locks(st) -> str:
 def _touched(st) -> str:
     from dbkit.migrate._rehearse_report import grouped, human_size
 
-    touched, _, chunks = grouped(st)
+    touched, _, parts_of = grouped(st)
     parts = []
     for t in touched:
+        if t.created and t.relkind in ("i", "I"):
+            parts.append(f"built index {t.relation} ({human_size(t.size_after)})")
         if t.created or t.relkind not in ("r", "p", "m"):
             continue
         what = [f"rewritten {human_size(t.size_before)}->{human_size(t.size_after)}"] if t.rewritten else []
         if t.scans:
             what.append(f"scanned {t.rows_read:,} rows")
         if what:
-            n = chunks.get(t.relation)
+            n = parts_of.get(t.relation)
             parts.append(f"{t.relation}{f' ({n} parts)' if n else ''}: {', '.join(what)}")
     return "; ".join(parts) or "-"
 
@@ -54,8 +56,9 @@ def _describe(report):
                          human_size(st.wal_bytes), "error" if st.error else ""))
     yield Table(["revision", "statement", "time", "write-blocking locks", "rewrites / scans", "WAL", ""], rows,
                 title=f"statements on {report.scratch or 'the scratch copy'}")
-    yield Table(["revision", "file", "time", "statements", "findings"],
+    yield Table(["revision", "file", "time", "statements", "WAL", "findings"],
                 [(r.revision, r.file, f"{r.duration_s:.3f}s", len(r.statements),
+                  human_size(sum(s.wal_bytes or 0 for s in r.statements)),
                   sum(1 for f in report.findings if f.revision == r.revision)) for r in report.revisions],
                 title="revisions")
     if report.load:
