@@ -104,7 +104,9 @@ def test_every_unsafe_revision_is_flagged_and_the_source_is_untouched(unsafe, db
     report = rh.rehearse(unsafe, min_size=0, max_lock=HOUR)
     assert report.failed is None, report.failed
     assert [r.revision for r in report.revisions] == ["0007", "0008", "0009", "0010", "0011"]
-    assert [(f.revision, f.rule, f.relation, f.mode) for f in report.findings] == [
+    found = [(f.revision, f.rule, f.relation, f.mode) for f in report.findings]
+    # (the FK's check may also scan app.documents, depending on its plan: also a finding, then)
+    assert [x for x in found if x[2] != "app.documents"] == [
         ("0007", "rewrite", "app.audit_log", "ACCESS EXCLUSIVE"), ("0008", "scan", "app.audit_log", "ACCESS EXCLUSIVE"),
         ("0009", "scan", "app.audit_log", "SHARE"), ("0010", "rewrite", "app.document_chunks", "ACCESS EXCLUSIVE"),
         ("0011", "scan", "app.audit_log", "SHARE ROW EXCLUSIVE")]
@@ -425,3 +427,11 @@ def test_a_partitioned_table_is_judged_as_one_table(tmp_path, dbkit_seeded_db):
     (finding,) = [f for f in report.findings if f.revision == "0008"]
     assert (finding.rule, finding.relation, finding.mode) == ("scan", "app.measures", "SHARE")
     assert "(2 chunk(s) or partition(s)) reading 2,000 of" in finding.figures
+
+
+def test_a_failing_tracer_query_stops_the_rehearsal_with_one_line(pg_url):
+    from dbkit.migrate._rehearse_trace import TraceFailed, Tracer
+
+    with psycopg.connect(pg_url.conninfo) as conn, pytest.raises(TraceFailed) as err:
+        Tracer._query(conn, "SELECT * FROM no_such_relation")
+    assert "tracer could not read the catalog" in str(err.value) and "\n" not in str(err.value)

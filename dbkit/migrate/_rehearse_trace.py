@@ -26,6 +26,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbkit.errors import OperationFailed
+
+
+class TraceFailed(OperationFailed):
+    """The tracer's own query failed on the migrating connection (the rehearsal, not the revision, failed)."""
+
+
 #: Lock modes that block the application's INSERT/UPDATE/DELETE (ROW EXCLUSIVE conflicts with them).
 WRITE_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 
@@ -253,9 +260,18 @@ class Tracer:
 
     @staticmethod
     def _query(raw, sql: str):
-        with raw.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
+        """One catalog query on the migrating connection.  Should it fail (a revision's own SET, a timeout), the
+        revision's transaction is lost: the rehearsal stops with one line saying so, never a wrong verdict."""
+        import psycopg
+
+        try:
+            with raw.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+        except psycopg.Error as exc:
+            raise TraceFailed(f"the rehearsal's tracer could not read the catalog on the scratch database: "
+                              f"{' '.join(str(exc).split())[:200]}",
+                              hint="rerun with -v; the revisions themselves were not judged") from exc
 
     def _now(self) -> float:
         return time.perf_counter() - self.t0
