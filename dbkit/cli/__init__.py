@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
               "(plain ASCII is safest)", 2)
     try:
         rv = cli.main(args=args, prog_name="dbkit", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C into Abort: keep the shell's 130 for it
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _fail("dbkit: interrupted", 130)
         _fail("dbkit: aborted", 1)
     except click.exceptions.NoArgsIsHelpError as exc:  # `dbkit`, `dbkit dev`: the help, as click shows it
         exc.show()

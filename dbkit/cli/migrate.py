@@ -273,3 +273,8 @@ def migrate_lint(state: State, all_revisions: bool, as_json: bool) -> None:
     render.show(found, _describe_lint, as_json=as_json,
                 json_data={"revisions": [r.revision for r in revs], "violations": render.jsonable(list(violations))})
     sys.exit(1 if violations else 0)
+
+
+from dbkit.cli._rehearse import rehearse  # noqa: E402 - registered last: `dbkit migrate rehearse`
+
+migrate.add_command(rehearse)
