@@ -5,7 +5,8 @@
 
 VENV := .venv
 DBKIT := $(VENV)/bin/dbkit
-PYTEST_ARGS ?=
+# a worker per core (at most 4), each with its own PostgreSQL and S3 server; a test file stays on one worker
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 
 bootstrap:
 	@bash scripts/bootstrap

@@ -82,8 +82,9 @@ def _project(pytester: pytest.Pytester, monkeypatch, *, seeds: bool = False) -> 
     (pytester.path / "migrations" / "versions" / "0001_notes.py").write_text(MIGRATION)
     if seeds:
         shutil.copytree(LEAKY / "seeds", pytester.path / "seeds")
-    for name in ("DATABASE_URL", "DBKIT_ENV", "DBKIT_PROJECT_DIR", "DBKIT_TEST_SERVER_URL"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("DATABASE_URL", "DBKIT_ENV", "DBKIT_PROJECT_DIR", "DBKIT_TEST_SERVER_URL",
+                 "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # the project's pytest is not an xdist worker
 
 
 @pytest.mark.unit

@@ -122,7 +122,8 @@ def _project(pytester, monkeypatch, *, pyproject: str, revision: str, seeds: str
         (pytester.path / "seeds" / "data.py").write_text(seeds)
     (pytester.path / "tests").mkdir()
     (pytester.path / "tests" / "test_app.py").write_text(CHECKS + tests)
-    for name in ("DATABASE_URL", "DBKIT_ENV", "DBKIT_PROJECT_DIR", "DBKIT_TEST_SERVER_URL"):
+    for name in ("DATABASE_URL", "DBKIT_ENV", "DBKIT_PROJECT_DIR", "DBKIT_TEST_SERVER_URL",
+                 "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
     for name in [k for k in __import__("os").environ if k.startswith(("DBKIT_ROLE_", "DBKIT_RLS", "DBKIT_JWT"))]:
         monkeypatch.delenv(name, raising=False)
