@@ -355,6 +355,21 @@ def test_check_is_clean_right_after_migration(migrated_url):
     json.dumps([d.as_dict() for d in drifts])
 
 
+def test_roles_use_the_direct_url_not_the_applications_pooled_one(migrated_url):
+    """DATABASE_URL is the application's (through PgBouncer, as its own role); roles are the administrator's work
+    and connect with DIRECT_DATABASE_URL."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the pooled URL must not be used
+        s.bind(("127.0.0.1", 0))
+        unused = s.getsockname()[1]
+    pooled = f"postgresql://app_rls@127.0.0.1:{unused}/{migrated_url.dbname}"
+    settings = settings_for(migrated_url, DATABASE_URL=pooled, DIRECT_DATABASE_URL=migrated_url.raw)
+    assert settings.database_url.port == unused
+    assert _errors(roles.check(settings)) == []
+    assert [r.name for r in roles.list_roles(settings)][:2] == ["app_owner", "app_rls"]
+
+
 def test_check_reports_an_extra_table_privilege_with_a_revoke(migrated_url):
     settings = settings_for(migrated_url)
     q(migrated_url, "GRANT DELETE ON app.tenants TO app_readonly")

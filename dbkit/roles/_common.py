@@ -38,7 +38,9 @@ def _connection(settings, conn) -> Iterator[object]:
         return
     from dbkit import db, target
 
-    opened = db.connect(target.resolve_url(settings), autocommit=True, connect_timeout=settings.connect_timeout)
+    # roles are the administrator's work: DIRECT_DATABASE_URL (not the application's pooled DATABASE_URL) when set
+    opened = db.connect(target.resolve_url(settings, direct=True), autocommit=True,
+                        connect_timeout=settings.connect_timeout)
     try:
         yield opened
     finally:
