@@ -5,7 +5,8 @@ migrate up, down to base and up again; ``migrate check`` clean; ``roles check`` 
 "RLS not used"); ``seed --profile tiny``; the example's own tests (its ``tests/``, dbkit's pytest plugin on
 the same server); backup to S3 and restore into a new database with identical tables; ``dbkit check``
 healthy.  The example is copied to a temporary directory first (runs write ``.dbkit``/``backups``), and
-its ``.env.test`` (``DBKIT_ENV=test``) gives the passwords and settings it needs.
+its ``tests/fake_values.txt``, written to ``.env.test`` in the copy (``DBKIT_ENV=test`` reads it), gives the
+fake passwords and settings it needs: no ``.env`` file is in git.
 
 Use::
 
@@ -142,7 +143,10 @@ def example_env(dbkit_server, s3_endpoint, s3_admin, tmp_path_factory):
     def make(name: str, **env: str) -> Example:
         root = make_shared_tmpdir(f"dbkit-example-{name}-") / name
         shutil.copytree(EXAMPLES / name, root, ignore=shutil.ignore_patterns(".dbkit", "backups", "__pycache__",
-                                                                             ".pytest_cache", ".env"))
+                                                                             ".pytest_cache", ".env", ".env.*"))
+        fake = root / "tests" / "fake_values.txt"  # the fake test values live in git under a name no one sources
+        if fake.is_file():
+            shutil.copy(fake, root / ".env.test")
         dbname = f"ex_{name}_{uuid.uuid4().hex[:8]}"
         server = dbkit_server.url("postgres")
         with psycopg.connect(server.conninfo, autocommit=True) as conn:

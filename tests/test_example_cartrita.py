@@ -22,7 +22,7 @@ from example_harness import example_env  # noqa: F401  (the fixture)
 
 from dbkit.testing.plugin import Server
 
-ROBBIE_PASSWORD = "fake-robbie-test-password"  # examples/cartrita/.env.test
+ROBBIE_PASSWORD = "fake-robbie-test-password"  # examples/cartrita/tests/fake_values.txt
 LEGACY_PASSWORD = "fake-legacy-robbie-password"
 LEGACY = ["c030047b4486", "a91492e32029", "9719ff526290"]  # written and applied with plain Alembic
 ADOPTED = ["a860503127c3", "3c5b88bf4519"]  # written after `dbkit init`

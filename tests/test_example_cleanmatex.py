@@ -124,7 +124,7 @@ def test_cleanmatex_end_to_end(example_env):  # noqa: F811
 @pytest.mark.unit
 def test_cleanmatex_ships_its_services_and_documents_every_variable():
     """No Docker here: docker-compose.yml is checked as data; .env.example names every declared variable with a
-    placeholder, .env.test gives every required one."""
+    placeholder, tests/fake_values.txt gives every required one."""
     import tomllib
 
     import yaml
@@ -141,5 +141,5 @@ def test_cleanmatex_ships_its_services_and_documents_every_variable():
     declared = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["dbkit"]["variables"]
     example = parse_dotenv((root / ".env.example").read_text())
     assert set(declared) <= set(example)
-    test = parse_dotenv((root / ".env.test").read_text())
+    test = parse_dotenv((root / "tests" / "fake_values.txt").read_text())
     assert {n for n, d in declared.items() if d.get("required", True) is True} <= set(test)

@@ -14,7 +14,7 @@ from example_harness import example_env  # noqa: F401  (the fixture)
 from dbkit.config import load_settings
 from dbkit.errors import DbkitError
 
-RLS_PASS = "fake-rls-test-password"  # examples/lifebuddy/.env.test
+RLS_PASS = "fake-rls-test-password"  # examples/lifebuddy/tests/fake_values.txt
 FULL_PASS = "fake-full-test-password"
 
 
