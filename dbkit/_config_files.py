@@ -109,3 +109,17 @@ def describe_settings(settings: Any, fields: Iterable[Any]) -> list[tuple[str, s
             text = _printable(value) or "(none)"
         rows.append((f.env, text, settings.sources.get(f.name, "default")))
     return rows
+
+
+def _label(f, source: str) -> str:
+    """The setting ``f`` (a :class:`dbkit.config.Field`) as the user wrote it where the value came from."""
+    if source == "pyproject":
+        return f"[tool.dbkit] {f.name}"
+    return f"{f.env} (from {source})" if source.startswith(".env") else f.env
+
+
+def _problem(f, error: Mapping[str, Any], source: str) -> ConfigError:
+    """The one line of a pydantic error of setting ``f`` (a secret's value is never quoted)."""
+    problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
+        f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
+    return ConfigError(_label(f, source), problem, purpose=f.purpose, example=f.example)

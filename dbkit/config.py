@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
 
 from dbkit._config_files import (
+    _problem,
     _read_dotenv,
     describe_settings,
     find_project_dir,
@@ -300,13 +301,6 @@ FIELDS_BY_ENV = {f.env: f for f in FIELDS}
 
 # --------------------------------------------------------------------- where values come from
 
-def _label(f: Field, source: str) -> str:
-    """The setting as the user wrote it where the value came from."""
-    if source == "pyproject":
-        return f"[tool.dbkit] {f.name}"
-    return f"{f.env} (from {source})" if source.startswith(".env") else f.env
-
-
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -393,13 +387,6 @@ def _validate(chosen: Mapping[str, tuple[Any, str] | None], *, lenient: bool = F
         kept = {name: value for name, value in chosen.items() if name not in bad}
         problems = tuple(dict.fromkeys(error.message for error in found))
         return Settings(**{name: found[0] for name, found in kept.items() if found}, **extra, problems=problems)
-
-
-def _problem(f: Field, error: Mapping[str, Any], source: str) -> ConfigError:
-    """The one line of a pydantic error of setting ``f`` (a secret's value is never quoted)."""
-    problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
-        f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
-    return ConfigError(_label(f, source), problem, purpose=f.purpose, example=f.example)
 
 
 def settings_table_markdown() -> str:

@@ -185,3 +185,30 @@ def bucket(s3_admin) -> str:
     return name
 
 
+# --------------------------------------------------------------------- PgBouncer (Debian's package)
+
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+def start_pgbouncer(ini: Path, port: int):
+    """Start PgBouncer with ``ini`` (its files beside it) and wait until it listens on ``port``; as root it runs
+    as ``postgres`` (it refuses root).  Returns the process; the test stops it."""
+    import socket
+    import subprocess
+    import time
+
+    cmd = [PGBOUNCER, str(ini)]
+    if os.geteuid() == 0:
+        for path in (ini.parent, *ini.parent.iterdir()):
+            shutil.chown(path, "postgres")
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"pgbouncer did not start: {proc.stdout.read().decode()[-800:]}")

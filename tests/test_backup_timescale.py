@@ -257,9 +257,9 @@ def test_a_restore_that_lost_compressed_or_materialized_rows_fails(project, pg_u
 
 
 def test_a_large_compressed_hypertable_keeps_an_estimate_with_its_compressed_rows(project, pg_url, monkeypatch):
-    from dbkit.backup import _dump
+    from dbkit.backup import _dump_meta
 
-    monkeypatch.setattr(_dump, "EXACT_COUNT_MAX_BYTES", 0)  # every table counts as large: estimates only
+    monkeypatch.setattr(_dump_meta, "EXACT_COUNT_MAX_BYTES", 0)  # every table counts as large: estimates only
     q(pg_url, "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('metrics.readings') c")
     q(pg_url, "ANALYZE")
     settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
@@ -416,7 +416,7 @@ def test_swap_leaves_the_scheduler_running_for_the_swapped_in_database_only(sche
 
 
 def test_compressed_chunks_count_towards_the_exact_count_limit_with_their_toast(project, pg_url, monkeypatch):
-    from dbkit.backup import _dump
+    from dbkit.backup import _dump_meta
 
     q(pg_url, "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('metrics.readings') c")
     plain, compressed = q(pg_url, """
@@ -427,7 +427,7 @@ def test_compressed_chunks_count_towards_the_exact_count_limit_with_their_toast(
     assert compressed > 0
     settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
     for limit, exact in ((plain + compressed, True), (plain + compressed - 1, False)):
-        monkeypatch.setattr(_dump, "EXACT_COUNT_MAX_BYTES", limit)
+        monkeypatch.setattr(_dump_meta, "EXACT_COUNT_MAX_BYTES", limit)
         readings = next(t for t in pipeline.backup(settings).tables if t.name == "readings")
         assert (readings.rows is not None) is exact, limit
 

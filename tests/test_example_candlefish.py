@@ -7,24 +7,21 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import start_pgbouncer
 from example_harness import example_env  # noqa: F401  (the fixture)
 
 from dbkit.rls import scoped
 
 pytestmark = [pytest.mark.community, pytest.mark.integration]
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 CLAIM = "rtpm.org_id"
 
 
@@ -58,21 +55,8 @@ def _pgbouncer(app, directory: Path) -> tuple[subprocess.Popen, int]:
     write_userlist(directory / "userlist.txt", userlist(_settings(app)))
     with open(directory / "pgbouncer.ini", "w") as f:
         ini.write(f)
-    cmd = [PGBOUNCER, str(directory / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        for p in (directory, *directory.iterdir()):
-            shutil.chown(p, "postgres")
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"pgbouncer did not start: {proc.stdout.read().decode()[-500:]}")
+    proc = start_pgbouncer(directory / "pgbouncer.ini", port)
+    return proc, port
 
 
 def _per_org(app) -> dict[str, int]:

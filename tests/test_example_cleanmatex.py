@@ -5,22 +5,19 @@ application behind the example's own PgBouncer configuration (transaction poolin
 
 import configparser
 import json
-import os
-import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import start_pgbouncer
 from example_harness import example_env  # noqa: F401  (the fixture)
 
 from dbkit.rls import Claims, scoped
 
 pytestmark = pytest.mark.integration
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 TABLES = ("tenants", "customers", "orders", "order_items", "user_preferences")
 
 
@@ -53,21 +50,8 @@ def _start_pgbouncer(app, port: int) -> subprocess.Popen:
     users = (run / "userlist.txt").read_text().splitlines()
     assert [u.split()[0] for u in users] == ['"cmx_app"', '"cmx_service"', '"cmx_readonly"']
     assert all("SCRAM-SHA-256$" in u for u in users)
-    cmd = [PGBOUNCER, str(run / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        for path in (run, *run.iterdir()):
-            shutil.chown(path, "postgres")
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"pgbouncer did not start: {proc.stdout.read().decode()[-800:]}")
+    proc = start_pgbouncer(run / "pgbouncer.ini", port)
+    return proc
 
 
 def test_cleanmatex_end_to_end(example_env):  # noqa: F811

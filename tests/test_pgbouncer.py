@@ -7,15 +7,13 @@ may ever see another tenant's rows, and no claim may survive into a later transa
 
 import os
 import random
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import PGBOUNCER, start_pgbouncer
 from migrate_helpers import settings_for
 
 from dbkit.rls import scoped
@@ -23,7 +21,6 @@ from dbkit.seed import engine
 
 pytestmark = pytest.mark.integration
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 
 def _free_port() -> int:
@@ -55,21 +52,7 @@ ignore_startup_parameters = extra_float_digits
 logfile = {shared_tmp}/pgbouncer.log
 pidfile = {shared_tmp}/pgbouncer.pid
 """)
-    cmd = [PGBOUNCER, str(shared_tmp / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        shutil.chown(shared_tmp, "postgres")
-        for p in shared_tmp.iterdir():
-            shutil.chown(p, "postgres")
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"pgbouncer did not start: {proc.stdout.read().decode()[-500:]}")
+    proc = start_pgbouncer(shared_tmp / "pgbouncer.ini", port)
     try:
         yield port
     finally:

@@ -2,23 +2,20 @@
 with a real PgBouncer (auth_type = scram-sha-256): the right password gets in, a wrong one does not; and
 the lines dbkit refuses to write (no superuser, no password, a stale password, an unknown role)."""
 
-import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import make_shared_tmpdir
+from conftest import make_shared_tmpdir, start_pgbouncer
 from migrate_helpers import q, settings_for
 
 from dbkit import roles
 from dbkit.errors import ConfigError, OperationFailed, UsageError
 from dbkit.roles._pgbouncer import auth_file_line, userlist, write_userlist
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 PYPROJECT = """\
 [tool.dbkit]
 extensions = ["pgcrypto"]
@@ -64,21 +61,8 @@ pool_mode = transaction
 logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid
 """)
-    cmd = [PGBOUNCER, str(directory / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        for p in (directory, *directory.iterdir()):
-            shutil.chown(p, "postgres")
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"pgbouncer did not start: {proc.stdout.read().decode()[-500:]}")
+    proc = start_pgbouncer(directory / "pgbouncer.ini", port)
+    return proc, port
 
 
 @pytest.mark.integration

@@ -67,9 +67,9 @@ def test_restore_that_lost_a_tables_rows_fails(dbkit_seeded_db, tmp_path, exclud
 
 
 def test_large_tables_keep_an_estimate_and_must_not_come_back_empty(dbkit_seeded_db, tmp_path, monkeypatch):
-    from dbkit.backup import _dump
+    from dbkit.backup import _dump_meta
 
-    monkeypatch.setattr(_dump, "EXACT_COUNT_MAX_BYTES", 0)  # every table counts as large
+    monkeypatch.setattr(_dump_meta, "EXACT_COUNT_MAX_BYTES", 0)  # every table counts as large
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=str(tmp_path))
     manifest = tampered_backup(settings, dbkit_seeded_db, tmp_path, "_dbkit_chunks.*")
     events = next(t for t in manifest.tables if t.name == "events")

@@ -255,7 +255,8 @@ def test_check_reports_an_open_path(dbkit_seeded_db):
 
 def test_the_plugin_escalation_checks_cover_chunks(dbkit_server, dbkit_seeded_db):
     """Projects that use dbkit's pytest plugin get the chunk path in their RLS tests."""
-    from dbkit.testing.matrix import discover, escalation_failures
+    from dbkit.testing._escalation import escalation_failures
+    from dbkit.testing.matrix import discover
 
     url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
     make_old_layout(url)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from dbkit.testing.matrix import CASES, check_case, escalation_failures
+from dbkit.testing._escalation import escalation_failures
+from dbkit.testing.matrix import CASES, check_case
 from dbkit.testing.plugin import connect_as, role_name, settings_for  # noqa: F401 - public
 
 __all__ = ["connect_as", "role_name", "settings_for", "test_rls_escalation", "test_rls_matrix"]

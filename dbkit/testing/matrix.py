@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "COMMANDS", "CASES", "Table", "discover", "check_case", "escalation_failures"]
+__all__ = ["KINDS", "COMMANDS", "CASES", "Table", "discover", "check_case"]
 
 KINDS = ("enforce", "bypass", "readonly")
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -82,13 +82,12 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     schemas = schemas or [settings.schema]
     rls = settings.rls or {}
     config = rls.get("tables", {})
-    default_owner = owner_of(rls, settings)
     model = roles.model(settings)  # read-only tables and per-kind table privileges deny commands
     rows = [(schema, name, schema, name) for schema, name in admin.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND n.nspname = ANY(%s) ORDER BY 1, 2",
         (schemas,)).fetchall()]
-    from dbkit.rls._scoped import scoped_views  # the isolation mode: tenant-scoped views, checked the same way
+    from dbkit.rls._scoped import owner_and_column, scoped_views  # scoped views: checked like RLS tables
 
     views = {(v.schema, v.name): v for v in scoped_views(admin, settings) if v.schema in schemas}
     rows += [(v.schema, v.name, v.source_schema, v.source) for v in views.values()]
@@ -100,8 +99,7 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
         if view is not None:
             owner, column = view.owner, view.column
         else:
-            owner = owner_of(conf, settings, default_owner)
-            column = conf.get(f"{owner}_column") or rls.get(f"{owner}_column") or f"{owner}_id"
+            owner, column = owner_and_column(settings, name)
         # insertable columns: not generated, not always-identity, not a defaulted primary key (unless it is the
         # owner column itself, e.g. users.id owned by its own id: a row must be written with the claimed id)
         cols = admin.execute(
@@ -127,21 +125,6 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
         t.counts["*"] = admin.execute(f"SELECT count(*) FROM {source_rel}").fetchone()[0]
         tables.append(t)
     return tables
-
-
-def owner_of(conf, settings, default: str | None = None) -> str:
-    """``owner`` of a ``[tool.dbkit.rls]`` (or per-table) table: "tenant" or "user"."""
-    from dbkit.rls import claims
-
-    model = claims(settings)
-    owner = conf.get("owner") or default or model.default_owner
-    if owner not in model.owners():
-        from dbkit.errors import ConfigError
-
-        raise ConfigError("[tool.dbkit.rls] owner", f"is {owner!r}, which the RLS model ({model.describe()}) "
-                          f"cannot express (it can: {', '.join(model.owners()) or 'nothing'})",
-                          example='owner = "user"')
-    return owner
 
 
 @contextlib.contextmanager
@@ -308,99 +291,3 @@ def _type_of(t: Table) -> str:
         if name == t.tenant_column:
             return typ
     return "uuid"
-
-
-def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> list[str]:
-    """What the enforce role must never be able to do, and FORCE applying to the owner."""
-    out: list[str] = []
-    role = enforce_conn.info.user
-    probe = next((t for t in tables if not t.is_view), None)
-    attempts = [(f'SET ROLE "{name}"', f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
-    attempts += [
-        (f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
-        ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid"),
-    ]
-    if probe is not None:
-        attempts += [
-            (f"ALTER TABLE {probe.qualified} DISABLE ROW LEVEL SECURITY", f"disable RLS on {probe.name}"),
-            (f"ALTER TABLE {probe.qualified} NO FORCE ROW LEVEL SECURITY", f"un-force RLS on {probe.name}"),
-            (f"CREATE POLICY dbkit_escalation ON {probe.qualified} USING (true)", f"create a policy on {probe.name}"),
-        ]
-        policy = admin.execute("SELECT policyname FROM pg_policies WHERE schemaname = %s AND tablename = %s LIMIT 1",
-                               (probe.schema, probe.name)).fetchone()
-        if policy:
-            attempts.append((f'DROP POLICY "{policy[0]}" ON {probe.qualified}', f"drop a policy on {probe.name}"))
-    for sql, what in attempts:
-        first = probe.tenants[0] if probe and probe.tenants else None
-        with _as(enforce_conn, first, settings, probe.owner if probe else "tenant"):
-            state, _ = _attempt(enforce_conn, sql)
-        if state != DENIED:
-            out.append(f"{role} could {what} ({'succeeded' if state is None else 'SQLSTATE ' + state}); "
-                       "expected permission denied")
-    for t in tables:
-        if t.is_view:
-            out += _view_source_failures(enforce_conn, admin, t, settings)
-            continue
-        with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
-            enforce_conn.execute("SET LOCAL row_security = off")
-            state, _ = _attempt(enforce_conn, f"SELECT 1 FROM {t.qualified} LIMIT 1")
-        if state != DENIED:
-            out.append(f"{role} read {t.name} around its policies with row_security = off "
-                       f"({'succeeded' if state is None else 'SQLSTATE ' + state})")
-        forced = admin.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
-                               (t.qualified,)).fetchone()[0]
-        with _as(admin, t.tenants[0] if t.tenants else None, settings, t.owner):
-            admin.execute(f'SET LOCAL ROLE "{settings.role_owner}"')
-            owner_sees = admin.execute(f"SELECT count(*) FROM {t.qualified}").fetchone()[0]
-        if not forced or (t.counts.get("*") and owner_sees == t.counts["*"]):
-            out.append(f"the owner {settings.role_owner} is not subject to RLS on {t.name} "
-                       f"(FORCE {'on' if forced else 'off'}, sees {owner_sees} of {t.counts.get('*')} rows)")
-        out += _chunk_failures(enforce_conn, admin, t, settings)
-    return out
-
-
-def _view_source_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
-    """A scoped view's table is granted to no application role: reading or changing it (or its chunks)
-    directly must be refused."""
-    schema, source = t.source
-    rel = f"{_quote(schema)}.{_quote(source)}"
-    out = []
-    for verb, sql in (("read", f"SELECT 1 FROM {rel} LIMIT 1"), ("delete from", f"DELETE FROM {rel}")):
-        with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
-            state, _ = _attempt(enforce_conn, sql)
-        if state != DENIED and not (verb != "read" and not t.updatable and state == "55000"):
-            out.append(f"{enforce_conn.info.user} could {verb} {schema}.{source}, the table behind the scoped view "
-                       f"{t.name}, directly ({'succeeded' if state is None else 'SQLSTATE ' + state}); expected "
-                       "permission denied: grant the view, not the table")
-    base = Table(schema, source, t.tenant_column, t.columns, tenants=t.tenants, owner=t.owner)
-    return out + _chunk_failures(enforce_conn, admin, base, settings)
-
-
-def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
-    """A hypertable's chunks are tables of their own without its RLS: reading or deleting one
-    directly, as the enforce role with tenant A's claims, must be refused or reach no row."""
-    if not admin.execute("SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL").fetchone()[0]:
-        return []
-    chunks = [r[0] for r in admin.execute(
-        "SELECT format('%%I.%%I', c.schema_name, c.table_name) FROM _timescaledb_catalog.chunk c "
-        "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
-        "WHERE h.schema_name = %s AND h.table_name = %s AND NOT c.dropped ORDER BY c.id", (t.schema, t.name))]
-    out = []
-    tenant = t.tenants[0] if t.tenants else None
-    for chunk in chunks:
-        for verb, sql in (("read", f"SELECT 1 FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s"),
-                          ("delete from", f"DELETE FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s")):
-            with _as(enforce_conn, tenant, settings, t.owner):
-                state, rows = _attempt(enforce_conn, sql, ("" if tenant is None else str(tenant),))
-            if state is None and rows > 0:
-                out.append(f"{enforce_conn.info.user} could {verb} {rows} rows of other tenants in chunk {chunk} "
-                           f"of {t.name} directly (chunks do not inherit RLS); run `dbkit roles apply`")
-            elif state not in (None, DENIED):
-                out.append(f"{enforce_conn.info.user} {verb} chunk {chunk} of {t.name}: SQLSTATE {state}, expected "
-                           "permission denied")
-    return out
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
