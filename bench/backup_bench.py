@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from dbkit import db
+from dbkit import _db as db
+from dbkit._dev import DevCluster, provision
 from dbkit.config import load_settings
-from dbkit.dev import DevCluster, provision
-from dbkit.migrate import runner
-from dbkit.seed import engine
+from dbkit.migrate import _runner as runner
+from dbkit.seed import _engine as engine
 
 REPO = Path(__file__).resolve().parents[1]
 DB = "dbkit_backup_bench"
@@ -89,14 +89,14 @@ def moto() -> tuple[subprocess.Popen, str]:
 
 
 def bench(size_gb: float, results: dict) -> None:
-    from dbkit.backup.pipeline import find_program
+    from dbkit.backup._pipeline import find_program
 
     # seed in a child process: this process must stay small, or its children's peak RSS (which
     # includes memory shared at fork time) would be inflated by the seeding
     subprocess.run([sys.executable, __file__, "--prepare", str(size_gb)], check=True)
     base = load_settings(cwd=REPO)
     url = DevCluster.from_settings(base).url(DB)
-    from dbkit.urls import parse_database_url
+    from dbkit._urls import parse_database_url
 
     settings = load_settings({"database_url": url, "env": "test"}, cwd=REPO)
     with db.connect(parse_database_url(url), autocommit=True) as conn:
@@ -191,7 +191,7 @@ def main() -> None:
     if not args.keep:
         base = load_settings(cwd=REPO)
         url = DevCluster.from_settings(base).url("postgres")
-        from dbkit.urls import parse_database_url
+        from dbkit._urls import parse_database_url
 
         with db.connect(parse_database_url(url), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')

@@ -103,8 +103,8 @@ def main() -> None:
     ap.add_argument("--database-url", help="a superuser URL of a server with TimescaleDB (default: own cluster)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    from dbkit.dev import DevCluster
-    from dbkit.urls import parse_database_url
+    from dbkit._dev import DevCluster
+    from dbkit._urls import parse_database_url
 
     base = cluster = None
     if args.database_url:
@@ -139,7 +139,7 @@ def main() -> None:
                "DBKIT_PROJECT_DIR": str(work), "S3_ENDPOINT": f"http://127.0.0.1:{port}", "S3_ACCESS_KEY": "bench",
                "S3_SECRET_KEY": "bench-secret", "S3_REGION": "us-east-1"}
         pg_dump = shutil.which("pg_dump") or "pg_dump"
-        from dbkit.backup.pipeline import find_program
+        from dbkit.backup._pipeline import find_program
         from dbkit.config import load_settings
 
         pg_dump = find_program(load_settings(cwd=REPO), "pg_dump")

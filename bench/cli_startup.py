@@ -38,7 +38,7 @@ def main() -> None:
         ("python -c 'import click'", [sys.executable, "-c", "import click"]),
         ("dbkit --help", [dbkit, "--help"]),
         ("dbkit --version", [dbkit, "--version"]),
-        ("dbkit migrate --help", [dbkit, "migrate", "--help"]),  # imports one command module (dbkit.cli.migrate)
+        ("dbkit migrate --help", [dbkit, "migrate", "--help"]),  # imports one command module (dbkit.cli._migrate)
     ]
     results = {}
     print(f"{'command':32} {'median s':>9} {'max s':>7} {'vs baseline':>11}")

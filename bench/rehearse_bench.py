@@ -15,11 +15,11 @@ A copy of this repository's project gets six revisions on top of head (0006):
 
 Measured, --rounds times each, interleaved:
 
-1. tracer overhead: a plain ``dbkit migrate`` (:func:`dbkit.migrate.runner.upgrade`) of the six revisions
+1. tracer overhead: a plain ``dbkit migrate`` (:func:`dbkit.migrate._runner.upgrade`) of the six revisions
    on a fresh ``CREATE DATABASE … TEMPLATE`` copy (the copy not timed) against the run part of
    :func:`dbkit.migrate._rehearse.rehearse` (same revisions, same kind of copy, tracer on).
    Target: traced / plain <= 1.2 (medians);
-2. copy time: the rehearsal's clone against ``dbkit restore`` (:func:`dbkit.lifecycle.restore`) of a
+2. copy time: the rehearsal's clone against ``dbkit restore`` (:func:`dbkit._lifecycle.restore`) of a
    backup of the same database (a file:// backup in a temporary directory, made once, not timed);
 3. the application's view (run before 2): one rehearsal with ``--load 4`` (4 clients as the enforce role): p50 / p99
    and the longest operation, without the migration (baseline, 3 s) and during each revision.
@@ -35,12 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from dbkit import db
+from dbkit import _db as db
+from dbkit._dev import DevCluster, provision
 from dbkit.config import load_settings
-from dbkit.dev import DevCluster, provision
 from dbkit.migrate import _rehearse as rh
-from dbkit.migrate import runner
-from dbkit.seed import engine
+from dbkit.migrate import _runner as runner
+from dbkit.seed import _engine as engine
 
 BENCH_DB = "dbkit_rehearse_bench"
 REPO = Path(__file__).resolve().parents[1]
@@ -120,8 +120,8 @@ def plain_run(settings, url) -> float:
 
 def restore_time(settings, url, backups: Path) -> tuple[float, float]:
     """(seconds of dbkit restore of a backup of the bench database, seconds of the backup, not part of it)."""
-    from dbkit import lifecycle
-    from dbkit.backup import pipeline
+    from dbkit import _lifecycle as lifecycle
+    from dbkit.backup import _pipeline as pipeline
 
     with_backup = load_settings({"database_url": url.raw, "env": "test", "backup_uri": str(backups)},
                                 cwd=settings.project_dir)

@@ -55,13 +55,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from dbkit import db
+from dbkit import _db as db
+from dbkit._dev import DevCluster, provision
+from dbkit._urls import parse_database_url
 from dbkit.config import load_settings
-from dbkit.dev import DevCluster, provision
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 from dbkit.rls import scoped
-from dbkit.seed import engine
-from dbkit.urls import parse_database_url
+from dbkit.seed import _engine as engine
 
 BENCH_DB = "dbkit_rls_bench"
 REPO = Path(__file__).resolve().parents[1]

@@ -25,11 +25,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from dbkit import db
+from dbkit import _db as db
+from dbkit._dev import DevCluster, provision
 from dbkit.config import load_settings
-from dbkit.dev import DevCluster, provision
-from dbkit.migrate import runner
-from dbkit.seed import engine
+from dbkit.migrate import _runner as runner
+from dbkit.seed import _engine as engine
 
 BENCH_DB = "dbkit_bench"
 REPO = Path(__file__).resolve().parents[1]

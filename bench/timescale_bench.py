@@ -37,11 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from dbkit import db
+from dbkit import _db as db
+from dbkit._dev import DevCluster, provision
 from dbkit.config import load_settings
-from dbkit.dev import DevCluster, provision
-from dbkit.migrate import runner
-from dbkit.seed import engine
+from dbkit.migrate import _runner as runner
+from dbkit.seed import _engine as engine
 
 REPO = Path(__file__).resolve().parents[1]
 DB = "dbkit_ts_bench"
@@ -126,7 +126,7 @@ def sizes(conn) -> tuple[int, int, int]:
 
 def backup_and_restore(settings, work: Path, label: str, env: dict) -> dict:
     """pg_dump to /dev/null, dbkit backup to a file target, dbkit restore and pg_restore; figures."""
-    from dbkit.backup.pipeline import find_program
+    from dbkit.backup._pipeline import find_program
 
     url = settings.database_url
     pg_dump, pg_restore = find_program(settings, "pg_dump"), find_program(settings, "pg_restore")

@@ -93,7 +93,7 @@ def describe_settings(settings: Any, fields: Iterable[Any]) -> list[tuple[str, s
     """(variable, printable value, source) for the role passwords and every setting of ``fields``, secrets
     masked (``Settings.describe``)."""
     from dbkit._config_types import _printable
-    from dbkit.urls import DbUrl
+    from dbkit._urls import DbUrl
 
     rows = [(variable, "***" if value else "(empty)", settings.sources.get(variable, "env"))
             for variable, value in sorted(settings.passwords.items())]

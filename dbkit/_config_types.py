@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from dbkit._urls import DbUrl, parse_database_url
 from dbkit.errors import ConfigError
-from dbkit.urls import DbUrl, parse_database_url
 
 # --------------------------------------------------------------------- value types
 # Each check returns the value in its type or raises one problem ("is 'x', not ..."); load_settings

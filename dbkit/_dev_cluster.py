@@ -265,8 +265,8 @@ class DevCluster:
         """Create the database if it is missing.  Returns True when it was created."""
         from psycopg import sql
 
-        from dbkit import db
-        from dbkit.urls import parse_database_url
+        from dbkit import _db as db
+        from dbkit._urls import parse_database_url
 
         name = dbname or self.database
         with db.connect(parse_database_url(self.url("postgres")), autocommit=True) as conn:

@@ -26,11 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from dbkit._urls import clip, mask_url
 from dbkit.errors import ConfigError
-from dbkit.urls import clip, mask_url
-
-__all__ = ["TYPES", "ConfigReport", "Variable", "VariableCheck", "VariablesReport", "check_config", "check_variables",
-           "parse_variables", "prod_problems", "read_values"]
 
 ENVIRONMENTS = ("dev", "test", "staging", "prod")
 #: type -> what a valid value is (completes "not ...")

@@ -1,4 +1,4 @@
-"""The checks of ``dbkit check`` (:mod:`dbkit.health`), one function per service.  Each returns its
+"""The checks of ``dbkit check`` (:mod:`dbkit._health`), one function per service.  Each returns its
 :class:`~dbkit._health_types.Service`; the features are imported inside the checks that use them."""
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dbkit.errors import DbkitError
 
 def _database(settings) -> tuple[Service, Any]:
     """Connect and measure; returns (the service, open connection or None)."""
-    from dbkit import db, target
+    from dbkit import _db as db
+    from dbkit import _target as target
 
     try:
         url = target.resolve_url(settings)
@@ -49,7 +50,7 @@ def _database(settings) -> tuple[Service, Any]:
 
 
 def _extensions(conn, required: tuple[str, ...]) -> Extensions:
-    from dbkit import db
+    from dbkit import _db as db
 
     rows = conn.execute(
         "SELECT a.name, a.default_version, e.extversion FROM pg_available_extensions a "
@@ -143,7 +144,7 @@ def _roles(settings, conn, migrations: Service) -> Service:
 def _migrations(settings) -> Service:
     """The project's own migrations against the database: what is not configured is a note, a version
     table elsewhere or a revision the project does not have fails, pending revisions or drift warn."""
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     if not (settings.migrations_dir / "env.py").is_file():
         return Service(status="ok", note=f"not configured: no Alembic environment at {_shown(settings)}/env.py "
@@ -188,7 +189,7 @@ def _shown(settings) -> str:
 
 
 def _rls(settings, conn, migrations: Service) -> Service:
-    from dbkit.rls.audit import audit
+    from dbkit.rls._audit import audit
 
     if _pending(migrations):
         return Service(status="ok", note=_PENDING)
@@ -203,7 +204,7 @@ def _rls(settings, conn, migrations: Service) -> Service:
 
 
 def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
-    from dbkit.backup import pipeline
+    from dbkit.backup import _pipeline as pipeline
 
     storage = None
     latency_ms = None
@@ -247,7 +248,7 @@ def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
 
 
 def _started(backup_id: str) -> datetime | None:
-    from dbkit.backup.manifest import is_backup_id, parse_backup_id
+    from dbkit.backup._manifest import is_backup_id, parse_backup_id
 
     return parse_backup_id(backup_id) if is_backup_id(backup_id) else None
 

@@ -1,4 +1,4 @@
-"""The results of ``dbkit check`` (:mod:`dbkit.health`): a :class:`Report` of frozen dataclasses, a
+"""The results of ``dbkit check`` (:mod:`dbkit._health`): a :class:`Report` of frozen dataclasses, a
 :class:`Service` subclass per kind of check, a plain :class:`Service` for a check that could not run.
 ``as_dict()`` is the JSON of ``dbkit check --json``."""
 

@@ -58,8 +58,8 @@ from dbkit._config_types import (
     _printable,
 )
 from dbkit._env_check import parse_variables, prod_problems, read_values
+from dbkit._urls import DbUrl
 from dbkit.errors import ConfigError
-from dbkit.urls import DbUrl
 
 __all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "parse_dotenv", "find_project_dir",
            "password_variable"]

@@ -23,9 +23,9 @@ import psycopg
 import pytest
 from pytest_postgresql import factories
 
-from dbkit import db
+from dbkit import _db as db
+from dbkit._urls import DbUrl
 from dbkit.testing.plugin import Server
-from dbkit.urls import DbUrl
 
 EXTENSIONS = ("vector", "timescaledb", "pgcrypto")
 collect_ignore = ["examples"]  # example projects run through pytester, not directly

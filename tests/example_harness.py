@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbkit.urls import DbUrl
+from dbkit._urls import DbUrl
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -17,10 +17,11 @@ import pytest
 from conftest import DbkitRunner, clean_env
 from migrate_helpers import q, revision, settings_for
 
-from dbkit import health, lifecycle
-from dbkit.backup import pipeline
+from dbkit import _health as health
+from dbkit import _lifecycle as lifecycle
+from dbkit.backup import _pipeline as pipeline
 from dbkit.errors import ConfigError, Refused, UsageError
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 
 DBKIT_ENV_PY = "from dbkit.migrate.env import run\n\nrun(target_metadata=None)\n"
 ADOPT = ('set DBKIT_VERSION_TABLE_SCHEMA=public (or [tool.dbkit] version_table_schema = "public") '

@@ -9,9 +9,9 @@ import pytest
 from conftest import DbkitRunner
 from migrate_helpers import make_project, q, revision, settings_for
 
-from dbkit import health
+from dbkit import _health as health
 from dbkit.errors import Refused
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 
 TWO = {"0001_a.py": revision("0001", None, "op.execute('CREATE TABLE public.a (id int)')", doc="a"),
        "0002_b.py": revision("0002", "0001", "op.execute('CREATE TABLE public.b (id int)')", doc="b")}
@@ -141,7 +141,7 @@ def test_a_version_table_of_another_name_is_found_and_named_in_the_advice(tmp_pa
 
 
 def test_check_summary_with_revisions_applied_without_dbkit_or_an_untrusted_revision():
-    from dbkit.migrate.runner import NOT_COMPARED_NO_METADATA, NOT_COMPARED_UNKNOWN, CheckResult
+    from dbkit.migrate._runner import NOT_COMPARED_NO_METADATA, NOT_COMPARED_UNKNOWN, CheckResult
 
     info = CheckResult(pending=[], schema_diffs=None, edited=[], schema_not_compared=NOT_COMPARED_NO_METADATA,
                        unrecorded=["0001"])

@@ -11,9 +11,9 @@ import pytest
 from migrate_helpers import make_project, q, revision, settings_for
 
 from dbkit import roles
-from dbkit.dev import find_bindir
+from dbkit._dev import find_bindir
 from dbkit.errors import MissingDependency
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_a_connecting_role_that_cannot_grant_gets_the_statement_for_a_dba(tmp_pa
 
 
 def _as_user(url, user):
-    from dbkit.urls import parse_database_url
+    from dbkit._urls import parse_database_url
 
     return parse_database_url(url.raw.replace(f"//{url.user}@", f"//{user}@", 1))
 

@@ -17,8 +17,8 @@ from migrate_helpers import copy_reference_project, make_project, q, revision, s
 
 import dbkit.rls
 from dbkit import roles
-from dbkit.migrate import runner
-from dbkit.rls.audit import audit
+from dbkit.migrate import _runner as runner
+from dbkit.rls._audit import audit
 
 TENANT_A = "00000000-0000-4000-8000-00000000000a"
 TENANT_B = "00000000-0000-4000-8000-00000000000b"

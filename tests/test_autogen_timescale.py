@@ -13,7 +13,7 @@ import pytest
 from conftest import clean_env
 from migrate_helpers import copy_reference_project, q, revision, settings_for
 
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 
 pytestmark = [pytest.mark.community, pytest.mark.integration]
 

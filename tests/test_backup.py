@@ -11,10 +11,10 @@ import pytest
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
 from migrate_helpers import q, settings_for
 
-from dbkit import lifecycle
-from dbkit.backup import pipeline
+from dbkit import _lifecycle as lifecycle
+from dbkit._urls import parse_database_url
+from dbkit.backup import _pipeline as pipeline
 from dbkit.errors import ConfigError, Refused
-from dbkit.urls import parse_database_url
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +165,7 @@ def test_swap_keeps_the_previous_database(dbkit_seeded_db, tmp_path):
 
 
 def test_password_never_on_the_command_line(tmp_path, monkeypatch):
-    from dbkit.urls import parse_database_url
+    from dbkit._urls import parse_database_url
 
     monkeypatch.setenv("PGSSLROOTCERT", "/etc/ssl/db-ca.pem")  # the libpq environment passes through
     url = parse_database_url("postgresql://app:s3cr%3At@db.internal:5432/app?sslmode=require")

@@ -14,7 +14,7 @@ import pytest
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
 from migrate_helpers import REPO, q
 
-from dbkit.backup.storage import BucketNotFound, S3Options, StorageConfigError, open_storage
+from dbkit.backup._storage import BucketNotFound, S3Options, StorageConfigError, open_storage
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from conftest import ACCESS_KEY, REGION, SECRET_KEY, clean_env
 from migrate_helpers import REPO, q, settings_for
 from test_backup_secrets import children_named
 
-from dbkit import health
-from dbkit.backup import pipeline
-from dbkit.backup.storage import PARTIAL
+from dbkit import _health as health
+from dbkit.backup import _pipeline as pipeline
+from dbkit.backup._storage import PARTIAL
 
 pytestmark = pytest.mark.integration
 MIB = 1 << 20

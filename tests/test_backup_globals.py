@@ -8,8 +8,8 @@ import uuid
 
 from migrate_helpers import q, settings_for
 
-from dbkit import lifecycle
-from dbkit.backup import pipeline
+from dbkit import _lifecycle as lifecycle
+from dbkit.backup import _pipeline as pipeline
 
 
 def test_restore_with_globals_recreates_a_missing_role(dbkit_seeded_db, tmp_path):

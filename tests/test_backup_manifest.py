@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbkit.backup.manifest import (
+from dbkit.backup._manifest import (
     FORMAT_VERSION,
     Encryption,
     Manifest,

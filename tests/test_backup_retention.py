@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbkit.backup.retention import BackupRef, Plan, choose, incomplete_to_remove
+from dbkit.backup._retention import BackupRef, Plan, choose, incomplete_to_remove
 from dbkit.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -217,7 +217,7 @@ def test_incomplete_rejects_bad_arguments():
 def test_min_keep_is_a_floor():
     from datetime import UTC, datetime, timedelta
 
-    from dbkit.backup.retention import BackupRef, choose
+    from dbkit.backup._retention import BackupRef, choose
 
     now = datetime(2026, 11, 21, tzinfo=UTC)
     refs = [BackupRef(f"2026112{i}T000000Z-000{i}", now - timedelta(hours=i)) for i in range(5)]

@@ -18,9 +18,9 @@ import pytest
 from conftest import clean_env
 from migrate_helpers import REPO, q, settings_for
 
-from dbkit import lifecycle
-from dbkit.backup import pipeline
-from dbkit.urls import DbUrl, parse_database_url
+from dbkit import _lifecycle as lifecycle
+from dbkit._urls import DbUrl, parse_database_url
+from dbkit.backup import _pipeline as pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""dbkit.backup.storage: one Storage interface, a local and an S3 backend.
+"""dbkit.backup._storage: one Storage interface, a local and an S3 backend.
 
 The S3 backend is tested against a real S3 HTTP endpoint on loopback (moto's
 ThreadedMotoServer), never against mocks of the wire protocol.  moto enforces S3's
@@ -30,7 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dbkit.backup import _storage_base
-from dbkit.backup.storage import (
+from dbkit.backup._storage import (
     DEFAULT_PART_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -561,7 +561,7 @@ def test_s3_dropped_writer_does_not_leave_its_upload(s3_endpoint, s3_admin, buck
 
 EXIT_CLIENT = """
 import sys
-from dbkit.backup.storage import S3Options, open_storage, MIB
+from dbkit.backup._storage import S3Options, open_storage, MIB
 endpoint, bucket, access, secret = sys.argv[1:5]
 store = open_storage(f"s3://{bucket}/exit", part_size=5 * MIB,
                      s3=S3Options(endpoint_url=endpoint, region="us-east-1", access_key=access, secret_key=secret))
@@ -583,7 +583,7 @@ def test_s3_exit_without_commit_neither_hangs_nor_leaves_an_upload(s3_endpoint, 
 MEMORY_CLIENT = """
 import sys
 from pathlib import Path
-from dbkit.backup.storage import S3Options, open_storage, MIB
+from dbkit.backup._storage import S3Options, open_storage, MIB
 endpoint, bucket, access, secret = sys.argv[1:5]
 store = open_storage(f"s3://{bucket}/mem", part_size=5 * MIB,
                      s3=S3Options(endpoint_url=endpoint, region="us-east-1", access_key=access, secret_key=secret))

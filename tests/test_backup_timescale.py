@@ -9,8 +9,8 @@ import pytest
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
 from migrate_helpers import q, settings_for
 
-from dbkit import lifecycle
-from dbkit.backup import pipeline
+from dbkit import _lifecycle as lifecycle
+from dbkit.backup import _pipeline as pipeline
 
 pytestmark = [pytest.mark.community, pytest.mark.integration]
 
@@ -319,8 +319,8 @@ def scheduler_url():
 
     from conftest import make_shared_tmpdir
 
-    from dbkit.dev import DevCluster
-    from dbkit.urls import parse_database_url
+    from dbkit._dev import DevCluster
+    from dbkit._urls import parse_database_url
 
     base = make_shared_tmpdir("dbkit-tsjobs-")
     cluster = DevCluster(base / "pg", extra_conf=("fsync = off", "synchronous_commit = off", "max_worker_processes = 16",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dbkit import health
+from dbkit import _health as health
 from dbkit.config import load_settings
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ def dev_dir():
     """One dev cluster for this module, started by `dbkit check` itself."""
     from conftest import make_shared_tmpdir
 
-    from dbkit.dev import DevCluster
+    from dbkit._dev import DevCluster
 
     base = make_shared_tmpdir("dbkit-test-check-")
     yield base / "dev"
@@ -155,7 +155,7 @@ def test_dev_commands_via_cli(dbkit_cli, dev_dir: Path):
     psql = dbkit_cli("dev", "psql", "-At", "-c", "SELECT extname FROM pg_extension ORDER BY 1", env=env)
     assert psql.returncode == 0, psql.stderr
     assert psql.stdout.split() == ["pgcrypto", "plpgsql", "timescaledb", "vector"]
-    from dbkit.dev import DevCluster, provision
+    from dbkit._dev import DevCluster, provision
 
     again = provision(DevCluster(dev_dir), ("vector",))  # typed result; its as_dict() is `dev up --json`
     assert again.as_dict() == {**again.status.as_dict(), "database": "dbkit", "database_created": False,

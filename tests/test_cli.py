@@ -93,7 +93,7 @@ def test_unexpected_errors_are_short_with_a_hint(dbkit_cli, tmp_path):
 
 
 def _check_result(pending=(), diffs=None, edited=()):
-    from dbkit.migrate.runner import CheckResult
+    from dbkit.migrate._runner import CheckResult
 
     return CheckResult(pending=list(pending), schema_diffs=diffs, edited=list(edited))
 
@@ -108,7 +108,7 @@ def _check_result(pending=(), diffs=None, edited=()):
      "migrate check failed: at head, revision files unchanged, schema differs from the models in 1 place(s)"),
 ])
 def test_migrate_check_says_what_it_compared(result, expected):
-    from dbkit.cli.migrate import _check_summary
+    from dbkit.cli._migrate import _check_summary
 
     assert _check_summary(result) == expected
     assert "matches the models" not in _check_summary(_check_result(diffs=None))

@@ -39,8 +39,8 @@ def test_help_lists_every_command_and_imports_none_of_them():
 
 def test_a_command_imports_only_its_own_module():
     text, modules = _modules_after("migrate", "--help")
-    assert "Usage: dbkit migrate" in text and "dbkit.cli.migrate" in modules
-    assert not {"dbkit.cli.backup", "dbkit.cli.seed", "dbkit.cli.check"} & set(modules)
+    assert "Usage: dbkit migrate" in text and "dbkit.cli._migrate" in modules
+    assert not {"dbkit.cli._backup", "dbkit.cli._seed", "dbkit.cli._check"} & set(modules)
     assert sorted({m.split(".")[0] for m in modules} & HEAVY) == []
 
 

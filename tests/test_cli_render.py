@@ -1,4 +1,4 @@
-"""dbkit.render.show: the one place a command's result becomes JSON or lines and tables."""
+"""dbkit._render.show: the one place a command's result becomes JSON or lines and tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dbkit import render
+from dbkit import _render as render
 
 pytestmark = pytest.mark.unit
 

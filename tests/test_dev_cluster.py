@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbkit.dev import DevCluster, find_bindir, provision
+from dbkit._dev import DevCluster, find_bindir, provision
 from dbkit.errors import DevClusterError, MissingDependency
 
 pytestmark = pytest.mark.integration

@@ -251,9 +251,9 @@ def test_health_summary_is_the_documented_shape():
 
 
 def test_environment_problems_in_the_table_and_prometheus():
+    from dbkit._health import prometheus
     from dbkit._health_types import VariableState
-    from dbkit.cli.check import _service_detail
-    from dbkit.health import prometheus
+    from dbkit.cli._check import _service_detail
 
     env = Environment(status="fail", env="test", problems=("REDIS_URL is not set",),
                       variables=(VariableState("REDIS_URL", "url", "missing"), VariableState("APP_PORT", "port", "ok",

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dbkit import lifecycle, target
+from dbkit import _lifecycle as lifecycle
+from dbkit import _target as target
 from dbkit.config import load_settings
 from dbkit.errors import Refused
 
@@ -52,7 +53,7 @@ def test_direct_url_and_pgbouncer_warning(tmp_path, caplog):
 def test_destructive_commands_blocked_in_prod(dbkit_db, tmp_path):
     from migrate_helpers import settings_for
 
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     settings = settings_for(dbkit_db, DBKIT_ENV="prod", DBKIT_BACKUP_URI=str(tmp_path))
     with pytest.raises(Refused, match="downgrading is refused: DBKIT_ENV=prod requirements are not met"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,24 @@ def test_import_dbkit_stays_light():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+#: the modules an application (or its migrations/env.py, or pytest) imports by name; packages are namespaces
+PUBLIC_MODULES = {
+    "dbkit", "dbkit.__main__", "dbkit.errors", "dbkit.config", "dbkit.cli", "dbkit.init",
+    "dbkit.migrate", "dbkit.migrate.env", "dbkit.rls", "dbkit.seed", "dbkit.roles", "dbkit.backup",
+    "dbkit.testing", "dbkit.testing.plugin",
+}
+
+
+def test_every_other_module_is_private():
+    """What is not on the public list is named ``_module.py``, so a reader sees where the API ends."""
+    root = Path(dbkit.__file__).parent
+    named = set()
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(p for p in parts if p != "__init__")
+        named.add(name)
+        if name not in PUBLIC_MODULES:
+            assert parts[-1].startswith("_"), f"{name} is neither public (PUBLIC_MODULES) nor private (_{parts[-1]}.py)"
+    assert PUBLIC_MODULES <= named, PUBLIC_MODULES - named

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
 
-from dbkit import db
+from dbkit import _db as db
 
 pytestmark = [pytest.mark.wheel, pytest.mark.integration]
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dbkit.cli import error_text
-from dbkit.cli.dev import _psql_dbname
+from dbkit.cli._dev import _psql_dbname
 
 BIG = "a" * 100_000
 

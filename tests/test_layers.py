@@ -14,15 +14,15 @@ ROOT = Path(__file__).resolve().parents[1] / "dbkit"
 
 #: lowest first; a module may import its own layer's package and any layer below it
 LAYERS = [
-    {"dbkit.errors", "dbkit.urls", "dbkit.render"},
+    {"dbkit.errors", "dbkit._urls", "dbkit._render"},
     {"dbkit.config", "dbkit._config_types", "dbkit._config_files", "dbkit._env_check"},
-    {"dbkit.db"},
-    {"dbkit.dev", "dbkit._dev_binaries", "dbkit._dev_cluster"},
-    {"dbkit.target"},
+    {"dbkit._db"},
+    {"dbkit._dev", "dbkit._dev_binaries", "dbkit._dev_cluster"},
+    {"dbkit._target"},
     {"dbkit.roles", "dbkit.rls"},  # the access model: migrations apply it, revisions read it
     {"dbkit.migrate", "dbkit.seed", "dbkit.backup"},  # features: they do not import each other
-    {"dbkit.lifecycle", "dbkit.health", "dbkit._health_types", "dbkit._health_checks", "dbkit._health_prometheus",
-     "dbkit.reset", "dbkit.init"},  # flows across features
+    {"dbkit._lifecycle", "dbkit._health", "dbkit._health_types", "dbkit._health_checks", "dbkit._health_prometheus",
+     "dbkit._reset", "dbkit.init"},  # flows across features
     {"dbkit.cli", "dbkit.testing", "dbkit", "dbkit.__main__"},
 ]
 FEATURES = {"dbkit.migrate", "dbkit.seed", "dbkit.backup"}

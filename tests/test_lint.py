@@ -1,4 +1,4 @@
-"""``dbkit.migrate.lint``: squawk (the real one, from squawk-cli) on Alembic offline SQL."""
+"""``dbkit.migrate._lint``: squawk (the real one, from squawk-cli) on Alembic offline SQL."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
-from dbkit.migrate.lint import Violation, find_squawk, lint_sql
+from dbkit.migrate._lint import Violation, find_squawk, lint_sql
 
 pytestmark = pytest.mark.unit
 
@@ -288,7 +288,7 @@ def test_squawk_is_found_on_path_when_not_next_to_python(tmp_path, monkeypatch):
 
 @pytest.mark.unit
 def test_statement_boundaries_come_from_postgresqls_scanner():
-    from dbkit.migrate.lint import _statement_spans, _transaction_state_after
+    from dbkit.migrate._lint import _statement_spans, _transaction_state_after
 
     sql = ("-- head; comment\nSELECT E'it\\'s; fine';\n/* a /* nested; */ one */ DO $body$ BEGIN PERFORM 1; END $body$;\n"
            "CREATE INDEX \"odd;name\" ON t (x);\nSELECT 'é;x'")

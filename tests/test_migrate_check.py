@@ -3,8 +3,8 @@
 import pytest
 from migrate_helpers import make_project, revision, settings_for
 
-from dbkit.migrate import runner
-from dbkit.migrate.runner import NOT_COMPARED_NO_METADATA, NOT_COMPARED_PENDING, CheckResult, Drift, Revision
+from dbkit.migrate import _runner as runner
+from dbkit.migrate._runner import NOT_COMPARED_NO_METADATA, NOT_COMPARED_PENDING, CheckResult, Drift, Revision
 
 
 def _rev(rev="0002"):

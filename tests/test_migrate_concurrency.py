@@ -51,7 +51,7 @@ def test_waiting_run_holds_no_snapshot(tmp_path, pg_url):
     """While it waits for the lock, a second run is idle between short polls (no xmin held)."""
     import time
 
-    from dbkit.migrate.session import ADVISORY_LOCK_KEY
+    from dbkit.migrate._session import ADVISORY_LOCK_KEY
 
     env = _env(pg_url)
     holder = __import__("psycopg").connect(pg_url.conninfo, autocommit=True)

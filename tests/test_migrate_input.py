@@ -6,7 +6,7 @@ import pytest
 from migrate_helpers import REPO, settings_for
 
 from dbkit.errors import UsageError
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 
 
 @pytest.mark.parametrize("args", [("migrate", "--to", "nosuch"), ("migrate", "sql", "--to", "nosuch"),

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from migrate_helpers import REPO, q
 
-from dbkit.dev import find_bindir
+from dbkit._dev import find_bindir
 
 pytestmark = pytest.mark.integration
 

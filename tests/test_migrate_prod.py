@@ -13,7 +13,7 @@ import pytest
 from migrate_helpers import REPO, q, settings_for
 
 from dbkit.errors import Refused
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 
 pytestmark = pytest.mark.integration
 

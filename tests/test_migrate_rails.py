@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from migrate_helpers import make_project, q, revision, settings_for
 
-from dbkit.migrate import runner
-from dbkit.migrate.runner import MigrationFailed
+from dbkit.migrate import _runner as runner
+from dbkit.migrate._runner import MigrationFailed
 
 pytestmark = pytest.mark.integration
 
@@ -208,7 +208,7 @@ def test_untrusted_extension_refused_for_a_non_superuser(tmp_path, pg_url):
     try:
         url = pg_url.with_dbname("rails_noext")
         deployer = url.raw.replace("postgres@", "rails_deployer@", 1)
-        from dbkit.urls import parse_database_url
+        from dbkit._urls import parse_database_url
 
         settings = settings_for(parse_database_url(deployer), make_project(tmp_path, {"0001_t.py": CREATE_T}))
         with pytest.raises(MissingDependency) as err:

@@ -6,7 +6,7 @@ import sys
 import pytest
 from migrate_helpers import REPO, q, settings_for
 
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from alembic.operations import Operations
 from migrate_helpers import q
 from sqlalchemy import create_engine, pool
 
-import dbkit.migrate.ops as ops
+import dbkit.migrate._ops as ops
 
 
 def offline(fn) -> str:

@@ -14,9 +14,9 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from migrate_helpers import make_project, q, revision, settings_for
 
-import dbkit.migrate.ops as ops
-from dbkit.migrate import runner
-from dbkit.migrate.runner import MigrationFailed
+import dbkit.migrate._ops as ops
+from dbkit.migrate import _runner as runner
+from dbkit.migrate._runner import MigrationFailed
 
 
 def offline(fn) -> str:
@@ -444,7 +444,7 @@ def test_timescaledb_scheduler_runs_the_policies_and_jobs_as_the_owner(tmp_path,
     job the revisions added succeeds (``timescaledb_information.job_stats``) and did its work."""
     import time
 
-    from dbkit.dev import DevCluster, provision
+    from dbkit._dev import DevCluster, provision
 
     cluster = DevCluster(shared_tmp / "bgw", extra_conf=("fsync = off", "max_worker_processes = 16",
                                                          "timescaledb.max_background_workers = 8"))

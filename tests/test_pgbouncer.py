@@ -17,7 +17,7 @@ from conftest import PGBOUNCER, start_pgbouncer
 from migrate_helpers import settings_for
 
 from dbkit.rls import scoped
-from dbkit.seed import engine
+from dbkit.seed import _engine as engine
 
 pytestmark = pytest.mark.integration
 

@@ -295,8 +295,8 @@ def test_cli_bad_input_is_one_line(args, text, tmp_path):
 
 
 def test_from_backup_restores_the_copy(tmp_path, dbkit_seeded_db):
-    from dbkit.backup import pipeline
-    from dbkit.migrate import runner
+    from dbkit.backup import _pipeline as pipeline
+    from dbkit.migrate import _runner as runner
 
     settings = settings_for(dbkit_seeded_db, project(tmp_path / "p", UNSAFE),
                             DBKIT_BACKUP_URI=str(tmp_path / "backups"))
@@ -327,7 +327,7 @@ def test_sizes_durations_and_names():
 
 
 def test_max_lock_defaults_to_the_lock_timeout():
-    from dbkit.urls import parse_database_url
+    from dbkit._urls import parse_database_url
 
     url = parse_database_url("postgresql://app@localhost/app")
     for value, seconds in (("5s", 5.0), ("250", 0.25), ("1min", 60.0), ("0", 5.0)):

@@ -3,9 +3,9 @@
 import pytest
 from migrate_helpers import q, settings_for
 
+from dbkit._reset import is_local, reset
+from dbkit._urls import parse_database_url
 from dbkit.errors import Refused
-from dbkit.reset import is_local, reset
-from dbkit.urls import parse_database_url
 
 pytestmark = pytest.mark.integration
 

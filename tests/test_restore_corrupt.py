@@ -9,8 +9,8 @@ import json
 import pytest
 from migrate_helpers import REPO, q, settings_for
 
-from dbkit import lifecycle
-from dbkit.backup import pipeline
+from dbkit import _lifecycle as lifecycle
+from dbkit.backup import _pipeline as pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import subprocess
 import pytest
 from migrate_helpers import q, settings_for
 
-from dbkit import lifecycle
-from dbkit.backup import pipeline
+from dbkit import _lifecycle as lifecycle
+from dbkit.backup import _pipeline as pipeline
 
 pytestmark = pytest.mark.integration
 

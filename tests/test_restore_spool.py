@@ -15,7 +15,7 @@ from conftest import clean_env
 from migrate_helpers import REPO, q, settings_for
 from test_backup_secrets import children_named
 
-from dbkit.backup import pipeline
+from dbkit.backup import _pipeline as pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from datetime import datetime
 import pytest
 from migrate_helpers import REPO, settings_for
 
-from dbkit import health
-from dbkit.backup import pipeline
+from dbkit import _health as health
+from dbkit.backup import _pipeline as pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +196,7 @@ def test_scan_and_prune_are_typed_and_print_the_same_json(dbkit_seeded_db, dbkit
 
 
 def test_seed_status_is_typed_and_prints_the_same_json(dbkit_seeded_db, dbkit_cli, tmp_path):
-    from dbkit.seed import engine
+    from dbkit.seed import _engine as engine
 
     status = engine.status(settings_for(dbkit_seeded_db))
     _frozen(status)

@@ -1,4 +1,4 @@
-"""dbkit.rls.audit against real catalogs: the reference schema is clean, each finding fires.
+"""dbkit.rls._audit against real catalogs: the reference schema is clean, each finding fires.
 
 Roles are cluster-wide and shared by every test database: these tests never alter
 app_rls; role-level cases use throw-away roles with unique names, dropped in finally.
@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from migrate_helpers import q, settings_for
 
-from dbkit.rls.audit import CODES, audit
+from dbkit.rls._audit import CODES, audit
 
 pytestmark = pytest.mark.integration
 

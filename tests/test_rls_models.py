@@ -96,7 +96,7 @@ import pytest
 
 import dbkit.rls
 from dbkit import roles
-from dbkit.rls.audit import audit
+from dbkit.rls._audit import audit
 from dbkit.testing import settings_for, test_rls_escalation, test_rls_matrix  # noqa: F401
 
 

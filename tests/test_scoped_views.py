@@ -8,8 +8,8 @@ import textwrap
 import psycopg
 import pytest
 
-from dbkit.rls.audit import audit
-from tests.test_rls_models import CHECKS, _project, _run
+from dbkit.rls._audit import audit
+from tests.test_rls_models import _project, _run
 
 pytest_plugins = ["pytester"]
 

@@ -5,8 +5,8 @@ import pytest
 from migrate_helpers import REPO, copy_reference_project, q, settings_for
 
 from dbkit.errors import ConfigError, Refused
-from dbkit.seed import engine
-from dbkit.seed.registry import dependency_order
+from dbkit.seed import _engine as engine
+from dbkit.seed._registry import dependency_order
 
 pytestmark = pytest.mark.integration
 

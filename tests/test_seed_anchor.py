@@ -10,8 +10,8 @@ import pytest
 from migrate_helpers import REPO, q, settings_for
 
 from dbkit.errors import ConfigError, Refused
-from dbkit.seed import engine
-from dbkit.seed.context import default_anchor, format_anchor, parse_anchor
+from dbkit.seed import _engine as engine
+from dbkit.seed._context import default_anchor, format_anchor, parse_anchor
 
 pytestmark = pytest.mark.integration
 

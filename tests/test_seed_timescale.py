@@ -5,7 +5,7 @@ would compress are compressed; continuous aggregates over the seeded tables are 
 import pytest
 from migrate_helpers import q, settings_for
 
-from dbkit.seed import engine
+from dbkit.seed import _engine as engine
 
 pytestmark = [pytest.mark.community, pytest.mark.integration]
 

@@ -9,7 +9,7 @@ from conftest import DbkitRunner
 from migrate_helpers import make_project, q, settings_for
 
 from dbkit.errors import UsageError
-from dbkit.migrate import runner
+from dbkit.migrate import _runner as runner
 from dbkit.migrate._sql_history import created_relations, split_statements
 
 OLD_TABLE = ("CREATE TABLE IF NOT EXISTS migrations (id SERIAL PRIMARY KEY, filename VARCHAR(255) NOT NULL UNIQUE, "

@@ -17,9 +17,10 @@ import pytest
 from migrate_helpers import q, settings_for
 from psycopg import errors
 
-from dbkit import lifecycle, roles
-from dbkit.rls.audit import audit
-from dbkit.rls.isolation import CHUNK_SCHEMA, harden
+from dbkit import _lifecycle as lifecycle
+from dbkit import roles
+from dbkit.rls._audit import audit
+from dbkit.rls._isolation import CHUNK_SCHEMA, harden
 from dbkit.testing.plugin import connect_as
 
 pytestmark = pytest.mark.integration
@@ -243,7 +244,7 @@ def test_a_view_with_security_invoker_is_accepted(dbkit_server, dbkit_seeded_db)
 
 
 def test_check_reports_an_open_path(dbkit_seeded_db):
-    from dbkit import health
+    from dbkit import _health as health
 
     url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
     make_old_layout(url)
@@ -256,7 +257,7 @@ def test_check_reports_an_open_path(dbkit_seeded_db):
 def test_the_plugin_escalation_checks_cover_chunks(dbkit_server, dbkit_seeded_db):
     """Projects that use dbkit's pytest plugin get the chunk path in their RLS tests."""
     from dbkit.testing._escalation import escalation_failures
-    from dbkit.testing.matrix import discover
+    from dbkit.testing._matrix import discover
 
     url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
     make_old_layout(url)
@@ -272,7 +273,7 @@ def test_the_plugin_escalation_checks_cover_chunks(dbkit_server, dbkit_seeded_db
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_restored_database_keeps_the_paths_closed(dbkit_server, dbkit_seeded_db, tmp_path, jobs):
     """The chunk schema, the hypertable's associated schema and the pg_stats revoke are in the dump."""
-    from dbkit.backup import pipeline
+    from dbkit.backup import _pipeline as pipeline
 
     settings = settings_for(dbkit_seeded_db, DBKIT_BACKUP_URI=f"file://{tmp_path}")
     pipeline.backup(settings)

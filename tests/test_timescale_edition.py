@@ -40,9 +40,9 @@ from pathlib import Path  # noqa: E402
 
 from migrate_helpers import REPO, q, settings_for  # noqa: E402
 
-from dbkit import health  # noqa: E402
-from dbkit.dev import DevCluster  # noqa: E402
-from dbkit.urls import parse_database_url  # noqa: E402
+from dbkit import _health as health  # noqa: E402
+from dbkit._dev import DevCluster  # noqa: E402
+from dbkit._urls import parse_database_url  # noqa: E402
 from tests.conftest import make_shared_tmpdir  # noqa: E402
 
 
@@ -152,7 +152,7 @@ def test_a_community_revision_on_an_apache_server_is_refused_before_any_ddl(apac
 def test_the_reference_schema_works_on_the_apache_edition(apache_server):
     url = _fresh(apache_server, "edition_reference")
     settings = settings_for(url)
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     assert [r.revision for r in runner.upgrade(settings).applied] == ["0001", "0002", "0003", "0004", "0005", "0006"]
     service = health.check(settings).services["timescaledb"]

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dbkit._urls import mask_secrets, mask_url, parse_database_url
 from dbkit.errors import ConfigError
-from dbkit.urls import mask_secrets, mask_url, parse_database_url
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,7 @@ def test_masking_never_leaks_a_password(password, user):
 
 
 def test_first_line_masks_and_defaults():
-    from dbkit.urls import first_line
+    from dbkit._urls import first_line
 
     assert first_line("\n  \nFATAL: password for postgresql://u:pw@h/db\nsecond") == "FATAL: password for postgresql://u:***@h/db"
     assert first_line("", "no message") == "no message"

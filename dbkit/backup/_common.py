@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from dbkit._urls import DbUrl, first_line, parse_database_url
 from dbkit.errors import ConfigError, DbkitError, MissingDependency, OperationFailed
-from dbkit.urls import DbUrl, first_line, parse_database_url
 
 CHUNK = 1 << 20
 
@@ -41,7 +41,7 @@ class RestoreFailed(OperationFailed):
 
 def find_program(settings, name: str) -> str:
     """``pg_dump``/``pg_restore`` of the newest local PostgreSQL (server bin dir first, then PATH)."""
-    from dbkit.dev import find_bindir
+    from dbkit._dev import find_bindir
 
     with contextlib.suppress(DbkitError):
         candidate = find_bindir(settings.pg_bindir) / name
@@ -90,7 +90,7 @@ def storage_for(settings, uri: str | None = None, **s3_extra):
 
     ``s3_extra``: per-backup S3 options (``sse``, ``kms_key_id``, ``storage_class``, ``tags``).
     """
-    from dbkit.backup.storage import S3Options, open_storage
+    from dbkit.backup._storage import S3Options, open_storage
 
     options = S3Options(endpoint_url=settings.s3_endpoint, region=settings.s3_region,
                         access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
+from dbkit._urls import first_line
 from dbkit.backup._catalog import _clean_after_backup, _delete_backups
 from dbkit.backup._common import (
     CHUNK,
@@ -28,7 +30,6 @@ from dbkit.backup._common import (
 )
 from dbkit.backup._dump_meta import _check_restorable, _metadata
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
-from dbkit.urls import first_line
 
 
 def backup(settings, *, to: str | None = None, compression: str = "zstd", level: int | None = None,
@@ -115,7 +116,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
 
 def _check_create_bucket(settings, to: str | None) -> None:
     """--create-bucket names S3 targets only: a local folder has no bucket (it is made as backups are written)."""
-    from dbkit.backup.storage import parse_storage_uri
+    from dbkit.backup._storage import parse_storage_uri
 
     variable = "--to" if to else "DBKIT_BACKUP_URI"
     location = parse_storage_uri(to or settings.backup_uri, base=settings.project_dir, variable=variable)
@@ -142,7 +143,7 @@ def _snapshot(conn) -> str | None:
 def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, recipients, parsed_recipients, sse,
                    kms_key_id, storage_class, tags, include_globals, progress, create_bucket):
     from dbkit import __version__
-    from dbkit.backup.manifest import Manifest, new_backup_id, object_name
+    from dbkit.backup._manifest import Manifest, new_backup_id, object_name
 
     pg_dump = find_program(settings, "pg_dump")
     dump_version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True).stdout.strip()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from dbkit import db
+from dbkit import _db as db
 from dbkit.backup._common import BackupFailed
 
 # Roles a dump refers to: owners of the database's schemas, tables, sequences, views and functions,

@@ -1,4 +1,4 @@
-"""Validation and JSON parsing helpers of :mod:`dbkit.backup.manifest`: every failure is one
+"""Validation and JSON parsing helpers of :mod:`dbkit.backup._manifest`: every failure is one
 :class:`ManifestError` line naming the backup and the field."""
 
 from __future__ import annotations

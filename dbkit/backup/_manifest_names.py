@@ -1,4 +1,4 @@
-"""Backup ids, dump object names and the secret guard of :mod:`dbkit.backup.manifest` (pure).
+"""Backup ids, dump object names and the secret guard of :mod:`dbkit.backup._manifest` (pure).
 
 Backup ids (``20261121T230501Z-3f9a``: the UTC start time and 4 random hex digits) sort as text in
 the order the backups were started (ties within one second are broken by the random part).

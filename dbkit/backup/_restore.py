@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
+from dbkit._urls import DbUrl, first_line
 from dbkit.backup._catalog import show
 from dbkit.backup._common import RestoreFailed, _feed, _libpq_env, _stream_dump, find_program, storage_for
 from dbkit.backup._restore_properties import _apply_database_properties, _database_properties
 from dbkit.errors import DbkitError, Refused
-from dbkit.urls import DbUrl, first_line
 
 
 @dataclass
@@ -39,7 +40,7 @@ class RestoreResult:
 
 @dataclass(frozen=True)
 class RestoreHooks:
-    """What a restore asks of other features, given by the caller (:mod:`dbkit.lifecycle` wires the role
+    """What a restore asks of other features, given by the caller (:mod:`dbkit._lifecycle` wires the role
     model and the migration check); backup itself imports no other feature.
 
     ``create_roles(admin, missing)`` may create roles the dump refers to; ``check_migrations(settings)``
@@ -102,7 +103,7 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
     """Restore a backup into a NEW database (never into an existing one).
 
     The restore of an application (roles created from the role model, the migrations checked on the
-    restored database) is :func:`dbkit.lifecycle.restore`, which passes ``hooks``.
+    restored database) is :func:`dbkit._lifecycle.restore`, which passes ``hooks``.
 
     jobs == 1 streams download -> sha256 -> decrypt -> decompress -> pg_restore (stdin); jobs > 1 spools
     the dump to a temporary file first (pg_restore -j needs a seekable file).  The sha256 is checked at the

@@ -7,8 +7,8 @@ import re
 import subprocess
 import threading
 
+from dbkit._urls import first_line
 from dbkit.backup._common import RestoreFailed, _feed, find_program
-from dbkit.urls import first_line
 
 
 def _database_properties(settings, storage, manifest) -> list[str]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
+from dbkit._urls import mask_url
 from dbkit.backup._storage_base import (
     MAX_PART_SIZE,
     MIN_PART_SIZE,
@@ -36,11 +37,10 @@ from dbkit.backup._storage_s3_connect import make_client, make_store, new_sessio
 from dbkit.backup._storage_s3_io import (
     _S3Reader,
     _S3Writer,
-    upload_memory_bound,  # noqa: F401 - dbkit.backup.storage imports it from here
+    upload_memory_bound,  # noqa: F401 - dbkit.backup._storage imports it from here
 )
 from dbkit.backup._storage_uri import S3Options, StorageLocation
 from dbkit.errors import DbkitError
-from dbkit.urls import mask_url
 
 
 class S3Storage(Storage):

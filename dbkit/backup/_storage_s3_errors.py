@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from dbkit._urls import mask_secrets
 from dbkit.backup._storage_base import BucketNotFound, ObjectNotFound, StorageConfigError, StorageError, _one_line
 from dbkit.errors import DbkitError
-from dbkit.urls import mask_secrets
 
 if TYPE_CHECKING:
     from dbkit.backup._storage_s3 import S3Storage

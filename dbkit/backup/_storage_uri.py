@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from dbkit._urls import mask_url
 from dbkit.errors import ConfigError
-from dbkit.urls import mask_url
 
 if TYPE_CHECKING:
     from dbkit.backup._storage_base import Storage

@@ -18,28 +18,28 @@ import traceback
 import click
 
 from dbkit import __version__
+from dbkit._urls import first_line, mask_secrets
 from dbkit.cli._common import CONTEXT, State
 from dbkit.errors import DbkitError
-from dbkit.urls import first_line, mask_secrets
 
 __all__ = ["cli", "main", "error_text", "LazyGroup", "COMMANDS"]
 
 #: name -> ("module:attribute", the help's first paragraph, as `dbkit --help` shortens it)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "backup": ("dbkit.cli.backup:backup", "pg_dump streamed to S3/MinIO or disk; the manifest is written last."),
-    "check": ("dbkit.cli.check:check", "Is the database side healthy?  Settings, database, extensions, connections, "
+    "backup": ("dbkit.cli._backup:backup", "pg_dump streamed to S3/MinIO or disk; the manifest is written last."),
+    "check": ("dbkit.cli._check:check", "Is the database side healthy?  Settings, database, extensions, connections, "
               "roles, migrations, RLS, backup target and backups, each with a fix hint."),
-    "config": ("dbkit.cli.config:config", "Inspect the resolved settings."),
-    "dev": ("dbkit.cli.dev:dev", "The embedded local PostgreSQL cluster in .dbkit/ (development and tests)."),
-    "init": ("dbkit.cli.init:init", "Write what a project needs to use dbkit: migrations, seeds, RLS tests, settings."),
-    "migrate": ("dbkit.cli.migrate:migrate", "Upgrade the database to head (or --to REV), with safety rails."),
-    "reset": ("dbkit.cli.reset:reset",
+    "config": ("dbkit.cli._config:config", "Inspect the resolved settings."),
+    "dev": ("dbkit.cli._dev:dev", "The embedded local PostgreSQL cluster in .dbkit/ (development and tests)."),
+    "init": ("dbkit.cli._init:init", "Write what a project needs to use dbkit: migrations, seeds, RLS tests, settings."),
+    "migrate": ("dbkit.cli._migrate:migrate", "Upgrade the database to head (or --to REV), with safety rails."),
+    "reset": ("dbkit.cli._reset:reset",
               "Drop and recreate the database, migrate to head, seed a profile (dev and test)."),
-    "restore": ("dbkit.cli.backup:restore",
+    "restore": ("dbkit.cli._backup:restore",
                 "Restore a backup (ID or latest) into a NEW database; nothing is overwritten."),
-    "rls": ("dbkit.cli.roles:rls", "Row-level security: audit the catalog (tests: the dbkit pytest plugin)."),
-    "roles": ("dbkit.cli.roles:roles", "Roles as data: the role model ([tool.dbkit.roles]), passwords from their variables."),
-    "seed": ("dbkit.cli.seed:seed", "Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."),
+    "rls": ("dbkit.cli._roles:rls", "Row-level security: audit the catalog (tests: the dbkit pytest plugin)."),
+    "roles": ("dbkit.cli._roles:roles", "Roles as data: the role model ([tool.dbkit.roles]), passwords from their variables."),
+    "seed": ("dbkit.cli._seed:seed", "Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."),
 }
 
 
@@ -95,8 +95,8 @@ def cli(ctx: click.Context, env: str | None, database_url: str | None, verbose: 
     """
     _state.verbose = verbose or _state.verbose
     if database_url is not None:
+        from dbkit._urls import parse_database_url
         from dbkit.errors import ConfigError
-        from dbkit.urls import parse_database_url
 
         if not database_url.strip():  # an empty script variable must not silently mean "the default database"
             raise ConfigError("--database-url", "is empty", example="--database-url postgresql://app@db.internal/app")

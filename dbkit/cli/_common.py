@@ -62,7 +62,7 @@ def profile_option():
 
 
 def from_option(**kwargs):
-    """--from URI: where the backups are (checked by :func:`dbkit.cli.backup.check_backup_uri`)."""
+    """--from URI: where the backups are (checked by :func:`dbkit.cli._backup.check_backup_uri`)."""
     return click.option("--from", "source", metavar="URI", **kwargs)
 
 

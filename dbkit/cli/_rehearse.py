@@ -1,5 +1,5 @@
 """`dbkit migrate rehearse`: the pending revisions on a scratch copy, traced and judged
-(dbkit.migrate._rehearse).  Registered on the `migrate` group by dbkit/cli/migrate.py."""
+(dbkit.migrate._rehearse).  Registered on the `migrate` group by dbkit/cli/_migrate.py."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
+from dbkit._render import Table
 from dbkit.cli._common import State, check_revision, from_option, json_option, pass_state, setup_logging
-from dbkit.render import Table
 
 
 def _locks(st) -> str:
@@ -119,7 +119,7 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
     settings = state.settings
     copy, method = None, "clone"
     if backup_id is not None:
-        from dbkit.cli.backup import check_backup_uri
+        from dbkit.cli._backup import check_backup_uri
 
         if not backup_id.strip():
             raise UsageError("--from-backup is empty", hint="give a backup id (see `dbkit backup list`) or latest")
@@ -140,7 +140,7 @@ def _restore_into(settings, backup_id: str, source: str | None):
     """The copy: ``dbkit restore ID --into <scratch>`` (roles created, checks as in a real restore)."""
 
     def copy(name: str) -> None:
-        from dbkit import lifecycle
+        from dbkit import _lifecycle as lifecycle
 
         lifecycle.restore(settings, backup_id, source=source, into=name)
 

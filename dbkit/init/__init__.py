@@ -28,7 +28,7 @@ from dbkit.errors import UsageError
 from dbkit.init._pyproject import pyproject_text
 from dbkit.init._render import TABLE, Project, render_files
 
-__all__ = ["InitOptions", "InitResult", "FileResult", "init", "TABLE"]
+__all__ = ["InitOptions", "InitResult", "FileResult", "init"]
 
 MIGRATIONS_DIR = "migrations"
 

@@ -9,8 +9,6 @@ from typing import Any
 
 from dbkit.errors import UsageError
 
-__all__ = ["pyproject_text"]
-
 _HEADER = re.compile(r"^\s*\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(#.*)?$")
 
 

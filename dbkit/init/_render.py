@@ -9,8 +9,6 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-__all__ = ["TABLE", "Project", "render_files"]
-
 #: the example table the first revision creates
 TABLE = "notes"
 

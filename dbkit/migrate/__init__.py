@@ -1,10 +1,10 @@
 """``dbkit migrate``: Alembic migrations with PostgreSQL-aware operations and safety rails.
 
-* :mod:`dbkit.migrate.ops`      ``op.create_extension``, ``op.create_hypertable``, ``op.enable_rls``, ...
-* :mod:`dbkit.migrate.session`  advisory lock, timeouts, extension preflight, SET ROLE owner
+* :mod:`dbkit.migrate._ops`      ``op.create_extension``, ``op.create_hypertable``, ``op.enable_rls``, ...
+* :mod:`dbkit.migrate._session`  advisory lock, timeouts, extension preflight, SET ROLE owner
 * :mod:`dbkit.migrate.env`      what ``migrations/env.py`` calls (shared by ``alembic`` and ``dbkit``)
-* :mod:`dbkit.migrate.runner`   the verbs behind ``dbkit migrate …``
-* :mod:`dbkit.migrate.lint`     lock-safety lint of offline SQL with squawk
+* :mod:`dbkit.migrate._runner`   the verbs behind ``dbkit migrate …``
+* :mod:`dbkit.migrate._lint`     lock-safety lint of offline SQL with squawk
 
 Revisions call :func:`settings` for role names, schema and claim names, which are settings,
 and :func:`role_model` for what the role model grants (read-only tables, privileges per kind).

@@ -54,14 +54,14 @@ def edition_of(conn) -> str | None:
 
 
 def refuse_community_on_apache(settings, script, target: str | None):
-    """A check for :func:`dbkit.migrate.session.migration_connection` (under the lock, before any DDL): the
+    """A check for :func:`dbkit.migrate._session.migration_connection` (under the lock, before any DDL): the
     revisions an upgrade to ``target`` (default: the heads) would run must not use community features when
     the server runs the Apache edition."""
 
     def check(conn) -> None:
         if edition_of(conn) != "apache":
             return
-        from dbkit import db
+        from dbkit import _db as db
 
         current = db.applied_revisions(conn, db.version_table(settings)) or []
         try:

@@ -264,7 +264,7 @@ class DropRolesOp(MigrateOperation):
 @Operations.implementation_for(ApplyRolesOp)
 def _apply_roles(operations, op: ApplyRolesOp) -> None:
     from dbkit import roles
-    from dbkit.migrate.session import _sql_statement
+    from dbkit.migrate._session import _sql_statement
 
     _run_as_session_user(operations, [_sql_statement(s) for s in roles.statements(dbkit_settings(operations))])
 

@@ -2,7 +2,7 @@
 
 :func:`rehearse` copies the database into a scratch database (``CREATE DATABASE … TEMPLATE`` of it, or
 a caller's ``copy`` such as a restore of a backup), runs the pending revisions there through the
-normal runner (:func:`dbkit.migrate.runner.upgrade`: advisory lock, timeouts, one transaction per
+normal runner (:func:`dbkit.migrate._runner.upgrade`: advisory lock, timeouts, one transaction per
 revision, CONCURRENTLY outside it) with :class:`~dbkit.migrate._rehearse_trace.Tracer` listening,
 judges what each statement locked, rewrote and scanned (:func:`~dbkit.migrate._rehearse_report.verdict`)
 and drops the scratch database: at the end, on failure and on Ctrl-C (SIGINT) or SIGTERM too, unless
@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
 from dbkit.errors import ConfigError, OperationFailed, Refused, UsageError
 from dbkit.migrate._rehearse_load import Load, windows
 from dbkit.migrate._rehearse_report import (
     DEFAULT_MIN_SIZE,
-    Finding,
     RehearsalReport,
     RevisionRun,
     stall_findings,
@@ -35,8 +35,8 @@ from dbkit.migrate._rehearse_report import (
 )
 from dbkit.migrate._rehearse_trace import Tracer
 
-__all__ = ["rehearse", "parse_size", "parse_duration", "default_max_lock", "DEFAULT_MIN_SIZE", "RehearsalReport",
-           "Finding", "CloneImpossible", "scratch_name", "clone", "drop_scratch"]
+__all__ = ["rehearse", "parse_size", "parse_duration", "default_max_lock", "CloneImpossible", "scratch_name",
+    "clone", "drop_scratch"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|bytes|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "b": 1, "bytes": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2,

@@ -15,10 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from dbkit import db
+from dbkit import _db as db
 from dbkit.errors import MissingDependency
-
-__all__ = ["Load", "LoadWindow", "windows"]
 
 _TABLES = """
 SELECT format('%%I.%%I', n.nspname, c.relname),

@@ -21,9 +21,6 @@ from typing import Any
 from dbkit.migrate._rehearse_load import LoadWindow
 from dbkit.migrate._rehearse_trace import WRITE_BLOCKING, LockTaken, StatementTrace, Touched
 
-__all__ = ["DEFAULT_MIN_SIZE", "Finding", "RevisionRun", "RehearsalReport", "verdict", "grouped", "mode_name",
-           "human_size", "markdown"]
-
 #: Relations up to this size are never flagged (``--min-size``).
 DEFAULT_MIN_SIZE = 10 * 1024 * 1024
 _TABLES = ("r", "p", "m")

@@ -2,7 +2,7 @@
 
 Mechanism: SQLAlchemy's ``before_cursor_execute`` / ``after_cursor_execute`` / ``commit`` / ``rollback``
 / ``handle_error`` events, listened for on the :class:`~sqlalchemy.engine.Engine` class (every engine,
-so the one :func:`dbkit.migrate.session.migration_connection` builds too: no change to env.py or the
+so the one :func:`dbkit.migrate._session.migration_connection` builds too: no change to env.py or the
 session) and filtered to connections to the scratch database.  Around each statement issued by a
 revision's code (found on the stack, as :func:`dbkit.migrate._runner_run._failing_revision` finds a
 failing one) the tracer asks **the migrating connection itself**, in the revision's transaction, for
@@ -93,7 +93,7 @@ class LockSampler:
     migrating connection cannot see them afterwards.  Statements shorter than ``interval`` may be missed."""
 
     def __init__(self, url, pid: int, interval: float = 0.005) -> None:
-        from dbkit import db
+        from dbkit import _db as db
 
         self.pid, self.interval = pid, interval
         self.conn = db.connect(url, autocommit=True, connect_timeout=5)

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dbkit._urls import first_line
 from dbkit.errors import DbkitError, OperationFailed, UsageError
 from dbkit.migrate._runner_state import Revision, _current, _revision, _script, alembic_config
 from dbkit.migrate.env import guard_downgrade
-from dbkit.urls import first_line
 
 
 class MigrationFailed(OperationFailed):

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
 from dbkit.errors import ConfigError, Refused
-from dbkit.migrate.session import BOOKKEEPING_SCHEMA
+from dbkit.migrate._session import BOOKKEEPING_SCHEMA
 
 
 @dataclass

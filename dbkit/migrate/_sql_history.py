@@ -26,8 +26,6 @@ from typing import Any
 
 from dbkit.errors import ConfigError, UsageError
 
-__all__ = ["ImportResult", "Adoption", "split_statements", "import_sql", "adopt", "advice"]
-
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 #: statements that cannot run inside a transaction block (the old runner ran each file in one)
 _NO_TRANSACTION = ("VacuumStmt", "CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt",
@@ -296,7 +294,8 @@ def _plan(conn, script) -> tuple[str, list[str], str] | None:
 
 def _found(settings):
     """(script, plan) for a database to adopt, else (script, None); what cannot be adopted raises."""
-    from dbkit import db, target
+    from dbkit import _db as db
+    from dbkit import _target as target
     from dbkit.migrate._runner_state import _script
 
     script = _script(settings)
@@ -336,9 +335,9 @@ def _stamp_under_lock(settings, script) -> Adoption | None:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import exc as sa_exc
 
-    from dbkit import db
+    from dbkit import _db as db
     from dbkit.errors import OperationFailed
-    from dbkit.migrate.session import migration_connection
+    from dbkit.migrate._session import migration_connection
 
     found: dict[str, Any] = {}
 
@@ -373,7 +372,7 @@ def _take_over(raw, settings, script, table: str, rev: str) -> tuple[str, list[s
     as if dbkit had run them.  Returns (where the table is now, relations given to the owner)."""
     from psycopg import sql
 
-    from dbkit.migrate.session import BOOKKEEPING_SCHEMA
+    from dbkit.migrate._session import BOOKKEEPING_SCHEMA
 
     raw.execute("RESET ROLE")
     name = table.rpartition(".")[2]

@@ -29,7 +29,7 @@ from pathlib import Path
 from dbkit.errors import DbkitError, Refused
 from dbkit.migrate._autogen import autogenerate_online_options, autogenerate_options
 from dbkit.migrate._edition import refuse_community_on_apache
-from dbkit.migrate.session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, offline_preflight
+from dbkit.migrate._session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, offline_preflight
 
 __all__ = ["run", "guard_downgrade", "file_sha256", "ALLOW_PROD_X_ARG"]
 
@@ -143,7 +143,7 @@ def _all(checks):
 
 
 def _refuse_unadopted(settings, script):
-    """The check :func:`~dbkit.migrate.session.migration_connection` runs as the connecting role, under
+    """The check :func:`~dbkit.migrate._session.migration_connection` runs as the connecting role, under
     the advisory lock and before any DDL: an upgrade must not start from base when the database has
     another Alembic version table, nor from a revision the project does not have."""
     from dbkit.migrate._runner_state import refusal
@@ -160,7 +160,7 @@ def _refuse_unadopted(settings, script):
 def _refuse_unadopted_sql_history(conn, settings, script) -> None:
     """A database a hand-written SQL-file runner migrated is adopted by ``dbkit migrate`` (it stamps what the old
     runner's table lists); plain ``alembic upgrade`` would run those files again."""
-    from dbkit import db
+    from dbkit import _db as db
     from dbkit.migrate._sql_history import _plan
 
     if db.applied_revisions(conn, db.version_table(settings)):
@@ -177,7 +177,7 @@ def run(*, target_metadata=None, context=None) -> None:
     """Configure Alembic and run migrations, online (dbkit's session) or offline (``--sql``)."""
     import pgvector.sqlalchemy  # noqa: F401 - teaches SQLAlchemy the vector type for autogenerate
 
-    import dbkit.migrate.ops  # noqa: F401 - registers op.create_extension & co
+    import dbkit.migrate._ops  # noqa: F401 - registers op.create_extension & co
 
     if context is None:
         from alembic import context
@@ -195,7 +195,7 @@ def run(*, target_metadata=None, context=None) -> None:
 
 def _run(context, config, target_metadata) -> None:
     from dbkit.config import load_settings
-    from dbkit.migrate.session import migration_connection
+    from dbkit.migrate._session import migration_connection
 
     settings = config.attributes.get("dbkit_settings")
     if settings is None:

@@ -1,4 +1,4 @@
-"""One finding of ``dbkit rls audit`` and the table of codes (see :mod:`dbkit.rls.audit`)."""
+"""One finding of ``dbkit rls audit`` and the table of codes (see :mod:`dbkit.rls._audit`)."""
 
 from __future__ import annotations
 

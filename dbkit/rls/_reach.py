@@ -1,5 +1,5 @@
 """The every-schema sweep of ``dbkit rls audit``: every relation in every schema against every
-non-bypass login role (see :mod:`dbkit.rls.audit` for the finding codes)."""
+non-bypass login role (see :mod:`dbkit.rls._audit` for the finding codes)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
                                                                                    list[Finding]]:
     """``(login roles checked, relations checked, findings)`` of the every-schema sweep.  ``scoped``: the
     (schema, view) of the tenant-scoped views (:mod:`dbkit.rls._scoped`), which filter by the claims."""
-    from dbkit.rls.isolation import CHUNK_SCHEMA
+    from dbkit.rls._isolation import CHUNK_SCHEMA
 
     logins = conn.execute(_LOGINS_SQL).fetchall()
     relations = conn.execute(_COUNT_RELS_SQL).fetchone()[0]
@@ -192,7 +192,7 @@ def _hypertable_findings(conn, logins: list[int]) -> list[Finding]:
     """Paths that every chunk created later will open: they copy the hypertable's grants, not its RLS."""
     if not logins or not conn.execute("SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL").fetchone()[0]:
         return []
-    from dbkit.rls.isolation import CHUNK_SCHEMA
+    from dbkit.rls._isolation import CHUNK_SCHEMA
 
     findings = []
     for schema, table, chunk_schema, role, usage, stats in conn.execute(_HYPERTABLES_SQL, {"logins": logins}):

@@ -5,7 +5,7 @@
   extra files in ``sql/roles/``, and sets the LOGIN roles' passwords from their variables
   (``DBKIT_PASSWORD_<ROLE>`` by default): libpq computes the SCRAM-SHA-256 verifier and only
   that is sent, so neither the server log nor ``ps`` can show the password; then it closes
-  the paths around RLS in the database (:mod:`dbkit.rls.isolation`);
+  the paths around RLS in the database (:mod:`dbkit.rls._isolation`);
 * :func:`list_roles` describes the configured roles (JSON-ready);
 * :func:`check` lists the drift from the model: roles, attributes, memberships, passwords,
   and the grants, ownership and default privileges in ``DBKIT_SCHEMA``.
@@ -15,36 +15,15 @@ The migration runner, the offline script and ``op.apply_roles()`` use :func:`sta
 
 from __future__ import annotations
 
-from dbkit.roles._apply import ROLES_LOCK_KEY, ApplyResult, apply
-from dbkit.roles._check import Drift, RoleInfo, check, list_roles
-from dbkit.roles._model import (
-    ATTRIBUTES,
-    DML,
-    KIND_ATTRIBUTES,
-    KINDS,
-    SCHEMA_GRANTS,
-    TABLE_GRANTS,
-    Role,
-    RoleFile,
-    RoleModel,
-    model,
-    parse_attributes,
-    password_variable,
-    render,
-    role_files,
-    roles_dir,
-)
+from dbkit.roles._apply import apply
+from dbkit.roles._check import check, list_roles
+from dbkit.roles._model import DML, KINDS, TABLE_GRANTS, RoleModel, model, parse_attributes, role_files
 from dbkit.roles._scram import parse_scram_verifier, saslprep, scram_sha256_verifier, scram_verify
 from dbkit.roles._sql import model_statements
 
-__all__ = [
-    "KINDS", "ATTRIBUTES", "KIND_ATTRIBUTES", "DML", "TABLE_GRANTS", "SCHEMA_GRANTS",
-    "Role", "RoleModel", "model", "parse_attributes",
-    "password_variable", "RoleFile", "role_files", "roles_dir", "render", "statements", "model_statements",
-    "ApplyResult", "apply", "ROLES_LOCK_KEY", "RoleInfo", "list_roles", "Drift", "check",
-    "expected_grants", "allowed_default_privileges",
-    "scram_sha256_verifier", "scram_verify", "parse_scram_verifier", "saslprep",
-]
+__all__ = ["KINDS", "DML", "TABLE_GRANTS", "RoleModel", "model", "parse_attributes", "statements",
+    "model_statements", "apply", "list_roles", "check", "expected_grants", "allowed_default_privileges",
+    "scram_sha256_verifier", "scram_verify", "parse_scram_verifier", "saslprep"]
 
 
 def expected_grants(settings, tables) -> dict[str, dict[str, frozenset[str]]]:

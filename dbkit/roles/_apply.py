@@ -33,7 +33,7 @@ class ApplyResult:
     altered: list[str] = field(default_factory=list)
     password_set: list[str] = field(default_factory=list)
     password_unchanged: list[str] = field(default_factory=list)
-    #: paths around RLS closed in this database (:func:`dbkit.rls.isolation.harden`)
+    #: paths around RLS closed in this database (:func:`dbkit.rls._isolation.harden`)
     hardened: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: objects of the schema given to the owner role (``take_ownership``): "KIND name (was OWNER)"
@@ -66,7 +66,7 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
        variable keeps its current password (a warning); in ``DBKIT_ENV=prod`` that is a
        :class:`ConfigError`, raised before anything is changed (or even connected);
     3. in the connection's database, the paths around RLS are closed
-       (:func:`dbkit.rls.isolation.harden`: TimescaleDB chunks in a schema no application
+       (:func:`dbkit.rls._isolation.harden`: TimescaleDB chunks in a schema no application
        role may use, ``pg_stats`` revoked from PUBLIC); a step that needs a superuser and
        cannot be done is a warning (``dbkit rls audit`` keeps reporting it).
 
@@ -130,7 +130,7 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
                           f"{exc.diag.message_primary or type(exc).__name__} (SQLSTATE {exc.sqlstate})") from None
             result.password_set.append(d.name)
 
-        from dbkit.rls import isolation
+        from dbkit.rls import _isolation as isolation
 
         hardened = isolation.harden(c, settings)
         result.hardened.extend(hardened.actions)

@@ -36,7 +36,8 @@ def _connection(settings, conn) -> Iterator[object]:
     if conn is not None:
         yield conn
         return
-    from dbkit import db, target
+    from dbkit import _db as db
+    from dbkit import _target as target
 
     # roles are the administrator's work: DIRECT_DATABASE_URL (not the application's pooled DATABASE_URL) when set
     opened = db.connect(target.resolve_url(settings, direct=True), autocommit=True,

@@ -22,8 +22,6 @@ from dbkit.roles._apply import ROLES_LOCK_KEY
 from dbkit.roles._common import _connection, _ident
 from dbkit.roles._model import model
 
-__all__ = ["HandOver", "plan", "hand_over"]
-
 _NOT_AN_EXTENSION_MEMBER = ("NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = {cls}::regclass "
                             "AND d.objid = {oid} AND d.deptype = 'e')")
 

@@ -22,8 +22,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["auth_file_line", "userlist", "write_userlist"]
-
 
 def _field(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'

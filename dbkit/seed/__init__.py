@@ -3,6 +3,6 @@
 Seed definitions live in the project's ``seeds/`` folder; see :func:`seeder`.
 """
 
-from dbkit.seed.registry import PROFILES, seeder
+from dbkit.seed._registry import PROFILES, seeder
 
 __all__ = ["PROFILES", "seeder"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from dbkit.errors import DbkitError, OperationFailed
 from dbkit.seed._catalog import _column_oids, _qualified
+from dbkit.seed._context import FakerPools, SeedContext
 from dbkit.seed._runs import TableResult
-from dbkit.seed.context import FakerPools, SeedContext
 
 BATCH = 10_000
 Progress = Callable[[str, int, int], None]

@@ -8,7 +8,7 @@ Enable the matrix in a test module with one line::
 
 It discovers every table with row-level security in DBKIT_SCHEMA, seeds several
 tenants (tiny profile) and checks every role kind x command; see
-:mod:`dbkit.testing.matrix` for the expectations and ``[tool.dbkit.rls]`` overrides.
+:mod:`dbkit.testing._matrix` for the expectations and ``[tool.dbkit.rls]`` overrides.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from dbkit.testing._escalation import escalation_failures
-from dbkit.testing.matrix import CASES, check_case
+from dbkit.testing._matrix import CASES, check_case
 from dbkit.testing.plugin import connect_as, role_name, settings_for  # noqa: F401 - public
 
 __all__ = ["connect_as", "role_name", "settings_for", "test_rls_escalation", "test_rls_matrix"]

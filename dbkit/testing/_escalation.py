@@ -1,12 +1,10 @@
-"""The escalation checks of the RLS matrix (:mod:`dbkit.testing.matrix`): what the enforce role must never be
+"""The escalation checks of the RLS matrix (:mod:`dbkit.testing._matrix`): what the enforce role must never be
 able to do (switch roles, turn RLS off, touch policies, read pg_authid, read around the policies), FORCE applying
 to the owner, and the paths around a table's policies: a hypertable's chunks, the table behind a scoped view."""
 
 from __future__ import annotations
 
-from dbkit.testing.matrix import DENIED, Table, _as, _attempt
-
-__all__ = ["escalation_failures"]
+from dbkit.testing._matrix import DENIED, Table, _as, _attempt
 
 
 def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> list[str]:

@@ -10,8 +10,6 @@ template that no longer allows connections gets none: the launcher skips it and 
 
 from __future__ import annotations
 
-__all__ = ["seal"]
-
 
 def seal(admin, name: str) -> int:
     """Close database ``name`` to new connections and end the ones it has (``admin``: a superuser's

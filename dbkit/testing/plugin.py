@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from dbkit.urls import DbUrl, parse_database_url
+from dbkit._urls import DbUrl, parse_database_url
 
 TEST_SERVER_CONF = (
     "fsync = off",
@@ -101,7 +101,7 @@ def _register_proc_fixture(config: pytest.Config, settings) -> str:
     if config.pluginmanager.get_plugin(PROC_FIXTURE) is None:
         from pytest_postgresql import factories
 
-        from dbkit.dev import find_bindir, server_layout
+        from dbkit._dev import find_bindir, server_layout
 
         layout = server_layout(find_bindir(settings.pg_bindir))
         preload = ("shared_preload_libraries = timescaledb", "timescaledb.telemetry_level = off") \
@@ -121,7 +121,7 @@ def _noproc_executor(request: pytest.FixtureRequest, host: str, port: int, user:
     from pytest_postgresql.config import get_config
     from pytest_postgresql.executors import NoopExecutor
 
-    from dbkit import db
+    from dbkit import _db as db
 
     server = NoopExecutor(host=host, port=port, user=user, password=password, options="",
                           dbname=get_config(request).dbname)
@@ -150,7 +150,7 @@ def dbkit_postgresql(request: pytest.FixtureRequest, dbkit_settings) -> Iterator
             name = _register_proc_fixture(request.config, dbkit_settings)
         yield request.getfixturevalue(name)
         return
-    from dbkit.dev import DevCluster
+    from dbkit._dev import DevCluster
 
     base = Path(tempfile.mkdtemp(prefix="dbkit-pytest-", dir="/tmp"))
     base.chmod(0o755)  # the postgres OS user must reach it
@@ -210,7 +210,7 @@ def _template(server: Server, name: str, source: str | None, build) -> Iterator[
 @pytest.fixture(scope="session")
 def dbkit_template(dbkit_server: Server, dbkit_settings) -> Iterator[str]:
     """Name of a database migrated to head once per session (a TEMPLATE)."""
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     name = f"dbkit_tmpl_{os.getpid()}"
     with _template(dbkit_server, name, None, lambda url: runner.upgrade(settings_for(dbkit_settings, url))):
@@ -222,7 +222,7 @@ def dbkit_seeded_template(dbkit_server: Server, dbkit_settings, dbkit_template: 
     """Name of a TEMPLATE at head seeded with the tiny profile (several tenants, every tenant table).
 
     A project without ``seeds/`` has nothing to seed: this is then ``dbkit_template`` itself."""
-    from dbkit.seed import engine
+    from dbkit.seed import _engine as engine
 
     if not (dbkit_settings.project_dir / "seeds").is_dir():
         yield dbkit_template
@@ -326,7 +326,7 @@ def dbkit_rls_tables(dbkit_rls_db: DbUrl, dbkit_settings):
     """The tables with RLS in the seeded session database, with two tenants' rows sampled."""
     import psycopg
 
-    from dbkit.testing.matrix import discover
+    from dbkit.testing._matrix import discover
 
     with psycopg.connect(dbkit_rls_db.conninfo, autocommit=True) as admin:
         return discover(admin, dbkit_settings)

@@ -1,7 +1,7 @@
-"""`dbkit backup` (and its list/show/verify/prune) and `dbkit restore` (dbkit.backup.pipeline).
+"""`dbkit backup` (and its list/show/verify/prune) and `dbkit restore` (dbkit.backup._pipeline).
 
 The renderers read the library's typed results (``Scan``, ``PruneResult``, ``Manifest``, ``RestoreResult``,
-``VerifyResult``).  Restores go through :mod:`dbkit.lifecycle` (roles from the role model, the migration check).
+``VerifyResult``).  Restores go through :mod:`dbkit._lifecycle` (roles from the role model, the migration check).
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import time
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
+from dbkit._render import Table
 from dbkit.cli._common import State, check_db_name, from_option, json_option, pass_state, text_problem
-from dbkit.render import Table
 
 
 def check_backup_uri(option: str, uri: str | None, settings) -> None:
     """Parse --from/--to here, so a bad value is reported under the option the user typed."""
-    from dbkit.backup.storage import parse_storage_uri
+    from dbkit.backup._storage import parse_storage_uri
     from dbkit.errors import ConfigError
 
     if uri is None:
@@ -121,7 +121,7 @@ def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id,
     """pg_dump streamed to S3/MinIO or disk; the manifest is written last."""
     if ctx.invoked_subcommand:
         return
-    from dbkit.backup import pipeline
+    from dbkit.backup import _pipeline as pipeline
 
     settings = ctx.find_object(State).settings
     _check_level(compress, level)
@@ -160,7 +160,7 @@ def _describe_scan(scan, where: str):
 @pass_state
 def backup_list(state: State, source, as_json: bool) -> None:
     """Complete backups, newest first (folders without a manifest are listed as incomplete)."""
-    from dbkit.backup import pipeline
+    from dbkit.backup import _pipeline as pipeline
 
     check_backup_uri("--from", source, state.settings)
     storage = pipeline.storage_for(state.settings, source)
@@ -174,7 +174,7 @@ def backup_list(state: State, source, as_json: bool) -> None:
 @pass_state
 def backup_show(state: State, backup_id: str, source) -> None:
     """The manifest of one backup (ID or latest), as JSON."""
-    from dbkit.backup import pipeline
+    from dbkit.backup import _pipeline as pipeline
 
     check_backup_uri("--from", source, state.settings)
     render.emit_json(pipeline.show(state.settings, backup_id, source).to_dict())
@@ -195,7 +195,7 @@ def _describe_verify(result):
 @pass_state
 def backup_verify(state: State, backup_id: str, source, restore_test: bool, as_json: bool) -> None:
     """Download and check the sha256 (and decryption); --restore-test restores it too."""
-    from dbkit import lifecycle
+    from dbkit import _lifecycle as lifecycle
 
     check_backup_uri("--from", source, state.settings)
     result = lifecycle.verify(state.settings, backup_id, source=source, restore_test=restore_test)
@@ -230,7 +230,7 @@ def _describe_prune(result):
 def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_monthly, min_keep, apply_,
                  as_json) -> None:
     """Retention: keep the last N and the newest per day/week/month; dry run unless --apply."""
-    from dbkit.backup import pipeline
+    from dbkit.backup import _pipeline as pipeline
 
     check_backup_uri("--from", source, state.settings)
     result = pipeline.prune(state.settings, uri=source, keep_last=keep_last, keep_daily=keep_daily,
@@ -263,7 +263,7 @@ def _describe_restore(result):
 @pass_state
 def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes, as_json) -> None:
     """Restore a backup (ID or latest) into a NEW database; nothing is overwritten."""
-    from dbkit import lifecycle
+    from dbkit import _lifecycle as lifecycle
 
     check_db_name("--into", into)
     check_backup_uri("--from", source, state.settings)

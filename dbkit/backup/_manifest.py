@@ -56,25 +56,12 @@ from dbkit.backup._manifest_names import (
     new_backup_id,
     object_name,
     parse_backup_id,
-    require_aware,  # noqa: F401 - dbkit.backup.retention imports it from here
+    require_aware,  # noqa: F401 - dbkit.backup._retention imports it from here
 )
 from dbkit.backup._manifest_types import Encryption, TableInfo
 
-__all__ = [
-    "FORMAT_VERSION",
-    "MANIFEST_NAME",
-    "COMPRESSIONS",
-    "SSE_MODES",
-    "ManifestError",
-    "Encryption",
-    "TableInfo",
-    "Manifest",
-    "new_backup_id",
-    "parse_backup_id",
-    "is_backup_id",
-    "object_name",
-    "looks_secret",
-]
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "SSE_MODES", "ManifestError", "Encryption", "TableInfo", "Manifest",
+    "new_backup_id", "parse_backup_id", "is_backup_id", "object_name", "looks_secret"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -1,19 +1,17 @@
 """Flows that cross features: an application's restore (backup + the role model + the migration
 check).  The features (migrate, seed, roles, rls, backup) do not import each other for these; this
-module, above them, wires them together.  ``dbkit reset`` (:mod:`dbkit.reset`) and ``dbkit check``
-(:mod:`dbkit.health`) are flows of the same layer.
+module, above them, wires them together.  ``dbkit reset`` (:mod:`dbkit._reset`) and ``dbkit check``
+(:mod:`dbkit._health`) are flows of the same layer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["restore", "verify", "restore_hooks"]
-
 
 def restore_hooks(settings):
     """What a restore of this project asks of the other features."""
-    from dbkit.backup.pipeline import RestoreHooks
+    from dbkit.backup._pipeline import RestoreHooks
 
     def create_roles(admin, missing: list[str]) -> None:
         from dbkit import roles
@@ -24,7 +22,7 @@ def restore_hooks(settings):
     def check_migrations(restored_settings) -> str | None:
         if not (restored_settings.migrations_dir / "env.py").is_file():
             return None
-        from dbkit.migrate import runner
+        from dbkit.migrate import _runner as runner
 
         check = runner.check(restored_settings)
         if check.problem:  # another project's database, or a version table the settings do not name
@@ -38,15 +36,15 @@ def restore_hooks(settings):
 
 
 def restore(settings, backup_id: str = "latest", **options: Any):
-    """:func:`dbkit.backup.pipeline.restore` with the project's roles created when missing and its
+    """:func:`dbkit.backup._pipeline.restore` with the project's roles created when missing and its
     migrations checked on the restored database (``RestoreResult.migrate_check``)."""
-    from dbkit.backup import pipeline
+    from dbkit.backup import _pipeline as pipeline
 
     return pipeline.restore(settings, backup_id, hooks=restore_hooks(settings), **options)
 
 
 def verify(settings, backup_id: str = "latest", **options: Any):
-    """:func:`dbkit.backup.pipeline.verify`; its restore test restores as :func:`restore` does."""
-    from dbkit.backup import pipeline
+    """:func:`dbkit.backup._pipeline.verify`; its restore test restores as :func:`restore` does."""
+    from dbkit.backup import _pipeline as pipeline
 
     return pipeline.verify(settings, backup_id, hooks=restore_hooks(settings), **options)

@@ -66,8 +66,6 @@ from pathlib import Path
 
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
 
-__all__ = ["Violation", "find_squawk", "lint_sql"]
-
 SQUAWK_TIMEOUT = 120  # seconds, per run
 STATEMENT_MAX = 200
 VERSION_TABLE = "alembic_version"

@@ -1,4 +1,4 @@
-"""`dbkit dev`: the embedded local cluster (dbkit.dev)."""
+"""`dbkit dev`: the embedded local cluster (dbkit._dev)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
 from dbkit.cli._common import State, check_db_name, json_option, pass_state
 
 
@@ -17,7 +17,7 @@ def dev() -> None:
 
 
 def _cluster(state: State):
-    from dbkit.dev import DevCluster
+    from dbkit._dev import DevCluster
 
     return DevCluster.from_settings(state.settings)
 
@@ -38,7 +38,7 @@ def _describe_status(status):
 @pass_state
 def dev_up(state: State, no_extensions: bool, as_json: bool) -> None:
     """Start the cluster (initializing it the first time), create the database and extensions."""
-    from dbkit import dev as devmod
+    from dbkit import _dev as devmod
 
     result = devmod.provision(_cluster(state), () if no_extensions else state.settings.extensions)
     render.show(result, _describe_provisioned, as_json=as_json)
@@ -75,7 +75,7 @@ def dev_status(state: State, as_json: bool) -> None:
 @pass_state
 def dev_url(state: State, dbname: str | None) -> None:
     """Print the cluster's URL (starts it when needed), e.g. for DATABASE_URL=$(dbkit dev url)."""
-    from dbkit import dev as devmod
+    from dbkit import _dev as devmod
 
     check_db_name("--database", dbname)
     result = devmod.provision(_cluster(state), state.settings.extensions)
@@ -89,7 +89,7 @@ def dev_psql(state: State, psql_args: tuple[str, ...]) -> None:
     """Open psql on the dev cluster's database (extra arguments go to psql)."""
     import shutil
 
-    from dbkit import dev as devmod
+    from dbkit import _dev as devmod
     from dbkit.errors import MissingDependency
 
     dbname, rest = _psql_dbname(psql_args)

@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
 from dbkit.errors import Refused
 
-__all__ = ["ResetResult", "is_local", "reset"]
 
 def is_local(url) -> bool:
     """True for loopback hosts and unix sockets."""
@@ -38,9 +38,9 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
           confirmed_name: str | None = None, anchor: str | None = None) -> ResetResult:
     from psycopg import sql
 
-    from dbkit.migrate import runner
-    from dbkit.seed import engine
-    from dbkit.seed.context import format_anchor, parse_anchor
+    from dbkit.migrate import _runner as runner
+    from dbkit.seed import _engine as engine
+    from dbkit.seed._context import format_anchor, parse_anchor
 
     if anchor is not None:  # a bad --anchor is refused before the database is dropped
         anchor = parse_anchor(anchor, variable="--anchor")

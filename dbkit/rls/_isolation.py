@@ -31,9 +31,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dbkit import db
-
-__all__ = ["CHUNK_SCHEMA", "STATS_VIEWS", "HardenResult", "harden"]
+from dbkit import _db as db
 
 #: Where the chunks of RLS-protected hypertables live: owned by the owner role, USAGE for no one else.
 CHUNK_SCHEMA = "_dbkit_chunks"
@@ -129,7 +127,7 @@ def _harden_chunks(conn, settings, result: HardenResult) -> None:
         f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {_quote(owner)}",
         f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC",
         f"COMMENT ON SCHEMA {schema} IS 'dbkit: chunks of RLS-protected hypertables; no application role may "
-        "use this schema (see dbkit.rls.isolation)'",
+        "use this schema (see dbkit.rls._isolation)'",
     ])
     if not created:
         return

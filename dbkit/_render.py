@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["is_tty", "table", "emit_json", "line", "error_line", "Table", "jsonable", "show"]
-
 
 def is_tty() -> bool:
     return sys.stdout.isatty()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
 from dbkit.cli._common import State, json_option, pass_state
 
 

@@ -12,16 +12,6 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from dbkit.errors import ConfigError
 
-__all__ = [
-    "MASK",
-    "DbUrl",
-    "parse_database_url",
-    "mask_url",
-    "mask_secrets",
-    "first_line",
-    "clip",
-]
-
 MASK = "***"
 SCHEMES = ("postgresql", "postgres")
 DRIVERS = ("psycopg", "psycopg2", "asyncpg", "pg8000")

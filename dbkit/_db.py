@@ -1,8 +1,8 @@
 """Connections, and the catalog queries more than one feature asks: the one place dbkit opens a
-PostgreSQL connection.  Which database to connect to is :mod:`dbkit.target`'s business.
+PostgreSQL connection.  Which database to connect to is :mod:`dbkit._target`'s business.
 
 psycopg 3 for everything dbkit does itself; SQLAlchemy engines (for Alembic)
-are built from the same :class:`~dbkit.urls.DbUrl`.  psycopg is imported
+are built from the same :class:`~dbkit._urls.DbUrl`.  psycopg is imported
 inside the functions so that ``dbkit --help`` stays fast.
 """
 
@@ -14,15 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dbkit._urls import DbUrl, first_line
 from dbkit.errors import DatabaseUnavailable, MissingDependency
-from dbkit.urls import DbUrl, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
-
-__all__ = ["connect", "ensure_extensions", "timed_ping", "timescaledb_preloaded", "install_hint",
-           "role_exists", "database_exists", "applied_revisions", "version_table", "version_tables",
-           "VersionTable", "unversioned_tables"]
 
 APPLICATION_NAME = "dbkit"
 log = logging.getLogger("dbkit")

@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
 from dbkit.errors import ConfigError, Refused
 from dbkit.seed._catalog import (
     _catalog_deps,
@@ -30,12 +31,13 @@ from dbkit.seed._catalog import (
     _run_compression_policies,
     _set_role,
 )
+from dbkit.seed._context import FakerPools, default_anchor, format_anchor, parse_anchor
 from dbkit.seed._load import BATCH as BATCH
 from dbkit.seed._load import Progress, _apply_sql_file, _load, _register_types
 from dbkit.seed._load import SeederFailed as SeederFailed
 from dbkit.seed._prepare import _defer, _prepare, _rebuild
+from dbkit.seed._registry import PROFILES, Registry, dependency_order, load_seeders
 from dbkit.seed._runs import (
-    RUNS_TABLE,
     SeedResult,
     SeedRun,
     SeedStatus,
@@ -45,10 +47,8 @@ from dbkit.seed._runs import (
     _record,
     _runs,
 )
-from dbkit.seed.context import FakerPools, default_anchor, format_anchor, parse_anchor
-from dbkit.seed.registry import PROFILES, Registry, dependency_order, load_seeders
 
-__all__ = ["RUNS_TABLE", "SeedResult", "SeedRun", "SeedStatus", "TableResult", "run", "status"]
+__all__ = ["SeedResult", "SeedRun", "SeedStatus", "run", "status"]
 
 
 # --------------------------------------------------------------------- public verbs

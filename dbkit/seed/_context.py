@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-__all__ = ["SeedContext", "FakerPools", "default_anchor", "format_anchor", "parse_anchor"]
-
 
 def parse_anchor(value: str | date | datetime, *, variable: str = "--anchor") -> datetime:
     """The "now" that time series count back from, as an aware UTC datetime.

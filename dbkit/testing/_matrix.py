@@ -40,8 +40,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "COMMANDS", "CASES", "Table", "discover", "check_case"]
-
 KINDS = ("enforce", "bypass", "readonly")
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 CASES = [(k, c) for k in KINDS for c in COMMANDS]

@@ -20,29 +20,23 @@ libpq environment (PGPASSWORD, PGPASSFILE, PGSSL*, PGSERVICE, ...) as dbkit's ow
 
 from __future__ import annotations
 
-from dbkit.backup._catalog import Kept, PruneResult, Scan, Unfinished, Unreadable, list_backups, prune, scan, show
+from dbkit.backup._catalog import list_backups, prune, scan, show
 from dbkit.backup._common import (
-    COMPRESSIONS,
     BackupFailed,
     RestoreFailed,
     _libpq_env,
     find_program,
-    stale_after,
     storage_for,
 )
-from dbkit.backup._dump import backup, write_metrics
+from dbkit.backup._dump import backup
 from dbkit.backup._restore import (
     RestoreHooks,
-    RestoreResult,
-    RestoreTest,
-    VerifyResult,
     restore,
     verify,
 )
 from dbkit.backup._restore_properties import _property_statements
 from dbkit.errors import DbkitError
 
-__all__ = ["BackupFailed", "RestoreFailed", "RestoreResult", "RestoreHooks", "RestoreTest", "VerifyResult",
-           "PruneResult", "Kept", "Unfinished", "Unreadable", "Scan", "backup", "restore", "list_backups", "scan",
-           "show", "verify", "prune", "storage_for", "find_program", "stale_after", "write_metrics", "COMPRESSIONS",
-           "DbkitError", "_libpq_env", "_property_statements"]
+__all__ = ["BackupFailed", "RestoreFailed", "RestoreHooks", "backup", "restore", "list_backups", "scan", "show",
+    "verify", "prune", "storage_for", "find_program", "DbkitError", "_libpq_env", "_property_statements"]
+

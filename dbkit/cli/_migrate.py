@@ -1,4 +1,4 @@
-"""`dbkit migrate`: Alembic with safety rails (dbkit.migrate.runner)."""
+"""`dbkit migrate`: Alembic with safety rails (dbkit.migrate._runner)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
+from dbkit._render import Table
 from dbkit.cli._common import State, check_revision, json_option, pass_state, setup_logging
-from dbkit.render import Table
 
 
 def _setup_migrate_logging(state: State) -> None:
@@ -49,7 +49,7 @@ def migrate(ctx: click.Context, to_rev: str, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand:
         return
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     state = ctx.find_object(State)
     check_revision("--to", to_rev)
@@ -66,7 +66,7 @@ def migrate(ctx: click.Context, to_rev: str, as_json: bool) -> None:
 def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_json: bool) -> None:
     """Downgrade to REVISION (an id, -1 or base).  Asks first unless --yes."""
     from dbkit.errors import Refused
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
     from dbkit.migrate.env import guard_downgrade
 
     check_revision("REVISION", revision)
@@ -101,7 +101,7 @@ def _describe_status(st):
 @pass_state
 def migrate_status(state: State, as_json: bool) -> None:
     """Current revision, head and pending revisions.  Exit 0 even when behind."""
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     render.show(runner.status(state.settings), _describe_status, as_json=as_json)
 
@@ -117,7 +117,7 @@ def _describe_history(revs):
 @pass_state
 def migrate_history(state: State, as_json: bool) -> None:
     """Every revision, base first, and whether it is applied."""
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     render.show(runner.history(state.settings), _describe_history, as_json=as_json)
 
@@ -129,7 +129,7 @@ def migrate_history(state: State, as_json: bool) -> None:
 def migrate_new(state: State, message: str, autogenerate: bool) -> None:
     """Create a new revision file in migrations/versions/."""
     from dbkit.errors import ConfigError
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     if not message.strip():
         raise ConfigError("--message", "is empty: it names the revision file", example='-m "add invoices table"')
@@ -142,7 +142,7 @@ def migrate_new(state: State, message: str, autogenerate: bool) -> None:
 @pass_state
 def migrate_sql(state: State, from_rev: str | None, to_rev: str) -> None:
     """Print the SQL an upgrade would run, for review.  Needs no database."""
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     check_revision("--from", from_rev)
     check_revision("--to", to_rev)
@@ -173,7 +173,7 @@ def _describe_check(result):
 def migrate_check(state: State, as_json: bool) -> None:
     """Exit 1 when revisions are pending, the schema differs from the models,
     or an applied revision's file was edited after it was applied."""
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     result = runner.check(state.settings)
     render.show(result, _describe_check, as_json=as_json)
@@ -213,7 +213,7 @@ def migrate_stamp(state: State, revision: str, allow_prod: bool, as_json: bool) 
     (advisory lock, preflight); stamping an earlier revision than the current one needs
     --allow-prod when DBKIT_ENV=prod, as a downgrade does.
     """
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     check_revision("REVISION", revision)
     _setup_migrate_logging(state)
@@ -247,7 +247,7 @@ def migrate_import_sql(state: State, directory: str, table: str, column: str, as
     then stamps such a database at the last file it lists and runs only the rest.
     Touches no database.
     """
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     render.show(runner.import_sql(state.settings, directory, table=table, column=column), _describe_import,
                 as_json=as_json)
@@ -267,7 +267,7 @@ def _describe_lint(found):
 @pass_state
 def migrate_lint(state: State, all_revisions: bool, as_json: bool) -> None:
     """Lock-safety lint (squawk) of the SQL of pending (or all) revisions.  Exit 1 on violations."""
-    from dbkit.migrate import runner
+    from dbkit.migrate import _runner as runner
 
     revs, violations = found = runner.lint(state.settings, all_revisions=all_revisions)
     render.show(found, _describe_lint, as_json=as_json,

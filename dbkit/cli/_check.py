@@ -1,6 +1,6 @@
-"""`dbkit check`: the health report (dbkit.health) as a table, JSON, the compact health JSON or Prometheus text.
+"""`dbkit check`: the health report (dbkit._health) as a table, JSON, the compact health JSON or Prometheus text.
 
-Each service of ``Report.services`` is a typed :class:`dbkit.health.Service` (a subclass per kind of check
+Each service of ``Report.services`` is a typed :class:`dbkit._health.Service` (a subclass per kind of check
 that ran); the table reads their fields, ``--json`` prints ``Report.as_dict()``, ``--format health``
 ``Report.summary()``.
 """
@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
+from dbkit._render import Table
 from dbkit.cli._common import FiniteFloat, State, json_option, pass_state
-from dbkit.render import Table
 
 
 @click.command()
@@ -32,7 +32,7 @@ def check(state: State, as_json: bool, as_prometheus: bool, fmt: str | None, max
 
     Exit code: 0 healthy, 1 degraded, 2 unhealthy.
     """
-    from dbkit import health
+    from dbkit import _health as health
     from dbkit.errors import UsageError
 
     flags = {name for name, given in (("json", as_json), ("prometheus", as_prometheus)) if given}
@@ -61,7 +61,7 @@ def _counts(svc) -> str:
 
 
 def _service_detail(svc) -> str:
-    from dbkit import health
+    from dbkit import _health as health
 
     if svc.error:
         return svc.error + _fix(svc)
@@ -126,7 +126,7 @@ def _extension_rows(svc):
 
 
 def _describe(report):
-    from dbkit import health
+    from dbkit import _health as health
 
     yield Table(["setting", "value", "source"], [(s.variable, s.value, s.source) for s in report.settings],
                 title="Settings")

@@ -43,12 +43,10 @@ from dbkit.migrate._ops_cagg import (
     DropContinuousAggregateOp,
     RemoveRefreshPolicyOp,
 )
-from dbkit.migrate._ops_common import COMMANDS, VECTOR_METHODS
 from dbkit.migrate._ops_index import (
     CreateIndexConcurrentlyOp,
     CreateVectorIndexOp,
     DropIndexConcurrentlyOp,
-    index_sql,
 )
 from dbkit.migrate._ops_rls import CreatePolicyOp, DisableRLSOp, DropPolicyOp, EnableRLSOp
 from dbkit.migrate._ops_schema import (
@@ -72,13 +70,10 @@ from dbkit.migrate._ops_timescale import (
     RemoveRetentionPolicyOp,
 )
 
-__all__ = [
-    "CreateExtensionOp", "DropExtensionOp", "CreateHypertableOp", "RevertHypertableOp",
-    "EnableRLSOp", "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp",
-    "CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp", "CreateVectorIndexOp",
-    "GrantOp", "RevokeOp", "ApplyRolesOp", "DropRolesOp", "COMMANDS", "VECTOR_METHODS", "index_sql",
-    "EnableCompressionOp", "DisableCompressionOp", "AddCompressionPolicyOp", "RemoveCompressionPolicyOp",
-    "AddRetentionPolicyOp", "RemoveRetentionPolicyOp", "AddReorderPolicyOp", "RemoveReorderPolicyOp",
-    "CreateContinuousAggregateOp", "DropContinuousAggregateOp", "AddRefreshPolicyOp", "RemoveRefreshPolicyOp",
-    "AddJobOp", "DeleteJobOp",
-]
+__all__ = ["CreateExtensionOp", "DropExtensionOp", "CreateHypertableOp", "RevertHypertableOp", "EnableRLSOp",
+    "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp", "CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp",
+    "CreateVectorIndexOp", "GrantOp", "RevokeOp", "ApplyRolesOp", "DropRolesOp", "EnableCompressionOp",
+    "DisableCompressionOp", "AddCompressionPolicyOp", "RemoveCompressionPolicyOp", "AddRetentionPolicyOp",
+    "RemoveRetentionPolicyOp", "AddReorderPolicyOp", "RemoveReorderPolicyOp", "CreateContinuousAggregateOp",
+    "DropContinuousAggregateOp", "AddRefreshPolicyOp", "RemoveRefreshPolicyOp", "AddJobOp", "DeleteJobOp"]
+

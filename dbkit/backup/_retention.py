@@ -21,10 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dbkit.backup.manifest import is_backup_id, parse_backup_id, require_aware
+from dbkit.backup._manifest import is_backup_id, parse_backup_id, require_aware
 from dbkit.errors import ConfigError
-
-__all__ = ["BackupRef", "Plan", "choose", "incomplete_to_remove"]
 
 PRUNE_EXAMPLE = "dbkit backup prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6"
 

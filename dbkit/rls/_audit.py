@@ -47,7 +47,7 @@ Finding codes (severity):
 * ``schema_missing`` (error): an audited schema does not exist (a typo would otherwise audit clean).
 
 ``dbkit roles apply`` (and every ``dbkit migrate``) closes the chunk and statistics paths
-(:mod:`dbkit.rls.isolation`).  Nothing here prints; psycopg is imported inside functions.
+(:mod:`dbkit.rls._isolation`).  Nothing here prints; psycopg is imported inside functions.
 """
 
 from __future__ import annotations
@@ -60,8 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import psycopg
 
     from dbkit.config import Settings
-
-__all__ = ["CODES", "Finding", "AuditReport", "audit"]
 
 from dbkit.rls._finding import _ORDER, CODES, ERROR, WARN, Finding  # noqa: F401 - re-exported
 
@@ -155,7 +153,8 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     raises :class:`~dbkit.errors.DatabaseUnavailable` when it cannot connect.
     """
     if conn is None:
-        from dbkit import db, target
+        from dbkit import _db as db
+        from dbkit import _target as target
 
         with db.connect(target.resolve_url(settings), autocommit=True,
                         connect_timeout=settings.connect_timeout) as own:

@@ -29,11 +29,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
 from dbkit.errors import DbkitError, MissingDependency
-
-__all__ = ["ADVISORY_LOCK_KEY", "BOOKKEEPING_SCHEMA", "CHECKSUMS_DDL", "Blocker", "migration_connection",
-           "offline_preflight"]
 
 #: What the owner role needs on a version table it did not create (a project plain Alembic migrated).
 VERSION_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -283,7 +281,7 @@ def _offline_grants(settings, owner: str, quote) -> str:
 def _postflight(conn, settings) -> None:
     """After the revisions, as the connecting role and still under the advisory lock: close the
     paths around RLS that new tables opened (chunks of new hypertables, pg_stats)."""
-    from dbkit.rls import isolation
+    from dbkit.rls import _isolation as isolation
 
     conn.rollback()
     conn.autocommit = True

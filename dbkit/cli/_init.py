@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
 from dbkit.cli._common import json_option
 
 

@@ -1,4 +1,4 @@
-"""`dbkit roles` (roles as code, dbkit.roles) and `dbkit rls audit` (dbkit.rls.audit)."""
+"""`dbkit roles` (roles as code, dbkit.roles) and `dbkit rls audit` (dbkit.rls._audit)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
+from dbkit._render import Table
 from dbkit.cli._common import State, json_option, pass_state
-from dbkit.render import Table
 
 
 @click.group()
@@ -122,7 +122,7 @@ def _describe_audit(report):
 def rls_audit(state: State, schemas: tuple[str, ...], as_json: bool) -> None:
     """Tables without RLS (or not FORCED, or without policies), policies that do nothing or open
     everything, and an enforce role that could read around RLS.  Exit 1 on any finding."""
-    from dbkit.rls.audit import audit
+    from dbkit.rls._audit import audit
 
     report = audit(state.settings, schemas=list(schemas) or None)
     render.show(report, _describe_audit, as_json=as_json)

@@ -1,4 +1,4 @@
-"""`dbkit reset`: drop, recreate, migrate and seed the database (dbkit.reset)."""
+"""`dbkit reset`: drop, recreate, migrate and seed the database (dbkit._reset)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
 from dbkit.cli._common import State, json_option, pass_state, profile_option, seed_option
 
 
@@ -22,7 +22,7 @@ from dbkit.cli._common import State, json_option, pass_state, profile_option, se
 def reset(state: State, profile: str, seed_value: int, anchor: str | None, force: bool, confirmed: str | None,
           as_json: bool) -> None:
     """Drop and recreate the database, migrate to head, seed a profile (dev and test)."""
-    from dbkit.reset import reset as reset_database
+    from dbkit._reset import reset as reset_database
 
     settings = state.settings
     if force and confirmed is None and sys.stdin.isatty():

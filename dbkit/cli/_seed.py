@@ -1,6 +1,6 @@
-"""`dbkit seed`: deterministic fake data (dbkit.seed.engine).
+"""`dbkit seed`: deterministic fake data (dbkit.seed._engine).
 
-`seed status` renders ``engine.status()``'s :class:`~dbkit.seed.engine.SeedStatus` (its fields; ``--json``: its
+`seed status` renders ``engine.status()``'s :class:`~dbkit.seed._engine.SeedStatus` (its fields; ``--json``: its
 ``as_dict()``).
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import click
 
-from dbkit import render
+from dbkit import _render as render
+from dbkit._render import Table
 from dbkit.cli._common import FiniteFloat, State, json_option, pass_state, profile_option, seed_option
-from dbkit.render import Table
 
 
 def _seed_progress():
@@ -60,7 +60,7 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
     """Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."""
     if ctx.invoked_subcommand:
         return
-    from dbkit.seed import engine
+    from dbkit.seed import _engine as engine
 
     callback, bar = (None, None) if as_json else _seed_progress()
     only_list = None if only is None else [t.strip() for t in only.split(",") if t.strip()]
@@ -113,7 +113,7 @@ def _describe_status(info):
                 title="recent runs")
     last = info.runs[0]
     if last.anchor is not None:  # the option that reproduces the newest run's timestamps
-        from dbkit.seed.context import format_anchor
+        from dbkit.seed._context import format_anchor
 
         yield f"run {last.id}: time series end at {format_anchor(last.anchor)} (--anchor {format_anchor(last.anchor)})"
 
@@ -123,6 +123,6 @@ def _describe_status(info):
 @pass_state
 def seed_status(state: State, as_json: bool) -> None:
     """What was seeded, when, with which seed/profile, and the current row counts."""
-    from dbkit.seed import engine
+    from dbkit.seed import _engine as engine
 
     render.show(engine.status(state.settings), _describe_status, as_json=as_json)

@@ -38,7 +38,6 @@ from dbkit._health_prometheus import prometheus
 from dbkit._health_types import (
     _OVERALL,
     _RANK,
-    EXIT_CODES,
     Backups,
     Connections,
     Database,
@@ -56,9 +55,8 @@ from dbkit._health_types import (
     VariableState,
 )
 
-__all__ = ["EXIT_CODES", "Backups", "Connections", "Database", "Environment", "Extension", "Extensions", "Migrations",
-           "Report", "Rls", "Roles", "Service", "Setting", "Storage", "Timescale", "VariableState", "check",
-           "prometheus"]
+__all__ = ["Backups", "Connections", "Database", "Environment", "Extension", "Extensions", "Migrations", "Rls",
+    "Roles", "Service", "Setting", "Storage", "Timescale", "check", "prometheus"]
 
 
 def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:

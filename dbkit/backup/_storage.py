@@ -36,43 +36,20 @@ from dbkit.backup._storage_base import (
     PARTIAL,
     UPLOAD_CONCURRENCY,
     BucketNotFound,
-    IncompleteUpload,
     ObjectInfo,
     ObjectNotFound,
     Storage,
     StorageConfigError,
     StorageError,
-    Writer,
     choose_part_size,
     max_stream_size,
 )
 from dbkit.backup._storage_local import LocalStorage
 from dbkit.backup._storage_s3 import S3Storage, upload_memory_bound
-from dbkit.backup._storage_uri import S3Options, StorageLocation, open_storage, parse_storage_uri
+from dbkit.backup._storage_uri import S3Options, open_storage, parse_storage_uri
 
-__all__ = [
-    "MIB",
-    "MIN_PART_SIZE",
-    "MAX_PART_SIZE",
-    "MAX_PARTS",
-    "DEFAULT_PART_SIZE",
-    "PARTIAL",
-    "UPLOAD_CONCURRENCY",
-    "StorageError",
-    "StorageConfigError",
-    "BucketNotFound",
-    "ObjectNotFound",
-    "ObjectInfo",
-    "IncompleteUpload",
-    "S3Options",
-    "StorageLocation",
-    "Storage",
-    "Writer",
-    "LocalStorage",
-    "S3Storage",
-    "choose_part_size",
-    "max_stream_size",
-    "upload_memory_bound",
-    "parse_storage_uri",
-    "open_storage",
-]
+__all__ = ["MIB", "MIN_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "DEFAULT_PART_SIZE", "PARTIAL",
+    "UPLOAD_CONCURRENCY", "StorageError", "StorageConfigError", "BucketNotFound", "ObjectNotFound", "ObjectInfo",
+    "S3Options", "Storage", "LocalStorage", "S3Storage", "choose_part_size", "max_stream_size",
+    "upload_memory_bound", "parse_storage_uri", "open_storage"]
+

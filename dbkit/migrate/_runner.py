@@ -17,20 +17,19 @@ import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from dbkit import db, target
+from dbkit import _db as db
+from dbkit import _target as target
 from dbkit.errors import DbkitError, OperationFailed
 from dbkit.migrate import _runner_run, _runner_state
 from dbkit.migrate._runner_run import MigrationFailed, downgrade, new, offline_sql, stamp
 from dbkit.migrate._runner_run import RunResult as RunResult
 from dbkit.migrate._runner_state import Revision, Status, _script, alembic_config, history
+from dbkit.migrate._session import BOOKKEEPING_SCHEMA
 from dbkit.migrate.env import file_sha256
-from dbkit.migrate.session import BOOKKEEPING_SCHEMA
 
-__all__ = [
-    "MigrationFailed", "Status", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
-    "NOT_COMPARED_UNKNOWN", "alembic_config", "upgrade", "downgrade", "stamp", "status", "history", "new",
-    "offline_sql", "check", "lint", "import_sql", "UpgradeResult",
-]
+__all__ = ["MigrationFailed", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
+    "NOT_COMPARED_UNKNOWN", "upgrade", "downgrade", "stamp", "status", "history", "new", "offline_sql", "check",
+    "lint", "import_sql", "UpgradeResult"]
 
 log = logging.getLogger("dbkit.migrate")
 
@@ -231,7 +230,7 @@ def check(settings) -> CheckResult:
 
 def lint(settings, *, all_revisions: bool = False):
     """squawk lint of the offline SQL of pending (or all) revisions; returns violations."""
-    from dbkit.migrate import lint as squawk
+    from dbkit.migrate import _lint as squawk
 
     revs = history(settings) if all_revisions else status(settings).pending
     items = [(rev.revision, offline_sql(settings, rev.down_revision, rev.revision)) for rev in revs]

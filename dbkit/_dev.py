@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 from dbkit._dev_binaries import DEBIAN_PG_ROOT as DEBIAN_PG_ROOT
 from dbkit._dev_binaries import PG_PROGRAMS as PG_PROGRAMS
-from dbkit._dev_binaries import ServerLayout, find_bindir, server_layout
+from dbkit._dev_binaries import find_bindir, server_layout
 from dbkit._dev_cluster import SERVER_OS_USER as SERVER_OS_USER
 from dbkit._dev_cluster import SUPERUSER as SUPERUSER
 from dbkit._dev_cluster import ClusterStatus, DevCluster
-from dbkit.urls import DbUrl
+from dbkit._urls import DbUrl
 
-__all__ = ["ClusterStatus", "DevCluster", "Provisioned", "ServerLayout", "find_bindir", "provision", "server_layout"]
+__all__ = ["DevCluster", "Provisioned", "find_bindir", "provision", "server_layout"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ def provision(cluster: DevCluster, extensions: Sequence[str] = ()) -> Provisione
     What every command does first when ``DATABASE_URL`` is unset in dev, and
     what ``dbkit dev up`` does.
     """
-    from dbkit import db
-    from dbkit.urls import parse_database_url
+    from dbkit import _db as db
+    from dbkit._urls import parse_database_url
 
     status = cluster.up()
     created = cluster.ensure_database()

@@ -1,6 +1,6 @@
 """Which database a command uses: ``DATABASE_URL``, ``DIRECT_DATABASE_URL`` or the embedded dev cluster.
 
-Above :mod:`dbkit.db` (connections) and :mod:`dbkit.dev` (the cluster), below every feature.
+Above :mod:`dbkit._db` (connections) and :mod:`dbkit._dev` (the cluster), below every feature.
 """
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from dbkit._urls import DbUrl
     from dbkit.config import Settings
-    from dbkit.urls import DbUrl
-
-__all__ = ["resolve_url"]
 
 log = logging.getLogger("dbkit")
 
@@ -33,6 +31,6 @@ def resolve_url(settings: Settings, *, direct: bool = False) -> DbUrl:
             log.warning("DATABASE_URL uses port %s, usually PgBouncer: this command needs a direct connection "
                         "to PostgreSQL; set DIRECT_DATABASE_URL", url.port)
         return url
-    from dbkit import dev
+    from dbkit import _dev as dev
 
     return dev.provision(dev.DevCluster.from_settings(settings), settings.extensions).url

@@ -25,8 +25,6 @@ from pathlib import Path
 
 from dbkit.errors import ConfigError, DbkitError
 
-__all__ = ["PROFILES", "Seeder", "Registry", "seeder", "load_seeders", "dependency_order"]
-
 PROFILES = ("tiny", "small", "medium", "large")
 _MODULE_PREFIX = "dbkit_seeds_"
 
