@@ -386,3 +386,23 @@ def test_dbkit_help_does_not_import_init_and_init_help_stays_light():
         loaded = set(modules.split())
         assert not {m for m in loaded if m == "dbkit.init" or m.startswith("dbkit.init.")}
         assert not {m.split(".")[0] for m in loaded} & {"sqlalchemy", "alembic", "psycopg", "pydantic", "rich"}
+
+
+@pytest.mark.parametrize(("location", "versions", "expected", "adopting"), [
+    ("%(here)s/alembic", "alembic/versions", "alembic", True),   # what `alembic init alembic` writes
+    ("db/alembic", "db/alembic/versions", "db/alembic", True),   # relative to the project
+    ("alembic", None, "migrations", False),                       # no versions/: not a project to adopt
+    ("myapp:migrations", "migrations/versions", "migrations", True),  # a package resource is no folder here
+    ("/elsewhere/alembic", None, "migrations", False),            # outside the project
+])
+def test_an_existing_alembic_projects_script_folder_is_found(tmp_path, location, versions, expected, adopting):
+    (tmp_path / "alembic.ini").write_text(f"[alembic]\nscript_location = {location}\n")
+    if versions:
+        (tmp_path / versions).mkdir(parents=True)
+        (tmp_path / versions / "0001_widgets.py").write_text("revision = '0001'\ndown_revision = None\n")
+    result = init(tmp_path, InitOptions(rls="none", schema="public"))
+    section = tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["dbkit"]
+    assert section["migrations_dir"] == expected
+    assert ("version_table_schema" in section) == adopting
+    assert (f"# {expected}/env.py: end it with" in "\n".join(result.next_steps)) == adopting
+    assert (tmp_path / "alembic.ini").read_text().startswith("[alembic]\nscript_location")  # left as it was

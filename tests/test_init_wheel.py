@@ -185,10 +185,11 @@ def downgrade():
 """
 
 
-def test_an_existing_alembic_project_is_adopted(wheel_venv, dbkit_server, fresh_database, tmp_path_factory):
+@pytest.mark.parametrize("folder", ["migrations", "alembic"])
+def test_an_existing_alembic_project_is_adopted(folder, wheel_venv, dbkit_server, fresh_database, tmp_path_factory):
     """A project plain Alembic migrated to revision 0001 of two: ``dbkit init`` adds dbkit's settings (plain
-    Alembic's version table) and nothing of the example; with dbkit's rails in env.py, dbkit shows 0001,
-    upgrades from there and ``migrate check`` is clean."""
+    Alembic's version table, the script folder ``alembic init <folder>`` made) and nothing of the example; with
+    dbkit's rails in env.py, dbkit shows 0001, upgrades from there and ``migrate check`` is clean."""
     project = tmp_path_factory.mktemp("project-adopt")
     url = dbkit_server.url(fresh_database)
     env = _env(wheel_venv, DATABASE_URL=str(url), **dict.fromkeys(PASSWORD_VARIABLES["c"], PASSWORD))
@@ -198,20 +199,23 @@ def test_an_existing_alembic_project_is_adopted(wheel_venv, dbkit_server, fresh_
         assert res.returncode == 0, f"{program} {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
         return res.stdout + res.stderr
 
-    run("alembic", "init", "migrations")
+    run("alembic", "init", folder)
     ini = project / "alembic.ini"
     stock = ini.read_text()
     ini.write_text(stock.replace("driver://user:pass@localhost/dbname", url.sqlalchemy_url.replace("%", "%%")))
-    versions = project / "migrations" / "versions"
+    versions = project / folder / "versions"
     (versions / "0001_widgets.py").write_text(REVISION.format(rev="0001", down=None, table="widgets"))
     (versions / "0002_gadgets.py").write_text(REVISION.format(rev="0002", down='"0001"', table="gadgets"))
     run("alembic", "upgrade", "0001")
     ini.write_text(stock)
 
     out = run("dbkit", "init", "--rls", "none", "--schema", "public")
-    assert "an existing Alembic project" in out and "run(target_metadata=" in out
+    assert f"an existing Alembic project ({folder}/versions/0001_widgets.py)" in out
+    assert f"{folder}/env.py: end it with" in out and "run(target_metadata=" in out
+    assert f'migrations_dir = "{folder}"' in (project / "pyproject.toml").read_text()
     assert not (versions / "0001_initial.py").exists() and not (project / "seeds").exists()
-    (project / "migrations" / "env.py").write_text("from dbkit.migrate.env import run\n\nrun(target_metadata=None)\n")
+    assert (folder == "migrations") == (project / "migrations").is_dir()  # nothing beside alembic/
+    (project / folder / "env.py").write_text("from dbkit.migrate.env import run\n\nrun(target_metadata=None)\n")
     assert re.search(r"\b0001\b", run("dbkit", "migrate", "status"))
     assert "upgraded 0002" in run("dbkit", "migrate")
     run("dbkit", "migrate", "check")

@@ -245,7 +245,7 @@ NEXT_STEPS = (
     "pytest                # tests/ (pip install 'dbkit[testing]')",
 )
 ADOPT_STEPS = (
-    "# migrations/env.py: end it with `from dbkit.migrate.env import run` and `run(target_metadata=<your MetaData>)`",
+    "# {migrations}/env.py: end it with `from dbkit.migrate.env import run` and `run(target_metadata=<your MetaData>)`",
     "dbkit migrate status  # the revision plain Alembic recorded (version_table_schema = public)",
     "dbkit migrate         # upgrades from there, with dbkit's rails",
     "dbkit roles check     # the roles and grants match the role model",
@@ -299,17 +299,44 @@ def _write_all(directory: Path, writes: list[tuple[str, str]]) -> None:
                               "written") from None
 
 
+def _script_location(directory: Path) -> str:
+    """The script directory of an existing Alembic project (``script_location`` of its ``alembic.ini``, e.g.
+    ``alembic`` after ``alembic init alembic``) when it is a folder of the project with ``versions/``;
+    otherwise ``migrations``."""
+    import configparser
+
+    ini = directory / "alembic.ini"
+    if not ini.is_file():
+        return MIGRATIONS_DIR
+    parser = configparser.ConfigParser(defaults={"here": str(directory.resolve())})
+    try:
+        parser.read(ini, encoding="utf-8")
+        location = parser.get("alembic", "script_location", fallback="")
+    except (configparser.Error, UnicodeDecodeError):
+        return MIGRATIONS_DIR
+    if not location or (re.match(r"[\w.]+:", location) and not Path(location).is_absolute()):
+        return MIGRATIONS_DIR  # "package:folder" (a package resource) is not a folder of the project
+    path = (directory / location).resolve()
+    try:
+        rel = path.relative_to(directory.resolve()).as_posix()
+    except ValueError:  # outside the project
+        return MIGRATIONS_DIR
+    return rel if rel != "." and (path / "versions").is_dir() else MIGRATIONS_DIR
+
+
 def init(directory: Path, options: InitOptions) -> InitResult:
     """Write the project files into ``directory`` (created if missing).  Raises UsageError, having written
     nothing, when an option or the directory cannot be used.
 
-    In an existing Alembic project (``migrations/versions`` holds revisions, none of them dbkit init's) the
+    In an existing Alembic project (the ``versions/`` of ``alembic.ini``'s ``script_location``, or of
+    ``migrations/``, holds revisions, none of them dbkit init's) the
     example table's files are not written, and ``[tool.dbkit]`` points at plain Alembic's version table
     (``version_table_schema = "public"``)."""
     project = _project(options)
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--dir {directory} is not a directory; pass the project's directory")
+    project = dataclasses.replace(project, migrations_dir=_script_location(directory))
     existing = _existing_revisions(directory / project.migrations_dir / "versions", "0001_initial.py")
     if existing:
         project = dataclasses.replace(project, adopting=True)
@@ -327,5 +354,7 @@ def init(directory: Path, options: InitOptions) -> InitResult:
         text, action, reason = None, "skipped", "exists with the same content"
     plan.append((FileResult("pyproject.toml", action, reason), text))
     _write_all(directory, [(r.path, content) for r, content in plan if content is not None])  # all checked: write
-    return InitResult(directory.resolve(), tuple(r for r, _ in plan), ADOPT_STEPS if existing else NEXT_STEPS,
+    steps = tuple(step.replace("{migrations}", project.migrations_dir) for step in ADOPT_STEPS) if existing \
+        else NEXT_STEPS
+    return InitResult(directory.resolve(), tuple(r for r, _ in plan), steps,
                       project.tool_settings())
