@@ -117,7 +117,9 @@ class RevertHypertableOp(MigrateOperation):
     TimescaleDB cannot convert in place, so the rows are copied into a new table
     created ``LIKE`` the hypertable (columns, defaults, CHECK/NOT NULL constraints,
     identity, comments).  Indexes other than TimescaleDB's own, foreign keys,
-    policies and grants are not carried over: recreate them in the same revision.
+    row-level security, policies and grants are not carried over: recreate them in the same
+    revision.  Row-level security is first un-FORCEd on the hypertable (which is dropped), so that
+    the copy as its owner takes every row, never only those a policy would show.
     Tables with generated columns are not supported.
 
     Example::
@@ -147,6 +149,7 @@ def _revert_hypertable(operations, op: RevertHypertableOp) -> None:
     rel = _qualified(operations, op.table_name, op.schema)
     tmp_name = f"{op.table_name}__dbkit_plain"
     tmp = _qualified(operations, tmp_name, op.schema)
+    operations.execute(f"ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY")  # the owner copies every row
     operations.execute(
         f"CREATE TABLE {tmp} (LIKE {rel} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY "
         "INCLUDING STORAGE INCLUDING COMMENTS)"

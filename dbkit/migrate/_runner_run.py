@@ -59,12 +59,19 @@ def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitErro
                 f"statement: {statement}",
                 hint="raise DBKIT_STATEMENT_TIMEOUT or split the revision",
             )
+        hint = None
+        if sqlstate == "42501" and primary.startswith("query would be affected by row-level security policy"):
+            hint = ("revisions run with row_security = off, so that row-level security never silently filters a "
+                    "migration: to change every row of a FORCE RLS table, run ALTER TABLE … NO FORCE ROW LEVEL "
+                    "SECURITY before the statement and FORCE ROW LEVEL SECURITY after it, in the same revision")
+        elif sqlstate == "42501" and primary.startswith(
+                ("must be owner", "permission denied for table", "permission denied for sequence",
+                 "permission denied for view", "permission denied for materialized view")):
+            hint = _not_owner_hint(settings)
         return MigrationFailed(
             f"{where} failed and was rolled back (earlier revisions stay applied): "
             f"{primary} [SQLSTATE {sqlstate}]; statement: {statement}",
-            hint=_not_owner_hint(settings) if sqlstate == "42501" and primary.startswith(
-                ("must be owner", "permission denied for table", "permission denied for sequence",
-                 "permission denied for view", "permission denied for materialized view")) else None,
+            hint=hint,
         )
     detail = first_line(str(exc), type(exc).__name__)
     return MigrationFailed(f"{where} failed and was rolled back (earlier revisions stay applied): "

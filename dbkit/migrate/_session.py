@@ -14,7 +14,10 @@ In order, before Alembic runs a single revision:
    (dbkit's checksum table) and the schema of Alembic's version table exist, and the owner
    role may create objects in the application's schema and write the version table where
    it did not create them (``public``: PostgreSQL 15+ no longer lets every role create there);
-4. ``SET ROLE <owner>`` so every object the revisions create is owned by the owner role.
+4. ``SET ROLE <owner>`` so every object the revisions create is owned by the owner role, and
+   ``row_security = off``: a revision's statement that row-level security would filter (an
+   ``UPDATE`` backfill of a FORCE RLS table, run as its owner with no claim set) fails and rolls
+   back instead of silently touching no rows.
 
 While revisions run, a watcher on a second connection records which sessions
 block the migration, so a lock timeout can name them.
@@ -218,6 +221,9 @@ def _grant_version_table(conn, settings, owner: str) -> None:
                         f"GRANT {', '.join(VERSION_TABLE_PRIVILEGES)} ON {name} TO {owner};")
 
 
+#: revisions see every row or fail: never a result row-level security filtered (online and offline)
+ROW_SECURITY_OFF = "SET row_security = off"
+
 #: dbkit's checksum table (created as the owner role, after SET ROLE), online and in the offline script.
 CHECKSUMS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.migration_checksums ("
@@ -322,6 +328,7 @@ def migration_connection(settings, *, mutate: bool = True,
             _preflight(raw, settings)
         if settings.migrate_set_role and db.role_exists(raw, settings.role_owner):
             raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.role_owner)))
+        raw.execute(ROW_SECURITY_OFF)
         if mutate:
             _ensure_bookkeeping(raw)
             watcher = BlockerWatcher(url, raw.info.backend_pid).start()

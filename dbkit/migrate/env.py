@@ -29,7 +29,7 @@ from pathlib import Path
 from dbkit.errors import DbkitError, Refused
 from dbkit.migrate._autogen import autogenerate_online_options, autogenerate_options
 from dbkit.migrate._edition import refuse_community_on_apache
-from dbkit.migrate._session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, offline_preflight
+from dbkit.migrate._session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, ROW_SECURITY_OFF, offline_preflight
 
 __all__ = ["run", "guard_downgrade", "file_sha256", "ALLOW_PROD_X_ARG"]
 
@@ -216,7 +216,7 @@ def _run(context, config, target_metadata) -> None:
             # What dbkit's session does online, written out for reviewers and for lint, so that
             # the script applies by itself to an empty cluster (`psql -v ON_ERROR_STOP=1 -f`):
             # timeouts, then as the connecting role the extensions, the roles and dbkit's schema,
-            # then SET ROLE owner and dbkit's checksum table.
+            # then SET ROLE owner, row_security = off and dbkit's checksum table.
             context.execute(f"SET lock_timeout = {_literal(settings.lock_timeout)}")
             context.execute(f"SET statement_timeout = {_literal(settings.statement_timeout)}")
             for stmt in offline_preflight(settings, quote):
@@ -224,6 +224,7 @@ def _run(context, config, target_metadata) -> None:
 
             if settings.migrate_set_role:
                 context.execute(f"SET ROLE {quote(settings.role_owner)}")
+            context.execute(ROW_SECURITY_OFF)
             context.execute(CHECKSUMS_DDL)
             context.run_migrations()
         return
