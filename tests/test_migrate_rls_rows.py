@@ -12,6 +12,7 @@ from migrate_helpers import make_project, q, revision, settings_for
 
 from dbkit.migrate import _runner as runner
 from dbkit.migrate._runner import MigrationFailed
+from dbkit.testing.plugin import Server
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,8 @@ def test_a_backfill_that_rls_would_filter_fails_whole_and_names_the_recipe(tmp_p
         runner.upgrade(settings)
     assert 'query would be affected by row-level security policy for table "notes"' in str(err.value)
     assert "revision 0002 (0002_lang.py) failed and was rolled back" in str(err.value)
-    assert "NO FORCE ROW LEVEL SECURITY before the statement and FORCE ROW LEVEL SECURITY after" in err.value.hint
+    assert "with op.execute_unfiltered(...), as a connecting role that bypasses RLS" in err.value.hint
+    assert "NO FORCE ROW LEVEL SECURITY before it and FORCE ROW LEVEL SECURITY after it" in err.value.hint
     assert runner.status(settings).current == ["0001"]
     assert q(pg_url, "SELECT count(*) FROM app.notes WHERE lang IS NULL") == [(100,)]  # before: 0 rows, "applied"
 
@@ -61,6 +63,58 @@ def test_a_backfill_that_rls_would_filter_fails_whole_and_names_the_recipe(tmp_p
     assert q(pg_url, "SELECT count(*) FILTER (WHERE lang = 'en'), count(*) FROM app.notes") == [(100, 100)]
     assert q(pg_url, "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'app.notes'::regclass") \
         == [(True, True)]
+
+
+def test_execute_unfiltered_backfills_every_row_and_returns_to_the_owner_role(tmp_path, pg_url):
+    project = make_project(tmp_path, {"0001_notes.py": NOTES, "0002_lang.py": revision("0002", "0001", """
+        op.execute_unfiltered("UPDATE app.notes SET lang = 'en' WHERE lang IS NULL")
+        op.execute("CREATE TABLE app.after_backfill (id int)")
+    """, doc="backfill as the connecting role")})
+    settings = settings_for(pg_url, project)
+    runner.upgrade(settings, "0001")
+    q(pg_url, ROWS["notes"])
+    runner.upgrade(settings)
+    assert q(pg_url, "SELECT count(*) FILTER (WHERE lang = 'en'), count(*) FROM app.notes") == [(100, 100)]
+    assert q(pg_url, "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'app.notes'::regclass") == [(True,)]
+    assert q(pg_url, "SELECT tableowner FROM pg_tables WHERE tablename = 'after_backfill'") == [("app_owner",)]
+
+
+PARENTS = revision("0002", "0001", """
+    from dbkit.migrate import settings
+    op.execute("CREATE TABLE app.parents (id int PRIMARY KEY, tenant_id text NOT NULL)")
+    op.execute("ALTER TABLE app.notes ADD COLUMN parent_id int")
+""" + POLICY.format(table="parents"), doc="parents with FORCE RLS")
+FK = "ALTER TABLE app.notes ADD CONSTRAINT notes_parent_fkey FOREIGN KEY (parent_id) REFERENCES app.parents (id)"
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_foreign_key_between_force_rls_tables_is_validated_against_every_row(tmp_path, pg_url, dangling):
+    """As the owner, PostgreSQL validates a new foreign key between FORCE RLS tables against the rows the policies
+    show it, none: a dangling reference passed.  Under dbkit it fails (with the hint), and op.execute_unfiltered
+    validates against every row."""
+    project = make_project(tmp_path, {"0001_notes.py": NOTES, "0002_parents.py": PARENTS,
+                                      "0003_fk.py": revision("0003", "0002", f"op.execute({FK!r})", doc="fk")})
+    settings = settings_for(pg_url, project)
+    runner.upgrade(settings, "0002")
+    q(pg_url, "INSERT INTO app.parents VALUES (1, 'a')")
+    q(pg_url, f"INSERT INTO app.notes (id, tenant_id, parent_id) VALUES (1, 'a', 1), (2, 'a', {99 if dangling else 1})")
+
+    with pytest.raises(MigrationFailed) as err:
+        runner.upgrade(settings)
+    assert "query would be affected by row-level security policy" in str(err.value)
+    assert "op.execute_unfiltered" in err.value.hint
+    assert runner.status(settings).current == ["0002"]
+
+    (project / "migrations" / "versions" / "0003_fk.py").write_text(
+        revision("0003", "0002", f"op.execute_unfiltered({FK!r})", doc="fk, validated against every row"))
+    if dangling:
+        with pytest.raises(MigrationFailed) as err:
+            runner.upgrade(settings)
+        assert 'violates foreign key constraint "notes_parent_fkey"' in str(err.value)
+        assert runner.status(settings).current == ["0002"]
+    else:
+        runner.upgrade(settings)
+        assert q(pg_url, "SELECT convalidated FROM pg_constraint WHERE conname = 'notes_parent_fkey'") == [(True,)]
 
 
 def test_the_offline_script_sets_row_security_off_after_set_role(tmp_path, pg_url):
@@ -90,3 +144,28 @@ def test_revert_hypertable_keeps_every_row_of_a_force_rls_hypertable(tmp_path, p
         == [(0,)]
     assert q(pg_url, "SELECT tableowner FROM pg_tables WHERE schemaname = 'app' AND tablename = 'ev'") \
         == [("app_owner",)]
+
+
+def test_execute_unfiltered_needs_a_connecting_role_that_bypasses_rls(tmp_path, pg_url, postgresql):
+    """A deployer with CREATEROLE in the owner role, neither superuser nor BYPASSRLS: one line naming the role and
+    both ways out; nothing changed."""
+    project = make_project(tmp_path, {"0001_notes.py": NOTES, "0002_lang.py": revision("0002", "0001", """
+        op.execute_unfiltered("UPDATE app.notes SET lang = 'en' WHERE lang IS NULL")
+    """, doc="backfill as the connecting role")})
+    runner.upgrade(settings_for(pg_url, project), "0001")
+    q(pg_url, ROWS["notes"])
+    q(pg_url, "CREATE ROLE rls_rows_deployer LOGIN CREATEROLE PASSWORD 'deploy-secret' IN ROLE app_owner")
+    try:
+        info = postgresql.info
+        deployer = Server(info.host, info.port, info.user, info.password).url(
+            info.dbname, user="rls_rows_deployer", password="deploy-secret")
+        with pytest.raises(MigrationFailed) as err:
+            runner.upgrade(settings_for(deployer, project))
+        assert "op.execute_unfiltered needs a connecting role that bypasses row-level security" in str(err.value)
+        assert "rls_rows_deployer does not" in str(err.value) and "NO FORCE ROW LEVEL SECURITY" in str(err.value)
+        assert "deploy-secret" not in str(err.value)
+        assert q(pg_url, "SELECT count(*) FROM app.notes WHERE lang IS NULL") == [(100,)]
+        assert runner.status(settings_for(pg_url, project)).current == ["0001"]
+    finally:
+        q(pg_url, "DROP OWNED BY rls_rows_deployer")
+        q(pg_url, "DROP ROLE rls_rows_deployer")

@@ -12,6 +12,7 @@ autogenerate-style tooling and ``downgrade()`` bodies can be derived.
 ``op.create_index_concurrently(...)``      ``op.drop_index_concurrently(...)``
 ``op.create_vector_index(...)``            ``op.drop_index_concurrently(...)``
 ``op.grant(["SELECT"], "documents", ...)`` ``op.revoke(...)``
+``op.execute_unfiltered("UPDATE …")``      (none: as ``op.execute``)
 ``op.apply_roles()``                       ``op.drop_roles()``
 =========================================  ==========================================
 
@@ -48,7 +49,7 @@ from dbkit.migrate._ops_index import (
     CreateVectorIndexOp,
     DropIndexConcurrentlyOp,
 )
-from dbkit.migrate._ops_rls import CreatePolicyOp, DisableRLSOp, DropPolicyOp, EnableRLSOp
+from dbkit.migrate._ops_rls import CreatePolicyOp, DisableRLSOp, DropPolicyOp, EnableRLSOp, ExecuteUnfilteredOp
 from dbkit.migrate._ops_schema import (
     ApplyRolesOp,
     CreateExtensionOp,
@@ -71,7 +72,7 @@ from dbkit.migrate._ops_timescale import (
 )
 
 __all__ = ["CreateExtensionOp", "DropExtensionOp", "CreateHypertableOp", "RevertHypertableOp", "EnableRLSOp",
-    "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp", "CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp",
+    "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp", "ExecuteUnfilteredOp", "CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp",
     "CreateVectorIndexOp", "GrantOp", "RevokeOp", "ApplyRolesOp", "DropRolesOp", "EnableCompressionOp",
     "DisableCompressionOp", "AddCompressionPolicyOp", "RemoveCompressionPolicyOp", "AddRetentionPolicyOp",
     "RemoveRetentionPolicyOp", "AddReorderPolicyOp", "RemoveReorderPolicyOp", "CreateContinuousAggregateOp",

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import COMMANDS, _execute, _q, _qualified, role_list
+from dbkit.migrate._ops_common import COMMANDS, _execute, _q, _qualified, _run_as_session_user, role_list
 
 
 @Operations.register_operation("enable_rls")
@@ -248,3 +248,43 @@ def _create_scoped_view(operations, op: CreateScopedViewOp) -> None:
 @Operations.implementation_for(DropScopedViewOp)
 def _drop_scoped_view(operations, op: DropScopedViewOp) -> None:
     operations.execute(f"DROP VIEW IF EXISTS {_qualified(operations, op.view_name, op.schema)}")
+
+
+@Operations.register_operation("execute_unfiltered")
+class ExecuteUnfilteredOp(MigrateOperation):
+    """Run a statement that must see every row of FORCE RLS tables as the connecting role, which must
+    bypass row-level security (a superuser or BYPASSRLS): a backfill, ``VALIDATE CONSTRAINT`` or a
+    validated ``ADD CONSTRAINT … FOREIGN KEY``.
+
+    Revisions run as the owner role with ``row_security = off``, so such a statement fails there ("query
+    would be affected by row-level security policy"; as the owner it would otherwise see no row, and a
+    foreign key would be validated against no row).  The locks stay those of the statement (un-forcing
+    the table instead takes ACCESS EXCLUSIVE).  Not for creating objects: they would belong to the
+    connecting role.  It has no ``reverse()``, like ``op.execute``.
+
+    Example::
+
+        op.execute_unfiltered("UPDATE app.documents SET lang = 'en' WHERE lang IS NULL")
+        op.execute_unfiltered("ALTER TABLE app.audit_log VALIDATE CONSTRAINT audit_log_target_fkey")
+    """
+
+    def __init__(self, sqltext) -> None:
+        self.sqltext = sqltext
+
+    @classmethod
+    def execute_unfiltered(cls, operations, sqltext):
+        return operations.invoke(cls(sqltext))
+
+
+@Operations.implementation_for(ExecuteUnfilteredOp)
+def _execute_unfiltered(operations, op: ExecuteUnfilteredOp) -> None:
+    ctx = operations.migration_context
+    if not ctx.as_sql:
+        user, bypass = ctx.connection.exec_driver_sql(
+            "SELECT session_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = session_user").one()
+        if not bypass:
+            raise ValueError(f"op.execute_unfiltered needs a connecting role that bypasses row-level security (a "
+                             f"superuser or BYPASSRLS), and {user} does not: run this migration as such a role, or "
+                             "un-force the table around the statement (ALTER TABLE … NO FORCE ROW LEVEL SECURITY, "
+                             "then FORCE ROW LEVEL SECURITY, in the same revision)")
+    _run_as_session_user(operations, [op.sqltext])

@@ -61,9 +61,11 @@ def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitErro
             )
         hint = None
         if sqlstate == "42501" and primary.startswith("query would be affected by row-level security policy"):
-            hint = ("revisions run with row_security = off, so that row-level security never silently filters a "
-                    "migration: to change every row of a FORCE RLS table, run ALTER TABLE … NO FORCE ROW LEVEL "
-                    "SECURITY before the statement and FORCE ROW LEVEL SECURITY after it, in the same revision")
+            hint = ("revisions run as the owner role with row_security = off, so that row-level security never "
+                    "silently filters a migration: run a statement that must see every row (a backfill, a foreign "
+                    "key, VALIDATE CONSTRAINT) with op.execute_unfiltered(...), as a connecting role that bypasses "
+                    "RLS; or run ALTER TABLE … NO FORCE ROW LEVEL SECURITY before it and FORCE ROW LEVEL SECURITY "
+                    "after it, in the same revision")
         elif sqlstate == "42501" and primary.startswith(
                 ("must be owner", "permission denied for table", "permission denied for sequence",
                  "permission denied for view", "permission denied for materialized view")):
