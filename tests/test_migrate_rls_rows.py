@@ -169,3 +169,43 @@ def test_execute_unfiltered_needs_a_connecting_role_that_bypasses_rls(tmp_path, 
     finally:
         q(pg_url, "DROP OWNED BY rls_rows_deployer")
         q(pg_url, "DROP ROLE rls_rows_deployer")
+
+
+CREATE_FK = ('op.create_foreign_key("notes_parent_fkey", "notes", "parents", ["parent_id"], ["id"], '
+             'source_schema="app", referent_schema="app")')
+ADD_COLUMN_FK = ('import sqlalchemy as sa\n'
+                 'op.add_column("notes", sa.Column("other_parent_id", sa.Integer, '
+                 'sa.ForeignKey("app.parents.id", name="notes_other_parent_fkey")), schema="app")')
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_alembics_own_foreign_key_operations_are_validated_against_every_row(tmp_path, pg_url, dangling):
+    """op.create_foreign_key and a ForeignKey in op.add_column need nothing of the user: dbkit adds them as the
+    connecting role (a superuser here), so PostgreSQL checks every row, and objects stay the owner role's."""
+    project = make_project(tmp_path, {"0001_notes.py": NOTES, "0002_parents.py": PARENTS,
+                                      "0003_fk.py": revision("0003", "0002", CREATE_FK + "\n" + ADD_COLUMN_FK + "\n"
+                                                             + 'op.execute("CREATE TABLE app.after_fk (id int)")',
+                                                             doc="foreign keys with Alembic's operations")})
+    settings = settings_for(pg_url, project)
+    runner.upgrade(settings, "0002")
+    q(pg_url, "INSERT INTO app.parents VALUES (1, 'a')")
+    q(pg_url, f"INSERT INTO app.notes (id, tenant_id, parent_id) VALUES (1, 'a', 1), (2, 'a', {99 if dangling else 1})")
+    if dangling:
+        with pytest.raises(MigrationFailed) as err:
+            runner.upgrade(settings)
+        assert 'violates foreign key constraint "notes_parent_fkey"' in str(err.value)
+        assert runner.status(settings).current == ["0002"]
+        return
+    runner.upgrade(settings)
+    assert q(pg_url, "SELECT conname, convalidated FROM pg_constraint WHERE conrelid = 'app.notes'::regclass "
+                     "AND contype = 'f' ORDER BY 1") == [("notes_other_parent_fkey", True), ("notes_parent_fkey", True)]
+    assert q(pg_url, "SELECT tableowner FROM pg_tables WHERE tablename = 'after_fk'") == [("app_owner",)]
+
+
+def test_the_offline_script_adds_a_foreign_key_as_the_connecting_role(tmp_path, pg_url):
+    project = make_project(tmp_path, {"0001_notes.py": NOTES, "0002_parents.py": PARENTS,
+                                      "0003_fk.py": revision("0003", "0002", CREATE_FK, doc="fk")})
+    script = runner.offline_sql(settings_for(pg_url, project))
+    lines = [line.strip().rstrip(";") for line in script.splitlines() if line.strip()]
+    at = next(i for i, line in enumerate(lines) if "ADD CONSTRAINT notes_parent_fkey" in line)
+    assert lines[at - 1] == "SET ROLE NONE" and lines[at + 1] == "SET ROLE app_owner"

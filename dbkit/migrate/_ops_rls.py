@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from alembic.ddl.postgresql import PostgresqlImpl
 from alembic.operations import MigrateOperation, Operations
 
 from dbkit.migrate._ops_common import COMMANDS, _execute, _q, _qualified, _run_as_session_user, role_list
@@ -288,3 +289,39 @@ def _execute_unfiltered(operations, op: ExecuteUnfilteredOp) -> None:
                              "un-force the table around the statement (ALTER TABLE … NO FORCE ROW LEVEL SECURITY, "
                              "then FORCE ROW LEVEL SECURITY, in the same revision)")
     _run_as_session_user(operations, [op.sqltext])
+
+
+class _PostgresqlImpl(PostgresqlImpl):
+    """Alembic's PostgreSQL implementation with one change for dbkit's rails: a validated foreign key
+    (``op.create_foreign_key``, a ``ForeignKey`` in ``op.add_column``) is added as the connecting role when
+    that role bypasses row-level security.  As the owner role, PostgreSQL would validate it against the rows
+    the policies show (none, under FORCE) and, with ``row_security = off``, refuses to.  ``NOT VALID``
+    foreign keys and every other constraint are added as they are.  Registered for the ``postgresql`` dialect
+    when revisions run (importing :mod:`dbkit.migrate._ops`)."""
+
+    __dialect__ = "postgresql"
+
+    def add_constraint(self, const, **kw) -> None:
+        from sqlalchemy import ForeignKeyConstraint
+
+        if not isinstance(const, ForeignKeyConstraint) or const.dialect_options["postgresql"].get("not_valid"):
+            return super().add_constraint(const, **kw)
+        owner = self._owner_to_leave()
+        if owner is None:
+            return super().add_constraint(const, **kw)
+        self._exec("SET ROLE NONE")
+        super().add_constraint(const, **kw)
+        self._exec(f"SET ROLE {self.dialect.identifier_preparer.quote(owner)}")
+
+    def _owner_to_leave(self) -> str | None:
+        """The role revisions run as, when the connecting role is another one that bypasses RLS (offline: the
+        owner role of the settings; the script is applied by the role that created the extensions)."""
+        if self.as_sql:
+            from dbkit.migrate import settings
+
+            config = settings()
+            return config.role_owner if config.migrate_set_role else None
+        current, session, bypass = self.connection.exec_driver_sql(
+            "SELECT current_user, session_user, rolsuper OR rolbypassrls FROM pg_roles "
+            "WHERE rolname = session_user").one()
+        return current if current != session and bypass else None
