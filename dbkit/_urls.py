@@ -293,7 +293,13 @@ def first_line(text: str, default: str = "") -> str:
     return default
 
 
+# SQL: ALTER/CREATE ROLE … [ENCRYPTED] PASSWORD '…', OPTIONS (password '…') of user mappings and servers
+_SQL_PW = re.compile(r"(?P<pre>\bpassword\s+)(?:E'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*')(?!')", re.IGNORECASE)
+
+
 def mask_secrets(text: str) -> str:
-    """Mask passwords inside free text: URLs with credentials and ``password=...`` pairs."""
+    """Mask passwords inside free text: URLs with credentials, ``password=...`` pairs and SQL's
+    ``PASSWORD '...'`` literals (a failing statement is quoted in messages)."""
     text = _URL_PW.sub(lambda m: f"{m['pre']}{MASK}{m['post']}", text)
+    text = _SQL_PW.sub(lambda m: f"{m['pre']}'{MASK}'", text)
     return _KV_PW.sub(lambda m: f"{m['pre']}{m['q']}{MASK}{m['q']}", text)

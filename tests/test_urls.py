@@ -80,6 +80,21 @@ def test_mask_secrets_in_free_text():
     assert "postgresql://app:***@db:5432/x" in masked
 
 
+@pytest.mark.parametrize("sql", [
+    "ALTER ROLE app_rls PASSWORD 'hunter2'",
+    "CREATE ROLE reporting LOGIN ENCRYPTED PASSWORD 'it''s hunter2' VALID UNTIL 'infinity'",
+    "create user mapping for app server remote options (user 'app', password 'hunter2')",
+    "ALTER ROLE app_rls PASSWORD E'hun\\'ter2'",
+])
+def test_mask_secrets_masks_sql_password_literals(sql):
+    """A failing statement is quoted in messages, logs and rehearse reports: its password literal is not."""
+    masked = mask_secrets(f"revision 0002 failed: syntax error; statement: {sql}; next")
+    assert "hunter2" not in masked and "ter2" not in masked
+    assert "'***'" in masked and masked.endswith("; next")
+    assert mask_secrets("ALTER ROLE x PASSWORD NULL") == "ALTER ROLE x PASSWORD NULL"
+    assert "VALID UNTIL 'infinity'" in mask_secrets(sql) or "VALID UNTIL" not in sql
+
+
 _pw = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="@/?#[]%:"),
               min_size=6, max_size=30)
 

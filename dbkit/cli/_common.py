@@ -110,10 +110,18 @@ def setup_logging(level: int, alembic_level: int | None = None) -> None:
     """dbkit's warnings (and, with -v during migrations, Alembic's "Running upgrade …" lines) go to stderr."""
     import logging
 
+    from dbkit._urls import mask_secrets
+
+    class MaskingFormatter(logging.Formatter):
+        """Passwords masked in every line (a blocking session's query, a statement, a URL)."""
+
+        def format(self, record) -> str:
+            return mask_secrets(super().format(record))
+
     handler = getattr(setup_logging, "handler", None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("dbkit: %(message)s"))
+        handler.setFormatter(MaskingFormatter("dbkit: %(message)s"))
         handler.addFilter(lambda r: not r.getMessage().startswith(("Context impl", "Will assume")))
         setup_logging.handler = handler
     for name in ("alembic.runtime.migration", "dbkit"):

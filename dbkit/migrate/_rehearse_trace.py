@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbkit._urls import mask_secrets
 from dbkit.errors import OperationFailed
 
 
@@ -299,7 +300,7 @@ class Tracer:
         lsn, held = self._query(raw, _HELD)[0]
         self._lsn_before = _lsn(lsn)
         self._held_before = {(int(oid), mode) for oid, _, mode in (h.partition(" ") for h in held)}
-        text = " ".join(str(statement).split())
+        text = mask_secrets(" ".join(str(statement).split()))  # the report may be posted on a pull request
         self._pending = StatementTrace(rev, filename, lineno, text, self._now(), autocommit=bool(raw.autocommit))
         if raw.autocommit and self.url is not None:
             if self._sampler is None:

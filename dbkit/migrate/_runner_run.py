@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dbkit._urls import first_line
+from dbkit._urls import first_line, mask_secrets
 from dbkit.errors import DbkitError, OperationFailed, UsageError
 from dbkit.migrate._runner_state import Revision, _current, _revision, _script, alembic_config
 from dbkit.migrate.env import guard_downgrade
@@ -41,7 +41,7 @@ def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitErro
         sqlstate = getattr(orig, "sqlstate", None)
         diag = getattr(orig, "diag", None)
         primary = (diag.message_primary if diag is not None and diag.message_primary else str(orig)).strip()
-        statement = " ".join(str(exc.statement or "").split())
+        statement = mask_secrets(" ".join(str(exc.statement or "").split()))
         if len(statement) > 200:
             statement = statement[:197] + "..."
         if sqlstate == "55P03":  # lock_not_available: lock_timeout fired

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from dbkit import _db as db
 from dbkit import _target as target
+from dbkit._urls import mask_secrets
 from dbkit.errors import DbkitError, MissingDependency
 
 #: What the owner role needs on a version table it did not create (a project plain Alembic migrated).
@@ -57,7 +58,7 @@ class Blocker:
 
     def describe(self) -> str:
         age = f" for {self.seconds_in_transaction:.0f}s" if self.seconds_in_transaction is not None else ""
-        query = " ".join((self.query or "").split())[:120]
+        query = mask_secrets(" ".join((self.query or "").split()))[:120]
         return f"pid {self.pid} ({self.user}, {self.state}{age}: {query!r})"
 
 
