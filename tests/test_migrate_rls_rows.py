@@ -147,14 +147,14 @@ def test_revert_hypertable_keeps_every_row_of_a_force_rls_hypertable(tmp_path, p
 
 
 def test_execute_unfiltered_needs_a_connecting_role_that_bypasses_rls(tmp_path, pg_url, postgresql):
-    """A deployer with CREATEROLE in the owner role, neither superuser nor BYPASSRLS: one line naming the role and
-    both ways out; nothing changed."""
+    """A deployer that is only a member of the owner role (the roles were applied by a superuser): it migrates,
+    and op.execute_unfiltered stops with one line naming the role and both ways out; nothing changed."""
     project = make_project(tmp_path, {"0001_notes.py": NOTES, "0002_lang.py": revision("0002", "0001", """
         op.execute_unfiltered("UPDATE app.notes SET lang = 'en' WHERE lang IS NULL")
     """, doc="backfill as the connecting role")})
     runner.upgrade(settings_for(pg_url, project), "0001")
     q(pg_url, ROWS["notes"])
-    q(pg_url, "CREATE ROLE rls_rows_deployer LOGIN CREATEROLE PASSWORD 'deploy-secret' IN ROLE app_owner")
+    q(pg_url, "CREATE ROLE rls_rows_deployer LOGIN PASSWORD 'deploy-secret' IN ROLE app_owner")
     try:
         info = postgresql.info
         deployer = Server(info.host, info.port, info.user, info.password).url(

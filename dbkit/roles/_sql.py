@@ -36,7 +36,11 @@ def ensure_role(role: Role) -> str:
         f"  ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = {lit} AND ({_drift_condition(role)})) THEN\n"
         f"    ALTER ROLE {name} WITH {keywords};\n"
         f"  END IF;\n"
-        + (f"  ALTER ROLE {name} PASSWORD NULL;  -- LOGIN only for TimescaleDB's jobs: never a password\n"
+        + ("  -- LOGIN only for TimescaleDB's jobs: never a password (a deployer without CREATEROLE cannot and\n"
+           "  -- need not remove one: `dbkit roles check` as a superuser reports it)\n"
+           "  IF (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN\n"
+           f"    ALTER ROLE {name} PASSWORD NULL;\n"
+           "  END IF;\n"
            if role.login and not role.takes_password else "")
         + "END $dbkit$"
     )
