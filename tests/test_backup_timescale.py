@@ -311,6 +311,34 @@ def test_job_owners_are_roles_the_backup_needs(project, pg_url):
         q(pg_url, f"DROP ROLE {role}")
 
 
+def test_the_restored_databases_jobs_are_paused_while_its_rows_are_checked(project, pg_url, monkeypatch):
+    """The scheduler that timescaledb_post_restore() starts runs every job of a restored database at once (their
+    statistics are not dumped): a refresh policy added rows, a retention policy would drop chunks, before the
+    counts were compared, and the restore failed and dropped the database.  The jobs scheduled in the backup are
+    paused until the checks pass, then scheduled again; the one paused in the backup stays paused."""
+    from dbkit.backup import _restore
+
+    settings = settings_for(pg_url, project, DBKIT_BACKUP_URI=str(project / "backups"))
+    jobs = "SELECT job_id, scheduled FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY 1"
+    before = q(pg_url, jobs)
+    assert (True in dict(before).values()) and (False in dict(before).values())
+    pipeline.backup(settings, compression="none")
+    seen = []
+
+    def spy(conn, tables, warnings):
+        seen.append(conn.execute(jobs).fetchall())
+        return check_rows(conn, tables, warnings)
+
+    check_rows = _restore._check_rows
+    monkeypatch.setattr(_restore, "_check_rows", spy)
+    result = pipeline.restore(settings, "latest", into=f"{pg_url.dbname}_paused")
+    try:
+        assert seen == [[(job_id, False) for job_id, _ in before]]
+        assert q(pg_url.with_dbname(result.database), jobs) == before
+    finally:
+        drop(pg_url, result.database)
+
+
 @pytest.fixture(scope="module")
 def scheduler_url():
     """A private server with TimescaleDB's background workers (the session's server runs without them): its

@@ -136,9 +136,10 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
         properties = _database_properties(settings, storage, manifest)  # before anything is created
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
         try:
-            _pg_restore(settings, storage, manifest, url.with_dbname(target_name), jobs)
+            paused = _pg_restore(settings, storage, manifest, url.with_dbname(target_name), jobs)
             _apply_database_properties(admin, properties, manifest.database, target_name)
             _after_restore(settings, url.with_dbname(target_name), manifest, result, hooks)
+            _resume_jobs(url.with_dbname(target_name), paused)
         except BaseException:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target_name)))
             raise
@@ -242,10 +243,34 @@ _TSDB_EXISTS = re.compile(r'extension "timescaledb" already exists|COMMENT ON EX
                           r"must be owner of extension timescaledb")
 
 
-def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
-    """pg_restore into the new database, with TimescaleDB's pre/post restore steps when the dump has it."""
+#: the policies and jobs the restored database would run at once (TimescaleDB's own jobs have ids below 1000)
+_SCHEDULED_JOBS = "SELECT job_id FROM timescaledb_information.jobs WHERE scheduled AND job_id >= 1000 ORDER BY 1"
+
+
+def _pause_jobs(conn) -> list[int]:
+    """Unschedule the restored database's scheduled jobs until its rows are checked: the scheduler that
+    ``timescaledb_post_restore()`` starts would run them at once (their run statistics are not dumped), and a
+    refresh policy adds rows, a retention policy drops chunks, before the counts are compared."""
+    ids = [row[0] for row in conn.execute(_SCHEDULED_JOBS)]
+    for job_id in ids:
+        conn.execute("SELECT alter_job(%s, scheduled => false)", (job_id,))
+    return ids
+
+
+def _resume_jobs(target: DbUrl, ids: list[int]) -> None:
+    """Schedule again the jobs :func:`_pause_jobs` paused (a job paused in the backup stays paused)."""
+    if ids:
+        with db.connect(target, autocommit=True) as conn:
+            for job_id in ids:
+                conn.execute("SELECT alter_job(%s, scheduled => true)", (job_id,))
+
+
+def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> list[int]:
+    """pg_restore into the new database, with TimescaleDB's pre/post restore steps when the dump has it.
+    Returns the TimescaleDB jobs it paused for the checks (:func:`_resume_jobs` schedules them again)."""
     pg_restore = find_program(settings, "pg_restore")
     with_tsdb = "timescaledb" in (manifest.extensions or {})
+    restored, paused = False, []
     if with_tsdb:
         with db.connect(target, autocommit=True) as conn:
             conn.execute(f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION '{manifest.extensions['timescaledb']}'")
@@ -269,9 +294,12 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
                 rc = _feed(settings, storage, manifest, proc)
                 drain.join(timeout=30)
                 res = subprocess.CompletedProcess(args, rc, "", b"".join(errs).decode(errors="replace"))
+        restored = True
     finally:
         if with_tsdb:
             with db.connect(target, autocommit=True) as conn:
+                if restored:  # (after a failure the database is dropped)
+                    paused = _pause_jobs(conn)
                 conn.execute("SELECT timescaledb_post_restore()")
                 # its scheduler restart runs before its RESET of timescaledb.restoring commits: the new scheduler
                 # sees the restoring mode and exits for good, so no job would run (timescale/timescaledb#5842,
@@ -283,6 +311,7 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> None:
     if res.returncode != 0 and (detail or not with_tsdb):
         raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): "
                             f"{first_line(detail[0] if detail else res.stderr, 'no message')}; the new database was dropped")
+    return paused
 
 
 def _parallel_restore(args: list[str], dump_fd: int, jobs: int, env) -> subprocess.CompletedProcess:
