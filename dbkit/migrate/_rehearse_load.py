@@ -36,7 +36,7 @@ class LoadWindow:
     errors: int
     p50_ms: float | None
     p99_ms: float | None
-    longest_stall_s: float | None  # the slowest operation that overlapped the window
+    longest_stall_s: float | None  # the slowest operation that spent most of its time in the window
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -47,15 +47,28 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def windows(samples, spans: list[tuple[str, float, float]]) -> list[LoadWindow]:
-    """One :class:`LoadWindow` per ``(label, start, end)``: the operations that overlapped it."""
+    """One :class:`LoadWindow` per ``(label, start, end)``: the operations that overlapped it (ops, errors,
+    percentiles), and the longest of those that spent most of their time in it.  An operation blocked by one
+    revision's lock ends just after that revision commits, so it overlaps the next revision by a few
+    milliseconds (more on a busy machine): its stall belongs to the revision that held it."""
+
+    def overlap(s: float, d: float, start: float, end: float) -> float:
+        return min(end, s + d) - max(start, s)
+
+    home = {}  # sample index -> index of the span it overlapped most (the first on a tie)
+    for i, (s, d, _) in enumerate(samples):
+        best = max(range(len(spans)), key=lambda k: (overlap(s, d, *spans[k][1:]), -k), default=None)
+        if best is not None and overlap(s, d, *spans[best][1:]) > 0:
+            home[i] = best
     out = []
-    for label, start, end in spans:
+    for k, (label, start, end) in enumerate(spans):
         hit = [(d, ok) for s, d, ok in samples if s < end and s + d > start]
         lat = [d for d, ok in hit if ok]
+        own = [samples[i][1] for i, h in home.items() if h == k]
         out.append(LoadWindow(label, len(hit), sum(1 for _, ok in hit if not ok),
                               None if not lat else round(_pct(lat, 50) * 1000, 3),
                               None if not lat else round(_pct(lat, 99) * 1000, 3),
-                              None if not hit else round(max(d for d, _ in hit), 4)))
+                              None if not own else round(max(own), 4)))
     return out
 
 
