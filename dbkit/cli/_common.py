@@ -110,16 +110,16 @@ def setup_logging(level: int, alembic_level: int | None = None) -> None:
     """dbkit's warnings (and, with -v during migrations, Alembic's "Running upgrade …" lines) go to stderr."""
     import logging
 
-    from dbkit._urls import mask_secrets
-
-    class MaskingFormatter(logging.Formatter):
-        """Passwords masked in every line (a blocking session's query, a statement, a URL)."""
-
-        def format(self, record) -> str:
-            return mask_secrets(super().format(record))
-
     handler = getattr(setup_logging, "handler", None)
     if handler is None:
+        from dbkit._urls import mask_secrets
+
+        class MaskingFormatter(logging.Formatter):
+            """Passwords masked in every line (a blocking session's query, a statement, a URL)."""
+
+            def format(self, record) -> str:
+                return mask_secrets(super().format(record))
+
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(MaskingFormatter("dbkit: %(message)s"))
         handler.addFilter(lambda r: not r.getMessage().startswith(("Context impl", "Will assume")))

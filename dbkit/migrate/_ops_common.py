@@ -37,6 +37,12 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def roles_in_use(connection) -> tuple[str, str, bool]:
+    """(current role, session role, whether the session role bypasses row-level security) of ``connection``."""
+    return tuple(connection.exec_driver_sql(
+        "SELECT current_user, session_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = session_user").one())
+
+
 def _run_as_session_user(operations: Operations, statements: Iterable[str]) -> None:
     """Run statements as the session (connecting) user, then return to the current role.
 
@@ -54,7 +60,7 @@ def _run_as_session_user(operations: Operations, statements: Iterable[str]) -> N
         if settings.migrate_set_role:
             operations.execute(f"SET ROLE {_q(operations, settings.role_owner)}")
         return
-    current, session = ctx.connection.exec_driver_sql("SELECT current_user, session_user").one()
+    current, session, _ = roles_in_use(ctx.connection)
     switch = current != session
     if switch:
         operations.execute("SET ROLE NONE")

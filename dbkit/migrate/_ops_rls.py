@@ -8,7 +8,15 @@ from typing import Any
 from alembic.ddl.postgresql import PostgresqlImpl
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import COMMANDS, _execute, _q, _qualified, _run_as_session_user, role_list
+from dbkit.migrate._ops_common import (
+    COMMANDS,
+    _execute,
+    _q,
+    _qualified,
+    _run_as_session_user,
+    role_list,
+    roles_in_use,
+)
 
 
 @Operations.register_operation("enable_rls")
@@ -281,8 +289,7 @@ class ExecuteUnfilteredOp(MigrateOperation):
 def _execute_unfiltered(operations, op: ExecuteUnfilteredOp) -> None:
     ctx = operations.migration_context
     if not ctx.as_sql:
-        user, bypass = ctx.connection.exec_driver_sql(
-            "SELECT session_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = session_user").one()
+        _, user, bypass = roles_in_use(ctx.connection)
         if not bypass:
             raise ValueError(f"op.execute_unfiltered needs a connecting role that bypasses row-level security (a "
                              f"superuser or BYPASSRLS), and {user} does not: run this migration as such a role, or "
@@ -321,7 +328,5 @@ class _PostgresqlImpl(PostgresqlImpl):
 
             config = settings()
             return config.role_owner if config.migrate_set_role else None
-        current, session, bypass = self.connection.exec_driver_sql(
-            "SELECT current_user, session_user, rolsuper OR rolbypassrls FROM pg_roles "
-            "WHERE rolname = session_user").one()
+        current, session, bypass = roles_in_use(self.connection)
         return current if current != session and bypass else None
