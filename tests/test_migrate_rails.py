@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg
@@ -81,9 +82,14 @@ def test_lock_timeout_names_the_blocking_session(tmp_path, pg_url):
 
 
 def test_two_concurrent_migrations_one_waits_both_succeed(tmp_path, pg_url):
+    """The first run stays inside its revision (blocked on a gate the test holds) until the second has said it
+    waits: no fixed sleep, so a loaded machine cannot make the second arrive after the first is done."""
+    gate = 424242
     make_project(tmp_path, {
-        "0001_slow.py": revision("0001", None, """
-            op.execute('SELECT pg_sleep(2)')
+        "0001_slow.py": revision("0001", None, f"""
+            op.execute("SET LOCAL lock_timeout = 0")
+            op.execute("SET LOCAL statement_timeout = 0")
+            op.execute("SELECT pg_advisory_xact_lock({gate})")
             op.execute('CREATE SCHEMA IF NOT EXISTS app')
             op.execute('CREATE TABLE app.rails_once (id int)')
         """, doc="slow"),
@@ -91,15 +97,37 @@ def test_two_concurrent_migrations_one_waits_both_succeed(tmp_path, pg_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DBKIT_", "DATABASE_URL"))}
     env.update(DATABASE_URL=pg_url.raw, DBKIT_ENV="test", DBKIT_PROJECT_DIR=str(tmp_path))
     cmd = [sys.executable, "-m", "dbkit", "migrate", "--json"]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # start the second once the first holds the advisory lock
-    for _ in range(200):
-        if q(pg_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")[0][0]:
-            break
-        time.sleep(0.05)
-    second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(what, condition):
+        for _ in range(1200):
+            if condition():
+                return
+            time.sleep(0.05)
+        pytest.fail(f"timed out waiting for {what}")
+
+    err2_lines: list[str] = []
+
+    def read_second_stderr():
+        for line in second.stderr:
+            err2_lines.append(line)  # noqa: PERF402 - one by one: the test reads them while the run goes on
+
+    with psycopg.connect(pg_url.raw, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (gate,))
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the first holds dbkit's lock and is inside 0001, waiting on the gate
+        wait_for("the first run to reach its revision", lambda: q(
+            pg_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")[0][0])
+        second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=read_second_stderr, daemon=True)
+        reader.start()
+        wait_for("the second run to say it waits", lambda: any("waiting for it to finish" in line
+                                                                for line in err2_lines) or second.poll() is not None)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (gate,))
     out1, err1 = first.communicate(timeout=60)
-    out2, err2 = second.communicate(timeout=60)
+    out2 = second.stdout.read()
+    second.wait(timeout=60)
+    reader.join(timeout=60)
+    err2 = "".join(err2_lines)
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
     assert "another migration is running (pid" in err2 and "waiting for it to finish" in err2
