@@ -46,10 +46,15 @@ def pw_role(dbkit_seeded_db: DbUrl) -> Iterator[tuple[str, str]]:
         conn.execute(f"CREATE ROLE {name} LOGIN SUPERUSER PASSWORD '{password}'")
         conn.execute("SELECT pg_reload_conf()")
     try:
-        time.sleep(0.3)  # the postmaster reloads asynchronously
         bare = parse_database_url(dbkit_seeded_db.raw.replace("postgres@", f"{name}@", 1))
-        with pytest.raises(psycopg.OperationalError):  # the role really needs its password
-            psycopg.connect(bare.conninfo, connect_timeout=5, password="").close()
+        for _ in range(100):  # the postmaster reloads asynchronously: then the role really needs its password
+            try:
+                psycopg.connect(bare.conninfo, connect_timeout=5, password="").close()
+            except psycopg.OperationalError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the server still lets the role in without its password after pg_reload_conf()")
         yield name, password
     finally:
         hba.write_text(original)
