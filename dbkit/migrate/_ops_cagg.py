@@ -21,7 +21,7 @@ from dbkit.migrate._ops_common import (
     _literal,
     _qualified,
     _regclass,
-    _timestamptz,
+    _start,
 )
 
 #: the key of a job's config that holds the name dbkit finds it by (``op.add_job(..., job_name=…)``)
@@ -286,10 +286,6 @@ class DeleteJobOp(MigrateOperation):
             raise ValueError(f"cannot reverse delete_job({self.proc!r}) without its schedule: "
                              "write op.add_job(...) in the downgrade")
         return self.add
-
-
-def _start(value) -> str | None:
-    return None if value is None else _timestamptz(value, "initial_start")
 
 
 def _jsonb(value: Mapping[str, Any] | None) -> str | None:

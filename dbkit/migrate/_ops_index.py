@@ -71,20 +71,17 @@ class DropIndexConcurrentlyOp(MigrateOperation):
         return self.create
 
 
-def index_sql(operations, op: CreateIndexConcurrentlyOp, *, concurrently: bool = True) -> str:
-    """The CREATE INDEX statement for ``op`` (also used by ``dbkit seed --defer-indexes``)."""
+def index_sql(operations, op: CreateIndexConcurrentlyOp) -> str:
+    """The ``CREATE INDEX CONCURRENTLY`` statement for ``op``."""
     cols = []
     for col in op.columns:
         name, _, rest = col.partition(" ")
-        is_plain = name.isidentifier() and (not rest or rest.upper() in ("ASC", "DESC", "DESC NULLS LAST",
-                                                                         "ASC NULLS FIRST", "NULLS FIRST",
-                                                                         "NULLS LAST"))
-        text = f"{_q(operations, name)}{(' ' + rest) if rest else ''}" if is_plain else f"({col})"
-        if col in op.ops or name in op.ops:
-            opclass = op.ops.get(col) or op.ops[name]
-            text = f"{_q(operations, name)} {opclass}{(' ' + rest) if rest else ''}" if is_plain else f"({col}) {opclass}"
-        cols.append(text)
-    stmt = (f"CREATE {'UNIQUE ' if op.unique else ''}INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
+        is_plain = name.isidentifier() and (not rest or rest.upper() in (
+            "ASC", "DESC", "DESC NULLS LAST", "ASC NULLS FIRST", "NULLS FIRST", "NULLS LAST"))
+        opclass = op.ops.get(col) or op.ops.get(name)
+        parts = [_q(operations, name), opclass, rest] if is_plain else [f"({col})", opclass]
+        cols.append(" ".join(p for p in parts if p))
+    stmt = (f"CREATE {'UNIQUE ' if op.unique else ''}INDEX CONCURRENTLY IF NOT EXISTS "
             f"{_q(operations, op.index_name)} ON {_qualified(operations, op.table_name, op.schema)}")
     if op.using:
         stmt += f" USING {op.using}"

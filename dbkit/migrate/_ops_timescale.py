@@ -26,7 +26,8 @@ from dbkit.migrate._ops_common import (
     _q,
     _qualified,
     _regclass,
-    _timestamptz,
+    _schedule,
+    _start,
 )
 
 _ORDER = re.compile(r"((ASC|DESC)(\s+|$))?(NULLS\s+(FIRST|LAST))?", re.IGNORECASE)
@@ -173,9 +174,6 @@ class _AddPolicy(MigrateOperation):
 
     def reverse(self):
         return _REMOVE[type(self)](self.table_name, self.schema, add=self)
-
-    def arguments(self, operations) -> tuple[list[str], dict[str, str | None]]:
-        raise NotImplementedError
 
 
 class _RemovePolicy(MigrateOperation):
@@ -337,14 +335,6 @@ class RemoveReorderPolicyOp(_RemovePolicy):
 
 _REMOVE = {AddCompressionPolicyOp: RemoveCompressionPolicyOp, AddRetentionPolicyOp: RemoveRetentionPolicyOp,
            AddReorderPolicyOp: RemoveReorderPolicyOp}
-
-
-def _schedule(value) -> str | None:
-    return None if value is None else _interval(value, "schedule_interval")
-
-
-def _start(value) -> str | None:
-    return None if value is None else _timestamptz(value, "initial_start")
 
 
 @Operations.implementation_for(_AddPolicy)
