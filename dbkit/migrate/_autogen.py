@@ -302,12 +302,9 @@ class Planner:
         kwargs: dict[str, Any] = dict(schema=schema)
         if op.unique:
             kwargs["unique"] = True
-        if kw.get("postgresql_using"):
-            kwargs["using"] = kw["postgresql_using"]
-        if kw.get("postgresql_ops"):
-            kwargs["ops"] = dict(kw["postgresql_ops"])
-        if kw.get("postgresql_with"):
-            kwargs["with_"] = dict(kw["postgresql_with"])
+        for name, key in (("using", "postgresql_using"), ("ops", "postgresql_ops"), ("with_", "postgresql_with")):
+            if kw.get(key):
+                kwargs[name] = kw[key] if name == "using" else dict(kw[key])
         if where is not None:
             kwargs["where"] = where.text if isinstance(where, TextClause) else where
         return pair("create_index_concurrently", [name, op.table_name, columns], kwargs,
@@ -334,13 +331,8 @@ class Planner:
 def _serial_columns(columns) -> list:
     """The model columns PostgreSQL creates as serial (a sequence of their own, named <table>_<column>_seq):
     the table's autoincrement column without an identity, a default or a server default."""
-    out = []
-    for column in columns:
-        table = getattr(column, "table", None)
-        if (getattr(table, "autoincrement_column", None) is column and column.identity is None
-                and column.default is None and column.server_default is None):
-            out.append(column)
-    return out
+    return [column for column in columns if getattr(getattr(column, "table", None), "autoincrement_column", None)
+            is column and column.identity is None and column.default is None and column.server_default is None]
 
 
 def _ident(name: str) -> str:
