@@ -205,10 +205,7 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
                          hint="merge them first (`alembic merge heads`), then import")
     done = _imported(script)
     todo = [f for f in files if f.name not in done]
-    try:
-        shown = str(folder.relative_to(settings.project_dir))
-    except ValueError:
-        shown = str(folder)
+    shown = str(folder.relative_to(settings.project_dir) if folder.is_relative_to(settings.project_dir) else folder)
     result = ImportResult(shown, table, column, skipped=[f.name for f in files if f.name in done])
     parsed = [(f, split_statements(f.read_text(encoding="utf-8"), f"{shown}/{f.name}")) for f in todo]
     versions = Path(settings.migrations_dir) / "versions"
