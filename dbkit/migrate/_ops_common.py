@@ -16,10 +16,14 @@ def role_list(roles) -> tuple[str, ...]:
     ``settings.role_enforce`` holds every role of its kind), flattened in order."""
     if isinstance(roles, str):
         return (roles,)
-    out: list[str] = []
-    for item in roles:
-        out.extend((item,) if isinstance(item, str) else role_list(item))
-    return tuple(dict.fromkeys(out))
+    return tuple(dict.fromkeys(name for item in roles for name in role_list(item)))
+
+
+def _kept(original, message: str):
+    """``reverse()`` of a drop/remove operation: the operation it was made from, else ``ValueError(message)``."""
+    if original is None:
+        raise ValueError(message)
+    return original
 
 
 def _q(operations: Operations, name: str) -> str:

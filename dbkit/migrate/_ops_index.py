@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import VECTOR_METHODS, _execute, _q, _qualified
+from dbkit.migrate._ops_common import VECTOR_METHODS, _execute, _kept, _q, _qualified
 
 
 @Operations.register_operation("create_index_concurrently")
@@ -66,9 +66,7 @@ class DropIndexConcurrentlyOp(MigrateOperation):
         return operations.invoke(cls(index_name, schema))
 
     def reverse(self) -> CreateIndexConcurrentlyOp:
-        if self.create is None:
-            raise ValueError(f"cannot reverse drop_index_concurrently({self.index_name!r}) without its definition")
-        return self.create
+        return _kept(self.create, f"cannot reverse drop_index_concurrently({self.index_name!r}) without its definition")
 
 
 def index_sql(operations, op: CreateIndexConcurrentlyOp) -> str:

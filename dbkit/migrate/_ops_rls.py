@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from alembic.ddl.postgresql import PostgresqlImpl
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import _execute, _q, _qualified, _run_as_session_user, role_list, roles_in_use
+from dbkit.migrate._ops_common import _execute, _kept, _q, _qualified, _run_as_session_user, role_list, roles_in_use
 
 COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
 
@@ -215,9 +215,7 @@ class DropScopedViewOp(MigrateOperation):
         return operations.invoke(cls(view_name, schema))
 
     def reverse(self) -> CreateScopedViewOp:
-        if self.create is None:
-            raise ValueError(f"cannot reverse drop_scoped_view({self.view_name!r}) without its definition")
-        return self.create
+        return _kept(self.create, f"cannot reverse drop_scoped_view({self.view_name!r}) without its definition")
 
 
 def _column_type(operations, op: CreateScopedViewOp) -> str:

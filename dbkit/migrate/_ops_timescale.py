@@ -22,6 +22,7 @@ from dbkit.migrate._ops_common import (
     _do_block,
     _execute,
     _interval,
+    _kept,
     _literal,
     _q,
     _qualified,
@@ -115,10 +116,8 @@ class DisableCompressionOp(MigrateOperation):
         return operations.invoke(cls(table_name, schema, decompress))
 
     def reverse(self) -> EnableCompressionOp:
-        if self.enable is None:
-            raise ValueError(f"cannot reverse disable_compression({self.table_name!r}) without its settings: "
-                             "write op.enable_compression(...) in the downgrade")
-        return self.enable
+        return _kept(self.enable, f"cannot reverse disable_compression({self.table_name!r}) without its settings: "
+                                  "write op.enable_compression(...) in the downgrade")
 
 
 def compression_sql(operations, op: EnableCompressionOp) -> str:
@@ -168,7 +167,8 @@ def _disable_compression(operations, op: DisableCompressionOp) -> None:
 # --------------------------------------------------------------------- policies on a hypertable
 
 class _AddPolicy(MigrateOperation):
-    """What the three ``add_*_policy`` operations share: a relation, ``if_not_exists``, a reverse."""
+    """What the three ``add_*_policy`` operations share: a relation, ``if_not_exists``, a reverse; each one's
+    ``arguments()`` (positional, named) also check its values when it is made."""
 
     function = ""
 
@@ -186,11 +186,8 @@ class _RemovePolicy(MigrateOperation):
         self.table_name, self.schema, self.if_exists, self.add = table_name, schema, if_exists, add
 
     def reverse(self) -> _AddPolicy:
-        if self.add is None:
-            adder = self.function.replace("remove_", "add_")
-            raise ValueError(f"cannot reverse {self.function}({self.table_name!r}) without the policy it removes: "
-                             f"write op.{adder}(...) in the downgrade")
-        return self.add
+        return _kept(self.add, f"cannot reverse {self.function}({self.table_name!r}) without the policy it removes: "
+                               f"write op.{self.function.replace('remove_', 'add_')}(...) in the downgrade")
 
 
 @Operations.register_operation("add_compression_policy")
@@ -207,10 +204,9 @@ class AddCompressionPolicyOp(_AddPolicy):
 
     def __init__(self, table_name: str, compress_after, schema: str | None = None, if_not_exists: bool = False,
                  schedule_interval=None, initial_start=None) -> None:
-        _interval(compress_after, "compress_after")
-        _schedule(schedule_interval), _start(initial_start)
         self.table_name, self.compress_after, self.schema = table_name, compress_after, schema
         self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
+        self.arguments()
 
     @classmethod
     def add_compression_policy(cls, operations, table_name: str, compress_after, schema: str | None = None,
@@ -218,7 +214,7 @@ class AddCompressionPolicyOp(_AddPolicy):
         return operations.invoke(cls(table_name, compress_after, schema, if_not_exists, schedule_interval,
                                      initial_start))
 
-    def arguments(self, operations):
+    def arguments(self):
         return [], dict(compress_after=_interval(self.compress_after, "compress_after"),
                         if_not_exists=_bool(self.if_not_exists),
                         schedule_interval=_schedule(self.schedule_interval), initial_start=_start(self.initial_start))
@@ -255,17 +251,16 @@ class AddRetentionPolicyOp(_AddPolicy):
 
     def __init__(self, table_name: str, drop_after, schema: str | None = None, if_not_exists: bool = False,
                  schedule_interval=None, initial_start=None) -> None:
-        _interval(drop_after, "drop_after")
-        _schedule(schedule_interval), _start(initial_start)
         self.table_name, self.drop_after, self.schema = table_name, drop_after, schema
         self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
+        self.arguments()
 
     @classmethod
     def add_retention_policy(cls, operations, table_name: str, drop_after, schema: str | None = None,
                              if_not_exists: bool = False, schedule_interval=None, initial_start=None):
         return operations.invoke(cls(table_name, drop_after, schema, if_not_exists, schedule_interval, initial_start))
 
-    def arguments(self, operations):
+    def arguments(self):
         return [], dict(drop_after=_interval(self.drop_after, "drop_after"), if_not_exists=_bool(self.if_not_exists),
                         schedule_interval=_schedule(self.schedule_interval), initial_start=_start(self.initial_start))
 
@@ -303,16 +298,16 @@ class AddReorderPolicyOp(_AddPolicy):
         if not isinstance(index_name, str) or not index_name or "." in index_name:
             raise ValueError(f"index_name must be the name of an index of {table_name!r} without its schema "
                              f"(it is the hypertable's), not {index_name!r}")
-        _start(initial_start)
         self.table_name, self.index_name, self.schema = table_name, index_name, schema
         self.if_not_exists, self.initial_start = if_not_exists, initial_start
+        self.arguments()
 
     @classmethod
     def add_reorder_policy(cls, operations, table_name: str, index_name: str, schema: str | None = None,
                            if_not_exists: bool = False, initial_start=None):
         return operations.invoke(cls(table_name, index_name, schema, if_not_exists, initial_start))
 
-    def arguments(self, operations):
+    def arguments(self):
         return [_literal(self.index_name)], dict(if_not_exists=_bool(self.if_not_exists),
                                                  initial_start=_start(self.initial_start))
 
@@ -339,7 +334,7 @@ _REMOVE = {AddCompressionPolicyOp: RemoveCompressionPolicyOp, AddRetentionPolicy
 
 @Operations.implementation_for(_AddPolicy)
 def _add_policy(operations, op: _AddPolicy) -> None:
-    args, named = op.arguments(operations)
+    args, named = op.arguments()
     _execute(operations, _call(op.function, _regclass(operations, op.table_name, op.schema), *args, **named))
 
 
