@@ -105,8 +105,7 @@ def lint_sql(items: Sequence[tuple[str, str]], *, ignore: Sequence[str] = (), pg
     """
     rules = _normalise_rules(ignore)
     exe = find_squawk()
-    if rules:
-        _check_rules(exe, rules)
+    _check_rules(exe, rules)  # runs squawk only when there are rules to check
     args = [f"--exclude={rule}" for rule in rules]
     if pg_version is not None and str(pg_version).strip():
         args.append(f"--pg-version={str(pg_version).strip()}")

@@ -111,12 +111,6 @@ def _check_table(table: str, column: str) -> None:
         raise UsageError(f"--column {column[:80]!r} is not a column name", hint="e.g. --column filename")
 
 
-def _imported(script) -> dict[str, Any]:
-    """{sql_file: Script} of the project's revisions imported from SQL files."""
-    return {getattr(rev.module, "sql_file"): rev for rev in script.walk_revisions()
-            if isinstance(getattr(rev.module, "sql_file", None), str)}
-
-
 def _next_ids(script, count: int) -> list[str]:
     numeric = [int(r.revision) for r in script.walk_revisions() if r.revision.isdigit()]
     if numeric or not list(script.walk_revisions()):
@@ -203,7 +197,8 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
     if len(heads) > 1:
         raise UsageError(f"the migrations have several heads ({', '.join(heads)})",
                          hint="merge them first (`alembic merge heads`), then import")
-    done = _imported(script)
+    done = {rev.module.sql_file for rev in script.walk_revisions()  # the SQL files imported already
+            if isinstance(getattr(rev.module, "sql_file", None), str)}
     todo = [f for f in files if f.name not in done]
     shown = str(folder.relative_to(settings.project_dir) if folder.is_relative_to(settings.project_dir) else folder)
     result = ImportResult(shown, table, column, skipped=[f.name for f in files if f.name in done])
