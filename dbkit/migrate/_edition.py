@@ -36,8 +36,7 @@ def community_features(path: str | Path) -> list[str]:
     """What the revision file at ``path`` uses of the community edition (``op.add_job``, ``timescaledb.compress``
     …), in order of first use; empty when nothing."""
     text = Path(path).read_text(errors="replace")
-    found = [f"op.{m.group(1)}" for m in _OP_CALL.finditer(text)] + [m.group(1).rstrip(" (") for m in
-                                                                      _SQL.finditer(text)]
+    found = [f"op.{m[1]}" for m in _OP_CALL.finditer(text)] + [m[1].rstrip(" (") for m in _SQL.finditer(text)]
     return list(dict.fromkeys(found))
 
 

@@ -120,8 +120,8 @@ class DisableCompressionOp(MigrateOperation):
                                   "write op.enable_compression(...) in the downgrade")
 
 
-def compression_sql(operations, op: EnableCompressionOp) -> str:
-    """The ``ALTER TABLE … SET (timescaledb.compress, …)`` of ``op``."""
+@Operations.implementation_for(EnableCompressionOp)
+def _enable_compression(operations, op: EnableCompressionOp) -> None:
     options = ["timescaledb.compress"]
     if op.segment_by is not None:
         columns = ", ".join(_q(operations, _name(c, "segment_by")) for c in op.segment_by)
@@ -133,12 +133,7 @@ def compression_sql(operations, op: EnableCompressionOp) -> str:
         interval = _interval(op.chunk_interval, "chunk_interval")
         value = interval.removeprefix("INTERVAL ") if interval.startswith("INTERVAL ") else _literal(interval)
         options.append(f"timescaledb.compress_chunk_time_interval = {value}")
-    return f"ALTER TABLE {_qualified(operations, op.table_name, op.schema)} SET ({', '.join(options)})"
-
-
-@Operations.implementation_for(EnableCompressionOp)
-def _enable_compression(operations, op: EnableCompressionOp) -> None:
-    _execute(operations, compression_sql(operations, op))
+    _execute(operations, f"ALTER TABLE {_qualified(operations, op.table_name, op.schema)} SET ({', '.join(options)})")
 
 
 @Operations.implementation_for(DisableCompressionOp)

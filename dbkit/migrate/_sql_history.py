@@ -183,9 +183,7 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
     from dbkit.migrate._runner_state import _script, _shown
 
     _check_table(table, column)
-    folder = Path(directory)
-    if not folder.is_absolute():
-        folder = settings.project_dir / folder
+    folder = settings.project_dir / directory  # an absolute directory stays as it is
     if not folder.is_dir():
         raise UsageError(f"{directory} is not a directory", hint="give the folder of the old runner's *.sql files, "
                          "e.g. dbkit migrate import-sql infra/migrations")
