@@ -248,10 +248,7 @@ def _offset(text: str, line_starts: list[int], line0: int, column_bytes: int) ->
 
 def _statement_at(spans: list[tuple[int, int]], offset: int) -> tuple[int, int] | None:
     """The statement containing ``offset``, else the next one, else the last one."""
-    for span in spans:
-        if offset < span[1]:
-            return span
-    return spans[-1] if spans else None
+    return next((span for span in spans if offset < span[1]), spans[-1] if spans else None)
 
 
 @functools.cache
