@@ -123,8 +123,7 @@ class Planner:
     def __init__(self, settings, context) -> None:
         from dbkit import rls, roles
 
-        self.settings, self.context = settings, context
-        self.schema = settings.schema
+        self.context, self.schema = context, settings.schema
         self.claims = rls.claims(settings)
         self.roles = roles.model(settings)
         self.kinds = tuple(roles.TABLE_GRANTS)
@@ -197,11 +196,12 @@ class Planner:
             else:
                 out.append(Comment(f"dbkit: {table} has no {column} column, so no row-level security is generated\n"
                                    "for it: `dbkit rls audit` reports it until it has policies"))
+        # the bypass and read-only kinds are optional: their grants go under `if settings.role_<kind>:`
+        guards = {kind: None if kind == "enforce" else f"settings.role_{kind}" for kind in self.kinds}
         for kind in self.kinds:
             privileges = list(self.roles.table_privileges(kind, table))
-            guard = None if kind == "enforce" else f"settings.role_{kind}"  # bypass, readonly: optional kinds
             out.append(pair("grant", [privileges, table], dict(schema=schema, roles=Code(f"settings.role_{kind}")),
-                            "revoke", guard=guard))
+                            "revoke", guard=guards[kind]))
         for column in _serial_columns(columns.values()):  # INSERT draws from the column's sequence
             sequence = f"{table}_{column.name}_seq"
             if len(sequence.encode()) > 63:
@@ -210,10 +210,9 @@ class Planner:
                 continue
             for kind in self.kinds:
                 if "INSERT" in self.roles.table_privileges(kind, table):
-                    guard = None if kind == "enforce" else f"settings.role_{kind}"
                     out.append(pair("grant", [["USAGE"], sequence], dict(
                         schema=schema, object_type="SEQUENCE", roles=Code(f"settings.role_{kind}")),
-                        "revoke", guard=guard))
+                        "revoke", guard=guards[kind]))
         return out
 
     def owner_column(self, table: str) -> tuple[str, str]:
@@ -302,12 +301,9 @@ class Planner:
         kwargs: dict[str, Any] = dict(schema=schema)
         if op.unique:
             kwargs["unique"] = True
-        if kw.get("postgresql_using"):
-            kwargs["using"] = kw["postgresql_using"]
-        if kw.get("postgresql_ops"):
-            kwargs["ops"] = dict(kw["postgresql_ops"])
-        if kw.get("postgresql_with"):
-            kwargs["with_"] = dict(kw["postgresql_with"])
+        for arg, key in (("using", "postgresql_using"), ("ops", "postgresql_ops"), ("with_", "postgresql_with")):
+            if kw.get(key):
+                kwargs[arg] = kw[key] if arg == "using" else dict(kw[key])
         if where is not None:
             kwargs["where"] = where.text if isinstance(where, TextClause) else where
         return pair("create_index_concurrently", [name, op.table_name, columns], kwargs,
@@ -334,13 +330,8 @@ class Planner:
 def _serial_columns(columns) -> list:
     """The model columns PostgreSQL creates as serial (a sequence of their own, named <table>_<column>_seq):
     the table's autoincrement column without an identity, a default or a server default."""
-    out = []
-    for column in columns:
-        table = getattr(column, "table", None)
-        if (getattr(table, "autoincrement_column", None) is column and column.identity is None
-                and column.default is None and column.server_default is None):
-            out.append(column)
-    return out
+    return [column for column in columns if getattr(getattr(column, "table", None), "autoincrement_column", None)
+            is column and column.identity is None and column.default is None and column.server_default is None]
 
 
 def _ident(name: str) -> str:

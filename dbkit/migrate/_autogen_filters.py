@@ -48,8 +48,7 @@ def make_include_object(timescale_indexes: set[tuple[str, str]], internals: set[
             return (obj.schema or default_schema, name) not in internals
         if type_ == "index" and reflected and compare_to is None:
             schema = getattr(getattr(obj, "table", None), "schema", None)
-            if (schema or default_schema, name) in timescale_indexes:
-                return False
+            return (schema or default_schema, name) not in timescale_indexes
         return True
 
     return _include

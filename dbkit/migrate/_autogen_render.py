@@ -81,12 +81,8 @@ class Body(OpContainer):
 
 def reverse(ops: Sequence[MigrateOperation]) -> list[MigrateOperation]:
     """The downgrade of ``ops``: each one's reverse, last first (comments without an undo are left out)."""
-    out = []
-    for op in reversed(ops):
-        back = op.reverse()
-        if not (isinstance(back, Comment) and not back.text):
-            out.append(back)
-    return out
+    undone = [op.reverse() for op in reversed(ops)]
+    return [op for op in undone if not (isinstance(op, Comment) and not op.text)]
 
 
 def _value(value: Any) -> str:
@@ -117,14 +113,12 @@ def _names_used(text: str) -> set[str]:
 def settle_schema(text: str, schema: str) -> str:
     """Alembic's rendering of ``text`` with the configured schema written as the name ``schema``:
     ``schema='app'`` -> ``schema=schema`` (also ``referent_schema``/``source_schema``), and in foreign keys
-    ``'app.tenants.id'`` -> ``f'{schema}.tenants.id'``."""
+    ``'app.tenants.id'`` -> ``f'{schema}.tenants.id'`` (lines ``ForeignKey(`` / ``ForeignKeyConstraint(``)."""
     name = re.escape(schema)
     text = re.sub(rf"\b(schema|referent_schema|source_schema)=(['\"]){name}\2", r"\1=schema", text)
-    lines = text.split("\n")
-    for i, line in enumerate(lines):
-        if re.match(r"\s*[\w.]*ForeignKey(Constraint)?\(", line):  # sa.ForeignKeyConstraint([…], ['app.t.id'])
-            lines[i] = re.sub(rf"(['\"]){name}\.([^'\"{{}}\\]+)\1", r"f\1{schema}.\2\1", line)
-    return "\n".join(lines)
+    return "\n".join(re.sub(rf"(['\"]){name}\.([^'\"{{}}\\]+)\1", r"f\1{schema}.\2\1", line)
+                     if re.match(r"\s*[\w.]*ForeignKey(Constraint)?\(", line)
+                     else line for line in text.split("\n"))
 
 
 @renderers.dispatch_for(Body)

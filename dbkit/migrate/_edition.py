@@ -36,21 +36,16 @@ def community_features(path: str | Path) -> list[str]:
     """What the revision file at ``path`` uses of the community edition (``op.add_job``, ``timescaledb.compress``
     …), in order of first use; empty when nothing."""
     text = Path(path).read_text(errors="replace")
-    found = [f"op.{m.group(1)}" for m in _OP_CALL.finditer(text)] + [m.group(1).rstrip(" (") for m in
-                                                                      _SQL.finditer(text)]
+    found = [f"op.{m[1]}" for m in _OP_CALL.finditer(text)] + [m[1].rstrip(" (") for m in _SQL.finditer(text)]
     return list(dict.fromkeys(found))
 
 
-def license_of(conn) -> str | None:
-    """``timescale`` (community), ``apache``, or None when TimescaleDB is not loaded in this server."""
-    row = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()
-    return row[0] if row and row[0] else None
-
-
 def edition_of(conn) -> str | None:
-    """``community`` or ``apache`` (None: TimescaleDB not loaded)."""
-    value = license_of(conn)
-    return None if value is None else ("community" if value == "timescale" else "apache")
+    """``community`` (``timescaledb.license`` is ``timescale``) or ``apache`` (None: TimescaleDB not loaded)."""
+    row = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()
+    if not row or not row[0]:
+        return None
+    return "community" if row[0] == "timescale" else "apache"
 
 
 def refuse_community_on_apache(settings, script, target: str | None):

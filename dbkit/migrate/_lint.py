@@ -86,25 +86,15 @@ class Violation:
 
 def find_squawk() -> str:
     """Path of the squawk executable: next to ``sys.executable`` (the venv's bin) first, then PATH."""
-    exe = None
-    if sys.executable:
-        exe = shutil.which("squawk", path=str(Path(sys.executable).parent))
-    exe = exe or shutil.which("squawk")
+    exe = (sys.executable and shutil.which("squawk", path=str(Path(sys.executable).parent))) or shutil.which("squawk")
     if exe is None:
-        raise MissingDependency(
-            "the SQL migration linter 'squawk' is not installed (neither next to Python nor on PATH)",
-            hint=INSTALL_HINT,
-        )
+        raise MissingDependency("the SQL migration linter 'squawk' is not installed (neither next to Python nor on "
+                                "PATH)", hint=INSTALL_HINT)
     return exe
 
 
-def lint_sql(
-    items: Sequence[tuple[str, str]],
-    *,
-    ignore: Sequence[str] = (),
-    pg_version: str | None = None,
-    version_table: str = VERSION_TABLE,
-) -> list[Violation]:
+def lint_sql(items: Sequence[tuple[str, str]], *, ignore: Sequence[str] = (), pg_version: str | None = None,
+             version_table: str = VERSION_TABLE) -> list[Violation]:
     """Lint each ``(revision_id, sql_text)`` pair with squawk; violations in input order.
 
     ``ignore``: squawk rule names to skip (comma-separated entries are split).  Statements on Alembic's
@@ -115,8 +105,7 @@ def lint_sql(
     """
     rules = _normalise_rules(ignore)
     exe = find_squawk()
-    if rules:
-        _check_rules(exe, rules)
+    _check_rules(exe, rules)  # runs squawk only when there are rules to check
     args = [f"--exclude={rule}" for rule in rules]
     if pg_version is not None and str(pg_version).strip():
         args.append(f"--pg-version={str(pg_version).strip()}")
@@ -146,16 +135,8 @@ def lint_sql(
 def _run(exe: str, args: Sequence[str], sql: str) -> subprocess.CompletedProcess[str]:
     cmd = [exe, "--config", os.devnull, "--reporter", "json", *args]
     try:
-        return subprocess.run(
-            cmd,
-            input=sql,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=SQUAWK_TIMEOUT,
-            check=False,
-        )
+        return subprocess.run(cmd, input=sql, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                              timeout=SQUAWK_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise DbkitError(f"squawk did not finish within {SQUAWK_TIMEOUT} s") from None
     except OSError as exc:
@@ -163,10 +144,7 @@ def _run(exe: str, args: Sequence[str], sql: str) -> subprocess.CompletedProcess
 
 
 def _first_line(text: str) -> str | None:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return None
+    return next((line.strip() for line in text.splitlines() if line.strip()), None)
 
 
 def _failure(res: subprocess.CompletedProcess[str], what: str) -> DbkitError:
@@ -181,13 +159,8 @@ _INVALID_RULE = re.compile(r"invalid value '([^']*)' for '--exclude")
 def _normalise_rules(ignore: Sequence[str]) -> list[str]:
     if isinstance(ignore, str):
         ignore = [ignore]
-    rules: list[str] = []
-    for entry in ignore:
-        for part in str(entry).split(","):
-            name = part.strip().lower()
-            if name and name not in rules:
-                rules.append(name)
-    return rules
+    names = (part.strip().lower() for entry in ignore for part in str(entry).split(","))
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def _check_rules(exe: str, rules: list[str]) -> None:
@@ -204,12 +177,9 @@ def _check_rules(exe: str, rules: list[str]) -> None:
         unknown.append(match.group(1))
         remaining.remove(match.group(1))
     if unknown:
-        raise ConfigError(
-            IGNORE_VARIABLE,
-            "names unknown squawk rule(s) " + ", ".join(f"'{r}'" for r in unknown),
-            purpose="lists squawk rules dbkit migrate lint skips (names: https://squawkhq.com/docs/rules)",
-            example=IGNORE_EXAMPLE,
-        )
+        raise ConfigError(IGNORE_VARIABLE, "names unknown squawk rule(s) " + ", ".join(f"'{r}'" for r in unknown),
+                          purpose="lists squawk rules dbkit migrate lint skips (names: https://squawkhq.com/docs/rules)",
+                          example=IGNORE_EXAMPLE)
 
 
 def _parse_report(res: subprocess.CompletedProcess[str], revision: str) -> list[dict]:
@@ -232,29 +202,17 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-def _violations(
-    revision: str,
-    sql: str,
-    spans: list[tuple[int, int]],
-    reported: list[dict],
-    text: str,
-    prefix_chars: int,
-    has_suffix: bool,
-    bookkeeping: re.Pattern[str],
-) -> list[Violation]:
+def _violations(revision: str, sql: str, spans: list[tuple[int, int]], reported: list[dict], text: str,
+                prefix_chars: int, has_suffix: bool, bookkeeping: re.Pattern[str]) -> list[Violation]:
     """Violations in ``sql``, which squawk saw as ``text`` (``sql`` plus synthetic lines around it)."""
     prefix_lines = text.count("\n", 0, prefix_chars)
-    line_starts: list[int] | None = None
+    line_starts = [0] + [match.end() for match in re.finditer("\n", text)]
     found: list[tuple[tuple[int, int], Violation]] = []
     for entry in reported:
         line0, column = entry.get("line"), entry.get("column")
         column = column if isinstance(column, int) else 0
-        statement = ""
-        line = None
-        position = (sys.maxsize, 0)
+        statement, line, position = "", None, (sys.maxsize, 0)
         if isinstance(line0, int):
-            if line_starts is None:
-                line_starts = _line_starts(text)
             offset = _offset(text, line_starts, line0, column) - prefix_chars
             if offset < 0 or offset > len(sql) or (has_suffix and offset == len(sql)):
                 continue  # on a synthetic BEGIN;/COMMIT; line
@@ -268,30 +226,12 @@ def _violations(
         if len(statement) > STATEMENT_MAX:
             statement = statement[: STATEMENT_MAX - 1].rstrip() + "…"
         help_text = entry.get("help")
-        found.append(
-            (
-                position,
-                Violation(
-                    revision=revision,
-                    rule=entry["rule_name"],
-                    message=_collapse(str(entry.get("message") or "")),
-                    statement=statement,
-                    line=line,
-                    help=_collapse(help_text) if isinstance(help_text, str) and help_text.strip() else None,
-                ),
-            )
-        )
+        found.append((position, Violation(
+            revision=revision, rule=entry["rule_name"], message=_collapse(str(entry.get("message") or "")),
+            statement=statement, line=line,
+            help=_collapse(help_text) if isinstance(help_text, str) and help_text.strip() else None)))
     found.sort(key=lambda pair: pair[0])  # stable: squawk's order within one position
     return [v for _, v in found]
-
-
-def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    pos = text.find("\n")
-    while pos >= 0:
-        starts.append(pos + 1)
-        pos = text.find("\n", pos + 1)
-    return starts
 
 
 def _offset(text: str, line_starts: list[int], line0: int, column_bytes: int) -> int:
@@ -308,10 +248,7 @@ def _offset(text: str, line_starts: list[int], line0: int, column_bytes: int) ->
 
 def _statement_at(spans: list[tuple[int, int]], offset: int) -> tuple[int, int] | None:
     """The statement containing ``offset``, else the next one, else the last one."""
-    for span in spans:
-        if offset < span[1]:
-            return span
-    return spans[-1] if spans else None
+    return next((span for span in spans if offset < span[1]), spans[-1] if spans else None)
 
 
 @functools.cache
@@ -320,9 +257,7 @@ def _bookkeeping(version_table: str) -> re.Pattern[str]:
     return re.compile(
         r"(?:CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?|DROP\s+TABLE(?:\s+IF\s+EXISTS)?|INSERT\s+INTO|UPDATE|"
         r"DELETE\s+FROM)\s+(?:(?:\"[^\"]+\"|\w+)\.)?\"?" + re.escape(version_table) + r"\"?(?=[\s(;]|$)",
-        re.IGNORECASE,
-    )
-
+        re.IGNORECASE)
 
 
 # -- statement boundaries and transaction state --------------------------------

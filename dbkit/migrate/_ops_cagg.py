@@ -18,10 +18,11 @@ from dbkit.migrate._ops_common import (
     _do_block,
     _execute,
     _interval,
+    _kept,
     _literal,
     _qualified,
     _regclass,
-    _timestamptz,
+    _start,
 )
 
 #: the key of a job's config that holds the name dbkit finds it by (``op.add_job(..., job_name=…)``)
@@ -91,10 +92,8 @@ class DropContinuousAggregateOp(MigrateOperation):
         return operations.invoke(cls(view_name, schema, if_exists, cascade))
 
     def reverse(self) -> CreateContinuousAggregateOp:
-        if self.create is None:
-            raise ValueError(f"cannot reverse drop_continuous_aggregate({self.view_name!r}) without its query: "
-                             "write op.create_continuous_aggregate(...) in the downgrade")
-        return self.create
+        return _kept(self.create, f"cannot reverse drop_continuous_aggregate({self.view_name!r}) without its query: "
+                                  "write op.create_continuous_aggregate(...) in the downgrade")
 
 
 def continuous_aggregate_sql(operations, op: CreateContinuousAggregateOp) -> str:
@@ -143,13 +142,10 @@ class AddRefreshPolicyOp(MigrateOperation):
 
     def __init__(self, view_name: str, start_offset, end_offset, schedule_interval, schema: str | None = None,
                  if_not_exists: bool = False, initial_start=None) -> None:
-        _interval(start_offset, "start_offset", allow_none=True)
-        _interval(end_offset, "end_offset", allow_none=True)
-        _interval(schedule_interval, "schedule_interval")
-        _start(initial_start)
         self.view_name, self.start_offset, self.end_offset = view_name, start_offset, end_offset
         self.schedule_interval, self.schema = schedule_interval, schema
         self.if_not_exists, self.initial_start = if_not_exists, initial_start
+        self.arguments()
 
     @classmethod
     def add_refresh_policy(cls, operations, view_name: str, start_offset, end_offset, schedule_interval,
@@ -159,6 +155,13 @@ class AddRefreshPolicyOp(MigrateOperation):
 
     def reverse(self) -> RemoveRefreshPolicyOp:
         return RemoveRefreshPolicyOp(self.view_name, self.schema, add=self)
+
+    def arguments(self) -> dict[str, str | None]:
+        """The named arguments of ``add_continuous_aggregate_policy`` (checked when the operation is made)."""
+        return dict(start_offset=_interval(self.start_offset, "start_offset", allow_none=True),
+                    end_offset=_interval(self.end_offset, "end_offset", allow_none=True),
+                    schedule_interval=_interval(self.schedule_interval, "schedule_interval"),
+                    if_not_exists=_bool(self.if_not_exists), initial_start=_start(self.initial_start))
 
 
 @Operations.register_operation("remove_refresh_policy")
@@ -179,21 +182,14 @@ class RemoveRefreshPolicyOp(MigrateOperation):
         return operations.invoke(cls(view_name, schema, if_exists))
 
     def reverse(self) -> AddRefreshPolicyOp:
-        if self.add is None:
-            raise ValueError(f"cannot reverse remove_refresh_policy({self.view_name!r}) without the policy it removes: "
-                             "write op.add_refresh_policy(...) in the downgrade")
-        return self.add
+        return _kept(self.add, f"cannot reverse remove_refresh_policy({self.view_name!r}) without the policy it "
+                               "removes: write op.add_refresh_policy(...) in the downgrade")
 
 
 @Operations.implementation_for(AddRefreshPolicyOp)
 def _add_refresh_policy(operations, op: AddRefreshPolicyOp) -> None:
-    _execute(operations, _call(
-        "add_continuous_aggregate_policy", _regclass(operations, op.view_name, op.schema),
-        start_offset=_interval(op.start_offset, "start_offset", allow_none=True),
-        end_offset=_interval(op.end_offset, "end_offset", allow_none=True),
-        schedule_interval=_interval(op.schedule_interval, "schedule_interval"),
-        if_not_exists=_bool(op.if_not_exists),
-        initial_start=_start(op.initial_start)))
+    _execute(operations, _call("add_continuous_aggregate_policy", _regclass(operations, op.view_name, op.schema),
+                               **op.arguments()))
 
 
 @Operations.implementation_for(RemoveRefreshPolicyOp)
@@ -282,14 +278,8 @@ class DeleteJobOp(MigrateOperation):
         return operations.invoke(cls(proc, config, schema, job_name, if_exists))
 
     def reverse(self) -> AddJobOp:
-        if self.add is None:
-            raise ValueError(f"cannot reverse delete_job({self.proc!r}) without its schedule: "
-                             "write op.add_job(...) in the downgrade")
-        return self.add
-
-
-def _start(value) -> str | None:
-    return None if value is None else _timestamptz(value, "initial_start")
+        return _kept(self.add, f"cannot reverse delete_job({self.proc!r}) without its schedule: write op.add_job(...) "
+                               "in the downgrade")
 
 
 def _jsonb(value: Mapping[str, Any] | None) -> str | None:

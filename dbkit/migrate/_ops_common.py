@@ -8,9 +8,6 @@ from alembic.operations import Operations
 
 from dbkit.migrate import settings as dbkit_settings
 
-COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
-
-
 VECTOR_METHODS = ("hnsw", "ivfflat")
 
 
@@ -19,10 +16,14 @@ def role_list(roles) -> tuple[str, ...]:
     ``settings.role_enforce`` holds every role of its kind), flattened in order."""
     if isinstance(roles, str):
         return (roles,)
-    out: list[str] = []
-    for item in roles:
-        out.extend((item,) if isinstance(item, str) else role_list(item))
-    return tuple(dict.fromkeys(out))
+    return tuple(dict.fromkeys(name for item in roles for name in role_list(item)))
+
+
+def _kept(original, message: str):
+    """``reverse()`` of a drop/remove operation: the operation it was made from, else ``ValueError(message)``."""
+    if original is None:
+        raise ValueError(message)
+    return original
 
 
 def _q(operations: Operations, name: str) -> str:
@@ -53,24 +54,18 @@ def _run_as_session_user(operations: Operations, statements: Iterable[str]) -> N
     ctx = operations.migration_context
     if ctx.as_sql:
         settings = dbkit_settings(operations)
-        if settings.migrate_set_role:
-            operations.execute("SET ROLE NONE")
-        for stmt in statements:
-            operations.execute(stmt)
-        if settings.migrate_set_role:
-            operations.execute(f"SET ROLE {_q(operations, settings.role_owner)}")
-        return
-    current, session, _ = roles_in_use(ctx.connection)
-    switch = current != session
-    if switch:
+        back = settings.role_owner if settings.migrate_set_role else None
+    else:
+        current, session, _ = roles_in_use(ctx.connection)
+        back = current if current != session else None
+    if back is not None:
         operations.execute("SET ROLE NONE")
     for stmt in statements:
         operations.execute(stmt)
-    if switch:  # back to the role we were, unless a statement above dropped it
-        still_there = ctx.connection.exec_driver_sql(
-            "SELECT 1 FROM pg_roles WHERE rolname = %(r)s", {"r": current}).first()
-        if still_there:
-            operations.execute(f"SET ROLE {_q(operations, current)}")
+    # back to the role we were, unless a statement above dropped it
+    if back is not None and (ctx.as_sql or ctx.connection.exec_driver_sql(
+            "SELECT 1 FROM pg_roles WHERE rolname = %(r)s", {"r": back}).first()):
+        operations.execute(f"SET ROLE {_q(operations, back)}")
 
 
 # ---- TimescaleDB operations: values written into SQL (each one quoted; never formatted in as it is)
@@ -99,15 +94,21 @@ def _interval(value, what: str, *, allow_none: bool = False) -> str:
                      f"time), not {value!r}")
 
 
-def _timestamptz(value, what: str) -> str:
-    """A point in time (``datetime`` or text such as ``'2025-01-01 00:00+00'``) as ``TIMESTAMPTZ '…'``."""
+def _start(value) -> str | None:
+    """``initial_start`` (a ``datetime`` or text such as ``'2025-01-01 00:00+00'``) as ``TIMESTAMPTZ '…'``."""
     from datetime import datetime
 
+    if value is None:
+        return None
     if isinstance(value, datetime):
         value = value.isoformat()
     if isinstance(value, str) and value.strip():
         return f"TIMESTAMPTZ {_literal(value.strip())}"
-    raise ValueError(f"{what} must be a datetime or a timestamp such as '2025-01-01 00:00+00', not {value!r}")
+    raise ValueError(f"initial_start must be a datetime or a timestamp such as '2025-01-01 00:00+00', not {value!r}")
+
+
+def _schedule(value) -> str | None:
+    return None if value is None else _interval(value, "schedule_interval")
 
 
 def _bool(value: bool) -> str | None:
@@ -130,16 +131,12 @@ def _do_block(body: str) -> str:
     return f"DO ${tag}$ {body} ${tag}$"
 
 
-def _text(stmt: str):
-    """``stmt`` for ``operations.execute`` with every colon literal: Alembic runs a string as SQLAlchemy
-    ``text()``, which reads ``:name`` (in a JSON config, a query) as a bind parameter; ``\\:name`` is a colon."""
+def _execute(operations: Operations, stmt: str) -> None:
+    """Run (online) or write (offline) one statement built by an operation, colons and all: Alembic runs a
+    string as SQLAlchemy ``text()``, which reads ``:name`` (in a JSON config, a query) as a bind parameter;
+    ``\\:name`` is a colon."""
     import re
 
     from sqlalchemy import text
 
-    return text(re.sub(r"(?<![:\w]):(?=\w+(?![:\w]))", r"\\:", stmt))
-
-
-def _execute(operations: Operations, stmt: str) -> None:
-    """Run (online) or write (offline) one statement built by an operation, colons and all."""
-    operations.execute(_text(stmt))
+    operations.execute(text(re.sub(r"(?<![:\w]):(?=\w+(?![:\w]))", r"\\:", stmt)))

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import VECTOR_METHODS, _execute, _q, _qualified
+from dbkit.migrate._ops_common import VECTOR_METHODS, _execute, _kept, _q, _qualified
 
 
 @Operations.register_operation("create_index_concurrently")
@@ -66,25 +66,20 @@ class DropIndexConcurrentlyOp(MigrateOperation):
         return operations.invoke(cls(index_name, schema))
 
     def reverse(self) -> CreateIndexConcurrentlyOp:
-        if self.create is None:
-            raise ValueError(f"cannot reverse drop_index_concurrently({self.index_name!r}) without its definition")
-        return self.create
+        return _kept(self.create, f"cannot reverse drop_index_concurrently({self.index_name!r}) without its definition")
 
 
-def index_sql(operations, op: CreateIndexConcurrentlyOp, *, concurrently: bool = True) -> str:
-    """The CREATE INDEX statement for ``op`` (also used by ``dbkit seed --defer-indexes``)."""
+def index_sql(operations, op: CreateIndexConcurrentlyOp) -> str:
+    """The ``CREATE INDEX CONCURRENTLY`` statement for ``op``."""
     cols = []
     for col in op.columns:
         name, _, rest = col.partition(" ")
-        is_plain = name.isidentifier() and (not rest or rest.upper() in ("ASC", "DESC", "DESC NULLS LAST",
-                                                                         "ASC NULLS FIRST", "NULLS FIRST",
-                                                                         "NULLS LAST"))
-        text = f"{_q(operations, name)}{(' ' + rest) if rest else ''}" if is_plain else f"({col})"
-        if col in op.ops or name in op.ops:
-            opclass = op.ops.get(col) or op.ops[name]
-            text = f"{_q(operations, name)} {opclass}{(' ' + rest) if rest else ''}" if is_plain else f"({col}) {opclass}"
-        cols.append(text)
-    stmt = (f"CREATE {'UNIQUE ' if op.unique else ''}INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
+        is_plain = name.isidentifier() and (not rest or rest.upper() in (
+            "ASC", "DESC", "DESC NULLS LAST", "ASC NULLS FIRST", "NULLS FIRST", "NULLS LAST"))
+        opclass = op.ops.get(col) or op.ops.get(name)
+        parts = [_q(operations, name), opclass, rest] if is_plain else [f"({col})", opclass]
+        cols.append(" ".join(p for p in parts if p))
+    stmt = (f"CREATE {'UNIQUE ' if op.unique else ''}INDEX CONCURRENTLY IF NOT EXISTS "
             f"{_q(operations, op.index_name)} ON {_qualified(operations, op.table_name, op.schema)}")
     if op.using:
         stmt += f" USING {op.using}"

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from alembic.ddl.postgresql import PostgresqlImpl
 from alembic.operations import MigrateOperation, Operations
 
-from dbkit.migrate._ops_common import (
-    COMMANDS,
-    _execute,
-    _q,
-    _qualified,
-    _run_as_session_user,
-    role_list,
-    roles_in_use,
-)
+from dbkit.migrate._ops_common import _execute, _kept, _q, _qualified, _run_as_session_user, role_list, roles_in_use
+
+COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
 
 
 @Operations.register_operation("enable_rls")
@@ -113,13 +106,9 @@ class CreatePolicyOp(MigrateOperation):
                       with_check: str | None = None, permissive: bool = True):
         return operations.invoke(cls(policy_name, table_name, schema, command, roles, using, with_check, permissive))
 
-    def _args(self) -> dict[str, Any]:
-        return dict(policy_name=self.policy_name, table_name=self.table_name, schema=self.schema,
-                    command=self.command, roles=self.roles, using=self.using, with_check=self.with_check,
-                    permissive=self.permissive)
-
     def reverse(self) -> DropPolicyOp:
-        return DropPolicyOp(**self._args())
+        return DropPolicyOp(self.policy_name, self.table_name, self.schema, self.command, self.roles, self.using,
+                            self.with_check, self.permissive)
 
 
 @Operations.register_operation("drop_policy")
@@ -226,9 +215,7 @@ class DropScopedViewOp(MigrateOperation):
         return operations.invoke(cls(view_name, schema))
 
     def reverse(self) -> CreateScopedViewOp:
-        if self.create is None:
-            raise ValueError(f"cannot reverse drop_scoped_view({self.view_name!r}) without its definition")
-        return self.create
+        return _kept(self.create, f"cannot reverse drop_scoped_view({self.view_name!r}) without its definition")
 
 
 def _column_type(operations, op: CreateScopedViewOp) -> str:
@@ -311,9 +298,9 @@ class _PostgresqlImpl(PostgresqlImpl):
     def add_constraint(self, const, **kw) -> None:
         from sqlalchemy import ForeignKeyConstraint
 
-        if not isinstance(const, ForeignKeyConstraint) or const.dialect_options["postgresql"].get("not_valid"):
-            return super().add_constraint(const, **kw)
-        owner = self._owner_to_leave()
+        owner = None
+        if isinstance(const, ForeignKeyConstraint) and not const.dialect_options["postgresql"].get("not_valid"):
+            owner = self._owner_to_leave()
         if owner is None:
             return super().add_constraint(const, **kw)
         self._exec("SET ROLE NONE")

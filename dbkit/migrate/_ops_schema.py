@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from alembic.operations import MigrateOperation, Operations
 
 from dbkit.migrate import settings as dbkit_settings
-from dbkit.migrate._ops_common import _literal, _q, _qualified, _run_as_session_user, role_list
+from dbkit.migrate._ops_common import _bool, _call, _do_block, _literal, _q, _qualified, _run_as_session_user, role_list
 
 
 @Operations.register_operation("create_extension")
@@ -96,17 +96,10 @@ class CreateHypertableOp(MigrateOperation):
 
 @Operations.implementation_for(CreateHypertableOp)
 def _create_hypertable(operations, op: CreateHypertableOp) -> None:
-    rel = _literal(_qualified(operations, op.table_name, op.schema))
-    dim = f"by_range({_literal(op.time_column)}"
-    if op.chunk_interval:
-        dim += f", INTERVAL {_literal(op.chunk_interval)}"
-    dim += ")"
-    args = [rel, dim]
-    if op.migrate_data:
-        args.append("migrate_data => true")
-    if op.if_not_exists:
-        args.append("if_not_exists => true")
-    operations.execute(f"SELECT create_hypertable({', '.join(args)})")
+    interval = f", INTERVAL {_literal(op.chunk_interval)}" if op.chunk_interval else ""
+    operations.execute(_call("create_hypertable", _literal(_qualified(operations, op.table_name, op.schema)),
+                             f"by_range({_literal(op.time_column)}{interval})",
+                             migrate_data=_bool(op.migrate_data), if_not_exists=_bool(op.if_not_exists)))
 
 
 @Operations.register_operation("revert_hypertable")
@@ -210,22 +203,17 @@ class RevokeOp(GrantOp):
         return GrantOp(self.privileges, self.target, self.roles, self.schema, self.object_type)
 
 
-def _grant_sql(operations, op: GrantOp, verb: str) -> str:
+@Operations.implementation_for(GrantOp)
+def _grant(operations, op: GrantOp) -> None:
+    if not op.roles or not op.privileges:  # e.g. roles=settings.role_readonly in a project without one
+        return
     if op.object_type in ("TABLE", "SEQUENCE"):
         target = f"{op.object_type} {_qualified(operations, op.target, op.schema)}"
     else:
         target = f"{op.object_type} {_q(operations, op.target)}"
     roles = ", ".join(_q(operations, r) for r in op.roles)
-    direction = "TO" if verb == "GRANT" else "FROM"
-    return f"{verb} {', '.join(op.privileges)} ON {target} {direction} {roles}"
-
-
-@Operations.implementation_for(GrantOp)
-def _grant(operations, op: GrantOp) -> None:
-    if not op.roles or not op.privileges:  # e.g. roles=settings.role_readonly in a project without one
-        return
-    verb = "REVOKE" if isinstance(op, RevokeOp) else "GRANT"
-    operations.execute(_grant_sql(operations, op, verb))
+    verb, direction = ("REVOKE", "FROM") if isinstance(op, RevokeOp) else ("GRANT", "TO")
+    operations.execute(f"{verb} {', '.join(op.privileges)} ON {target} {direction} {roles}")
 
 
 @Operations.register_operation("apply_roles")
@@ -276,12 +264,8 @@ def _apply_roles(operations, op: ApplyRolesOp) -> None:
 def _drop_roles(operations, op: DropRolesOp) -> None:
     from dbkit import roles
 
-    names = roles.model(dbkit_settings(operations)).names()
-    stmt = (
-        "DO $dbkit$ DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY["
-        + ", ".join(_literal(n) for n in names)
-        + "] LOOP IF EXISTS (SELECT FROM pg_roles WHERE rolname = r) AND NOT EXISTS ("
-        "SELECT FROM pg_shdepend d JOIN pg_roles x ON x.oid = d.refobjid WHERE x.rolname = r) "
-        "THEN EXECUTE format('DROP ROLE %I', r); END IF; END LOOP; END $dbkit$"
-    )
-    _run_as_session_user(operations, [stmt])
+    names = ", ".join(_literal(n) for n in roles.model(dbkit_settings(operations)).names())
+    _run_as_session_user(operations, [_do_block(
+        f"DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY[{names}] LOOP IF EXISTS (SELECT FROM pg_roles WHERE "
+        "rolname = r) AND NOT EXISTS (SELECT FROM pg_shdepend d JOIN pg_roles x ON x.oid = d.refobjid WHERE "
+        "x.rolname = r) THEN EXECUTE format('DROP ROLE %I', r); END IF; END LOOP; END")])

@@ -22,11 +22,13 @@ from dbkit.migrate._ops_common import (
     _do_block,
     _execute,
     _interval,
+    _kept,
     _literal,
     _q,
     _qualified,
     _regclass,
-    _timestamptz,
+    _schedule,
+    _start,
 )
 
 _ORDER = re.compile(r"((ASC|DESC)(\s+|$))?(NULLS\s+(FIRST|LAST))?", re.IGNORECASE)
@@ -114,14 +116,12 @@ class DisableCompressionOp(MigrateOperation):
         return operations.invoke(cls(table_name, schema, decompress))
 
     def reverse(self) -> EnableCompressionOp:
-        if self.enable is None:
-            raise ValueError(f"cannot reverse disable_compression({self.table_name!r}) without its settings: "
-                             "write op.enable_compression(...) in the downgrade")
-        return self.enable
+        return _kept(self.enable, f"cannot reverse disable_compression({self.table_name!r}) without its settings: "
+                                  "write op.enable_compression(...) in the downgrade")
 
 
-def compression_sql(operations, op: EnableCompressionOp) -> str:
-    """The ``ALTER TABLE … SET (timescaledb.compress, …)`` of ``op``."""
+@Operations.implementation_for(EnableCompressionOp)
+def _enable_compression(operations, op: EnableCompressionOp) -> None:
     options = ["timescaledb.compress"]
     if op.segment_by is not None:
         columns = ", ".join(_q(operations, _name(c, "segment_by")) for c in op.segment_by)
@@ -133,12 +133,7 @@ def compression_sql(operations, op: EnableCompressionOp) -> str:
         interval = _interval(op.chunk_interval, "chunk_interval")
         value = interval.removeprefix("INTERVAL ") if interval.startswith("INTERVAL ") else _literal(interval)
         options.append(f"timescaledb.compress_chunk_time_interval = {value}")
-    return f"ALTER TABLE {_qualified(operations, op.table_name, op.schema)} SET ({', '.join(options)})"
-
-
-@Operations.implementation_for(EnableCompressionOp)
-def _enable_compression(operations, op: EnableCompressionOp) -> None:
-    _execute(operations, compression_sql(operations, op))
+    _execute(operations, f"ALTER TABLE {_qualified(operations, op.table_name, op.schema)} SET ({', '.join(options)})")
 
 
 @Operations.implementation_for(DisableCompressionOp)
@@ -167,15 +162,13 @@ def _disable_compression(operations, op: DisableCompressionOp) -> None:
 # --------------------------------------------------------------------- policies on a hypertable
 
 class _AddPolicy(MigrateOperation):
-    """What the three ``add_*_policy`` operations share: a relation, ``if_not_exists``, a reverse."""
+    """What the three ``add_*_policy`` operations share: a relation, ``if_not_exists``, a reverse; each one's
+    ``arguments()`` (positional, named) also check its values when it is made."""
 
     function = ""
 
     def reverse(self):
         return _REMOVE[type(self)](self.table_name, self.schema, add=self)
-
-    def arguments(self, operations) -> tuple[list[str], dict[str, str | None]]:
-        raise NotImplementedError
 
 
 class _RemovePolicy(MigrateOperation):
@@ -188,11 +181,8 @@ class _RemovePolicy(MigrateOperation):
         self.table_name, self.schema, self.if_exists, self.add = table_name, schema, if_exists, add
 
     def reverse(self) -> _AddPolicy:
-        if self.add is None:
-            adder = self.function.replace("remove_", "add_")
-            raise ValueError(f"cannot reverse {self.function}({self.table_name!r}) without the policy it removes: "
-                             f"write op.{adder}(...) in the downgrade")
-        return self.add
+        return _kept(self.add, f"cannot reverse {self.function}({self.table_name!r}) without the policy it removes: "
+                               f"write op.{self.function.replace('remove_', 'add_')}(...) in the downgrade")
 
 
 @Operations.register_operation("add_compression_policy")
@@ -209,10 +199,9 @@ class AddCompressionPolicyOp(_AddPolicy):
 
     def __init__(self, table_name: str, compress_after, schema: str | None = None, if_not_exists: bool = False,
                  schedule_interval=None, initial_start=None) -> None:
-        _interval(compress_after, "compress_after")
-        _schedule(schedule_interval), _start(initial_start)
         self.table_name, self.compress_after, self.schema = table_name, compress_after, schema
         self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
+        self.arguments()
 
     @classmethod
     def add_compression_policy(cls, operations, table_name: str, compress_after, schema: str | None = None,
@@ -220,7 +209,7 @@ class AddCompressionPolicyOp(_AddPolicy):
         return operations.invoke(cls(table_name, compress_after, schema, if_not_exists, schedule_interval,
                                      initial_start))
 
-    def arguments(self, operations):
+    def arguments(self):
         return [], dict(compress_after=_interval(self.compress_after, "compress_after"),
                         if_not_exists=_bool(self.if_not_exists),
                         schedule_interval=_schedule(self.schedule_interval), initial_start=_start(self.initial_start))
@@ -257,17 +246,16 @@ class AddRetentionPolicyOp(_AddPolicy):
 
     def __init__(self, table_name: str, drop_after, schema: str | None = None, if_not_exists: bool = False,
                  schedule_interval=None, initial_start=None) -> None:
-        _interval(drop_after, "drop_after")
-        _schedule(schedule_interval), _start(initial_start)
         self.table_name, self.drop_after, self.schema = table_name, drop_after, schema
         self.if_not_exists, self.schedule_interval, self.initial_start = if_not_exists, schedule_interval, initial_start
+        self.arguments()
 
     @classmethod
     def add_retention_policy(cls, operations, table_name: str, drop_after, schema: str | None = None,
                              if_not_exists: bool = False, schedule_interval=None, initial_start=None):
         return operations.invoke(cls(table_name, drop_after, schema, if_not_exists, schedule_interval, initial_start))
 
-    def arguments(self, operations):
+    def arguments(self):
         return [], dict(drop_after=_interval(self.drop_after, "drop_after"), if_not_exists=_bool(self.if_not_exists),
                         schedule_interval=_schedule(self.schedule_interval), initial_start=_start(self.initial_start))
 
@@ -305,16 +293,16 @@ class AddReorderPolicyOp(_AddPolicy):
         if not isinstance(index_name, str) or not index_name or "." in index_name:
             raise ValueError(f"index_name must be the name of an index of {table_name!r} without its schema "
                              f"(it is the hypertable's), not {index_name!r}")
-        _start(initial_start)
         self.table_name, self.index_name, self.schema = table_name, index_name, schema
         self.if_not_exists, self.initial_start = if_not_exists, initial_start
+        self.arguments()
 
     @classmethod
     def add_reorder_policy(cls, operations, table_name: str, index_name: str, schema: str | None = None,
                            if_not_exists: bool = False, initial_start=None):
         return operations.invoke(cls(table_name, index_name, schema, if_not_exists, initial_start))
 
-    def arguments(self, operations):
+    def arguments(self):
         return [_literal(self.index_name)], dict(if_not_exists=_bool(self.if_not_exists),
                                                  initial_start=_start(self.initial_start))
 
@@ -339,17 +327,9 @@ _REMOVE = {AddCompressionPolicyOp: RemoveCompressionPolicyOp, AddRetentionPolicy
            AddReorderPolicyOp: RemoveReorderPolicyOp}
 
 
-def _schedule(value) -> str | None:
-    return None if value is None else _interval(value, "schedule_interval")
-
-
-def _start(value) -> str | None:
-    return None if value is None else _timestamptz(value, "initial_start")
-
-
 @Operations.implementation_for(_AddPolicy)
 def _add_policy(operations, op: _AddPolicy) -> None:
-    args, named = op.arguments(operations)
+    args, named = op.arguments()
     _execute(operations, _call(op.function, _regclass(operations, op.table_name, op.schema), *args, **named))
 
 

@@ -111,12 +111,6 @@ def _check_table(table: str, column: str) -> None:
         raise UsageError(f"--column {column[:80]!r} is not a column name", hint="e.g. --column filename")
 
 
-def _imported(script) -> dict[str, Any]:
-    """{sql_file: Script} of the project's revisions imported from SQL files."""
-    return {getattr(rev.module, "sql_file"): rev for rev in script.walk_revisions()
-            if isinstance(getattr(rev.module, "sql_file", None), str)}
-
-
 def _next_ids(script, count: int) -> list[str]:
     numeric = [int(r.revision) for r in script.walk_revisions() if r.revision.isdigit()]
     if numeric or not list(script.walk_revisions()):
@@ -189,9 +183,7 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
     from dbkit.migrate._runner_state import _script, _shown
 
     _check_table(table, column)
-    folder = Path(directory)
-    if not folder.is_absolute():
-        folder = settings.project_dir / folder
+    folder = settings.project_dir / directory  # an absolute directory stays as it is
     if not folder.is_dir():
         raise UsageError(f"{directory} is not a directory", hint="give the folder of the old runner's *.sql files, "
                          "e.g. dbkit migrate import-sql infra/migrations")
@@ -203,12 +195,10 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
     if len(heads) > 1:
         raise UsageError(f"the migrations have several heads ({', '.join(heads)})",
                          hint="merge them first (`alembic merge heads`), then import")
-    done = _imported(script)
+    done = {rev.module.sql_file for rev in script.walk_revisions()  # the SQL files imported already
+            if isinstance(getattr(rev.module, "sql_file", None), str)}
     todo = [f for f in files if f.name not in done]
-    try:
-        shown = str(folder.relative_to(settings.project_dir))
-    except ValueError:
-        shown = str(folder)
+    shown = str(folder.relative_to(settings.project_dir) if folder.is_relative_to(settings.project_dir) else folder)
     result = ImportResult(shown, table, column, skipped=[f.name for f in files if f.name in done])
     parsed = [(f, split_statements(f.read_text(encoding="utf-8"), f"{shown}/{f.name}")) for f in todo]
     versions = Path(settings.migrations_dir) / "versions"
