@@ -21,6 +21,11 @@ from dbkit.errors import ConfigError, Refused
 from dbkit.migrate._session import BOOKKEEPING_SCHEMA
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 place``, ``2 places``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 @dataclass
 class Revision:
     revision: str
@@ -70,7 +75,8 @@ class Elsewhere:
 class Status:
     """``current`` comes from ``version_table``; ``elsewhere`` is set when that table is missing or empty
     but another Alembic version table exists, ``unknown`` lists current revisions that are not revisions
-    of the project, ``unversioned`` (when nothing is applied) up to three tables the database already has."""
+    of the project, ``unversioned`` (when nothing is applied) up to three tables the database already has,
+    ``sql_history`` (:func:`dbkit.migrate._runner.status`) what ``dbkit migrate`` adopts of an old SQL-file runner."""
 
     current: list[str]
     heads: list[str]
@@ -81,6 +87,7 @@ class Status:
     adopt: str | None = None
     unknown: list[str] = field(default_factory=list)
     unversioned: list[str] = field(default_factory=list)
+    sql_history: str | None = None
 
     @property
     def at_head(self) -> bool:
@@ -99,15 +106,15 @@ class Status:
 
     def advice(self) -> str | None:
         """What to do next, naming the project's migrations and the found state; None when at head."""
-        if self.problem:
-            return self.problem
+        if self.problem or self.sql_history:
+            return self.problem or self.sql_history
         if not self.heads:
             where = "has no version table" if not self.current else f"is at {', '.join(self.current)}"
             return (f"the database {where} and your project has no migrations yet ({self.migrations_dir}/versions "
                     "is empty): create one with `dbkit migrate new -m \"...\"`")
         if not self.pending:
             return None
-        n = f"{len(self.pending)} pending revision{'s' if len(self.pending) != 1 else ''}"
+        n = _count(len(self.pending), "pending revision")
         head = ", ".join(self.heads)
         if self.current:
             return (f"the database is at revision {', '.join(self.current)}, your migrations' head is {head} "
@@ -185,8 +192,7 @@ def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
 
 def _current(settings) -> list[str]:
     """Applied heads from the configured version table (empty when nothing was ever applied)."""
-    url = target.resolve_url(settings, direct=True)
-    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+    with db.connect(target.resolve_url(settings, direct=True), connect_timeout=settings.connect_timeout) as conn:
         return db.applied_revisions(conn, db.version_table(settings)) or []
 
 
@@ -239,8 +245,7 @@ def _applied_set(script, current: list[str]) -> set[str]:
 def status(settings) -> Status:
     """Current revision(s), head(s) and the pending revisions in the order they would apply."""
     script = _script(settings)
-    url = target.resolve_url(settings, direct=True)
-    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+    with db.connect(target.resolve_url(settings, direct=True), connect_timeout=settings.connect_timeout) as conn:
         current, elsewhere = read_state(conn, settings, script)
         unversioned = [] if current or elsewhere else db.unversioned_tables(conn, (BOOKKEEPING_SCHEMA,))
     heads = list(script.get_heads())
