@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbkit import _db as db
 from dbkit._urls import mask_secrets
 from dbkit.errors import OperationFailed
 
@@ -94,8 +95,6 @@ class LockSampler:
     migrating connection cannot see them afterwards.  Statements shorter than ``interval`` may be missed."""
 
     def __init__(self, url, pid: int, interval: float = 0.005) -> None:
-        from dbkit import _db as db
-
         self.pid, self.interval = pid, interval
         self.conn = db.connect(url, autocommit=True, connect_timeout=5)
         self.seen: dict[tuple[int, str], list] = {}  # (oid, mode) -> [row, first seen, last seen]
