@@ -19,8 +19,6 @@ class MigrationFailed(OperationFailed):
     """A revision failed; it was rolled back and earlier revisions stay applied."""
 
 
-# --------------------------------------------------------------------- running
-
 def _failing_revision(exc: BaseException) -> tuple[str | None, str | None]:
     """(revision id, file) of the revision whose code raised, from the traceback."""
     found = (None, None)

@@ -135,7 +135,6 @@ class Status:
                 "problem": self.problem, "advice": self.advice(), "unversioned": self.unversioned}
 
 
-
 # --------------------------------------------------------------------- config
 
 def alembic_config(settings, *, readonly: bool = False, output: io.StringIO | None = None, _runs_env: bool = True):
@@ -236,10 +235,7 @@ def refusal(conn, settings, script) -> Refused | None:
 
 
 def _applied_set(script, current: list[str]) -> set[str]:
-    applied: set[str] = set()
-    for head in current:
-        applied.update(r.revision for r in script.iterate_revisions(head, "base"))
-    return applied
+    return {r.revision for head in current for r in script.iterate_revisions(head, "base")}
 
 
 def status(settings) -> Status:
@@ -251,8 +247,7 @@ def status(settings) -> Status:
     heads = list(script.get_heads())
     unknown = [rev for rev in current if not _known(script, rev)]
     applied = _applied_set(script, [rev for rev in current if rev not in unknown])
-    pending = [r for r in script.walk_revisions() if r.revision not in applied]
-    pending.reverse()  # walk_revisions goes head -> base
+    pending = [r for r in script.walk_revisions() if r.revision not in applied][::-1]  # walked head -> base
     return Status(current=current, heads=heads, pending=[_revision(r, applied, set(heads)) for r in pending],
                   version_table=db.version_table(settings), migrations_dir=_shown(settings),
                   elsewhere=elsewhere, adopt=elsewhere.adopt(settings) if elsewhere else None, unknown=unknown,
@@ -273,6 +268,4 @@ def history(settings) -> list[Revision]:
     script = _script(settings)
     heads = set(script.get_heads())
     applied = _applied_set(script, [rev for rev in _current(settings) if _known(script, rev)])
-    revs = [_revision(r, applied, heads) for r in script.walk_revisions()]
-    revs.reverse()
-    return revs
+    return [_revision(r, applied, heads) for r in script.walk_revisions()][::-1]
