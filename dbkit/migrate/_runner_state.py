@@ -225,8 +225,7 @@ def refusal(conn, settings, script) -> Refused | None:
     current, elsewhere = read_state(conn, settings, script)
     if elsewhere is not None:
         why = "" if elsewhere.foreign else "; upgrading from base would re-run every revision"
-        return Refused(f"{elsewhere.describe()}{why}",
-                       hint=elsewhere.adopt(settings))
+        return Refused(f"{elsewhere.describe()}{why}", hint=elsewhere.adopt(settings))
     unknown = [rev for rev in current if not _known(script, rev)]
     if unknown:
         return Refused(Status([], [], version_table=db.version_table(settings), unknown=unknown,
