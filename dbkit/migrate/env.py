@@ -113,11 +113,8 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
 def _command(config) -> str | None:
     """The Alembic command that runs: dbkit says it (a Config attribute), plain ``alembic`` has it in its
     parsed command line."""
-    name = config.attributes.get("dbkit_command")
-    if name:
-        return name
     cmd = getattr(config.cmd_opts, "cmd", None)
-    return getattr(cmd[0], "__name__", None) if cmd else None
+    return config.attributes.get("dbkit_command") or (getattr(cmd[0], "__name__", None) if cmd else None)
 
 
 def _refuse_unadopted(conn, settings, script) -> None:
