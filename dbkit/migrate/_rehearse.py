@@ -68,50 +68,36 @@ def parse_duration(text: str, *, option: str = "--max-lock", bare_unit: str = "s
 
 def default_max_lock(settings) -> float:
     """The configured lock_timeout in seconds (5 s when it is 0: no limit)."""
-    seconds = parse_duration(settings.lock_timeout, option="DBKIT_LOCK_TIMEOUT", bare_unit="ms")
-    return seconds or 5.0
+    return parse_duration(settings.lock_timeout, option="DBKIT_LOCK_TIMEOUT", bare_unit="ms") or 5.0
 
 
 def scratch_name(source: str, when: datetime | None = None) -> str:
     """``<source>_rehearse_<UTC time>_<pid>_<4 random hex>``, cut to 63 bytes (the source part is shortened)."""
     stamp = (when or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     tail = f"_rehearse_{stamp}_{os.getpid()}_{secrets.token_hex(2)}"
-    head = source.encode()[: 63 - len(tail)].decode(errors="ignore")
-    return head + tail
+    return source.encode()[: 63 - len(tail)].decode(errors="ignore") + tail
 
 
 # --------------------------------------------------------------------- signals and the scratch database
 
-@contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (like SIGINT) while the rehearsal runs, so the scratch database
-    is dropped either way.  Only in the main thread (Python delivers signals there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM while the scratch database is dropped (a second Ctrl-C must not leave it)."""
+def _signals(handler, *signums) -> Iterator[None]:
+    """``handler`` for ``signums`` while the block runs: SIGTERM raises KeyboardInterrupt (like SIGINT) while the
+    rehearsal runs, so the scratch database is dropped either way; SIGINT/SIGTERM are ignored while it is dropped
+    (a second Ctrl-C must not leave it).  Only in the main thread (Python delivers signals there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+        for s, previous in saved.items():
+            signal.signal(s, previous)
 
 
 def _admin(settings, url):
@@ -121,7 +107,7 @@ def _admin(settings, url):
 def drop_scratch(settings, url, name: str) -> None:
     from psycopg import sql
 
-    with _uninterrupted(), _admin(settings, url) as admin:
+    with _signals(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM), _admin(settings, url) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -176,8 +162,8 @@ def clone(settings, url, name: str) -> None:
 
 # --------------------------------------------------------------------- the run
 
-def _pending(settings, to: str):
-    """(current revisions, pending revisions up to ``to``) of the source, read only."""
+def _pending(report: RehearsalReport, settings, to: str):
+    """The pending revisions up to ``to`` of the source, read only; the report gets them and the current ones."""
     from alembic.util import CommandError
 
     from dbkit.migrate._runner_run import _command_error
@@ -194,7 +180,9 @@ def _pending(settings, to: str):
     except Exception as exc:  # noqa: BLE001 - alembic's ResolutionError for an unknown revision
         raise UsageError(f"--to {to!r} is not a revision of the project",
                          hint="see `dbkit migrate history` for the revisions") from exc
-    return st.current, [r for r in st.pending if r.revision in wanted]
+    pending = [r for r in st.pending if r.revision in wanted]
+    report.before, report.pending = st.current, [r.revision for r in pending]
+    return pending
 
 
 def _runs(pending, tracer: Tracer) -> list[RevisionRun]:
@@ -245,14 +233,13 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
                              pending=[], min_size=min_size, max_lock_s=max_lock)
     pending = None
     if copy is None:  # a clone is the source: read what is pending there, and copy nothing when nothing is
-        report.before, pending = _pending(settings, to)
-        report.pending = [r.revision for r in pending]
+        pending = _pending(report, settings, to)
         if not pending:
             report.total_s = round(time.perf_counter() - t_start, 4)
             return report
     name = scratch_name(url.dbname)
     created = False
-    with _interruptible():
+    with _signals(_interrupt, signal.SIGTERM):
         try:
             t0 = time.perf_counter()
             if copy is None:
@@ -268,8 +255,7 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
             scratch_url = url.with_dbname(name)
             scratch = dataclasses.replace(settings, database_url=scratch_url, direct_database_url=None)
             if pending is None:  # a backup: pending is what the backup's revision lacks
-                report.before, pending = _pending(scratch, to)
-                report.pending = [r.revision for r in pending]
+                pending = _pending(report, scratch, to)
             if pending:
                 _traced_run(report, settings, scratch, pending, to=to, load=load, baseline_s=baseline_s)
         finally:

@@ -109,11 +109,10 @@ class RehearsalReport:
     def summary(self) -> str:
         if self.nothing_pending:
             return f"nothing to rehearse: {self.source} is at {', '.join(self.before) or 'base'} (target {self.target})"
-        ran = len(self.revisions)
         verdict = "FAIL" if not self.ok else "ok"
         extra = f"; revision failed: {self.failed}" if self.failed else ""
         kept = f"; scratch database {self.scratch} kept" if self.kept else ""
-        return (f"{verdict}: {ran} of {len(self.pending)} revision(s) rehearsed on a {self.copy_method} of "
+        return (f"{verdict}: {len(self.revisions)} of {len(self.pending)} revision(s) rehearsed on a {self.copy_method} of "
                 f"{self.source}, {len(self.findings)} finding(s) (min size {human_size(self.min_size)}, "
                 f"max lock {self.max_lock_s:g}s); copy {self.copy_s:.2f}s, run {self.run_s:.2f}s (tracer "
                 f"{self.trace_s:.2f}s), "
@@ -170,6 +169,11 @@ def _rows(n: int | None) -> str:
     return "? rows" if n is None else f"~{n:,} rows"
 
 
+def _sum(a: int | None, b: int | None) -> int | None:
+    """``a + b``, a missing figure counting as 0; None when both are missing."""
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
 def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[str, int]]:
     """The statement's relations with TimescaleDB chunks and partitions folded into the table the application
     sees (sizes and rows summed, the strongest modes kept): a hypertable or a partitioned table is judged
@@ -185,10 +189,8 @@ def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[st
                                    relkind="r" if t.parent else t.relkind)
             continue
         g = touched[key]
-        g.size_before = None if g.size_before is None and t.size_before is None else \
-            (g.size_before or 0) + (t.size_before or 0)
+        g.size_before, g.rows = _sum(g.size_before, t.size_before), _sum(g.rows, t.rows)
         g.size_after += t.size_after
-        g.rows = None if g.rows is None and t.rows is None else (g.rows or 0) + (t.rows or 0)
         g.rewritten, g.created = g.rewritten or t.rewritten, g.created and t.created
         g.scans, g.rows_read = g.scans + t.scans, g.rows_read + t.rows_read
         g.modes_held = sorted(set(g.modes_held) | set(t.modes_held))
@@ -200,15 +202,10 @@ def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[st
             continue
         g = locks[key]
         g.size_bytes += lk.size_bytes
-        g.rows = None if g.rows is None and lk.rows is None else (g.rows or 0) + (lk.rows or 0)
+        g.rows = _sum(g.rows, lk.rows)
         g.created = g.created and lk.created
         g.held_s = None if g.held_s is None or lk.held_s is None else max(g.held_s, lk.held_s)
     return list(touched.values()), list(locks.values()), chunks
-
-
-def _chunk_note(chunks: dict[str, int], relation: str) -> str:
-    n = chunks.get(relation, 0)
-    return f" ({n} chunk(s) or partition(s))" if n else ""
 
 
 def _statement_findings(run: RevisionRun, st: StatementTrace, min_size: int, max_lock_s: float) -> list[Finding]:
@@ -228,7 +225,7 @@ def _statement_findings(run: RevisionRun, st: StatementTrace, min_size: int, max
         mode = _strongest(t.modes_held)
         lock = held.get(t.relation)
         hold = f", held {lock.held_s:.3f}s until commit" if lock is not None and lock.held_s is not None else ""
-        note = _chunk_note(chunks, t.relation)
+        note = f" ({chunks[t.relation]} chunk(s) or partition(s))" if chunks.get(t.relation) else ""
         if t.rewritten:
             indexes = sum(1 for o in all_touched if o.rewritten and o.relkind in ("i", "I"))
             rebuilt = f", {indexes} index(es) rebuilt" if indexes else ""

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbkit import _db as db
 from dbkit._urls import mask_secrets
 from dbkit.errors import OperationFailed
 
@@ -69,13 +70,13 @@ WHERE {_REL_FILTER}
 
 
 _CHUNKS = """
-SELECT format('%I.%I', c.schema_name, c.table_name), format('%I.%I', h.schema_name, h.table_name), 'chunk'
+SELECT format('%I.%I', c.schema_name, c.table_name), format('%I.%I', h.schema_name, h.table_name)
 FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
 """
 
 #: Partitions (and their indexes' tables) -> the partitioned table at the root.
 _PARTITIONS = """
-SELECT format('%I.%I', n.nspname, c.relname), format('%I.%I', rn.nspname, r.relname), 'partition'
+SELECT format('%I.%I', n.nspname, c.relname), format('%I.%I', rn.nspname, r.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class r ON r.oid = pg_partition_root(c.oid) JOIN pg_namespace rn ON rn.oid = r.relnamespace
 WHERE c.relispartition AND c.relkind IN ('r', 'p')
@@ -94,8 +95,6 @@ class LockSampler:
     migrating connection cannot see them afterwards.  Statements shorter than ``interval`` may be missed."""
 
     def __init__(self, url, pid: int, interval: float = 0.005) -> None:
-        from dbkit import _db as db
-
         self.pid, self.interval = pid, interval
         self.conn = db.connect(url, autocommit=True, connect_timeout=5)
         self.seen: dict[tuple[int, str], list] = {}  # (oid, mode) -> [row, first seen, last seen]
@@ -225,7 +224,7 @@ class Tracer:
         self._files: dict[int, int] | None = None  # oid -> relfilenode, taken when a revision starts
         self._sizes: dict[int, int] = {}
         self._revision: str | None = None
-        self._parents: dict[str, tuple[str, str]] = {}  # chunk or partition -> (its table, "chunk"|"partition")
+        self._parents: dict[str, str] = {}  # chunk or partition -> its table
 
     # ---------------------------------------------------------------- install / remove
     def __enter__(self) -> Tracer:
@@ -274,9 +273,6 @@ class Tracer:
                               f"{' '.join(str(exc).split())[:200]}",
                               hint="rerun with -v; the revisions themselves were not judged") from exc
 
-    def _now(self) -> float:
-        return time.perf_counter() - self.t0
-
     # ---------------------------------------------------------------- events
     def _on_before(self, conn, cursor, statement, parameters, context, executemany) -> None:
         raw = self._raw(conn)
@@ -296,12 +292,13 @@ class Tracer:
             parts = self._query(raw, _PARTITIONS)
             if self._query(raw, "SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL")[0][0]:
                 parts += self._query(raw, _CHUNKS)
-            self._parents = {child: (parent, kind) for child, parent, kind in parts}
+            self._parents = dict(parts)
         lsn, held = self._query(raw, _HELD)[0]
         self._lsn_before = _lsn(lsn)
         self._held_before = {(int(oid), mode) for oid, _, mode in (h.partition(" ") for h in held)}
         text = mask_secrets(" ".join(str(statement).split()))  # the report may be posted on a pull request
-        self._pending = StatementTrace(rev, filename, lineno, text, self._now(), autocommit=bool(raw.autocommit))
+        self._pending = StatementTrace(rev, filename, lineno, text, time.perf_counter() - self.t0,
+                                       autocommit=bool(raw.autocommit))
         if raw.autocommit and self.url is not None:
             if self._sampler is None:
                 self._sampler = LockSampler(self.url, raw.info.backend_pid)
@@ -348,15 +345,11 @@ class Tracer:
                 st.locks.append(lock)
                 self._held.append((lock, self._t_start))
                 self._held_keys.add(key)
-        self._mark_parts(st)
+        for item in [*st.touched, *st.locks]:
+            item.parent = self._parents.get(item.relation)
+        st.parts = sum(1 for t in st.touched if t.parent)
         self.statements.append(st)
         self.own_s += time.perf_counter() - t_own
-
-    def _mark_parts(self, st: StatementTrace) -> None:
-        for item in [*st.touched, *st.locks]:
-            found = self._parents.get(item.relation)
-            item.parent = found[0] if found else None
-        st.parts = sum(1 for t in st.touched if t.parent)
 
     def _after_autocommit(self, raw, st: StatementTrace) -> None:
         """Outside a transaction: the locks the sampler saw (held at most while the statement ran), and the

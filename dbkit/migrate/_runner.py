@@ -13,29 +13,21 @@ and describing their failures in :mod:`dbkit.migrate._runner_run`; ``check`` and
 from __future__ import annotations
 
 import io
-import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dbkit import _db as db
 from dbkit import _target as target
-from dbkit.errors import DbkitError, OperationFailed
-from dbkit.migrate import _runner_run, _runner_state
-from dbkit.migrate._runner_run import MigrationFailed, downgrade, new, offline_sql, stamp
-from dbkit.migrate._runner_run import RunResult as RunResult
-from dbkit.migrate._runner_state import Revision, Status, _script, alembic_config, history
+from dbkit.errors import DbkitError
+from dbkit.migrate import _runner_run, _runner_state, _sql_history
+from dbkit.migrate._runner_run import MigrationFailed, RunResult, downgrade, new, offline_sql, stamp
+from dbkit.migrate._runner_state import Revision, Status, _count, _script, alembic_config, history
 from dbkit.migrate._session import BOOKKEEPING_SCHEMA
 from dbkit.migrate.env import file_sha256
 
 __all__ = ["MigrationFailed", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
     "NOT_COMPARED_UNKNOWN", "upgrade", "downgrade", "stamp", "status", "history", "new", "offline_sql", "check",
     "lint", "import_sql", "UpgradeResult"]
-
-log = logging.getLogger("dbkit.migrate")
-
-
-class MigrationCheckFailed(OperationFailed):
-    """``dbkit migrate check`` found pending revisions, schema drift or edited revisions."""
 
 
 @dataclass
@@ -88,16 +80,13 @@ class CheckResult:
         """
         if self.problem:
             return f"migrate check failed: {self.problem}"
-        n = len(self.pending)
-        pending = "no pending revisions" if not n else f"{n} pending revision{'s' if n != 1 else ''}"
-        n = len(self.edited)
-        edited = ("no edited revisions" if not n
-                  else f"{n} revision file{'s' if n != 1 else ''} edited or deleted after being applied")
+        pending = _count(len(self.pending), "pending revision") if self.pending else "no pending revisions"
+        edited = (f"{_count(len(self.edited), 'revision file')} edited or deleted after being applied" if self.edited
+                  else "no edited revisions")
         if not self.compared_schema:
             schema = f"schema not compared ({self.schema_not_compared or NOT_COMPARED_NO_METADATA})"
         elif self.schema_diffs:
-            n = len(self.schema_diffs)
-            schema = f"schema differs from the models in {n} place{'s' if n != 1 else ''}"
+            schema = f"schema differs from the models in {_count(len(self.schema_diffs), 'place')}"
         else:
             schema = "schema matches the models"
         verdict = "clean" if self.clean else "migrate check failed"
@@ -119,51 +108,29 @@ class UpgradeResult(RunResult):
 
     adopted: Any = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**super().as_dict(), "adopted": self.adopted.as_dict() if self.adopted else None}
-
 
 def upgrade(settings, revision: str = "head") -> UpgradeResult:
     """Apply revisions up to ``revision`` (default: head), each in its own transaction.  A database that an
     old SQL-file runner migrated (revisions imported by :func:`import_sql`) is adopted first: stamped at the
     last file its table lists, so nothing runs twice."""
-    from dbkit.migrate import _sql_history
-
     _runner_run._require_revision(revision, "target revision")
     adopted = _sql_history.adopt(settings)
     result = _runner_run.upgrade(settings, revision)
     return UpgradeResult(result.before, result.after, result.applied, adopted)
 
 
-@dataclass
-class _AdoptableStatus(Status):
-    """A :class:`Status` of a database an old SQL-file runner migrated: the advice says `dbkit migrate` adopts it."""
-
-    sql_history: str | None = None
-
-    def advice(self) -> str | None:
-        return self.sql_history if self.sql_history and not self.problem else super().advice()
-
-
 def status(settings) -> Status:
     """Current revision(s), head(s) and pending revisions (:func:`dbkit.migrate._runner_state.status`); for a
     database without a version table that an old SQL-file runner migrated, the advice names the adoption."""
-    from dbkit.migrate import _sql_history
-
     st = _runner_state.status(settings)
-    if st.current or st.problem:
-        return st
-    note = _sql_history.advice(settings)
-    if note is None:
-        return st
-    return _AdoptableStatus(**{f.name: getattr(st, f.name) for f in fields(st)}, sql_history=note)
+    if not (st.current or st.problem):
+        st.sql_history = _sql_history.advice(settings)
+    return st
 
 
 def import_sql(settings, directory, *, table: str = "migrations", column: str = "filename"):
     """One revision per ``*.sql`` file of ``directory`` (``dbkit migrate import-sql``); see
     :mod:`dbkit.migrate._sql_history`."""
-    from dbkit.migrate import _sql_history
-
     return _sql_history.import_sql(settings, directory, table=table, column=column)
 
 
@@ -188,9 +155,8 @@ def _edited(settings, applied: set[str]) -> tuple[list[Drift], list[str]]:
     """(applied revisions whose file changed since dbkit applied them, applied revisions without a
     checksum).  A checksum row of a revision that is not applied (stamped away) is not compared."""
     script = _script(settings)
-    url = target.resolve_url(settings, direct=True)
     rows = []
-    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+    with db.connect(target.resolve_url(settings, direct=True), connect_timeout=settings.connect_timeout) as conn:
         if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING_SCHEMA}.migration_checksums",)).fetchone()[0]:
             rows = conn.execute(f"SELECT revision, filename, sha256 FROM {BOOKKEEPING_SCHEMA}.migration_checksums "
                                 "ORDER BY revision").fetchall()
@@ -199,14 +165,12 @@ def _edited(settings, applied: set[str]) -> tuple[list[Drift], list[str]]:
         if rev not in applied:
             continue
         try:
-            path = script.get_revision(rev).path
-            current = file_sha256(path)
+            current = file_sha256(script.get_revision(rev).path)
         except Exception:  # noqa: BLE001 - the file was deleted or no longer parses
             current = None
         if current != recorded:
             drifts.append(Drift(rev, filename, recorded, current))
-    recorded_revs = {r[0] for r in rows}
-    return drifts, sorted(applied - recorded_revs)
+    return drifts, sorted(applied - {r[0] for r in rows})
 
 
 def check(settings) -> CheckResult:

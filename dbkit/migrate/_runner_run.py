@@ -19,8 +19,6 @@ class MigrationFailed(OperationFailed):
     """A revision failed; it was rolled back and earlier revisions stay applied."""
 
 
-# --------------------------------------------------------------------- running
-
 def _failing_revision(exc: BaseException) -> tuple[str | None, str | None]:
     """(revision id, file) of the revision whose code raised, from the traceback."""
     found = (None, None)
@@ -90,20 +88,26 @@ def _not_owner_hint(settings) -> str | None:
             f"TO {owner}`), or set DBKIT_MIGRATE_SET_ROLE=false")
 
 
-def _run(settings, verb: str, fn, *args, readonly: bool = False, attributes: dict | None = None, **kwargs):
-    """Run an Alembic command; returns (its result, the Config it ran with)."""
+def _run(settings, verb: str, *args, readonly: bool = False, attributes: dict | None = None, output=None, **kwargs):
+    """Run Alembic's command ``verb`` (``--sql`` when ``sql=True``); returns (its result, the Config it ran with)."""
+    from alembic import command
     from alembic.util import CommandError
 
-    cfg = alembic_config(settings, readonly=readonly)
-    cfg.attributes.update(attributes or {})
+    cfg = alembic_config(settings, readonly=readonly, output=output)
+    cfg.attributes.update(attributes or {}, dbkit_command=verb)
     try:
-        return fn(cfg, *args, **kwargs), cfg
+        return getattr(command, verb)(cfg, *args, **kwargs), cfg
     except DbkitError:
         raise
     except CommandError as exc:
         raise _command_error(exc) from None
     except Exception as exc:  # noqa: BLE001 - a revision can raise anything
-        raise _describe_failure(exc, cfg, settings, verb) from exc
+        if not kwargs.get("sql"):
+            raise _describe_failure(exc, cfg, settings, verb) from exc
+        revision, filename = _failing_revision(exc)
+        where = f"revision {revision} ({filename})" if revision else "a revision"
+        raise MigrationFailed(f"rendering the SQL of {where} failed (nothing was run: offline mode): "
+                              f"{type(exc).__name__}: {first_line(str(exc), type(exc).__name__)}") from exc
 
 
 def _command_error(exc) -> DbkitError:
@@ -128,24 +132,21 @@ class RunResult:
     applied: list[Revision]  # upgraded or downgraded, in the order they ran
 
     def as_dict(self) -> dict[str, Any]:
-        return {"before": self.before, "after": self.after, "applied": [asdict(r) for r in self.applied]}
+        return asdict(self)
 
 
 def _result(settings, cfg) -> RunResult:
     script = _script(settings)
     after = _current(settings)
     heads = set(script.get_heads())
-    ran = [_revision(script.get_revision(rev), set(), heads) for rev, _ in cfg.attributes.get("dbkit_steps", [])]
+    ran = [_revision(script.get_revision(rev), set(), heads) for rev in cfg.attributes.get("dbkit_steps", [])]
     return RunResult(cfg.attributes.get("dbkit_before", after), after, ran)
 
 
 def upgrade(settings, revision: str = "head") -> RunResult:
     """Apply revisions up to ``revision`` (default: head), each in its own transaction."""
-    from alembic import command
-
     _require_revision(revision, "target revision")
-    _, cfg = _run(settings, "upgrade", command.upgrade, revision, attributes={"dbkit_command": "upgrade",
-                                                                                        "dbkit_target": revision})
+    _, cfg = _run(settings, "upgrade", revision, attributes={"dbkit_target": revision})
     return _result(settings, cfg)
 
 
@@ -157,12 +158,9 @@ def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult
     environment applies to every downgrade (plain ``alembic downgrade`` too); it is
     called here first only so that a refused downgrade does not connect at all.
     """
-    from alembic import command
-
     _require_revision(revision, "target revision")
     guard_downgrade(settings, allow_prod=allow_prod)
-    _, cfg = _run(settings, "downgrade", command.downgrade, revision,
-                  attributes={"dbkit_allow_prod": allow_prod, "dbkit_command": "downgrade"})
+    _, cfg = _run(settings, "downgrade", revision, attributes={"dbkit_allow_prod": allow_prod})
     return _result(settings, cfg)
 
 
@@ -175,44 +173,23 @@ def stamp(settings, revision: str, *, allow_prod: bool = False) -> RunResult:
     It goes through the project's env.py like every command (advisory lock, preflight).  A stamp that
     moves backwards is refused in prod unless ``allow_prod`` (:func:`~dbkit.migrate.env.guard_downgrade`).
     """
-    from alembic import command
-
     _require_revision(revision, "revision to stamp")
-    _, cfg = _run(settings, "stamp", command.stamp, revision,
-                  attributes={"dbkit_allow_prod": allow_prod, "dbkit_command": "stamp"})
+    _, cfg = _run(settings, "stamp", revision, attributes={"dbkit_allow_prod": allow_prod})
     return _result(settings, cfg)
 
 
 def new(settings, message: str, *, autogenerate: bool = False) -> Path:
     """Create a revision file; with ``autogenerate`` it holds the diff between models and database."""
-    from alembic import command
-
-    script, _ = _run(settings, "revision", command.revision, message=message, autogenerate=autogenerate,
-                     readonly=True)
+    script, _ = _run(settings, "revision", message=message, autogenerate=autogenerate, readonly=True)
     scripts = script if isinstance(script, list) else [script]
     return Path(scripts[0].path)
 
 
 def offline_sql(settings, from_rev: str | None = None, to_rev: str = "head") -> str:
     """The SQL an upgrade would run (``alembic upgrade --sql``), for review; needs no database."""
-    from alembic import command
-    from alembic.util import CommandError
-
     if from_rev is not None:
         _require_revision(from_rev, "--from revision")
     _require_revision(to_rev, "--to revision")
     buf = io.StringIO()
-    cfg = alembic_config(settings, output=buf)
-    target = f"{from_rev}:{to_rev}" if from_rev else to_rev
-    try:
-        command.upgrade(cfg, target, sql=True)
-    except DbkitError:
-        raise
-    except CommandError as exc:
-        raise _command_error(exc) from None
-    except Exception as exc:  # noqa: BLE001 - a revision can raise anything
-        revision, filename = _failing_revision(exc)
-        where = f"revision {revision} ({filename})" if revision else "a revision"
-        raise MigrationFailed(f"rendering the SQL of {where} failed (nothing was run: offline mode): "
-                              f"{type(exc).__name__}: {first_line(str(exc), type(exc).__name__)}") from exc
+    _run(settings, "upgrade", f"{from_rev}:{to_rev}" if from_rev else to_rev, sql=True, output=buf)
     return buf.getvalue()

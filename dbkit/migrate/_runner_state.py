@@ -21,6 +21,11 @@ from dbkit.errors import ConfigError, Refused
 from dbkit.migrate._session import BOOKKEEPING_SCHEMA
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 place``, ``2 places``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 @dataclass
 class Revision:
     revision: str
@@ -70,7 +75,8 @@ class Elsewhere:
 class Status:
     """``current`` comes from ``version_table``; ``elsewhere`` is set when that table is missing or empty
     but another Alembic version table exists, ``unknown`` lists current revisions that are not revisions
-    of the project, ``unversioned`` (when nothing is applied) up to three tables the database already has."""
+    of the project, ``unversioned`` (when nothing is applied) up to three tables the database already has,
+    ``sql_history`` (:func:`dbkit.migrate._runner.status`) what ``dbkit migrate`` adopts of an old SQL-file runner."""
 
     current: list[str]
     heads: list[str]
@@ -81,6 +87,7 @@ class Status:
     adopt: str | None = None
     unknown: list[str] = field(default_factory=list)
     unversioned: list[str] = field(default_factory=list)
+    sql_history: str | None = None
 
     @property
     def at_head(self) -> bool:
@@ -99,15 +106,15 @@ class Status:
 
     def advice(self) -> str | None:
         """What to do next, naming the project's migrations and the found state; None when at head."""
-        if self.problem:
-            return self.problem
+        if self.problem or self.sql_history:
+            return self.problem or self.sql_history
         if not self.heads:
             where = "has no version table" if not self.current else f"is at {', '.join(self.current)}"
             return (f"the database {where} and your project has no migrations yet ({self.migrations_dir}/versions "
                     "is empty): create one with `dbkit migrate new -m \"...\"`")
         if not self.pending:
             return None
-        n = f"{len(self.pending)} pending revision{'s' if len(self.pending) != 1 else ''}"
+        n = _count(len(self.pending), "pending revision")
         head = ", ".join(self.heads)
         if self.current:
             return (f"the database is at revision {', '.join(self.current)}, your migrations' head is {head} "
@@ -126,7 +133,6 @@ class Status:
                 "migrations_dir": self.migrations_dir,
                 "elsewhere": self.elsewhere.describe() if self.elsewhere else None,
                 "problem": self.problem, "advice": self.advice(), "unversioned": self.unversioned}
-
 
 
 # --------------------------------------------------------------------- config
@@ -185,8 +191,7 @@ def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
 
 def _current(settings) -> list[str]:
     """Applied heads from the configured version table (empty when nothing was ever applied)."""
-    url = target.resolve_url(settings, direct=True)
-    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+    with db.connect(target.resolve_url(settings, direct=True), connect_timeout=settings.connect_timeout) as conn:
         return db.applied_revisions(conn, db.version_table(settings)) or []
 
 
@@ -220,8 +225,7 @@ def refusal(conn, settings, script) -> Refused | None:
     current, elsewhere = read_state(conn, settings, script)
     if elsewhere is not None:
         why = "" if elsewhere.foreign else "; upgrading from base would re-run every revision"
-        return Refused(f"{elsewhere.describe()}{why}",
-                       hint=elsewhere.adopt(settings))
+        return Refused(f"{elsewhere.describe()}{why}", hint=elsewhere.adopt(settings))
     unknown = [rev for rev in current if not _known(script, rev)]
     if unknown:
         return Refused(Status([], [], version_table=db.version_table(settings), unknown=unknown,
@@ -230,24 +234,19 @@ def refusal(conn, settings, script) -> Refused | None:
 
 
 def _applied_set(script, current: list[str]) -> set[str]:
-    applied: set[str] = set()
-    for head in current:
-        applied.update(r.revision for r in script.iterate_revisions(head, "base"))
-    return applied
+    return {r.revision for head in current for r in script.iterate_revisions(head, "base")}
 
 
 def status(settings) -> Status:
     """Current revision(s), head(s) and the pending revisions in the order they would apply."""
     script = _script(settings)
-    url = target.resolve_url(settings, direct=True)
-    with db.connect(url, connect_timeout=settings.connect_timeout) as conn:
+    with db.connect(target.resolve_url(settings, direct=True), connect_timeout=settings.connect_timeout) as conn:
         current, elsewhere = read_state(conn, settings, script)
         unversioned = [] if current or elsewhere else db.unversioned_tables(conn, (BOOKKEEPING_SCHEMA,))
     heads = list(script.get_heads())
     unknown = [rev for rev in current if not _known(script, rev)]
     applied = _applied_set(script, [rev for rev in current if rev not in unknown])
-    pending = [r for r in script.walk_revisions() if r.revision not in applied]
-    pending.reverse()  # walk_revisions goes head -> base
+    pending = [r for r in script.walk_revisions() if r.revision not in applied][::-1]  # walked head -> base
     return Status(current=current, heads=heads, pending=[_revision(r, applied, set(heads)) for r in pending],
                   version_table=db.version_table(settings), migrations_dir=_shown(settings),
                   elsewhere=elsewhere, adopt=elsewhere.adopt(settings) if elsewhere else None, unknown=unknown,
@@ -268,6 +267,4 @@ def history(settings) -> list[Revision]:
     script = _script(settings)
     heads = set(script.get_heads())
     applied = _applied_set(script, [rev for rev in _current(settings) if _known(script, rev)])
-    revs = [_revision(r, applied, heads) for r in script.walk_revisions()]
-    revs.reverse()
-    return revs
+    return [_revision(r, applied, heads) for r in script.walk_revisions()][::-1]

@@ -138,11 +138,6 @@ def _acquire_lock(conn) -> None:
     log.warning("the other migration finished; continuing")
 
 
-def _set_timeouts(conn, settings) -> None:
-    conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                  (settings.lock_timeout, settings.statement_timeout))
-
-
 def _preflight(conn, settings) -> None:
     """Extensions, roles, bookkeeping schema; as the connecting role, before any revision runs."""
     from psycopg import errors, sql
@@ -233,10 +228,6 @@ CHECKSUMS_DDL = (
 )
 
 
-def _ensure_bookkeeping(conn) -> None:
-    conn.execute(CHECKSUMS_DDL)
-
-
 def _sql_statement(text: str) -> str:
     """A statement as the offline script writes it (Alembic adds the terminating ``;``)."""
     text = text.strip()
@@ -267,19 +258,18 @@ def offline_preflight(settings, quote) -> list[str]:
     return stmts
 
 
-def _offline_grants(settings, owner: str, quote) -> str:
-    def lit(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
-    body = []
-    for schema in _granted_schemas(settings):
-        body.append(
-            f"  IF EXISTS (SELECT FROM pg_namespace WHERE nspname = {lit(schema)}) THEN\n"
-            f"    IF NOT (has_schema_privilege({lit(owner)}, {lit(schema)}, 'USAGE') AND "
-            f"has_schema_privilege({lit(owner)}, {lit(schema)}, 'CREATE')) THEN\n"
-            f"      GRANT USAGE, CREATE ON SCHEMA {quote(schema)} TO {quote(owner)};\n    END IF;\n  END IF;")
+
+def _offline_grants(settings, owner: str, quote) -> str:
+    body = [f"  IF EXISTS (SELECT FROM pg_namespace WHERE nspname = {_literal(schema)}) THEN\n"
+            f"    IF NOT (has_schema_privilege({_literal(owner)}, {_literal(schema)}, 'USAGE') AND "
+            f"has_schema_privilege({_literal(owner)}, {_literal(schema)}, 'CREATE')) THEN\n"
+            f"      GRANT USAGE, CREATE ON SCHEMA {quote(schema)} TO {quote(owner)};\n    END IF;\n  END IF;"
+            for schema in _granted_schemas(settings)]
     table = f"{quote(settings.version_table_schema)}.{quote(settings.version_table)}"
-    name = lit(f"{settings.version_table_schema}.{settings.version_table}")
+    name = _literal(f"{settings.version_table_schema}.{settings.version_table}")
     body.append(f"  IF to_regclass({name}) IS NOT NULL THEN\n"
                 f"    GRANT {', '.join(VERSION_TABLE_PRIVILEGES)} ON TABLE {table} TO {quote(owner)};\n  END IF;")
     return "DO $dbkit$ BEGIN\n" + "\n".join(body) + "\nEND $dbkit$"
@@ -322,7 +312,8 @@ def migration_connection(settings, *, mutate: bool = True,
         if mutate:
             _acquire_lock(raw)
             locked = True
-        _set_timeouts(raw, settings)
+        raw.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                    (settings.lock_timeout, settings.statement_timeout))
         if check is not None:
             check(raw)
         if mutate:
@@ -331,7 +322,7 @@ def migration_connection(settings, *, mutate: bool = True,
             raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.role_owner)))
         raw.execute(ROW_SECURITY_OFF)
         if mutate:
-            _ensure_bookkeeping(raw)
+            raw.execute(CHECKSUMS_DDL)
             watcher = BlockerWatcher(url, raw.info.backend_pid).start()
         raw.autocommit = False
         engine = create_engine("postgresql+psycopg://", creator=lambda: raw, poolclass=pool.StaticPool)

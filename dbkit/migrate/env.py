@@ -29,7 +29,7 @@ from pathlib import Path
 from dbkit.errors import DbkitError, Refused
 from dbkit.migrate._autogen import autogenerate_online_options, autogenerate_options
 from dbkit.migrate._edition import refuse_community_on_apache
-from dbkit.migrate._session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, ROW_SECURITY_OFF, offline_preflight
+from dbkit.migrate._session import BOOKKEEPING_SCHEMA, CHECKSUMS_DDL, ROW_SECURITY_OFF, _literal, offline_preflight
 
 __all__ = ["run", "guard_downgrade", "file_sha256", "ALLOW_PROD_X_ARG"]
 
@@ -81,10 +81,6 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _literal(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
 _CHECKSUM_UPSERT = (
     f"INSERT INTO {BOOKKEEPING_SCHEMA}.migration_checksums (revision, filename, sha256) "
     "VALUES ({rev}, {file}, {sha}) ON CONFLICT (revision) DO UPDATE "
@@ -100,8 +96,7 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
     if step.is_stamp:
         return
     if ctx.config is not None and not ctx.as_sql:  # what really ran, for dbkit's report
-        ctx.config.attributes.setdefault("dbkit_steps", []).extend(
-            (rev_id, step.is_upgrade) for rev_id in step.up_revision_ids)
+        ctx.config.attributes.setdefault("dbkit_steps", []).extend(step.up_revision_ids)
     for rev_id in step.up_revision_ids:
         if step.is_upgrade:
             script = step.revision_map.get_revision(rev_id)
@@ -118,54 +113,23 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
 def _command(config) -> str | None:
     """The Alembic command that runs: dbkit says it (a Config attribute), plain ``alembic`` has it in its
     parsed command line."""
-    name = config.attributes.get("dbkit_command")
-    if name:
-        return name
     cmd = getattr(config.cmd_opts, "cmd", None)
-    return getattr(cmd[0], "__name__", None) if cmd else None
+    return config.attributes.get("dbkit_command") or (getattr(cmd[0], "__name__", None) if cmd else None)
 
 
-def _target(config) -> str | None:
-    """The revision the running upgrade goes to: dbkit says it, plain ``alembic upgrade REV`` has it."""
-    return config.attributes.get("dbkit_target") or getattr(config.cmd_opts, "revision", None)
-
-
-def _all(checks):
-    """One check running each of ``checks`` in turn (None when there is none)."""
-    if not checks:
-        return None
-
-    def check(conn) -> None:
-        for one in checks:
-            one(conn)
-
-    return check
-
-
-def _refuse_unadopted(settings, script):
-    """The check :func:`~dbkit.migrate._session.migration_connection` runs as the connecting role, under
-    the advisory lock and before any DDL: an upgrade must not start from base when the database has
-    another Alembic version table, nor from a revision the project does not have."""
-    from dbkit.migrate._runner_state import refusal
-
-    def check(conn) -> None:
-        refused = refusal(conn, settings, script)
-        if refused is not None:
-            raise refused
-        _refuse_unadopted_sql_history(conn, settings, script)
-
-    return check
-
-
-def _refuse_unadopted_sql_history(conn, settings, script) -> None:
-    """A database a hand-written SQL-file runner migrated is adopted by ``dbkit migrate`` (it stamps what the old
-    runner's table lists); plain ``alembic upgrade`` would run those files again."""
+def _refuse_unadopted(conn, settings, script) -> None:
+    """Run as the connecting role, under the advisory lock and before any DDL: an upgrade must not start
+    from base when the database has another Alembic version table, nor from a revision the project does not
+    have; nor from base when a hand-written SQL-file runner migrated the database: ``dbkit migrate`` adopts
+    it (it stamps what the old runner's table lists), plain ``alembic upgrade`` would run those files again."""
     from dbkit import _db as db
+    from dbkit.migrate._runner_state import refusal
     from dbkit.migrate._sql_history import _plan
 
-    if db.applied_revisions(conn, db.version_table(settings)):
-        return
-    plan = _plan(conn, script)
+    refused = refusal(conn, settings, script)
+    if refused is not None:
+        raise refused
+    plan = None if db.applied_revisions(conn, db.version_table(settings)) else _plan(conn, script)
     if plan is not None:
         table, files, rev = plan
         raise Refused(f"{table} lists {len(files)} SQL file(s) the old runner applied (last: {files[-1]}); "
@@ -229,12 +193,16 @@ def _run(context, config, target_metadata) -> None:
             context.run_migrations()
         return
     mutate = not config.attributes.get("dbkit_readonly", False)
-    checks = []
-    if _command(config) in ("upgrade", "downgrade"):
-        checks.append(_refuse_unadopted(settings, context.script))
-    if _command(config) == "upgrade":
-        checks.append(refuse_community_on_apache(settings, context.script, _target(config)))
-    with migration_connection(settings, mutate=mutate, check=_all(checks)) as (connection, watcher):
+    command = _command(config)
+
+    def check(conn) -> None:  # refusals, run by migration_connection before any DDL
+        if command in ("upgrade", "downgrade"):
+            _refuse_unadopted(conn, settings, context.script)
+        if command == "upgrade":  # dbkit says the target, plain `alembic upgrade REV` has it
+            target = config.attributes.get("dbkit_target") or getattr(config.cmd_opts, "revision", None)
+            refuse_community_on_apache(settings, context.script, target)(conn)
+
+    with migration_connection(settings, mutate=mutate, check=check) as (connection, watcher):
         config.attributes["dbkit_watcher"] = watcher
         opts.update(autogenerate_online_options(settings, connection))
         connection.commit()
