@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -73,12 +73,7 @@ class Extension:
     note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "available": self.available, "installed": self.installed,
-                               "status": self.status}
-        for name in ("hint", "note"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("hint", "note")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +130,7 @@ class Job:
     next_start: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +154,7 @@ class VariableState:
     source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "status": self.status, "source": self.source}
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,7 +210,7 @@ class Setting:
     source: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"variable": self.variable, "value": self.value, "source": self.source}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -231,13 +226,8 @@ class Report:
         return EXIT_CODES[self.status]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "timestamp": self.timestamp,
-            "version": self.version,
-            "settings": [s.as_dict() for s in self.settings],
-            "services": {name: svc.as_dict() for name, svc in self.services.items()},
-        }
+        return {"status": self.status, "timestamp": self.timestamp, "version": self.version,
+                "settings": _plain(self.settings), "services": {name: svc.as_dict() for name, svc in self.services.items()}}
 
     def summary(self) -> dict[str, Any]:
         """``dbkit check --format health``: the compact shape of a service's health endpoint, stable and small
