@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from dbkit._config_types import _FALSE, _TRUE, ENVIRONMENTS
 from dbkit._urls import clip, mask_url
 from dbkit.errors import ConfigError
 
-ENVIRONMENTS = ("dev", "test", "staging", "prod")
 #: type -> what a valid value is (completes "not ...")
 TYPES = {
     "text": "text",
@@ -44,7 +44,6 @@ TYPES = {
 }
 _KEYS = {"type", "required", "secret", "purpose", "example", "choices", "min", "max", "schemes", "pattern",
          "min_length", "reject"}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _DURATION = re.compile(r"\d+(\.\d+)?\s*(ms|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?|y|years?)?",
                        re.IGNORECASE)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
@@ -96,19 +95,15 @@ class Variable:
                 number = int(text)
             except ValueError:
                 return bad
-            low, high = (1, 65535) if self.type == "port" else (self.min, self.max)
-            low = self.min if self.min is not None else low
-            high = self.max if self.max is not None else high
+            low = self.min if self.min is not None else (1 if self.type == "port" else None)
+            high = self.max if self.max is not None else (65535 if self.type == "port" else None)
             if (low is not None and number < low) or (high is not None and number > high):
                 limits = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
                 return f"is {number if not self.secret else 'a number'}, outside {limits}"
-        elif self.type == "bool" and text.lower() not in _TRUE + _FALSE:
-            return bad
-        elif self.type == "duration" and not _DURATION.fullmatch(text):
-            return bad
-        elif self.type == "email" and not _EMAIL.fullmatch(text):
-            return bad
-        elif self.type == "enum" and text not in self.choices:
+        elif (self.type == "bool" and text.lower() not in _TRUE + _FALSE
+              or self.type == "duration" and not _DURATION.fullmatch(text)
+              or self.type == "email" and not _EMAIL.fullmatch(text)
+              or self.type == "enum" and text not in self.choices):
             return bad
         elif self.type == "url" and (why := self._url_problem(text, bad)):
             return why
