@@ -54,15 +54,14 @@ def connect(
         ) from None
 
 
-def timed_ping(conn: psycopg.Connection, rounds: int = 3) -> float:
-    """Median round-trip of ``SELECT 1`` in milliseconds."""
+def timed_ping(conn: psycopg.Connection) -> float:
+    """Median round-trip of ``SELECT 1`` (of three) in milliseconds."""
     samples = []
-    for _ in range(max(1, rounds)):
+    for _ in range(3):
         t0 = time.perf_counter()
         conn.execute("SELECT 1").fetchone()
         samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return samples[len(samples) // 2]
+    return sorted(samples)[1]
 
 
 def ensure_extensions(conn: psycopg.Connection, names: Iterable[str]) -> list[str]:

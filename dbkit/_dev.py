@@ -19,13 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dbkit._dev_binaries import DEBIAN_PG_ROOT as DEBIAN_PG_ROOT
-from dbkit._dev_binaries import PG_PROGRAMS as PG_PROGRAMS
 from dbkit._dev_binaries import find_bindir, server_layout
-from dbkit._dev_cluster import SERVER_OS_USER as SERVER_OS_USER
-from dbkit._dev_cluster import SUPERUSER as SUPERUSER
 from dbkit._dev_cluster import ClusterStatus, DevCluster
-from dbkit._urls import DbUrl
+from dbkit._urls import DbUrl, parse_database_url
 
 __all__ = ["DevCluster", "Provisioned", "find_bindir", "provision", "server_layout"]
 
@@ -50,8 +46,6 @@ def provision(cluster: DevCluster, extensions: Sequence[str] = ()) -> Provisione
     what ``dbkit dev up`` does.
     """
     from dbkit import _db as db
-    from dbkit._urls import parse_database_url
-
     status = cluster.up()
     created = cluster.ensure_database()
     url = parse_database_url(cluster.url(port=status.port))

@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dbkit._dev_binaries import ServerLayout, _has_programs, find_bindir, server_layout
@@ -42,9 +42,7 @@ class ClusterStatus:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d["notes"] = list(self.notes)
-        return d
+        return {**asdict(self), "notes": list(self.notes)}
 
 
 def _pid_is_postgres(pid: int) -> bool:
@@ -129,9 +127,7 @@ class DevCluster:
         return os.geteuid() == 0
 
     def _run(self, args: Sequence[str], *, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
-        cmd = list(args)
-        if self.as_root:
-            cmd = ["runuser", "-u", SERVER_OS_USER, "--", *cmd]
+        cmd = ["runuser", "-u", SERVER_OS_USER, "--", *args] if self.as_root else list(args)
         res = subprocess.run(
             cmd, capture_output=True, text=True, cwd=str(self.base_dir), timeout=timeout, check=False,
             env={**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"},
@@ -195,20 +191,11 @@ class DevCluster:
             notes.append(f"stale postmaster.pid (pid {pid} is not a running PostgreSQL server)")
         state = self._read_state()
         port = port if running else state.get("port")
-        initialized = (self.data_dir / "PG_VERSION").is_file()
         return ClusterStatus(
-            running=running,
-            base_dir=str(self.base_dir),
-            data_dir=str(self.data_dir),
-            socket_dir=str(self.socket_dir),
-            log_file=str(self.log_file),
-            port=port,
-            pid=pid if running else None,
-            url=self.url(port=port) if port else None,
-            version=state.get("version"),
-            initialized=initialized,
-            notes=tuple(notes),
-        )
+            running=running, base_dir=str(self.base_dir), data_dir=str(self.data_dir), socket_dir=str(self.socket_dir),
+            log_file=str(self.log_file), port=port, pid=pid if running else None,
+            url=self.url(port=port) if port else None, version=state.get("version"),
+            initialized=(self.data_dir / "PG_VERSION").is_file(), notes=tuple(notes))
 
     def up(self) -> ClusterStatus:
         """Initialize (first time) and start the cluster; wait until it accepts connections.
@@ -244,8 +231,7 @@ class DevCluster:
                     f"the dev cluster did not start: {self._log_tail() or (res.stderr or res.stdout).strip()}",
                     hint=f"full log: {self.log_file}",
                 )
-            status = self.status()
-            return ClusterStatus(**{**status.as_dict(), "notes": tuple(notes)})
+            return replace(self.status(), notes=tuple(notes))
 
     def down(self, *, purge: bool = False) -> ClusterStatus:
         """Stop the cluster (fast shutdown, waits).  ``purge`` also deletes its files."""
@@ -261,18 +247,17 @@ class DevCluster:
                 self.state_file.unlink(missing_ok=True)
         return self.status()
 
-    def ensure_database(self, dbname: str | None = None) -> bool:
+    def ensure_database(self) -> bool:
         """Create the database if it is missing.  Returns True when it was created."""
         from psycopg import sql
 
         from dbkit import _db as db
         from dbkit._urls import parse_database_url
 
-        name = dbname or self.database
         with db.connect(parse_database_url(self.url("postgres")), autocommit=True) as conn:
-            if db.database_exists(conn, name):
+            if db.database_exists(conn, self.database):
                 return False
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
             return True
 
     # ---------------------------------------------------------------- internals
@@ -282,15 +267,7 @@ class DevCluster:
         dirs = [(self.data_dir, 0o700), (self.log_file.parent, 0o755), (self.socket_dir, 0o755)]
         for d, mode in dirs:
             d.mkdir(parents=True, exist_ok=True)
-            if self.as_root:
-                try:
-                    pw = pwd.getpwnam(SERVER_OS_USER)
-                except KeyError:
-                    raise MissingDependency(
-                        f"running as root, the dev cluster needs the '{SERVER_OS_USER}' OS user, which does not exist",
-                        hint="install PostgreSQL's Debian package (it creates the user) or run dbkit as a normal user",
-                    ) from None
-                os.chown(d, pw.pw_uid, pw.pw_gid)
+            self._give_to_server(d)
             os.chmod(d, mode)
         if self.as_root:
             res = self._run(["test", "-w", str(self.data_dir), "-a", "-w", str(self.socket_dir)], check=False)
@@ -333,12 +310,22 @@ class DevCluster:
         ]
         if preload_timescaledb:
             lines += ["shared_preload_libraries = 'timescaledb'", "timescaledb.telemetry_level = off"]
-        lines += list(self.extra_conf)
         conf = self.data_dir / "dbkit.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        if self.as_root:
+        conf.write_text("\n".join([*lines, *self.extra_conf]) + "\n")
+        self._give_to_server(conf)
+
+    def _give_to_server(self, path: Path) -> None:
+        """As root, hand ``path`` to the OS user the server runs as (PostgreSQL refuses to run as root)."""
+        if not self.as_root:
+            return
+        try:
             pw = pwd.getpwnam(SERVER_OS_USER)
-            os.chown(conf, pw.pw_uid, pw.pw_gid)
+        except KeyError:
+            raise MissingDependency(
+                f"running as root, the dev cluster needs the '{SERVER_OS_USER}' OS user, which does not exist",
+                hint="install PostgreSQL's Debian package (it creates the user) or run dbkit as a normal user",
+            ) from None
+        os.chown(path, pw.pw_uid, pw.pw_gid)
 
     def _remove_stale_socket_locks(self) -> None:
         """After a crash the socket and its lock file stay behind; PostgreSQL then refuses to start
