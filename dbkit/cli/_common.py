@@ -11,6 +11,9 @@ from typing import Any
 
 import click
 
+from dbkit._urls import MAX_NAME_BYTES, clip, has_surrogates
+from dbkit.errors import ConfigError
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROFILES = click.Choice(["tiny", "small", "medium", "large"])
 
@@ -49,7 +52,6 @@ class FiniteFloat(click.FloatRange):
 
 
 SEED_INT = click.IntRange(-(2**63), 2**63 - 1)  # recorded in a bigint column
-MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 
 
 def seed_option(**kwargs):
@@ -68,20 +70,15 @@ def from_option(**kwargs):
 
 def text_problem(text: str) -> str | None:
     """Why ``text`` (an option value) cannot be passed on as typed, or None."""
-    shown = repr(text if len(text) <= 80 else text[:80] + "…")
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
-        return f"is {shown}, which is not valid UTF-8"
-    return None
+    return f"is {clip(text)!r}, which is not valid UTF-8" if has_surrogates(text) else None
 
 
 def check_db_name(option: str, name: str | None) -> str | None:
     """A database name from the command line: refused (one line, exit 2) unless PostgreSQL keeps it as typed."""
-    from dbkit.errors import ConfigError
-
     if name is None:
         return None
     example = f"{option} appdb_restored"
-    shown = repr(name if len(name) <= 80 else name[:80] + "…")
+    shown = repr(clip(name))
     if not name.strip():
         raise ConfigError(option, "is empty", example=example)
     if problem := text_problem(name):
@@ -99,8 +96,6 @@ def check_db_name(option: str, name: str | None) -> str | None:
 
 
 def check_revision(option: str, rev: str | None) -> str | None:
-    from dbkit.errors import ConfigError
-
     if rev is not None and not rev.strip():
         raise ConfigError(option, "is empty", example=f"{option} head (or an id from `dbkit migrate history`)")
     return rev

@@ -9,6 +9,7 @@ import click
 from dbkit import _render as render
 from dbkit._render import Table
 from dbkit.cli._common import State, check_revision, json_option, pass_state, setup_logging
+from dbkit.errors import ConfigError, Refused
 
 
 def _setup_migrate_logging(state: State) -> None:
@@ -65,7 +66,6 @@ def migrate(ctx: click.Context, to_rev: str, as_json: bool) -> None:
 @pass_state
 def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_json: bool) -> None:
     """Downgrade to REVISION (an id, -1 or base).  Asks first unless --yes."""
-    from dbkit.errors import Refused
     from dbkit.migrate import _runner as runner
     from dbkit.migrate.env import guard_downgrade
 
@@ -128,7 +128,6 @@ def migrate_history(state: State, as_json: bool) -> None:
 @pass_state
 def migrate_new(state: State, message: str, autogenerate: bool) -> None:
     """Create a new revision file in migrations/versions/."""
-    from dbkit.errors import ConfigError
     from dbkit.migrate import _runner as runner
 
     if not message.strip():

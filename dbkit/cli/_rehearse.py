@@ -10,6 +10,7 @@ import click
 from dbkit import _render as render
 from dbkit._render import Table
 from dbkit.cli._common import State, check_revision, from_option, json_option, pass_state, setup_logging
+from dbkit.errors import UsageError
 
 
 def _locks(st) -> str:
@@ -101,7 +102,6 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
     failure and on Ctrl-C, unless --keep; the source is never written."""
     import logging
 
-    from dbkit.errors import UsageError
     from dbkit.migrate import _rehearse as rh
     from dbkit.migrate._rehearse_report import markdown
 
