@@ -109,13 +109,9 @@ def _redacted(url: str) -> str:
 
 def _bad(problem: str, url: str, variable: str) -> ConfigError:
     # !r escapes control characters and undecodable bytes, so the message stays one printable line
-    return ConfigError(
-        variable,
-        f"is malformed ({problem}): {_redacted(url)!r}" if problem else
-        f"is malformed: {_redacted(url)!r} has {_ENCODE_HINT}",
-        purpose="tells dbkit which PostgreSQL database to use",
-        example=EXAMPLE_URL,
-    )
+    return ConfigError(variable, f"is malformed ({problem}): {_redacted(url)!r}" if problem else
+                       f"is malformed: {_redacted(url)!r} has {_ENCODE_HINT}",
+                       purpose="tells dbkit which PostgreSQL database to use", example=EXAMPLE_URL)
 
 
 _ENCODE_HINT = ("a reserved character in its user name or password (so where the host starts is unclear); "
@@ -229,15 +225,8 @@ def _parse(url: str) -> DbUrl:
     if dbname and len(dbname.encode()) > MAX_NAME_BYTES:
         raise ValueError(f"the database name is {len(dbname.encode())} bytes, over PostgreSQL's limit of "
                          f"{MAX_NAME_BYTES}")
-    return DbUrl(
-        raw=url,
-        user=user or None,
-        password=password if colon else None,
-        hosts=tuple(hosts),
-        port=port,
-        dbname=dbname,
-        query=query,
-    )
+    return DbUrl(raw=url, user=user or None, password=password if colon else None, hosts=tuple(hosts), port=port,
+                 dbname=dbname, query=query)
 
 
 def mask_url(url: str) -> str:
@@ -260,9 +249,7 @@ def mask_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(k.lower() in _SECRET_QUERY_KEYS for k, _ in pairs):
-            query = urlencode(
-                [(k, MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*/"
-            )
+            query = urlencode([(k, MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*/")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -311,13 +311,8 @@ FIELDS_BY_ENV = {f.env: f for f in FIELDS}
 
 # --------------------------------------------------------------------- where values come from
 
-def load_settings(
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    lenient: bool = False,
-) -> Settings:
+def load_settings(overrides: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None,
+                  cwd: Path | None = None, lenient: bool = False) -> Settings:
     """Resolve every setting once: flag > env > .env.<env> > .env > [tool.dbkit] > default.
 
     ``overrides`` holds CLI flags by field name (``None`` means "not given").
