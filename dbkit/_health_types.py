@@ -255,9 +255,8 @@ class Report:
 
 def _message(svc: Service) -> str:
     """One line on what is wrong with a service that is not ok, and its fix."""
-    found = [svc.error] if svc.error else list(getattr(svc, "problems", ()) or getattr(svc, "errors", ()) or ())
-    if not found and getattr(svc, "warnings", ()):
-        found = list(svc.warnings)
+    found = [svc.error] if svc.error else list(getattr(svc, "problems", ()) or getattr(svc, "errors", ())
+                                                or getattr(svc, "warnings", ()) or ())
     text = "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
     if svc.hint:
         text = f"{text}; fix: {svc.hint}" if text else svc.hint
