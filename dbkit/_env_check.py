@@ -191,20 +191,16 @@ def _parse_one(name: str, decl: Any, reserved: Mapping[str, str]) -> Variable:
         if set(envs) - set(ENVIRONMENTS):
             raise ConfigError(f"{where} required", f"names {', '.join(sorted(set(envs) - set(ENVIRONMENTS)))}, "
                               f"not an environment ({', '.join(ENVIRONMENTS)})", example='required = ["prod"]')
-    out: dict[str, Any] = {"name": name, "type": kind, "required": envs}
     for key in ("purpose", "example", "pattern"):
-        if key in decl:
-            if not isinstance(decl[key], str):
-                raise ConfigError(f"{where} {key}", "is not a string", example=f'{key} = "..."')
-            out[key] = decl[key]
+        if key in decl and not isinstance(decl[key], str):
+            raise ConfigError(f"{where} {key}", "is not a string", example=f'{key} = "..."')
     for key in ("min", "max", "min_length"):
-        if key in decl:
-            if not isinstance(decl[key], int) or isinstance(decl[key], bool):
-                raise ConfigError(f"{where} {key}", "is not a whole number", example=f"{key} = 1")
-            out[key] = decl[key]
-    for key in ("choices", "schemes", "reject"):
-        if key in decl:
-            out[key] = _strings(where, key, decl[key])
+        if key in decl and (not isinstance(decl[key], int) or isinstance(decl[key], bool)):
+            raise ConfigError(f"{where} {key}", "is not a whole number", example=f"{key} = 1")
+    out: dict[str, Any] = {
+        "name": name, "type": kind, "required": envs,
+        **{key: decl[key] for key in ("purpose", "example", "pattern", "min", "max", "min_length") if key in decl},
+        **{key: _strings(where, key, decl[key]) for key in ("choices", "schemes", "reject") if key in decl}}
     if "secret" in decl and not isinstance(decl["secret"], bool):
         raise ConfigError(f"{where} secret", "is not true or false", example="secret = true")
     out["secret"] = decl.get("secret", kind == "secret")

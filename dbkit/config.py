@@ -28,12 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
 
-from dbkit._config_files import (
-    _read_dotenv,
-    find_project_dir,
-    parse_dotenv,
-    read_pyproject,
-)
+from dbkit._config_files import _read_dotenv, find_project_dir, parse_dotenv, read_pyproject
 from dbkit._config_types import (
     ENVIRONMENTS,
     AddressingStyle,

@@ -5,6 +5,7 @@ Light imports only (click, dbkit.errors): every command module imports this one.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +44,6 @@ class FiniteFloat(click.FloatRange):
     name = "number"
 
     def convert(self, value, param, ctx):
-        import math
-
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
@@ -73,10 +72,10 @@ def text_problem(text: str) -> str | None:
     return f"is {clip(text)!r}, which is not valid UTF-8" if has_surrogates(text) else None
 
 
-def check_db_name(option: str, name: str | None) -> str | None:
+def check_db_name(option: str, name: str | None) -> None:
     """A database name from the command line: refused (one line, exit 2) unless PostgreSQL keeps it as typed."""
     if name is None:
-        return None
+        return
     example = f"{option} appdb_restored"
     shown = repr(clip(name))
     if not name.strip():
@@ -84,21 +83,18 @@ def check_db_name(option: str, name: str | None) -> str | None:
     if problem := text_problem(name):
         raise ConfigError(option, problem, example=example)
     if any(not ch.isprintable() for ch in name):
-        raise ConfigError(option, f"is {shown}, which contains a control or invisible character",
-                          example=example)
+        raise ConfigError(option, f"is {shown}, which contains a control or invisible character", example=example)
     if name != name.strip():
         raise ConfigError(option, f"is {shown}, with leading or trailing whitespace", example=example)
     size = len(name.encode())
     if size > MAX_NAME_BYTES:
         raise ConfigError(option, f"is {size} bytes long ({shown}); PostgreSQL names are at most "
                           f"{MAX_NAME_BYTES} bytes and it would silently cut it", example=example)
-    return name
 
 
-def check_revision(option: str, rev: str | None) -> str | None:
+def check_revision(option: str, rev: str | None) -> None:
     if rev is not None and not rev.strip():
         raise ConfigError(option, "is empty", example=f"{option} head (or an id from `dbkit migrate history`)")
-    return rev
 
 
 def setup_logging(level: int, alembic_level: int | None = None) -> None:
