@@ -78,11 +78,7 @@ class Variable:
 
     def shown(self, value: str) -> str:
         """What may be printed of a value: nothing of a secret, a URL's password masked."""
-        if self.secret:
-            return "***"
-        if self.type == "url":
-            return clip(mask_url(value))
-        return clip(value)
+        return "***" if self.secret else clip(mask_url(value) if self.type == "url" else value)
 
     def problem(self, value: str) -> str | None:
         """Why ``value`` is not valid for this variable (never quoting a secret), or None."""

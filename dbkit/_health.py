@@ -19,7 +19,6 @@ the Prometheus rendering are here.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +58,7 @@ def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
     timestamp = datetime.now(UTC).isoformat(timespec="seconds")
     services: dict[str, Service] = {}
     database, conn = _database(settings)
-    services["environment"] = _with_variables(_environment(settings, conn), settings)
+    services["environment"] = _environment(settings, conn)
     services["database"] = database
     if conn is not None:
         with conn:
@@ -77,24 +76,6 @@ def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
     worst = max(_RANK[s.status] for s in services.values())
     return Report(status=_OVERALL[worst], timestamp=timestamp, version=__version__,
                   settings=tuple(Setting(v, val, src) for v, val, src in settings.describe()), services=services)
-
-
-def _with_variables(svc: Environment, settings) -> Environment:
-    """The environment service with the application's own variables (``[tool.dbkit.variables]``) checked too:
-    each missing or malformed one is a problem line (its value never shown) and fails the service."""
-    if not getattr(settings, "variables", ()):
-        return svc
-    from dbkit._env_check import check_variables
-
-    checked = check_variables(settings)
-    problems = (*svc.problems, *checked.problems)
-    hint = svc.hint
-    if checked.problems:
-        fix = "set the variables declared in [tool.dbkit.variables] (`dbkit config check` lists every problem)"
-        hint = f"{hint}; {fix}" if hint else fix
-    return dataclasses.replace(
-        svc, status="fail" if problems else svc.status, problems=problems, hint=hint,
-        variables=tuple(VariableState(v.name, v.type, v.status, v.source) for v in checked.variables))
 
 
 def _database(settings) -> tuple[Service, Any]:
@@ -271,6 +252,7 @@ def _rls(settings, conn, migrations: Service) -> Service:
 
 def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
     from dbkit.backup import _pipeline as pipeline
+    from dbkit.backup._manifest import is_backup_id, parse_backup_id
 
     storage = latency_ms = None
     try:
@@ -288,7 +270,7 @@ def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
     later = found.unfinished_after_newest()
     if later:  # the most recent attempt has no manifest: it failed, was killed, or is still running
         attempt = later[0]
-        started = _started(attempt.id) or attempt.last_seen
+        started = parse_backup_id(attempt.id) if is_backup_id(attempt.id) else attempt.last_seen
         age = (now - started).total_seconds() / 3600
         idle = max(0.0, (now - attempt.last_seen).total_seconds() / 3600)
         status = "warn"
@@ -312,14 +294,10 @@ def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
                                 hint="; ".join(hints) if hints else None)
 
 
-def _started(backup_id: str) -> datetime | None:
-    from dbkit.backup._manifest import is_backup_id, parse_backup_id
-
-    return parse_backup_id(backup_id) if is_backup_id(backup_id) else None
-
-
 def _environment(settings, conn) -> Environment:
-    """DBKIT_ENV=prod requirements (settings side, and no trust authentication over TCP)."""
+    """DBKIT_ENV=prod requirements (settings side, and no trust authentication over TCP), then the application's
+    own variables (``[tool.dbkit.variables]``): each missing or malformed one is a problem line (its value never
+    shown) and fails the service."""
     problems = settings.environment_problems()
     if settings.env == "prod" and conn is not None:
         try:
@@ -329,9 +307,20 @@ def _environment(settings, conn) -> Environment:
             trust = 0
         if trust:
             problems.append("the server accepts trust authentication over TCP (a development cluster?)")
-    return Environment(status="fail" if problems else "ok", env=settings.env, problems=tuple(problems),
-                       hint="prod needs TLS to remote hosts, an s3:// backup target and DBKIT_PASSWORD_<ROLE> for "
-                            "each LOGIN role" if problems else None)
+    hint = ("prod needs TLS to remote hosts, an s3:// backup target and DBKIT_PASSWORD_<ROLE> for each LOGIN role"
+            if problems else None)
+    variables = None
+    if getattr(settings, "variables", ()):
+        from dbkit._env_check import check_variables
+
+        checked = check_variables(settings)
+        problems += checked.problems
+        variables = tuple(VariableState(v.name, v.type, v.status, v.source) for v in checked.variables)
+        if checked.problems:
+            fix = "set the variables declared in [tool.dbkit.variables] (`dbkit config check` lists every problem)"
+            hint = f"{hint}; {fix}" if hint else fix
+    return Environment(status="fail" if problems else "ok", env=settings.env, problems=tuple(problems), hint=hint,
+                       variables=variables)
 
 
 def _connections(conn) -> Connections:

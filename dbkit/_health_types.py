@@ -39,12 +39,8 @@ class Service:
 
     def as_dict(self) -> dict[str, Any]:
         tail = ("note", "error", "hint")
-        out: dict[str, Any] = {"status": self.status}
-        for name in [f.name for f in fields(self) if f.name != "status" and f.name not in tail] + list(tail):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = _plain(value)
-        return out
+        names = ["status", *(f.name for f in fields(self) if f.name not in ("status", *tail)), *tail]
+        return {name: _plain(getattr(self, name)) for name in names if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,7 @@ from dbkit.errors import ConfigError
 def check_backup_uri(option: str, uri: str | None, settings) -> None:
     """Parse --from/--to here, so a bad value is reported under the option the user typed."""
     from dbkit.backup._storage import parse_storage_uri
+
     if uri is None:
         return
     example = f"{option} s3://bucket/prefix (or file:///srv/backups, or a path)"

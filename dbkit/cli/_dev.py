@@ -91,6 +91,7 @@ def dev_psql(state: State, psql_args: tuple[str, ...]) -> None:
     import shutil
 
     from dbkit import _dev as devmod
+
     dbname, rest = _psql_dbname(psql_args)
     check_db_name("-d", dbname)
     result = devmod.provision(_cluster(state), state.settings.extensions)
