@@ -243,8 +243,7 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc
     userinfo, at, hostinfo = netloc.rpartition("@")
     if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{hostinfo}"
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostinfo}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)

@@ -1,10 +1,11 @@
 """What the command modules share: the state object, shared options, option types and input checks.
 
-Light imports only (click, dbkit.errors): every command module imports this one.
+Light imports only (click, logging, dbkit._urls, dbkit.errors): every command module imports this one.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -99,8 +100,6 @@ def check_revision(option: str, rev: str | None) -> None:
 
 def setup_logging(level: int, alembic_level: int | None = None) -> None:
     """dbkit's warnings (and, with -v during migrations, Alembic's "Running upgrade …" lines) go to stderr."""
-    import logging
-
     handler = getattr(setup_logging, "handler", None)
     if handler is None:
         from dbkit._urls import mask_secrets
@@ -121,3 +120,9 @@ def setup_logging(level: int, alembic_level: int | None = None) -> None:
         if handler not in logger.handlers:
             logger.addHandler(handler)
         logger.propagate = False
+
+
+def setup_migrate_logging(verbose: bool) -> None:
+    """dbkit's own notes at INFO; Alembic's "Running upgrade A -> B" only with -v, since the command
+    prints each applied revision itself (both would list every migration twice)."""
+    setup_logging(logging.INFO, logging.INFO if verbose else logging.WARNING)
