@@ -1,5 +1,5 @@
 """Where settings come from on disk: .env files (python-dotenv's syntax), ``[tool.dbkit]`` and the project
-directory; and the README's table of them."""
+directory."""
 
 from __future__ import annotations
 
@@ -75,51 +75,3 @@ def read_pyproject(project_dir: Path, fields: Mapping[str, Any], subtables: Iter
             known = ", ".join(sorted(fields))
             raise ConfigError(f"[tool.dbkit] {key}", f"in {path.name} is not a known setting (known: {known})")
     return table
-
-
-def settings_table(fields: Iterable[Any]) -> str:
-    """The README's settings table of ``fields`` (dbkit.config.FIELDS)."""
-    from dbkit._config_types import _printable
-
-    lines = ["| Variable | `[tool.dbkit]` key | Default | What it is for |", "|---|---|---|---|"]
-    for f in fields:
-        default = "unset" if f.default in (None, ()) else f"`{_printable(f.default)}`"
-        purpose = (f.purpose[0].upper() + f.purpose[1:]).replace("<", "\\<")
-        lines.append(f"| `{f.env}` | `{f.name}` | {default} | {purpose} |")
-    return "\n".join(lines)
-
-
-def describe_settings(settings: Any, fields: Iterable[Any]) -> list[tuple[str, str, str]]:
-    """(variable, printable value, source) for the role passwords and every setting of ``fields``, secrets
-    masked (``Settings.describe``)."""
-    from dbkit._config_types import _printable
-    from dbkit._urls import DbUrl
-
-    rows = [(variable, "***" if value else "(empty)", settings.sources.get(variable, "env"))
-            for variable, value in sorted(settings.passwords.items())]
-    for f in fields:
-        value = getattr(settings, f.name)
-        if value is None:
-            text = "(embedded dev cluster)" if f.name == "database_url" and settings.env == "dev" else "(unset)"
-        elif isinstance(value, DbUrl):
-            text = value.masked
-        elif f.secret:
-            text = "***"
-        else:
-            text = _printable(value) or "(none)"
-        rows.append((f.env, text, settings.sources.get(f.name, "default")))
-    return rows
-
-
-def _label(f, source: str) -> str:
-    """The setting ``f`` (a :class:`dbkit.config.Field`) as the user wrote it where the value came from."""
-    if source == "pyproject":
-        return f"[tool.dbkit] {f.name}"
-    return f"{f.env} (from {source})" if source.startswith(".env") else f.env
-
-
-def _problem(f, error: Mapping[str, Any], source: str) -> ConfigError:
-    """The one line of a pydantic error of setting ``f`` (a secret's value is never quoted)."""
-    problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
-        f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
-    return ConfigError(_label(f, source), problem, purpose=f.purpose, example=f.example)

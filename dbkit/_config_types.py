@@ -17,6 +17,7 @@ from dbkit.errors import ConfigError
 # puts the variable's name, where the value came from, its purpose and an example around it.
 
 ENVIRONMENTS = ("dev", "test", "staging", "prod")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _problem(text: str) -> PydanticCustomError:
@@ -56,8 +57,8 @@ def _count(value: Any, *, most: int | None = None) -> int:
 
 def _flag(value: Any) -> bool:
     text = str(value).strip().lower()
-    if isinstance(value, bool) or text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value if isinstance(value, bool) else text in ("1", "true", "yes", "on")
+    if isinstance(value, bool) or text in _TRUE + _FALSE:
+        return value if isinstance(value, bool) else text in _TRUE
     raise _problem(f"is {value!r}, not true or false")
 
 

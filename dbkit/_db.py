@@ -29,24 +29,15 @@ def _first_line(exc: BaseException) -> str:
     return first_line(str(exc), type(exc).__name__).removeprefix("connection failed: ")
 
 
-def connect(
-    url: DbUrl,
-    *,
-    autocommit: bool = False,
-    connect_timeout: int = 5,
-    dbname: str | None = None,
-) -> psycopg.Connection:
+def connect(url: DbUrl, *, autocommit: bool = False, connect_timeout: int = 5,
+            dbname: str | None = None) -> psycopg.Connection:
     """Open a psycopg connection or raise :class:`DatabaseUnavailable` (password masked)."""
     import psycopg
 
     target = url.with_dbname(dbname) if dbname else url
     try:
-        return psycopg.connect(
-            target.conninfo,
-            autocommit=autocommit,
-            connect_timeout=max(1, connect_timeout),
-            application_name=APPLICATION_NAME,
-        )
+        return psycopg.connect(target.conninfo, autocommit=autocommit, connect_timeout=max(1, connect_timeout),
+                               application_name=APPLICATION_NAME)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
             f"cannot connect to {target.masked}: {_first_line(exc)}",
@@ -54,15 +45,14 @@ def connect(
         ) from None
 
 
-def timed_ping(conn: psycopg.Connection, rounds: int = 3) -> float:
-    """Median round-trip of ``SELECT 1`` in milliseconds."""
+def timed_ping(conn: psycopg.Connection) -> float:
+    """Median round-trip of ``SELECT 1`` (of three) in milliseconds."""
     samples = []
-    for _ in range(max(1, rounds)):
+    for _ in range(3):
         t0 = time.perf_counter()
         conn.execute("SELECT 1").fetchone()
         samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return samples[len(samples) // 2]
+    return sorted(samples)[1]
 
 
 def ensure_extensions(conn: psycopg.Connection, names: Iterable[str]) -> list[str]:
@@ -79,9 +69,8 @@ def ensure_extensions(conn: psycopg.Connection, names: Iterable[str]) -> list[st
     available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
     for name in names:
         if name not in installed and name not in available:
-            raise MissingDependency(
-                f"the PostgreSQL extension '{name}' is not installed on the server", hint=install_hint(name)
-            )
+            raise MissingDependency(f"the PostgreSQL extension '{name}' is not installed on the server",
+                                    hint=install_hint(name))
     if "timescaledb" in names and not timescaledb_preloaded(conn):
         raise MissingDependency("the extension 'timescaledb' is not preloaded", hint=install_hint("timescaledb"))
     created = []

@@ -34,10 +34,8 @@ def find_bindir(explicit: Path | None = None) -> Path:
     if explicit is not None:
         if _has_programs(explicit):
             return explicit
-        raise MissingDependency(
-            f"DBKIT_PG_BINDIR={explicit} does not contain {', '.join(PG_PROGRAMS)}",
-            hint="point it at the server's bin directory, e.g. /usr/lib/postgresql/15/bin",
-        )
+        raise MissingDependency(f"DBKIT_PG_BINDIR={explicit} does not contain {', '.join(PG_PROGRAMS)}",
+                                hint="point it at the server's bin directory, e.g. /usr/lib/postgresql/15/bin")
     candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from dbkit._config_types import _FALSE, _TRUE, ENVIRONMENTS
 from dbkit._urls import clip, mask_url
 from dbkit.errors import ConfigError
 
-ENVIRONMENTS = ("dev", "test", "staging", "prod")
 #: type -> what a valid value is (completes "not ...")
 TYPES = {
     "text": "text",
@@ -44,7 +44,6 @@ TYPES = {
 }
 _KEYS = {"type", "required", "secret", "purpose", "example", "choices", "min", "max", "schemes", "pattern",
          "min_length", "reject"}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _DURATION = re.compile(r"\d+(\.\d+)?\s*(ms|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?|y|years?)?",
                        re.IGNORECASE)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
@@ -79,11 +78,7 @@ class Variable:
 
     def shown(self, value: str) -> str:
         """What may be printed of a value: nothing of a secret, a URL's password masked."""
-        if self.secret:
-            return "***"
-        if self.type == "url":
-            return clip(mask_url(value))
-        return clip(value)
+        return "***" if self.secret else clip(mask_url(value) if self.type == "url" else value)
 
     def problem(self, value: str) -> str | None:
         """Why ``value`` is not valid for this variable (never quoting a secret), or None."""
@@ -96,19 +91,15 @@ class Variable:
                 number = int(text)
             except ValueError:
                 return bad
-            low, high = (1, 65535) if self.type == "port" else (self.min, self.max)
-            low = self.min if self.min is not None else low
-            high = self.max if self.max is not None else high
+            low = self.min if self.min is not None else (1 if self.type == "port" else None)
+            high = self.max if self.max is not None else (65535 if self.type == "port" else None)
             if (low is not None and number < low) or (high is not None and number > high):
                 limits = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
                 return f"is {number if not self.secret else 'a number'}, outside {limits}"
-        elif self.type == "bool" and text.lower() not in _TRUE + _FALSE:
-            return bad
-        elif self.type == "duration" and not _DURATION.fullmatch(text):
-            return bad
-        elif self.type == "email" and not _EMAIL.fullmatch(text):
-            return bad
-        elif self.type == "enum" and text not in self.choices:
+        elif (self.type == "bool" and text.lower() not in _TRUE + _FALSE
+              or self.type == "duration" and not _DURATION.fullmatch(text)
+              or self.type == "email" and not _EMAIL.fullmatch(text)
+              or self.type == "enum" and text not in self.choices):
             return bad
         elif self.type == "url" and (why := self._url_problem(text, bad)):
             return why
@@ -196,20 +187,16 @@ def _parse_one(name: str, decl: Any, reserved: Mapping[str, str]) -> Variable:
         if set(envs) - set(ENVIRONMENTS):
             raise ConfigError(f"{where} required", f"names {', '.join(sorted(set(envs) - set(ENVIRONMENTS)))}, "
                               f"not an environment ({', '.join(ENVIRONMENTS)})", example='required = ["prod"]')
-    out: dict[str, Any] = {"name": name, "type": kind, "required": envs}
     for key in ("purpose", "example", "pattern"):
-        if key in decl:
-            if not isinstance(decl[key], str):
-                raise ConfigError(f"{where} {key}", "is not a string", example=f'{key} = "..."')
-            out[key] = decl[key]
+        if key in decl and not isinstance(decl[key], str):
+            raise ConfigError(f"{where} {key}", "is not a string", example=f'{key} = "..."')
     for key in ("min", "max", "min_length"):
-        if key in decl:
-            if not isinstance(decl[key], int) or isinstance(decl[key], bool):
-                raise ConfigError(f"{where} {key}", "is not a whole number", example=f"{key} = 1")
-            out[key] = decl[key]
-    for key in ("choices", "schemes", "reject"):
-        if key in decl:
-            out[key] = _strings(where, key, decl[key])
+        if key in decl and (not isinstance(decl[key], int) or isinstance(decl[key], bool)):
+            raise ConfigError(f"{where} {key}", "is not a whole number", example=f"{key} = 1")
+    out: dict[str, Any] = {
+        "name": name, "type": kind, "required": envs,
+        **{key: decl[key] for key in ("purpose", "example", "pattern", "min", "max", "min_length") if key in decl},
+        **{key: _strings(where, key, decl[key]) for key in ("choices", "schemes", "reject") if key in decl}}
     if "secret" in decl and not isinstance(decl["secret"], bool):
         raise ConfigError(f"{where} secret", "is not true or false", example="secret = true")
     out["secret"] = decl.get("secret", kind == "secret")

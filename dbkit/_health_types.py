@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -39,12 +39,8 @@ class Service:
 
     def as_dict(self) -> dict[str, Any]:
         tail = ("note", "error", "hint")
-        out: dict[str, Any] = {"status": self.status}
-        for name in [f.name for f in fields(self) if f.name != "status" and f.name not in tail] + list(tail):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = _plain(value)
-        return out
+        names = ["status", *(f.name for f in fields(self) if f.name not in ("status", *tail)), *tail]
+        return {name: _plain(getattr(self, name)) for name in names if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,12 +69,7 @@ class Extension:
     note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "available": self.available, "installed": self.installed,
-                               "status": self.status}
-        for name in ("hint", "note"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("hint", "note")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +126,7 @@ class Job:
     next_start: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +150,7 @@ class VariableState:
     source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "status": self.status, "source": self.source}
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,7 +206,7 @@ class Setting:
     source: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"variable": self.variable, "value": self.value, "source": self.source}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -231,13 +222,8 @@ class Report:
         return EXIT_CODES[self.status]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "timestamp": self.timestamp,
-            "version": self.version,
-            "settings": [s.as_dict() for s in self.settings],
-            "services": {name: svc.as_dict() for name, svc in self.services.items()},
-        }
+        return {"status": self.status, "timestamp": self.timestamp, "version": self.version,
+                "settings": _plain(self.settings), "services": {name: svc.as_dict() for name, svc in self.services.items()}}
 
     def summary(self) -> dict[str, Any]:
         """``dbkit check --format health``: the compact shape of a service's health endpoint, stable and small
@@ -265,9 +251,8 @@ class Report:
 
 def _message(svc: Service) -> str:
     """One line on what is wrong with a service that is not ok, and its fix."""
-    found = [svc.error] if svc.error else list(getattr(svc, "problems", ()) or getattr(svc, "errors", ()) or ())
-    if not found and getattr(svc, "warnings", ()):
-        found = list(svc.warnings)
+    found = [svc.error] if svc.error else list(getattr(svc, "problems", ()) or getattr(svc, "errors", ())
+                                                or getattr(svc, "warnings", ()) or ())
     text = "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
     if svc.hint:
         text = f"{text}; fix: {svc.hint}" if text else svc.hint

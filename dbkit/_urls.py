@@ -6,6 +6,7 @@ Every URL or DSN dbkit prints goes through :func:`mask_url` (one URL) or
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -78,11 +79,9 @@ class DbUrl:
 def _rebuild(url: str, *, scheme: str | None = None, path: str | None = None) -> str:
     """Replace the scheme and/or path of a URL, keeping an empty netloc (``postgresql:///db``)."""
     parts = urlsplit(url)
-    new_scheme = scheme or parts.scheme
-    new_path = parts.path if path is None else path
     query = f"?{parts.query}" if parts.query else ""
     fragment = f"#{parts.fragment}" if parts.fragment else ""
-    return f"{new_scheme}://{parts.netloc}{new_path}{query}{fragment}"
+    return f"{scheme or parts.scheme}://{parts.netloc}{parts.path if path is None else path}{query}{fragment}"
 
 
 def clip(text: str, limit: int = 80) -> str:
@@ -110,13 +109,9 @@ def _redacted(url: str) -> str:
 
 def _bad(problem: str, url: str, variable: str) -> ConfigError:
     # !r escapes control characters and undecodable bytes, so the message stays one printable line
-    return ConfigError(
-        variable,
-        f"is malformed ({problem}): {_redacted(url)!r}" if problem else
-        f"is malformed: {_redacted(url)!r} has {_ENCODE_HINT}",
-        purpose="tells dbkit which PostgreSQL database to use",
-        example=EXAMPLE_URL,
-    )
+    return ConfigError(variable, f"is malformed ({problem}): {_redacted(url)!r}" if problem else
+                       f"is malformed: {_redacted(url)!r} has {_ENCODE_HINT}",
+                       purpose="tells dbkit which PostgreSQL database to use", example=EXAMPLE_URL)
 
 
 _ENCODE_HINT = ("a reserved character in its user name or password (so where the host starts is unclear); "
@@ -126,7 +121,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated
 
 
-def _has_surrogates(text: str) -> bool:
+def has_surrogates(text: str) -> bool:
     """True for a str holding bytes that were not UTF-8 (argv/environ decode them as lone surrogates)."""
     return any("\ud800" <= ch <= "\udfff" for ch in text)
 
@@ -141,17 +136,12 @@ def _decode(part: str, what: str) -> str:
         raise ValueError(f"the percent-escapes in the {what} are not UTF-8") from None
 
 
-_LIBPQ_KEYWORDS: frozenset[str] | None = None
-
-
+@functools.cache
 def _libpq_keywords() -> frozenset[str]:
     """The connection parameters this libpq knows (asked once, only for URLs with a query string)."""
-    global _LIBPQ_KEYWORDS
-    if _LIBPQ_KEYWORDS is None:
-        from psycopg import pq
+    from psycopg import pq
 
-        _LIBPQ_KEYWORDS = frozenset(d.keyword.decode() for d in pq.Conninfo.get_defaults()) | {"ssl"}
-    return _LIBPQ_KEYWORDS
+    return frozenset(d.keyword.decode() for d in pq.Conninfo.get_defaults()) | {"ssl"}
 
 
 def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> DbUrl:
@@ -164,7 +154,7 @@ def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> DbUrl:
     url = url.strip()
     if not url:
         raise _bad("it is empty", url, variable)
-    if _has_surrogates(url):
+    if has_surrogates(url):
         raise _bad("it is not valid UTF-8 text", url, variable)
     if _CONTROL.search(url):
         raise _bad("it contains a control character", url, variable)
@@ -184,10 +174,7 @@ def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> DbUrl:
 
 def _parse(url: str) -> DbUrl:
     """The parse proper; every problem is a ValueError whose text is safe to show (no user-info)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
+    parts = urlsplit(url)
     scheme, _, driver = parts.scheme.partition("+")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme {clip(parts.scheme, 20)!r} is not PostgreSQL")
@@ -238,15 +225,8 @@ def _parse(url: str) -> DbUrl:
     if dbname and len(dbname.encode()) > MAX_NAME_BYTES:
         raise ValueError(f"the database name is {len(dbname.encode())} bytes, over PostgreSQL's limit of "
                          f"{MAX_NAME_BYTES}")
-    return DbUrl(
-        raw=url,
-        user=user or None,
-        password=password if colon else None,
-        hosts=tuple(hosts),
-        port=port,
-        dbname=dbname,
-        query=query,
-    )
+    return DbUrl(raw=url, user=user or None, password=password if colon else None, hosts=tuple(hosts), port=port,
+                 dbname=dbname, query=query)
 
 
 def mask_url(url: str) -> str:
@@ -263,15 +243,12 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc
     userinfo, at, hostinfo = netloc.rpartition("@")
     if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{hostinfo}"
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostinfo}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(k.lower() in _SECRET_QUERY_KEYS for k, _ in pairs):
-            query = urlencode(
-                [(k, MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*/"
-            )
+            query = urlencode([(k, MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*/")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

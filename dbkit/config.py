@@ -28,15 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
 
-from dbkit._config_files import (
-    _problem,
-    _read_dotenv,
-    describe_settings,
-    find_project_dir,
-    parse_dotenv,
-    read_pyproject,
-    settings_table,
-)
+from dbkit._config_files import _read_dotenv, find_project_dir, parse_dotenv, read_pyproject
 from dbkit._config_types import (
     ENVIRONMENTS,
     AddressingStyle,
@@ -287,8 +279,21 @@ class Settings:
                           hint="fix them first (`dbkit check` lists them)")
 
     def describe(self) -> list[tuple[str, str, str]]:
-        """(variable, printable value, source) for every setting, secrets masked."""
-        return describe_settings(self, FIELDS)
+        """(variable, printable value, source) for the role passwords and every setting, secrets masked."""
+        rows = [(variable, "***" if value else "(empty)", self.sources.get(variable, "env"))
+                for variable, value in sorted(self.passwords.items())]
+        for f in FIELDS:
+            value = getattr(self, f.name)
+            if value is None:
+                text = "(embedded dev cluster)" if f.name == "database_url" and self.env == "dev" else "(unset)"
+            elif isinstance(value, DbUrl):
+                text = value.masked
+            elif f.secret:
+                text = "***"
+            else:
+                text = _printable(value) or "(none)"
+            rows.append((f.env, text, self.sources.get(f.name, "default")))
+        return rows
 
 
 FIELDS: tuple[Field, ...] = tuple(
@@ -301,13 +306,8 @@ FIELDS_BY_ENV = {f.env: f for f in FIELDS}
 
 # --------------------------------------------------------------------- where values come from
 
-def load_settings(
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    lenient: bool = False,
-) -> Settings:
+def load_settings(overrides: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None,
+                  cwd: Path | None = None, lenient: bool = False) -> Settings:
     """Resolve every setting once: flag > env > .env.<env> > .env > [tool.dbkit] > default.
 
     ``overrides`` holds CLI flags by field name (``None`` means "not given").
@@ -389,9 +389,28 @@ def _validate(chosen: Mapping[str, tuple[Any, str] | None], *, lenient: bool = F
         return Settings(**{name: found[0] for name, found in kept.items() if found}, **extra, problems=problems)
 
 
+def _label(f: Field, source: str) -> str:
+    """The setting ``f`` as the user wrote it where the value came from."""
+    if source == "pyproject":
+        return f"[tool.dbkit] {f.name}"
+    return f"{f.env} (from {source})" if source.startswith(".env") else f.env
+
+
+def _problem(f: Field, error: Mapping[str, Any], source: str) -> ConfigError:
+    """The one line of a pydantic error of setting ``f`` (a secret's value is never quoted)."""
+    problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
+        f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
+    return ConfigError(_label(f, source), problem, purpose=f.purpose, example=f.example)
+
+
 def settings_table_markdown() -> str:
     """The README's settings table, read from the declaration."""
-    return settings_table(FIELDS)
+    lines = ["| Variable | `[tool.dbkit]` key | Default | What it is for |", "|---|---|---|---|"]
+    for f in FIELDS:
+        default = "unset" if f.default in (None, ()) else f"`{_printable(f.default)}`"
+        purpose = (f.purpose[0].upper() + f.purpose[1:]).replace("<", "\\<")
+        lines.append(f"| `{f.env}` | `{f.name}` | {default} | {purpose} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover - documentation helper

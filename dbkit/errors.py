@@ -24,16 +24,8 @@ These classes are the only place an exit code is set: every error of a feature (
 
 from __future__ import annotations
 
-__all__ = [
-    "DbkitError",
-    "OperationFailed",
-    "ConfigError",
-    "UsageError",
-    "DatabaseUnavailable",
-    "MissingDependency",
-    "Refused",
-    "DevClusterError",
-]
+__all__ = ["DbkitError", "OperationFailed", "ConfigError", "UsageError", "DatabaseUnavailable", "MissingDependency",
+           "Refused", "DevClusterError"]
 
 
 class DbkitError(Exception):
@@ -47,9 +39,7 @@ class DbkitError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message}; {self.hint}"
-        return self.message
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 class OperationFailed(DbkitError):
@@ -66,14 +56,7 @@ class ConfigError(DbkitError):
 
     exit_code = 2
 
-    def __init__(
-        self,
-        variable: str,
-        problem: str,
-        *,
-        purpose: str | None = None,
-        example: str | None = None,
-    ) -> None:
+    def __init__(self, variable: str, problem: str, *, purpose: str | None = None, example: str | None = None) -> None:
         parts = [f"{variable} {problem}"]
         if purpose:
             parts.append(f"it {purpose}")

@@ -18,9 +18,9 @@ import traceback
 import click
 
 from dbkit import __version__
-from dbkit._urls import first_line, mask_secrets
+from dbkit._urls import first_line, has_surrogates, mask_secrets, parse_database_url
 from dbkit.cli._common import CONTEXT, State
-from dbkit.errors import DbkitError
+from dbkit.errors import ConfigError, DbkitError
 
 __all__ = ["cli", "main", "error_text", "LazyGroup", "COMMANDS"]
 
@@ -44,32 +44,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use ("module:attribute" per name)."""
+    """A group whose subcommands (all of them) are imported on first use ("module:attribute" per name)."""
 
     def __init__(self, *args, lazy_subcommands: dict[str, tuple[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lazy_subcommands = lazy_subcommands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
+        return sorted(self.lazy_subcommands)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.lazy_subcommands:
-            return super().get_command(ctx, cmd_name)
+            return None
         module, _, attribute = self.lazy_subcommands[cmd_name][0].partition(":")
         return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list of `dbkit --help`, from the help kept in the map: no command module is imported."""
-        names = self.list_commands(ctx)
-        if not names:
-            return
-        limit = formatter.width - 6 - max(map(len, names))
-        rows = []
-        for name in names:
-            lazy = self.lazy_subcommands.get(name)
-            cmd = click.Command(name, help=lazy[1]) if lazy else super().get_command(ctx, name)
-            rows.append((name, cmd.get_short_help_str(limit)))
+        limit = formatter.width - 6 - max(map(len, self.lazy_subcommands))
+        rows = [(name, click.Command(name, help=self.lazy_subcommands[name][1]).get_short_help_str(limit))
+                for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -95,9 +89,6 @@ def cli(ctx: click.Context, env: str | None, database_url: str | None, verbose: 
     """
     _state.verbose = verbose or _state.verbose
     if database_url is not None:
-        from dbkit._urls import parse_database_url
-        from dbkit.errors import ConfigError
-
         if not database_url.strip():  # an empty script variable must not silently mean "the default database"
             raise ConfigError("--database-url", "is empty", example="--database-url postgresql://app@db.internal/app")
 
@@ -120,7 +111,7 @@ def _not_utf8_argument(argv: list[str]) -> str | None:
     URIs, and printing them back fails, so they are refused before anything runs.
     """
     for i, arg in enumerate(argv):
-        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+        if has_surrogates(arg):
             if arg.startswith("--") and "=" in arg:
                 return arg.split("=", 1)[0]
             if i and argv[i - 1].startswith("-"):

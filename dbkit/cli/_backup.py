@@ -6,24 +6,26 @@ The renderers read the library's typed results (``Scan``, ``PruneResult``, ``Man
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import click
 
 from dbkit import _render as render
 from dbkit._render import Table
+from dbkit._urls import clip
 from dbkit.cli._common import State, check_db_name, from_option, json_option, pass_state, text_problem
+from dbkit.errors import ConfigError
 
 
 def check_backup_uri(option: str, uri: str | None, settings) -> None:
     """Parse --from/--to here, so a bad value is reported under the option the user typed."""
     from dbkit.backup._storage import parse_storage_uri
-    from dbkit.errors import ConfigError
 
     if uri is None:
         return
     example = f"{option} s3://bucket/prefix (or file:///srv/backups, or a path)"
-    shown = repr(uri if len(uri) <= 80 else uri[:80] + "…")
+    shown = repr(clip(uri))
     if problem := text_problem(uri):
         raise ConfigError(option, problem, example=example)
     if any(not ch.isprintable() for ch in uri):
@@ -35,8 +37,6 @@ def check_backup_uri(option: str, uri: str | None, settings) -> None:
 
 
 def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
-    from dbkit.errors import ConfigError
-
     out = {}
     for tag in tags:
         key, eq, value = tag.partition("=")
@@ -63,7 +63,6 @@ def _bytes_progress(label: str):
 
     bar = Progress(TextColumn(label), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn())
     task = bar.add_task(label, total=None)
-    bar.start()
     return (lambda done: bar.update(task, completed=done)), bar
 
 
@@ -71,8 +70,6 @@ _LEVELS = {"zstd": (1, 22), "gzip": (0, 9)}
 
 
 def _check_level(compress: str, level: int | None) -> None:
-    from dbkit.errors import ConfigError
-
     if level is None:
         return
     if compress not in _LEVELS:
@@ -89,7 +86,6 @@ def _size(n: int) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return str(n)
 
 
 def _describe_backup(m):
@@ -127,15 +123,12 @@ def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id,
     _check_level(compress, level)
     check_backup_uri("--to", to, settings)
     progress, bar = (None, None) if as_json else _bytes_progress("pg_dump")
-    try:
+    with bar or contextlib.nullcontext():
         manifest = pipeline.backup(settings, to=to, compression=compress, level=level,
                                    encrypt_to=tuple(encrypt_to), sse=sse, kms_key_id=kms_key_id,
                                    storage_class=storage_class, tags=_parse_tags(tags),
                                    include_globals=include_globals, metrics_file=metrics_file, progress=progress,
                                    create_bucket=create_bucket)
-    finally:
-        if bar is not None:
-            bar.stop()
     render.show(manifest, _describe_backup, as_json=as_json)
 
 

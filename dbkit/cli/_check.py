@@ -11,9 +11,11 @@ import sys
 
 import click
 
+from dbkit import _health as health
 from dbkit import _render as render
 from dbkit._render import Table
 from dbkit.cli._common import FiniteFloat, State, json_option, pass_state
+from dbkit.errors import UsageError
 
 
 @click.command()
@@ -32,9 +34,6 @@ def check(state: State, as_json: bool, as_prometheus: bool, fmt: str | None, max
 
     Exit code: 0 healthy, 1 degraded, 2 unhealthy.
     """
-    from dbkit import _health as health
-    from dbkit.errors import UsageError
-
     flags = {name for name, given in (("json", as_json), ("prometheus", as_prometheus)) if given}
     if fmt:
         flags.add(fmt)
@@ -61,8 +60,6 @@ def _counts(svc) -> str:
 
 
 def _service_detail(svc) -> str:
-    from dbkit import _health as health
-
     if svc.error:
         return svc.error + _fix(svc)
     if isinstance(svc, health.Database):
@@ -126,8 +123,6 @@ def _extension_rows(svc):
 
 
 def _describe(report):
-    from dbkit import _health as health
-
     yield Table(["setting", "value", "source"], [(s.variable, s.value, s.source) for s in report.settings],
                 title="Settings")
     yield ""

@@ -1,15 +1,20 @@
 """What the command modules share: the state object, shared options, option types and input checks.
 
-Light imports only (click, dbkit.errors): every command module imports this one.
+Light imports only (click, logging, dbkit._urls, dbkit.errors): every command module imports this one.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
+
+from dbkit._urls import MAX_NAME_BYTES, clip, has_surrogates
+from dbkit.errors import ConfigError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROFILES = click.Choice(["tiny", "small", "medium", "large"])
@@ -40,8 +45,6 @@ class FiniteFloat(click.FloatRange):
     name = "number"
 
     def convert(self, value, param, ctx):
-        import math
-
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
@@ -49,7 +52,6 @@ class FiniteFloat(click.FloatRange):
 
 
 SEED_INT = click.IntRange(-(2**63), 2**63 - 1)  # recorded in a bigint column
-MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 
 
 def seed_option(**kwargs):
@@ -68,48 +70,36 @@ def from_option(**kwargs):
 
 def text_problem(text: str) -> str | None:
     """Why ``text`` (an option value) cannot be passed on as typed, or None."""
-    shown = repr(text if len(text) <= 80 else text[:80] + "…")
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
-        return f"is {shown}, which is not valid UTF-8"
-    return None
+    return f"is {clip(text)!r}, which is not valid UTF-8" if has_surrogates(text) else None
 
 
-def check_db_name(option: str, name: str | None) -> str | None:
+def check_db_name(option: str, name: str | None) -> None:
     """A database name from the command line: refused (one line, exit 2) unless PostgreSQL keeps it as typed."""
-    from dbkit.errors import ConfigError
-
     if name is None:
-        return None
+        return
     example = f"{option} appdb_restored"
-    shown = repr(name if len(name) <= 80 else name[:80] + "…")
+    shown = repr(clip(name))
     if not name.strip():
         raise ConfigError(option, "is empty", example=example)
     if problem := text_problem(name):
         raise ConfigError(option, problem, example=example)
     if any(not ch.isprintable() for ch in name):
-        raise ConfigError(option, f"is {shown}, which contains a control or invisible character",
-                          example=example)
+        raise ConfigError(option, f"is {shown}, which contains a control or invisible character", example=example)
     if name != name.strip():
         raise ConfigError(option, f"is {shown}, with leading or trailing whitespace", example=example)
     size = len(name.encode())
     if size > MAX_NAME_BYTES:
         raise ConfigError(option, f"is {size} bytes long ({shown}); PostgreSQL names are at most "
                           f"{MAX_NAME_BYTES} bytes and it would silently cut it", example=example)
-    return name
 
 
-def check_revision(option: str, rev: str | None) -> str | None:
-    from dbkit.errors import ConfigError
-
+def check_revision(option: str, rev: str | None) -> None:
     if rev is not None and not rev.strip():
         raise ConfigError(option, "is empty", example=f"{option} head (or an id from `dbkit migrate history`)")
-    return rev
 
 
 def setup_logging(level: int, alembic_level: int | None = None) -> None:
     """dbkit's warnings (and, with -v during migrations, Alembic's "Running upgrade …" lines) go to stderr."""
-    import logging
-
     handler = getattr(setup_logging, "handler", None)
     if handler is None:
         from dbkit._urls import mask_secrets
@@ -130,3 +120,9 @@ def setup_logging(level: int, alembic_level: int | None = None) -> None:
         if handler not in logger.handlers:
             logger.addHandler(handler)
         logger.propagate = False
+
+
+def setup_migrate_logging(verbose: bool) -> None:
+    """dbkit's own notes at INFO; Alembic's "Running upgrade A -> B" only with -v, since the command
+    prints each applied revision itself (both would list every migration twice)."""
+    setup_logging(logging.INFO, logging.INFO if verbose else logging.WARNING)

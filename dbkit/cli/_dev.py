@@ -9,6 +9,7 @@ import click
 
 from dbkit import _render as render
 from dbkit.cli._common import State, check_db_name, json_option, pass_state
+from dbkit.errors import MissingDependency
 
 
 @click.group()
@@ -90,7 +91,6 @@ def dev_psql(state: State, psql_args: tuple[str, ...]) -> None:
     import shutil
 
     from dbkit import _dev as devmod
-    from dbkit.errors import MissingDependency
 
     dbname, rest = _psql_dbname(psql_args)
     check_db_name("-d", dbname)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -48,9 +49,7 @@ def _describe(result):
               help="PostgreSQL extensions, comma-separated (e.g. pgcrypto,vector,timescaledb).")
 @click.option("--force", is_flag=True, help="Overwrite files that exist (and replace [tool.dbkit]).")
 @json_option
-def init(directory: str, schema: str, rls: str, tenant_claim: str | None, jwt_claims: str | None,
-         jwt_user_key: str | None, jwt_tenant_key: str | None, owner_role: str, enforce_role: str, bypass_role: str,
-         readonly_role: str, password_env: tuple[str, ...], extensions: str, force: bool, as_json: bool) -> None:
+def init(directory: str, as_json: bool, **options: Any) -> None:
     """Write what a project needs to use dbkit: migrations, seeds, RLS tests, settings.
 
     alembic.ini, migrations/ (env.py with dbkit's rails, models.py, a first revision with the extensions,
@@ -61,8 +60,5 @@ def init(directory: str, schema: str, rls: str, tenant_claim: str | None, jwt_cl
     from dbkit.init import InitOptions
     from dbkit.init import init as write
 
-    options = InitOptions(schema=schema, rls=rls, tenant_claim=tenant_claim, jwt_claims=jwt_claims,
-                          jwt_user_key=jwt_user_key, jwt_tenant_key=jwt_tenant_key, owner_role=owner_role,
-                          enforce_role=enforce_role, bypass_role=bypass_role, readonly_role=readonly_role,
-                          password_env=tuple(password_env), extensions=extensions, force=force)
-    render.show(write(Path(directory), options), _describe, as_json=as_json)
+    # every other option is the InitOptions field of the same name
+    render.show(write(Path(directory), InitOptions(**options)), _describe, as_json=as_json)

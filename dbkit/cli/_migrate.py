@@ -8,15 +8,8 @@ import click
 
 from dbkit import _render as render
 from dbkit._render import Table
-from dbkit.cli._common import State, check_revision, json_option, pass_state, setup_logging
-
-
-def _setup_migrate_logging(state: State) -> None:
-    """dbkit's own notes at INFO; Alembic's "Running upgrade A -> B" only with -v, since the command
-    prints each applied revision itself (both would list every migration twice)."""
-    import logging
-
-    setup_logging(logging.INFO, logging.INFO if state.verbose else logging.WARNING)
+from dbkit.cli._common import State, check_revision, json_option, pass_state, setup_migrate_logging
+from dbkit.errors import ConfigError, Refused
 
 
 def _show_run(result, as_json: bool, verb: str) -> None:
@@ -53,7 +46,7 @@ def migrate(ctx: click.Context, to_rev: str, as_json: bool) -> None:
 
     state = ctx.find_object(State)
     check_revision("--to", to_rev)
-    _setup_migrate_logging(state)
+    setup_migrate_logging(state.verbose)
     _show_run(runner.upgrade(state.settings, to_rev), as_json, "upgrade")
 
 
@@ -65,7 +58,6 @@ def migrate(ctx: click.Context, to_rev: str, as_json: bool) -> None:
 @pass_state
 def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_json: bool) -> None:
     """Downgrade to REVISION (an id, -1 or base).  Asks first unless --yes."""
-    from dbkit.errors import Refused
     from dbkit.migrate import _runner as runner
     from dbkit.migrate.env import guard_downgrade
 
@@ -76,7 +68,7 @@ def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_js
         if not sys.stdin.isatty():
             raise Refused(f"downgrade to {revision} needs confirmation", hint="rerun with --yes")
         click.confirm(f"Downgrade the database to {revision}? Data in dropped tables is lost", abort=True)
-    _setup_migrate_logging(state)
+    setup_migrate_logging(state.verbose)
     _show_run(runner.downgrade(settings, revision, allow_prod=allow_prod), as_json, "downgrade")
 
 
@@ -128,7 +120,6 @@ def migrate_history(state: State, as_json: bool) -> None:
 @pass_state
 def migrate_new(state: State, message: str, autogenerate: bool) -> None:
     """Create a new revision file in migrations/versions/."""
-    from dbkit.errors import ConfigError
     from dbkit.migrate import _runner as runner
 
     if not message.strip():
@@ -216,7 +207,7 @@ def migrate_stamp(state: State, revision: str, allow_prod: bool, as_json: bool) 
     from dbkit.migrate import _runner as runner
 
     check_revision("REVISION", revision)
-    _setup_migrate_logging(state)
+    setup_migrate_logging(state.verbose)
     render.show(runner.stamp(state.settings, revision, allow_prod=allow_prod), _describe_stamp, as_json=as_json)
 
 

@@ -9,7 +9,8 @@ import click
 
 from dbkit import _render as render
 from dbkit._render import Table
-from dbkit.cli._common import State, check_revision, from_option, json_option, pass_state, setup_logging
+from dbkit.cli._common import State, check_revision, from_option, json_option, pass_state, setup_migrate_logging
+from dbkit.errors import UsageError
 
 
 def _locks(st) -> str:
@@ -99,9 +100,6 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
     relation bigger than --min-size (a rewrite, a scan under a write-blocking lock, or such a lock held
     longer than --max-lock) or a revision fails.  The scratch database is dropped at the end, on
     failure and on Ctrl-C, unless --keep; the source is never written."""
-    import logging
-
-    from dbkit.errors import UsageError
     from dbkit.migrate import _rehearse as rh
     from dbkit.migrate._rehearse_report import markdown
 
@@ -119,13 +117,18 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
     settings = state.settings
     copy, method = None, "clone"
     if backup_id is not None:
+        from dbkit import _lifecycle as lifecycle
         from dbkit.cli._backup import check_backup_uri
 
         if not backup_id.strip():
             raise UsageError("--from-backup is empty", hint="give a backup id (see `dbkit backup list`) or latest")
         check_backup_uri("--from", source, settings)
-        copy, method = _restore_into(settings, backup_id, source), f"restore of backup {backup_id}"
-    setup_logging(logging.INFO, logging.INFO if state.verbose else logging.WARNING)
+
+        def copy(name: str) -> None:  # `dbkit restore ID --into <scratch>`: roles created, checks as in a restore
+            lifecycle.restore(settings, backup_id, source=source, into=name)
+
+        method = f"restore of backup {backup_id}"
+    setup_migrate_logging(state.verbose)
     report = rh.rehearse(settings, to=to_rev, min_size=size, max_lock=seconds, keep=keep, copy=copy,
                          copy_method=method, load=load,
                          on_scratch=lambda name: render.error_line(f"dbkit: rehearsing on scratch database {name}"))
@@ -134,14 +137,3 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
     else:
         render.show(report, _describe, as_json=as_json)
     sys.exit(0 if report.ok else 1)
-
-
-def _restore_into(settings, backup_id: str, source: str | None):
-    """The copy: ``dbkit restore ID --into <scratch>`` (roles created, checks as in a real restore)."""
-
-    def copy(name: str) -> None:
-        from dbkit import _lifecycle as lifecycle
-
-        lifecycle.restore(settings, backup_id, source=source, into=name)
-
-    return copy

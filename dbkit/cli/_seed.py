@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from dbkit import _render as render
@@ -64,16 +66,11 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
 
     callback, bar = (None, None) if as_json else _seed_progress()
     only_list = None if only is None else [t.strip() for t in only.split(",") if t.strip()]
-    if bar is not None:
-        bar.start()
-    try:
+    with bar or contextlib.nullcontext():
         result = engine.run(ctx.find_object(State).settings, profile=profile, scale=scale, seed=seed_value,
                             only=only_list, truncate=truncate, dry_run=dry_run, defer_indexes=defer_indexes,
                             tenant_skew=tenant_skew, allow_prod=allow_prod, yes=yes, progress=callback,
                             anchor=anchor, compress=compress)
-    finally:
-        if bar is not None:
-            bar.stop()
     render.show(result, _describe_seed, as_json=as_json)
 
 
