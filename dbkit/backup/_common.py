@@ -19,16 +19,9 @@ from dbkit._urls import DbUrl, first_line, parse_database_url
 from dbkit.errors import ConfigError, DbkitError, MissingDependency, OperationFailed
 
 CHUNK = 1 << 20
-
-
 #: zstd's job size for multi-threaded compression (bounds its buffers; see _Pump)
 ZSTD_JOB_SIZE = 2 << 20
-
-
 MAGIC = b"PGDMP"
-
-
-COMPRESSIONS = ("zstd", "gzip", "none")
 
 
 class BackupFailed(OperationFailed):

@@ -16,7 +16,6 @@ from dbkit._urls import first_line
 from dbkit.backup._catalog import _clean_after_backup, _delete_backups
 from dbkit.backup._common import (
     CHUNK,
-    COMPRESSIONS,
     MAGIC,
     BackupFailed,
     _age_recipients,
@@ -29,6 +28,8 @@ from dbkit.backup._common import (
     storage_for,
 )
 from dbkit.backup._dump_meta import _check_restorable, _metadata
+from dbkit.backup._manifest import Manifest, new_backup_id, object_name
+from dbkit.backup._manifest_names import COMPRESSIONS
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
 
 
@@ -143,7 +144,6 @@ def _snapshot(conn) -> str | None:
 def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, recipients, parsed_recipients, sse,
                    kms_key_id, storage_class, tags, include_globals, progress, create_bucket):
     from dbkit import __version__
-    from dbkit.backup._manifest import Manifest, new_backup_id, object_name
 
     pg_dump = find_program(settings, "pg_dump")
     dump_version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True).stdout.strip()

@@ -56,7 +56,6 @@ from dbkit.backup._manifest_names import (
     new_backup_id,
     object_name,
     parse_backup_id,
-    require_aware,  # noqa: F401 - dbkit.backup._retention imports it from here
 )
 from dbkit.backup._manifest_types import Encryption, TableInfo
 
@@ -271,7 +270,6 @@ class Manifest:
             kwargs[name] = _parse_time(check, name, doc[name])
         if doc["duration_s"] is None:
             raise check.fail("duration_s", "must be a number of seconds >= 0, got None")
-        for name in ("tags",):
-            if kwargs.get(name) is None:
-                kwargs.pop(name, None)
+        if kwargs.get("tags") is None:
+            kwargs.pop("tags", None)
         return cls(**kwargs)

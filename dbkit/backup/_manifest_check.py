@@ -109,8 +109,7 @@ def _no_constant(name: str) -> Any:
 
 
 def _encryption_from_dict(check: _Check, value: Mapping) -> Encryption:
-    if set(value) - {"format", "recipients"}:
-        extra = sorted(str(k) for k in set(value) - {"format", "recipients"})
+    if extra := sorted(str(k) for k in set(value) - {"format", "recipients"}):
         raise check.fail("encryption", f"has unexpected keys {extra} (only 'format' and 'recipients' are recorded)")
     recipients = value.get("recipients")
     if not isinstance(recipients, (list, tuple)):
