@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +33,6 @@ class RestoreResult:
     alembic_revision: str | None = None
     migrate_check: str | None = None  # "clean" or what `dbkit migrate check` found
     warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
 
 
 @dataclass(frozen=True)
@@ -148,10 +145,9 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             previous = f"{url.dbname}_pre_restore_{stamp}"
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                           "AND pid <> pg_backend_pid()", (url.dbname,))
-            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(url.dbname),
-                                                                         sql.Identifier(previous)))
-            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target_name),
-                                                                         sql.Identifier(url.dbname)))
+            rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+            for old, new in ((url.dbname, previous), (target_name, url.dbname)):
+                admin.execute(rename.format(sql.Identifier(old), sql.Identifier(new)))
             result.swapped, result.previous, result.database = True, previous, url.dbname
             if "timescaledb" in (manifest.extensions or {}):
                 _restart_scheduler(url)
@@ -349,9 +345,6 @@ class RestoreTest:
     tables: int
     seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"tables": self.tables, "seconds": self.seconds}
-
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -362,8 +355,7 @@ class VerifyResult:
     restore_test: RestoreTest | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "sha256_ok": self.sha256_ok,
-                "restore_test": self.restore_test.as_dict() if self.restore_test else None}
+        return asdict(self)
 
 
 def verify(settings, backup_id: str = "latest", *, source: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -28,16 +29,12 @@ from dbkit.backup._storage_base import (
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _LocalWriter(Writer):
@@ -67,10 +64,8 @@ class _LocalWriter(Writer):
             fh.close()  # type: ignore[union-attr]
             os.replace(self.temp, self.final)
         except OSError as exc:
-            try:  # closing flushes again, and fails the same way (disk full): the first error is the one
+            with contextlib.suppress(OSError):  # closing flushes again, and fails the same way (disk full)
                 fh.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
             raise self._storage._error(exc, "commit", self.key) from None
         _fsync_dir(self.final.parent)
         st = self.final.stat()
@@ -79,14 +74,10 @@ class _LocalWriter(Writer):
     def _abort(self) -> None:
         if self._fh is not None:
             fh, self._fh = self._fh, None
-            try:
+            with contextlib.suppress(OSError):
                 fh.close()
-            except OSError:
-                pass
         try:
-            self.temp.unlink()
-        except FileNotFoundError:
-            pass
+            self.temp.unlink(missing_ok=True)
         except OSError as exc:
             raise self._storage._error(exc, "discard", self.key) from None
 
@@ -127,7 +118,7 @@ class LocalStorage(Storage):
         start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
         if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(start, onerror=None):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root)
             for name in sorted(filenames):
@@ -152,14 +143,7 @@ class LocalStorage(Storage):
         return sorted(found, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise self._error(exc, "delete", key) from None
-        self._remove_empty_parents(path)
+        self._remove(self._path(key), key)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -179,16 +163,16 @@ class LocalStorage(Storage):
         path = self.root.joinpath(*upload.upload_id.split("/"))
         if PARTIAL not in path.name or self.root not in path.parents:
             raise ValueError(f"not a temp file of this storage: {upload.upload_id!r}")
+        self._remove(path, upload.upload_id)
+
+    def _remove(self, path: Path, key: str) -> None:
+        """Delete the file (missing: no error) and the directories that leaves empty (never the root)."""
         try:
             path.unlink()
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise self._error(exc, "delete", upload.upload_id) from None
-        self._remove_empty_parents(path)
-
-    def _remove_empty_parents(self, path: Path) -> None:
-        """Drop directories a delete left empty (never the root)."""
+            raise self._error(exc, "delete", key) from None
         parent = path.parent
         while parent != self.root and self.root in parent.parents:
             try:
