@@ -207,7 +207,7 @@ class S3Storage(Storage):
             resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except Exception as exc:
             raise storage_error(self, exc, "read", key) from None
-        raw = _S3Reader(self, key, resp["Body"], resp.get("ContentLength"))
+        raw = _S3Reader(self, key, resp["Body"])
         return io.BufferedReader(raw, buffer_size=READ_BUFFER)  # type: ignore[return-value]
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:

@@ -123,8 +123,8 @@ class _S3Writer(Writer):
 
 
 class _S3Reader(io.RawIOBase):
-    def __init__(self, storage: S3Storage, key: str, body: Any, size: int | None) -> None:
-        self._s3, self._key, self._body, self.size = storage, key, body, size
+    def __init__(self, storage: S3Storage, key: str, body: Any) -> None:
+        self._s3, self._key, self._body = storage, key, body
 
     def readable(self) -> bool:
         return True
