@@ -83,7 +83,7 @@ def storage_for(settings, uri: str | None = None, **s3_extra):
 
     ``s3_extra``: per-backup S3 options (``sse``, ``kms_key_id``, ``storage_class``, ``tags``).
     """
-    from dbkit.backup._storage import S3Options, open_storage
+    from dbkit.backup._storage_uri import S3Options, open_storage
 
     options = S3Options(endpoint_url=settings.s3_endpoint, region=settings.s3_region,
                         access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,

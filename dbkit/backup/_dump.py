@@ -117,7 +117,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
 
 def _check_create_bucket(settings, to: str | None) -> None:
     """--create-bucket names S3 targets only: a local folder has no bucket (it is made as backups are written)."""
-    from dbkit.backup._storage import parse_storage_uri
+    from dbkit.backup._storage_uri import parse_storage_uri
 
     variable = "--to" if to else "DBKIT_BACKUP_URI"
     location = parse_storage_uri(to or settings.backup_uri, base=settings.project_dir, variable=variable)
