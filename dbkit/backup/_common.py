@@ -93,6 +93,20 @@ def storage_for(settings, uri: str | None = None, **s3_extra):
                         variable="--to" if uri else "DBKIT_BACKUP_URI")
 
 
+def _drain(pipe) -> Callable[[], bytes]:
+    """Read a child's ``pipe`` to its end in a thread of its own (the child never blocks on a full pipe);
+    the function returned waits for that thread (30 s at most) and gives what was read."""
+    chunks: list[bytes] = []
+    thread = threading.Thread(target=lambda: chunks.append(pipe.read()), daemon=True)
+    thread.start()
+
+    def result() -> bytes:
+        thread.join(timeout=30)
+        return b"".join(chunks)
+
+    return result
+
+
 class _Pump(io.RawIOBase):
     """A readable stream over pg_dump's stdout that compresses on the way and counts raw bytes."""
 

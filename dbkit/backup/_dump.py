@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from dbkit.backup._common import (
     MAGIC,
     BackupFailed,
     _age_recipients,
+    _drain,
     _HashingWriter,
     _libpq_env,
     _major,
@@ -166,9 +166,7 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
         snap = [f"--snapshot={snapshot}"] if snapshot else []
         proc = subprocess.Popen([pg_dump, "-Fc", "-Z0", "--no-password", *snap, f"--dbname={conninfo}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        stderr_chunks: list[bytes] = []
-        drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
-        drain.start()
+        stderr = _drain(proc.stderr)
         pump = _Pump(proc.stdout, compression, level)
         try:
             with storage.open_write(f"{backup_id}/{name}", expected_size=meta["size"]) as writer:
@@ -182,8 +180,7 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
                     while chunk := pump.read(CHUNK):
                         hashing.write(chunk)
                 rc = proc.wait()
-                drain.join(timeout=30)
-                err = b"".join(stderr_chunks).decode(errors="replace").strip()
+                err = stderr().decode(errors="replace").strip()
                 if rc != 0:
                     raise BackupFailed(f"pg_dump failed (exit {rc}): {first_line(err, 'no message')}; nothing was "
                                        "stored and earlier backups are untouched")
@@ -193,9 +190,8 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
             if proc.poll() is None:  # an upload error: do not leave pg_dump behind
                 proc.kill()
                 proc.wait()
-    globals_object = None
+    globals_object = "globals.sql" if include_globals else None
     if include_globals:
-        globals_object = "globals.sql"
         with _libpq_env(url) as (conninfo, env):
             res = subprocess.run([find_program(settings, "pg_dumpall"), "--globals-only", "--no-role-passwords",
                                   "--no-password", f"--dbname={conninfo}"], capture_output=True, env=env)

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,7 @@ from dbkit import _db as db
 from dbkit import _target as target
 from dbkit._urls import DbUrl, first_line
 from dbkit.backup._catalog import show
-from dbkit.backup._common import RestoreFailed, _feed, _libpq_env, _stream_dump, find_program, storage_for
+from dbkit.backup._common import RestoreFailed, _drain, _feed, _libpq_env, _stream_dump, find_program, storage_for
 from dbkit.backup._restore_properties import _apply_database_properties, _database_properties
 from dbkit.errors import DbkitError, Refused
 
@@ -284,12 +283,9 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> list[i
             else:
                 proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, env=env)
-                errs: list[bytes] = []
-                drain = threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)
-                drain.start()
+                stderr = _drain(proc.stderr)
                 rc = _feed(settings, storage, manifest, proc)
-                drain.join(timeout=30)
-                res = subprocess.CompletedProcess(args, rc, "", b"".join(errs).decode(errors="replace"))
+                res = subprocess.CompletedProcess(args, rc, "", stderr().decode(errors="replace"))
         restored = True
     finally:
         if with_tsdb:
