@@ -144,11 +144,6 @@ def _cutoff(older_than: datetime | timedelta | None) -> datetime | None:
     return older_than
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # --------------------------------------------------------------------- interface
 
 class Writer(ABC):
