@@ -31,9 +31,6 @@ class Unreadable:
     id: str
     error: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Scan:
@@ -53,7 +50,7 @@ class Scan:
         """The JSON of ``dbkit backup list --json``."""
         return {"backups": [m.to_dict() for m in self.complete],
                 "incomplete": [u.as_dict() for u in self.incomplete],
-                "unreadable": [u.as_dict() for u in self.unreadable]}
+                "unreadable": [asdict(u) for u in self.unreadable]}
 
     def unfinished_after_newest(self) -> list[Unfinished]:
         """Attempts without a manifest that started after the newest complete backup (ids carry their
