@@ -47,7 +47,7 @@ class RestoreHooks:
     check_migrations: Callable[[Any], str] | None = None
 
 
-def _check_server(settings, admin, manifest, hooks: RestoreHooks) -> None:
+def _check_server(admin, manifest, hooks: RestoreHooks) -> None:
     """Before anything is created: TimescaleDB version available, roles the dump refers to present."""
     wanted = (manifest.extensions or {}).get("timescaledb")
     if wanted:
@@ -128,7 +128,7 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             skipped = _apply_globals(storage, manifest, admin)
             if skipped:
                 result.warnings.append(f"globals.sql: {len(skipped)} object(s) already existed and were kept")
-        _check_server(settings, admin, manifest, hooks)
+        _check_server(admin, manifest, hooks)
         properties = _database_properties(settings, storage, manifest)  # before anything is created
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
         try:

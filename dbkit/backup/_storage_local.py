@@ -28,15 +28,6 @@ from dbkit.backup._storage_base import (
 )
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class _LocalWriter(Writer):
     def __init__(self, storage: LocalStorage, key: str) -> None:
         super().__init__(key)
@@ -67,7 +58,12 @@ class _LocalWriter(Writer):
             with contextlib.suppress(OSError):  # closing flushes again, and fails the same way (disk full)
                 fh.close()  # type: ignore[union-attr]
             raise self._storage._error(exc, "commit", self.key) from None
-        _fsync_dir(self.final.parent)
+        with contextlib.suppress(OSError):  # the rename is durable once its directory is synced too
+            fd = os.open(self.final.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         st = self.final.stat()
         return ObjectInfo(self.key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
