@@ -110,7 +110,7 @@ class LocalStorage(Storage):
             raise self._error(exc, "read", key) from None
 
     def _walk(self, prefix: str):
-        """(key, path, stat) of every regular file whose key starts with ``prefix``, temp files included."""
+        """(key, stat) of every regular file whose key starts with ``prefix``, temp files included."""
         start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
         if not start.is_dir():
             return
@@ -127,13 +127,13 @@ class LocalStorage(Storage):
                 except FileNotFoundError:  # removed meanwhile
                     continue
                 if os.path.isfile(path):
-                    yield key, path, st
+                    yield key, st
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         prefix = _check_prefix(prefix)
         try:
             found = [ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
-                     for key, _, st in self._walk(prefix) if PARTIAL not in key]
+                     for key, st in self._walk(prefix) if PARTIAL not in key]
         except OSError as exc:
             raise self._error(exc, "list") from None
         return sorted(found, key=lambda o: o.key)
@@ -147,7 +147,7 @@ class LocalStorage(Storage):
     def list_incomplete_uploads(self, older_than: datetime | timedelta | None = None) -> list[IncompleteUpload]:
         cutoff = _cutoff(older_than)
         found = []
-        for key, _, st in self._walk(""):
+        for key, st in self._walk(""):
             if PARTIAL not in key:
                 continue
             modified = datetime.fromtimestamp(st.st_mtime, UTC)
