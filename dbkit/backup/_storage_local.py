@@ -146,14 +146,9 @@ class LocalStorage(Storage):
 
     def list_incomplete_uploads(self, older_than: datetime | timedelta | None = None) -> list[IncompleteUpload]:
         cutoff = _cutoff(older_than)
-        found = []
-        for key, st in self._walk(""):
-            if PARTIAL not in key:
-                continue
-            modified = datetime.fromtimestamp(st.st_mtime, UTC)
-            if cutoff is None or modified < cutoff:
-                found.append(IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, st.st_size, modified))
-        return found
+        temps = [(key, st, datetime.fromtimestamp(st.st_mtime, UTC)) for key, st in self._walk("") if PARTIAL in key]
+        return [IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, st.st_size, modified)
+                for key, st, modified in temps if cutoff is None or modified < cutoff]
 
     def abort_upload(self, upload: IncompleteUpload) -> None:
         path = self.root.joinpath(*upload.upload_id.split("/"))
