@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dbkit.backup import _retention as retention
 from dbkit.backup._common import stale_after, storage_for
+from dbkit.backup._manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id, parse_backup_id
 from dbkit.errors import DbkitError
-
-if TYPE_CHECKING:
-    from dbkit.backup._manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -25,16 +24,12 @@ class Unfinished:
         return {"id": self.id, "modified": self.last_seen}
 
 
-
 @dataclass(frozen=True)
 class Unreadable:
     """A backup folder whose manifest could not be read, and why."""
 
     id: str
     error: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -55,13 +50,11 @@ class Scan:
         """The JSON of ``dbkit backup list --json``."""
         return {"backups": [m.to_dict() for m in self.complete],
                 "incomplete": [u.as_dict() for u in self.incomplete],
-                "unreadable": [u.as_dict() for u in self.unreadable]}
+                "unreadable": [asdict(u) for u in self.unreadable]}
 
     def unfinished_after_newest(self) -> list[Unfinished]:
         """Attempts without a manifest that started after the newest complete backup (ids carry their
         start time, to the second) or wrote after it finished, newest first."""
-        from dbkit.backup._manifest import is_backup_id, parse_backup_id
-
         if not self.complete:
             return list(self.incomplete)
         newest = self.complete[0]
@@ -104,12 +97,9 @@ class PruneResult:
                 "unreadable": [[u.id, u.error] for u in self.unreadable], "stale_after": self.stale_after}
 
 
-
 def scan(settings, uri: str | None = None, storage=None, *, uploads: bool = True) -> Scan:
     """``uploads``: also look for unfinished writes (S3: ListMultipartUploads, which a read-only
     restore role may not be allowed; not needed to list or restore complete backups)."""
-    from dbkit.backup._manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id
-
     storage = storage or storage_for(settings, uri)
     folders: dict[str, list] = {}
     for obj in storage.list():
@@ -144,8 +134,6 @@ def list_backups(settings, uri: str | None = None) -> list:
 
 def _leftovers(storage, found: Scan, now: datetime, min_age) -> tuple[list[str], list]:
     """(folders without a manifest, unfinished uploads) whose last sign of life is older than ``min_age``."""
-    from dbkit.backup import _retention as retention
-
     folders = retention.incomplete_to_remove([(u.id, u.last_seen) for u in found.incomplete], now, min_age)
     uploads = storage.list_incomplete_uploads(older_than=now - min_age)
     return folders, uploads
@@ -171,8 +159,6 @@ def prune(settings, *, uri: str | None = None, keep_last: int = 0, keep_daily: i
     ``apply``, delete the others and the leftovers of unfinished backups (folders without a manifest,
     S3 multipart uploads, local ``.partial-`` files) whose last sign of life is older than
     DBKIT_BACKUP_STALE_AFTER (a backup that may still be running is never touched)."""
-    from dbkit.backup import _retention as retention
-
     if apply:
         settings.require_environment("prune --apply")
     now = now or datetime.now(UTC)

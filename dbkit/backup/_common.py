@@ -19,16 +19,9 @@ from dbkit._urls import DbUrl, first_line, parse_database_url
 from dbkit.errors import ConfigError, DbkitError, MissingDependency, OperationFailed
 
 CHUNK = 1 << 20
-
-
 #: zstd's job size for multi-threaded compression (bounds its buffers; see _Pump)
 ZSTD_JOB_SIZE = 2 << 20
-
-
 MAGIC = b"PGDMP"
-
-
-COMPRESSIONS = ("zstd", "gzip", "none")
 
 
 class BackupFailed(OperationFailed):
@@ -90,7 +83,7 @@ def storage_for(settings, uri: str | None = None, **s3_extra):
 
     ``s3_extra``: per-backup S3 options (``sse``, ``kms_key_id``, ``storage_class``, ``tags``).
     """
-    from dbkit.backup._storage import S3Options, open_storage
+    from dbkit.backup._storage_uri import S3Options, open_storage
 
     options = S3Options(endpoint_url=settings.s3_endpoint, region=settings.s3_region,
                         access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
@@ -98,6 +91,20 @@ def storage_for(settings, uri: str | None = None, **s3_extra):
                         **{k: v for k, v in s3_extra.items() if v})
     return open_storage(uri or settings.backup_uri, s3=options, base=settings.project_dir,
                         variable="--to" if uri else "DBKIT_BACKUP_URI")
+
+
+def _drain(pipe) -> Callable[[], bytes]:
+    """Read a child's ``pipe`` to its end in a thread of its own (the child never blocks on a full pipe);
+    the function returned waits for that thread (30 s at most) and gives what was read."""
+    chunks: list[bytes] = []
+    thread = threading.Thread(target=lambda: chunks.append(pipe.read()), daemon=True)
+    thread.start()
+
+    def result() -> bytes:
+        thread.join(timeout=30)
+        return b"".join(chunks)
+
+    return result
 
 
 class _Pump(io.RawIOBase):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,10 +15,10 @@ from dbkit._urls import first_line
 from dbkit.backup._catalog import _clean_after_backup, _delete_backups
 from dbkit.backup._common import (
     CHUNK,
-    COMPRESSIONS,
     MAGIC,
     BackupFailed,
     _age_recipients,
+    _drain,
     _HashingWriter,
     _libpq_env,
     _major,
@@ -29,6 +28,8 @@ from dbkit.backup._common import (
     storage_for,
 )
 from dbkit.backup._dump_meta import _check_restorable, _metadata
+from dbkit.backup._manifest import Manifest, new_backup_id, object_name
+from dbkit.backup._manifest_names import COMPRESSIONS
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
 
 
@@ -116,7 +117,7 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
 
 def _check_create_bucket(settings, to: str | None) -> None:
     """--create-bucket names S3 targets only: a local folder has no bucket (it is made as backups are written)."""
-    from dbkit.backup._storage import parse_storage_uri
+    from dbkit.backup._storage_uri import parse_storage_uri
 
     variable = "--to" if to else "DBKIT_BACKUP_URI"
     location = parse_storage_uri(to or settings.backup_uri, base=settings.project_dir, variable=variable)
@@ -143,7 +144,6 @@ def _snapshot(conn) -> str | None:
 def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, recipients, parsed_recipients, sse,
                    kms_key_id, storage_class, tags, include_globals, progress, create_bucket):
     from dbkit import __version__
-    from dbkit.backup._manifest import Manifest, new_backup_id, object_name
 
     pg_dump = find_program(settings, "pg_dump")
     dump_version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True).stdout.strip()
@@ -166,9 +166,7 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
         snap = [f"--snapshot={snapshot}"] if snapshot else []
         proc = subprocess.Popen([pg_dump, "-Fc", "-Z0", "--no-password", *snap, f"--dbname={conninfo}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        stderr_chunks: list[bytes] = []
-        drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
-        drain.start()
+        stderr = _drain(proc.stderr)
         pump = _Pump(proc.stdout, compression, level)
         try:
             with storage.open_write(f"{backup_id}/{name}", expected_size=meta["size"]) as writer:
@@ -182,8 +180,7 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
                     while chunk := pump.read(CHUNK):
                         hashing.write(chunk)
                 rc = proc.wait()
-                drain.join(timeout=30)
-                err = b"".join(stderr_chunks).decode(errors="replace").strip()
+                err = stderr().decode(errors="replace").strip()
                 if rc != 0:
                     raise BackupFailed(f"pg_dump failed (exit {rc}): {first_line(err, 'no message')}; nothing was "
                                        "stored and earlier backups are untouched")
@@ -193,9 +190,8 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
             if proc.poll() is None:  # an upload error: do not leave pg_dump behind
                 proc.kill()
                 proc.wait()
-    globals_object = None
+    globals_object = "globals.sql" if include_globals else None
     if include_globals:
-        globals_object = "globals.sql"
         with _libpq_env(url) as (conninfo, env):
             res = subprocess.run([find_program(settings, "pg_dumpall"), "--globals-only", "--no-role-passwords",
                                   "--no-password", f"--dbname={conninfo}"], capture_output=True, env=env)

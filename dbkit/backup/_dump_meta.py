@@ -173,14 +173,14 @@ def _check_restorable(conn, version: str) -> None:
                                 "decompress those chunks (decompress_chunk) and pause their compression policy")
 
 
-def _metadata(conn, snapshot: str | None = None, settings=None) -> dict[str, Any]:
+def _metadata(conn, snapshot: str | None, settings) -> dict[str, Any]:
     """What the manifest records about the database; ``conn`` in autocommit mode (see :func:`_tables`)."""
     conn.execute("SET row_security = off")
     row = conn.execute("SELECT current_database(), current_setting('server_version'), "
                        "current_setting('server_version_num')::int").fetchone()
     extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
     revision = None
-    version_table = db.version_table(settings) if settings is not None else "dbkit.alembic_version"
+    version_table = db.version_table(settings)
     readable = conn.execute("SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n "
                             "WHERE n.nspname = %s", (version_table.split(".", 1)[0],)).fetchone()
     if readable and readable[0]:

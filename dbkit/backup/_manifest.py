@@ -26,24 +26,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from dbkit.backup._manifest_check import (
-    _LEVELS,
-    _SECRET_TAG_KEYS,
-    _SHA256_RE,
-    _STORAGE_CLASS_RE,
     ManifestError,
     _Check,
     _check_encryption,
     _encryption_from_dict,
-    _iso,
-    _no_constant,
-    _no_duplicates,
-    _parse_time,
     _strings,
     _table,
 )
@@ -56,7 +49,6 @@ from dbkit.backup._manifest_names import (
     new_backup_id,
     object_name,
     parse_backup_id,
-    require_aware,  # noqa: F401 - dbkit.backup._retention imports it from here
 )
 from dbkit.backup._manifest_types import Encryption, TableInfo
 
@@ -67,6 +59,40 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 # S3 ServerSideEncryption values; "SSE-C" records that a customer key (never stored) is needed
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse", "SSE-C")
+_LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_STORAGE_CLASS_RE = re.compile(r"[A-Z0-9_]{1,64}")
+_SECRET_TAG_KEYS = {"password", "passwd", "pwd", "secret", "secret_key", "token", "api_key", "private_key",
+                    "aws_secret_access_key", "identity", "passphrase"}
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _parse_time(check: _Check, name: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise check.fail(name, f"must be an ISO 8601 time string, got {_short(value)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise check.fail(name, f"is not an ISO 8601 time: {_short(value)}") from None
+    if parsed.tzinfo is None:
+        raise check.fail(name, f"has no time zone: {_short(value)}")
+    return parsed
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,7 +297,6 @@ class Manifest:
             kwargs[name] = _parse_time(check, name, doc[name])
         if doc["duration_s"] is None:
             raise check.fail("duration_s", "must be a number of seconds >= 0, got None")
-        for name in ("tags",):
-            if kwargs.get(name) is None:
-                kwargs.pop(name, None)
+        if kwargs.get("tags") is None:
+            kwargs.pop("tags", None)
         return cls(**kwargs)

@@ -1,24 +1,18 @@
-"""Validation and JSON parsing helpers of :mod:`dbkit.backup._manifest`: every failure is one
-:class:`ManifestError` line naming the backup and the field."""
+"""Validation helpers of :mod:`dbkit.backup._manifest`: every failure is one :class:`ManifestError` line
+naming the backup and the field."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from dbkit.backup._manifest_names import _short, is_backup_id, looks_secret
 from dbkit.backup._manifest_types import Encryption, TableInfo
 from dbkit.errors import OperationFailed
 
-_LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _AGE_RECIPIENT_RE = re.compile(r"age1[0-9a-z]+")
 _SSH_RECIPIENT_RE = re.compile(r"(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?")
-_STORAGE_CLASS_RE = re.compile(r"[A-Z0-9_]{1,64}")
-_SECRET_TAG_KEYS = {"password", "passwd", "pwd", "secret", "secret_key", "token", "api_key", "private_key",
-                    "aws_secret_access_key", "identity", "passphrase"}
 
 
 class ManifestError(OperationFailed):
@@ -79,38 +73,8 @@ def _strings(value: object, path: str):
         yield from _strings(value.to_dict(), path)
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _parse_time(check: _Check, name: str, value: object) -> datetime:
-    if not isinstance(value, str):
-        raise check.fail(name, f"must be an ISO 8601 time string, got {_short(value)}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise check.fail(name, f"is not an ISO 8601 time: {_short(value)}") from None
-    if parsed.tzinfo is None:
-        raise check.fail(name, f"has no time zone: {_short(value)}")
-    return parsed
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _encryption_from_dict(check: _Check, value: Mapping) -> Encryption:
-    if set(value) - {"format", "recipients"}:
-        extra = sorted(str(k) for k in set(value) - {"format", "recipients"})
+    if extra := sorted(str(k) for k in set(value) - {"format", "recipients"}):
         raise check.fail("encryption", f"has unexpected keys {extra} (only 'format' and 'recipients' are recorded)")
     recipients = value.get("recipients")
     if not isinstance(recipients, (list, tuple)):

@@ -12,10 +12,8 @@ from datetime import UTC, datetime
 
 from dbkit.errors import ConfigError
 
-DUMP_BASENAME = "dump.pgdump"
 COMPRESSIONS = ("zstd", "gzip", "none")
 _SUFFIXES = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-ENCRYPTED_SUFFIX = ".age"
 
 EXAMPLE_ID = "20261121T230501Z-3f9a"
 _ID_RE = re.compile(r"(?P<ts>\d{8}T\d{6}Z)-(?P<rand>[0-9a-f]{4})")
@@ -40,33 +38,27 @@ def new_backup_id(now: datetime) -> str:
     return f"{now.strftime(_ID_TIME_FORMAT)}-{secrets.token_hex(2)}"
 
 
+def _id_time(text: object) -> datetime | None:
+    """The UTC start time a backup id carries; None when ``text`` is not a backup id."""
+    m = _ID_RE.fullmatch(text) if isinstance(text, str) else None
+    try:
+        return datetime.strptime(m["ts"], _ID_TIME_FORMAT).replace(tzinfo=UTC) if m else None
+    except ValueError:
+        return None
+
+
 def is_backup_id(text: object) -> bool:
     """Whether ``text`` is a well-formed backup id (folders with other names are not dbkit's)."""
-    if not isinstance(text, str):
-        return False
-    m = _ID_RE.fullmatch(text)
-    if not m:
-        return False
-    try:
-        datetime.strptime(m["ts"], _ID_TIME_FORMAT)
-    except ValueError:
-        return False
-    return True
+    return _id_time(text) is not None
 
 
 def parse_backup_id(text: str) -> datetime:
     """The UTC start time a backup id carries; :class:`ConfigError` when it is not a backup id."""
-    m = _ID_RE.fullmatch(text) if isinstance(text, str) else None
-    try:
-        if m:
-            return datetime.strptime(m["ts"], _ID_TIME_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        pass
-    raise ConfigError(
-        "backup id",
-        f"{_short(text)} is malformed (expected the UTC start time and 4 hex digits)",
-        example=EXAMPLE_ID,
-    )
+    when = _id_time(text)
+    if when is None:
+        raise ConfigError("backup id", f"{_short(text)} is malformed (expected the UTC start time and 4 hex digits)",
+                          example=EXAMPLE_ID)
+    return when
 
 
 # -- object names -------------------------------------------------------------------------------------------
@@ -77,7 +69,7 @@ def object_name(compression: str, encrypted: bool) -> str:
     if compression not in _SUFFIXES:
         raise ConfigError("compression", f"must be one of {', '.join(COMPRESSIONS)}, got {_short(compression)}",
                           example="zstd")
-    return DUMP_BASENAME + _SUFFIXES[compression] + (ENCRYPTED_SUFFIX if encrypted else "")
+    return "dump.pgdump" + _SUFFIXES[compression] + (".age" if encrypted else "")
 
 
 # -- secrets ------------------------------------------------------------------------------------------------

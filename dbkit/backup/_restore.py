@@ -6,10 +6,9 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from dbkit import _db as db
 from dbkit import _target as target
 from dbkit._urls import DbUrl, first_line
 from dbkit.backup._catalog import show
-from dbkit.backup._common import RestoreFailed, _feed, _libpq_env, _stream_dump, find_program, storage_for
+from dbkit.backup._common import RestoreFailed, _drain, _feed, _libpq_env, _stream_dump, find_program, storage_for
 from dbkit.backup._restore_properties import _apply_database_properties, _database_properties
 from dbkit.errors import DbkitError, Refused
 
@@ -34,9 +33,6 @@ class RestoreResult:
     migrate_check: str | None = None  # "clean" or what `dbkit migrate check` found
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
 
 @dataclass(frozen=True)
 class RestoreHooks:
@@ -51,7 +47,7 @@ class RestoreHooks:
     check_migrations: Callable[[Any], str] | None = None
 
 
-def _check_server(settings, admin, manifest, hooks: RestoreHooks) -> None:
+def _check_server(admin, manifest, hooks: RestoreHooks) -> None:
     """Before anything is created: TimescaleDB version available, roles the dump refers to present."""
     wanted = (manifest.extensions or {}).get("timescaledb")
     if wanted:
@@ -132,7 +128,7 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             skipped = _apply_globals(storage, manifest, admin)
             if skipped:
                 result.warnings.append(f"globals.sql: {len(skipped)} object(s) already existed and were kept")
-        _check_server(settings, admin, manifest, hooks)
+        _check_server(admin, manifest, hooks)
         properties = _database_properties(settings, storage, manifest)  # before anything is created
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_name)))
         try:
@@ -148,10 +144,9 @@ def restore(settings, backup_id: str = "latest", *, source: str | None = None, i
             previous = f"{url.dbname}_pre_restore_{stamp}"
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                           "AND pid <> pg_backend_pid()", (url.dbname,))
-            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(url.dbname),
-                                                                         sql.Identifier(previous)))
-            admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target_name),
-                                                                         sql.Identifier(url.dbname)))
+            rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+            for old, new in ((url.dbname, previous), (target_name, url.dbname)):
+                admin.execute(rename.format(sql.Identifier(old), sql.Identifier(new)))
             result.swapped, result.previous, result.database = True, previous, url.dbname
             if "timescaledb" in (manifest.extensions or {}):
                 _restart_scheduler(url)
@@ -288,12 +283,9 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> list[i
             else:
                 proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, env=env)
-                errs: list[bytes] = []
-                drain = threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)
-                drain.start()
+                stderr = _drain(proc.stderr)
                 rc = _feed(settings, storage, manifest, proc)
-                drain.join(timeout=30)
-                res = subprocess.CompletedProcess(args, rc, "", b"".join(errs).decode(errors="replace"))
+                res = subprocess.CompletedProcess(args, rc, "", stderr().decode(errors="replace"))
         restored = True
     finally:
         if with_tsdb:
@@ -349,9 +341,6 @@ class RestoreTest:
     tables: int
     seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"tables": self.tables, "seconds": self.seconds}
-
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -362,8 +351,7 @@ class VerifyResult:
     restore_test: RestoreTest | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "sha256_ok": self.sha256_ok,
-                "restore_test": self.restore_test.as_dict() if self.restore_test else None}
+        return asdict(self)
 
 
 def verify(settings, backup_id: str = "latest", *, source: str | None = None,

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 
 from dbkit._urls import first_line
-from dbkit.backup._common import RestoreFailed, _feed, find_program
+from dbkit.backup._common import RestoreFailed, _drain, _feed, find_program
 
 
 def _database_properties(settings, storage, manifest) -> list[str]:
@@ -26,19 +25,12 @@ def _database_properties(settings, storage, manifest) -> list[str]:
     args = [pg_restore, "--create", "--schema-only", "-n", f"dbkit_no_such_schema_{secrets.token_hex(6)}",
             "--file=-"]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out: list[bytes] = []
-    errs: list[bytes] = []
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
-               threading.Thread(target=lambda: errs.append(proc.stderr.read()), daemon=True)]
-    for t in readers:
-        t.start()
+    out, errs = _drain(proc.stdout), _drain(proc.stderr)
     rc = _feed(settings, storage, manifest, proc)  # pg_restore reads the TOC and stops: all it needs
-    for t in readers:
-        t.join(timeout=30)
     if rc != 0:
         raise RestoreFailed("pg_restore could not read the database properties of the backup: "
-                            f"{first_line(b''.join(errs).decode(errors='replace'), 'no message')}")
-    return _property_statements(b"".join(out).decode())
+                            f"{first_line(errs().decode(errors='replace'), 'no message')}")
+    return _property_statements(out().decode())
 
 
 def _property_statements(script: str) -> list[str]:

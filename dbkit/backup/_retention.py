@@ -17,11 +17,11 @@ without one are leftovers of failed or running backups, handled by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dbkit.backup._manifest import is_backup_id, parse_backup_id, require_aware
+from dbkit.backup._manifest_names import is_backup_id, parse_backup_id, require_aware
 from dbkit.errors import ConfigError
 
 PRUNE_EXAMPLE = "dbkit backup prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6"
@@ -47,23 +47,6 @@ class Plan:
         return [backup_id for backup_id, _ in self.keep]
 
 
-def _utc(value: datetime, name: str) -> datetime:
-    return require_aware(value, name)
-
-
-def _day(t: datetime) -> str:
-    return t.strftime("%Y-%m-%d")
-
-
-def _week(t: datetime) -> str:
-    year, week, _ = t.isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def _month(t: datetime) -> str:
-    return t.strftime("%Y-%m")
-
-
 def _check_counts(counts: dict[str, object]) -> None:
     for name, value in counts.items():
         option = f"--keep-{name}"
@@ -72,24 +55,12 @@ def _check_counts(counts: dict[str, object]) -> None:
         if value < 0:
             raise ConfigError(option, f"must be 0 or more, got {value}", example=PRUNE_EXAMPLE)
     if not any(counts.values()):
-        raise ConfigError(
-            "prune",
-            "needs at least one --keep-* option (--keep-last, --keep-daily, --keep-weekly, --keep-monthly) "
-            "above 0; with none, it would delete every backup",
-            example=PRUNE_EXAMPLE,
-        )
+        raise ConfigError("prune", "needs at least one --keep-* option (--keep-last, --keep-daily, --keep-weekly, "
+                          "--keep-monthly) above 0; with none, it would delete every backup", example=PRUNE_EXAMPLE)
 
 
-def choose(
-    backups: Iterable[BackupRef],
-    *,
-    keep_last: int = 0,
-    keep_daily: int = 0,
-    keep_weekly: int = 0,
-    keep_monthly: int = 0,
-    min_keep: int = 1,
-    now: datetime,
-) -> Plan:
+def choose(backups: Iterable[BackupRef], *, keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0,
+           keep_monthly: int = 0, min_keep: int = 1, now: datetime) -> Plan:
     """Split complete backups into kept (with reasons) and deleted, both newest first.
 
     Reasons: ``"last"``, ``"daily 2026-11-21"``, ``"weekly 2026-W47"``, ``"monthly 2026-11"``,
@@ -101,26 +72,19 @@ def choose(
     _check_counts({"last": keep_last, "daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly})
     if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
         raise ConfigError("--min-keep", f"must be 1 or more, got {min_keep!r}", example="--min-keep 3")
-    now = _utc(now, "now")
+    now = require_aware(now, "now")
     refs = list(backups)
     seen: set[str] = set()
     for ref in refs:
         if ref.id in seen:
             raise ValueError(f"backup {ref.id} is listed twice")
         seen.add(ref.id)
-    ordered = sorted(
-        ((ref.id, _utc(ref.finished_at, f"finished_at of backup {ref.id}")) for ref in refs),
-        key=lambda item: (item[1], item[0]),
-        reverse=True,
-    )
+    ordered = sorted(((ref.id, require_aware(ref.finished_at, f"finished_at of backup {ref.id}")) for ref in refs),
+                     key=lambda item: (item[1], item[0]), reverse=True)
 
-    # (label, remaining count, bucket function); "last" puts every backup in its own bucket.
-    rules: list[tuple[str, int, Callable[[datetime], str] | None]] = [
-        ("last", keep_last, None),
-        ("daily", keep_daily, _day),
-        ("weekly", keep_weekly, _week),
-        ("monthly", keep_monthly, _month),
-    ]
+    # (label, remaining count, strftime of the bucket: ISO year and week for weekly); "last": one bucket per backup
+    rules: list[tuple[str, int, str | None]] = [("last", keep_last, None), ("daily", keep_daily, "%Y-%m-%d"),
+                                                ("weekly", keep_weekly, "%G-W%V"), ("monthly", keep_monthly, "%Y-%m")]
     remaining = {label: count for label, count, _ in rules}
     last_bucket: dict[str, str | None] = {label: None for label, _, _ in rules}
 
@@ -128,14 +92,14 @@ def choose(
     delete: list[str] = []
     for index, (backup_id, finished) in enumerate(ordered):
         reasons: list[str] = []
-        for label, _, bucket_of in rules:
+        for label, _, bucket_format in rules:
             if remaining[label] <= 0:
                 continue
-            if bucket_of is None:
+            if bucket_format is None:
                 reasons.append(label)
                 remaining[label] -= 1
                 continue
-            bucket = bucket_of(finished)
+            bucket = finished.strftime(bucket_format)
             if bucket != last_bucket[label]:  # newest first: the first one seen is its bucket's newest
                 last_bucket[label] = bucket
                 remaining[label] -= 1
@@ -153,11 +117,8 @@ def choose(
     return Plan(keep=keep, delete=delete)
 
 
-def incomplete_to_remove(
-    prefixes: Iterable[tuple[str, datetime]],
-    now: datetime,
-    min_age: timedelta = timedelta(days=1),
-) -> list[str]:
+def incomplete_to_remove(prefixes: Iterable[tuple[str, datetime]], now: datetime,
+                         min_age: timedelta = timedelta(days=1)) -> list[str]:
     """Backup folders without a manifest that are old enough to be leftovers, newest first.
 
     ``prefixes`` are (folder name, last modified time of its newest object).  A folder is
@@ -165,14 +126,14 @@ def incomplete_to_remove(
     last write and the start time in its id are more than ``min_age`` before ``now``, so a
     backup still being written is never touched.
     """
-    now = _utc(now, "now")
+    now = require_aware(now, "now")
     if not isinstance(min_age, timedelta) or min_age < timedelta(0):
         raise ValueError(f"min_age must be a timedelta >= 0, got {min_age!r}")
     latest: dict[str, datetime] = {}
     for backup_id, last_modified in prefixes:
         if not is_backup_id(backup_id):
             continue
-        when = max(_utc(last_modified, f"last_modified of {backup_id}"), parse_backup_id(backup_id))
+        when = max(require_aware(last_modified, f"last_modified of {backup_id}"), parse_backup_id(backup_id))
         latest[backup_id] = max(when, latest.get(backup_id, when))
     old = [(when, backup_id) for backup_id, when in latest.items() if now - when > min_age]
     return [backup_id for _, backup_id in sorted(old, reverse=True)]

@@ -45,7 +45,8 @@ from dbkit.backup._storage_base import (
     max_stream_size,
 )
 from dbkit.backup._storage_local import LocalStorage
-from dbkit.backup._storage_s3 import S3Storage, upload_memory_bound
+from dbkit.backup._storage_s3 import S3Storage
+from dbkit.backup._storage_s3_io import upload_memory_bound
 from dbkit.backup._storage_uri import S3Options, open_storage, parse_storage_uri
 
 __all__ = ["MIB", "MIN_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "DEFAULT_PART_SIZE", "PARTIAL",

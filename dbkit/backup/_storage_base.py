@@ -23,7 +23,6 @@ DEFAULT_PART_SIZE = 64 * MIB
 MIN_CHOSEN_PART_SIZE = 8 * MIB
 #: choose_part_size plans for the expected size x 1.5 in 9,000 parts (room for 1.67 x the expected size)
 PLANNED_PARTS = 9_000
-HEADROOM = 1.5
 #: parts an S3 writer uploads at once (obstore's max_concurrency)
 UPLOAD_CONCURRENCY = 2
 _META_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -80,7 +79,6 @@ class IncompleteUpload:
     @property
     def last_activity(self) -> datetime | None:
         return self.modified or self.started
-
 
 
 # --------------------------------------------------------------------- part sizes
@@ -144,11 +142,6 @@ def _cutoff(older_than: datetime | timedelta | None) -> datetime | None:
     if older_than.tzinfo is None:
         raise ValueError("older_than must be timezone-aware")
     return older_than
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------- interface

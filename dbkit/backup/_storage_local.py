@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -25,19 +26,6 @@ from dbkit.backup._storage_base import (
     _check_prefix,
     _cutoff,
 )
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _LocalWriter(Writer):
@@ -67,26 +55,25 @@ class _LocalWriter(Writer):
             fh.close()  # type: ignore[union-attr]
             os.replace(self.temp, self.final)
         except OSError as exc:
-            try:  # closing flushes again, and fails the same way (disk full): the first error is the one
+            with contextlib.suppress(OSError):  # closing flushes again, and fails the same way (disk full)
                 fh.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
             raise self._storage._error(exc, "commit", self.key) from None
-        _fsync_dir(self.final.parent)
+        with contextlib.suppress(OSError):  # the rename is durable once its directory is synced too
+            fd = os.open(self.final.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         st = self.final.stat()
         return ObjectInfo(self.key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def _abort(self) -> None:
         if self._fh is not None:
             fh, self._fh = self._fh, None
-            try:
+            with contextlib.suppress(OSError):
                 fh.close()
-            except OSError:
-                pass
         try:
-            self.temp.unlink()
-        except FileNotFoundError:
-            pass
+            self.temp.unlink(missing_ok=True)
         except OSError as exc:
             raise self._storage._error(exc, "discard", self.key) from None
 
@@ -123,11 +110,11 @@ class LocalStorage(Storage):
             raise self._error(exc, "read", key) from None
 
     def _walk(self, prefix: str):
-        """(key, path, stat) of every regular file whose key starts with ``prefix``, temp files included."""
+        """(key, stat) of every regular file whose key starts with ``prefix``, temp files included."""
         start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
         if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(start, onerror=None):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root)
             for name in sorted(filenames):
@@ -140,55 +127,43 @@ class LocalStorage(Storage):
                 except FileNotFoundError:  # removed meanwhile
                     continue
                 if os.path.isfile(path):
-                    yield key, path, st
+                    yield key, st
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         prefix = _check_prefix(prefix)
         try:
             found = [ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
-                     for key, _, st in self._walk(prefix) if PARTIAL not in key]
+                     for key, st in self._walk(prefix) if PARTIAL not in key]
         except OSError as exc:
             raise self._error(exc, "list") from None
         return sorted(found, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise self._error(exc, "delete", key) from None
-        self._remove_empty_parents(path)
+        self._remove(self._path(key), key)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list_incomplete_uploads(self, older_than: datetime | timedelta | None = None) -> list[IncompleteUpload]:
         cutoff = _cutoff(older_than)
-        found = []
-        for key, _, st in self._walk(""):
-            if PARTIAL not in key:
-                continue
-            modified = datetime.fromtimestamp(st.st_mtime, UTC)
-            if cutoff is None or modified < cutoff:
-                found.append(IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, st.st_size, modified))
-        return found
+        temps = [(key, st, datetime.fromtimestamp(st.st_mtime, UTC)) for key, st in self._walk("") if PARTIAL in key]
+        return [IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, st.st_size, modified)
+                for key, st, modified in temps if cutoff is None or modified < cutoff]
 
     def abort_upload(self, upload: IncompleteUpload) -> None:
         path = self.root.joinpath(*upload.upload_id.split("/"))
         if PARTIAL not in path.name or self.root not in path.parents:
             raise ValueError(f"not a temp file of this storage: {upload.upload_id!r}")
+        self._remove(path, upload.upload_id)
+
+    def _remove(self, path: Path, key: str) -> None:
+        """Delete the file (missing: no error) and the directories that leaves empty (never the root)."""
         try:
             path.unlink()
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise self._error(exc, "delete", upload.upload_id) from None
-        self._remove_empty_parents(path)
-
-    def _remove_empty_parents(self, path: Path) -> None:
-        """Drop directories a delete left empty (never the root)."""
+            raise self._error(exc, "delete", key) from None
         parent = path.parent
         while parent != self.root and self.root in parent.parents:
             try:

@@ -2,9 +2,9 @@
 
 boto3 does what obstore cannot: list and abort in-progress multipart uploads (crash detection,
 prune, and making sure a failed or abandoned writer leaves no parts behind), resolve credentials
-through the standard AWS chain (profiles, SSO, instance roles) for obstore, and the small
-requests (list, head, delete, one streamed ``GetObject`` per read).  Connecting: ``_storage_s3_connect``;
-errors: ``_storage_s3_errors``.
+through the standard AWS chain (profiles, SSO, instance roles) and lend them to obstore when no
+explicit keys are given, and the small requests (list, head, delete, one streamed ``GetObject`` per
+read).  boto3, botocore and obstore are imported on first use.  Errors: ``_storage_s3_errors``.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ from dbkit.backup._storage_base import (
     _cutoff,
     choose_part_size,
 )
-from dbkit.backup._storage_s3_connect import make_client, make_store, new_session
-from dbkit.backup._storage_s3_io import (
-    _S3Reader,
-    _S3Writer,
-    upload_memory_bound,  # noqa: F401 - dbkit.backup._storage imports it from here
-)
+from dbkit.backup._storage_s3_errors import storage_error
+from dbkit.backup._storage_s3_io import _S3Reader, _S3Writer
 from dbkit.backup._storage_uri import S3Options, StorageLocation
-from dbkit.errors import DbkitError
+from dbkit.errors import MissingDependency
+
+#: a request's whole time limit in obstore (its body included: one part of up to 5 GiB)
+REQUEST_TIMEOUT = "30m"
+_CLEANUP_HINT = ("run the cleanup of incomplete uploads later; a bucket lifecycle rule AbortIncompleteMultipartUpload "
+                 "is a good backstop")
 
 
 class S3Storage(Storage):
@@ -59,7 +60,7 @@ class S3Storage(Storage):
         self._client = None
         self._session: Any = None
         self._store: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the store looks up the bucket's region with the client
 
     # -- plumbing
 
@@ -74,40 +75,98 @@ class S3Storage(Storage):
     def client(self):
         with self._lock:
             if self._client is None:
-                self._client = make_client(self, self._boto_session())
+                self._client = self._make_client()
             return self._client
 
     @property
     def store(self):
-        """The obstore S3Store that uploads (built on first use)."""
+        """The obstore S3Store that uploads (built on first use), with the boto3 session's credentials."""
         with self._lock:
             if self._store is None:
-                self._store = make_store(self, self._boto_session())
+                self._store = self._make_store()
             return self._store
 
     def _boto_session(self):
-        """The boto3 session (held by the lock)."""
+        """The boto3 session (held by the lock): explicit keys, or the standard AWS credential chain."""
         if self._session is None:
-            self._session = new_session(self.options)
+            try:
+                import boto3
+            except ImportError:  # pragma: no cover - boto3 is a dependency of dbkit
+                raise MissingDependency("the S3 backend needs boto3", hint="pip install boto3") from None
+            o = self.options
+            self._session = boto3.session.Session(aws_access_key_id=o.access_key, aws_secret_access_key=o.secret_key,
+                                                  aws_session_token=o.session_token, region_name=o.region)
         return self._session
+
+    def _make_client(self):
+        """The boto3 S3 client (everything but uploads)."""
+        from botocore.config import Config
+
+        o, session = self.options, self._boto_session()
+        region = session.region_name or ("us-east-1" if o.endpoint_url else None)
+        config: dict[str, Any] = {
+            "s3": {"addressing_style": o.addressing_style},
+            "signature_version": "s3v4",
+            "retries": {"mode": "standard", "max_attempts": int(o.max_attempts)},
+            "connect_timeout": o.connect_timeout,
+            "read_timeout": o.read_timeout,
+        }
+        if o.endpoint_url and "request_checksum_calculation" in Config.OPTION_DEFAULTS:
+            # S3-compatible servers do not all understand the CRC checksums botocore >= 1.36 sends by default
+            config["request_checksum_calculation"] = "when_required"
+            config["response_checksum_validation"] = "when_required"
+        try:
+            return session.client("s3", endpoint_url=o.endpoint_url, region_name=region, config=Config(**config))
+        except Exception as exc:
+            raise storage_error(self, exc, "connect to") from None
+
+    def _make_store(self):
+        try:
+            from obstore.store import S3Store
+        except ImportError:  # pragma: no cover - obstore is a dependency of dbkit
+            raise MissingDependency("the S3 backend needs obstore", hint="pip install obstore") from None
+        o, session = self.options, self._boto_session()
+        kwargs: dict[str, Any] = {}
+        if o.explicit_credentials:
+            kwargs.update(access_key_id=o.access_key, secret_access_key=o.secret_key)
+            if o.session_token:
+                kwargs["session_token"] = o.session_token
+        else:
+            from botocore.exceptions import NoCredentialsError
+            from obstore.auth.boto3 import Boto3CredentialProvider
+
+            try:
+                kwargs["credential_provider"] = Boto3CredentialProvider(session)
+            except ValueError:  # no credentials anywhere in the chain
+                raise storage_error(self, NoCredentialsError(), "connect to") from None
+        if o.sse:  # SSE headers only when asked for (not every S3-compatible server has SSE)
+            kwargs["server_side_encryption"] = o.sse
+        if o.kms_key_id:
+            kwargs["sse_kms_key_id"] = o.kms_key_id
+        if o.endpoint_url:
+            kwargs["endpoint"] = o.endpoint_url
+        region = session.region_name or ("us-east-1" if o.endpoint_url else self._bucket_region())
+        style = o.addressing_style  # auto: as boto3, virtual-hosted on AWS unless a dot would break TLS
+        virtual = style == "virtual" or (style == "auto" and not o.endpoint_url and "." not in self.bucket)
+        try:
+            return S3Store(self.bucket, region=region, virtual_hosted_style_request=virtual,
+                           client_options={"allow_http": bool(o.endpoint_url and o.endpoint_url.startswith("http:")),
+                                           "connect_timeout": f"{int(o.connect_timeout * 1000)}ms",
+                                           "timeout": REQUEST_TIMEOUT},
+                           retry_config={"max_retries": int(o.max_attempts) - 1,
+                                         "retry_timeout": timedelta(seconds=o.read_timeout * int(o.max_attempts))},
+                           **kwargs)
+        except Exception as exc:
+            raise storage_error(self, exc, "connect to") from None
 
     def _bucket_region(self) -> str:
         """The AWS region of the bucket (boto3 follows S3's region redirects, obstore does not)."""
         try:
-            if self._client is None:  # the lock is held by store
-                self._client = make_client(self, self._boto_session())
-            resp = self._client.head_bucket(Bucket=self.bucket)
+            resp = self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # noqa: BLE001 - a 301/403 answer still names the region
             resp = getattr(exc, "response", None) or {}
         headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
         return headers.get("x-amz-bucket-region") or "us-east-1"
-
-    def _error(self, exc: BaseException, action: str, key: str | None = None, *,
-               obstore: bool = False) -> DbkitError:
-        """A one-line DbkitError for a boto3/botocore (or, ``obstore``, an obstore) exception, never a secret."""
-        from dbkit.backup._storage_s3_errors import storage_error
-
-        return storage_error(self, exc, action, key, obstore=obstore)
 
     def _abort_uploads_of(self, full_key: str, key: str) -> None:
         """Abort the in-progress multipart uploads of exactly ``full_key``."""
@@ -115,9 +174,8 @@ class S3Storage(Storage):
             found = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full_key).get("Uploads", [])
         except Exception as exc:
             raise StorageError(f"cannot check for an unfinished upload of {self.uri}/{key} "
-                               f"({self._error(exc, 'list unfinished uploads in').message})",
-                               hint="run the cleanup of incomplete uploads later; a bucket lifecycle rule "
-                                    "AbortIncompleteMultipartUpload is a good backstop") from None
+                               f"({storage_error(self, exc, 'list unfinished uploads in').message})",
+                               hint=_CLEANUP_HINT) from None
         for up in found:
             if up["Key"] == full_key:
                 self._abort_upload(full_key, up["UploadId"], key)
@@ -131,9 +189,7 @@ class S3Storage(Storage):
             if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                 return  # already gone
             raise StorageError(f"cannot abort the unfinished upload of {self.uri}/{key} "
-                               f"({self._error(exc, 'abort').message})",
-                               hint="run the cleanup of incomplete uploads later; "
-                                    "a bucket lifecycle rule AbortIncompleteMultipartUpload is a good backstop")
+                               f"({storage_error(self, exc, 'abort').message})", hint=_CLEANUP_HINT)
 
     # -- interface
 
@@ -150,8 +206,8 @@ class S3Storage(Storage):
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except Exception as exc:
-            raise self._error(exc, "read", key) from None
-        raw = _S3Reader(self, key, resp["Body"], resp.get("ContentLength"))
+            raise storage_error(self, exc, "read", key) from None
+        raw = _S3Reader(self, key, resp["Body"])
         return io.BufferedReader(raw, buffer_size=READ_BUFFER)  # type: ignore[return-value]
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
@@ -166,7 +222,7 @@ class S3Storage(Storage):
                     if key and not key.endswith("/"):  # "folder" markers are not objects
                         found.append(ObjectInfo(key, int(obj["Size"]), obj["LastModified"].astimezone(UTC)))
         except Exception as exc:
-            raise self._error(exc, "list") from None
+            raise storage_error(self, exc, "list") from None
         return sorted(found, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
@@ -174,14 +230,14 @@ class S3Storage(Storage):
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
         except Exception as exc:
-            raise self._error(exc, "delete", key) from None
+            raise storage_error(self, exc, "delete", key) from None
 
     def exists(self, key: str) -> bool:
         _check_key(key)
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except Exception as exc:
-            error = self._error(exc, "look up", key)
+            error = storage_error(self, exc, "look up", key)
             if isinstance(error, ObjectNotFound):
                 return False
             raise error from None
@@ -202,13 +258,13 @@ class S3Storage(Storage):
                     newest = self._newest_part(up["Key"], up["UploadId"])
                     if newest is False:
                         continue  # completed or aborted meanwhile
-                    modified = max(t for t in (started, newest) if t is not None) if (started or newest) else None
+                    modified = max((t for t in (started, newest) if t is not None), default=None)
                     if cutoff is not None and (modified is None or modified >= cutoff):
                         continue  # started long ago but still uploading parts: running, not stale
                     found.append(IncompleteUpload(up["Key"][len(self.prefix):], up["UploadId"], started, None,
                                                   modified))
         except Exception as exc:
-            raise self._error(exc, "list unfinished uploads in") from None
+            raise storage_error(self, exc, "list unfinished uploads in") from None
         return sorted(found, key=lambda u: (u.key, u.upload_id))
 
     def _newest_part(self, full_key: str, upload_id: str):
@@ -216,20 +272,15 @@ class S3Storage(Storage):
         is gone).  A long backup's upload was initiated hours ago but keeps adding parts."""
         from botocore.exceptions import ClientError
 
-        newest = None
         try:
-            for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=full_key,
-                                                                        UploadId=upload_id):
-                for part in page.get("Parts", []):
-                    when = part.get("LastModified")
-                    if when is not None:
-                        when = when.astimezone(UTC)
-                        newest = when if newest is None or when > newest else newest
+            pages = self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=full_key,
+                                                                     UploadId=upload_id)
+            return max((part["LastModified"].astimezone(UTC) for page in pages for part in page.get("Parts", [])
+                        if part.get("LastModified") is not None), default=None)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
                 return False
             raise
-        return newest
 
     def abort_upload(self, upload: IncompleteUpload) -> None:
         self._abort_upload(self.prefix + upload.key, upload.upload_id, upload.key)
@@ -238,7 +289,7 @@ class S3Storage(Storage):
         try:  # a GET (not HeadBucket): its error body names the cause (NoSuchBucket, InvalidAccessKeyId, ...)
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except Exception as exc:
-            raise self._error(exc, "check") from None
+            raise storage_error(self, exc, "check") from None
 
     def create_bucket(self) -> bool:
         """Create the bucket when it is missing (MinIO and dev setups); True when it was created.
@@ -260,7 +311,7 @@ class S3Storage(Storage):
         except Exception as exc:
             code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
             if code != "BucketAlreadyOwnedByYou":  # made meanwhile by another run: fine
-                raise self._error(exc, "create the bucket of") from None
+                raise storage_error(self, exc, "create the bucket of") from None
         try:  # S3 may answer for a new bucket a moment later
             self.client.get_waiter("bucket_exists").wait(Bucket=self.bucket,
                                                          WaiterConfig={"Delay": 1, "MaxAttempts": 20})

@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from dbkit._urls import mask_secrets
-from dbkit.backup._storage_base import BucketNotFound, ObjectNotFound, StorageConfigError, StorageError, _one_line
+from dbkit.backup._storage_base import BucketNotFound, ObjectNotFound, StorageConfigError, StorageError
 from dbkit.errors import DbkitError
 
 if TYPE_CHECKING:
@@ -25,7 +25,9 @@ def _cred_hint(s3: S3Storage) -> str:
 
 
 def _scrub(s3: S3Storage, text: str) -> str:
-    text = _one_line(mask_secrets(text))
+    """``text`` on one line of at most 300 characters, without the secrets it may hold."""
+    text = " ".join(mask_secrets(text).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
     for secret in (s3.options.secret_key, s3.options.session_token):
         if secret:
             text = text.replace(secret, "***")

@@ -22,6 +22,7 @@ from dbkit.backup._storage_base import (
     Writer,
     max_stream_size,
 )
+from dbkit.backup._storage_s3_errors import storage_error
 
 if TYPE_CHECKING:
     from dbkit.backup._storage_s3 import S3Storage
@@ -86,7 +87,7 @@ class _S3Writer(Writer):
                                              tags=dict(self._s3.options.tags) or None, buffer_size=self.part_size,
                                              max_concurrency=UPLOAD_CONCURRENCY)
         except Exception as exc:
-            raise self._s3._error(exc, "start the upload of", self.key, obstore=True) from None
+            raise storage_error(self._s3, exc, "start the upload of", self.key, obstore=True) from None
         # dropped without commit/abort, or still open when the interpreter exits: abort the upload
         self._dropped = weakref.finalize(self, _discard_quietly, self._file, self._s3, self._full_key, self.key)
 
@@ -104,7 +105,7 @@ class _S3Writer(Writer):
         try:
             self._file.write(data)
         except Exception as exc:
-            raise self._s3._error(exc, "upload", self.key, obstore=True) from None
+            raise storage_error(self._s3, exc, "upload", self.key, obstore=True) from None
 
     def _commit(self) -> ObjectInfo:
         if self._file is None:
@@ -112,7 +113,7 @@ class _S3Writer(Writer):
         try:
             self._file.close()
         except Exception as exc:
-            raise self._s3._error(exc, "upload", self.key, obstore=True) from None
+            raise storage_error(self._s3, exc, "upload", self.key, obstore=True) from None
         self._dropped.detach()  # type: ignore[union-attr]
         return ObjectInfo(self.key, self.bytes_written, datetime.now(UTC))
 
@@ -122,8 +123,8 @@ class _S3Writer(Writer):
 
 
 class _S3Reader(io.RawIOBase):
-    def __init__(self, storage: S3Storage, key: str, body: Any, size: int | None) -> None:
-        self._s3, self._key, self._body, self.size = storage, key, body, size
+    def __init__(self, storage: S3Storage, key: str, body: Any) -> None:
+        self._s3, self._key, self._body = storage, key, body
 
     def readable(self) -> bool:
         return True
@@ -132,7 +133,7 @@ class _S3Reader(io.RawIOBase):
         try:
             data = self._body.read(len(b))
         except Exception as exc:
-            raise self._s3._error(exc, "read", self._key) from None
+            raise storage_error(self._s3, exc, "read", self._key) from None
         n = len(data)
         b[:n] = data
         return n

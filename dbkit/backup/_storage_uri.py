@@ -26,6 +26,7 @@ _STORAGE_CLASS_RE = re.compile(r"[A-Z][A-Z0-9_]*")
 #: what S3 allows in tag keys and values: letters, digits, spaces and + - = . _ : / @
 _TAG_RE = re.compile(r"[\w .:/=+\-@]*")
 
+
 @dataclass(frozen=True)
 class S3Options:
     """How to reach S3.  Every field is optional: unset means boto3's default (AWS, its credential chain)."""
@@ -46,14 +47,11 @@ class S3Options:
     read_timeout: float = 120
 
     def __post_init__(self) -> None:
-        def empty_to_none(name: str) -> None:
+        for name in ("endpoint_url", "region", "access_key", "secret_key", "session_token", "sse",
+                     "kms_key_id", "storage_class"):
             value = getattr(self, name)
             if isinstance(value, str) and not value.strip():
                 object.__setattr__(self, name, None)
-
-        for name in ("endpoint_url", "region", "access_key", "secret_key", "session_token", "sse",
-                     "kms_key_id", "storage_class"):
-            empty_to_none(name)
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -114,7 +112,6 @@ class StorageLocation:
         if self.kind == "s3":
             return f"s3://{self.bucket}/{self.prefix.rstrip('/')}".rstrip("/")
         return self.path.as_uri()  # type: ignore[union-attr]
-
 
 
 def parse_storage_uri(uri: str, *, base: Path | None = None, variable: str = "DBKIT_BACKUP_URI") -> StorageLocation:
