@@ -69,12 +69,6 @@ class Claims:
             return ("user",)
         return OWNERS
 
-    def settings_used(self) -> tuple[str, ...]:
-        """The setting names the application sets per transaction."""
-        if self.model == "tenant":
-            return (self.tenant_setting, self.user_setting)
-        return (self.jwt_setting,) if self.model == "jwt" else ()
-
     def assignments(self, tenant: Any = None, user: Any = None) -> list[tuple[str, str]]:
         """``[(setting, value), …]`` to pass to ``set_config(setting, value, true)``: every setting the
         model uses, so a claim left out is cleared (empty), never inherited from an outer scope."""
@@ -94,7 +88,7 @@ class Claims:
 
     def set_sql(self) -> str:
         """``SELECT set_config(%s, %s, true), …`` for :meth:`assignments` (flattened parameters)."""
-        n = len(self.settings_used())
+        n = len(self.assignments())
         return "SELECT " + ", ".join(["set_config(%s, %s, true)"] * n) if n else ""
 
     def parameters(self, tenant: Any = None, user: Any = None) -> list[str]:

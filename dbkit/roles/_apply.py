@@ -5,12 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from dbkit.errors import DbkitError, MissingDependency
-from dbkit.roles._common import (
-    _connection,
-    _missing_password_error,
-    _stored_passwords,
-    password_of,
-)
+from dbkit.roles._common import _connection, _missing_password_error, _stored_passwords, password_of
 from dbkit.roles._model import ATTRIBUTES, RoleModel, model, role_files
 from dbkit.roles._scram import encrypt_password, scram_verify
 from dbkit.roles._sql import model_statements

@@ -62,18 +62,16 @@ def list_roles(settings, conn=None) -> list[RoleInfo]:
                      if _can_read_authid(c) else None)
     infos = []
     for d in declared:
-        kind, name = d.kind, d.name
-        row = rows.get(name)
-        login = bool(row[0]) if row else None
+        row = rows.get(d.name)
         variable = d.password_env if d.login else None
         var_set = (password_of(settings, d) is not None) if variable else None
         if row is None:
-            infos.append(RoleInfo(name, kind, False, password_variable=variable, password_variable_set=var_set))
+            infos.append(RoleInfo(d.name, d.kind, False, password_variable=variable, password_variable_set=var_set))
             continue
         infos.append(RoleInfo(
-            name, kind, True, login=login, superuser=row[1], bypassrls=row[2], inherit=row[3], createrole=row[4],
-            createdb=row[5], replication=row[6], connection_limit=row[7], member_of=list(row[8]),
-            has_password=passwords.get(name) if passwords is not None else None,
+            d.name, d.kind, True, login=bool(row[0]), superuser=row[1], bypassrls=row[2], inherit=row[3],
+            createrole=row[4], createdb=row[5], replication=row[6], connection_limit=row[7], member_of=list(row[8]),
+            has_password=passwords.get(d.name) if passwords is not None else None,
             password_variable=variable, password_variable_set=var_set,
         ))
     return infos
@@ -106,7 +104,7 @@ class Drift:
 _APPLY = "run `dbkit roles apply`"
 
 
-def _check_roles(settings, c, declared: tuple[Role, ...]) -> tuple[list[Drift], set[str]]:
+def _check_roles(c, declared: tuple[Role, ...]) -> tuple[list[Drift], set[str]]:
     drifts: list[Drift] = []
     names = [d.name for d in declared]
     rows = _role_rows(c, names)
@@ -310,7 +308,7 @@ def check(settings, conn=None) -> list[Drift]:
     """
     roles = model(settings)
     with _connection(settings, conn) as c:
-        drifts, existing = _check_roles(settings, c, roles.roles)
+        drifts, existing = _check_roles(c, roles.roles)
         drifts += _check_passwords(settings, c, roles.roles, existing)
         drifts += _check_schema(settings, c, existing, roles)
     return drifts

@@ -15,9 +15,6 @@ _DEFAULT_ACL_OBJECTS = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": 
 #: Roles whose membership reads or writes around table grants.
 _POWERFUL_BUILTIN_ROLES = frozenset({"pg_read_all_data", "pg_write_all_data", "pg_execute_server_program",
                                      "pg_write_server_files", "pg_read_server_files"})
-
-
-
 _PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
@@ -56,9 +53,8 @@ def _stored_passwords(conn, names: list[str]) -> dict[str, str | None] | None:
     """``{role: rolpassword}`` from pg_authid, or None when it is not readable (not a superuser)."""
     if not _can_read_authid(conn):
         return None
-    rows = conn.execute("SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%s)",
-                        (names,)).fetchall()
-    return dict(rows)
+    return dict(conn.execute("SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%s)",
+                             (names,)).fetchall())
 
 
 def password_of(settings, role: Role) -> str | None:
