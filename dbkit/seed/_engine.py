@@ -32,30 +32,16 @@ from dbkit.seed._catalog import (
     _set_role,
 )
 from dbkit.seed._context import FakerPools, default_anchor, format_anchor, parse_anchor
-from dbkit.seed._load import BATCH as BATCH
 from dbkit.seed._load import Progress, _apply_sql_file, _load, _register_types
 from dbkit.seed._load import SeederFailed as SeederFailed
 from dbkit.seed._prepare import _defer, _prepare, _rebuild
 from dbkit.seed._registry import PROFILES, Registry, dependency_order, load_seeders
-from dbkit.seed._runs import (
-    SeedResult,
-    SeedRun,
-    SeedStatus,
-    TableResult,
-    _ensure_runs_table,
-    _last_run,
-    _record,
-    _runs,
-)
+from dbkit.seed._runs import SeedResult, SeedRun, SeedStatus, TableResult, _ensure_runs_table, _record, _runs
 
 __all__ = ["SeedResult", "SeedRun", "SeedStatus", "run", "status"]
 
 
 # --------------------------------------------------------------------- public verbs
-
-def _registry(settings) -> Registry:
-    return load_seeders(settings.project_dir / "seeds")
-
 
 def run(
     settings,
@@ -92,7 +78,7 @@ def run(
     if settings.env == "prod" and not (allow_prod and yes):
         raise Refused("seeding is refused when DBKIT_ENV=prod: it writes fake data",
                       hint="pass --allow-prod --yes if this really is what you want")
-    registry = _registry(settings)
+    registry = load_seeders(settings.project_dir / "seeds")
     schema = settings.schema
     result = SeedResult("planned", seed, profile, scale, tenant_skew, anchor=when)
     started = time.perf_counter()
@@ -123,7 +109,7 @@ def run(
         current = {t: _count(conn, schema, t) for t in order}
         if any(current.values()) and not truncate:
             with _as(conn, owner):  # dbkit's bookkeeping belongs to the owner role
-                last = _last_run(conn)
+                last = next(iter(_runs(conn, 1)), None)
             same = last is not None and (last["seed"], last["profile"], last["scale"], last["tenant_skew"]) == (
                 seed, profile, scale, tenant_skew) and all(
                 last["tables"].get(t, {}).get("rows") == current[t] for t in order)
@@ -226,7 +212,7 @@ def _select(registry: Registry, only: Sequence[str] | None) -> list[str]:
 
 def status(settings, *, limit: int = 10) -> SeedStatus:
     """Recent seed runs and the current row count of every table a seeder fills."""
-    registry = _registry(settings)
+    registry = load_seeders(settings.project_dir / "seeds")
     with _connect(settings) as (conn, owner, _):
         existing = _existing_tables(conn, settings.schema)
         counts = {t: (_count(conn, settings.schema, t) if t in existing else None) for t in registry.seeders}

@@ -83,11 +83,6 @@ def _runs(conn, limit: int) -> list[dict]:
     return runs
 
 
-def _last_run(conn) -> dict | None:
-    runs = _runs(conn, 1)
-    return runs[0] if runs else None
-
-
 def _record(conn, result: SeedResult, started_at) -> None:
     import faker
 
