@@ -338,8 +338,7 @@ def init(directory: Path, options: InitOptions) -> InitResult:
         raise UsageError(f"--dir {directory} is not a directory; pass the project's directory")
     project = dataclasses.replace(project, migrations_dir=_script_location(directory))
     existing = _existing_revisions(directory / project.migrations_dir / "versions", "0001_initial.py")
-    if existing:
-        project = dataclasses.replace(project, adopting=True)
+    project = dataclasses.replace(project, adopting=bool(existing))
     files, section, new_pyproject = render_files(project)
     plan: list[tuple[FileResult, str | None]] = []
     for rel, text in files.items():
@@ -356,5 +355,4 @@ def init(directory: Path, options: InitOptions) -> InitResult:
     _write_all(directory, [(r.path, content) for r, content in plan if content is not None])  # all checked: write
     steps = tuple(step.replace("{migrations}", project.migrations_dir) for step in ADOPT_STEPS) if existing \
         else NEXT_STEPS
-    return InitResult(directory.resolve(), tuple(r for r, _ in plan), steps,
-                      project.tool_settings())
+    return InitResult(directory.resolve(), tuple(r for r, _ in plan), steps, project.tool_settings())

@@ -93,8 +93,7 @@ class Project:
         """dbkit's :class:`~dbkit.config.Settings` for this project (for the role model's grants)."""
         from dbkit.config import Settings
 
-        values = self.tool_settings()
-        return Settings(schema=self.schema, extensions=self.extensions, role_owner=values["role_owner"],
+        return Settings(schema=self.schema, extensions=self.extensions, role_owner=self.roles["owner"][0],
                         role_enforce=self.roles["enforce"], role_bypass=self.roles["bypass"] or "none",
                         role_readonly=self.roles["readonly"] or "none", rls_model=self.rls,
                         tenant_claim=self.tenant_claim, jwt_claims=self.jwt_claims, jwt_user_key=self.jwt_user_key,

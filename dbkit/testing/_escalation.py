@@ -4,6 +4,7 @@ to the owner, and the paths around a table's policies: a hypertable's chunks, th
 
 from __future__ import annotations
 
+from dbkit.roles._sql import quote_ident as _quote
 from dbkit.testing._matrix import DENIED, Table, _as, _attempt
 
 
@@ -96,8 +97,4 @@ def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
                 out.append(f"{enforce_conn.info.user} {verb} chunk {chunk} of {t.name}: SQLSTATE {state}, expected "
                            "permission denied")
     return out
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 

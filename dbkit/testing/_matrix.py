@@ -67,10 +67,6 @@ class Table:
         return f'"{self.schema}"."{self.name}"'
 
 
-def _sql_state(exc: BaseException) -> str | None:
-    return getattr(exc, "sqlstate", None)
-
-
 def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     """Tables with RLS enabled in ``schemas``, with two tenants' data sampled (as a superuser)."""
     from dbkit import roles
@@ -147,7 +143,7 @@ def _attempt(conn, sql: str, params=()) -> tuple[str | None, int]:
             cur = conn.execute(sql, params)
             return None, cur.rowcount
     except Exception as exc:  # noqa: BLE001 - classified by SQLSTATE below
-        state = _sql_state(exc)
+        state = getattr(exc, "sqlstate", None)
         if state is None:
             raise
         return state, -1
@@ -161,9 +157,9 @@ def _insert_sql(t: Table) -> str:
 
 def _row_for(t: Table, source_tenant: Any, tenant: Any) -> list[str | None]:
     row = list(t.sample[source_tenant])
-    idx = [c for c, _ in t.columns].index(t.tenant_column) if t.tenant_column in [c for c, _ in t.columns] else None
-    if idx is not None:
-        row[idx] = tenant
+    names = [c for c, _ in t.columns]
+    if t.tenant_column in names:
+        row[names.index(t.tenant_column)] = tenant
     return row
 
 
@@ -258,13 +254,16 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                 out.append(f"{role} {verb} of {who} B's rows in {t.name}: affected {n} of {t.counts[b]}"
                            + (f" (SQLSTATE {state})" if state else ""))
         return out
-    with _as(conn, a, settings, t.owner):
-        state, n = _attempt(conn, *stmt(b))
+
+    def expect_no_rows(state: str | None, n: int, label: str, whose: str = "") -> None:
         if state is None and n != 0:
-            out.append(f"{role} as {who} A {verb} affected {n} rows of {who} B in {t.name}; expected 0")
+            out.append(f"{role} {label} {verb} affected {n} rows{whose} in {t.name}; expected 0")
         elif state == REFERENCED:
-            out.append(f"{role} as {who} A reached rows of {who} B in {t.name}: its {verb} was stopped only by a "
+            out.append(f"{role} {label} reached rows{whose} in {t.name}: its {verb} was stopped only by a "
                        "foreign key (SQLSTATE 23503); expected 0 rows")
+
+    with _as(conn, a, settings, t.owner):
+        expect_no_rows(*_attempt(conn, *stmt(b)), f"as {who} A", f" of {who} B")
         state, n = _attempt(conn, *stmt(a))
         if not (verb == "DELETE" and state == REFERENCED) and (state is not None or n != t.counts[a]):
             out.append(f"{role} as {who} A {verb} of its own rows in {t.name} affected {n} of {t.counts[a]}"
@@ -275,17 +274,9 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                 out.append(f"{role} as {who} A moved {n} rows of {t.name} to {who} B "
                            f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
     with _as(conn, None, settings, t.owner):
-        state, n = _attempt(conn, *stmt(a))
-        if state is None and n != 0:
-            out.append(f"{role} with no {who} set {verb} affected {n} rows in {t.name}; expected 0")
-        elif state == REFERENCED:
-            out.append(f"{role} with no {who} set reached rows in {t.name}: its {verb} was stopped only by a "
-                       "foreign key (SQLSTATE 23503); expected 0 rows")
+        expect_no_rows(*_attempt(conn, *stmt(a)), f"with no {who} set")
     return out
 
 
 def _type_of(t: Table) -> str:
-    for name, typ in t.columns:
-        if name == t.tenant_column:
-            return typ
-    return "uuid"
+    return next((typ for name, typ in t.columns if name == t.tenant_column), "uuid")

@@ -53,11 +53,10 @@ def _require_pytest_postgresql() -> None:
     try:
         import pytest_postgresql  # noqa: F401
     except ImportError:
-        missing = True
+        pass
     else:
-        missing = False
-    if missing:  # outside the except: no chained ModuleNotFoundError in the report
-        pytest.fail(MISSING_PYTEST_POSTGRESQL, pytrace=False)
+        return
+    pytest.fail(MISSING_PYTEST_POSTGRESQL, pytrace=False)  # outside the except: no chained ModuleNotFoundError
 
 
 @contextlib.contextmanager
