@@ -159,6 +159,20 @@ def _check_passwords(settings, c, declared: tuple[Role, ...], existing: set[str]
     return drifts
 
 
+def _grant_drifts(role: str, grantee: str, what: str, on: str, want: set[str], have: set[str], missing: set[str],
+                  obj: str) -> list[Drift]:
+    """The missing and the extra privileges of ``role`` on ``what`` (``on``: how GRANT and REVOKE name it)."""
+    drifts = []
+    if missing:
+        drifts.append(Drift(role, f"missing privileges on {what}: {_privs(missing)}", _privs(want), _privs(have),
+                            f"GRANT {_privs(missing)} ON {on} TO {grantee}", object=obj))
+    if have - want:
+        revoke = {p.removesuffix(" WITH GRANT OPTION") for p in have - want}
+        drifts.append(Drift(role, f"extra privileges on {what}: {_privs(have - want)}", _privs(want), _privs(have),
+                            f"REVOKE {_privs(revoke)} ON {on} FROM {grantee}", object=obj))
+    return drifts
+
+
 def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Drift]:
     owner, schema = roles.owner.name, settings.schema
     s = _ident(schema)
@@ -200,15 +214,7 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
             continue
         have, want = schema_has.get(role, set()), set(privs)
         missing = want - have - schema_has.get("PUBLIC", set())  # what PUBLIC has (USAGE on public), every role has
-        if missing:
-            drifts.append(Drift(role, f"missing privileges on schema {schema}: {_privs(missing)}", _privs(want),
-                                _privs(have), f"GRANT {_privs(missing)} ON SCHEMA {s} TO {_ident(role)}",
-                                object=schema))
-        if have - want:
-            extra = {p.removesuffix(" WITH GRANT OPTION") for p in have - want}
-            drifts.append(Drift(role, f"extra privileges on schema {schema}: {_privs(have - want)}", _privs(want),
-                                _privs(have), f"REVOKE {_privs(extra)} ON SCHEMA {s} FROM {_ident(role)}",
-                                object=schema))
+        drifts += _grant_drifts(role, _ident(role), f"schema {schema}", f"SCHEMA {s}", want, have, missing, schema)
     if "CREATE" in schema_has.get("PUBLIC", set()):
         drifts.append(Drift("PUBLIC", f"extra privileges on schema {schema}: CREATE", "(none)",
                             _privs(schema_has["PUBLIC"]), f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC", object=schema))
@@ -247,12 +253,7 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
             want = set(model.get(role, {}).get(table, frozenset()))
             got = has.get((role, table), set())
             grantee = role if role == "PUBLIC" else _ident(role)
-            if want - got:
-                drifts.append(Drift(role, f"missing privileges on table {obj}: {_privs(want - got)}", _privs(want),
-                                    _privs(got), f"GRANT {_privs(want - got)} ON {target} TO {grantee}", object=obj))
-            if got - want:
-                drifts.append(Drift(role, f"extra privileges on table {obj}: {_privs(got - want)}", _privs(want),
-                                    _privs(got), f"REVOKE {_privs(got - want)} ON {target} FROM {grantee}", object=obj))
+            drifts += _grant_drifts(role, grantee, f"table {obj}", target, want, got, want - got, obj)
             go = grant_option.get((role, table), set()) & want
             if go:
                 drifts.append(Drift(role, f"grant option on table {obj}: {_privs(go)}", "no grant option",

@@ -321,10 +321,8 @@ def model(settings) -> RoleModel:
                 raise ConfigError(f"[tool.dbkit.roles.{kind}] password_env", "is set, but the owner role never has "
                                   "a password (migrations SET ROLE to it; TimescaleDB's jobs run as it)",
                                   example="remove it")
-            if attributes["LOGIN"] and kind != "owner":
-                password_env = password_env or password_variable(name)
-            else:
-                password_env = None
+            login = attributes["LOGIN"] and kind != "owner"
+            password_env = (password_env or password_variable(name)) if login else None
             roles.append(Role(kind, name, attributes, limit, password_env))
     return RoleModel(tuple(roles), frozenset(read_only), overrides_by_kind)
 
