@@ -110,22 +110,22 @@ def run(
         if any(current.values()) and not truncate:
             with _as(conn, owner):  # dbkit's bookkeeping belongs to the owner role
                 last = next(iter(_runs(conn, 1)), None)
-            same = last is not None and (last["seed"], last["profile"], last["scale"], last["tenant_skew"]) == (
+            same = last is not None and (last.seed, last.profile, last.scale, last.tenant_skew) == (
                 seed, profile, scale, tenant_skew) and all(
-                last["tables"].get(t, {}).get("rows") == current[t] for t in order)
+                last.tables.get(t, {}).get("rows") == current[t] for t in order)
             # a fixed anchor must match; the default one (today) accepts the rows of an earlier day
-            if same and fixed and last["anchor"] != when:
-                was = "no recorded anchor" if last["anchor"] is None else f"anchor {format_anchor(last['anchor'])}"
+            if same and fixed and last.anchor != when:
+                was = "no recorded anchor" if last.anchor is None else f"anchor {format_anchor(last.anchor)}"
                 raise Refused(f"the tables hold seed {seed}'s rows for {was}, not for anchor {format_anchor(when)}",
                               hint="pass --truncate to reload them")
             if same:
                 result.status = "noop"
-                result.anchor = last["anchor"]
-                result.tables = [TableResult(t, current[t], checksum=last["tables"][t].get("checksum"),
+                result.anchor = last.anchor
+                result.tables = [TableResult(t, current[t], checksum=last.tables[t].get("checksum"),
                                              seeder=registry[t].name) for t in order]
-                anchored = "" if last["anchor"] is None else f", anchor {format_anchor(last['anchor'])}"
+                anchored = "" if last.anchor is None else f", anchor {format_anchor(last.anchor)}"
                 result.message = (f"already seeded with seed {seed}, profile {profile}{anchored} at "
-                                  f"{last['finished_at']:%Y-%m-%d %H:%M:%S %Z}: nothing to do (--truncate reloads)")
+                                  f"{last.finished_at:%Y-%m-%d %H:%M:%S %Z}: nothing to do (--truncate reloads)")
                 return result
             filled = ", ".join(f"{schema}.{t} ({n} rows)" for t, n in current.items() if n)
             raise Refused(f"tables already hold rows that this seed did not write: {filled}",
@@ -218,4 +218,4 @@ def status(settings, *, limit: int = 10) -> SeedStatus:
         counts = {t: (_count(conn, settings.schema, t) if t in existing else None) for t in registry.seeders}
         with _as(conn, owner):
             runs = _runs(conn, limit)
-    return SeedStatus(counts, tuple(SeedRun(**run) for run in runs))
+    return SeedStatus(counts, tuple(runs))
