@@ -148,10 +148,8 @@ def _project(options: InitOptions) -> Project:
     jwt_user_key = _check_key("--jwt-user-key", options.jwt_user_key or "sub")
     jwt_tenant_key = _check_key("--jwt-tenant-key", options.jwt_tenant_key) if options.jwt_tenant_key else None
 
-    roles = {"owner": _names("--owner-role", options.owner_role, optional=False),
-             "enforce": _names("--enforce-role", options.enforce_role, optional=False),
-             "bypass": _names("--bypass-role", options.bypass_role, optional=True),
-             "readonly": _names("--readonly-role", options.readonly_role, optional=True)}
+    roles = {kind: _names(f"--{kind}-role", getattr(options, f"{kind}_role"), optional=kind in ("bypass", "readonly"))
+             for kind in ("owner", "enforce", "bypass", "readonly")}
     if len(roles["owner"]) != 1:
         raise UsageError(f"--owner-role {options.owner_role!r} names several roles; a project has one owner role")
     seen: dict[str, str] = {}

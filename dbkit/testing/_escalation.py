@@ -28,8 +28,8 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
                                (probe.schema, probe.name)).fetchone()
         if policy:
             attempts.append((f'DROP POLICY "{policy[0]}" ON {probe.qualified}', f"drop a policy on {probe.name}"))
+    first = probe.tenants[0] if probe and probe.tenants else None
     for sql, what in attempts:
-        first = probe.tenants[0] if probe and probe.tenants else None
         with _as(enforce_conn, first, settings, probe.owner if probe else "tenant"):
             state, _ = _attempt(enforce_conn, sql)
         if state != DENIED:

@@ -74,8 +74,7 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     if settings.rls_model == "none":  # no RLS model: nothing to check (the audit says RLS is not used)
         return []
     schemas = schemas or [settings.schema]
-    rls = settings.rls or {}
-    config = rls.get("tables", {})
+    config = (settings.rls or {}).get("tables", {})
     model = roles.model(settings)  # read-only tables and per-kind table privileges deny commands
     rows = [(schema, name, schema, name) for schema, name in admin.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -90,10 +89,7 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
         conf = config.get(name, {})
         source_rel = f'"{source_schema}"."{source}"'  # rows are sampled there: a view filters by the claims
         view = views.get((schema, name))
-        if view is not None:
-            owner, column = view.owner, view.column
-        else:
-            owner, column = owner_and_column(settings, name)
+        owner, column = (view.owner, view.column) if view is not None else owner_and_column(settings, name)
         # insertable columns: not generated, not always-identity, not a defaulted primary key (unless it is the
         # owner column itself, e.g. users.id owned by its own id: a row must be written with the claimed id)
         cols = admin.execute(

@@ -89,11 +89,6 @@ class Server:
         return parse_database_url(f"postgresql://{auth}@{self.host}:{self.port}/{dbname}")
 
 
-def _postgres_options(conf: tuple[str, ...]) -> str:
-    """``name = value`` lines -> ``-c name=value`` options for postgres (pg_ctl -o)."""
-    return " ".join(f"-c {line.replace(' ', '')}" for line in conf)
-
-
 def _register_proc_fixture(config: pytest.Config, settings) -> str:
     """pytest-postgresql's process fixture, made when first needed (its ``pg_ctl`` and whether TimescaleDB can be
     preloaded come from the settings and the installed server) and registered as a plugin; returns its name."""
@@ -105,10 +100,10 @@ def _register_proc_fixture(config: pytest.Config, settings) -> str:
         layout = server_layout(find_bindir(settings.pg_bindir))
         preload = ("shared_preload_libraries = timescaledb", "timescaledb.telemetry_level = off") \
             if layout.has_extension("timescaledb") else ()
+        options = " ".join(f"-c {line.replace(' ', '')}" for line in (*preload, *TEST_SERVER_CONF))  # pg_ctl -o
         holder = types.ModuleType(PROC_FIXTURE)
         setattr(holder, PROC_FIXTURE, factories.postgresql_proc(
-            executable=str(layout.bindir / "pg_ctl"), port=None,
-            postgres_options=_postgres_options((*preload, *TEST_SERVER_CONF))))
+            executable=str(layout.bindir / "pg_ctl"), port=None, postgres_options=options))
         config.pluginmanager.register(holder, PROC_FIXTURE)
     return PROC_FIXTURE
 
