@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from dbkit.roles._common import (
-    _DEFAULT_ACL_OBJECTS,
-    _POWERFUL_BUILTIN_ROLES,
-    _attribute_diffs,
-    _can_read_authid,
-    _connection,
-    _ident,
-    _privs,
-    _role_rows,
-    _stored_passwords,
-    password_of,
-)
-from dbkit.roles._model import SCHEMA_GRANTS, TABLE_GRANTS, Role, RoleModel, model
+from dbkit.roles._common import _can_read_authid, _connection, _ident, _stored_passwords, password_of
+from dbkit.roles._model import ATTRIBUTES, SCHEMA_GRANTS, TABLE_GRANTS, Role, RoleModel, model
 from dbkit.roles._scram import scram_verify
+
+_PRIVILEGE_ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN",
+                    "USAGE", "CREATE", "EXECUTE")
+_DEFAULT_ACL_OBJECTS = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
+#: Roles whose membership reads or writes around table grants.
+_POWERFUL_BUILTIN_ROLES = frozenset({"pg_read_all_data", "pg_write_all_data", "pg_execute_server_program",
+                                     "pg_write_server_files", "pg_read_server_files"})
+
+
+def _privs(privileges: Iterable[str]) -> str:
+    order = {p: i for i, p in enumerate(_PRIVILEGE_ORDER)}
+    return ", ".join(sorted(set(privileges), key=lambda p: (order.get(p, 99), p))) or "(none)"
+
+
+def _attribute_diffs(row: Mapping[str, object], role: Role) -> list[tuple[str, str, str]]:
+    """``[(what, expected, actual)]`` between a pg_roles row (column -> value) and the model."""
+    diffs = []
+    for keyword, on in role.attributes.items():
+        actual = bool(row[ATTRIBUTES[keyword]])
+        if actual != on:
+            diffs.append((f"attribute {keyword}", keyword if on else f"NO{keyword}",
+                          keyword if actual else f"NO{keyword}"))
+    if role.connection_limit is not None and row["rolconnlimit"] != role.connection_limit:
+        diffs.append(("attribute CONNECTION LIMIT", str(role.connection_limit), str(row["rolconnlimit"])))
+    return diffs
+
+
+def _role_rows(conn, names: list[str]) -> dict[str, dict[str, object]]:
+    cols = ["rolname", *ATTRIBUTES.values(), "rolconnlimit"]
+    rows = conn.execute(f"SELECT {', '.join(cols)} FROM pg_roles WHERE rolname = ANY(%s)", (names,)).fetchall()
+    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
 
 
 @dataclass(frozen=True)
