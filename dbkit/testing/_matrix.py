@@ -179,6 +179,11 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
             out.append(f"{role} {what} on {t.name}: expected permission denied (42501), got "
                        f"{'success' if state is None else 'SQLSTATE ' + state}")
 
+    def expect_rejected(state: str | None, what: str) -> None:
+        if state not in rejected:
+            out.append(f"{role} {what} ({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection "
+                       "(42501)")
+
     if command == "SELECT":
         if denied:
             with _as(conn, a, settings, t.owner):
@@ -216,16 +221,11 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                 label = f"{who} A" if tenant else f"no {who}"
                 out.append(f"{role} as {label} could not INSERT its own row into {t.name}")
             if kind == "enforce":
-                state, _ = _attempt(conn, _insert_sql(t), _row_for(t, a, b))
-                if state not in rejected:
-                    out.append(f"{role} as {who} A inserted a row for {who} B into {t.name} "
-                               f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+                expect_rejected(_attempt(conn, _insert_sql(t), _row_for(t, a, b))[0],
+                                f"as {who} A inserted a row for {who} B into {t.name}")
         if kind == "enforce":
             with _as(conn, None, settings, t.owner):
-                state, _ = _attempt(conn, _insert_sql(t), own)
-                if state not in rejected:
-                    out.append(f"{role} with no {who} set inserted into {t.name} "
-                               f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+                expect_rejected(_attempt(conn, _insert_sql(t), own)[0], f"with no {who} set inserted into {t.name}")
         return out
 
     verb = "UPDATE" if command == "UPDATE" else "DELETE"
@@ -266,9 +266,7 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                        + (f" (SQLSTATE {state})" if state else ""))
         if verb == "UPDATE":
             state, n = _attempt(conn, *stmt(a, move_to=b))
-            if state not in rejected:
-                out.append(f"{role} as {who} A moved {n} rows of {t.name} to {who} B "
-                           f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+            expect_rejected(state, f"as {who} A moved {n} rows of {t.name} to {who} B")
     with _as(conn, None, settings, t.owner):
         expect_no_rows(*_attempt(conn, *stmt(a)), f"with no {who} set")
     return out

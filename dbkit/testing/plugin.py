@@ -299,20 +299,13 @@ def as_role(dbkit_server: Server, dbkit_seeded_db: DbUrl, dbkit_settings):
         else:
             conn, set_role = psycopg.connect(dbkit_seeded_db.conninfo), name
         opened.append(conn)
-        try:
-            with scoped(conn, tenant_id=tenant, user_id=user, role=set_role, claims=claims(dbkit_settings)):
-                yield conn
-                raise _Rollback
-        except _Rollback:
-            pass
+        with scoped(conn, tenant_id=tenant, user_id=user, role=set_role, claims=claims(dbkit_settings)):
+            yield conn
+            raise psycopg.Rollback  # ends scoped's transaction with a rollback: as_role never commits
 
     yield enter
     for conn in opened:
         conn.close()
-
-
-class _Rollback(Exception):
-    """Raised inside the scoped transaction so that as_role never commits."""
 
 
 @pytest.fixture(scope="session")
