@@ -151,12 +151,10 @@ def _check_roles(c, declared: tuple[Role, ...]) -> tuple[list[Drift], set[str]]:
 
 
 def _check_passwords(settings, c, declared: tuple[Role, ...], existing: set[str]) -> list[Drift]:
-    drifts = []
     passwordless = [d.name for d in declared if d.login and not d.takes_password and d.name in existing]
-    for name, stored in ((_stored_passwords(c, passwordless) or {}) if passwordless else {}).items():
-        if stored is not None:
-            drifts.append(Drift(name, "password", "none (the owner logs in only for TimescaleDB's jobs)",
-                                "a password", _APPLY))
+    drifts = [Drift(name, "password", "none (the owner logs in only for TimescaleDB's jobs)", "a password", _APPLY)
+              for name, stored in ((_stored_passwords(c, passwordless) or {}) if passwordless else {}).items()
+              if stored is not None]
     logins = [d for d in declared if d.takes_password and d.name in existing]
     with_password = [d.name for d in logins if password_of(settings, d) is not None]
     stored = _stored_passwords(c, with_password) if with_password else {}
