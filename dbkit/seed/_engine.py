@@ -98,10 +98,9 @@ def run(
                 if parent in existing and _count(conn, schema, parent) == 0:
                     raise ConfigError("--only", f"includes {table}, which depends on {parent}, and {parent} is empty",
                                       example=f"--only {parent},{table} (or seed {parent} first)")
-        counts = {t: registry[t].count(profile, scale) for t in order}
         sql_files = sorted((settings.project_dir / "seeds").glob("*.sql"))
         result.sql_files = [p.name for p in sql_files]
-        result.tables = [TableResult(t, counts[t], seeder=registry[t].name) for t in order]
+        result.tables = [TableResult(t, registry[t].count(profile, scale), seeder=registry[t].name) for t in order]
         if dry_run:
             result.message = f"dry run: nothing was written (time series would end at {format_anchor(when)})"
             return result

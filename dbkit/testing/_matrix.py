@@ -192,8 +192,7 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
         tenants = [(a, f"{who} A"), (None, f"no {who}")] if kind != "bypass" else [(None, f"no {who}")]
         for tenant, label in tenants:
             with _as(conn, tenant, settings, t.owner):
-                rows = conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1").fetchall()
-            seen = dict(rows)
+                seen = dict(conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1").fetchall())
             if kind == "bypass":
                 if sum(seen.values()) != t.counts["*"]:
                     out.append(f"{role} ({label}) saw {sum(seen.values())} of {t.counts['*']} rows in {t.name}")
