@@ -14,10 +14,8 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
     role = enforce_conn.info.user
     probe = next((t for t in tables if not t.is_view), None)
     attempts = [(f'SET ROLE "{name}"', f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
-    attempts += [
-        (f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
-        ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid"),
-    ]
+    attempts += [(f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
+                 ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid")]
     if probe is not None:
         attempts += [
             (f"ALTER TABLE {probe.qualified} DISABLE ROW LEVEL SECURITY", f"disable RLS on {probe.name}"),
