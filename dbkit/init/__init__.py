@@ -148,10 +148,8 @@ def _project(options: InitOptions) -> Project:
     jwt_user_key = _check_key("--jwt-user-key", options.jwt_user_key or "sub")
     jwt_tenant_key = _check_key("--jwt-tenant-key", options.jwt_tenant_key) if options.jwt_tenant_key else None
 
-    roles = {"owner": _names("--owner-role", options.owner_role, optional=False),
-             "enforce": _names("--enforce-role", options.enforce_role, optional=False),
-             "bypass": _names("--bypass-role", options.bypass_role, optional=True),
-             "readonly": _names("--readonly-role", options.readonly_role, optional=True)}
+    roles = {kind: _names(f"--{kind}-role", getattr(options, f"{kind}_role"), optional=kind in ("bypass", "readonly"))
+             for kind in ("owner", "enforce", "bypass", "readonly")}
     if len(roles["owner"]) != 1:
         raise UsageError(f"--owner-role {options.owner_role!r} names several roles; a project has one owner role")
     seen: dict[str, str] = {}
@@ -338,8 +336,7 @@ def init(directory: Path, options: InitOptions) -> InitResult:
         raise UsageError(f"--dir {directory} is not a directory; pass the project's directory")
     project = dataclasses.replace(project, migrations_dir=_script_location(directory))
     existing = _existing_revisions(directory / project.migrations_dir / "versions", "0001_initial.py")
-    if existing:
-        project = dataclasses.replace(project, adopting=True)
+    project = dataclasses.replace(project, adopting=bool(existing))
     files, section, new_pyproject = render_files(project)
     plan: list[tuple[FileResult, str | None]] = []
     for rel, text in files.items():
@@ -356,5 +353,4 @@ def init(directory: Path, options: InitOptions) -> InitResult:
     _write_all(directory, [(r.path, content) for r, content in plan if content is not None])  # all checked: write
     steps = tuple(step.replace("{migrations}", project.migrations_dir) for step in ADOPT_STEPS) if existing \
         else NEXT_STEPS
-    return InitResult(directory.resolve(), tuple(r for r, _ in plan), steps,
-                      project.tool_settings())
+    return InitResult(directory.resolve(), tuple(r for r, _ in plan), steps, project.tool_settings())

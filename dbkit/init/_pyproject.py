@@ -48,12 +48,8 @@ def _differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
         text = ",".join(str(v).strip() for v in value) if isinstance(value, list | tuple) else str(value or "")
         return "none" if text.strip().lower() in ("", "none") else text.strip()
 
-    out = []
-    for key, value in ours.items():
-        have = theirs.get(key, theirs.get(key.replace("_", "-"), FIELDS_BY_NAME[key].default))
-        if norm(have) != norm(value):
-            out.append(f"{key} = {norm(have)!r} (not {norm(value)!r})")
-    return out
+    have = {key: norm(theirs.get(key, theirs.get(key.replace("_", "-"), FIELDS_BY_NAME[key].default))) for key in ours}
+    return [f"{key} = {have[key]!r} (not {norm(value)!r})" for key, value in ours.items() if have[key] != norm(value)]
 
 
 def pyproject_text(path: Path, section: str, new_file: str, force: bool) -> tuple[str | None, str, str]:

@@ -68,8 +68,7 @@ class Project:
             values["version_table_schema"] = "public"
         values["role_owner"] = self.roles["owner"][0]
         for kind in ("enforce", "bypass", "readonly"):
-            names = self.roles[kind]
-            values[f"role_{kind}"] = ",".join(names) if names else "none"
+            values[f"role_{kind}"] = ",".join(self.roles[kind]) or "none"
         values["rls_model"] = self.rls
         if self.rls == "tenant":
             values["tenant_claim"] = self.tenant_claim
@@ -85,16 +84,14 @@ class Project:
         for kind, names in self.roles.items():
             custom = {name: self.password_env[name] for name in names if name in self.password_env}
             if custom:
-                only = len(names) == 1
-                config[kind] = {"password_env": custom[names[0]] if only else custom}
+                config[kind] = {"password_env": custom[names[0]] if len(names) == 1 else custom}
         return config
 
     def settings(self):
         """dbkit's :class:`~dbkit.config.Settings` for this project (for the role model's grants)."""
         from dbkit.config import Settings
 
-        values = self.tool_settings()
-        return Settings(schema=self.schema, extensions=self.extensions, role_owner=values["role_owner"],
+        return Settings(schema=self.schema, extensions=self.extensions, role_owner=self.roles["owner"][0],
                         role_enforce=self.roles["enforce"], role_bypass=self.roles["bypass"] or "none",
                         role_readonly=self.roles["readonly"] or "none", rls_model=self.rls,
                         tenant_claim=self.tenant_claim, jwt_claims=self.jwt_claims, jwt_user_key=self.jwt_user_key,

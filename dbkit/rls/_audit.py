@@ -163,18 +163,14 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     enforce = settings.role_enforce
     role = ", ".join(enforce)
     params: dict[str, Any] = {"schemas": list(schemas)}
-    findings: list[Finding] = []
 
     existing = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(schemas)s)",
                                            params)}
-    for schema in schemas:
-        if schema not in existing:
-            findings.append(Finding("schema_missing", schema, None, f"schema {schema} does not exist",
-                                    "check the schema name (DBKIT_SCHEMA or --schema), or migrate the database"))
-
+    findings = [Finding("schema_missing", schema, None, f"schema {schema} does not exist",
+                        "check the schema name (DBKIT_SCHEMA or --schema), or migrate the database")
+                for schema in schemas if schema not in existing]
     for name in enforce:
-        row = conn.execute(_ROLE_SQL, {**params, "role": name}).fetchone()
-        findings.extend(_role_findings(name, row))
+        findings.extend(_role_findings(name, conn.execute(_ROLE_SQL, {**params, "role": name}).fetchone()))
     if settings.rls_model == "none":  # a single-tenant application: no table is expected to have RLS
         findings.sort(key=lambda f: (_ORDER[f.code], f.role or "", f.message))
         return AuditReport(schemas=schemas, role=role, tables_checked=0, findings=tuple(findings), model="none")

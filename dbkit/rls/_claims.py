@@ -65,15 +65,7 @@ class Claims:
         """The owners this model can express."""
         if self.model == "none":
             return ()
-        if self.model == "jwt" and self.jwt_tenant_key is None:
-            return ("user",)
-        return OWNERS
-
-    def settings_used(self) -> tuple[str, ...]:
-        """The setting names the application sets per transaction."""
-        if self.model == "tenant":
-            return (self.tenant_setting, self.user_setting)
-        return (self.jwt_setting,) if self.model == "jwt" else ()
+        return ("user",) if self.default_owner == "user" else OWNERS
 
     def assignments(self, tenant: Any = None, user: Any = None) -> list[tuple[str, str]]:
         """``[(setting, value), …]`` to pass to ``set_config(setting, value, true)``: every setting the
@@ -84,17 +76,14 @@ class Claims:
             if tenant is not None and self.jwt_tenant_key is None:
                 raise ValueError("a tenant was given, but the JWT model has no tenant key "
                                  "(set DBKIT_JWT_TENANT_KEY, e.g. org_id)")
-            payload: dict[str, str] = {}
-            if user is not None:
-                payload[self.jwt_user_key] = _text(user)
-            if tenant is not None and self.jwt_tenant_key is not None:
-                payload[self.jwt_tenant_key] = _text(tenant)
+            pairs = ((self.jwt_user_key, user), (self.jwt_tenant_key, tenant))  # a tenant has a key (checked above)
+            payload = {key: _text(value) for key, value in pairs if value is not None}
             return [(self.jwt_setting, json.dumps(payload, separators=(",", ":")) if payload else "")]
         return []
 
     def set_sql(self) -> str:
         """``SELECT set_config(%s, %s, true), …`` for :meth:`assignments` (flattened parameters)."""
-        n = len(self.settings_used())
+        n = len(self.assignments())
         return "SELECT " + ", ".join(["set_config(%s, %s, true)"] * n) if n else ""
 
     def parameters(self, tenant: Any = None, user: Any = None) -> list[str]:
@@ -125,10 +114,8 @@ class Claims:
         if self.model == "tenant":
             return f"tenant claim {self.tenant_setting} (user: {self.user_setting})"
         if self.model == "jwt":
-            keys = f"user key {self.jwt_user_key}"
-            if self.jwt_tenant_key:
-                keys += f", tenant key {self.jwt_tenant_key}"
-            return f"JSON claims in {self.jwt_setting} ({keys})"
+            tenant = f", tenant key {self.jwt_tenant_key}" if self.jwt_tenant_key else ""
+            return f"JSON claims in {self.jwt_setting} (user key {self.jwt_user_key}{tenant})"
         return "none (RLS is not used)"
 
 

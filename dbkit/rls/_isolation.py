@@ -28,10 +28,10 @@ warning that names the statement; ``dbkit rls audit`` keeps reporting the path u
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from dbkit import _db as db
+from dbkit.roles._sql import quote_ident as _quote
 
 #: Where the chunks of RLS-protected hypertables live: owned by the owner role, USAGE for no one else.
 CHUNK_SCHEMA = "_dbkit_chunks"
@@ -45,9 +45,6 @@ class HardenResult:
 
     actions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _HAS_RLS_SQL = """
@@ -79,10 +76,6 @@ SELECT EXISTS (SELECT FROM pg_class c, aclexplode(COALESCE(c.relacl, acldefault(
 """
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class _NotDone(Exception):
     """The statements ran but did not do it (REVOKE by a non-owner only warns)."""
 
@@ -111,7 +104,7 @@ def _step(conn, result: HardenResult, what: str, statements: list[str], done=Non
     return True
 
 
-def _timescaledb_installed(conn) -> bool:
+def timescaledb_installed(conn) -> bool:
     return conn.execute("SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL").fetchone()[0]
 
 
@@ -171,7 +164,7 @@ def harden(conn, settings) -> HardenResult:
     result = HardenResult()
     if not conn.execute(_HAS_RLS_SQL).fetchone()[0]:
         return result
-    if _timescaledb_installed(conn):
+    if timescaledb_installed(conn):
         _harden_chunks(conn, settings, result)
     _harden_statistics(conn, settings, result)
     return result

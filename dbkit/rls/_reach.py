@@ -4,6 +4,7 @@ non-bypass login role (see :mod:`dbkit.rls._audit` for the finding codes)."""
 from __future__ import annotations
 
 from dbkit.rls._finding import Finding
+from dbkit.rls._isolation import CHUNK_SCHEMA, timescaledb_installed
 
 # ----------------------------------------------------------------------------- every relation, every login role
 
@@ -68,7 +69,7 @@ _KIND_WORDS = {"r": "table", "p": "partitioned table", "m": "materialized view",
 
 
 def _hypertables(conn) -> set[str]:
-    if not conn.execute("SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL").fetchone()[0]:
+    if not timescaledb_installed(conn):
         return set()
     return {r[0] for r in conn.execute(
         "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")}
@@ -78,8 +79,6 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
                                                                                    list[Finding]]:
     """``(login roles checked, relations checked, findings)`` of the every-schema sweep.  ``scoped``: the
     (schema, view) of the tenant-scoped views (:mod:`dbkit.rls._scoped`), which filter by the claims."""
-    from dbkit.rls._isolation import CHUNK_SCHEMA
-
     logins = conn.execute(_LOGINS_SQL).fetchall()
     relations = conn.execute(_COUNT_RELS_SQL).fetchone()[0]
     if not logins:
@@ -107,8 +106,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
         if parent in hypertables:
             groups.setdefault((code, parent, role), []).append(row)
             continue
-        findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, None, 1,
-                                          CHUNK_SCHEMA))
+        findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, None, 1))
     hyper = _hypertable_findings(conn, [oid for oid, _ in logins])
     covered = {(f.code, f"{f.schema}.{f.table}", f.role) for f in hyper}
     findings.extend(hyper)
@@ -118,13 +116,8 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
         schema, rel, kind, *_ = members[0]
         privs = sorted({p for m in members for p in m[6]}, key=("SELECT", "INSERT", "UPDATE", "DELETE").index)
         only_public = all(m[7] for m in members)
-        findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, parent, len(members),
-                                          CHUNK_SCHEMA))
+        findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, parent, len(members)))
     return tuple(name for _, name in logins), relations, findings
-
-
-def _grantee(role: str, only_public: bool) -> str:
-    return "PUBLIC" if only_public else role
 
 
 def _view_finding(schema: str, view: str, role: str, privs: list[str], only_public: bool, owner: str) -> Finding:
@@ -134,13 +127,13 @@ def _view_finding(schema: str, view: str, role: str, privs: list[str], only_publ
         f"{role} can {'/'.join(privs)} through this view, which runs with the rights of its owner {owner} "
         "(no security_invoker): row-level security is checked as the owner, not as the caller",
         f"ALTER VIEW {name} SET (security_invoker = true), or REVOKE ALL ON {name} FROM "
-        f"{_grantee(role, only_public)}", role=role)
+        f"{'PUBLIC' if only_public else role}", role=role)
 
 
 def _relation_finding(code: str, schema: str, rel: str, kind: str, role: str, privs: list[str], only_public: bool,
-                      hypertable: str | None, count: int, chunk_schema: str) -> Finding:
+                      hypertable: str | None, count: int) -> Finding:
     name = f"{schema}.{rel}"
-    grantee = _grantee(role, only_public)
+    grantee = "PUBLIC" if only_public else role
     if hypertable is not None:
         what = f"a TimescaleDB chunk of {hypertable}" if count == 1 else \
             f"one of {count} TimescaleDB chunks of {hypertable} (all reachable the same way)"
@@ -156,10 +149,10 @@ def _relation_finding(code: str, schema: str, rel: str, kind: str, role: str, pr
                f"REVOKE SELECT ON {name} FROM {grantee}")
         return Finding(code, schema, rel, message, fix, role=role)
     message = f"{role} can {'/'.join(privs)} {what}"
-    if schema == chunk_schema:
-        fix = f"REVOKE ALL ON SCHEMA {chunk_schema} FROM {grantee} (no application role may use it)"
+    if schema == CHUNK_SCHEMA:
+        fix = f"REVOKE ALL ON SCHEMA {CHUNK_SCHEMA} FROM {grantee} (no application role may use it)"
     elif hypertable is not None:
-        fix = (f"run `dbkit roles apply` as a superuser: the chunks of {hypertable} move to {chunk_schema}, a "
+        fix = (f"run `dbkit roles apply` as a superuser: the chunks of {hypertable} move to {CHUNK_SCHEMA}, a "
                "schema no application role may use, where TimescaleDB also creates the new ones")
     elif kind == "m":
         fix = (f"REVOKE ALL ON {name} FROM {grantee}; expose it through a view with security_invoker (or a "
@@ -190,10 +183,8 @@ ORDER BY 1, 2, 4
 
 def _hypertable_findings(conn, logins: list[int]) -> list[Finding]:
     """Paths that every chunk created later will open: they copy the hypertable's grants, not its RLS."""
-    if not logins or not conn.execute("SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL").fetchone()[0]:
+    if not logins or not timescaledb_installed(conn):
         return []
-    from dbkit.rls._isolation import CHUNK_SCHEMA
-
     findings = []
     for schema, table, chunk_schema, role, usage, stats in conn.execute(_HYPERTABLES_SQL, {"logins": logins}):
         name = f"{schema}.{table}"

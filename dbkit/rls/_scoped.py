@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dbkit.roles._sql import quote_ident as _quote
+
 _CANDIDATES_SQL = """
 SELECT c.oid, n.nspname, c.relname,
        COALESCE(c.reloptions && ARRAY['check_option=cascaded', 'check_option=local'], false) AS checked,
@@ -43,14 +45,6 @@ class ScopedView:
     owner: str  # "tenant" | "user"
     updatable: bool  # has WITH CHECK OPTION (a view that can be written through must have it)
 
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def source_qualified(self) -> str:
-        return f"{self.source_schema}.{self.source}"
-
 
 def owner_and_column(settings, table: str, default_owner: str | None = None) -> tuple[str, str]:
     """Whose rows ``table`` holds ("tenant" or "user") and in which column: ``[tool.dbkit.rls.tables.<table>]``,
@@ -79,10 +73,6 @@ def scoped_view_sql(quote, view: str, source: str, schema: str | None, column: s
     stmt = (f"CREATE VIEW {name(view, schema)} WITH (security_barrier) AS SELECT * FROM "
             f"{name(source, source_schema or schema)} WHERE {quote(column)} = {predicate}")
     return stmt + (" WITH CASCADED CHECK OPTION" if updatable else "")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def scoped_views(conn, settings) -> list[ScopedView]:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from dbkit.errors import DbkitError, MissingDependency
-from dbkit.roles._common import (
-    _connection,
-    _missing_password_error,
-    _stored_passwords,
-    password_of,
-)
-from dbkit.roles._model import ATTRIBUTES, RoleModel, model, role_files
+from dbkit.errors import ConfigError, DbkitError, MissingDependency
+from dbkit.roles._common import _connection, _stored_passwords, password_of
+from dbkit.roles._model import ATTRIBUTES, Role, RoleModel, model, role_files
 from dbkit.roles._scram import encrypt_password, scram_verify
 from dbkit.roles._sql import model_statements
 
@@ -78,7 +73,7 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
     logins = roles.logins()
     missing = [d for d in logins if password_of(settings, d) is None]
     if missing and settings.env == "prod":
-        raise _missing_password_error(settings, missing)
+        raise _missing_password_error(missing)
 
     names = roles.names()
     result = ApplyResult()
@@ -147,3 +142,11 @@ def _statement_roles(roles: RoleModel) -> list[str]:
     out = [f"{r.name} ({r.kind})" for r in roles.roles]
     out.insert(1, f"{roles.owner.name} (access for the migrating role)")
     return out
+
+
+def _missing_password_error(missing: list[Role]) -> ConfigError:
+    first = missing[0].password_env
+    others = f" (nor {', '.join(d.password_env for d in missing[1:])})" if len(missing) > 1 else ""
+    return ConfigError(first, "is not set" + others,
+                       purpose=f"sets the password of the LOGIN role {missing[0].name}; DBKIT_ENV=prod requires one "
+                       "for every LOGIN role (environment or .env.prod)", example=f"{first}=<a long random secret>")

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from dbkit.roles._common import (
-    _DEFAULT_ACL_OBJECTS,
-    _POWERFUL_BUILTIN_ROLES,
-    _attribute_diffs,
-    _can_read_authid,
-    _connection,
-    _ident,
-    _privs,
-    _role_rows,
-    _stored_passwords,
-    password_of,
-)
-from dbkit.roles._model import SCHEMA_GRANTS, TABLE_GRANTS, Role, RoleModel, model
+from dbkit.roles._common import _can_read_authid, _connection, _ident, _stored_passwords, password_of
+from dbkit.roles._model import ATTRIBUTES, SCHEMA_GRANTS, TABLE_GRANTS, Role, RoleModel, model
 from dbkit.roles._scram import scram_verify
+
+_PRIVILEGE_ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN",
+                    "USAGE", "CREATE", "EXECUTE")
+_DEFAULT_ACL_OBJECTS = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
+#: Roles whose membership reads or writes around table grants.
+_POWERFUL_BUILTIN_ROLES = frozenset({"pg_read_all_data", "pg_write_all_data", "pg_execute_server_program",
+                                     "pg_write_server_files", "pg_read_server_files"})
+
+
+def _privs(privileges: Iterable[str]) -> str:
+    order = {p: i for i, p in enumerate(_PRIVILEGE_ORDER)}
+    return ", ".join(sorted(set(privileges), key=lambda p: (order.get(p, 99), p))) or "(none)"
+
+
+def _attribute_diffs(row: Mapping[str, object], role: Role) -> list[tuple[str, str, str]]:
+    """``[(what, expected, actual)]`` between a pg_roles row (column -> value) and the model."""
+    diffs = []
+    for keyword, on in role.attributes.items():
+        actual = bool(row[ATTRIBUTES[keyword]])
+        if actual != on:
+            diffs.append((f"attribute {keyword}", keyword if on else f"NO{keyword}",
+                          keyword if actual else f"NO{keyword}"))
+    if role.connection_limit is not None and row["rolconnlimit"] != role.connection_limit:
+        diffs.append(("attribute CONNECTION LIMIT", str(role.connection_limit), str(row["rolconnlimit"])))
+    return diffs
+
+
+def _role_rows(conn, names: list[str]) -> dict[str, dict[str, object]]:
+    cols = ["rolname", *ATTRIBUTES.values(), "rolconnlimit"]
+    rows = conn.execute(f"SELECT {', '.join(cols)} FROM pg_roles WHERE rolname = ANY(%s)", (names,)).fetchall()
+    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -62,18 +83,16 @@ def list_roles(settings, conn=None) -> list[RoleInfo]:
                      if _can_read_authid(c) else None)
     infos = []
     for d in declared:
-        kind, name = d.kind, d.name
-        row = rows.get(name)
-        login = bool(row[0]) if row else None
+        row = rows.get(d.name)
         variable = d.password_env if d.login else None
         var_set = (password_of(settings, d) is not None) if variable else None
         if row is None:
-            infos.append(RoleInfo(name, kind, False, password_variable=variable, password_variable_set=var_set))
+            infos.append(RoleInfo(d.name, d.kind, False, password_variable=variable, password_variable_set=var_set))
             continue
         infos.append(RoleInfo(
-            name, kind, True, login=login, superuser=row[1], bypassrls=row[2], inherit=row[3], createrole=row[4],
-            createdb=row[5], replication=row[6], connection_limit=row[7], member_of=list(row[8]),
-            has_password=passwords.get(name) if passwords is not None else None,
+            d.name, d.kind, True, login=bool(row[0]), superuser=row[1], bypassrls=row[2], inherit=row[3],
+            createrole=row[4], createdb=row[5], replication=row[6], connection_limit=row[7], member_of=list(row[8]),
+            has_password=passwords.get(d.name) if passwords is not None else None,
             password_variable=variable, password_variable_set=var_set,
         ))
     return infos
@@ -106,7 +125,7 @@ class Drift:
 _APPLY = "run `dbkit roles apply`"
 
 
-def _check_roles(settings, c, declared: tuple[Role, ...]) -> tuple[list[Drift], set[str]]:
+def _check_roles(c, declared: tuple[Role, ...]) -> tuple[list[Drift], set[str]]:
     drifts: list[Drift] = []
     names = [d.name for d in declared]
     rows = _role_rows(c, names)
@@ -132,12 +151,10 @@ def _check_roles(settings, c, declared: tuple[Role, ...]) -> tuple[list[Drift], 
 
 
 def _check_passwords(settings, c, declared: tuple[Role, ...], existing: set[str]) -> list[Drift]:
-    drifts = []
     passwordless = [d.name for d in declared if d.login and not d.takes_password and d.name in existing]
-    for name, stored in ((_stored_passwords(c, passwordless) or {}) if passwordless else {}).items():
-        if stored is not None:
-            drifts.append(Drift(name, "password", "none (the owner logs in only for TimescaleDB's jobs)",
-                                "a password", _APPLY))
+    drifts = [Drift(name, "password", "none (the owner logs in only for TimescaleDB's jobs)", "a password", _APPLY)
+              for name, stored in ((_stored_passwords(c, passwordless) or {}) if passwordless else {}).items()
+              if stored is not None]
     logins = [d for d in declared if d.takes_password and d.name in existing]
     with_password = [d.name for d in logins if password_of(settings, d) is not None]
     stored = _stored_passwords(c, with_password) if with_password else {}
@@ -158,6 +175,20 @@ def _check_passwords(settings, c, declared: tuple[Role, ...], existing: set[str]
                 drifts.append(Drift(d.name, "password", f"SCRAM-SHA-256 verifier of {variable}",
                                     "a different password" if current.startswith("SCRAM-SHA-256$")
                                     else "a password not stored as SCRAM-SHA-256", _APPLY))
+    return drifts
+
+
+def _grant_drifts(role: str, grantee: str, what: str, on: str, want: set[str], have: set[str], missing: set[str],
+                  obj: str) -> list[Drift]:
+    """The missing and the extra privileges of ``role`` on ``what`` (``on``: how GRANT and REVOKE name it)."""
+    drifts = []
+    if missing:
+        drifts.append(Drift(role, f"missing privileges on {what}: {_privs(missing)}", _privs(want), _privs(have),
+                            f"GRANT {_privs(missing)} ON {on} TO {grantee}", object=obj))
+    if have - want:
+        revoke = {p.removesuffix(" WITH GRANT OPTION") for p in have - want}
+        drifts.append(Drift(role, f"extra privileges on {what}: {_privs(have - want)}", _privs(want), _privs(have),
+                            f"REVOKE {_privs(revoke)} ON {on} FROM {grantee}", object=obj))
     return drifts
 
 
@@ -202,15 +233,7 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
             continue
         have, want = schema_has.get(role, set()), set(privs)
         missing = want - have - schema_has.get("PUBLIC", set())  # what PUBLIC has (USAGE on public), every role has
-        if missing:
-            drifts.append(Drift(role, f"missing privileges on schema {schema}: {_privs(missing)}", _privs(want),
-                                _privs(have), f"GRANT {_privs(missing)} ON SCHEMA {s} TO {_ident(role)}",
-                                object=schema))
-        if have - want:
-            extra = {p.removesuffix(" WITH GRANT OPTION") for p in have - want}
-            drifts.append(Drift(role, f"extra privileges on schema {schema}: {_privs(have - want)}", _privs(want),
-                                _privs(have), f"REVOKE {_privs(extra)} ON SCHEMA {s} FROM {_ident(role)}",
-                                object=schema))
+        drifts += _grant_drifts(role, _ident(role), f"schema {schema}", f"SCHEMA {s}", want, have, missing, schema)
     if "CREATE" in schema_has.get("PUBLIC", set()):
         drifts.append(Drift("PUBLIC", f"extra privileges on schema {schema}: CREATE", "(none)",
                             _privs(schema_has["PUBLIC"]), f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC", object=schema))
@@ -249,12 +272,7 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
             want = set(model.get(role, {}).get(table, frozenset()))
             got = has.get((role, table), set())
             grantee = role if role == "PUBLIC" else _ident(role)
-            if want - got:
-                drifts.append(Drift(role, f"missing privileges on table {obj}: {_privs(want - got)}", _privs(want),
-                                    _privs(got), f"GRANT {_privs(want - got)} ON {target} TO {grantee}", object=obj))
-            if got - want:
-                drifts.append(Drift(role, f"extra privileges on table {obj}: {_privs(got - want)}", _privs(want),
-                                    _privs(got), f"REVOKE {_privs(got - want)} ON {target} FROM {grantee}", object=obj))
+            drifts += _grant_drifts(role, grantee, f"table {obj}", target, want, got, want - got, obj)
             go = grant_option.get((role, table), set()) & want
             if go:
                 drifts.append(Drift(role, f"grant option on table {obj}: {_privs(go)}", "no grant option",
@@ -310,7 +328,7 @@ def check(settings, conn=None) -> list[Drift]:
     """
     roles = model(settings)
     with _connection(settings, conn) as c:
-        drifts, existing = _check_roles(settings, c, roles.roles)
+        drifts, existing = _check_roles(c, roles.roles)
         drifts += _check_passwords(settings, c, roles.roles, existing)
         drifts += _check_schema(settings, c, existing, roles)
     return drifts

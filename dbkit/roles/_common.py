@@ -1,22 +1,12 @@
-"""Helpers shared by apply, list and check: connections, catalog reads, one-line SQL for fixes."""
+"""Helpers shared by apply, check and the PgBouncer userlist: connections, passwords, quoted names."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 
-from dbkit.errors import ConfigError
-from dbkit.roles._model import ATTRIBUTES, Role
-
-_PRIVILEGE_ORDER = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN",
-                    "USAGE", "CREATE", "EXECUTE")
-_DEFAULT_ACL_OBJECTS = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
-#: Roles whose membership reads or writes around table grants.
-_POWERFUL_BUILTIN_ROLES = frozenset({"pg_read_all_data", "pg_write_all_data", "pg_execute_server_program",
-                                     "pg_write_server_files", "pg_read_server_files"})
-
-
+from dbkit.roles._model import Role
 
 _PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
 
@@ -24,11 +14,6 @@ _PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
 def _ident(name: str) -> str:
     """An identifier for the one-line fixes we print (quoted only when it must be)."""
     return name if _PLAIN_IDENT.fullmatch(name) else '"' + name.replace('"', '""') + '"'
-
-
-def _privs(privileges: Iterable[str]) -> str:
-    order = {p: i for i, p in enumerate(_PRIVILEGE_ORDER)}
-    return ", ".join(sorted(set(privileges), key=lambda p: (order.get(p, 99), p))) or "(none)"
 
 
 @contextlib.contextmanager
@@ -56,9 +41,8 @@ def _stored_passwords(conn, names: list[str]) -> dict[str, str | None] | None:
     """``{role: rolpassword}`` from pg_authid, or None when it is not readable (not a superuser)."""
     if not _can_read_authid(conn):
         return None
-    rows = conn.execute("SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%s)",
-                        (names,)).fetchall()
-    return dict(rows)
+    return dict(conn.execute("SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY(%s)",
+                             (names,)).fetchall())
 
 
 def password_of(settings, role: Role) -> str | None:
@@ -66,35 +50,3 @@ def password_of(settings, role: Role) -> str | None:
     if role.password_env is None:
         return None
     return settings.passwords.get(role.password_env) or None
-
-
-def _missing_password_error(settings, missing: list[Role]) -> ConfigError:
-    first = missing[0].password_env
-    problem = "is not set"
-    if len(missing) > 1:
-        problem += f" (nor {', '.join(d.password_env for d in missing[1:])})"
-    return ConfigError(
-        first, problem,
-        purpose=f"sets the password of the LOGIN role {missing[0].name}; DBKIT_ENV=prod requires one for "
-        "every LOGIN role (environment or .env.prod)",
-        example=f"{first}=<a long random secret>",
-    )
-
-
-def _attribute_diffs(row: Mapping[str, object], role: Role) -> list[tuple[str, str, str]]:
-    """``[(what, expected, actual)]`` between a pg_roles row (column -> value) and the model."""
-    diffs = []
-    for keyword, on in role.attributes.items():
-        actual = bool(row[ATTRIBUTES[keyword]])
-        if actual != on:
-            diffs.append((f"attribute {keyword}", keyword if on else f"NO{keyword}",
-                          keyword if actual else f"NO{keyword}"))
-    if role.connection_limit is not None and row["rolconnlimit"] != role.connection_limit:
-        diffs.append(("attribute CONNECTION LIMIT", str(role.connection_limit), str(row["rolconnlimit"])))
-    return diffs
-
-
-def _role_rows(conn, names: list[str]) -> dict[str, dict[str, object]]:
-    cols = ["rolname", *ATTRIBUTES.values(), "rolconnlimit"]
-    rows = conn.execute(f"SELECT {', '.join(cols)} FROM pg_roles WHERE rolname = ANY(%s)", (names,)).fetchall()
-    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}

@@ -70,10 +70,6 @@ class HandOver:
     previous_owner: str
     statement: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "name": self.name, "previous_owner": self.previous_owner,
-                "statement": self.statement}
-
 
 def _owner(settings, conn) -> str:
     owner = model(settings).owner.name

@@ -151,8 +151,7 @@ class RoleModel:
 
     def first(self, kind: str) -> Role | None:
         """The first role of ``kind`` (the one dbkit uses for that kind's work), or None."""
-        found = self.of(kind)
-        return found[0] if found else None
+        return next(iter(self.of(kind)), None)
 
     @property
     def owner(self) -> Role:
@@ -161,9 +160,6 @@ class RoleModel:
     def names(self, kind: str | None = None) -> list[str]:
         """The role names (of one kind, or all)."""
         return [r.name for r in self.roles if kind is None or r.kind == kind]
-
-    def kind_of(self, name: str) -> str | None:
-        return next((r.kind for r in self.roles if r.name == name), None)
 
     def logins(self) -> list[Role]:
         """The roles whose password dbkit sets from their variable."""
@@ -325,10 +321,8 @@ def model(settings) -> RoleModel:
                 raise ConfigError(f"[tool.dbkit.roles.{kind}] password_env", "is set, but the owner role never has "
                                   "a password (migrations SET ROLE to it; TimescaleDB's jobs run as it)",
                                   example="remove it")
-            if attributes["LOGIN"] and kind != "owner":
-                password_env = password_env or password_variable(name)
-            else:
-                password_env = None
+            login = attributes["LOGIN"] and kind != "owner"
+            password_env = (password_env or password_variable(name)) if login else None
             roles.append(Role(kind, name, attributes, limit, password_env))
     return RoleModel(tuple(roles), frozenset(read_only), overrides_by_kind)
 
@@ -346,20 +340,12 @@ class RoleFile:
     sql: str
 
 
-def roles_dir(settings) -> Path:
-    return settings.project_dir / "sql" / "roles"
-
-
-def render(text: str, role: str) -> str:
-    return text.replace("{{role}}", role)
-
-
-def role_files(settings, directory: Path | None = None) -> list[RoleFile]:
+def role_files(settings) -> list[RoleFile]:
     """Extra SQL for what the model cannot say: ``sql/roles/NN_<kind>.sql`` in name order, with
     ``{{role}}`` replaced by the configured name of that kind (a validated identifier, so the
     substitution cannot inject SQL), once per role of that kind.  Optional: no directory or no
     file means none."""
-    directory = directory or roles_dir(settings)
+    directory = settings.project_dir / "sql" / "roles"
     if not directory.is_dir():
         return []
     names = {kind: _names_of(settings, kind) for kind in KINDS}
@@ -367,14 +353,12 @@ def role_files(settings, directory: Path | None = None) -> list[RoleFile]:
     for path in sorted(directory.glob("*.sql")):
         m = _FILE.match(path.name)
         if not m or m.group(2) not in KINDS:
-            raise ConfigError(
-                str(path), f"is not named NN_<kind>.sql with kind one of {', '.join(KINDS)}",
-                example="sql/roles/20_enforce.sql",
-            )
+            raise ConfigError(str(path), f"is not named NN_<kind>.sql with kind one of {', '.join(KINDS)}",
+                              example="sql/roles/20_enforce.sql")
         kind = m.group(2)
         if not names[kind]:
             raise ConfigError(str(path), f"is for the {kind} role, but the project has none (DBKIT_ROLE_{kind.upper()}"
                               "=none)", example="remove the file or configure the role")
         text = path.read_text()
-        files.extend(RoleFile(path, kind, name, render(text, name)) for name in names[kind])
+        files.extend(RoleFile(path, kind, name, text.replace("{{role}}", name)) for name in names[kind])
     return files

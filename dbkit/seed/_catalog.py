@@ -3,8 +3,9 @@ column types and content checksums, and the role a statement runs as."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from dbkit.errors import ConfigError
 
@@ -70,12 +71,23 @@ def _set_role(conn, role: str | None) -> None:
         conn.execute("RESET ROLE")
 
 
+@contextlib.contextmanager
+def _session_role(conn, owner: str | None) -> Iterator[None]:
+    """``SET ROLE owner`` (outside a transaction) for the block, then back to the current user."""
+    from psycopg import sql
+
+    current = conn.execute("SELECT current_user").fetchone()[0]
+    if owner:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    try:
+        yield
+    finally:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(current)))
+
 
 def _run_compression_policies(conn, schema: str, tables, owner: str | None) -> dict[str, int]:
     """Run the compression policy of each seeded hypertable that has one (``CALL run_job``, as the owner, outside
     a transaction): the chunks the policy would compress are compressed now.  ``{table: compressed chunks}``."""
-    from psycopg import sql
-
     if not conn.execute("SELECT to_regclass('timescaledb_information.jobs') IS NOT NULL").fetchone()[0]:
         return {}
     jobs = conn.execute(
@@ -83,14 +95,9 @@ def _run_compression_policies(conn, schema: str, tables, owner: str | None) -> d
         "AND hypertable_schema = %s AND hypertable_name = ANY(%s) ORDER BY 1, 2", (schema, list(tables))).fetchall()
     if not jobs:
         return {}
-    current = conn.execute("SELECT current_user").fetchone()[0]
-    if owner:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
-    try:
+    with _session_role(conn, owner):
         for _, job in jobs:
             conn.execute("CALL run_job(%s)", (job,))
-    finally:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(current)))
     return {table: conn.execute(
         "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_schema = %s AND hypertable_name = %s "
         "AND is_compressed", (schema, table)).fetchone()[0] for table, _ in jobs}
@@ -99,8 +106,6 @@ def _run_compression_policies(conn, schema: str, tables, owner: str | None) -> d
 def _refresh_aggregates(conn, schema: str, tables, owner: str | None) -> list[str]:
     """Refresh the TimescaleDB continuous aggregates over the seeded tables (as their owner, outside any
     transaction, as TimescaleDB requires), so aggregates and the views over them show the seeded rows."""
-    from psycopg import sql
-
     if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL").fetchone()[0]:
         return []
     views = [r[0] for r in conn.execute(
@@ -108,12 +113,7 @@ def _refresh_aggregates(conn, schema: str, tables, owner: str | None) -> list[st
         "WHERE hypertable_schema = %s AND hypertable_name = ANY(%s) ORDER BY 1", (schema, list(tables)))]
     if not views:
         return []
-    current = conn.execute("SELECT current_user").fetchone()[0]
-    if owner:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
-    try:
+    with _session_role(conn, owner):
         for view in views:
             conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
-    finally:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(current)))
     return views

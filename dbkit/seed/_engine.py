@@ -32,30 +32,16 @@ from dbkit.seed._catalog import (
     _set_role,
 )
 from dbkit.seed._context import FakerPools, default_anchor, format_anchor, parse_anchor
-from dbkit.seed._load import BATCH as BATCH
 from dbkit.seed._load import Progress, _apply_sql_file, _load, _register_types
 from dbkit.seed._load import SeederFailed as SeederFailed
 from dbkit.seed._prepare import _defer, _prepare, _rebuild
 from dbkit.seed._registry import PROFILES, Registry, dependency_order, load_seeders
-from dbkit.seed._runs import (
-    SeedResult,
-    SeedRun,
-    SeedStatus,
-    TableResult,
-    _ensure_runs_table,
-    _last_run,
-    _record,
-    _runs,
-)
+from dbkit.seed._runs import SeedResult, SeedRun, SeedStatus, TableResult, _ensure_runs_table, _record, _runs
 
 __all__ = ["SeedResult", "SeedRun", "SeedStatus", "run", "status"]
 
 
 # --------------------------------------------------------------------- public verbs
-
-def _registry(settings) -> Registry:
-    return load_seeders(settings.project_dir / "seeds")
-
 
 def run(
     settings,
@@ -92,7 +78,7 @@ def run(
     if settings.env == "prod" and not (allow_prod and yes):
         raise Refused("seeding is refused when DBKIT_ENV=prod: it writes fake data",
                       hint="pass --allow-prod --yes if this really is what you want")
-    registry = _registry(settings)
+    registry = load_seeders(settings.project_dir / "seeds")
     schema = settings.schema
     result = SeedResult("planned", seed, profile, scale, tenant_skew, anchor=when)
     started = time.perf_counter()
@@ -112,10 +98,9 @@ def run(
                 if parent in existing and _count(conn, schema, parent) == 0:
                     raise ConfigError("--only", f"includes {table}, which depends on {parent}, and {parent} is empty",
                                       example=f"--only {parent},{table} (or seed {parent} first)")
-        counts = {t: registry[t].count(profile, scale) for t in order}
         sql_files = sorted((settings.project_dir / "seeds").glob("*.sql"))
         result.sql_files = [p.name for p in sql_files]
-        result.tables = [TableResult(t, counts[t], seeder=registry[t].name) for t in order]
+        result.tables = [TableResult(t, registry[t].count(profile, scale), seeder=registry[t].name) for t in order]
         if dry_run:
             result.message = f"dry run: nothing was written (time series would end at {format_anchor(when)})"
             return result
@@ -123,23 +108,23 @@ def run(
         current = {t: _count(conn, schema, t) for t in order}
         if any(current.values()) and not truncate:
             with _as(conn, owner):  # dbkit's bookkeeping belongs to the owner role
-                last = _last_run(conn)
-            same = last is not None and (last["seed"], last["profile"], last["scale"], last["tenant_skew"]) == (
+                last = next(iter(_runs(conn, 1)), None)
+            same = last is not None and (last.seed, last.profile, last.scale, last.tenant_skew) == (
                 seed, profile, scale, tenant_skew) and all(
-                last["tables"].get(t, {}).get("rows") == current[t] for t in order)
+                last.tables.get(t, {}).get("rows") == current[t] for t in order)
             # a fixed anchor must match; the default one (today) accepts the rows of an earlier day
-            if same and fixed and last["anchor"] != when:
-                was = "no recorded anchor" if last["anchor"] is None else f"anchor {format_anchor(last['anchor'])}"
+            if same and fixed and last.anchor != when:
+                was = "no recorded anchor" if last.anchor is None else f"anchor {format_anchor(last.anchor)}"
                 raise Refused(f"the tables hold seed {seed}'s rows for {was}, not for anchor {format_anchor(when)}",
                               hint="pass --truncate to reload them")
             if same:
                 result.status = "noop"
-                result.anchor = last["anchor"]
-                result.tables = [TableResult(t, current[t], checksum=last["tables"][t].get("checksum"),
+                result.anchor = last.anchor
+                result.tables = [TableResult(t, current[t], checksum=last.tables[t].get("checksum"),
                                              seeder=registry[t].name) for t in order]
-                anchored = "" if last["anchor"] is None else f", anchor {format_anchor(last['anchor'])}"
+                anchored = "" if last.anchor is None else f", anchor {format_anchor(last.anchor)}"
                 result.message = (f"already seeded with seed {seed}, profile {profile}{anchored} at "
-                                  f"{last['finished_at']:%Y-%m-%d %H:%M:%S %Z}: nothing to do (--truncate reloads)")
+                                  f"{last.finished_at:%Y-%m-%d %H:%M:%S %Z}: nothing to do (--truncate reloads)")
                 return result
             filled = ", ".join(f"{schema}.{t} ({n} rows)" for t, n in current.items() if n)
             raise Refused(f"tables already hold rows that this seed did not write: {filled}",
@@ -226,10 +211,10 @@ def _select(registry: Registry, only: Sequence[str] | None) -> list[str]:
 
 def status(settings, *, limit: int = 10) -> SeedStatus:
     """Recent seed runs and the current row count of every table a seeder fills."""
-    registry = _registry(settings)
+    registry = load_seeders(settings.project_dir / "seeds")
     with _connect(settings) as (conn, owner, _):
         existing = _existing_tables(conn, settings.schema)
         counts = {t: (_count(conn, settings.schema, t) if t in existing else None) for t in registry.seeders}
         with _as(conn, owner):
             runs = _runs(conn, limit)
-    return SeedStatus(counts, tuple(SeedRun(**run) for run in runs))
+    return SeedStatus(counts, tuple(runs))

@@ -51,23 +51,6 @@ def _prepare(conn, schema: str, order: list[str], owner: str | None, loader: str
                 conn.execute("SELECT setval(%s, 1, false)", (seq,))
 
 
-
-def _plain_indexes(conn, schema: str, table: str) -> list[tuple[str, str]]:
-    """(name, definition) of indexes that back no constraint: safe to drop and rebuild."""
-    return conn.execute(
-        "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-        "JOIN pg_class ic ON ic.oid = i.indexrelid "
-        "WHERE i.indrelid = to_regclass(%s) AND NOT EXISTS "
-        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY 1",
-        (f'"{schema}"."{table}"',)).fetchall()
-
-
-def _foreign_keys(conn, schema: str, table: str) -> list[tuple[str, str]]:
-    return conn.execute(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) "
-        "AND contype = 'f' ORDER BY 1", (f'"{schema}"."{table}"',)).fetchall()
-
-
 def _defer(conn, schema: str, order: list[str], owner: str | None) -> dict[str, list[Any]]:
     """Drop the tables' plain indexes and foreign keys; returns the statements that recreate them.
 
@@ -81,10 +64,17 @@ def _defer(conn, schema: str, order: list[str], owner: str | None) -> dict[str, 
     deferred: dict[str, list[Any]] = {}
     for table in order:
         rebuild = []
-        for name, definition in _plain_indexes(conn, schema, table):
+        rel = f'"{schema}"."{table}"'
+        # indexes that back no constraint: safe to drop and rebuild
+        for name, definition in conn.execute(
+                "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class ic ON ic.oid = "
+                "i.indexrelid WHERE i.indrelid = to_regclass(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+                "WHERE c.conindid = i.indexrelid) ORDER BY 1", (rel,)).fetchall():
             conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
             rebuild.append(sql.SQL(definition))
-        for name, definition in _foreign_keys(conn, schema, table):
+        for name, definition in conn.execute(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+                "AND contype = 'f' ORDER BY 1", (rel,)).fetchall():
             conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                 _qualified(schema, table), sql.Identifier(name)))
             rebuild.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +61,6 @@ class Registry:
             raise ConfigError(f"seeder {s.name}", f"seeds table {s.table!r}, already seeded by "
                               f"{self.seeders[s.table].name}", example="one seeder per table")
         self.seeders[s.table] = s
-
-    def __iter__(self) -> Iterator[Seeder]:
-        return iter(self.seeders.values())
 
     def __getitem__(self, table: str) -> Seeder:
         return self.seeders[table]

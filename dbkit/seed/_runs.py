@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,27 +65,16 @@ def _ensure_runs_table(conn, owner: str | None) -> None:
         conn.execute(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN anchor timestamptz")
 
 
-_RUN_COLUMNS = ("id", "started_at", "finished_at", "seed", "profile", "scale", "tenant_skew", "tables", "versions",
-                "anchor")
-
-
-def _runs(conn, limit: int) -> list[dict]:
+def _runs(conn, limit: int) -> list[SeedRun]:
     """The most recent seed runs, newest first (empty when none was ever recorded)."""
     if conn.execute("SELECT to_regclass(%s)", (RUNS_TABLE,)).fetchone()[0] is None:
         return []
     # the anchor through to_jsonb: a table written before runs recorded it has no such column (None then)
-    columns = ", ".join(f"r.{c}" for c in _RUN_COLUMNS[:-1])
+    columns = ", ".join(f"r.{f.name}" for f in fields(SeedRun) if f.name != "anchor")
     rows = conn.execute(f"SELECT {columns}, (to_jsonb(r) ->> 'anchor')::timestamptz FROM {RUNS_TABLE} r "
                         "ORDER BY r.id DESC LIMIT %s", (limit,))
-    runs = [dict(zip(_RUN_COLUMNS, row, strict=True)) for row in rows]
-    for run in runs:  # in UTC, as --anchor reads it back (the session's TimeZone may be another)
-        run["anchor"] = run["anchor"] and run["anchor"].astimezone(UTC)
-    return runs
-
-
-def _last_run(conn) -> dict | None:
-    runs = _runs(conn, 1)
-    return runs[0] if runs else None
+    # the anchor in UTC, as --anchor reads it back (the session's TimeZone may be another)
+    return [SeedRun(*row[:-1], anchor=row[-1] and row[-1].astimezone(UTC)) for row in rows]
 
 
 def _record(conn, result: SeedResult, started_at) -> None:
@@ -125,7 +114,7 @@ class SeedRun:
         return sum(t["rows"] for t in self.tables.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _RUN_COLUMNS}
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ to the owner, and the paths around a table's policies: a hypertable's chunks, th
 
 from __future__ import annotations
 
+from dbkit.roles._sql import quote_ident as _quote
 from dbkit.testing._matrix import DENIED, Table, _as, _attempt
 
 
@@ -13,10 +14,8 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
     role = enforce_conn.info.user
     probe = next((t for t in tables if not t.is_view), None)
     attempts = [(f'SET ROLE "{name}"', f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
-    attempts += [
-        (f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
-        ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid"),
-    ]
+    attempts += [(f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
+                 ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid")]
     if probe is not None:
         attempts += [
             (f"ALTER TABLE {probe.qualified} DISABLE ROW LEVEL SECURITY", f"disable RLS on {probe.name}"),
@@ -27,8 +26,8 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
                                (probe.schema, probe.name)).fetchone()
         if policy:
             attempts.append((f'DROP POLICY "{policy[0]}" ON {probe.qualified}', f"drop a policy on {probe.name}"))
+    first = probe.tenants[0] if probe and probe.tenants else None
     for sql, what in attempts:
-        first = probe.tenants[0] if probe and probe.tenants else None
         with _as(enforce_conn, first, settings, probe.owner if probe else "tenant"):
             state, _ = _attempt(enforce_conn, sql)
         if state != DENIED:
@@ -96,8 +95,4 @@ def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
                 out.append(f"{enforce_conn.info.user} {verb} chunk {chunk} of {t.name}: SQLSTATE {state}, expected "
                            "permission denied")
     return out
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 

@@ -67,10 +67,6 @@ class Table:
         return f'"{self.schema}"."{self.name}"'
 
 
-def _sql_state(exc: BaseException) -> str | None:
-    return getattr(exc, "sqlstate", None)
-
-
 def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     """Tables with RLS enabled in ``schemas``, with two tenants' data sampled (as a superuser)."""
     from dbkit import roles
@@ -78,8 +74,7 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     if settings.rls_model == "none":  # no RLS model: nothing to check (the audit says RLS is not used)
         return []
     schemas = schemas or [settings.schema]
-    rls = settings.rls or {}
-    config = rls.get("tables", {})
+    config = (settings.rls or {}).get("tables", {})
     model = roles.model(settings)  # read-only tables and per-kind table privileges deny commands
     rows = [(schema, name, schema, name) for schema, name in admin.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -94,10 +89,7 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
         conf = config.get(name, {})
         source_rel = f'"{source_schema}"."{source}"'  # rows are sampled there: a view filters by the claims
         view = views.get((schema, name))
-        if view is not None:
-            owner, column = view.owner, view.column
-        else:
-            owner, column = owner_and_column(settings, name)
+        owner, column = (view.owner, view.column) if view is not None else owner_and_column(settings, name)
         # insertable columns: not generated, not always-identity, not a defaulted primary key (unless it is the
         # owner column itself, e.g. users.id owned by its own id: a row must be written with the claimed id)
         cols = admin.execute(
@@ -147,7 +139,7 @@ def _attempt(conn, sql: str, params=()) -> tuple[str | None, int]:
             cur = conn.execute(sql, params)
             return None, cur.rowcount
     except Exception as exc:  # noqa: BLE001 - classified by SQLSTATE below
-        state = _sql_state(exc)
+        state = getattr(exc, "sqlstate", None)
         if state is None:
             raise
         return state, -1
@@ -161,9 +153,9 @@ def _insert_sql(t: Table) -> str:
 
 def _row_for(t: Table, source_tenant: Any, tenant: Any) -> list[str | None]:
     row = list(t.sample[source_tenant])
-    idx = [c for c, _ in t.columns].index(t.tenant_column) if t.tenant_column in [c for c, _ in t.columns] else None
-    if idx is not None:
-        row[idx] = tenant
+    names = [c for c, _ in t.columns]
+    if t.tenant_column in names:
+        row[names.index(t.tenant_column)] = tenant
     return row
 
 
@@ -187,6 +179,11 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
             out.append(f"{role} {what} on {t.name}: expected permission denied (42501), got "
                        f"{'success' if state is None else 'SQLSTATE ' + state}")
 
+    def expect_rejected(state: str | None, what: str) -> None:
+        if state not in rejected:
+            out.append(f"{role} {what} ({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection "
+                       "(42501)")
+
     if command == "SELECT":
         if denied:
             with _as(conn, a, settings, t.owner):
@@ -195,8 +192,7 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
         tenants = [(a, f"{who} A"), (None, f"no {who}")] if kind != "bypass" else [(None, f"no {who}")]
         for tenant, label in tenants:
             with _as(conn, tenant, settings, t.owner):
-                rows = conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1").fetchall()
-            seen = dict(rows)
+                seen = dict(conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1").fetchall())
             if kind == "bypass":
                 if sum(seen.values()) != t.counts["*"]:
                     out.append(f"{role} ({label}) saw {sum(seen.values())} of {t.counts['*']} rows in {t.name}")
@@ -224,16 +220,11 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                 label = f"{who} A" if tenant else f"no {who}"
                 out.append(f"{role} as {label} could not INSERT its own row into {t.name}")
             if kind == "enforce":
-                state, _ = _attempt(conn, _insert_sql(t), _row_for(t, a, b))
-                if state not in rejected:
-                    out.append(f"{role} as {who} A inserted a row for {who} B into {t.name} "
-                               f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+                expect_rejected(_attempt(conn, _insert_sql(t), _row_for(t, a, b))[0],
+                                f"as {who} A inserted a row for {who} B into {t.name}")
         if kind == "enforce":
             with _as(conn, None, settings, t.owner):
-                state, _ = _attempt(conn, _insert_sql(t), own)
-                if state not in rejected:
-                    out.append(f"{role} with no {who} set inserted into {t.name} "
-                               f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+                expect_rejected(_attempt(conn, _insert_sql(t), own)[0], f"with no {who} set inserted into {t.name}")
         return out
 
     verb = "UPDATE" if command == "UPDATE" else "DELETE"
@@ -258,34 +249,27 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
                 out.append(f"{role} {verb} of {who} B's rows in {t.name}: affected {n} of {t.counts[b]}"
                            + (f" (SQLSTATE {state})" if state else ""))
         return out
-    with _as(conn, a, settings, t.owner):
-        state, n = _attempt(conn, *stmt(b))
+
+    def expect_no_rows(state: str | None, n: int, label: str, whose: str = "") -> None:
         if state is None and n != 0:
-            out.append(f"{role} as {who} A {verb} affected {n} rows of {who} B in {t.name}; expected 0")
+            out.append(f"{role} {label} {verb} affected {n} rows{whose} in {t.name}; expected 0")
         elif state == REFERENCED:
-            out.append(f"{role} as {who} A reached rows of {who} B in {t.name}: its {verb} was stopped only by a "
+            out.append(f"{role} {label} reached rows{whose} in {t.name}: its {verb} was stopped only by a "
                        "foreign key (SQLSTATE 23503); expected 0 rows")
+
+    with _as(conn, a, settings, t.owner):
+        expect_no_rows(*_attempt(conn, *stmt(b)), f"as {who} A", f" of {who} B")
         state, n = _attempt(conn, *stmt(a))
         if not (verb == "DELETE" and state == REFERENCED) and (state is not None or n != t.counts[a]):
             out.append(f"{role} as {who} A {verb} of its own rows in {t.name} affected {n} of {t.counts[a]}"
                        + (f" (SQLSTATE {state})" if state else ""))
         if verb == "UPDATE":
             state, n = _attempt(conn, *stmt(a, move_to=b))
-            if state not in rejected:
-                out.append(f"{role} as {who} A moved {n} rows of {t.name} to {who} B "
-                           f"({'accepted' if state is None else 'SQLSTATE ' + state}); expected rejection (42501)")
+            expect_rejected(state, f"as {who} A moved {n} rows of {t.name} to {who} B")
     with _as(conn, None, settings, t.owner):
-        state, n = _attempt(conn, *stmt(a))
-        if state is None and n != 0:
-            out.append(f"{role} with no {who} set {verb} affected {n} rows in {t.name}; expected 0")
-        elif state == REFERENCED:
-            out.append(f"{role} with no {who} set reached rows in {t.name}: its {verb} was stopped only by a "
-                       "foreign key (SQLSTATE 23503); expected 0 rows")
+        expect_no_rows(*_attempt(conn, *stmt(a)), f"with no {who} set")
     return out
 
 
 def _type_of(t: Table) -> str:
-    for name, typ in t.columns:
-        if name == t.tenant_column:
-            return typ
-    return "uuid"
+    return next((typ for name, typ in t.columns if name == t.tenant_column), "uuid")

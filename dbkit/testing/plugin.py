@@ -53,11 +53,10 @@ def _require_pytest_postgresql() -> None:
     try:
         import pytest_postgresql  # noqa: F401
     except ImportError:
-        missing = True
+        pass
     else:
-        missing = False
-    if missing:  # outside the except: no chained ModuleNotFoundError in the report
-        pytest.fail(MISSING_PYTEST_POSTGRESQL, pytrace=False)
+        return
+    pytest.fail(MISSING_PYTEST_POSTGRESQL, pytrace=False)  # outside the except: no chained ModuleNotFoundError
 
 
 @contextlib.contextmanager
@@ -90,11 +89,6 @@ class Server:
         return parse_database_url(f"postgresql://{auth}@{self.host}:{self.port}/{dbname}")
 
 
-def _postgres_options(conf: tuple[str, ...]) -> str:
-    """``name = value`` lines -> ``-c name=value`` options for postgres (pg_ctl -o)."""
-    return " ".join(f"-c {line.replace(' ', '')}" for line in conf)
-
-
 def _register_proc_fixture(config: pytest.Config, settings) -> str:
     """pytest-postgresql's process fixture, made when first needed (its ``pg_ctl`` and whether TimescaleDB can be
     preloaded come from the settings and the installed server) and registered as a plugin; returns its name."""
@@ -106,10 +100,10 @@ def _register_proc_fixture(config: pytest.Config, settings) -> str:
         layout = server_layout(find_bindir(settings.pg_bindir))
         preload = ("shared_preload_libraries = timescaledb", "timescaledb.telemetry_level = off") \
             if layout.has_extension("timescaledb") else ()
+        options = " ".join(f"-c {line.replace(' ', '')}" for line in (*preload, *TEST_SERVER_CONF))  # pg_ctl -o
         holder = types.ModuleType(PROC_FIXTURE)
         setattr(holder, PROC_FIXTURE, factories.postgresql_proc(
-            executable=str(layout.bindir / "pg_ctl"), port=None,
-            postgres_options=_postgres_options((*preload, *TEST_SERVER_CONF))))
+            executable=str(layout.bindir / "pg_ctl"), port=None, postgres_options=options))
         config.pluginmanager.register(holder, PROC_FIXTURE)
     return PROC_FIXTURE
 
@@ -305,20 +299,13 @@ def as_role(dbkit_server: Server, dbkit_seeded_db: DbUrl, dbkit_settings):
         else:
             conn, set_role = psycopg.connect(dbkit_seeded_db.conninfo), name
         opened.append(conn)
-        try:
-            with scoped(conn, tenant_id=tenant, user_id=user, role=set_role, claims=claims(dbkit_settings)):
-                yield conn
-                raise _Rollback
-        except _Rollback:
-            pass
+        with scoped(conn, tenant_id=tenant, user_id=user, role=set_role, claims=claims(dbkit_settings)):
+            yield conn
+            raise psycopg.Rollback  # ends scoped's transaction with a rollback: as_role never commits
 
     yield enter
     for conn in opened:
         conn.close()
-
-
-class _Rollback(Exception):
-    """Raised inside the scoped transaction so that as_role never commits."""
 
 
 @pytest.fixture(scope="session")
