@@ -29,7 +29,7 @@ from dbkit.backup._common import (
 )
 from dbkit.backup._dump_meta import _check_restorable, _metadata
 from dbkit.backup._manifest import Manifest, new_backup_id, object_name
-from dbkit.backup._manifest_names import COMPRESSIONS
+from dbkit.backup._manifest_check import COMPRESSIONS
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
 
 

@@ -33,24 +33,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dbkit.backup._manifest_check import (
+    COMPRESSIONS,
+    EXAMPLE_ID,
+    Encryption,
     ManifestError,
+    TableInfo,
     _Check,
     _check_encryption,
     _encryption_from_dict,
+    _short,
     _strings,
     _table,
-)
-from dbkit.backup._manifest_names import (
-    COMPRESSIONS,
-    EXAMPLE_ID,
-    _short,
     is_backup_id,
     looks_secret,
     new_backup_id,
     object_name,
     parse_backup_id,
 )
-from dbkit.backup._manifest_types import Encryption, TableInfo
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "SSE_MODES", "ManifestError", "Encryption", "TableInfo", "Manifest",
     "new_backup_id", "parse_backup_id", "is_backup_id", "object_name", "looks_secret"]

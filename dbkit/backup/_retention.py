@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dbkit.backup._manifest_names import is_backup_id, parse_backup_id, require_aware
+from dbkit.backup._manifest_check import is_backup_id, parse_backup_id, require_aware
 from dbkit.errors import ConfigError
 
 PRUNE_EXAMPLE = "dbkit backup prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6"
