@@ -87,20 +87,20 @@ def write_metrics(path: str, *, ok: bool, duration: float, manifest=None) -> Non
     write_to_textfile(str(target), registry)  # atomic: a temporary file renamed into place
 
 
-def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, storage_class, tags, include_globals,
-            progress, create_bucket):
-    if compression not in COMPRESSIONS:
-        raise ConfigError("--compress", f"is {compression!r}, not one of {', '.join(COMPRESSIONS)}", example="zstd")
-    if create_bucket:
-        _check_create_bucket(settings, to)
+def _backup(settings, *, encrypt_to, **options):
+    """``options``: the rest of :func:`backup`'s, passed on to :func:`_backup_stream`."""
+    if options["compression"] not in COMPRESSIONS:
+        raise ConfigError("--compress", f"is {options['compression']!r}, not one of {', '.join(COMPRESSIONS)}",
+                          example="zstd")
+    if options["create_bucket"]:
+        _check_create_bucket(settings, options["to"])
     recipients = tuple(dict.fromkeys([*settings.age_recipients, *encrypt_to]))
     parsed_recipients = _age_recipients(recipients)
     url = target.resolve_url(settings, direct=True)
     stale_after(settings)  # a malformed DBKIT_BACKUP_STALE_AFTER fails now
-    with contextlib.ExitStack() as stack:
-        # one session exports the snapshot pg_dump will use and stays open (idle, no locks) until the
-        # dump is done; another counts rows in that same snapshot, then closes before pg_dump starts
-        holder = stack.enter_context(db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
+    # one session exports the snapshot pg_dump will use and stays open (idle, no locks) until the
+    # dump is done; another counts rows in that same snapshot, then closes before pg_dump starts
+    with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as holder:
         snapshot = _snapshot(holder)
         with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
             meta = _metadata(conn, snapshot, settings)
@@ -109,10 +109,8 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         if snapshot is None:  # counted outside pg_dump's snapshot: only an estimate
             for t in meta["tables"]:
                 t.pop("rows", None)
-        return _backup_stream(settings, meta, snapshot, url, to=to, compression=compression, level=level,
-                              recipients=recipients, parsed_recipients=parsed_recipients, sse=sse,
-                              kms_key_id=kms_key_id, storage_class=storage_class, tags=tags,
-                              include_globals=include_globals, progress=progress, create_bucket=create_bucket)
+        return _backup_stream(settings, meta, snapshot, url, recipients=recipients,
+                              parsed_recipients=parsed_recipients, **options)
 
 
 def _check_create_bucket(settings, to: str | None) -> None:
