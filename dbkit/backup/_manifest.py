@@ -61,6 +61,8 @@ SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse", "SSE-C")
 _LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _STORAGE_CLASS_RE = re.compile(r"[A-Z0-9_]{1,64}")
+# keys a manifest may omit (optional keys are added without a format_version bump)
+_OPTIONAL_KEYS = ("sse", "storage_class", "tags", "roles", "globals_object")
 _SECRET_TAG_KEYS = {"password", "passwd", "pwd", "secret", "secret_key", "token", "api_key", "private_key",
                     "aws_secret_access_key", "identity", "passphrase"}
 
@@ -227,20 +229,10 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict, keys in field order (``format_version`` first)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, datetime):
-                value = _iso(value)
-            elif isinstance(value, Encryption):
-                value = value.to_dict()
-            elif f.name == "tables":
-                value = [t.to_dict() for t in value]
-            elif f.name == "roles":
-                value = list(value)
-            elif isinstance(value, dict):
-                value = dict(sorted(value.items()))
-            out[f.name] = value
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(extensions=dict(self.extensions), started_at=_iso(self.started_at),
+                   finished_at=_iso(self.finished_at), tags=dict(self.tags), tables=[t.to_dict() for t in self.tables],
+                   encryption=self.encryption.to_dict() if self.encryption else None, roles=list(self.roles))
         return out
 
     def to_json(self) -> bytes:
@@ -281,12 +273,9 @@ class Manifest:
                 f"{check.where} has format_version {version}, but this dbkit reads only up to "
                 f"{FORMAT_VERSION}; upgrade dbkit to list or restore it")
 
-        required = ("id", "database", "server_version", "pg_dump_version", "extensions", "alembic_revision",
-                    "dbkit_version", "started_at", "finished_at", "duration_s", "raw_bytes", "stored_bytes",
-                    "sha256", "object", "compression", "compression_level", "encryption", "tables")
-        for name in required:
-            if name not in doc:
-                raise check.fail(name, "is missing")
+        for f in fields(cls):
+            if f.name not in doc and f.name not in _OPTIONAL_KEYS:
+                raise check.fail(f.name, "is missing")
         if backup_id is not None and doc["id"] != backup_id:
             raise check.fail("id", f"is {_short(doc['id'])}, but the manifest is in backup {backup_id}'s folder "
                              "(copied from another backup?)")
