@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -39,8 +38,7 @@ from dbkit.backup._manifest_check import (
     ManifestError,
     TableInfo,
     _Check,
-    _check_encryption,
-    _encryption_from_dict,
+    _encryption,
     _short,
     _strings,
     _table,
@@ -178,15 +176,8 @@ class Manifest:
                 raise check.fail("compression_level", f"must be {levels.start}..{levels.stop - 1} for "
                                  f"{self.compression}, got {self.compression_level}")
 
-        encryption = self.encryption
-        if isinstance(encryption, Mapping):
-            encryption = _encryption_from_dict(check, encryption)
-            put(self, "encryption", encryption)
-        if encryption is not None:
-            if not isinstance(encryption, Encryption):
-                raise check.fail("encryption", f"must be null or {{'format': 'age', 'recipients': [...]}}, "
-                                 f"got {_short(encryption)}")
-            _check_encryption(check, encryption)
+        encryption = _encryption(check, self.encryption)
+        put(self, "encryption", encryption)
 
         expected = object_name(self.compression, encryption is not None)
         if self.object != expected:

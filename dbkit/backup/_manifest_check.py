@@ -196,21 +196,25 @@ def _strings(value: object, path: str):
         yield from _strings(value.to_dict(), path)
 
 
-def _encryption_from_dict(check: _Check, value: Mapping) -> Encryption:
-    if extra := sorted(str(k) for k in set(value) - {"format", "recipients"}):
-        raise check.fail("encryption", f"has unexpected keys {extra} (only 'format' and 'recipients' are recorded)")
-    recipients = value.get("recipients")
-    if not isinstance(recipients, (list, tuple)):
-        raise check.fail("encryption.recipients", f"must be a list of age recipients, got {_short(recipients)}")
-    return Encryption(recipients=tuple(recipients), format=value.get("format"))
-
-
-def _check_encryption(check: _Check, enc: Encryption) -> None:
-    if enc.format != "age":
-        raise check.fail("encryption.format", f"must be 'age', got {_short(enc.format)}")
-    if not isinstance(enc.recipients, (list, tuple)) or not enc.recipients:
+def _encryption(check: _Check, value: object) -> Encryption | None:
+    """``value`` (None, an :class:`Encryption` or its dict form) checked: age to public recipients only."""
+    if isinstance(value, Mapping):
+        if extra := sorted(str(k) for k in set(value) - {"format", "recipients"}):
+            raise check.fail("encryption", f"has unexpected keys {extra} (only 'format' and 'recipients' are "
+                             "recorded)")
+        recipients = value.get("recipients")
+        if not isinstance(recipients, (list, tuple)):
+            raise check.fail("encryption.recipients", f"must be a list of age recipients, got {_short(recipients)}")
+        value = Encryption(recipients=tuple(recipients), format=value.get("format"))
+    if value is None:
+        return None
+    if not isinstance(value, Encryption):
+        raise check.fail("encryption", f"must be null or {{'format': 'age', 'recipients': [...]}}, got {_short(value)}")
+    if value.format != "age":
+        raise check.fail("encryption.format", f"must be 'age', got {_short(value.format)}")
+    if not isinstance(value.recipients, (list, tuple)) or not value.recipients:
         raise check.fail("encryption.recipients", "must list at least one age recipient (public key)")
-    for i, r in enumerate(enc.recipients):
+    for i, r in enumerate(value.recipients):
         name = f"encryption.recipients[{i}]"
         if isinstance(r, str) and looks_secret(r):
             raise check.fail(name, "is an age identity or private key, not a recipient; give the public key "
@@ -218,6 +222,7 @@ def _check_encryption(check: _Check, enc: Encryption) -> None:
         if not isinstance(r, str) or not (_AGE_RECIPIENT_RE.fullmatch(r) or _SSH_RECIPIENT_RE.fullmatch(r)):
             raise check.fail(name, f"must be an age recipient (age1...) or an ssh-ed25519/ssh-rsa public key, "
                              f"got {_short(r)}")
+    return value
 
 
 def _table(check: _Check, i: int, value: object) -> TableInfo:
