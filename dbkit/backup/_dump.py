@@ -197,14 +197,7 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
             storage.delete(f"{backup_id}/{name}")
             raise BackupFailed(f"pg_dumpall --globals-only failed: {first_line(res.stderr.decode(), 'no message')}; "
                                "nothing was stored")
-        try:
-            with storage.open_write(f"{backup_id}/{globals_object}") as writer:
-                writer.write(res.stdout)
-        except DbkitError as exc:
-            with contextlib.suppress(DbkitError):
-                _delete_backups(storage, [backup_id])
-            raise BackupFailed(f"cannot store globals.sql of backup {backup_id}: {exc.message}; the dump was "
-                               "removed and earlier backups are untouched", hint=exc.hint) from None
+        _write_or_remove(storage, backup_id, globals_object, res.stdout, "store globals.sql")
     finished = datetime.now(UTC)
     manifest = Manifest(
         id=backup_id, database=meta["database"], server_version=meta["server_version"],
@@ -216,14 +209,20 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
         sse=sse, storage_class=storage_class, tags=dict(tags or {}), roles=meta["roles"],
         globals_object=globals_object,
     )
-    try:
-        with storage.open_write(f"{backup_id}/manifest.json") as writer:  # written LAST
-            writer.write(manifest.to_json())
-    except DbkitError as exc:  # e.g. disk full: no manifest, so the dump is removed too
-        with contextlib.suppress(DbkitError):
-            _delete_backups(storage, [backup_id])
-        raise BackupFailed(f"cannot write the manifest of backup {backup_id}: {exc.message}; the dump was removed "
-                           "and earlier backups are untouched", hint=exc.hint or "free space on the backup target "
-                           "and run `dbkit backup` again") from None
+    # written LAST; e.g. disk full: no manifest, so the dump is removed too
+    _write_or_remove(storage, backup_id, "manifest.json", manifest.to_json(), "write the manifest",
+                     hint="free space on the backup target and run `dbkit backup` again")
     _clean_after_backup(settings, storage)
     return manifest
+
+
+def _write_or_remove(storage, backup_id: str, name: str, data: bytes, what: str, hint: str | None = None) -> None:
+    """Store ``data`` as ``name`` of the backup; when that fails, remove what the backup has so far."""
+    try:
+        with storage.open_write(f"{backup_id}/{name}") as writer:
+            writer.write(data)
+    except DbkitError as exc:
+        with contextlib.suppress(DbkitError):
+            _delete_backups(storage, [backup_id])
+        raise BackupFailed(f"cannot {what} of backup {backup_id}: {exc.message}; the dump was removed and earlier "
+                           "backups are untouched", hint=exc.hint or hint) from None
