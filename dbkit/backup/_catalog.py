@@ -182,11 +182,9 @@ def show(settings, backup_id: str, uri: str | None = None):
     if not backups:
         raise DbkitError(f"no complete backup in {storage_for(settings, uri).uri}",
                          hint="run `dbkit backup` first (a backup without manifest.json does not count)")
-    if backup_id == "latest":
-        return backups[0]
-    for m in backups:
-        if m.id == backup_id:
-            return m
+    found = backups[0] if backup_id == "latest" else next((m for m in backups if m.id == backup_id), None)
+    if found is not None:
+        return found
     raise DbkitError(f"backup {backup_id} not found (or incomplete) in {storage_for(settings, uri).uri}",
                      hint="`dbkit backup list` shows the complete ones")
 

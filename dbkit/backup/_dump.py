@@ -29,7 +29,7 @@ from dbkit.backup._common import (
 )
 from dbkit.backup._dump_meta import _check_restorable, _metadata
 from dbkit.backup._manifest import Manifest, new_backup_id, object_name
-from dbkit.backup._manifest_names import COMPRESSIONS
+from dbkit.backup._manifest_check import COMPRESSIONS
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
 
 
@@ -87,20 +87,20 @@ def write_metrics(path: str, *, ok: bool, duration: float, manifest=None) -> Non
     write_to_textfile(str(target), registry)  # atomic: a temporary file renamed into place
 
 
-def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, storage_class, tags, include_globals,
-            progress, create_bucket):
-    if compression not in COMPRESSIONS:
-        raise ConfigError("--compress", f"is {compression!r}, not one of {', '.join(COMPRESSIONS)}", example="zstd")
-    if create_bucket:
-        _check_create_bucket(settings, to)
+def _backup(settings, *, encrypt_to, **options):
+    """``options``: the rest of :func:`backup`'s, passed on to :func:`_backup_stream`."""
+    if options["compression"] not in COMPRESSIONS:
+        raise ConfigError("--compress", f"is {options['compression']!r}, not one of {', '.join(COMPRESSIONS)}",
+                          example="zstd")
+    if options["create_bucket"]:
+        _check_create_bucket(settings, options["to"])
     recipients = tuple(dict.fromkeys([*settings.age_recipients, *encrypt_to]))
     parsed_recipients = _age_recipients(recipients)
     url = target.resolve_url(settings, direct=True)
     stale_after(settings)  # a malformed DBKIT_BACKUP_STALE_AFTER fails now
-    with contextlib.ExitStack() as stack:
-        # one session exports the snapshot pg_dump will use and stays open (idle, no locks) until the
-        # dump is done; another counts rows in that same snapshot, then closes before pg_dump starts
-        holder = stack.enter_context(db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
+    # one session exports the snapshot pg_dump will use and stays open (idle, no locks) until the
+    # dump is done; another counts rows in that same snapshot, then closes before pg_dump starts
+    with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as holder:
         snapshot = _snapshot(holder)
         with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
             meta = _metadata(conn, snapshot, settings)
@@ -109,10 +109,8 @@ def _backup(settings, *, to, compression, level, encrypt_to, sse, kms_key_id, st
         if snapshot is None:  # counted outside pg_dump's snapshot: only an estimate
             for t in meta["tables"]:
                 t.pop("rows", None)
-        return _backup_stream(settings, meta, snapshot, url, to=to, compression=compression, level=level,
-                              recipients=recipients, parsed_recipients=parsed_recipients, sse=sse,
-                              kms_key_id=kms_key_id, storage_class=storage_class, tags=tags,
-                              include_globals=include_globals, progress=progress, create_bucket=create_bucket)
+        return _backup_stream(settings, meta, snapshot, url, recipients=recipients,
+                              parsed_recipients=parsed_recipients, **options)
 
 
 def _check_create_bucket(settings, to: str | None) -> None:
@@ -199,14 +197,7 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
             storage.delete(f"{backup_id}/{name}")
             raise BackupFailed(f"pg_dumpall --globals-only failed: {first_line(res.stderr.decode(), 'no message')}; "
                                "nothing was stored")
-        try:
-            with storage.open_write(f"{backup_id}/{globals_object}") as writer:
-                writer.write(res.stdout)
-        except DbkitError as exc:
-            with contextlib.suppress(DbkitError):
-                _delete_backups(storage, [backup_id])
-            raise BackupFailed(f"cannot store globals.sql of backup {backup_id}: {exc.message}; the dump was "
-                               "removed and earlier backups are untouched", hint=exc.hint) from None
+        _write_or_remove(storage, backup_id, globals_object, res.stdout, "store globals.sql")
     finished = datetime.now(UTC)
     manifest = Manifest(
         id=backup_id, database=meta["database"], server_version=meta["server_version"],
@@ -218,14 +209,20 @@ def _backup_stream(settings, meta, snapshot, url, *, to, compression, level, rec
         sse=sse, storage_class=storage_class, tags=dict(tags or {}), roles=meta["roles"],
         globals_object=globals_object,
     )
-    try:
-        with storage.open_write(f"{backup_id}/manifest.json") as writer:  # written LAST
-            writer.write(manifest.to_json())
-    except DbkitError as exc:  # e.g. disk full: no manifest, so the dump is removed too
-        with contextlib.suppress(DbkitError):
-            _delete_backups(storage, [backup_id])
-        raise BackupFailed(f"cannot write the manifest of backup {backup_id}: {exc.message}; the dump was removed "
-                           "and earlier backups are untouched", hint=exc.hint or "free space on the backup target "
-                           "and run `dbkit backup` again") from None
+    # written LAST; e.g. disk full: no manifest, so the dump is removed too
+    _write_or_remove(storage, backup_id, "manifest.json", manifest.to_json(), "write the manifest",
+                     hint="free space on the backup target and run `dbkit backup` again")
     _clean_after_backup(settings, storage)
     return manifest
+
+
+def _write_or_remove(storage, backup_id: str, name: str, data: bytes, what: str, hint: str | None = None) -> None:
+    """Store ``data`` as ``name`` of the backup; when that fails, remove what the backup has so far."""
+    try:
+        with storage.open_write(f"{backup_id}/{name}") as writer:
+            writer.write(data)
+    except DbkitError as exc:
+        with contextlib.suppress(DbkitError):
+            _delete_backups(storage, [backup_id])
+        raise BackupFailed(f"cannot {what} of backup {backup_id}: {exc.message}; the dump was removed and earlier "
+                           "backups are untouched", hint=exc.hint or hint) from None

@@ -27,30 +27,27 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from dbkit.backup._manifest_check import (
-    ManifestError,
-    _Check,
-    _check_encryption,
-    _encryption_from_dict,
-    _strings,
-    _table,
-)
-from dbkit.backup._manifest_names import (
     COMPRESSIONS,
     EXAMPLE_ID,
+    Encryption,
+    ManifestError,
+    TableInfo,
+    _Check,
+    _encryption,
     _short,
+    _strings,
+    _table,
     is_backup_id,
     looks_secret,
     new_backup_id,
     object_name,
     parse_backup_id,
 )
-from dbkit.backup._manifest_types import Encryption, TableInfo
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "SSE_MODES", "ManifestError", "Encryption", "TableInfo", "Manifest",
     "new_backup_id", "parse_backup_id", "is_backup_id", "object_name", "looks_secret"]
@@ -62,6 +59,8 @@ SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse", "SSE-C")
 _LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _STORAGE_CLASS_RE = re.compile(r"[A-Z0-9_]{1,64}")
+# keys a manifest may omit (optional keys are added without a format_version bump)
+_OPTIONAL_KEYS = ("sse", "storage_class", "tags", "roles", "globals_object")
 _SECRET_TAG_KEYS = {"password", "passwd", "pwd", "secret", "secret_key", "token", "api_key", "private_key",
                     "aws_secret_access_key", "identity", "passphrase"}
 
@@ -177,15 +176,8 @@ class Manifest:
                 raise check.fail("compression_level", f"must be {levels.start}..{levels.stop - 1} for "
                                  f"{self.compression}, got {self.compression_level}")
 
-        encryption = self.encryption
-        if isinstance(encryption, Mapping):
-            encryption = _encryption_from_dict(check, encryption)
-            put(self, "encryption", encryption)
-        if encryption is not None:
-            if not isinstance(encryption, Encryption):
-                raise check.fail("encryption", f"must be null or {{'format': 'age', 'recipients': [...]}}, "
-                                 f"got {_short(encryption)}")
-            _check_encryption(check, encryption)
+        encryption = _encryption(check, self.encryption)
+        put(self, "encryption", encryption)
 
         expected = object_name(self.compression, encryption is not None)
         if self.object != expected:
@@ -228,20 +220,10 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict, keys in field order (``format_version`` first)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, datetime):
-                value = _iso(value)
-            elif isinstance(value, Encryption):
-                value = value.to_dict()
-            elif f.name == "tables":
-                value = [t.to_dict() for t in value]
-            elif f.name == "roles":
-                value = list(value)
-            elif isinstance(value, dict):
-                value = dict(sorted(value.items()))
-            out[f.name] = value
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(extensions=dict(self.extensions), started_at=_iso(self.started_at),
+                   finished_at=_iso(self.finished_at), tags=dict(self.tags), tables=[t.to_dict() for t in self.tables],
+                   encryption=self.encryption.to_dict() if self.encryption else None, roles=list(self.roles))
         return out
 
     def to_json(self) -> bytes:
@@ -282,12 +264,9 @@ class Manifest:
                 f"{check.where} has format_version {version}, but this dbkit reads only up to "
                 f"{FORMAT_VERSION}; upgrade dbkit to list or restore it")
 
-        required = ("id", "database", "server_version", "pg_dump_version", "extensions", "alembic_revision",
-                    "dbkit_version", "started_at", "finished_at", "duration_s", "raw_bytes", "stored_bytes",
-                    "sha256", "object", "compression", "compression_level", "encryption", "tables")
-        for name in required:
-            if name not in doc:
-                raise check.fail(name, "is missing")
+        for f in fields(cls):
+            if f.name not in doc and f.name not in _OPTIONAL_KEYS:
+                raise check.fail(f.name, "is missing")
         if backup_id is not None and doc["id"] != backup_id:
             raise check.fail("id", f"is {_short(doc['id'])}, but the manifest is in backup {backup_id}'s folder "
                              "(copied from another backup?)")

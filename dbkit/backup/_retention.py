@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dbkit.backup._manifest_names import is_backup_id, parse_backup_id, require_aware
+from dbkit.backup._manifest_check import is_backup_id, parse_backup_id, require_aware
 from dbkit.errors import ConfigError
 
 PRUNE_EXAMPLE = "dbkit backup prune --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6"
@@ -69,7 +69,8 @@ def choose(backups: Iterable[BackupRef], *, keep_last: int = 0, keep_daily: int 
     Raises :class:`ConfigError` for negative or all-zero counts, ``ValueError`` for duplicate ids
     or naive datetimes.
     """
-    _check_counts({"last": keep_last, "daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly})
+    remaining = {"last": keep_last, "daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly}
+    _check_counts(remaining)
     if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
         raise ConfigError("--min-keep", f"must be 1 or more, got {min_keep!r}", example="--min-keep 3")
     now = require_aware(now, "now")
@@ -82,28 +83,22 @@ def choose(backups: Iterable[BackupRef], *, keep_last: int = 0, keep_daily: int 
     ordered = sorted(((ref.id, require_aware(ref.finished_at, f"finished_at of backup {ref.id}")) for ref in refs),
                      key=lambda item: (item[1], item[0]), reverse=True)
 
-    # (label, remaining count, strftime of the bucket: ISO year and week for weekly); "last": one bucket per backup
-    rules: list[tuple[str, int, str | None]] = [("last", keep_last, None), ("daily", keep_daily, "%Y-%m-%d"),
-                                                ("weekly", keep_weekly, "%G-W%V"), ("monthly", keep_monthly, "%Y-%m")]
-    remaining = {label: count for label, count, _ in rules}
-    last_bucket: dict[str, str | None] = {label: None for label, _, _ in rules}
+    # label -> strftime of its bucket (ISO year and week for weekly); "last": one bucket per backup
+    formats = {"last": None, "daily": "%Y-%m-%d", "weekly": "%G-W%V", "monthly": "%Y-%m"}
+    last_bucket: dict[str, str] = {}
 
     keep: list[tuple[str, tuple[str, ...]]] = []
     delete: list[str] = []
     for index, (backup_id, finished) in enumerate(ordered):
         reasons: list[str] = []
-        for label, _, bucket_format in rules:
+        for label, bucket_format in formats.items():
             if remaining[label] <= 0:
                 continue
-            if bucket_format is None:
-                reasons.append(label)
-                remaining[label] -= 1
-                continue
-            bucket = finished.strftime(bucket_format)
-            if bucket != last_bucket[label]:  # newest first: the first one seen is its bucket's newest
+            bucket = finished.strftime(bucket_format) if bucket_format else backup_id
+            if bucket != last_bucket.get(label):  # newest first: the first one seen is its bucket's newest
                 last_bucket[label] = bucket
                 remaining[label] -= 1
-                reasons.append(f"{label} {bucket}")
+                reasons.append(f"{label} {bucket}" if bucket_format else label)
         if index == 0 and not reasons:
             reasons.append("newest")
         if index < min_keep and not reasons:

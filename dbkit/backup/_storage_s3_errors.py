@@ -65,9 +65,7 @@ def storage_error(s3: S3Storage, exc: BaseException, action: str, key: str | Non
                                       hint=_cred_hint(s3))
         if code in ("NoSuchKey", "NotFound") or (status == 404 and op in ("HeadObject", "GetObject")):
             return ObjectNotFound(f"{where} does not exist")
-        message = _scrub(s3, str(err.get("Message") or ""))
-        return StorageError(f"cannot {action} {where}: S3 {op} failed with {code or status}"
-                            + (f" ({message})" if message else ""))
+        return _failed(s3, action, where, op, code or status, str(err.get("Message") or ""))
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
         return StorageConfigError(f"no S3 credentials for {s3.uri}",
                                   hint="set S3_ACCESS_KEY/S3_SECRET_KEY, or AWS_ACCESS_KEY_ID/"
@@ -76,9 +74,7 @@ def storage_error(s3: S3Storage, exc: BaseException, action: str, key: str | Non
         return StorageConfigError(f"no S3 region for {s3.uri}", hint="set S3_REGION (e.g. eu-central-1)")
     if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ProxyConnectionError
                   | bx.ConnectionClosedError | bx.ReadTimeoutError | bx.SSLError):
-        return StorageError(f"cannot reach S3 at {s3.endpoint} to {action} {where} ({type(exc).__name__})",
-                            hint="check S3_ENDPOINT and the network" if s3.options.endpoint_url
-                            else "check the network and S3_REGION")
+        return _unreachable(s3, action, where, type(exc).__name__)
     return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {_scrub(s3, str(exc))}")
 
 
@@ -93,17 +89,24 @@ def _obstore_error(s3: S3Storage, exc: BaseException, action: str, where: str) -
     if code in _DENIED:
         return StorageConfigError(f"access denied by S3 for {where} ({code} on {op})", hint=_cred_hint(s3))
     if code:
-        message = _scrub(s3, _first(r"<Message>([^<]*)</Message>", text) or "")
         if code == "NoSuchUpload" and op == "AbortMultipartUpload":  # object_store reports the abort that
             return StorageError(f"cannot {action} {where}: S3 dropped the multipart upload "  # follows a failed
                                 "(NoSuchUpload)")  # complete, not the complete's own error
-        return StorageError(f"cannot {action} {where}: S3 {op} failed with {code}"
-                            + (f" ({message})" if message else ""))
+        return _failed(s3, action, where, op, code, _first(r"<Message>([^<]*)</Message>", text) or "")
     if re.search(r"error sending request|connection|timed out|dns error", text, re.IGNORECASE):
-        return StorageError(f"cannot reach S3 at {s3.endpoint} to {action} {where} ({op})",
-                            hint="check S3_ENDPOINT and the network" if s3.options.endpoint_url
-                            else "check the network and S3_REGION")
+        return _unreachable(s3, action, where, op)
     return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {_scrub(s3, text)}")
+
+
+def _unreachable(s3: S3Storage, action: str, where: str, what: str) -> StorageError:
+    return StorageError(f"cannot reach S3 at {s3.endpoint} to {action} {where} ({what})",
+                        hint="check S3_ENDPOINT and the network" if s3.options.endpoint_url
+                        else "check the network and S3_REGION")
+
+
+def _failed(s3: S3Storage, action: str, where: str, op: str, code: object, message: str) -> StorageError:
+    message = _scrub(s3, message)
+    return StorageError(f"cannot {action} {where}: S3 {op} failed with {code}" + (f" ({message})" if message else ""))
 
 
 def _no_bucket(s3: S3Storage) -> BucketNotFound:
@@ -117,16 +120,17 @@ def _first(pattern: str, text: str) -> str | None:
     return match.group(1) if match else None
 
 
+# per method: the URL marker of a multipart request, the operation with it and without it
+_OPERATIONS = {"PUT": ("partNumber=", "UploadPart", "PutObject"),
+               "POST": ("uploadId=", "CompleteMultipartUpload", "CreateMultipartUpload"),
+               "DELETE": ("uploadId=", "AbortMultipartUpload", "DeleteObject"),
+               "GET": ("", "GetObject", "GetObject"), "HEAD": ("", "HeadObject", "HeadObject")}
+
+
 def _operation(text: str) -> str:
     """The S3 operation of an obstore error, from the request it names (``PUT http://…?partNumber=…``)."""
     match = re.search(r"\b(GET|PUT|POST|DELETE|HEAD) (\S+)", text)
     if not match:
         return "upload"
-    method, url = match.groups()
-    if method == "PUT":
-        return "UploadPart" if "partNumber=" in url else "PutObject"
-    if method == "POST":
-        return "CompleteMultipartUpload" if "uploadId=" in url else "CreateMultipartUpload"
-    if method == "DELETE":
-        return "AbortMultipartUpload" if "uploadId=" in url else "DeleteObject"
-    return "GetObject" if method == "GET" else "HeadObject"
+    marker, multipart, single = _OPERATIONS[match[1]]
+    return multipart if marker and marker in match[2] else single

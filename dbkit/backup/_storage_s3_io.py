@@ -9,6 +9,7 @@ A failed, aborted, dropped or abandoned writer leaves no parts behind (:func:`_d
 
 from __future__ import annotations
 
+import contextlib
 import io
 import weakref
 from datetime import UTC, datetime
@@ -59,10 +60,8 @@ def _discard(file: Any, storage: S3Storage, full_key: str, key: str, multipart: 
 def _discard_quietly(*args: Any) -> None:
     """:func:`_discard` for a writer nobody waits for (dropped, or open at exit): a leftover is found by
     ``list_incomplete_uploads`` (``dbkit check``, prune) later."""
-    try:
+    with contextlib.suppress(Exception):  # nobody to report it to
         _discard(*args)
-    except Exception:  # noqa: BLE001, S110 - nobody to report it to
-        pass
 
 
 class _S3Writer(Writer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -47,11 +47,10 @@ class S3Options:
     read_timeout: float = 120
 
     def __post_init__(self) -> None:
-        for name in ("endpoint_url", "region", "access_key", "secret_key", "session_token", "sse",
-                     "kms_key_id", "storage_class"):
-            value = getattr(self, name)
-            if isinstance(value, str) and not value.strip():
-                object.__setattr__(self, name, None)
+        for f in fields(self):  # "" (an empty variable) means unset, like None
+            value = getattr(self, f.name)
+            if f.default is None and isinstance(value, str) and not value.strip():
+                object.__setattr__(self, f.name, None)
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
