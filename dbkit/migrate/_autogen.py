@@ -133,27 +133,22 @@ def revision_directives(settings):
     module's docstring).  A revision with no operation is left alone."""
 
     def process(context, revision, directives) -> None:
-        from dbkit.migrate._autogen_render import Body
+        from dbkit.migrate._autogen_render import Body, reverse
 
+        schema = settings.schema
         for script in directives:
             for up, down in zip(script.upgrade_ops_list, script.downgrade_ops_list):
-                if up.ops and not any(isinstance(op, Body) for op in up.ops):
-                    _rewrite(settings, context, up, down)
+                if not up.ops or any(isinstance(op, Body) for op in up.ops):
+                    continue
+                original = list(up.ops)
+                if schema == getattr(context.dialect, "default_schema_name", None):
+                    for op in original:
+                        _fill_schema(op, schema)
+                rendered = Planner(settings, context).plan(original)
+                up.ops[:] = [Body(original, rendered, schema)]
+                down.ops[:] = [Body(list(down.ops), reverse(rendered), schema)]
 
     return process
-
-
-def _rewrite(settings, context, upgrade_ops, downgrade_ops) -> None:
-    from dbkit.migrate._autogen_render import Body, reverse
-
-    schema = settings.schema
-    original = list(upgrade_ops.ops)
-    if schema == getattr(context.dialect, "default_schema_name", None):
-        for op in original:
-            _fill_schema(op, schema)
-    rendered = Planner(settings, context).plan(original)
-    upgrade_ops.ops[:] = [Body(original, rendered, schema)]
-    downgrade_ops.ops[:] = [Body(list(downgrade_ops.ops), reverse(rendered), schema)]
 
 
 def _fill_schema(op, schema: str) -> None:

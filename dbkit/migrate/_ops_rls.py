@@ -294,20 +294,16 @@ class _PostgresqlImpl(PostgresqlImpl):
     __dialect__ = "postgresql"
 
     def add_constraint(self, const, **kw) -> None:
-        owner = None
+        owner = None  # the role revisions run as, when the connecting role is another one that bypasses RLS
         if isinstance(const, ForeignKeyConstraint) and not const.dialect_options["postgresql"].get("not_valid"):
-            owner = self._owner_to_leave()
+            if self.as_sql:  # the settings' owner role; the script is applied by the role that made the extensions
+                config = dbkit_settings()
+                owner = config.role_owner if config.migrate_set_role else None
+            else:
+                current, session, bypass = roles_in_use(self.connection)
+                owner = current if current != session and bypass else None
         if owner is None:
             return super().add_constraint(const, **kw)
         self._exec("SET ROLE NONE")
         super().add_constraint(const, **kw)
         self._exec(f"SET ROLE {self.dialect.identifier_preparer.quote(owner)}")
-
-    def _owner_to_leave(self) -> str | None:
-        """The role revisions run as, when the connecting role is another one that bypasses RLS (offline: the
-        owner role of the settings; the script is applied by the role that created the extensions)."""
-        if self.as_sql:
-            config = dbkit_settings()
-            return config.role_owner if config.migrate_set_role else None
-        current, session, bypass = roles_in_use(self.connection)
-        return current if current != session and bypass else None

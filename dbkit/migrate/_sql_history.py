@@ -298,13 +298,6 @@ def _found(settings):
         return script, _plan(conn, script)
 
 
-def adopt(settings) -> Adoption | None:
-    """Stamp a database the old runner migrated (see the module's doc); None when there is nothing to adopt
-    (no imported revisions, a version table with revisions, no old table, or an empty one)."""
-    script, plan = _found(settings)
-    return None if plan is None else _stamp_under_lock(settings, script)
-
-
 def advice(settings) -> str | None:
     """For ``migrate status``: what ``dbkit migrate`` will adopt (or why it cannot), None when nothing."""
     try:
@@ -318,9 +311,14 @@ def advice(settings) -> str | None:
             f"stamps revision {rev} without running them, then runs the revisions after it")
 
 
-def _stamp_under_lock(settings, script) -> Adoption | None:
-    """Under the migration lock (re-planned there: a concurrent run may have adopted it): move the old table,
-    give the files' relations to the owner role, stamp; one transaction, one line when it fails."""
+def adopt(settings) -> Adoption | None:
+    """Stamp a database the old runner migrated (see the module's doc); None when there is nothing to adopt
+    (no imported revisions, a version table with revisions, no old table, or an empty one).  Under the
+    migration lock (re-planned there: a concurrent run may have adopted it): move the old table, give the
+    files' relations to the owner role, stamp; one transaction, one line when it fails."""
+    script, plan = _found(settings)
+    if plan is None:
+        return None
     import psycopg
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import exc as sa_exc
