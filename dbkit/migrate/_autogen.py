@@ -361,13 +361,10 @@ class Planner:
         if not isinstance(expr, str):
             return None
         metadata = self.context.opts.get("target_metadata")
-        for meta in metadata if isinstance(metadata, (list, tuple)) else [metadata]:
-            if meta is None:
-                continue
-            for table in meta.tables.values():
-                if table.name == op.table_name and table.schema in (op.schema, None) and expr in table.c:
-                    return table.c[expr]
-        return None
+        tables = [table for meta in (metadata if isinstance(metadata, (list, tuple)) else [metadata])
+                  if meta is not None for table in meta.tables.values()]
+        return next((table.c[expr] for table in tables
+                     if table.name == op.table_name and table.schema in (op.schema, None) and expr in table.c), None)
 
 
 def _serial_columns(columns) -> list:

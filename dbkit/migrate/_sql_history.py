@@ -199,7 +199,6 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
             if isinstance(getattr(rev.module, "sql_file", None), str)}
     todo = [f for f in files if f.name not in done]
     shown = str(folder.relative_to(settings.project_dir) if folder.is_relative_to(settings.project_dir) else folder)
-    result = ImportResult(shown, table, column, skipped=[f.name for f in files if f.name in done])
     parsed = [(f, split_statements(f.read_text(encoding="utf-8"), f"{shown}/{f.name}")) for f in todo]
     versions = Path(settings.migrations_dir) / "versions"
     versions.mkdir(parents=True, exist_ok=True)
@@ -221,8 +220,8 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
         for target in written:
             target.unlink(missing_ok=True)
         raise ConfigError(str(versions), f"cannot be written: {exc.strerror}") from None
-    result.written = [f"{_shown(settings)}/versions/{t.name}" for t, _ in out]
-    return result
+    return ImportResult(shown, table, column, [f"{_shown(settings)}/versions/{t.name}" for t, _ in out],
+                        [f.name for f in files if f.name in done])
 
 
 # --------------------------------------------------------------------- adopting a database
