@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from dbkit.errors import ConfigError, UsageError
-from dbkit.migrate._autogen_filters import include_name, make_include_object, render_item, version_table
 
 #: the policies of a tenant table: command -> (kinds the policy is for, has USING, has WITH CHECK)
 POLICIES = {
@@ -56,11 +55,59 @@ CONCURRENT_NOTE = ("dbkit: the indexes below are built CONCURRENTLY, outside the
 _TEXT_TYPES = ("text", "varchar", "character varying", "char", "character", "bpchar", "citext")
 
 
+# --------------------------------------------------------------------- what autogenerate compares
+
+def include_name(schemas: set[str], *, default_schema: str | None = None,
+                 version_table: tuple[str, str] | None = None, ignore: set[tuple[str, str]] = frozenset()):
+    """Autogenerate looks only at the application's schemas (not public, TimescaleDB's or dbkit's, unless
+    one of them is the application's), never at Alembic's version table nor at the (schema, table) pairs of
+    ``ignore`` (TimescaleDB's own tables).  Alembic names the connection's default schema None:
+    ``default_schema`` says which one that is."""
+
+    def _include(name, type_, parent_names) -> bool:
+        if type_ == "schema":
+            return (default_schema if name is None else name) in schemas
+        if type_ == "table":
+            schema = parent_names.get("schema_name")
+            key = ((default_schema if schema is None else schema), name)
+            return key != version_table and key not in ignore
+        return True
+
+    return _include
+
+
+def render_item(type_, obj, autogen_context):
+    """Render pgvector types as ``VECTOR(dim=384)`` with ``from pgvector.sqlalchemy import VECTOR``,
+    so generated revisions import what they use."""
+    if type_ == "type" and type(obj).__module__.startswith("pgvector."):
+        name = type(obj).__name__
+        autogen_context.imports.add(f"from pgvector.sqlalchemy import {name}")
+        return repr(obj)
+    return False
+
+
+def make_include_object(timescale_indexes: set[tuple[str, str]], internals: set[tuple[str, str]] = frozenset(),
+                        *, default_schema: str | None = None):
+    """Leave out TimescaleDB's own indexes of a hypertable (when the models have no index of that name), and its
+    internal tables and aggregate views also when a model declares one (to query an aggregate, say)."""
+
+    def _include(obj, name, type_, reflected, compare_to) -> bool:
+        if type_ == "table":
+            return (obj.schema or default_schema, name) not in internals
+        if type_ == "index" and reflected and compare_to is None:
+            schema = getattr(getattr(obj, "table", None), "schema", None)
+            return (schema or default_schema, name) not in timescale_indexes
+        return True
+
+    return _include
+
+
 def autogenerate_options(settings) -> dict[str, Any]:
     """``context.configure`` keywords for autogenerate that need no connection."""
+    skip = (settings.version_table_schema, settings.version_table)
     return dict(
         include_schemas=True,
-        include_name=include_name({settings.schema}, version_table=version_table(settings)),
+        include_name=include_name({settings.schema}, version_table=skip),
         compare_type=True,
         render_item=render_item,
         process_revision_directives=revision_directives(settings),
@@ -69,12 +116,13 @@ def autogenerate_options(settings) -> dict[str, Any]:
 
 def autogenerate_online_options(settings, connection) -> dict[str, Any]:
     """``context.configure`` keywords for autogenerate read from the database."""
-    default = connection.dialect.default_schema_name
     from dbkit.migrate._ops_timescale import timescale_internals
 
+    default = connection.dialect.default_schema_name
     indexes, internals = timescale_internals(connection)
-    return dict(include_name=include_name({settings.schema}, default_schema=default,
-                                          version_table=version_table(settings), ignore=internals),
+    skip = (settings.version_table_schema, settings.version_table)
+    return dict(include_name=include_name({settings.schema}, default_schema=default, version_table=skip,
+                                          ignore=internals),
                 include_object=make_include_object(indexes, internals, default_schema=default))
 
 
@@ -85,27 +133,22 @@ def revision_directives(settings):
     module's docstring).  A revision with no operation is left alone."""
 
     def process(context, revision, directives) -> None:
-        from dbkit.migrate._autogen_render import Body
+        from dbkit.migrate._autogen_render import Body, reverse
 
+        schema = settings.schema
         for script in directives:
             for up, down in zip(script.upgrade_ops_list, script.downgrade_ops_list):
-                if up.ops and not any(isinstance(op, Body) for op in up.ops):
-                    _rewrite(settings, context, up, down)
+                if not up.ops or any(isinstance(op, Body) for op in up.ops):
+                    continue
+                original = list(up.ops)
+                if schema == getattr(context.dialect, "default_schema_name", None):
+                    for op in original:
+                        _fill_schema(op, schema)
+                rendered = Planner(settings, context).plan(original)
+                up.ops[:] = [Body(original, rendered, schema)]
+                down.ops[:] = [Body(list(down.ops), reverse(rendered), schema)]
 
     return process
-
-
-def _rewrite(settings, context, upgrade_ops, downgrade_ops) -> None:
-    from dbkit.migrate._autogen_render import Body, reverse
-
-    schema = settings.schema
-    original = list(upgrade_ops.ops)
-    if schema == getattr(context.dialect, "default_schema_name", None):
-        for op in original:
-            _fill_schema(op, schema)
-    rendered = Planner(settings, context).plan(original)
-    upgrade_ops.ops[:] = [Body(original, rendered, schema)]
-    downgrade_ops.ops[:] = [Body(list(downgrade_ops.ops), reverse(rendered), schema)]
 
 
 def _fill_schema(op, schema: str) -> None:
@@ -318,13 +361,10 @@ class Planner:
         if not isinstance(expr, str):
             return None
         metadata = self.context.opts.get("target_metadata")
-        for meta in metadata if isinstance(metadata, (list, tuple)) else [metadata]:
-            if meta is None:
-                continue
-            for table in meta.tables.values():
-                if table.name == op.table_name and table.schema in (op.schema, None) and expr in table.c:
-                    return table.c[expr]
-        return None
+        tables = [table for meta in (metadata if isinstance(metadata, (list, tuple)) else [metadata])
+                  if meta is not None for table in meta.tables.values()]
+        return next((table.c[expr] for table in tables
+                     if table.name == op.table_name and table.schema in (op.schema, None) and expr in table.c), None)
 
 
 def _serial_columns(columns) -> list:

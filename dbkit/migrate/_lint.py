@@ -68,10 +68,6 @@ from dbkit.errors import ConfigError, DbkitError, MissingDependency
 
 SQUAWK_TIMEOUT = 120  # seconds, per run
 STATEMENT_MAX = 200
-VERSION_TABLE = "alembic_version"
-IGNORE_VARIABLE = "DBKIT_LINT_IGNORE"
-IGNORE_EXAMPLE = "DBKIT_LINT_IGNORE=require-concurrent-index-creation,prefer-robust-stmts"
-INSTALL_HINT = "pip install squawk-cli"
 
 
 @dataclass(frozen=True)
@@ -89,12 +85,12 @@ def find_squawk() -> str:
     exe = (sys.executable and shutil.which("squawk", path=str(Path(sys.executable).parent))) or shutil.which("squawk")
     if exe is None:
         raise MissingDependency("the SQL migration linter 'squawk' is not installed (neither next to Python nor on "
-                                "PATH)", hint=INSTALL_HINT)
+                                "PATH)", hint="pip install squawk-cli")
     return exe
 
 
 def lint_sql(items: Sequence[tuple[str, str]], *, ignore: Sequence[str] = (), pg_version: str | None = None,
-             version_table: str = VERSION_TABLE) -> list[Violation]:
+             version_table: str = "alembic_version") -> list[Violation]:
     """Lint each ``(revision_id, sql_text)`` pair with squawk; violations in input order.
 
     ``ignore``: squawk rule names to skip (comma-separated entries are split).  Statements on Alembic's
@@ -103,7 +99,10 @@ def lint_sql(items: Sequence[tuple[str, str]], *, ignore: Sequence[str] = (), pg
     squawk that fails or prints something other than its JSON report raises
     :class:`DbkitError`; no squawk at all raises :class:`MissingDependency`.
     """
-    rules = _normalise_rules(ignore)
+    if isinstance(ignore, str):
+        ignore = [ignore]
+    names = (part.strip().lower() for entry in ignore for part in str(entry).split(","))
+    rules = list(dict.fromkeys(name for name in names if name))
     exe = find_squawk()
     _check_rules(exe, rules)  # runs squawk only when there are rules to check
     args = [f"--exclude={rule}" for rule in rules]
@@ -156,13 +155,6 @@ _RULE_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _INVALID_RULE = re.compile(r"invalid value '([^']*)' for '--exclude")
 
 
-def _normalise_rules(ignore: Sequence[str]) -> list[str]:
-    if isinstance(ignore, str):
-        ignore = [ignore]
-    names = (part.strip().lower() for entry in ignore for part in str(entry).split(","))
-    return list(dict.fromkeys(name for name in names if name))
-
-
 def _check_rules(exe: str, rules: list[str]) -> None:
     """Raise ConfigError naming every rule the installed squawk does not know."""
     unknown = [r for r in rules if not _RULE_NAME.fullmatch(r)]
@@ -177,21 +169,20 @@ def _check_rules(exe: str, rules: list[str]) -> None:
         unknown.append(match.group(1))
         remaining.remove(match.group(1))
     if unknown:
-        raise ConfigError(IGNORE_VARIABLE, "names unknown squawk rule(s) " + ", ".join(f"'{r}'" for r in unknown),
+        raise ConfigError("DBKIT_LINT_IGNORE",
+                          "names unknown squawk rule(s) " + ", ".join(f"'{r}'" for r in unknown),
                           purpose="lists squawk rules dbkit migrate lint skips (names: https://squawkhq.com/docs/rules)",
-                          example=IGNORE_EXAMPLE)
+                          example="DBKIT_LINT_IGNORE=require-concurrent-index-creation,prefer-robust-stmts")
 
 
 def _parse_report(res: subprocess.CompletedProcess[str], revision: str) -> list[dict]:
     try:
         report = json.loads(res.stdout)
-        if not isinstance(report, list):
-            raise ValueError("not a list")
-        for entry in report:
-            if not isinstance(entry, dict) or not isinstance(entry.get("rule_name"), str):
-                raise ValueError("entry without rule_name")
     except ValueError:
-        raise _failure(res, f"squawk's report on revision {revision} is not the expected JSON") from None
+        report = None
+    if not isinstance(report, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("rule_name"), str) for entry in report):
+        raise _failure(res, f"squawk's report on revision {revision} is not the expected JSON")
     return report
 
 

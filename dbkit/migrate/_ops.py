@@ -44,11 +44,7 @@ from dbkit.migrate._ops_cagg import (
     DropContinuousAggregateOp,
     RemoveRefreshPolicyOp,
 )
-from dbkit.migrate._ops_index import (
-    CreateIndexConcurrentlyOp,
-    CreateVectorIndexOp,
-    DropIndexConcurrentlyOp,
-)
+from dbkit.migrate._ops_index import CreateIndexConcurrentlyOp, CreateVectorIndexOp, DropIndexConcurrentlyOp
 from dbkit.migrate._ops_rls import CreatePolicyOp, DisableRLSOp, DropPolicyOp, EnableRLSOp, ExecuteUnfilteredOp
 from dbkit.migrate._ops_schema import (
     ApplyRolesOp,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from alembic.operations import Operations
+from sqlalchemy import text
 
 from dbkit.migrate import settings as dbkit_settings
 
@@ -78,8 +81,6 @@ def _regclass(operations: Operations, name: str, schema: str | None) -> str:
 def _interval(value, what: str, *, allow_none: bool = False) -> str:
     """An interval (``"7 days"``, a ``timedelta``) as ``INTERVAL '…'``, or an integer as it is (hypertables
     partitioned on an integer column take their offsets in the column's units)."""
-    from datetime import timedelta
-
     if value is None and allow_none:
         return "NULL"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -96,8 +97,6 @@ def _interval(value, what: str, *, allow_none: bool = False) -> str:
 
 def _start(value) -> str | None:
     """``initial_start`` (a ``datetime`` or text such as ``'2025-01-01 00:00+00'``) as ``TIMESTAMPTZ '…'``."""
-    from datetime import datetime
-
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -135,8 +134,4 @@ def _execute(operations: Operations, stmt: str) -> None:
     """Run (online) or write (offline) one statement built by an operation, colons and all: Alembic runs a
     string as SQLAlchemy ``text()``, which reads ``:name`` (in a JSON config, a query) as a bind parameter;
     ``\\:name`` is a colon."""
-    import re
-
-    from sqlalchemy import text
-
     operations.execute(text(re.sub(r"(?<![:\w]):(?=\w+(?![:\w]))", r"\\:", stmt)))

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from alembic.ddl.postgresql import PostgresqlImpl
 from alembic.operations import MigrateOperation, Operations
+from sqlalchemy import ForeignKeyConstraint
 
+from dbkit.migrate import settings as dbkit_settings
 from dbkit.migrate._ops_common import _execute, _kept, _q, _qualified, _run_as_session_user, role_list, roles_in_use
 
 COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
@@ -34,16 +36,13 @@ class EnableRLSOp(MigrateOperation):
 
 
 @Operations.register_operation("disable_rls")
-class DisableRLSOp(MigrateOperation):
+class DisableRLSOp(EnableRLSOp):
     """Disable row-level security on a table (and ``NO FORCE`` it when ``force=True``).
 
     Example::
 
         op.disable_rls("documents", schema="app")
     """
-
-    def __init__(self, table_name: str, schema: str | None = None, force: bool = True) -> None:
-        self.table_name, self.schema, self.force = table_name, schema, force
 
     @classmethod
     def disable_rls(cls, operations, table_name: str, schema: str | None = None, force: bool = True):
@@ -232,11 +231,10 @@ def _column_type(operations, op: CreateScopedViewOp) -> str:
 
 @Operations.implementation_for(CreateScopedViewOp)
 def _create_scoped_view(operations, op: CreateScopedViewOp) -> None:
-    from dbkit.migrate import settings
     from dbkit.rls import claims
     from dbkit.rls._scoped import scoped_view_sql
 
-    predicate = claims(settings(operations)).predicate(op.owner, _column_type(operations, op))
+    predicate = claims(dbkit_settings(operations)).predicate(op.owner, _column_type(operations, op))
     _execute(operations, scoped_view_sql(lambda n: _q(operations, n), op.view_name, op.source, op.schema, op.column,
                                        predicate, op.updatable, op.source_schema))
 
@@ -296,24 +294,16 @@ class _PostgresqlImpl(PostgresqlImpl):
     __dialect__ = "postgresql"
 
     def add_constraint(self, const, **kw) -> None:
-        from sqlalchemy import ForeignKeyConstraint
-
-        owner = None
+        owner = None  # the role revisions run as, when the connecting role is another one that bypasses RLS
         if isinstance(const, ForeignKeyConstraint) and not const.dialect_options["postgresql"].get("not_valid"):
-            owner = self._owner_to_leave()
+            if self.as_sql:  # the settings' owner role; the script is applied by the role that made the extensions
+                config = dbkit_settings()
+                owner = config.role_owner if config.migrate_set_role else None
+            else:
+                current, session, bypass = roles_in_use(self.connection)
+                owner = current if current != session and bypass else None
         if owner is None:
             return super().add_constraint(const, **kw)
         self._exec("SET ROLE NONE")
         super().add_constraint(const, **kw)
         self._exec(f"SET ROLE {self.dialect.identifier_preparer.quote(owner)}")
-
-    def _owner_to_leave(self) -> str | None:
-        """The role revisions run as, when the connecting role is another one that bypasses RLS (offline: the
-        owner role of the settings; the script is applied by the role that created the extensions)."""
-        if self.as_sql:
-            from dbkit.migrate import settings
-
-            config = settings()
-            return config.role_owner if config.migrate_set_role else None
-        current, session, bypass = roles_in_use(self.connection)
-        return current if current != session and bypass else None

@@ -207,13 +207,11 @@ class RevokeOp(GrantOp):
 def _grant(operations, op: GrantOp) -> None:
     if not op.roles or not op.privileges:  # e.g. roles=settings.role_readonly in a project without one
         return
-    if op.object_type in ("TABLE", "SEQUENCE"):
-        target = f"{op.object_type} {_qualified(operations, op.target, op.schema)}"
-    else:
-        target = f"{op.object_type} {_q(operations, op.target)}"
+    target = (_qualified(operations, op.target, op.schema) if op.object_type in ("TABLE", "SEQUENCE")
+              else _q(operations, op.target))
     roles = ", ".join(_q(operations, r) for r in op.roles)
     verb, direction = ("REVOKE", "FROM") if isinstance(op, RevokeOp) else ("GRANT", "TO")
-    operations.execute(f"{verb} {', '.join(op.privileges)} ON {target} {direction} {roles}")
+    operations.execute(f"{verb} {', '.join(op.privileges)} ON {op.object_type} {target} {direction} {roles}")
 
 
 @Operations.register_operation("apply_roles")

@@ -199,7 +199,6 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
             if isinstance(getattr(rev.module, "sql_file", None), str)}
     todo = [f for f in files if f.name not in done]
     shown = str(folder.relative_to(settings.project_dir) if folder.is_relative_to(settings.project_dir) else folder)
-    result = ImportResult(shown, table, column, skipped=[f.name for f in files if f.name in done])
     parsed = [(f, split_statements(f.read_text(encoding="utf-8"), f"{shown}/{f.name}")) for f in todo]
     versions = Path(settings.migrations_dir) / "versions"
     versions.mkdir(parents=True, exist_ok=True)
@@ -221,8 +220,8 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
         for target in written:
             target.unlink(missing_ok=True)
         raise ConfigError(str(versions), f"cannot be written: {exc.strerror}") from None
-    result.written = [f"{_shown(settings)}/versions/{t.name}" for t, _ in out]
-    return result
+    return ImportResult(shown, table, column, [f"{_shown(settings)}/versions/{t.name}" for t, _ in out],
+                        [f.name for f in files if f.name in done])
 
 
 # --------------------------------------------------------------------- adopting a database
@@ -298,13 +297,6 @@ def _found(settings):
         return script, _plan(conn, script)
 
 
-def adopt(settings) -> Adoption | None:
-    """Stamp a database the old runner migrated (see the module's doc); None when there is nothing to adopt
-    (no imported revisions, a version table with revisions, no old table, or an empty one)."""
-    script, plan = _found(settings)
-    return None if plan is None else _stamp_under_lock(settings, script)
-
-
 def advice(settings) -> str | None:
     """For ``migrate status``: what ``dbkit migrate`` will adopt (or why it cannot), None when nothing."""
     try:
@@ -318,9 +310,14 @@ def advice(settings) -> str | None:
             f"stamps revision {rev} without running them, then runs the revisions after it")
 
 
-def _stamp_under_lock(settings, script) -> Adoption | None:
-    """Under the migration lock (re-planned there: a concurrent run may have adopted it): move the old table,
-    give the files' relations to the owner role, stamp; one transaction, one line when it fails."""
+def adopt(settings) -> Adoption | None:
+    """Stamp a database the old runner migrated (see the module's doc); None when there is nothing to adopt
+    (no imported revisions, a version table with revisions, no old table, or an empty one).  Under the
+    migration lock (re-planned there: a concurrent run may have adopted it): move the old table, give the
+    files' relations to the owner role, stamp; one transaction, one line when it fails."""
+    script, plan = _found(settings)
+    if plan is None:
+        return None
     import psycopg
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import exc as sa_exc
