@@ -3,7 +3,7 @@ non-bypass login role (see :mod:`dbkit.rls._audit` for the finding codes)."""
 
 from __future__ import annotations
 
-from dbkit.rls._finding import Finding
+from dbkit.rls._audit import Finding
 from dbkit.rls._isolation import CHUNK_SCHEMA, timescaledb_installed
 
 # ----------------------------------------------------------------------------- every relation, every login role
