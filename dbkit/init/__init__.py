@@ -16,9 +16,7 @@ model (:func:`dbkit.roles.model`).  The library never prints: :func:`init` retur
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +82,7 @@ class InitResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "changed": self.changed,
-                "files": [{"path": f.path, "action": f.action, "reason": f.reason} for f in self.files],
+                "files": [dataclasses.asdict(f) for f in self.files],
                 "next_steps": list(self.next_steps), "settings": self.settings}
 
 
@@ -213,17 +211,10 @@ def _extensions(text: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------- writing
 
 def _write(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same directory and rename it into place."""
+    from dbkit.roles._common import _write_atomically
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomically(path, text, 0o644, encoding="utf-8")
 
 
 def _existing_revisions(versions: Path, mine: str) -> list[str]:
