@@ -217,14 +217,6 @@ def _write(path: Path, text: str) -> None:
     _write_atomically(path, text, 0o644, encoding="utf-8")
 
 
-def _existing_revisions(versions: Path, mine: str) -> list[str]:
-    """Revisions of an existing Alembic project: files in versions/ when dbkit init's own first revision is
-    not among them."""
-    if not versions.is_dir() or (versions / mine).exists():
-        return []
-    return sorted(p.name for p in versions.glob("*.py") if not p.name.startswith("__"))
-
-
 NEXT_STEPS = (
     "dbkit dev up          # the embedded PostgreSQL in .dbkit/ (or set DATABASE_URL in .env)",
     "dbkit migrate         # extensions, roles, schema and the example table",
@@ -326,7 +318,10 @@ def init(directory: Path, options: InitOptions) -> InitResult:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--dir {directory} is not a directory; pass the project's directory")
     project = dataclasses.replace(project, migrations_dir=_script_location(directory))
-    existing = _existing_revisions(directory / project.migrations_dir / "versions", "0001_initial.py")
+    # revisions of an existing Alembic project: files in versions/ when dbkit init's own first one is not there
+    versions = directory / project.migrations_dir / "versions"
+    existing = sorted(p.name for p in versions.glob("*.py") if not p.name.startswith("__")) \
+        if versions.is_dir() and not (versions / "0001_initial.py").exists() else []
     project = dataclasses.replace(project, adopting=bool(existing))
     files, section, new_pyproject = render_files(project)
     plan: list[tuple[FileResult, str | None]] = []
