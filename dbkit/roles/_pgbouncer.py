@@ -21,13 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def _field(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
-
-
 def auth_file_line(name: str, verifier: str) -> str:
     """``"name" "verifier"``, as PgBouncer reads its auth_file (a double quote inside a field is doubled)."""
-    return f"{_field(name)} {_field(verifier)}"
+    return " ".join('"' + field.replace('"', '""') + '"' for field in (name, verifier))
 
 
 def userlist(settings, conn=None, roles: Sequence[str] | None = None) -> str:
