@@ -192,8 +192,8 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
             state, _ = _attempt(conn, *probes.get(command, stmt(a)))
         # a view PostgreSQL cannot write through refuses every write before privileges are checked (55000)
         if state != DENIED and not (not t.updatable and command != "SELECT" and state == "55000"):
-            return [f"{role} {command} on {t.name}: expected permission denied (42501), got "
-                    f"{'success' if state is None else 'SQLSTATE ' + state}"]
+            return [(f"{role} {command} on {t.name}: expected permission denied (42501), got "
+                     f"{'success' if state is None else 'SQLSTATE ' + state}")]
         return []
 
     if command == "SELECT":
