@@ -16,9 +16,7 @@ model (:func:`dbkit.roles.model`).  The library never prints: :func:`init` retur
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +82,7 @@ class InitResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "changed": self.changed,
-                "files": [{"path": f.path, "action": f.action, "reason": f.reason} for f in self.files],
+                "files": [dataclasses.asdict(f) for f in self.files],
                 "next_steps": list(self.next_steps), "settings": self.settings}
 
 
@@ -213,25 +211,10 @@ def _extensions(text: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------- writing
 
 def _write(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same directory and rename it into place."""
+    from dbkit.roles._common import _write_atomically
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _existing_revisions(versions: Path, mine: str) -> list[str]:
-    """Revisions of an existing Alembic project: files in versions/ when dbkit init's own first revision is
-    not among them."""
-    if not versions.is_dir() or (versions / mine).exists():
-        return []
-    return sorted(p.name for p in versions.glob("*.py") if not p.name.startswith("__"))
+    _write_atomically(path, text, 0o644, encoding="utf-8")
 
 
 NEXT_STEPS = (
@@ -335,7 +318,10 @@ def init(directory: Path, options: InitOptions) -> InitResult:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--dir {directory} is not a directory; pass the project's directory")
     project = dataclasses.replace(project, migrations_dir=_script_location(directory))
-    existing = _existing_revisions(directory / project.migrations_dir / "versions", "0001_initial.py")
+    # revisions of an existing Alembic project: files in versions/ when dbkit init's own first one is not there
+    versions = directory / project.migrations_dir / "versions"
+    existing = sorted(p.name for p in versions.glob("*.py") if not p.name.startswith("__")) \
+        if versions.is_dir() and not (versions / "0001_initial.py").exists() else []
     project = dataclasses.replace(project, adopting=bool(existing))
     files, section, new_pyproject = render_files(project)
     plan: list[tuple[FileResult, str | None]] = []

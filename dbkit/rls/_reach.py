@@ -3,7 +3,7 @@ non-bypass login role (see :mod:`dbkit.rls._audit` for the finding codes)."""
 
 from __future__ import annotations
 
-from dbkit.rls._finding import Finding
+from dbkit.rls._audit import Finding
 from dbkit.rls._isolation import CHUNK_SCHEMA, timescaledb_installed
 
 # ----------------------------------------------------------------------------- every relation, every login role
@@ -68,13 +68,6 @@ _COUNT_RELS_SQL = "WITH " + _RELS_CTE + " SELECT count(*) FROM rels"
 _KIND_WORDS = {"r": "table", "p": "partitioned table", "m": "materialized view", "f": "foreign table", "v": "view"}
 
 
-def _hypertables(conn) -> set[str]:
-    if not timescaledb_installed(conn):
-        return set()
-    return {r[0] for r in conn.execute(
-        "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")}
-
-
 def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tuple[tuple[str, ...], int,
                                                                                    list[Finding]]:
     """``(login roles checked, relations checked, findings)`` of the every-schema sweep.  ``scoped``: the
@@ -83,7 +76,9 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
     relations = conn.execute(_COUNT_RELS_SQL).fetchone()[0]
     if not logins:
         return (), relations, []
-    hypertables = _hypertables(conn)
+    hypertables = {r[0] for r in conn.execute(
+        "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")} \
+        if timescaledb_installed(conn) else set()
     rows = conn.execute(_REACH_SQL, {"logins": [oid for oid, _ in logins]}).fetchall()
     # chunks of one hypertable, for one role and one finding code, are reported together
     groups: dict[tuple[str, str, str], list[tuple]] = {}

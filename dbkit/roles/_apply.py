@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from dbkit.errors import ConfigError, DbkitError, MissingDependency
 from dbkit.roles._common import _connection, _stored_passwords, password_of
-from dbkit.roles._model import ATTRIBUTES, Role, RoleModel, model, role_files
+from dbkit.roles._model import ATTRIBUTES, model, role_files
 from dbkit.roles._scram import encrypt_password, scram_verify
 from dbkit.roles._sql import model_statements
 
@@ -73,7 +73,11 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
     logins = roles.logins()
     missing = [d for d in logins if password_of(settings, d) is None]
     if missing and settings.env == "prod":
-        raise _missing_password_error(missing)
+        first = missing[0].password_env
+        others = f" (nor {', '.join(d.password_env for d in missing[1:])})" if len(missing) > 1 else ""
+        raise ConfigError(first, "is not set" + others, purpose=f"sets the password of the LOGIN role "
+                          f"{missing[0].name}; DBKIT_ENV=prod requires one for every LOGIN role (environment or "
+                          ".env.prod)", example=f"{first}=<a long random secret>")
 
     names = roles.names()
     result = ApplyResult()
@@ -85,8 +89,10 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
         c.execute("SELECT pg_advisory_xact_lock(%s)", (ROLES_LOCK_KEY,))
         before = _snapshot(c, names)
         current = None
+        about = [f"{r.name} ({r.kind})" for r in roles.roles]  # what each statement is about, for the error
+        about.insert(1, f"{roles.owner.name} (access for the migrating role)")
         try:
-            for role, stmt in zip(_statement_roles(roles), model_statements(roles), strict=True):
+            for role, stmt in zip(about, model_statements(roles), strict=True):
                 current = role
                 c.execute(stmt)
             for f in role_files(settings):
@@ -135,18 +141,3 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
 
             result.handed_over.extend(f"{h.kind} {h.name} (was {h.previous_owner})" for h in hand_over(settings, c))
     return result
-
-
-def _statement_roles(roles: RoleModel) -> list[str]:
-    """What each statement of :func:`model_statements` is about, for error messages."""
-    out = [f"{r.name} ({r.kind})" for r in roles.roles]
-    out.insert(1, f"{roles.owner.name} (access for the migrating role)")
-    return out
-
-
-def _missing_password_error(missing: list[Role]) -> ConfigError:
-    first = missing[0].password_env
-    others = f" (nor {', '.join(d.password_env for d in missing[1:])})" if len(missing) > 1 else ""
-    return ConfigError(first, "is not set" + others,
-                       purpose=f"sets the password of the LOGIN role {missing[0].name}; DBKIT_ENV=prod requires one "
-                       "for every LOGIN role (environment or .env.prod)", example=f"{first}=<a long random secret>")

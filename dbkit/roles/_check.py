@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from dbkit.roles._common import _can_read_authid, _connection, _ident, _stored_passwords, password_of
@@ -20,25 +20,6 @@ _POWERFUL_BUILTIN_ROLES = frozenset({"pg_read_all_data", "pg_write_all_data", "p
 def _privs(privileges: Iterable[str]) -> str:
     order = {p: i for i, p in enumerate(_PRIVILEGE_ORDER)}
     return ", ".join(sorted(set(privileges), key=lambda p: (order.get(p, 99), p))) or "(none)"
-
-
-def _attribute_diffs(row: Mapping[str, object], role: Role) -> list[tuple[str, str, str]]:
-    """``[(what, expected, actual)]`` between a pg_roles row (column -> value) and the model."""
-    diffs = []
-    for keyword, on in role.attributes.items():
-        actual = bool(row[ATTRIBUTES[keyword]])
-        if actual != on:
-            diffs.append((f"attribute {keyword}", keyword if on else f"NO{keyword}",
-                          keyword if actual else f"NO{keyword}"))
-    if role.connection_limit is not None and row["rolconnlimit"] != role.connection_limit:
-        diffs.append(("attribute CONNECTION LIMIT", str(role.connection_limit), str(row["rolconnlimit"])))
-    return diffs
-
-
-def _role_rows(conn, names: list[str]) -> dict[str, dict[str, object]]:
-    cols = ["rolname", *ATTRIBUTES.values(), "rolconnlimit"]
-    rows = conn.execute(f"SELECT {', '.join(cols)} FROM pg_roles WHERE rolname = ANY(%s)", (names,)).fetchall()
-    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -89,12 +70,9 @@ def list_roles(settings, conn=None) -> list[RoleInfo]:
         if row is None:
             infos.append(RoleInfo(d.name, d.kind, False, password_variable=variable, password_variable_set=var_set))
             continue
-        infos.append(RoleInfo(
-            d.name, d.kind, True, login=bool(row[0]), superuser=row[1], bypassrls=row[2], inherit=row[3],
-            createrole=row[4], createdb=row[5], replication=row[6], connection_limit=row[7], member_of=list(row[8]),
-            has_password=passwords.get(d.name) if passwords is not None else None,
-            password_variable=variable, password_variable_set=var_set,
-        ))
+        infos.append(RoleInfo(  # the row's columns are RoleInfo's fields from login to member_of, in order
+            d.name, d.kind, True, *row, has_password=passwords.get(d.name) if passwords is not None else None,
+            password_variable=variable, password_variable_set=var_set))
     return infos
 
 
@@ -128,14 +106,22 @@ _APPLY = "run `dbkit roles apply`"
 def _check_roles(c, declared: tuple[Role, ...]) -> tuple[list[Drift], set[str]]:
     drifts: list[Drift] = []
     names = [d.name for d in declared]
-    rows = _role_rows(c, names)
+    cols = ["rolname", *ATTRIBUTES.values(), "rolconnlimit"]
+    rows = {r[0]: dict(zip(cols, r, strict=True)) for r in c.execute(
+        f"SELECT {', '.join(cols)} FROM pg_roles WHERE rolname = ANY(%s)", (names,)).fetchall()}
     for d in declared:
-        name = d.name
-        if name not in rows:
-            drifts.append(Drift(name, "role", "exists", "missing", _APPLY))
+        row = rows.get(d.name)
+        if row is None:
+            drifts.append(Drift(d.name, "role", "exists", "missing", _APPLY))
             continue
-        for what, expected, actual in _attribute_diffs(rows[name], d):
-            drifts.append(Drift(name, what, expected, actual, _APPLY))
+        for keyword, on in d.attributes.items():
+            actual = bool(row[ATTRIBUTES[keyword]])
+            if actual != on:
+                drifts.append(Drift(d.name, f"attribute {keyword}", keyword if on else f"NO{keyword}",
+                                    keyword if actual else f"NO{keyword}", _APPLY))
+        if d.connection_limit is not None and row["rolconnlimit"] != d.connection_limit:
+            drifts.append(Drift(d.name, "attribute CONNECTION LIMIT", str(d.connection_limit),
+                                str(row["rolconnlimit"]), _APPLY))
     # memberships of the roles that log in: none are declared
     app_roles = [d.name for d in declared if d.kind != "owner" and d.name in rows]
     for member, granted, powerful in c.execute(
@@ -215,17 +201,13 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
                             f"ALTER SCHEMA {s} OWNER TO {_ident(owner)}", object=schema))
 
     checked = {r.name for r in roles.roles if r.kind in TABLE_GRANTS} & existing  # the roles the model grants to
-
-    def grantee_name(oid: int, name: str | None) -> str:
-        return "PUBLIC" if oid == 0 else name
-
+    who_sql = "CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END"  # grantee 0: PUBLIC
     # ---- privileges on the schema
     schema_has: dict[str, set[str]] = {}
-    for grantee, gname, priv, grantable in c.execute(
-        "SELECT a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable FROM pg_namespace n, "
+    for who, priv, grantable in c.execute(
+        f"SELECT {who_sql}, a.privilege_type, a.is_grantable FROM pg_namespace n, "
         "LATERAL aclexplode(COALESCE(n.nspacl, acldefault('n', n.nspowner))) a WHERE n.oid = %s", (nsp_oid,)
     ):
-        who = grantee_name(grantee, gname)
         if who in checked or who == "PUBLIC":
             schema_has.setdefault(who, set()).add(priv + (" WITH GRANT OPTION" if grantable else ""))
     for role, privs in ((r.name, SCHEMA_GRANTS[r.kind]) for r in roles.roles if r.kind in SCHEMA_GRANTS):
@@ -255,12 +237,11 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
     model = roles.expected_grants([t for t, _ in tables])
     has: dict[tuple[str, str], set[str]] = {}
     grant_option: dict[tuple[str, str], set[str]] = {}
-    for table, grantee, gname, priv, grantable in c.execute(
-        "SELECT c.relname, a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable "
+    for table, who, priv, grantable in c.execute(
+        f"SELECT c.relname, {who_sql}, a.privilege_type, a.is_grantable "
         "FROM pg_class c, LATERAL aclexplode(COALESCE(c.relacl, acldefault('r', c.relowner))) a "
         "WHERE c.relnamespace = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition", (nsp_oid,)
     ):
-        who = grantee_name(grantee, gname)
         if who in checked or who == "PUBLIC":
             has.setdefault((who, table), set()).add(priv)
             if grantable:
@@ -282,13 +263,12 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
     # ---- default privileges: in the schema (any creator) or global ones of the owner
     allowed = roles.allowed_default_privileges()
     per_entry: dict[tuple[str, bool, str, str], set[str]] = {}
-    for creator, in_schema, objtype, grantee, gname, priv in c.execute(
-        "SELECT pg_get_userbyid(d.defaclrole), d.defaclnamespace <> 0, d.defaclobjtype::text, a.grantee, "
-        "pg_get_userbyid(a.grantee), a.privilege_type FROM pg_default_acl d, LATERAL aclexplode(d.defaclacl) a "
+    for creator, in_schema, objtype, who, priv in c.execute(
+        f"SELECT pg_get_userbyid(d.defaclrole), d.defaclnamespace <> 0, d.defaclobjtype::text, {who_sql}, "
+        "a.privilege_type FROM pg_default_acl d, LATERAL aclexplode(d.defaclacl) a "
         "WHERE d.defaclnamespace = %s OR (d.defaclnamespace = 0 AND pg_get_userbyid(d.defaclrole) = %s)",
         (nsp_oid, owner),
     ):
-        who = grantee_name(grantee, gname)
         if who not in checked:
             continue
         if objtype == "r" and priv in allowed.get(who, frozenset()):

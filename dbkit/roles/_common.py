@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-from collections.abc import Iterator
+import tempfile
+from pathlib import Path
 
 from dbkit.roles._model import Role
 
@@ -16,21 +18,16 @@ def _ident(name: str) -> str:
     return name if _PLAIN_IDENT.fullmatch(name) else '"' + name.replace('"', '""') + '"'
 
 
-@contextlib.contextmanager
-def _connection(settings, conn) -> Iterator[object]:
+def _connection(settings, conn) -> contextlib.AbstractContextManager:
+    """``conn`` as it is, or a new autocommit connection closed at the end of the block."""
     if conn is not None:
-        yield conn
-        return
+        return contextlib.nullcontext(conn)
     from dbkit import _db as db
     from dbkit import _target as target
 
     # roles are the administrator's work: DIRECT_DATABASE_URL (not the application's pooled DATABASE_URL) when set
-    opened = db.connect(target.resolve_url(settings, direct=True), autocommit=True,
-                        connect_timeout=settings.connect_timeout)
-    try:
-        yield opened
-    finally:
-        opened.close()
+    return contextlib.closing(db.connect(target.resolve_url(settings, direct=True), autocommit=True,
+                                         connect_timeout=settings.connect_timeout))
 
 
 def _can_read_authid(conn) -> bool:
@@ -50,3 +47,16 @@ def password_of(settings, role: Role) -> str | None:
     if role.password_env is None:
         return None
     return settings.passwords.get(role.password_env) or None
+
+
+def _write_atomically(path: Path, text: str, mode: int, encoding: str | None = None) -> None:
+    """Write ``text`` through a temporary file in the same directory, chmod ``mode``, and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding) as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -174,14 +174,9 @@ class RoleModel:
     def allowed_default_privileges(self) -> dict[str, frozenset[str]]:
         """``{role name: privileges}`` that ``ALTER DEFAULT PRIVILEGES … ON TABLES`` may grant: what the
         model grants the role on *every* table."""
-        out = {}
-        for role in self.roles:
-            if role.kind in TABLE_GRANTS:
-                allowed = frozenset(TABLE_GRANTS[role.kind][0]) & frozenset(TABLE_GRANTS[role.kind][1])
-                for privileges in self.table_overrides.get(role.kind, {}).values():
-                    allowed &= frozenset(privileges)
-                out[role.name] = allowed
-        return out
+        return {role.name: frozenset(TABLE_GRANTS[role.kind][0]).intersection(
+                    TABLE_GRANTS[role.kind][1], *self.table_overrides.get(role.kind, {}).values())
+                for role in self.roles if role.kind in TABLE_GRANTS}
 
     def table_privileges(self, kind: str, table: str) -> tuple[str, ...]:
         """What a role of ``kind`` is granted on ``table``: the kind's default (SELECT only on a read-only

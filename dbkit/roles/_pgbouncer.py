@@ -17,19 +17,13 @@ it changed): the file would let the old password in.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 
-def _field(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
-
-
 def auth_file_line(name: str, verifier: str) -> str:
     """``"name" "verifier"``, as PgBouncer reads its auth_file (a double quote inside a field is doubled)."""
-    return f"{_field(name)} {_field(verifier)}"
+    return " ".join('"' + field.replace('"', '""') + '"' for field in (name, verifier))
 
 
 def userlist(settings, conn=None, roles: Sequence[str] | None = None) -> str:
@@ -83,18 +77,11 @@ def write_userlist(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (a temporary file in the same directory, renamed) with mode 0600:
     verifiers are secrets (they allow offline password guessing)."""
     from dbkit.errors import ConfigError
+    from dbkit.roles._common import _write_atomically
 
     target = Path(path)
     if not target.parent.is_dir():
         raise ConfigError(str(path), f"cannot be written: directory {target.parent} does not exist",
                           example="pgbouncer/userlist.txt (create the directory first)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomically(target, text, 0o600)
     return target

@@ -17,23 +17,19 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _drift_condition(role: Role) -> str:
-    checks = [f"{ATTRIBUTES[k]} IS DISTINCT FROM {'true' if on else 'false'}" for k, on in role.attributes.items()]
-    if role.connection_limit is not None:
-        checks.append(f"rolconnlimit <> {int(role.connection_limit)}")
-    return " OR ".join(checks)
-
-
 def ensure_role(role: Role) -> str:
     """One ``DO`` block: create the role when missing, else correct every attribute that differs."""
     name, lit = quote_ident(role.name), quote_literal(role.name)
     keywords = " ".join(role.attribute_keywords())
+    drifted = [f"{ATTRIBUTES[k]} IS DISTINCT FROM {'true' if on else 'false'}" for k, on in role.attributes.items()]
+    if role.connection_limit is not None:
+        drifted.append(f"rolconnlimit <> {int(role.connection_limit)}")
     return (
         f"DO $dbkit$ BEGIN\n"
         f"  -- {role.kind}: {role.name}\n"
         f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {lit}) THEN\n"
         f"    CREATE ROLE {name} WITH {keywords};\n"
-        f"  ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = {lit} AND ({_drift_condition(role)})) THEN\n"
+        f"  ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = {lit} AND ({' OR '.join(drifted)})) THEN\n"
         f"    ALTER ROLE {name} WITH {keywords};\n"
         f"  END IF;\n"
         + ("  -- LOGIN only for TimescaleDB's jobs: never a password (a deployer without CREATEROLE cannot and\n"

@@ -200,12 +200,12 @@ def _as(conn, role: str | None) -> Iterator[None]:
 def _select(registry: Registry, only: Sequence[str] | None) -> list[str]:
     if only is None:
         return list(registry.seeders)
+    example = f"--only {','.join(list(registry.seeders)[:2])}"
     if not only:  # `--only ""` from an empty script variable must not mean "every table"
-        raise ConfigError("--only", "names no table", example=f"--only {','.join(list(registry.seeders)[:2])}")
+        raise ConfigError("--only", "names no table", example=example)
     unknown = [t for t in only if t not in registry]
     if unknown:
-        raise ConfigError("--only", f"names {', '.join(unknown)}, which no seeder in seeds/ fills",
-                          example=f"--only {','.join(list(registry.seeders)[:2])}")
+        raise ConfigError("--only", f"names {', '.join(unknown)}, which no seeder in seeds/ fills", example=example)
     return list(dict.fromkeys(only))
 
 
