@@ -332,15 +332,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, environ: Mappin
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("flag", overrides), ("env", by_name(environ)), (".env", by_name(dotenv)),
         ("pyproject", {k: v for k, v in pyproject.items() if k in FIELDS_BY_NAME})]
-
-    def pick(name: str) -> tuple[Any, str] | None:
-        for source, values in layers:
-            value = values.get(name)
-            if value is not None and not (isinstance(value, str) and not value.strip()):  # FOO= means unset
-                return value, source
-        return None
-
-    env = pick("env")
+    env = read_values(("env",), layers).get("env")
     try:
         env_file = f".env.{_validate({'env': env}, project_dir=project_dir).env}"
     except ConfigError:
@@ -349,7 +341,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, environ: Mappin
         env_file = ".env.dev"
     env_dotenv = _read_dotenv(project_dir / env_file)
     layers.insert(2, (env_file, by_name(env_dotenv)))
-    chosen = {f.name: pick(f.name) for f in FIELDS} | {"env": env}
+    found = read_values(FIELDS_BY_NAME, layers)
+    chosen = {name: found.get(name) for name in FIELDS_BY_NAME} | {"env": env}
 
     passwords: dict[str, str] = {}
     sources = {name: found[1] if found else "default" for name, found in chosen.items()}
