@@ -118,11 +118,9 @@ def _extensions(conn, required: tuple[str, ...]) -> Extensions:
         default, installed = found.get(name, (None, None))
         if default is None or (name == "timescaledb" and not preloaded):
             items.append(Extension(name, default, installed, "fail", hint=db.install_hint(name)))
-        elif installed is None:
-            items.append(Extension(name, default, installed, "ok",
-                                   note="available, not created in this database yet (migrations create it)"))
         else:
-            items.append(Extension(name, default, installed, "ok"))
+            items.append(Extension(name, default, installed, "ok", note=None if installed is not None else
+                                   "available, not created in this database yet (migrations create it)"))
     return Extensions(status="fail" if any(i.status == "fail" for i in items) else "ok",
                       timescaledb_preloaded=preloaded, items=tuple(items))
 
