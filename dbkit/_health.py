@@ -204,11 +204,9 @@ def _migrations(settings) -> Service:
              "migrations_dir": st.migrations_dir}
     if st.problem:
         error, hint = (st.elsewhere.describe(), st.adopt) if st.elsewhere is not None else (st.problem, None)
-        return Migrations(status="fail", **where, pending=(), schema_diffs=(), edited=(), check_ms=ms,
-                          error=error, hint=hint)
+        return Migrations(status="fail", **where, check_ms=ms, error=error, hint=hint)
     if not st.heads:
-        return Migrations(status="ok", **where, pending=(), schema_diffs=(), edited=(), check_ms=ms,
-                          note=st.advice())
+        return Migrations(status="ok", **where, check_ms=ms, note=st.advice())
     result, check_ms = _timed(lambda: runner.check(settings))
     verdict, hint = "ok", None
     if result.edited:

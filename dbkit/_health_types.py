@@ -92,10 +92,10 @@ class Migrations(Service):
 
     current: tuple[str, ...]
     head: tuple[str, ...]
-    pending: tuple[str, ...]
-    schema_diffs: tuple[str, ...]
-    edited: tuple[str, ...]
-    check_ms: float
+    pending: tuple[str, ...] = ()
+    schema_diffs: tuple[str, ...] = ()
+    edited: tuple[str, ...] = ()
+    check_ms: float  # kw_only: may follow fields with defaults, and as_dict() keeps this order
     version_table: str | None = None
     migrations_dir: str | None = None
 
