@@ -380,18 +380,16 @@ def _validate(chosen: Mapping[str, tuple[Any, str] | None], *, lenient: bool = F
         return Settings(**{name: v for name, v in values.items() if name not in bad}, **extra, problems=problems)
 
 
-def _label(f: Field, source: str) -> str:
-    """The setting ``f`` as the user wrote it where the value came from."""
-    if source == "pyproject":
-        return f"[tool.dbkit] {f.name}"
-    return f"{f.env} (from {source})" if source.startswith(".env") else f.env
-
-
 def _problem(f: Field, error: Mapping[str, Any], source: str) -> ConfigError:
-    """The one line of a pydantic error of setting ``f`` (a secret's value is never quoted)."""
+    """The one line of a pydantic error of setting ``f``, named as the user wrote it where the value came from
+    (a secret's value is never quoted)."""
     problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
         f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
-    return ConfigError(_label(f, source), problem, purpose=f.purpose, example=f.example)
+    if source == "pyproject":
+        label = f"[tool.dbkit] {f.name}"
+    else:
+        label = f"{f.env} (from {source})" if source.startswith(".env") else f.env
+    return ConfigError(label, problem, purpose=f.purpose, example=f.example)
 
 
 def settings_table_markdown() -> str:
