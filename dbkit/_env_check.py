@@ -21,7 +21,7 @@ parse and hold an ``@``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -220,13 +220,13 @@ def parse_variables(table: Any, *, reserved: Mapping[str, str] | None = None) ->
     return tuple(_parse_one(name, decl, reserved or {}) for name, decl in table.items())
 
 
-def read_values(names: tuple[str, ...], layers: list[tuple[str, Mapping[str, str]]]) -> dict[str, tuple[str, str]]:
+def read_values(names: Iterable[str], layers: list[tuple[str, Mapping[str, Any]]]) -> dict[str, tuple[Any, str]]:
     """``{name: (value, source)}`` from the first layer (highest precedence first) that sets it; empty is unset."""
-    found: dict[str, tuple[str, str]] = {}
+    found: dict[str, tuple[Any, str]] = {}
     for name in names:
         for source, values in layers:
             value = values.get(name)
-            if value is not None and value.strip():
+            if value is not None and not (isinstance(value, str) and not value.strip()):  # FOO= means unset
                 found[name] = (value, source)
                 break
     return found

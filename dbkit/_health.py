@@ -118,11 +118,9 @@ def _extensions(conn, required: tuple[str, ...]) -> Extensions:
         default, installed = found.get(name, (None, None))
         if default is None or (name == "timescaledb" and not preloaded):
             items.append(Extension(name, default, installed, "fail", hint=db.install_hint(name)))
-        elif installed is None:
-            items.append(Extension(name, default, installed, "ok",
-                                   note="available, not created in this database yet (migrations create it)"))
         else:
-            items.append(Extension(name, default, installed, "ok"))
+            items.append(Extension(name, default, installed, "ok", note=None if installed is not None else
+                                   "available, not created in this database yet (migrations create it)"))
     return Extensions(status="fail" if any(i.status == "fail" for i in items) else "ok",
                       timescaledb_preloaded=preloaded, items=tuple(items))
 
@@ -206,11 +204,9 @@ def _migrations(settings) -> Service:
              "migrations_dir": st.migrations_dir}
     if st.problem:
         error, hint = (st.elsewhere.describe(), st.adopt) if st.elsewhere is not None else (st.problem, None)
-        return Migrations(status="fail", **where, pending=(), schema_diffs=(), edited=(), check_ms=ms,
-                          error=error, hint=hint)
+        return Migrations(status="fail", **where, check_ms=ms, error=error, hint=hint)
     if not st.heads:
-        return Migrations(status="ok", **where, pending=(), schema_diffs=(), edited=(), check_ms=ms,
-                          note=st.advice())
+        return Migrations(status="ok", **where, check_ms=ms, note=st.advice())
     result, check_ms = _timed(lambda: runner.check(settings))
     verdict, hint = "ok", None
     if result.edited:
@@ -266,14 +262,13 @@ def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
         return failed, Service(status="warn", error="not checked: the backup target is unreachable")
     storage_svc = Storage(status="ok", target=storage.uri, latency_ms=latency_ms)
     now = datetime.now(UTC)
-    status, hints, unfinished = "ok", [], {}
+    hints, unfinished = [], {}  # a hint each for what makes it warn
     later = found.unfinished_after_newest()
     if later:  # the most recent attempt has no manifest: it failed, was killed, or is still running
         attempt = later[0]
         started = parse_backup_id(attempt.id) if is_backup_id(attempt.id) else attempt.last_seen
         age = (now - started).total_seconds() / 3600
         idle = max(0.0, (now - attempt.last_seen).total_seconds() / 3600)
-        status = "warn"
         unfinished = {"unfinished": attempt.id, "unfinished_age_hours": round(age, 2),
                       "unfinished_idle_hours": round(idle, 2),
                       "last_status": f"incomplete ({attempt.id}, started {age:.1f} h ago, last write {idle:.1f} h ago)"}
@@ -287,9 +282,8 @@ def _backups(settings, max_backup_age_h: float) -> tuple[Service, Service]:
     newest = found.complete[0]
     age_h = (now - newest.finished_at).total_seconds() / 3600
     if age_h > max_backup_age_h:
-        status = "warn"
         hints.insert(0, f"the newest backup is {age_h:.1f} h old (limit {max_backup_age_h:g} h)")
-    return storage_svc, Backups(status=status, **counts, **{"last_status": "complete", **unfinished},
+    return storage_svc, Backups(status="warn" if hints else "ok", **counts, **{"last_status": "complete", **unfinished},
                                 latest=newest.id, latest_age_hours=round(age_h, 2), latest_bytes=newest.stored_bytes,
                                 hint="; ".join(hints) if hints else None)
 

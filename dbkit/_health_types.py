@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -14,12 +14,13 @@ _OVERALL = {0: "healthy", 1: "degraded", 2: "unhealthy"}
 
 
 def _plain(value: Any) -> Any:
-    """Tuples (the dataclasses' immutable sequences) as JSON lists, typed items through their as_dict()."""
+    """Tuples (the dataclasses' immutable sequences) as JSON lists, typed items through their as_dict() or,
+    without one, as their fields."""
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if callable(getattr(value, "as_dict", None)):
         return value.as_dict()
-    return value
+    return asdict(value) if is_dataclass(value) else value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,10 +92,10 @@ class Migrations(Service):
 
     current: tuple[str, ...]
     head: tuple[str, ...]
-    pending: tuple[str, ...]
-    schema_diffs: tuple[str, ...]
-    edited: tuple[str, ...]
-    check_ms: float
+    pending: tuple[str, ...] = ()
+    schema_diffs: tuple[str, ...] = ()
+    edited: tuple[str, ...] = ()
+    check_ms: float  # kw_only: may follow fields with defaults, and as_dict() keeps this order
     version_table: str | None = None
     migrations_dir: str | None = None
 
@@ -125,9 +126,6 @@ class Job:
     total_failures: int
     next_start: str | None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, kw_only=True)
 class Timescale(Service):
@@ -148,9 +146,6 @@ class VariableState:
     type: str
     status: str
     source: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,9 +199,6 @@ class Setting:
     variable: str
     value: str
     source: str
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from dbkit import _db as db
 from dbkit import _target as target
@@ -29,9 +28,6 @@ class ResetResult:
     seconds: float
     #: the "now" the seeded time series end at (``--anchor`` takes it back)
     anchor: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
 
 
 def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = False,

@@ -59,10 +59,10 @@ class DbUrl:
 
     def without_password(self) -> DbUrl:
         """The same URL with no password (for command lines; pass the password another way)."""
-        parts = urlsplit(self.raw)
-        userinfo, at, hostinfo = parts.netloc.rpartition("@")
-        if not at or ":" not in userinfo:
+        if self.password is None:
             return self
+        parts = urlsplit(self.raw)
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
         netloc = f"{userinfo.split(':', 1)[0]}@{hostinfo}"
         return parse_database_url(f"{parts.scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else ""))
 
@@ -206,19 +206,17 @@ def _parse(url: str) -> DbUrl:
         if not host:
             raise ValueError("empty host name")
         hosts.append(_decode(host, "host name"))
-    if parts.query:
-        for piece in parts.query.split("&"):
-            _decode(piece, "query string")
+    for piece in parts.query.split("&"):
+        _decode(piece, "query string")
     try:
         query = tuple(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
                                 errors="strict"))
     except ValueError:
         raise ValueError("the query string is not key=value pairs") from None
-    if query:
-        unknown = [k for k, _ in query if k not in _libpq_keywords()]
-        if unknown:
-            raise ValueError(f"?{clip(unknown[0], 40)}= is not a libpq connection parameter "
-                             "such as sslmode, connect_timeout or application_name")
+    unknown = [k for k, _ in query if k not in _libpq_keywords()]  # no query: psycopg is not imported
+    if unknown:
+        raise ValueError(f"?{clip(unknown[0], 40)}= is not a libpq connection parameter "
+                         "such as sslmode, connect_timeout or application_name")
     dbname = _decode(parts.path[1:], "database name") if parts.path.startswith("/") and len(parts.path) > 1 else None
     if dbname and "/" in dbname:
         raise ValueError("the database name contains '/'")

@@ -160,8 +160,7 @@ class Settings:
         "dbkit", "DBKIT_VERSION_TABLE_SCHEMA",
         "names the schema of Alembic's version table (public for a project that plain Alembic migrated)",
         "public")
-    version_table: Ident = setting(
-        "alembic_version", "DBKIT_VERSION_TABLE", "names Alembic's version table")
+    version_table: Ident = setting("alembic_version", "DBKIT_VERSION_TABLE", "names Alembic's version table")
     lock_timeout: Duration = setting(
         "5s", "DBKIT_LOCK_TIMEOUT", "bounds how long a migration statement waits for a table lock (0: forever)")
     statement_timeout: Duration = setting(
@@ -239,8 +238,8 @@ class Settings:
         for kind in ("owner", "enforce", "bypass", "readonly"):
             names = getattr(self, f"role_{kind}")
             if role in ((names,) if isinstance(names, str) else names):
-                custom = (self.roles_config.get(kind) or {}).get("password_env") if isinstance(
-                    self.roles_config.get(kind), Mapping) else None
+                table = self.roles_config.get(kind)
+                custom = table.get("password_env") if isinstance(table, Mapping) else None
                 if isinstance(custom, Mapping):
                     custom = custom.get(role)
                 if isinstance(custom, str) and custom:
@@ -265,8 +264,7 @@ class Settings:
         return self.database_url
 
     def environment_problems(self) -> list[str]:
-        """What DBKIT_ENV=prod requires and is missing (empty elsewhere): TLS to non-local hosts,
-        a non-local backup target, passwords for the LOGIN roles."""
+        """What DBKIT_ENV=prod requires and is missing (empty elsewhere): see :func:`dbkit._env_check.prod_problems`."""
         return prod_problems(self)
 
     def require_environment(self, action: str) -> None:
@@ -332,15 +330,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, environ: Mappin
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("flag", overrides), ("env", by_name(environ)), (".env", by_name(dotenv)),
         ("pyproject", {k: v for k, v in pyproject.items() if k in FIELDS_BY_NAME})]
-
-    def pick(name: str) -> tuple[Any, str] | None:
-        for source, values in layers:
-            value = values.get(name)
-            if value is not None and not (isinstance(value, str) and not value.strip()):  # FOO= means unset
-                return value, source
-        return None
-
-    env = pick("env")
+    env = read_values(("env",), layers).get("env")
     try:
         env_file = f".env.{_validate({'env': env}, project_dir=project_dir).env}"
     except ConfigError:
@@ -349,7 +339,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, environ: Mappin
         env_file = ".env.dev"
     env_dotenv = _read_dotenv(project_dir / env_file)
     layers.insert(2, (env_file, by_name(env_dotenv)))
-    chosen = {f.name: pick(f.name) for f in FIELDS} | {"env": env}
+    found = read_values(FIELDS_BY_NAME, layers)
+    chosen = {name: found.get(name) for name in FIELDS_BY_NAME} | {"env": env}
 
     passwords: dict[str, str] = {}
     sources = {name: found[1] if found else "default" for name, found in chosen.items()}
@@ -374,8 +365,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, environ: Mappin
 def _validate(chosen: Mapping[str, tuple[Any, str] | None], *, lenient: bool = False, **extra: Any) -> Settings:
     """Settings from (raw value, source) per field; the first problem becomes one ConfigError line (with
     ``lenient``, every malformed setting is left at its default and listed in ``Settings.problems``)."""
+    values = {name: found[0] for name, found in chosen.items() if found}
     try:
-        return Settings(**{name: found[0] for name, found in chosen.items() if found}, **extra)
+        return Settings(**values, **extra)
     except ValidationError as exc:
         errors = [(FIELDS_BY_NAME.get(str(e["loc"][0])), e) for e in exc.errors(include_url=False)]
         if any(f is None for f, _ in errors):  # not a setting: a caller passed a wrong type
@@ -384,23 +376,20 @@ def _validate(chosen: Mapping[str, tuple[Any, str] | None], *, lenient: bool = F
         if not lenient:
             raise found[0] from None
         bad = {f.name for f, _ in errors}
-        kept = {name: value for name, value in chosen.items() if name not in bad}
         problems = tuple(dict.fromkeys(error.message for error in found))
-        return Settings(**{name: found[0] for name, found in kept.items() if found}, **extra, problems=problems)
-
-
-def _label(f: Field, source: str) -> str:
-    """The setting ``f`` as the user wrote it where the value came from."""
-    if source == "pyproject":
-        return f"[tool.dbkit] {f.name}"
-    return f"{f.env} (from {source})" if source.startswith(".env") else f.env
+        return Settings(**{name: v for name, v in values.items() if name not in bad}, **extra, problems=problems)
 
 
 def _problem(f: Field, error: Mapping[str, Any], source: str) -> ConfigError:
-    """The one line of a pydantic error of setting ``f`` (a secret's value is never quoted)."""
+    """The one line of a pydantic error of setting ``f``, named as the user wrote it where the value came from
+    (a secret's value is never quoted)."""
     problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
         f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
-    return ConfigError(_label(f, source), problem, purpose=f.purpose, example=f.example)
+    if source == "pyproject":
+        label = f"[tool.dbkit] {f.name}"
+    else:
+        label = f"{f.env} (from {source})" if source.startswith(".env") else f.env
+    return ConfigError(label, problem, purpose=f.purpose, example=f.example)
 
 
 def settings_table_markdown() -> str:

@@ -112,8 +112,7 @@ def _describe_backup(m):
                    "s3:// targets only.")
 @json_option
 @click.pass_context
-def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id, storage_class, tags,
-           include_globals, metrics_file, create_bucket, as_json: bool) -> None:
+def backup(ctx: click.Context, to, compress, level, encrypt_to, tags, as_json: bool, **options) -> None:
     """pg_dump streamed to S3/MinIO or disk; the manifest is written last."""
     if ctx.invoked_subcommand:
         return
@@ -124,11 +123,9 @@ def backup(ctx: click.Context, to, compress, level, encrypt_to, sse, kms_key_id,
     check_backup_uri("--to", to, settings)
     progress, bar = (None, None) if as_json else _bytes_progress("pg_dump")
     with bar or contextlib.nullcontext():
-        manifest = pipeline.backup(settings, to=to, compression=compress, level=level,
-                                   encrypt_to=tuple(encrypt_to), sse=sse, kms_key_id=kms_key_id,
-                                   storage_class=storage_class, tags=_parse_tags(tags),
-                                   include_globals=include_globals, metrics_file=metrics_file, progress=progress,
-                                   create_bucket=create_bucket)
+        # options: --sse, --kms-key-id, --storage-class, --globals, --metrics-file, --create-bucket, as named
+        manifest = pipeline.backup(settings, to=to, compression=compress, level=level, encrypt_to=tuple(encrypt_to),
+                                   tags=_parse_tags(tags), progress=progress, **options)
     render.show(manifest, _describe_backup, as_json=as_json)
 
 
@@ -220,14 +217,12 @@ def _describe_prune(result):
 @click.option("--apply", "apply_", is_flag=True, help="Really delete (default: show the plan only).")
 @json_option
 @pass_state
-def backup_prune(state: State, source, keep_last, keep_daily, keep_weekly, keep_monthly, min_keep, apply_,
-                 as_json) -> None:
+def backup_prune(state: State, source, apply_, as_json, **rules) -> None:
     """Retention: keep the last N and the newest per day/week/month; dry run unless --apply."""
     from dbkit.backup import _pipeline as pipeline
 
     check_backup_uri("--from", source, state.settings)
-    result = pipeline.prune(state.settings, uri=source, keep_last=keep_last, keep_daily=keep_daily,
-                            keep_weekly=keep_weekly, keep_monthly=keep_monthly, min_keep=min_keep, apply=apply_)
+    result = pipeline.prune(state.settings, uri=source, apply=apply_, **rules)  # --keep-* and --min-keep
     render.show(result, _describe_prune, as_json=as_json)
 
 
@@ -254,12 +249,12 @@ def _describe_restore(result):
 @click.option("--yes", is_flag=True, help="Confirm --swap.")
 @json_option
 @pass_state
-def restore(state: State, backup_id, source, into, jobs, with_globals, swap, yes, as_json) -> None:
+def restore(state: State, backup_id, source, into, as_json, **options) -> None:
     """Restore a backup (ID or latest) into a NEW database; nothing is overwritten."""
     from dbkit import _lifecycle as lifecycle
 
     check_db_name("--into", into)
     check_backup_uri("--from", source, state.settings)
-    result = lifecycle.restore(state.settings, backup_id, source=source, into=into, jobs=jobs, swap=swap, yes=yes,
-                               with_globals=with_globals)
+    # options: --jobs, --swap, --yes, --globals (with_globals), as named
+    result = lifecycle.restore(state.settings, backup_id, source=source, into=into, **options)
     render.show(result, _describe_restore, as_json=as_json)

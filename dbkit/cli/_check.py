@@ -59,6 +59,11 @@ def _counts(svc) -> str:
     return f"{len(svc.errors)} error(s), {len(svc.warnings)} warning(s)" + _fix(svc)
 
 
+def _joined(*parts) -> str:
+    """The parts that are there (not empty, not None), joined by "; "."""
+    return "; ".join(part for part in parts if part)
+
+
 def _service_detail(svc) -> str:
     if svc.error:
         return svc.error + _fix(svc)
@@ -66,11 +71,9 @@ def _service_detail(svc) -> str:
         return (f"{svc.url}  PostgreSQL {svc.server_version}  latency {svc.latency_ms} ms "
                 f"(connect {svc.connect_ms} ms)")
     if isinstance(svc, health.Environment):
-        text = f"DBKIT_ENV={svc.env}"
-        if svc.variables:
-            ok = sum(v.status in ("ok", "unset") for v in svc.variables)
-            text += f"; {ok} of {len(svc.variables)} declared variables valid"
-        return text + (f"; {'; '.join(svc.problems)}" if svc.problems else "")
+        ok = sum(v.status in ("ok", "unset") for v in svc.variables or ())
+        return _joined(f"DBKIT_ENV={svc.env}", svc.variables and f"{ok} of {len(svc.variables)} declared variables valid",
+                       *svc.problems)
     if isinstance(svc, health.Connections):
         return f"{svc.used} of max_connections {svc.max_connections}"
     if isinstance(svc, health.Roles):
@@ -79,14 +82,9 @@ def _service_detail(svc) -> str:
         if not svc.head:
             return svc.note or ""
         mine = f" ({svc.migrations_dir})" if svc.migrations_dir else ""
-        text = f"database at {', '.join(svc.current) or 'base'}, your migrations{mine} at {', '.join(svc.head)}"
-        if svc.pending:
-            text += f"; {len(svc.pending)} pending"
-        if svc.edited:
-            text += f"; edited: {', '.join(svc.edited)}"
-        if svc.note:
-            text += f"; {svc.note}"
-        return text + _fix(svc)
+        return _joined(f"database at {', '.join(svc.current) or 'base'}, your migrations{mine} at {', '.join(svc.head)}",
+                       svc.pending and f"{len(svc.pending)} pending", svc.edited and f"edited: {', '.join(svc.edited)}",
+                       svc.note, svc.hint and f"fix: {svc.hint}")
     if isinstance(svc, health.Rls):
         return (f"{svc.note}; " if svc.note else f"{svc.tables_checked} tables; ") + _counts(svc)
     if isinstance(svc, health.Timescale):
@@ -94,10 +92,8 @@ def _service_detail(svc) -> str:
             return f"{svc.edition} edition; {svc.note}"
         failed = [j for j in svc.jobs if j.last_run_status == "Failed"]
         ok = [j.last_successful_finish for j in svc.jobs if j.last_successful_finish]
-        text = f"{svc.version}, {svc.edition} edition; {len(svc.jobs)} jobs, {len(failed)} failed"
-        if ok:
-            text += f", last success {max(ok)}"
-        return text + _fix(svc)
+        last = f", last success {max(ok)}" if ok else ""
+        return f"{svc.version}, {svc.edition} edition; {len(svc.jobs)} jobs, {len(failed)} failed{last}" + _fix(svc)
     if isinstance(svc, health.Storage):
         return f"{svc.target} reachable in {svc.latency_ms} ms"
     if isinstance(svc, health.Backups):

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from dbkit._urls import MAX_NAME_BYTES, clip, has_surrogates
+from dbkit._urls import MAX_NAME_BYTES, clip, has_surrogates, mask_secrets
 from dbkit.errors import ConfigError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -102,8 +102,6 @@ def setup_logging(level: int, alembic_level: int | None = None) -> None:
     """dbkit's warnings (and, with -v during migrations, Alembic's "Running upgrade …" lines) go to stderr."""
     handler = getattr(setup_logging, "handler", None)
     if handler is None:
-        from dbkit._urls import mask_secrets
-
         class MaskingFormatter(logging.Formatter):
             """Passwords masked in every line (a blocking session's query, a statement, a URL)."""
 

@@ -56,9 +56,7 @@ def _seed_progress():
 @click.option("--yes", is_flag=True, help="Confirm --allow-prod.")
 @json_option
 @click.pass_context
-def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: str | None, truncate: bool,
-         dry_run: bool, defer_indexes: bool, tenant_skew: float, anchor: str | None, compress: bool, allow_prod: bool,
-         yes: bool, as_json: bool) -> None:
+def seed(ctx: click.Context, seed_value: int, only: str | None, as_json: bool, **options) -> None:
     """Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."""
     if ctx.invoked_subcommand:
         return
@@ -67,10 +65,9 @@ def seed(ctx: click.Context, profile: str, scale: float, seed_value: int, only: 
     callback, bar = (None, None) if as_json else _seed_progress()
     only_list = None if only is None else [t.strip() for t in only.split(",") if t.strip()]
     with bar or contextlib.nullcontext():
-        result = engine.run(ctx.find_object(State).settings, profile=profile, scale=scale, seed=seed_value,
-                            only=only_list, truncate=truncate, dry_run=dry_run, defer_indexes=defer_indexes,
-                            tenant_skew=tenant_skew, allow_prod=allow_prod, yes=yes, progress=callback,
-                            anchor=anchor, compress=compress)
+        # every other option is the engine.run() argument of the same name
+        result = engine.run(ctx.find_object(State).settings, seed=seed_value, only=only_list, progress=callback,
+                            **options)
     render.show(result, _describe_seed, as_json=as_json)
 
 
