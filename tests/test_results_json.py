@@ -108,7 +108,8 @@ def test_check_report_is_typed_and_prints_the_same_json(dbkit_seeded_db, dbkit_c
     assert _as_json(data) == data  # plain JSON types only
 
     printed = dbkit_cli("check", "--json", env=_cli_env(dbkit_seeded_db, backups))
-    assert printed.returncode == report.exit_code == 1, printed.stderr
+    not_ok = {n: (s.status, getattr(s, "error", None), s.hint) for n, s in report.services.items() if s.status != "ok"}
+    assert printed.returncode == report.exit_code == 1, (printed.stderr, printed.stdout[-2000:], not_ok)
     cli = json.loads(printed.stdout)
     assert list(cli) == list(data) and cli["settings"] == data["settings"]
     assert {n: list(s) for n, s in cli["services"].items()} == {n: list(s) for n, s in services.items()}
