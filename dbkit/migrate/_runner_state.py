@@ -53,12 +53,11 @@ class Elsewhere:
         if self.foreign:
             return ("check that DATABASE_URL is this project's database and DBKIT_MIGRATIONS_DIR its migrations "
                     "(never adopt another project's version table)")
-        env, toml = [f"DBKIT_VERSION_TABLE_SCHEMA={self.found.schema}"], [
-            f'version_table_schema = "{self.found.schema}"']
+        env, toml = f"DBKIT_VERSION_TABLE_SCHEMA={self.found.schema}", f'version_table_schema = "{self.found.schema}"'
         if self.found.table != settings.version_table:
-            env.append(f"DBKIT_VERSION_TABLE={self.found.table}")
-            toml.append(f'version_table = "{self.found.table}"')
-        return f"set {' '.join(env)} (or [tool.dbkit] {', '.join(toml)}) to adopt it"
+            env += f" DBKIT_VERSION_TABLE={self.found.table}"
+            toml += f', version_table = "{self.found.table}"'
+        return f"set {env} (or [tool.dbkit] {toml}) to adopt it"
 
     def describe(self) -> str:
         """``dbkit.alembic_version does not exist, but found public.alembic_version at revision 3f2a``"""
