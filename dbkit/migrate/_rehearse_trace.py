@@ -368,8 +368,7 @@ class Tracer:
         if self._sampler is not None:
             self._sampler.stop()
         st.duration_s = time.perf_counter() - self._t_start
-        orig = context.original_exception
-        st.error = " ".join(str(orig).split())[:300]
+        st.error = " ".join(str(context.original_exception).split())[:300]
         self.statements.append(st)
 
     def _on_end(self, conn) -> None:
