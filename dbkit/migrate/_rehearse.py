@@ -238,22 +238,20 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
             report.total_s = round(time.perf_counter() - t_start, 4)
             return report
     name = scratch_name(url.dbname)
-    created = False
+    created = copy is not None  # a failed restore drops what it made; IF EXISTS covers the rest
     with _signals(_interrupt, signal.SIGTERM):
         try:
             t0 = time.perf_counter()
             if copy is None:
                 clone(settings, url, name)
             else:
-                created = True  # a failed restore drops what it made; IF EXISTS covers the rest
                 copy(name)
             created = True
             report.scratch = name
             if on_scratch is not None:
                 on_scratch(name)
             report.copy_s = round(time.perf_counter() - t0, 4)
-            scratch_url = url.with_dbname(name)
-            scratch = dataclasses.replace(settings, database_url=scratch_url, direct_database_url=None)
+            scratch = dataclasses.replace(settings, database_url=url.with_dbname(name), direct_database_url=None)
             if pending is None:  # a backup: pending is what the backup's revision lacks
                 pending = _pending(report, scratch, to)
             if pending:
@@ -273,8 +271,7 @@ def _traced_run(report: RehearsalReport, settings, scratch, pending, *, to: str,
     from dbkit.migrate._runner_run import MigrationFailed, upgrade
 
     scratch_url = scratch.database_url
-    with contextlib.ExitStack() as stack:
-        clients = stack.enter_context(Load(scratch, scratch_url, load)) if load else None
+    with (Load(scratch, scratch_url, load) if load else contextlib.nullcontext()) as clients:
         b0 = time.perf_counter()
         if clients is not None:
             time.sleep(baseline_s)

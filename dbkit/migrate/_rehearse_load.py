@@ -55,20 +55,19 @@ def windows(samples, spans: list[tuple[str, float, float]]) -> list[LoadWindow]:
     def overlap(s: float, d: float, start: float, end: float) -> float:
         return min(end, s + d) - max(start, s)
 
-    home = {}  # sample index -> index of the span it overlapped most (the first on a tie)
-    for i, (s, d, _) in enumerate(samples):
+    own: list[list[float]] = [[] for _ in spans]  # per span, the samples that overlapped it most (the first on a tie)
+    for s, d, _ in samples:
         best = max(range(len(spans)), key=lambda k: (overlap(s, d, *spans[k][1:]), -k), default=None)
         if best is not None and overlap(s, d, *spans[best][1:]) > 0:
-            home[i] = best
+            own[best].append(d)
     out = []
     for k, (label, start, end) in enumerate(spans):
         hit = [(d, ok) for s, d, ok in samples if s < end and s + d > start]
         lat = [d for d, ok in hit if ok]
-        own = [samples[i][1] for i, h in home.items() if h == k]
         out.append(LoadWindow(label, len(hit), sum(1 for _, ok in hit if not ok),
                               None if not lat else round(_pct(lat, 50) * 1000, 3),
                               None if not lat else round(_pct(lat, 99) * 1000, 3),
-                              None if not own else round(max(own), 4)))
+                              None if not own[k] else round(max(own[k]), 4)))
     return out
 
 
@@ -76,19 +75,19 @@ class Load:
     """``with Load(settings, url, clients) as load:`` … ``load.samples``: (start, seconds, ok) per operation,
     start on ``time.perf_counter()``'s clock."""
 
-    def __init__(self, settings, url, clients: int, *, seed: int = 0) -> None:
-        self.settings, self.url, self.clients, self.seed = settings, url, clients, seed
+    def __init__(self, settings, url, clients: int) -> None:
+        self.settings, self.url, self.clients = settings, url, clients
         self.samples: list[tuple[float, float, bool]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self.role = settings.role_enforce[0] if settings.role_enforce else None
         self.column = "tenant_id"
         self.tables: list[tuple[str, bool]] = []
         self.tenants: list[str] = []
 
-    def prepare(self) -> None:
-        """The tables and tenants the clients use, and a check that the connecting role may act as the enforce role."""
+    def __enter__(self) -> Load:
+        """Reads the tables and tenants the clients use, checks that the connecting role may act as the enforce
+        role, and starts the clients."""
         from psycopg import errors, sql
 
         if self.role is None:
@@ -110,13 +109,10 @@ class Load:
                     "--load") from None
         if not self.tables:
             raise MissingDependency(f"--load found no table in schema {self.settings.schema} that {self.role} may read")
-
-    def __enter__(self) -> Load:
-        self.prepare()
-        for i in range(self.clients):
-            t = threading.Thread(target=self._client, args=(i,), name=f"dbkit-rehearse-load-{i}", daemon=True)
+        self._threads = [threading.Thread(target=self._client, args=(i,), name=f"dbkit-rehearse-load-{i}", daemon=True)
+                         for i in range(self.clients)]
+        for t in self._threads:
             t.start()
-            self._threads.append(t)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -127,7 +123,7 @@ class Load:
     def _client(self, index: int) -> None:
         from dbkit.rls import claims, scoped
 
-        rng = random.Random(self.seed * 1000 + index)
+        rng = random.Random(index)
         model = claims(self.settings)
         writable = [t for t, w in self.tables if w]
         try:

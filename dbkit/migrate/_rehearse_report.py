@@ -15,6 +15,7 @@ revision (a table created in the same transaction is invisible to the applicatio
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -38,7 +39,6 @@ def human_size(n: int | None) -> str:
         if n < 1024 or unit == "GB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} TB"
 
 
 @dataclass
@@ -153,16 +153,13 @@ _LOCK_ALTERNATIVE = ("keep the lock-taking statement alone in its revision (lock
 
 
 def _alternative(sql: str, rule: str) -> str:
-    for pattern, text in _ALTERNATIVES:
-        if re.search(pattern, sql, re.IGNORECASE):
-            return text
-    return _LOCK_ALTERNATIVE if rule == "lock" else ("split the change so that the table is not rewritten or "
-                                                      "scanned under a lock that blocks writes")
+    fallback = _LOCK_ALTERNATIVE if rule == "lock" else ("split the change so that the table is not rewritten or "
+                                                          "scanned under a lock that blocks writes")
+    return next((text for pattern, text in _ALTERNATIVES if re.search(pattern, sql, re.IGNORECASE)), fallback)
 
 
 def _strongest(modes) -> str | None:
-    blocking = [m for m in modes if m in WRITE_BLOCKING]
-    return max(blocking, key=WRITE_BLOCKING.index) if blocking else None
+    return max((m for m in modes if m in WRITE_BLOCKING), key=WRITE_BLOCKING.index, default=None)
 
 
 def _rows(n: int | None) -> str:
@@ -179,11 +176,8 @@ def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[st
     sees (sizes and rows summed, the strongest modes kept): a hypertable or a partitioned table is judged
     as one table.  Also returns the number of chunks or partitions folded into each."""
     touched: dict[str, Touched] = {}
-    chunks: dict[str, int] = {}
     for t in st.touched:
         key = t.parent or t.relation
-        if t.parent:
-            chunks[key] = chunks.get(key, 0) + 1
         if key not in touched:
             touched[key] = replace(t, relation=key, modes_held=list(t.modes_held), parent=None,
                                    relkind="r" if t.parent else t.relkind)
@@ -205,7 +199,7 @@ def grouped(st: StatementTrace) -> tuple[list[Touched], list[LockTaken], dict[st
         g.rows = _sum(g.rows, lk.rows)
         g.created = g.created and lk.created
         g.held_s = None if g.held_s is None or lk.held_s is None else max(g.held_s, lk.held_s)
-    return list(touched.values()), list(locks.values()), chunks
+    return list(touched.values()), list(locks.values()), dict(Counter(t.parent for t in st.touched if t.parent))
 
 
 def _statement_findings(run: RevisionRun, st: StatementTrace, min_size: int, max_lock_s: float) -> list[Finding]:

@@ -97,19 +97,16 @@ class LockSampler:
     def __init__(self, url, pid: int, interval: float = 0.005) -> None:
         self.pid, self.interval = pid, interval
         self.conn = db.connect(url, autocommit=True, connect_timeout=5)
-        self.seen: dict[tuple[int, str], list] = {}  # (oid, mode) -> [row, first seen, last seen]
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.seen, self._stop = {}, threading.Event()
+        self.seen: dict[tuple[int, str], list] = {}  # (oid, mode) -> [row, first seen, last seen]
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dbkit-rehearse-locks", daemon=True)
         self._thread.start()
 
     def stop(self) -> dict[tuple[int, str], list]:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._thread.join(timeout=5)
         return self.seen
 
     def close(self) -> None:
@@ -218,8 +215,7 @@ class Tracer:
         self._held_before: set[tuple[int, str]] = set()
         self._lsn_before = 0
         self._t_start = 0.0
-        self._held: list[tuple[LockTaken, float]] = []  # locks of the open transaction, with their start
-        self._held_keys: set[tuple[int, str]] = set()
+        self._held: dict[tuple[int, str], tuple[LockTaken, float]] = {}  # the open transaction's locks and their start
         self._created: set[int] = set()
         self._files: dict[int, int] | None = None  # oid -> relfilenode, taken when a revision starts
         self._sizes: dict[int, int] = {}
@@ -228,26 +224,24 @@ class Tracer:
 
     # ---------------------------------------------------------------- install / remove
     def __enter__(self) -> Tracer:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        for name, fn in self._events():
-            event.listen(Engine, name, fn)
+        self._listen(True)
         return self
 
     def __exit__(self, *exc) -> None:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        for name, fn in self._events():
-            if event.contains(Engine, name, fn):
-                event.remove(Engine, name, fn)
+        self._listen(False)
         if self._sampler is not None:
             self._sampler.close()
 
-    def _events(self):
-        return [("before_cursor_execute", self._on_before), ("after_cursor_execute", self._on_after),
-                ("commit", self._on_end), ("rollback", self._on_end), ("handle_error", self._on_error)]
+    def _listen(self, on: bool) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, fn in [("before_cursor_execute", self._on_before), ("after_cursor_execute", self._on_after),
+                         ("commit", self._on_end), ("rollback", self._on_end), ("handle_error", self._on_error)]:
+            if on:
+                event.listen(Engine, name, fn)
+            elif event.contains(Engine, name, fn):
+                event.remove(Engine, name, fn)
 
     # ---------------------------------------------------------------- helpers
     def _raw(self, conn):
@@ -338,13 +332,12 @@ class Tracer:
                 self._files[oid] = filenode
             for e in entries:
                 key = (oid, e[1])
-                if key in self._held_before or key in self._held_keys:
+                if key in self._held_before or key in self._held:
                     continue
                 lock = LockTaken(name, relkind, e[1], max(size, self._sizes.get(oid) or 0), _rows(reltuples),
                                  created)
                 st.locks.append(lock)
-                self._held.append((lock, self._t_start))
-                self._held_keys.add(key)
+                self._held[key] = (lock, self._t_start)
         for item in [*st.touched, *st.locks]:
             item.parent = self._parents.get(item.relation)
         st.parts = sum(1 for t in st.touched if t.parent)
@@ -375,8 +368,7 @@ class Tracer:
         if self._sampler is not None:
             self._sampler.stop()
         st.duration_s = time.perf_counter() - self._t_start
-        orig = context.original_exception
-        st.error = " ".join(str(orig).split())[:300]
+        st.error = " ".join(str(context.original_exception).split())[:300]
         self.statements.append(st)
 
     def _on_end(self, conn) -> None:
@@ -384,9 +376,9 @@ class Tracer:
         if self._raw(conn) is None:
             return
         end = time.perf_counter()
-        for lock, start in self._held:
+        for lock, start in self._held.values():
             lock.held_s = end - start
-        self._held, self._held_keys, self._created = [], set(), set()
+        self._held, self._created = {}, set()
         self._files = None  # a rollback puts the old relfilenodes back: read them again
         if self._revision is not None:
             self.commits[self._revision] = end - self.t0

@@ -37,8 +37,7 @@ def _describe_failure(exc: BaseException, cfg, settings, verb: str) -> DbkitErro
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         orig = exc.orig
         sqlstate = getattr(orig, "sqlstate", None)
-        diag = getattr(orig, "diag", None)
-        primary = (diag.message_primary if diag is not None and diag.message_primary else str(orig)).strip()
+        primary = (getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)).strip()
         statement = mask_secrets(" ".join(str(exc.statement or "").split()))
         if len(statement) > 200:
             statement = statement[:197] + "..."
@@ -135,7 +134,9 @@ class RunResult:
         return asdict(self)
 
 
-def _result(settings, cfg) -> RunResult:
+def _apply(settings, verb: str, revision: str, attributes: dict) -> RunResult:
+    """Run ``verb`` to ``revision``; the result is read back (the revisions that ran are on the Config)."""
+    _, cfg = _run(settings, verb, revision, attributes=attributes)
     script = _script(settings)
     after = _current(settings)
     heads = set(script.get_heads())
@@ -146,8 +147,7 @@ def _result(settings, cfg) -> RunResult:
 def upgrade(settings, revision: str = "head") -> RunResult:
     """Apply revisions up to ``revision`` (default: head), each in its own transaction."""
     _require_revision(revision, "target revision")
-    _, cfg = _run(settings, "upgrade", revision, attributes={"dbkit_target": revision})
-    return _result(settings, cfg)
+    return _apply(settings, "upgrade", revision, {"dbkit_target": revision})
 
 
 def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult:
@@ -160,8 +160,7 @@ def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult
     """
     _require_revision(revision, "target revision")
     guard_downgrade(settings, allow_prod=allow_prod)
-    _, cfg = _run(settings, "downgrade", revision, attributes={"dbkit_allow_prod": allow_prod})
-    return _result(settings, cfg)
+    return _apply(settings, "downgrade", revision, {"dbkit_allow_prod": allow_prod})
 
 
 def stamp(settings, revision: str, *, allow_prod: bool = False) -> RunResult:
@@ -174,8 +173,7 @@ def stamp(settings, revision: str, *, allow_prod: bool = False) -> RunResult:
     moves backwards is refused in prod unless ``allow_prod`` (:func:`~dbkit.migrate.env.guard_downgrade`).
     """
     _require_revision(revision, "revision to stamp")
-    _, cfg = _run(settings, "stamp", revision, attributes={"dbkit_allow_prod": allow_prod})
-    return _result(settings, cfg)
+    return _apply(settings, "stamp", revision, {"dbkit_allow_prod": allow_prod})
 
 
 def new(settings, message: str, *, autogenerate: bool = False) -> Path:

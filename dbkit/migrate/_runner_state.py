@@ -53,12 +53,11 @@ class Elsewhere:
         if self.foreign:
             return ("check that DATABASE_URL is this project's database and DBKIT_MIGRATIONS_DIR its migrations "
                     "(never adopt another project's version table)")
-        env, toml = [f"DBKIT_VERSION_TABLE_SCHEMA={self.found.schema}"], [
-            f'version_table_schema = "{self.found.schema}"']
+        env, toml = f"DBKIT_VERSION_TABLE_SCHEMA={self.found.schema}", f'version_table_schema = "{self.found.schema}"'
         if self.found.table != settings.version_table:
-            env.append(f"DBKIT_VERSION_TABLE={self.found.table}")
-            toml.append(f'version_table = "{self.found.table}"')
-        return f"set {' '.join(env)} (or [tool.dbkit] {', '.join(toml)}) to adopt it"
+            env += f" DBKIT_VERSION_TABLE={self.found.table}"
+            toml += f', version_table = "{self.found.table}"'
+        return f"set {env} (or [tool.dbkit] {toml}) to adopt it"
 
     def describe(self) -> str:
         """``dbkit.alembic_version does not exist, but found public.alembic_version at revision 3f2a``"""
@@ -180,7 +179,7 @@ def _revision(script_rev, applied: set[str], heads: set[str]) -> Revision:
     return Revision(
         revision=script_rev.revision,
         down_revision=",".join(down) if isinstance(down, tuple) else down,
-        message=(script_rev.doc or "").strip().splitlines()[0] if script_rev.doc else "",
+        message=next(iter((script_rev.doc or "").strip().splitlines()), ""),
         path=str(script_rev.path),
         applied=script_rev.revision in applied,
         is_head=script_rev.revision in heads,
@@ -233,8 +232,11 @@ def refusal(conn, settings, script) -> Refused | None:
     return None
 
 
-def _applied_set(script, current: list[str]) -> set[str]:
-    return {r.revision for head in current for r in script.iterate_revisions(head, "base")}
+def _revisions(script, current: list[str]) -> list[Revision]:
+    """Every revision, base first, with whether it is applied (``current``: the database's heads)."""
+    applied = {r.revision for head in current if _known(script, head) for r in script.iterate_revisions(head, "base")}
+    heads = set(script.get_heads())
+    return [_revision(r, applied, heads) for r in script.walk_revisions()][::-1]
 
 
 def status(settings) -> Status:
@@ -243,13 +245,11 @@ def status(settings) -> Status:
     with db.connect(target.resolve_url(settings, direct=True), connect_timeout=settings.connect_timeout) as conn:
         current, elsewhere = read_state(conn, settings, script)
         unversioned = [] if current or elsewhere else db.unversioned_tables(conn, (BOOKKEEPING_SCHEMA,))
-    heads = list(script.get_heads())
-    unknown = [rev for rev in current if not _known(script, rev)]
-    applied = _applied_set(script, [rev for rev in current if rev not in unknown])
-    pending = [r for r in script.walk_revisions() if r.revision not in applied][::-1]  # walked head -> base
-    return Status(current=current, heads=heads, pending=[_revision(r, applied, set(heads)) for r in pending],
+    return Status(current=current, heads=list(script.get_heads()),
+                  pending=[r for r in _revisions(script, current) if not r.applied],
                   version_table=db.version_table(settings), migrations_dir=_shown(settings),
-                  elsewhere=elsewhere, adopt=elsewhere.adopt(settings) if elsewhere else None, unknown=unknown,
+                  elsewhere=elsewhere, adopt=elsewhere.adopt(settings) if elsewhere else None,
+                  unknown=[rev for rev in current if not _known(script, rev)],
                   unversioned=unversioned)
 
 
@@ -264,7 +264,4 @@ def _shown(settings) -> str:
 
 def history(settings) -> list[Revision]:
     """Every revision, base first, with whether it is applied."""
-    script = _script(settings)
-    heads = set(script.get_heads())
-    applied = _applied_set(script, [rev for rev in _current(settings) if _known(script, rev)])
-    return [_revision(r, applied, heads) for r in script.walk_revisions()][::-1]
+    return _revisions(_script(settings), _current(settings))

@@ -170,51 +170,53 @@ def _granted_schemas(settings) -> list[str]:
     return [s for s in dict.fromkeys((settings.schema, settings.version_table_schema)) if s != BOOKKEEPING_SCHEMA]
 
 
-def _dba_must(what: str, statement: str) -> MissingDependency:
-    return MissingDependency(f"{what}, and the connecting role may not grant it",
-                             hint=f"have a DBA (or the schema's owner) run once: {statement}")
+def _grant(conn, held, grant, what: str, statement: str) -> None:
+    """``grant`` unless ``held()``; a GRANT without the right only warns, so ``held()`` is asked again."""
+    from psycopg import errors
+
+    if held():
+        return
+    with contextlib.suppress(errors.InsufficientPrivilege):
+        conn.execute(grant)
+    if not held():
+        raise MissingDependency(f"{what}, and the connecting role may not grant it",
+                                hint=f"have a DBA (or the schema's owner) run once: {statement}")
 
 
 def _grant_schema(conn, schema: str, owner: str) -> None:
     """GRANT USAGE, CREATE ON SCHEMA to the owner role when it lacks them (idempotent): PostgreSQL 15+
     revoked CREATE on ``public`` from PUBLIC, and ``public`` belongs to pg_database_owner."""
-    from psycopg import errors, sql
+    from psycopg import sql
 
-    held = ("SELECT has_schema_privilege(%(r)s, oid, 'USAGE') AND has_schema_privilege(%(r)s, oid, 'CREATE') "
-            "FROM pg_namespace WHERE nspname = %(s)s")
-    row = conn.execute(held, {"r": owner, "s": schema}).fetchone()
-    if row is None or row[0]:  # a missing schema is the revisions' to create
-        return
-    with contextlib.suppress(errors.InsufficientPrivilege):
-        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema),
-                                                                             sql.Identifier(owner)))
-    if not conn.execute(held, {"r": owner, "s": schema}).fetchone()[0]:  # a GRANT without the right only warns
-        raise _dba_must(f"the owner role {owner} may not create objects in schema {schema} (migrations run as it; "
-                        "PostgreSQL 15+ no longer lets every role create in public)",
-                        f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {owner};")
+    def held() -> bool:
+        row = conn.execute("SELECT has_schema_privilege(%(r)s, oid, 'USAGE') AND has_schema_privilege(%(r)s, oid, "
+                           "'CREATE') FROM pg_namespace WHERE nspname = %(s)s", {"r": owner, "s": schema}).fetchone()
+        return row is None or row[0]  # a missing schema is the revisions' to create
+
+    _grant(conn, held,
+           sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(owner)),
+           f"the owner role {owner} may not create objects in schema {schema} (migrations run as it; "
+           "PostgreSQL 15+ no longer lets every role create in public)",
+           f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {owner};")
 
 
 def _grant_version_table(conn, settings, owner: str) -> None:
     """The owner role writes Alembic's version table: grant it when another role created the table."""
-    from psycopg import errors, sql
+    from psycopg import sql
 
     name = f"{settings.version_table_schema}.{settings.version_table}"
     if not conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0]:
         return
 
-    def missing() -> list[str]:
-        return [p for p in VERSION_TABLE_PRIVILEGES
-                if not conn.execute("SELECT has_table_privilege(%s, %s, %s)", (owner, name, p)).fetchone()[0]]
+    def held() -> bool:
+        return all(conn.execute("SELECT has_table_privilege(%s, %s, %s)", (owner, name, p)).fetchone()[0]
+                   for p in VERSION_TABLE_PRIVILEGES)
 
-    if not missing():
-        return
     table = sql.Identifier(settings.version_table_schema, settings.version_table)
-    with contextlib.suppress(errors.InsufficientPrivilege):
-        conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
-            sql.SQL(", ").join(map(sql.SQL, VERSION_TABLE_PRIVILEGES)), table, sql.Identifier(owner)))
-    if missing():
-        raise _dba_must(f"the owner role {owner} may not write Alembic's version table {name} (migrations run as it)",
-                        f"GRANT {', '.join(VERSION_TABLE_PRIVILEGES)} ON {name} TO {owner};")
+    _grant(conn, held, sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+               sql.SQL(", ").join(map(sql.SQL, VERSION_TABLE_PRIVILEGES)), table, sql.Identifier(owner)),
+           f"the owner role {owner} may not write Alembic's version table {name} (migrations run as it)",
+           f"GRANT {', '.join(VERSION_TABLE_PRIVILEGES)} ON {name} TO {owner};")
 
 
 #: revisions see every row or fail: never a result row-level security filtered (online and offline)
