@@ -29,3 +29,18 @@ def test_empty_revision_from_the_library_is_a_usage_error(migrated_url, call):
     with pytest.raises(UsageError) as info:
         call(settings_for(migrated_url))
     assert info.value.exit_code == 2 and "empty" in str(info.value)
+
+
+def test_a_revision_with_a_blank_docstring_is_listed_with_an_empty_message(tmp_path, pg_url, dbkit_cli):
+    """Alembic accepts a revision whose docstring is only blanks; history and status list it (no IndexError)."""
+    from migrate_helpers import make_project, revision
+
+    source = revision("0001", None, "pass").replace('"""sample\n\nRevision ID: 0001\n"""', '"""   """', 1)
+    assert source.startswith('"""   """')
+    project = make_project(tmp_path, {"0001_blank.py": source})
+    settings = settings_for(pg_url, project)
+    assert [(r.revision, r.message) for r in runner.history(settings)] == [("0001", "")]
+    assert [r.revision for r in runner.status(settings).pending] == ["0001"]
+    shown = dbkit_cli("migrate", "history", env={"DATABASE_URL": pg_url.raw, "DBKIT_ENV": "test",
+                                                 "DBKIT_PROJECT_DIR": str(project)})
+    assert shown.returncode == 0 and "0001" in shown.stdout, shown.stderr
