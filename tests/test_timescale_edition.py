@@ -175,13 +175,25 @@ def test_check_shows_the_edition_and_failed_jobs():
         url = _fresh(server, "edition_jobs")
         q(url, "CREATE EXTENSION timescaledb")
         q(url, JOB_PROC)
-        ok = q(url, "SELECT add_job('public.flaky', INTERVAL '1 hour', config => '{\"fail\": false}')")[0][0]
+        # the scheduler never runs the good job (run by hand): it cannot fail behind the test's back
+        ok = q(url, "SELECT add_job('public.flaky', INTERVAL '1 hour', config => '{\"fail\": false}', "
+                    "scheduled => false)")[0][0]
         bad = q(url, "SELECT add_job('public.flaky', INTERVAL '1 second', config => '{\"fail\": true}')")[0][0]
         q(url, f"CALL run_job({ok})")
+
+        def bad_job(what: str) -> bool:
+            return q(url, f"SELECT coalesce(bool_or({what}), false) FROM timescaledb_information.job_stats "
+                          f"WHERE job_id = {bad}")[0][0]
+
         deadline = time.monotonic() + 120  # the scheduler runs it within seconds; the bound only ends a hang
-        while not q(url, f"SELECT total_failures > 0 FROM timescaledb_information.job_stats WHERE job_id = {bad}")[0][0]:
+        while not bad_job("total_failures > 0"):
             assert time.monotonic() < deadline, "the job scheduler never ran the failing job"
             time.sleep(0.5)
+        # then paused, and read once its last run has ended: the library's check and the CLI's see one state
+        q(url, f"SELECT alter_job({bad}, scheduled => false)")
+        while not bad_job("job_status = 'Paused' AND last_run_status = 'Failed'"):
+            assert time.monotonic() < deadline, "the failing job's last run never ended"
+            time.sleep(0.2)
         settings = settings_for(url, DBKIT_EXTENSIONS="timescaledb")
         service = health.check(settings).services["timescaledb"]
         assert (service.status, service.edition) == ("warn", "community")
