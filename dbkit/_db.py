@@ -24,6 +24,16 @@ APPLICATION_NAME = "dbkit"
 log = logging.getLogger("dbkit")
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (always quoted: for statements dbkit writes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal (standard_conforming_strings: only ``'`` doubles)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _first_line(exc: BaseException) -> str:
     # libpq: 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
     return first_line(str(exc), type(exc).__name__).removeprefix("connection failed: ")

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from alembic.operations import Operations
 from sqlalchemy import text
 
+from dbkit._db import quote_literal as _literal
 from dbkit.migrate import settings as dbkit_settings
 
 VECTOR_METHODS = ("hnsw", "ivfflat")
@@ -35,10 +36,6 @@ def _q(operations: Operations, name: str) -> str:
 
 def _qualified(operations: Operations, name: str, schema: str | None) -> str:
     return f"{_q(operations, schema)}.{_q(operations, name)}" if schema else _q(operations, name)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def roles_in_use(connection) -> tuple[str, str, bool]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from dbkit import _db as db
 from dbkit import _target as target
+from dbkit._db import quote_literal as _literal
 from dbkit._urls import mask_secrets
 from dbkit.errors import DbkitError, MissingDependency
 
@@ -258,10 +259,6 @@ def offline_preflight(settings, quote) -> list[str]:
     if owner:
         stmts.append(_offline_grants(settings, owner, quote))
     return stmts
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _offline_grants(settings, owner: str, quote) -> str:

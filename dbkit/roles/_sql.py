@@ -6,15 +6,8 @@ so it reads nothing from the server beforehand.  Never a password: those are set
 
 from __future__ import annotations
 
+from dbkit._db import quote_ident, quote_literal
 from dbkit.roles._model import ATTRIBUTES, Role, RoleModel
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def ensure_role(role: Role) -> str:
