@@ -8,6 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from dbkit._db import quote_ident
 from dbkit.roles._model import Role
 
 _PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
@@ -15,7 +16,7 @@ _PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
 
 def _ident(name: str) -> str:
     """An identifier for the one-line fixes we print (quoted only when it must be)."""
-    return name if _PLAIN_IDENT.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+    return name if _PLAIN_IDENT.fullmatch(name) else quote_ident(name)
 
 
 def _connection(settings, conn) -> contextlib.AbstractContextManager:
