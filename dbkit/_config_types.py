@@ -24,6 +24,18 @@ def _problem(text: str) -> PydanticCustomError:
     return PydanticCustomError("dbkit", "{problem}", {"problem": text})
 
 
+def config_error(f, error, source: str) -> ConfigError:
+    """The one line of a pydantic error of setting ``f`` (a :class:`dbkit.config.Field`), named as the user
+    wrote it where the value came from (a secret's value is never quoted)."""
+    problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
+        f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
+    if source == "pyproject":
+        label = f"[tool.dbkit] {f.name}"
+    else:
+        label = f"{f.env} (from {source})" if source.startswith(".env") else f.env
+    return ConfigError(label, problem, purpose=f.purpose, example=f.example)
+
+
 def _one_of(*choices: str):
     def check(value: Any) -> str:
         if (text := str(value).strip().lower()) not in choices:

@@ -48,6 +48,7 @@ from dbkit._config_types import (
     Text,
     Url,
     _printable,
+    config_error,
 )
 from dbkit._env_check import parse_variables, prod_problems, read_values
 from dbkit._urls import DbUrl
@@ -372,24 +373,12 @@ def _validate(chosen: Mapping[str, tuple[Any, str] | None], *, lenient: bool = F
         errors = [(FIELDS_BY_NAME.get(str(e["loc"][0])), e) for e in exc.errors(include_url=False)]
         if any(f is None for f, _ in errors):  # not a setting: a caller passed a wrong type
             raise
-        found = [_problem(f, e, chosen[f.name][1]) for f, e in errors]
+        found = [config_error(f, e, chosen[f.name][1]) for f, e in errors]
         if not lenient:
             raise found[0] from None
         bad = {f.name for f, _ in errors}
         problems = tuple(dict.fromkeys(error.message for error in found))
         return Settings(**{name: v for name, v in values.items() if name not in bad}, **extra, problems=problems)
-
-
-def _problem(f: Field, error: Mapping[str, Any], source: str) -> ConfigError:
-    """The one line of a pydantic error of setting ``f``, named as the user wrote it where the value came from
-    (a secret's value is never quoted)."""
-    problem = error["ctx"]["problem"] if error["type"] == "dbkit" else (
-        f"is not valid ({error['msg']})" if f.secret else f"is {error['input']!r}, not valid ({error['msg']})")
-    if source == "pyproject":
-        label = f"[tool.dbkit] {f.name}"
-    else:
-        label = f"{f.env} (from {source})" if source.startswith(".env") else f.env
-    return ConfigError(label, problem, purpose=f.purpose, example=f.example)
 
 
 def settings_table_markdown() -> str:
