@@ -42,6 +42,22 @@ class TestOfflineSQL:
         sql = offline(lambda op: op.create_policy("p", "notes", schema="app", roles=[("a", "b"), "a"], using="x"))
         assert sql == "CREATE POLICY p ON app.notes AS PERMISSIVE FOR ALL TO a, b USING (x);"
 
+    def test_a_colon_in_a_quoted_name_is_sql_not_a_bind_parameter(self):
+        # SQLAlchemy's text() reads " :b" as a bind parameter; offline it wrote "a %(b)s", online it failed
+        assert offline(lambda op: op.grant(["SELECT"], "a :b", roles=["r"])) == 'GRANT SELECT ON TABLE "a :b" TO r;'
+        assert offline(lambda op: op.create_hypertable("e :x", "t :y")) == (
+            """SELECT create_hypertable('"e :x"', by_range('t :y'), if_not_exists => true);""")
+        assert offline(lambda op: op.drop_policy("p :z", "t")) == 'DROP POLICY IF EXISTS "p :z" ON t;'
+        assert offline(lambda op: op.disable_rls("t :w")) == (
+            'ALTER TABLE "t :w" NO FORCE ROW LEVEL SECURITY; ALTER TABLE "t :w" DISABLE ROW LEVEL SECURITY;')
+        assert offline(lambda op: op.drop_extension("e :w")) == (
+            'SET ROLE NONE; DROP EXTENSION IF EXISTS "e :w"; SET ROLE app_owner;')
+
+    def test_grant_to_public_is_the_keyword_not_a_role_named_public(self):
+        assert offline(lambda op: op.grant(["SELECT"], "t", roles=["PUBLIC", "Ops"])) == (
+            'GRANT SELECT ON TABLE t TO PUBLIC, "Ops";')
+        assert offline(lambda op: op.revoke(["SELECT"], "t", roles=["public"])) == "REVOKE SELECT ON TABLE t FROM public;"
+
     def test_rls_and_policy(self):
         assert offline(lambda op: op.enable_rls("documents", schema="app")) == (
             "ALTER TABLE app.documents ENABLE ROW LEVEL SECURITY; ALTER TABLE app.documents FORCE ROW LEVEL SECURITY;")
@@ -169,6 +185,21 @@ def test_rls_policy_and_grants_on_a_real_table(online, pg_url):
         c.execute("SET ROLE ops_test_reader")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("SELECT 1 FROM notes")
+
+
+@pytest.mark.integration
+def test_colons_in_quoted_names_are_sql_not_bind_parameters(online, pg_url):
+    op, conn = online
+    q(pg_url, 'CREATE TABLE "t :w" ("at :ts" timestamptz NOT NULL, v int)')
+    op.enable_rls("t :w")
+    op.grant(["SELECT"], "t :w", roles=["PUBLIC"])
+    op.create_hypertable("t :w", "at :ts")
+    op.drop_policy("p :z", "t :w")
+    conn.commit()
+    assert q(pg_url, "SELECT relforcerowsecurity, relacl::text LIKE '%=r/%' FROM pg_class WHERE relname = 't :w'") == [
+        (True, True)]
+    assert q(pg_url, "SELECT column_name FROM timescaledb_information.dimensions WHERE hypertable_name = 't :w'") == [
+        ("at :ts",)]
 
 
 @pytest.mark.integration

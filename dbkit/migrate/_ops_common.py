@@ -38,14 +38,21 @@ def _qualified(operations: Operations, name: str, schema: str | None) -> str:
     return f"{_q(operations, schema)}.{_q(operations, name)}" if schema else _q(operations, name)
 
 
+def _role_specs(operations: Operations, roles: Iterable[str]) -> str:
+    """``a, "B", PUBLIC``: role names quoted, the role keywords of GRANT and CREATE POLICY as they are."""
+    return ", ".join(r if r.upper() in ("PUBLIC", "CURRENT_ROLE", "CURRENT_USER", "SESSION_USER") else _q(operations, r)
+                     for r in roles)
+
+
 def roles_in_use(connection) -> tuple[str, str, bool]:
     """(current role, session role, whether the session role bypasses row-level security) of ``connection``."""
     return tuple(connection.exec_driver_sql(
         "SELECT current_user, session_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = session_user").one())
 
 
-def _run_as_session_user(operations: Operations, statements: Iterable[str]) -> None:
-    """Run statements as the session (connecting) user, then return to the current role.
+def _run_as_session_user(operations: Operations, statements: Iterable) -> None:
+    """Run statements (text built by dbkit, or a SQLAlchemy clause) as the session (connecting) user, then
+    return to the current role.
 
     Online, ``SET ROLE NONE`` switches to the session user and ``SET ROLE`` switches
     back; both are transactional, so a failure rolls the switch back with the DDL.
@@ -61,11 +68,14 @@ def _run_as_session_user(operations: Operations, statements: Iterable[str]) -> N
     if back is not None:
         operations.execute("SET ROLE NONE")
     for stmt in statements:
-        operations.execute(stmt)
+        if isinstance(stmt, str):  # built by dbkit: its colons are SQL
+            _execute(operations, stmt)
+        else:
+            operations.execute(stmt)
     # back to the role we were, unless a statement above dropped it
     if back is not None and (ctx.as_sql or ctx.connection.exec_driver_sql(
             "SELECT 1 FROM pg_roles WHERE rolname = %(r)s", {"r": back}).first()):
-        operations.execute(f"SET ROLE {_q(operations, back)}")
+        _execute(operations, f"SET ROLE {_q(operations, back)}")
 
 
 # ---- TimescaleDB operations: values written into SQL (each one quoted; never formatted in as it is)

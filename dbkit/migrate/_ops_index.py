@@ -106,14 +106,14 @@ def _create_index_concurrently(operations, op: CreateIndexConcurrentlyOp) -> Non
     ctx = operations.migration_context
     with ctx.autocommit_block():
         if not ctx.as_sql and _invalid_index_exists(operations, op.index_name, op.schema):
-            operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(operations, op.index_name, op.schema)}")
+            _execute(operations, f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(operations, op.index_name, op.schema)}")
         _execute(operations, index_sql(operations, op))  # colons in expressions/WHERE are SQL
 
 
 @Operations.implementation_for(DropIndexConcurrentlyOp)
 def _drop_index_concurrently(operations, op: DropIndexConcurrentlyOp) -> None:
     with operations.migration_context.autocommit_block():
-        operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(operations, op.index_name, op.schema)}")
+        _execute(operations, f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(operations, op.index_name, op.schema)}")
 
 
 @Operations.register_operation("create_vector_index")

@@ -6,10 +6,19 @@ from collections.abc import Sequence
 
 from alembic.ddl.postgresql import PostgresqlImpl
 from alembic.operations import MigrateOperation, Operations
-from sqlalchemy import ForeignKeyConstraint
+from sqlalchemy import ForeignKeyConstraint, text
 
 from dbkit.migrate import settings as dbkit_settings
-from dbkit.migrate._ops_common import _execute, _kept, _q, _qualified, _run_as_session_user, role_list, roles_in_use
+from dbkit.migrate._ops_common import (
+    _execute,
+    _kept,
+    _q,
+    _qualified,
+    _role_specs,
+    _run_as_session_user,
+    role_list,
+    roles_in_use,
+)
 
 COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
 
@@ -55,17 +64,17 @@ class DisableRLSOp(EnableRLSOp):
 @Operations.implementation_for(EnableRLSOp)
 def _enable_rls(operations, op: EnableRLSOp) -> None:
     rel = _qualified(operations, op.table_name, op.schema)
-    operations.execute(f"ALTER TABLE {rel} ENABLE ROW LEVEL SECURITY")
+    _execute(operations, f"ALTER TABLE {rel} ENABLE ROW LEVEL SECURITY")
     if op.force:
-        operations.execute(f"ALTER TABLE {rel} FORCE ROW LEVEL SECURITY")
+        _execute(operations, f"ALTER TABLE {rel} FORCE ROW LEVEL SECURITY")
 
 
 @Operations.implementation_for(DisableRLSOp)
 def _disable_rls(operations, op: DisableRLSOp) -> None:
     rel = _qualified(operations, op.table_name, op.schema)
     if op.force:
-        operations.execute(f"ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY")
-    operations.execute(f"ALTER TABLE {rel} DISABLE ROW LEVEL SECURITY")
+        _execute(operations, f"ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY")
+    _execute(operations, f"ALTER TABLE {rel} DISABLE ROW LEVEL SECURITY")
 
 
 @Operations.register_operation("create_policy")
@@ -142,8 +151,7 @@ class DropPolicyOp(MigrateOperation):
 def _create_policy(operations, op: CreatePolicyOp) -> None:
     if not op.roles:  # roles of a kind the project has none of: no policy, so no access (fail closed)
         return
-    roles = ", ".join(r if r.upper() in ("PUBLIC", "CURRENT_USER", "SESSION_USER") else _q(operations, r)
-                      for r in op.roles)
+    roles = _role_specs(operations, op.roles)
     stmt = (f"CREATE POLICY {_q(operations, op.policy_name)} ON {_qualified(operations, op.table_name, op.schema)} "
             f"AS {'PERMISSIVE' if op.permissive else 'RESTRICTIVE'} FOR {op.command} TO {roles}")
     if op.using:
@@ -155,7 +163,7 @@ def _create_policy(operations, op: CreatePolicyOp) -> None:
 
 @Operations.implementation_for(DropPolicyOp)
 def _drop_policy(operations, op: DropPolicyOp) -> None:
-    operations.execute(f"DROP POLICY {'IF EXISTS ' if op.if_exists else ''}{_q(operations, op.policy_name)} "
+    _execute(operations, f"DROP POLICY {'IF EXISTS ' if op.if_exists else ''}{_q(operations, op.policy_name)} "
                        f"ON {_qualified(operations, op.table_name, op.schema)}")
 
 
@@ -241,7 +249,7 @@ def _create_scoped_view(operations, op: CreateScopedViewOp) -> None:
 
 @Operations.implementation_for(DropScopedViewOp)
 def _drop_scoped_view(operations, op: DropScopedViewOp) -> None:
-    operations.execute(f"DROP VIEW IF EXISTS {_qualified(operations, op.view_name, op.schema)}")
+    _execute(operations, f"DROP VIEW IF EXISTS {_qualified(operations, op.view_name, op.schema)}")
 
 
 @Operations.register_operation("execute_unfiltered")
@@ -280,7 +288,8 @@ def _execute_unfiltered(operations, op: ExecuteUnfilteredOp) -> None:
                              f"superuser or BYPASSRLS), and {user} does not: run this migration as such a role, or "
                              "un-force the table around the statement (ALTER TABLE … NO FORCE ROW LEVEL SECURITY, "
                              "then FORCE ROW LEVEL SECURITY, in the same revision)")
-    _run_as_session_user(operations, [op.sqltext])
+    # a string is read as op.execute reads it (SQLAlchemy text(): ``:name`` is a bind parameter)
+    _run_as_session_user(operations, [text(op.sqltext) if isinstance(op.sqltext, str) else op.sqltext])
 
 
 class _PostgresqlImpl(PostgresqlImpl):

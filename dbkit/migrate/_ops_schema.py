@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from alembic.operations import MigrateOperation, Operations
 
 from dbkit.migrate import settings as dbkit_settings
-from dbkit.migrate._ops_common import _bool, _call, _do_block, _literal, _q, _qualified, _run_as_session_user, role_list
+from dbkit.migrate._ops_common import (
+    _bool,
+    _call,
+    _do_block,
+    _execute,
+    _literal,
+    _q,
+    _qualified,
+    _role_specs,
+    _run_as_session_user,
+    role_list,
+)
 
 
 @Operations.register_operation("create_extension")
@@ -97,7 +108,7 @@ class CreateHypertableOp(MigrateOperation):
 @Operations.implementation_for(CreateHypertableOp)
 def _create_hypertable(operations, op: CreateHypertableOp) -> None:
     interval = f", INTERVAL {_literal(op.chunk_interval)}" if op.chunk_interval else ""
-    operations.execute(_call("create_hypertable", _literal(_qualified(operations, op.table_name, op.schema)),
+    _execute(operations, _call("create_hypertable", _literal(_qualified(operations, op.table_name, op.schema)),
                              f"by_range({_literal(op.time_column)}{interval})",
                              migrate_data=_bool(op.migrate_data), if_not_exists=_bool(op.if_not_exists)))
 
@@ -142,14 +153,12 @@ def _revert_hypertable(operations, op: RevertHypertableOp) -> None:
     rel = _qualified(operations, op.table_name, op.schema)
     tmp_name = f"{op.table_name}__dbkit_plain"
     tmp = _qualified(operations, tmp_name, op.schema)
-    operations.execute(f"ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY")  # the owner copies every row
-    operations.execute(
-        f"CREATE TABLE {tmp} (LIKE {rel} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY "
-        "INCLUDING STORAGE INCLUDING COMMENTS)"
-    )
-    operations.execute(f"INSERT INTO {tmp} SELECT * FROM {rel}")
-    operations.execute(f"DROP TABLE {rel}")
-    operations.execute(f"ALTER TABLE {tmp} RENAME TO {_q(operations, op.table_name)}")
+    _execute(operations, f"ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY")  # the owner copies every row
+    _execute(operations, f"CREATE TABLE {tmp} (LIKE {rel} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING "
+                         "IDENTITY INCLUDING STORAGE INCLUDING COMMENTS)")
+    _execute(operations, f"INSERT INTO {tmp} SELECT * FROM {rel}")
+    _execute(operations, f"DROP TABLE {rel}")
+    _execute(operations, f"ALTER TABLE {tmp} RENAME TO {_q(operations, op.table_name)}")
 
 
 _OBJECT_TYPES = ("TABLE", "SCHEMA", "SEQUENCE", "ALL TABLES IN SCHEMA", "ALL SEQUENCES IN SCHEMA")
@@ -160,7 +169,8 @@ class GrantOp(MigrateOperation):
     """Grant privileges to roles.
 
     ``object_type``: TABLE (default), SCHEMA, SEQUENCE, ALL TABLES IN SCHEMA,
-    ALL SEQUENCES IN SCHEMA.
+    ALL SEQUENCES IN SCHEMA.  ``roles``: role names (quoted), or PUBLIC, CURRENT_ROLE, CURRENT_USER,
+    SESSION_USER as keywords.
 
     Example::
 
@@ -209,9 +219,9 @@ def _grant(operations, op: GrantOp) -> None:
         return
     target = (_qualified(operations, op.target, op.schema) if op.object_type in ("TABLE", "SEQUENCE")
               else _q(operations, op.target))
-    roles = ", ".join(_q(operations, r) for r in op.roles)
+    roles = _role_specs(operations, op.roles)
     verb, direction = ("REVOKE", "FROM") if isinstance(op, RevokeOp) else ("GRANT", "TO")
-    operations.execute(f"{verb} {', '.join(op.privileges)} ON {op.object_type} {target} {direction} {roles}")
+    _execute(operations, f"{verb} {', '.join(op.privileges)} ON {op.object_type} {target} {direction} {roles}")
 
 
 @Operations.register_operation("apply_roles")
