@@ -39,18 +39,16 @@ def _first_line(exc: BaseException) -> str:
     return first_line(str(exc), type(exc).__name__).removeprefix("connection failed: ")
 
 
-def connect(url: DbUrl, *, autocommit: bool = False, connect_timeout: int = 5,
-            dbname: str | None = None) -> psycopg.Connection:
+def connect(url: DbUrl, *, autocommit: bool = False, connect_timeout: int = 5) -> psycopg.Connection:
     """Open a psycopg connection or raise :class:`DatabaseUnavailable` (password masked)."""
     import psycopg
 
-    target = url.with_dbname(dbname) if dbname else url
     try:
-        return psycopg.connect(target.conninfo, autocommit=autocommit, connect_timeout=max(1, connect_timeout),
+        return psycopg.connect(url.conninfo, autocommit=autocommit, connect_timeout=max(1, connect_timeout),
                                application_name=APPLICATION_NAME)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
-            f"cannot connect to {target.masked}: {_first_line(exc)}",
+            f"cannot connect to {url.masked}: {_first_line(exc)}",
             hint="is the server running and reachable, and are DATABASE_URL's user and password right?",
         ) from None
 

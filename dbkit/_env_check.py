@@ -316,8 +316,9 @@ def check_config(settings) -> ConfigReport:
     DATABASE_URL outside dev, DBKIT_ENV=prod's requirements, then the application's variables."""
     problems = list(settings.problems)
     if settings.database_url is None and settings.env != "dev":
-        problems.append(ConfigError("DATABASE_URL", f"is not set and DBKIT_ENV={settings.env} has no embedded "
-                                    "cluster", purpose="tells dbkit which PostgreSQL database to use",
-                                    example="postgresql://app:secret@db.internal:5432/app").message)
+        try:
+            settings.require_database_url()
+        except ConfigError as exc:
+            problems.append(exc.message)
     problems += prod_problems(settings)
     return ConfigReport(env=settings.env, settings=tuple(problems), variables=check_variables(settings))
