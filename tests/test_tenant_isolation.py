@@ -211,6 +211,19 @@ def _leak_sql(tenant: str) -> dict[str, tuple[str, str, str, str]]:
             " INSERT INTO app.notes SELECT id, 'secret of ' || slug FROM app.tenants;"
             " GRANT SELECT ON app.notes, app.notes_0 TO app_rls",
             "app.notes_0", "enforce", "reachable_without_rls"),
+        # SECURITY DEFINER functions run as their owner, whom the policies may not filter (PUBLIC may execute)
+        "definer_function_as_superuser": (
+            "CREATE FUNCTION app.all_documents() RETURNS SETOF app.documents LANGUAGE sql SECURITY DEFINER"
+            " AS 'SELECT * FROM app.documents'", "app.all_documents()", "enforce", "definer_bypasses_rls"),
+        "definer_function_as_owner_without_force": (
+            "ALTER TABLE app.documents NO FORCE ROW LEVEL SECURITY;"
+            " CREATE FUNCTION app.docs(n int) RETURNS SETOF app.documents LANGUAGE plpgsql SECURITY DEFINER"
+            " AS $$BEGIN RETURN QUERY SELECT * FROM \"documents\" LIMIT n; END$$ SET search_path = app;"
+            " ALTER FUNCTION app.docs(int) OWNER TO app_owner", "app.docs(1000)", "readonly", "definer_bypasses_rls"),
+        "definer_dynamic_sql_as_superuser": (
+            "CREATE FUNCTION public.rows_of(t regclass) RETURNS SETOF app.documents LANGUAGE plpgsql"
+            " SECURITY DEFINER AS $$BEGIN RETURN QUERY EXECUTE 'SELECT * FROM ' || t; END$$",
+            "public.rows_of('app.documents')", "enforce", "definer_bypasses_rls"),
     }
 
 
@@ -240,6 +253,44 @@ def test_a_view_with_security_invoker_is_accepted(dbkit_server, dbkit_seeded_db)
            " ALTER VIEW app.my_users OWNER TO app_owner; GRANT SELECT ON app.my_users TO app_rls, app_readonly")
     with login(dbkit_server, url, settings, "enforce") as conn:
         assert conn.execute("SELECT count(*) FROM app.my_users").fetchone()[0] == 0  # no claim: no rows
+    assert audit(settings).clean, [f.line() for f in audit(settings).findings]
+
+
+@pytest.mark.parametrize("sql", [
+    # as the owner role, FORCE RLS applies: the caller's claim decides, as it would without the function
+    "CREATE FUNCTION app.my_documents() RETURNS SETOF app.documents LANGUAGE sql SECURITY DEFINER"
+    " AS 'SELECT * FROM app.documents'; ALTER FUNCTION app.my_documents() OWNER TO app_owner",
+    # a superuser's function that reads no RLS table
+    "CREATE FUNCTION app.server_time() RETURNS timestamptz LANGUAGE sql SECURITY DEFINER AS 'SELECT now()'",
+    # one no login role may execute
+    "CREATE FUNCTION app.all_documents() RETURNS SETOF app.documents LANGUAGE sql SECURITY DEFINER"
+    " AS 'SELECT * FROM app.documents'; REVOKE EXECUTE ON FUNCTION app.all_documents() FROM PUBLIC",
+    # a SQL-standard body, SECURITY INVOKER: the caller's policies apply
+    "CREATE FUNCTION app.invoker_documents() RETURNS SETOF app.documents LANGUAGE sql"
+    " BEGIN ATOMIC SELECT * FROM app.documents; END",
+], ids=["owner_role_with_force", "reads_no_rls_table", "no_execute", "invoker"])
+def test_functions_that_open_no_path_are_accepted(dbkit_server, dbkit_seeded_db, sql):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    q(url, sql)
+    report = audit(settings)
+    assert report.clean, [f.line() for f in report.findings]
+
+
+def test_the_definer_finding_names_the_function_and_its_fix_closes_the_path(dbkit_server, dbkit_seeded_db):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    q(url, "CREATE FUNCTION app.\"Docs Of\"(t uuid) RETURNS SETOF app.documents LANGUAGE sql SECURITY DEFINER"
+           " BEGIN ATOMIC SELECT * FROM app.documents WHERE tenant_id = t; END")
+    (hit,) = [f for f in audit(settings).findings if f.role == "app_rls"]
+    assert (hit.code, hit.target) == ("definer_bypasses_rls", 'app."Docs Of"(t uuid)'), hit.line()
+    assert "reads app.documents as " in hit.message and "a superuser or BYPASSRLS role" in hit.message
+    assert hit.fix.startswith('ALTER FUNCTION app."Docs Of"(t uuid) SECURITY INVOKER') and hit.fix.endswith(
+        'REVOKE EXECUTE ON FUNCTION app."Docs Of"(t uuid) FROM PUBLIC'), hit.fix
+    other = tenants(url)[1]
+    with login(dbkit_server, url, settings, "enforce") as conn:  # no claim, yet another tenant's rows
+        assert conn.execute('SELECT count(*) FROM app."Docs Of"(%s)', (other,)).fetchone()[0] > 0
+    q(url, hit.fix.split(", or ")[0])
+    with login(dbkit_server, url, settings, "enforce") as conn:
+        assert conn.execute('SELECT count(*) FROM app."Docs Of"(%s)', (other,)).fetchone()[0] == 0
     assert audit(settings).clean, [f.line() for f in audit(settings).findings]
 
 

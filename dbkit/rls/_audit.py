@@ -7,9 +7,9 @@ objects.  Any finding, warn included, makes the report not :attr:`~AuditReport.c
 **Tables of the audited schemas** (``DBKIT_SCHEMA`` by default): every ordinary and
 partitioned table must have RLS enabled and forced, with policies that do something.
 
-**Every relation in every schema** (TimescaleDB's internal ones included; only
-``pg_catalog``, ``information_schema`` and relations that belong to an extension are
-skipped) against every *non-bypass login role*: a role that can log in and is not a
+**Every relation and SECURITY DEFINER function in every schema** (TimescaleDB's internal
+ones included; only ``pg_catalog``, ``information_schema`` and objects that belong to an
+extension are skipped) against every *non-bypass login role*: a role that can log in and is not a
 superuser, has no BYPASSRLS and cannot become such a role.  A relation such a role can
 SELECT/INSERT/UPDATE/DELETE (table or column privileges, its own, inherited or PUBLIC's,
 with USAGE on the schema) must be protected by RLS: a table or partition with RLS enabled,
@@ -37,6 +37,10 @@ Finding codes (severity):
 * ``statistics_visible`` (error): a non-bypass login role cannot reach a relation without RLS
   but holds SELECT on it and can read ``pg_stats``: the column statistics show its values
   (the usual case: chunks, which copy the hypertable's grants);
+* ``definer_bypasses_rls`` (error): a non-bypass login role can execute a SECURITY DEFINER function
+  (``target`` is ``schema.name(argument types)``) that reads an RLS table, named in its source, as an
+  owner the policies do not filter: a superuser or BYPASSRLS role, or the table's owner when RLS is not
+  forced; a superuser or BYPASSRLS owner's dynamic SQL (``EXECUTE``) counts as reading any table;
 * ``chunks_exposed`` (error): TimescaleDB creates the chunks of an RLS-protected hypertable in
   a schema a non-bypass login role may use (``_timescaledb_internal`` by default); each new chunk
   copies the hypertable's grants without its RLS;
@@ -74,6 +78,7 @@ CODES: dict[str, str] = {
     "view_bypasses_rls": ERROR,
     "statistics_visible": ERROR,
     "chunks_exposed": ERROR,
+    "definer_bypasses_rls": ERROR,
     "permissive_true_policy": ERROR,
     "rls_not_forced": WARN,
     "rls_without_policy": WARN,

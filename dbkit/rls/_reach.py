@@ -3,6 +3,8 @@ non-bypass login role (see :mod:`dbkit.rls._audit` for the finding codes)."""
 
 from __future__ import annotations
 
+import re
+
 from dbkit.rls._audit import Finding
 from dbkit.rls._isolation import CHUNK_SCHEMA, timescaledb_installed
 
@@ -112,6 +114,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
         privs = sorted({p for m in members for p in m[6]}, key=("SELECT", "INSERT", "UPDATE", "DELETE").index)
         only_public = all(m[7] for m in members)
         findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, parent, len(members)))
+    findings.extend(_definer_findings(conn, [oid for oid, _ in logins]))
     return tuple(name for _, name in logins), relations, findings
 
 
@@ -196,4 +199,62 @@ def _hypertable_findings(conn, logins: list[int]) -> list[Finding]:
                 f"{role} holds SELECT on {name}, whose chunks copy that grant without row-level security, and may "
                 "read pg_stats: the column statistics of every chunk show every tenant's values",
                 "run `dbkit roles apply` as a superuser (revokes SELECT on pg_stats from PUBLIC)", role=role))
+    return findings
+
+
+# SECURITY DEFINER functions a login role may call (not as the owner's member), with the RLS tables their owner
+# reads unfiltered: every one for a superuser or BYPASSRLS owner, the unforced ones it owns otherwise.
+_DEFINERS_SQL = """
+WITH logins AS (SELECT oid, rolname FROM pg_roles WHERE oid = ANY(%(logins)s)),
+rls AS (SELECT c.relname, format('%%I.%%I', n.nspname, c.relname) AS name, c.relforcerowsecurity, c.relowner
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relrowsecurity AND c.relkind IN ('r', 'p'))
+SELECT n.nspname, format('%%I(%%s)', p.proname, pg_get_function_identity_arguments(p.oid)),
+       format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+       o.rolname, o.rolsuper OR o.rolbypassrls,
+       CASE WHEN p.prosqlbody IS NULL THEN p.prosrc ELSE pg_get_function_sqlbody(p.oid) END, l.rolname,
+       ARRAY(SELECT a.grantee = 0 FROM aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a
+             WHERE a.privilege_type = 'EXECUTE' AND (a.grantee = 0 OR pg_has_role(l.oid, a.grantee, 'MEMBER'))),
+       ARRAY(SELECT ARRAY[r.relname, r.name] FROM rls r
+             WHERE o.rolsuper OR o.rolbypassrls
+                OR (NOT r.relforcerowsecurity AND pg_has_role(o.oid, r.relowner, 'USAGE'))
+             ORDER BY r.name)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner
+CROSS JOIN logins l
+WHERE p.prosecdef AND p.prokind IN ('f', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
+  AND has_function_privilege(l.oid, p.oid, 'EXECUTE') AND has_schema_privilege(l.oid, p.pronamespace, 'USAGE')
+  AND NOT pg_has_role(l.oid, p.proowner, 'MEMBER')
+ORDER BY 1, 2, 7
+"""
+
+_DYNAMIC = re.compile(r"\bEXECUTE\b", re.IGNORECASE)
+
+
+def _definer_findings(conn, logins: list[int]) -> list[Finding]:
+    """SECURITY DEFINER functions that read RLS tables as an owner the policies do not filter: whoever may call
+    one reads (or changes) every tenant's rows through it.  A table counts as read when its name is in the
+    function's source; a superuser or BYPASSRLS owner's dynamic SQL (EXECUTE) counts as reading any."""
+    if not logins:
+        return []
+    findings = []
+    for schema, function, qualified, owner, bypass, body, role, grants, tables in conn.execute(
+            _DEFINERS_SQL, {"logins": logins}):
+        read = [name for relname, name in tables
+                if re.search(rf'(?<![\w$"]){re.escape(relname)}(?![\w$"])|"{re.escape(relname)}"', body, re.IGNORECASE)]
+        dynamic = bypass and _DYNAMIC.search(body) is not None
+        if not read and not dynamic:
+            continue
+        why = "a superuser or BYPASSRLS role" if bypass else "their owner, with row-level security not forced"
+        what = f"reads {', '.join(read[:3])}{f' and {len(read) - 3} more' if len(read) > 3 else ''}" if read \
+            else "runs SQL built at run time (EXECUTE)"
+        grantee = ", ".join((["PUBLIC"] if any(grants) else []) + ([role] if not all(grants) else []))
+        findings.append(Finding(
+            "definer_bypasses_rls", schema, function,
+            f"{role} can execute this SECURITY DEFINER function, which {what} as {owner}, {why}: row-level "
+            "security does not filter what it reads, so it can return or change every tenant's rows",
+            f"ALTER FUNCTION {qualified} SECURITY INVOKER, or make its owner a role the policies apply to (the "
+            f"owner role, with FORCE ROW LEVEL SECURITY), or REVOKE EXECUTE ON FUNCTION {qualified} FROM {grantee}",
+            role=role))
     return findings
