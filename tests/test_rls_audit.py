@@ -49,6 +49,7 @@ def test_reference_schema_audits_clean(migrated_url):
     assert {"app_rls", "app_readonly"} <= set(summary.pop("login_roles"))  # app_full is BYPASSRLS: not checked
     assert "app_full" not in report.login_roles and "postgres" not in report.login_roles
     assert summary.pop("relations_checked") >= REFERENCE_TABLES
+    assert summary.pop("functions_checked") == 0  # the reference schema has no SECURITY DEFINER function
     assert summary == {"schemas": ["app"], "enforce_role": "app_rls", "model": "tenant", "rls_used": True,
                        "tables_checked": REFERENCE_TABLES,
                        "errors": 0, "warnings": 0, "clean": True}

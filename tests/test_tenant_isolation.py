@@ -274,6 +274,7 @@ def test_functions_that_open_no_path_are_accepted(dbkit_server, dbkit_seeded_db,
     q(url, sql)
     report = audit(settings)
     assert report.clean, [f.line() for f in report.findings]
+    assert report.functions_checked == ("SECURITY DEFINER" in sql)
 
 
 def test_the_definer_finding_names_the_function_and_its_fix_closes_the_path(dbkit_server, dbkit_seeded_db):

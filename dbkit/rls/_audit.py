@@ -127,6 +127,8 @@ class AuditReport:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     #: relations of every schema checked against the non-bypass login roles
     relations_checked: int = 0
+    #: SECURITY DEFINER functions of every schema checked against those roles
+    functions_checked: int = 0
     #: the non-bypass login roles those relations were checked against
     login_roles: tuple[str, ...] = ()
     #: the RLS model audited against (``DBKIT_RLS_MODEL``); ``none``: RLS is not used, tables are not checked
@@ -152,7 +154,8 @@ class AuditReport:
     def summary(self) -> dict[str, Any]:
         return {"schemas": list(self.schemas), "enforce_role": self.role, "model": self.model,
                 "rls_used": self.rls_used, "tables_checked": self.tables_checked,
-                "relations_checked": self.relations_checked, "login_roles": list(self.login_roles),
+                "relations_checked": self.relations_checked, "functions_checked": self.functions_checked,
+                "login_roles": list(self.login_roles),
                 "errors": self.errors, "warnings": self.warnings, "clean": self.clean}
 
     def summary_line(self) -> str:
@@ -161,7 +164,8 @@ class AuditReport:
                     f"enforce role {self.role}: {self.errors} errors, {self.warnings} warnings")
         roles = ", ".join(self.login_roles) or "none"
         return (f"{self.tables_checked} tables checked in {', '.join(self.schemas)} (enforce role {self.role}); "
-                f"{self.relations_checked} relations in every schema checked against the non-bypass login roles "
+                f"{self.relations_checked} relations and {self.functions_checked} SECURITY DEFINER functions in every "
+                "schema checked against the non-bypass login roles "
                 f"({roles}): {self.errors} errors, {self.warnings} warnings")
 
     def as_dict(self) -> dict[str, Any]:
@@ -250,13 +254,14 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
 
     from dbkit.rls._reach import reachability
 
-    logins, relations, reach = reachability(conn, frozenset((v.schema, v.name) for v in views))
+    logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views))
     findings.extend(reach)
 
     findings.sort(key=lambda f: (f.table is not None, f.schema or "", f.table or "", _ORDER[f.code],
                                  f.role or "", f.message))
     return AuditReport(schemas=schemas, role=role, tables_checked=len(tables), findings=tuple(findings),
-                       relations_checked=relations, login_roles=logins, model=settings.rls_model)
+                       relations_checked=relations, functions_checked=functions, login_roles=logins,
+                       model=settings.rls_model)
 
 
 def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:

@@ -70,21 +70,22 @@ _COUNT_RELS_SQL = "WITH " + _RELS_CTE + " SELECT count(*) FROM rels"
 _KIND_WORDS = {"r": "table", "p": "partitioned table", "m": "materialized view", "f": "foreign table", "v": "view"}
 
 
-def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tuple[tuple[str, ...], int,
+def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tuple[tuple[str, ...], int, int,
                                                                                    list[Finding]]:
-    """``(login roles checked, relations checked, findings)`` of the every-schema sweep.  ``scoped``: the
-    (schema, view) of the tenant-scoped views (:mod:`dbkit.rls._scoped`), which filter by the claims."""
+    """``(login roles checked, relations checked, SECURITY DEFINER functions checked, findings)`` of the
+    every-schema sweep.  ``scoped``: the (schema, view) of the tenant-scoped views (:mod:`dbkit.rls._scoped`),
+    which filter by the claims."""
     logins = conn.execute(_LOGINS_SQL).fetchall()
     relations = conn.execute(_COUNT_RELS_SQL).fetchone()[0]
+    functions, findings = _definer_findings(conn, [oid for oid, _ in logins])
     if not logins:
-        return (), relations, []
+        return (), relations, functions, findings
     hypertables = {r[0] for r in conn.execute(
         "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")} \
         if timescaledb_installed(conn) else set()
     rows = conn.execute(_REACH_SQL, {"logins": [oid for oid, _ in logins]}).fetchall()
     # chunks of one hypertable, for one role and one finding code, are reported together
     groups: dict[tuple[str, str, str], list[tuple]] = {}
-    findings: list[Finding] = []
     for row in rows:
         schema, rel, kind, rls, invoker, role, privs, only_public, usage, stats, owner, parent = row
         privs = sorted(privs, key=("SELECT", "INSERT", "UPDATE", "DELETE").index)
@@ -114,8 +115,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
         privs = sorted({p for m in members for p in m[6]}, key=("SELECT", "INSERT", "UPDATE", "DELETE").index)
         only_public = all(m[7] for m in members)
         findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, parent, len(members)))
-    findings.extend(_definer_findings(conn, [oid for oid, _ in logins]))
-    return tuple(name for _, name in logins), relations, findings
+    return tuple(name for _, name in logins), relations, functions, findings
 
 
 def _view_finding(schema: str, view: str, role: str, privs: list[str], only_public: bool, owner: str) -> Finding:
@@ -202,29 +202,36 @@ def _hypertable_findings(conn, logins: list[int]) -> list[Finding]:
     return findings
 
 
-# SECURITY DEFINER functions a login role may call (not as the owner's member), with the RLS tables their owner
-# reads unfiltered: every one for a superuser or BYPASSRLS owner, the unforced ones it owns otherwise.
+# The SECURITY DEFINER functions of every schema (not an extension's): each runs as its owner.
+_DEFINERS_CTE = """
+definers AS (
+  SELECT p.oid, p.proname, p.proowner, p.proacl, p.pronamespace, n.nspname,
+         CASE WHEN p.prosqlbody IS NULL THEN p.prosrc ELSE pg_get_function_sqlbody(p.oid) END AS body
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.prosecdef AND p.prokind IN ('f', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                    AND d.deptype = 'e')
+)"""
+
+# Those a login role may call (not as the owner's member), with the RLS tables their owner reads unfiltered:
+# every one for a superuser or BYPASSRLS owner, the unforced ones it owns otherwise.
 _DEFINERS_SQL = """
 WITH logins AS (SELECT oid, rolname FROM pg_roles WHERE oid = ANY(%(logins)s)),
 rls AS (SELECT c.relname, format('%%I.%%I', n.nspname, c.relname) AS name, c.relforcerowsecurity, c.relowner
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relrowsecurity AND c.relkind IN ('r', 'p'))
-SELECT n.nspname, format('%%I(%%s)', p.proname, pg_get_function_identity_arguments(p.oid)),
-       format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
-       o.rolname, o.rolsuper OR o.rolbypassrls,
-       CASE WHEN p.prosqlbody IS NULL THEN p.prosrc ELSE pg_get_function_sqlbody(p.oid) END, l.rolname,
+        WHERE c.relrowsecurity AND c.relkind IN ('r', 'p')),
+""" + _DEFINERS_CTE + """
+SELECT p.nspname, format('%%I(%%s)', p.proname, pg_get_function_identity_arguments(p.oid)),
+       format('%%I.%%I(%%s)', p.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+       o.rolname, o.rolsuper OR o.rolbypassrls, p.body, l.rolname,
        ARRAY(SELECT a.grantee = 0 FROM aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a
              WHERE a.privilege_type = 'EXECUTE' AND (a.grantee = 0 OR pg_has_role(l.oid, a.grantee, 'MEMBER'))),
        ARRAY(SELECT ARRAY[r.relname, r.name] FROM rls r
              WHERE o.rolsuper OR o.rolbypassrls
                 OR (NOT r.relforcerowsecurity AND pg_has_role(o.oid, r.relowner, 'USAGE'))
              ORDER BY r.name)
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner
-CROSS JOIN logins l
-WHERE p.prosecdef AND p.prokind IN ('f', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                  AND d.deptype = 'e')
-  AND has_function_privilege(l.oid, p.oid, 'EXECUTE') AND has_schema_privilege(l.oid, p.pronamespace, 'USAGE')
+FROM definers p JOIN pg_roles o ON o.oid = p.proowner CROSS JOIN logins l
+WHERE has_function_privilege(l.oid, p.oid, 'EXECUTE') AND has_schema_privilege(l.oid, p.pronamespace, 'USAGE')
   AND NOT pg_has_role(l.oid, p.proowner, 'MEMBER')
 ORDER BY 1, 2, 7
 """
@@ -232,12 +239,14 @@ ORDER BY 1, 2, 7
 _DYNAMIC = re.compile(r"\bEXECUTE\b", re.IGNORECASE)
 
 
-def _definer_findings(conn, logins: list[int]) -> list[Finding]:
-    """SECURITY DEFINER functions that read RLS tables as an owner the policies do not filter: whoever may call
-    one reads (or changes) every tenant's rows through it.  A table counts as read when its name is in the
-    function's source; a superuser or BYPASSRLS owner's dynamic SQL (EXECUTE) counts as reading any."""
-    if not logins:
-        return []
+def _definer_findings(conn, logins: list[int]) -> tuple[int, list[Finding]]:
+    """``(SECURITY DEFINER functions checked, findings)``: those that read RLS tables as an owner the policies do
+    not filter, so that whoever may call one reads (or changes) every tenant's rows through it.  A table counts
+    as read when its name is in the function's source; a superuser or BYPASSRLS owner's dynamic SQL (EXECUTE)
+    counts as reading any."""
+    checked = conn.execute("WITH " + _DEFINERS_CTE + " SELECT count(*) FROM definers").fetchone()[0]
+    if not logins or not checked:
+        return checked, []
     findings = []
     for schema, function, qualified, owner, bypass, body, role, grants, tables in conn.execute(
             _DEFINERS_SQL, {"logins": logins}):
@@ -257,4 +266,4 @@ def _definer_findings(conn, logins: list[int]) -> list[Finding]:
             f"ALTER FUNCTION {qualified} SECURITY INVOKER, or make its owner a role the policies apply to (the "
             f"owner role, with FORCE ROW LEVEL SECURITY), or REVOKE EXECUTE ON FUNCTION {qualified} FROM {grantee}",
             role=role))
-    return findings
+    return checked, findings
