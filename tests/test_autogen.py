@@ -411,3 +411,18 @@ def test_cli_refuses_an_owner_the_model_cannot_express(tmp_path, pg_url):
         "dbkit: error: [tool.dbkit.rls] owner is 'tenant', which the RLS model (JSON claims in request.jwt.claims "
         "(user key sub)) cannot express (it can: user); example: owner = \"user\""]
     assert not list((project / "migrations" / "versions").glob("*_t.py"))
+
+
+@pytest.mark.unit
+def test_names_are_quoted_as_postgresql_reads_them_in_rendered_and_run_sql():
+    """Quoted when needed, with one % (the psycopg dialect's quoting doubles it, and so does text() when the
+    statement runs: the revision's predicate and the operations' statements would name "a%%b")."""
+    from sqlalchemy.dialects import postgresql
+
+    from dbkit.migrate._autogen import _ident
+    from dbkit.migrate._ops_common import quote_name
+
+    assert [_ident(n) for n in ("tenant_id", "user", "Owner", "a%b")] == ["tenant_id", '"user"', '"Owner"', '"a%b"']
+    for dialect in (postgresql.psycopg.dialect(), postgresql.dialect(paramstyle="named")):
+        assert [quote_name(dialect, n) for n in ("app_owner", "a%b", "a%%b", 'x"y')] == [
+            "app_owner", '"a%b"', '"a%%b"', '"x""y"']

@@ -188,18 +188,30 @@ def test_rls_policy_and_grants_on_a_real_table(online, pg_url):
 
 
 @pytest.mark.integration
-def test_colons_in_quoted_names_are_sql_not_bind_parameters(online, pg_url):
+@pytest.mark.parametrize("table,column", [("t :w", "at :ts"), ("t%w", "at%ts")])
+def test_colons_and_percents_in_quoted_names_are_sql(online, pg_url, table, column):
+    """Neither a bind parameter (" :w") nor a doubled % ("t%%w"): the statements go through SQLAlchemy's text()."""
     op, conn = online
-    q(pg_url, 'CREATE TABLE "t :w" ("at :ts" timestamptz NOT NULL, v int)')
-    op.enable_rls("t :w")
-    op.grant(["SELECT"], "t :w", roles=["PUBLIC"])
-    op.create_hypertable("t :w", "at :ts")
-    op.drop_policy("p :z", "t :w")
+    with psycopg.connect(pg_url.conninfo, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE TABLE {} ({} timestamptz NOT NULL, v text)").format(
+            psycopg.sql.Identifier(table), psycopg.sql.Identifier(column)))
+    op.enable_rls(table)
+    op.grant(["SELECT"], table, roles=["PUBLIC"])
+    op.create_policy(f"p {table}", table, command="SELECT", using="v LIKE 'a%:b'")
     conn.commit()
-    assert q(pg_url, "SELECT relforcerowsecurity, relacl::text LIKE '%=r/%' FROM pg_class WHERE relname = 't :w'") == [
-        (True, True)]
-    assert q(pg_url, "SELECT column_name FROM timescaledb_information.dimensions WHERE hypertable_name = 't :w'") == [
-        ("at :ts",)]
+    op.create_index_concurrently(f"{table}_v", table, ["v"], where="v <> '100%'")  # not on a hypertable
+    assert q(pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,)) == [(f"{table}_v",)]
+    op.drop_index_concurrently(f"{table}_v", table)
+    op.create_hypertable(table, column)
+    op.drop_policy("p :z", table)
+    conn.commit()
+    with psycopg.connect(pg_url.conninfo) as admin:
+        assert admin.execute("SELECT relforcerowsecurity, relacl::text LIKE '%%=r/%%' FROM pg_class WHERE relname = %s",
+                             (table,)).fetchall() == [(True, True)]
+        assert admin.execute("SELECT column_name FROM timescaledb_information.dimensions WHERE hypertable_name = %s",
+                             (table,)).fetchall() == [(column,)]
+        assert admin.execute("SELECT qual FROM pg_policies WHERE tablename = %s", (table,)).fetchall() == [
+            ("(v ~~ 'a%:b'::text)",)]
 
 
 @pytest.mark.integration

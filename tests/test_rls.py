@@ -72,6 +72,26 @@ def test_sqlalchemy_session_variant(dbkit_server, dbkit_rls_db, tenants):
     engine.dispose()
 
 
+def test_sqlalchemy_session_variant_enters_a_role_whose_name_needs_quoting(dbkit_rls_db, tenants):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    role = "App %rls:x"  # capitals, a space, a % and a colon: quoted, and read by SQLAlchemy as neither
+    with psycopg.connect(dbkit_rls_db.conninfo, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" IN ROLE app_rls')
+    engine = create_engine(dbkit_rls_db.sqlalchemy_url)
+    tenant = next(iter(tenants))
+    try:
+        with Session(engine) as session:
+            with scoped_session(session, tenant_id=tenant, role=role):
+                assert session.execute(text("SELECT current_user")).scalar() == role
+                assert session.execute(text("SELECT count(*) FROM app.documents")).scalar() == tenants[tenant]
+    finally:
+        engine.dispose()
+        with psycopg.connect(dbkit_rls_db.conninfo, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')
+
+
 claims = st.one_of(
     st.text(max_size=300),
     st.sampled_from(["' OR 1=1 --", "'; DROP TABLE app.documents; --", "00000000-0000-0000-0000-000000000000",

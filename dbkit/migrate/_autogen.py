@@ -378,7 +378,7 @@ def _ident(name: str) -> str:
     """``name`` as PostgreSQL reads it (quoted when it must be: capitals, reserved words such as user)."""
     from sqlalchemy.dialects import postgresql
 
-    return postgresql.dialect().identifier_preparer.quote(name)
+    return postgresql.dialect(paramstyle="named").identifier_preparer.quote(name)  # no doubled %
 
 
 def _pg_cast(type_) -> str | None:

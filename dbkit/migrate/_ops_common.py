@@ -30,8 +30,17 @@ def _kept(original, message: str):
     return original
 
 
+def quote_name(dialect, name: str) -> str:
+    """``name`` quoted when PostgreSQL needs it, for a statement run as text.  For a driver whose paramstyle is
+    ``format`` the dialect's quoting doubles a ``%`` in the name, which SQLAlchemy doubles again when it runs
+    the text: the quoted name keeps a single one, as PostgreSQL reads it."""
+    preparer = dialect.identifier_preparer
+    quoted = preparer.quote(name)
+    return quoted.replace("%%", "%") if "%" in name and preparer.quote("%") == '"%%"' else quoted
+
+
 def _q(operations: Operations, name: str) -> str:
-    return operations.migration_context.dialect.identifier_preparer.quote(name)
+    return quote_name(operations.migration_context.dialect, name)
 
 
 def _qualified(operations: Operations, name: str, schema: str | None) -> str:

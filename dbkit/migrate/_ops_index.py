@@ -106,7 +106,8 @@ def _create_index_concurrently(operations, op: CreateIndexConcurrentlyOp) -> Non
     ctx = operations.migration_context
     with ctx.autocommit_block():
         if not ctx.as_sql and _invalid_index_exists(operations, op.index_name, op.schema):
-            _execute(operations, f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(operations, op.index_name, op.schema)}")
+            _execute(operations,
+                     f"DROP INDEX CONCURRENTLY IF EXISTS {_qualified(operations, op.index_name, op.schema)}")
         _execute(operations, index_sql(operations, op))  # colons in expressions/WHERE are SQL
 
 

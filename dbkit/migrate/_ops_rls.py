@@ -16,6 +16,7 @@ from dbkit.migrate._ops_common import (
     _qualified,
     _role_specs,
     _run_as_session_user,
+    quote_name,
     role_list,
     roles_in_use,
 )
@@ -315,4 +316,4 @@ class _PostgresqlImpl(PostgresqlImpl):
             return super().add_constraint(const, **kw)
         self._exec("SET ROLE NONE")
         super().add_constraint(const, **kw)
-        self._exec(f"SET ROLE {self.dialect.identifier_preparer.quote(owner)}")
+        self._exec(f"SET ROLE {quote_name(self.dialect, owner)}")

@@ -79,14 +79,15 @@ def scoped_session(session, *, tenant_id: Any = None, user_id: Any = None, role:
     """
     from sqlalchemy import text
 
+    from dbkit._db import quote_ident
+
     model = _model(claims, tenant_claim, user_claim)
     pairs = model.assignments(tenant_id, user_id)
     if session.in_transaction():
         raise RuntimeError("dbkit.rls.scoped_session() must start its own transaction: commit or roll back first")
     with session.begin():
         if role:
-            quoted = session.get_bind().dialect.identifier_preparer.quote(role)
-            session.execute(text(f"SET LOCAL ROLE {quoted}"))
+            session.execute(text(f"SET LOCAL ROLE {quote_ident(role)}"))
         if pairs:
             calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(pairs)))
             session.execute(text(f"SELECT {calls}"),
