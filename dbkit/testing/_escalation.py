@@ -13,8 +13,8 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
     out: list[str] = []
     role = enforce_conn.info.user
     probe = next((t for t in tables if not t.is_view), None)
-    attempts = [(f'SET ROLE "{name}"', f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
-    attempts += [(f'SET ROLE "{settings.role_owner}"', "SET ROLE to the owner role"),
+    attempts = [(f"SET ROLE {_quote(name)}", f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
+    attempts += [(f"SET ROLE {_quote(settings.role_owner)}", "SET ROLE to the owner role"),
                  ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid")]
     if probe is not None:
         attempts += [
@@ -46,7 +46,7 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
         forced = admin.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
                                (t.qualified,)).fetchone()[0]
         with _as(admin, t.tenants[0] if t.tenants else None, settings, t.owner):
-            admin.execute(f'SET LOCAL ROLE "{settings.role_owner}"')
+            admin.execute(f"SET LOCAL ROLE {_quote(settings.role_owner)}")
             owner_sees = admin.execute(f"SELECT count(*) FROM {t.qualified}").fetchone()[0]
         if not forced or (t.counts.get("*") and owner_sees == t.counts["*"]):
             out.append(f"the owner {settings.role_owner} is not subject to RLS on {t.name} "
