@@ -20,7 +20,7 @@ import pytest
 
 from dbkit.migrate import _rehearse as rh
 from tests.conftest import clean_env
-from tests.migrate_helpers import REPO, copy_reference_project, q, revision, settings_for
+from tests.migrate_helpers import REPO, copy_reference_project, make_project, q, revision, settings_for
 
 HOUR = 3600.0
 #: Backfills run as the owner role, which FORCE ROW LEVEL SECURITY limits to no rows (no tenant claim is set).
@@ -436,3 +436,32 @@ def test_a_failing_tracer_query_stops_the_rehearsal_with_one_line(pg_url):
     with psycopg.connect(pg_url.conninfo) as conn, pytest.raises(TraceFailed) as err:
         Tracer._query(conn, "SELECT * FROM no_such_relation")
     assert "tracer could not read the catalog" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_load_acts_on_the_owner_column_the_project_configures(tmp_path, pg_url):
+    """A project whose tenant column is ``org`` ([tool.dbkit.rls] tenant_column): the clients sample tenants
+    from it and their writes reach rows, which under RLS needs the right claim; before, they looked for a
+    tenant_id column, found none and only read (seeing no row)."""
+    from dbkit import roles
+    from dbkit.migrate._rehearse_load import Load
+
+    root = make_project(tmp_path, {}, pyproject_extra='schema = "shop"\n\n[tool.dbkit.rls]\ntenant_column = "org"\n')
+    settings = settings_for(pg_url, root)
+    roles.apply(settings)
+    q(pg_url, "CREATE SCHEMA shop; CREATE TABLE shop.orders (id serial PRIMARY KEY, org uuid NOT NULL, note text);"
+              " ALTER TABLE shop.orders ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;"
+              " CREATE POLICY orders_org ON shop.orders USING (org = (SELECT NULLIF(current_setting('app.tenant_id',"
+              " true), '')::uuid)); GRANT USAGE ON SCHEMA shop TO app_rls;"
+              " GRANT SELECT, UPDATE ON shop.orders TO app_rls;"
+              " INSERT INTO shop.orders (org, note) SELECT o, 'n' FROM (VALUES (gen_random_uuid()),"
+              " (gen_random_uuid())) v(o), generate_series(1, 5)")
+    before = dict(q(pg_url, "SELECT id, xmin::text FROM shop.orders"))
+    load = Load(settings, pg_url, 2)
+    with load:
+        for _ in range(600):  # until the clients have done 40 operations (bounded; no figure on time)
+            if len(load.samples) >= 40:
+                break
+            time.sleep(0.05)
+    assert len(load.samples) >= 40 and load.errors == [], load.errors
+    after = dict(q(pg_url, "SELECT id, xmin::text FROM shop.orders"))
+    assert [i for i in before if after[i] != before[i]], "no write reached a row: the claims missed the org column"

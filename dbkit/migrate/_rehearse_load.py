@@ -1,11 +1,13 @@
 """``dbkit migrate rehearse --load N``: the application's view of the rehearsal.
 
-N client threads, each on its own connection to the scratch database, run tenant-scoped transactions
-as the enforce role (``SET LOCAL ROLE`` and the RLS claims through :func:`dbkit.rls.scoped`, as the
-application does): three reads (``SELECT … LIMIT 20``) for each write (``UPDATE t SET <tenant column> =
-<tenant column>`` of one row: a real row lock and ROW EXCLUSIVE, changing nothing) on the application's
-tables the enforce role may use.  Every operation's start and latency is kept; :func:`windows` cuts
-them into the baseline (the same load before the first revision) and each revision's run.
+N client threads, each on its own connection to the scratch database, run scoped transactions as the
+enforce role (``SET LOCAL ROLE`` and the RLS claims of the project's model through :func:`dbkit.rls.scoped`,
+as the application does, with a tenant and a user id sampled from the tables' owner columns): three reads
+(``SELECT … LIMIT 20``) for each write (``UPDATE t SET <owner column> = <owner column>`` of one row: a real
+row lock and ROW EXCLUSIVE, changing nothing) on the application's tables the enforce role may use.  The
+owner column of a table is the model's (``[tool.dbkit.rls]``, per table too).  Every operation's start and
+latency is kept; :func:`windows` cuts them into the baseline (the same load before the first revision) and
+each revision's run.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from dbkit import _db as db
 from dbkit.errors import MissingDependency
 
 _TABLES = """
-SELECT format('%%I.%%I', n.nspname, c.relname),
-       EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = %(col)s AND NOT a.attisdropped)
-       AND has_table_privilege(%(role)s, c.oid, 'UPDATE')
+SELECT format('%%I.%%I', n.nspname, c.relname), c.relname, has_table_privilege(%(role)s, c.oid, 'UPDATE'),
+       ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped ORDER BY a.attnum)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND has_table_privilege(%(role)s, c.oid, 'SELECT')
@@ -81,9 +83,8 @@ class Load:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self.role = settings.role_enforce[0] if settings.role_enforce else None
-        self.column = "tenant_id"
-        self.tables: list[tuple[str, bool]] = []
-        self.tenants: list[str] = []
+        self.tables: list[tuple[str, str | None]] = []  # (table, the column its write sets, or None: read only)
+        self.owners: dict[str, list[str]] = {}  # "tenant"/"user" -> ids sampled from a table they own
 
     def __enter__(self) -> Load:
         """Reads the tables and tenants the clients use, checks that the connecting role may act as the enforce
@@ -92,13 +93,20 @@ class Load:
 
         if self.role is None:
             raise MissingDependency("--load needs an enforce role (DBKIT_ROLE_ENFORCE): the clients act as it")
+        from dbkit.rls._scoped import owner_and_column
+
         with db.connect(self.url, autocommit=True, connect_timeout=self.settings.connect_timeout) as conn:
-            self.tables = [(t, bool(w)) for t, w in conn.execute(
-                _TABLES, {"col": self.column, "role": self.role, "schema": self.settings.schema}).fetchall()]
-            with_tenant = [t for t, w in self.tables if w]
-            if with_tenant:
-                rows = conn.execute(f"SELECT DISTINCT {self.column}::text FROM {with_tenant[0]} LIMIT 100").fetchall()
-                self.tenants = [r[0] for r in rows]
+            for table, name, can_update, columns in conn.execute(
+                    _TABLES, {"role": self.role, "schema": self.settings.schema}).fetchall():
+                if self.settings.rls_model == "none":  # no owner: a write sets the first column
+                    self.tables.append((table, columns[0] if can_update and columns else None))
+                    continue
+                owner, column = owner_and_column(self.settings, name)
+                owned = column in columns
+                self.tables.append((table, column if owned and can_update else None))
+                if owned and owner not in self.owners:
+                    self.owners[owner] = [r[0] for r in conn.execute(
+                        f"SELECT DISTINCT {db.quote_ident(column)}::text FROM {table} LIMIT 100")]
             try:
                 with conn.transaction():
                     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(self.role)))
@@ -125,7 +133,7 @@ class Load:
 
         rng = random.Random(index)
         model = claims(self.settings)
-        writable = [t for t, w in self.tables if w]
+        writable = [(t, c) for t, c in self.tables if c]
         try:
             conn = db.connect(self.url, connect_timeout=self.settings.connect_timeout)
         except Exception as exc:  # noqa: BLE001 - reported, never raised into the rehearsal
@@ -136,15 +144,19 @@ class Load:
             n = 0
             while not self._stop.is_set():
                 n += 1
-                tenant = rng.choice(self.tenants) if self.tenants else None
+                ids = {owner: rng.choice(values) for owner, values in self.owners.items() if values}
                 write = writable and n % 4 == 0
-                table = rng.choice(writable) if write else rng.choice(self.tables)[0]
-                sql = (f"UPDATE {table} SET {self.column} = {self.column} WHERE ctid = "
-                       f"(SELECT ctid FROM {table} LIMIT 1)") if write else f"SELECT * FROM {table} LIMIT 20"
+                if write:
+                    table, column = rng.choice(writable)
+                    sql = (f"UPDATE {table} SET {db.quote_ident(column)} = {db.quote_ident(column)} WHERE ctid = "
+                           f"(SELECT ctid FROM {table} LIMIT 1)")
+                else:
+                    sql = f"SELECT * FROM {rng.choice(self.tables)[0]} LIMIT 20"
                 t0 = time.perf_counter()
                 ok = True
                 try:
-                    with scoped(conn, tenant_id=tenant, role=self.role, claims=model):
+                    with scoped(conn, tenant_id=ids.get("tenant"), user_id=ids.get("user"), role=self.role,
+                                claims=model):
                         conn.execute(sql).fetchall() if not write else conn.execute(sql)
                 except Exception as exc:  # noqa: BLE001 - a failed operation is a figure (errors), not a crash
                     ok = False
