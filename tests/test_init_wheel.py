@@ -13,6 +13,7 @@ healthy, against a fresh database on the suite's test server.  Durations are pri
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -141,7 +142,7 @@ def test_a_new_project_from_the_wheel(case, wheel_venv, dbkit_server, fresh_data
         timings.append(f"{' '.join(args[:2])} {time.monotonic() - started:.1f}s")
         assert res.returncode == 0, (f"{' '.join(args)} exited {res.returncode}:\n{res.stdout[-3000:]}\n"
                                      f"{res.stderr[-3000:]}")
-        return res.stdout + res.stderr
+        return res.stdout if "--json" in args else res.stdout + res.stderr
 
     out = step("init", *CASES[case])
     assert "Next" in out and not (project / ".dbkit").exists()
@@ -164,7 +165,43 @@ def test_a_new_project_from_the_wheel(case, wheel_venv, dbkit_server, fresh_data
         assert conn.execute(f"SELECT count(*) FROM {schema}.notes").fetchone()[0] == 400
     check = step("check")
     assert "status: healthy" in check, check
+    # the next revision, rehearsed on a copy of that backup while two clients act as the application (the
+    # project's role, claims and owner column)
+    (project / "migrations" / "versions" / "0002_flag.py").write_text(FLAG_REVISION.format(schema=schema))
+    rehearsal = json.loads(step("migrate", "rehearse", "--from-backup", "latest", "--from", backups, "--load", "2",
+                                "--json", timeout=600))
+    assert rehearsal["ok"] and [r["revision"] for r in rehearsal["revisions"]] == ["0002"], rehearsal["summary"]
+    assert [w["label"] for w in rehearsal["load"]] == ["baseline", "0002"], rehearsal["load"]
+    assert rehearsal["load"][0]["ops"] > 0 and rehearsal["load_errors"] == [], rehearsal["load_errors"]
+    assert rehearsal["load"][0]["rows"] > 0, rehearsal["load"]  # the claims reach the seeded rows
+    status = json.loads(step("migrate", "status", "--json"))  # the project's own database was not migrated
+    assert (status["current"], [r["revision"] for r in status["pending"]]) == (["0001"], ["0002"]), status
     _say(f"case {case}: " + ", ".join(timings))
+
+
+FLAG_REVISION = """\
+\"\"\"flag: a nullable column (no rewrite)
+
+Revision ID: 0002
+Revises: 0001
+\"\"\"
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("notes", sa.Column("flag", sa.Boolean()), schema="{schema}")
+
+
+def downgrade():
+    op.drop_column("notes", "flag", schema="{schema}")
+"""
 
 
 REVISION = """\

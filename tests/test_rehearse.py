@@ -371,6 +371,7 @@ def test_load_sees_the_stall_of_a_lock_held_until_commit(tmp_path, dbkit_seeded_
     assert [w.label for w in report.load] == ["baseline", "0007", "0008"]
     base, hold, _ = report.load
     assert base.ops > 0 and base.errors == 0 and report.load_errors == []
+    assert base.rows > 0  # the clients' claims match the seeded tenants' rows
     assert hold.ops > 0 and hold.longest_stall_s > 0.5
     rules = {(f.revision, f.rule, f.relation, f.mode) for f in report.findings}
     assert ("0007", "lock", "app.audit_log", "ACCESS EXCLUSIVE") in rules
@@ -465,3 +466,4 @@ def test_load_acts_on_the_owner_column_the_project_configures(tmp_path, pg_url):
     assert len(load.samples) >= 40 and load.errors == [], load.errors
     after = dict(q(pg_url, "SELECT id, xmin::text FROM shop.orders"))
     assert [i for i in before if after[i] != before[i]], "no write reached a row: the claims missed the org column"
+    assert sum(rows for *_, rows in load.samples) > 0  # and the reads saw the claimed org's rows

@@ -32,3 +32,20 @@ def test_windows_without_operations_and_ties():
     assert quick.longest_stall_s is None and quick.errors == 1
     even = windows([(1.0, 2.0, True)], [("a", 0.0, 2.0), ("b", 2.0, 4.0)])  # 1 s in each: the earlier one
     assert [w.longest_stall_s for w in even] == [2.0, None]
+
+
+def test_rows_are_summed_per_window_and_a_load_that_read_none_is_called_out():
+    from dbkit.migrate._rehearse_report import NO_ROWS, RehearsalReport, markdown
+
+    samples = [(0.1, 0.01, True, 20), (0.5, 0.02, True, 1), (2.1, 0.1, True, 3), (2.5, 0.1, False, 0)]
+    base, hold, quick = windows(samples, SPANS)
+    assert (base.rows, hold.rows, quick.rows) == (21, 3, 0)
+    assert windows([(0.1, 0.01, True)], SPANS)[0].rows == 0  # a sample without rows counts none
+
+    def report(load):
+        return RehearsalReport("app", "scratch", "clone", "head", ["0006"], ["0007"], 0, 5.0, load_clients=2,
+                               load=load)
+
+    assert "| baseline | 2 | 21 | 0 |" in markdown(report(windows(samples, SPANS)))
+    assert NO_ROWS not in markdown(report(windows(samples, SPANS)))
+    assert NO_ROWS in markdown(report(windows([(0.1, 0.01, True, 0)], SPANS)))

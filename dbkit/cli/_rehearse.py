@@ -44,7 +44,7 @@ def _touched(st) -> str:
 
 
 def _describe(report):
-    from dbkit.migrate._rehearse_report import human_size
+    from dbkit.migrate._rehearse_report import NO_ROWS, human_size
 
     if report.nothing_pending:
         yield report.summary()
@@ -63,9 +63,11 @@ def _describe(report):
                   sum(1 for f in report.findings if f.revision == r.revision)) for r in report.revisions],
                 title="revisions")
     if report.load:
-        yield Table(["window", "operations", "errors", "p50 ms", "p99 ms", "longest s"],
-                    [(w.label, w.ops, w.errors, w.p50_ms, w.p99_ms, w.longest_stall_s) for w in report.load],
+        yield Table(["window", "operations", "rows", "errors", "p50 ms", "p99 ms", "longest s"],
+                    [(w.label, w.ops, w.rows, w.errors, w.p50_ms, w.p99_ms, w.longest_stall_s) for w in report.load],
                     title=f"the application's view: {report.load_clients} client(s) as the enforce role")
+        if not report.load[0].rows:
+            yield f"load: {NO_ROWS}"
     for error in report.load_errors:
         yield f"load: an operation failed: {error}"
     for finding in report.findings:

@@ -39,6 +39,7 @@ class LoadWindow:
     p50_ms: float | None
     p99_ms: float | None
     longest_stall_s: float | None  # the slowest operation that spent most of its time in the window
+    rows: int = 0  # rows the operations read or wrote (0 in the baseline: the claims match no data)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -49,8 +50,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def windows(samples, spans: list[tuple[str, float, float]]) -> list[LoadWindow]:
-    """One :class:`LoadWindow` per ``(label, start, end)``: the operations that overlapped it (ops, errors,
-    percentiles), and the longest of those that spent most of their time in it.  An operation blocked by one
+    """One :class:`LoadWindow` per ``(label, start, end)``: the operations (``(start, seconds, ok[, rows])``)
+    that overlapped it (ops, errors, percentiles, rows), and the longest of those that spent most of their time
+    in it.  An operation blocked by one
     revision's lock ends just after that revision commits, so it overlaps the next revision by a few
     milliseconds (more on a busy machine): its stall belongs to the revision that held it."""
 
@@ -58,24 +60,24 @@ def windows(samples, spans: list[tuple[str, float, float]]) -> list[LoadWindow]:
         return min(end, s + d) - max(start, s)
 
     own: list[list[float]] = [[] for _ in spans]  # per span, the samples that overlapped it most (the first on a tie)
-    for s, d, _ in samples:
+    for s, d, *_ in samples:
         best = max(range(len(spans)), key=lambda k: (overlap(s, d, *spans[k][1:]), -k), default=None)
         if best is not None and overlap(s, d, *spans[best][1:]) > 0:
             own[best].append(d)
     out = []
     for k, (label, start, end) in enumerate(spans):
-        hit = [(d, ok) for s, d, ok in samples if s < end and s + d > start]
-        lat = [d for d, ok in hit if ok]
-        out.append(LoadWindow(label, len(hit), sum(1 for _, ok in hit if not ok),
+        hit = [(d, ok, rows[0] if rows else 0) for s, d, ok, *rows in samples if s < end and s + d > start]
+        lat = [d for d, ok, _ in hit if ok]
+        out.append(LoadWindow(label, len(hit), sum(1 for _, ok, _ in hit if not ok),
                               None if not lat else round(_pct(lat, 50) * 1000, 3),
                               None if not lat else round(_pct(lat, 99) * 1000, 3),
-                              None if not own[k] else round(max(own[k]), 4)))
+                              None if not own[k] else round(max(own[k]), 4), sum(n for _, _, n in hit)))
     return out
 
 
 class Load:
-    """``with Load(settings, url, clients) as load:`` … ``load.samples``: (start, seconds, ok) per operation,
-    start on ``time.perf_counter()``'s clock."""
+    """``with Load(settings, url, clients) as load:`` … ``load.samples``: (start, seconds, ok, rows) per
+    operation, start on ``time.perf_counter()``'s clock."""
 
     def __init__(self, settings, url, clients: int) -> None:
         self.settings, self.url, self.clients = settings, url, clients
@@ -153,15 +155,16 @@ class Load:
                 else:
                     sql = f"SELECT * FROM {rng.choice(self.tables)[0]} LIMIT 20"
                 t0 = time.perf_counter()
-                ok = True
+                ok, rows = True, 0
                 try:
                     with scoped(conn, tenant_id=ids.get("tenant"), user_id=ids.get("user"), role=self.role,
                                 claims=model):
-                        conn.execute(sql).fetchall() if not write else conn.execute(sql)
+                        cur = conn.execute(sql)
+                        rows = cur.rowcount if write else len(cur.fetchall())
                 except Exception as exc:  # noqa: BLE001 - a failed operation is a figure (errors), not a crash
                     ok = False
                     if len(self.errors) < 20:
                         self.errors.append(" ".join(str(exc).split())[:200])
                     if conn.closed:
                         return
-                self.samples.append((t0, time.perf_counter() - t0, ok))
+                self.samples.append((t0, time.perf_counter() - t0, ok, rows))

@@ -125,6 +125,10 @@ class RehearsalReport:
         return data
 
 
+NO_ROWS = ("the load's clients read no rows in the baseline: its tables are empty, or the claims they set (ids "
+           "from the owner columns of [tool.dbkit.rls]) match no row, so its figures say little")
+
+
 # --------------------------------------------------------------------- the verdict
 
 _ALTERNATIVES = [
@@ -289,9 +293,11 @@ def markdown(report: RehearsalReport) -> str:
         out.append(f"| {run.revision} | {_md(run.file)} | {run.duration_s:.3f}s | {len(run.statements)} | {n} |")
     if report.load:
         out += ["", f"The application's view ({report.load_clients} clients as the enforce role):", "",
-                "| window | operations | errors | p50 ms | p99 ms | longest s |", "|---|---|---|---|---|---|"]
-        out += [f"| {w.label} | {w.ops} | {w.errors} | {w.p50_ms} | {w.p99_ms} | {w.longest_stall_s} |"
+                "| window | operations | rows | errors | p50 ms | p99 ms | longest s |", "|---" * 7 + "|"]
+        out += [f"| {w.label} | {w.ops} | {w.rows} | {w.errors} | {w.p50_ms} | {w.p99_ms} | {w.longest_stall_s} |"
                 for w in report.load]
+        if not report.load[0].rows:
+            out += ["", NO_ROWS]
     if report.findings:
         out += ["", "| revision | statement | relation | finding | safe alternative |", "|---|---|---|---|---|"]
         for f in report.findings:
