@@ -148,6 +148,8 @@ def test_cli_status_and_check_json(pg_url, dbkit_cli):
     assert "0 violation(s) in 6 revision(s): clean" in lint.stdout
     down = dbkit_cli("migrate", "down", "-1", env=env)
     assert down.returncode == 5 and "needs confirmation" in down.stderr
+    typo = dbkit_cli("migrate", "down", "0O05", env=env)  # said before asking for a confirmation that cannot help
+    assert typo.returncode == 2 and "Can't locate revision identified by '0O05'" in typo.stderr, typo.stderr
     down = dbkit_cli("migrate", "down", "-1", "--yes", env=env)
     assert down.returncode == 0 and "downgraded 0006" in down.stdout
     prod = dbkit_cli("migrate", "down", "base", "--yes", env={**env, "DBKIT_ENV": "prod"})

@@ -64,6 +64,7 @@ def migrate_down(state: State, revision: str, yes: bool, allow_prod: bool, as_js
     check_revision("REVISION", revision)
     settings = state.settings
     guard_downgrade(settings, allow_prod=allow_prod)  # before asking: the one refusal, shared with plain alembic
+    runner.check_target(settings, revision)  # and not "confirm", then "no such revision"
     if not yes:
         if not sys.stdin.isatty():
             raise Refused(f"downgrade to {revision} needs confirmation", hint="rerun with --yes")

@@ -20,14 +20,14 @@ from dbkit import _db as db
 from dbkit import _target as target
 from dbkit.errors import DbkitError
 from dbkit.migrate import _runner_run, _runner_state, _sql_history
-from dbkit.migrate._runner_run import MigrationFailed, RunResult, downgrade, new, offline_sql, stamp
+from dbkit.migrate._runner_run import MigrationFailed, RunResult, check_target, downgrade, new, offline_sql, stamp
 from dbkit.migrate._runner_state import Revision, Status, _count, _script, alembic_config, history
 from dbkit.migrate._session import BOOKKEEPING_SCHEMA
 from dbkit.migrate.env import file_sha256
 
 __all__ = ["MigrationFailed", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
     "NOT_COMPARED_UNKNOWN", "upgrade", "downgrade", "stamp", "status", "history", "new", "offline_sql", "check",
-    "lint", "import_sql", "UpgradeResult"]
+    "lint", "import_sql", "UpgradeResult", "check_target"]
 
 
 @dataclass

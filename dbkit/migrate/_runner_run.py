@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from dbkit._urls import first_line, mask_secrets
 from dbkit.errors import DbkitError, OperationFailed, UsageError
-from dbkit.migrate._runner_state import Revision, _current, _revision, _script, alembic_config
+from dbkit.migrate._runner_state import Revision, _current, _known, _revision, _script, alembic_config
 from dbkit.migrate.env import guard_downgrade
 
 
@@ -122,6 +123,15 @@ def _require_revision(revision: str | None, what: str = "revision") -> None:
     if revision is None or not str(revision).strip():
         raise UsageError(f"the {what} is empty", hint="give a revision id, head, base, +N or -N "
                          "(see `dbkit migrate history`)")
+
+
+def check_target(settings, revision: str) -> None:
+    """A plain id the project does not have is the unknown-revision UsageError now, before a confirmation
+    prompt, worded as when Alembic finds out; head, base and relative targets (-1, ae10+2) are Alembic's."""
+    _require_revision(revision)
+    if re.fullmatch(r"\w+", revision) and revision not in ("base", "head", "heads") \
+            and not _known(_script(settings), revision):
+        raise _command_error(f"Can't locate revision identified by '{revision}'")
 
 
 @dataclass
