@@ -295,6 +295,32 @@ def test_the_definer_finding_names_the_function_and_its_fix_closes_the_path(dbki
     assert audit(settings).clean, [f.line() for f in audit(settings).findings]
 
 
+@pytest.mark.parametrize("predefined", ["pg_read_all_data", "pg_write_all_data"])
+def test_a_role_holding_all_data_reads_the_closed_chunks_and_fails_the_audit(dbkit_server, dbkit_seeded_db,
+                                                                            predefined):
+    """pg_read_all_data (PostgreSQL 14+) is SELECT on every table and USAGE on every schema, whatever the grants:
+    the chunks in the schema no role may use are open again (granted to a reporting role "because RLS applies")."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    assert audit(settings).clean
+    chunk = chunks(url)[0]
+    assert chunk.startswith(CHUNK_SCHEMA + ".")
+    q(url, f"GRANT {predefined} TO app_readonly")  # a role of the server: revoked below
+    try:
+        with login(dbkit_server, url, settings, "readonly") as conn:
+            if predefined == "pg_read_all_data":  # the leak is real: several tenants' rows, no claim set
+                assert conn.execute(f"SELECT count(DISTINCT tenant_id) FROM {chunk}").fetchone()[0] > 1
+            else:  # and writes reach every tenant's rows
+                assert direct_access(conn, chunk)["DELETE"] not in ("refused", "0 rows")
+        report = audit(settings)
+        (hit,) = [f for f in report.findings if f.code == "all_data_role"]
+        assert hit.role == "app_readonly" and hit.target == "role app_readonly" and not report.clean
+        assert f"member of {predefined}" in hit.message and "TimescaleDB chunks" in hit.message
+        assert hit.fix.startswith(f"REVOKE {predefined} FROM app_readonly")
+    finally:
+        q(url, f"REVOKE {predefined} FROM app_readonly")
+    assert audit(settings).clean
+
+
 def test_check_reports_an_open_path(dbkit_seeded_db):
     from dbkit import _health as health
 

@@ -47,6 +47,9 @@ Finding codes (severity):
 * ``enforce_role_privileged`` (error, role-level): the enforce role is superuser, BYPASSRLS,
   a member of such a role, or owns tables in the audited schemas (directly or through
   role membership);
+* ``all_data_role`` (error, role-level): a non-bypass login role holds pg_read_all_data or
+  pg_write_all_data, so it reads (changes) every relation without RLS, TimescaleDB chunks included,
+  whatever the grants and schema privileges that keep the chunks closed;
 * ``enforce_role_missing`` (error, role-level): the enforce role does not exist;
 * ``schema_missing`` (error): an audited schema does not exist (a typo would otherwise audit clean).
 
@@ -71,6 +74,7 @@ ERROR, WARN = "error", "warn"
 CODES: dict[str, str] = {
     "enforce_role_missing": ERROR,
     "enforce_role_privileged": ERROR,
+    "all_data_role": ERROR,
     "schema_missing": ERROR,
     "table_without_rls": ERROR,
     "policy_without_rls": ERROR,

@@ -80,6 +80,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
     functions, findings = _definer_findings(conn, [oid for oid, _ in logins])
     if not logins:
         return (), relations, functions, findings
+    findings += _all_data_findings(conn, [oid for oid, _ in logins])
     hypertables = {r[0] for r in conn.execute(
         "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")} \
         if timescaledb_installed(conn) else set()
@@ -116,6 +117,38 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
         only_public = all(m[7] for m in members)
         findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, parent, len(members)))
     return tuple(name for _, name in logins), relations, functions, findings
+
+
+# Login roles that hold pg_read_all_data / pg_write_all_data: every relation and schema, whatever the grants.
+_ALL_DATA_SQL = """
+SELECT l.rolname, p.rolname FROM pg_roles l CROSS JOIN pg_roles p
+WHERE l.oid = ANY(%(logins)s) AND p.rolname IN ('pg_read_all_data', 'pg_write_all_data')
+  AND pg_has_role(l.oid, p.oid, 'MEMBER')
+ORDER BY 1, 2
+"""
+_UNPROTECTED_SQL = "WITH " + _RELS_CTE + " SELECT count(*) FROM rels WHERE NOT relrowsecurity AND relkind <> 'v'"
+_UNPROTECTED_CHUNKS_SQL = "WITH " + _RELS_CTE + """
+SELECT count(*) FROM rels JOIN _timescaledb_catalog.chunk ch ON ch.schema_name = rels.nspname
+  AND ch.table_name = rels.relname WHERE NOT rels.relrowsecurity"""
+
+
+def _all_data_findings(conn, logins: list[int]) -> list[Finding]:
+    """A role that holds PostgreSQL's pg_read_all_data (pg_write_all_data) reads (changes) every relation and may
+    use every schema whatever their grants: row-level security still filters the tables that have it, not the
+    others, TimescaleDB chunks in a schema no role may use included."""
+    members = conn.execute(_ALL_DATA_SQL, {"logins": logins}).fetchall()
+    unprotected = conn.execute(_UNPROTECTED_SQL).fetchone()[0] if members else 0
+    if not unprotected:
+        return []
+    chunks = conn.execute(_UNPROTECTED_CHUNKS_SQL).fetchone()[0] if timescaledb_installed(conn) else 0
+    of_them = f", {chunks} of them TimescaleDB chunks" if chunks else ""
+    return [Finding(
+        "all_data_role", None, None,
+        f"{role} is a member of {predefined}: it may {'read' if predefined == 'pg_read_all_data' else 'change'} "
+        f"every table and use every schema whatever their grants; row-level security still filters the tables "
+        f"that have it, but not the {unprotected} relations without it{of_them}, which hold every tenant's rows",
+        f"REVOKE {predefined} FROM {role} (or from the role it inherits it through), and grant it the tables it "
+        "needs", role=role) for role, predefined in members]
 
 
 def _view_finding(schema: str, view: str, role: str, privs: list[str], only_public: bool, owner: str) -> Finding:
