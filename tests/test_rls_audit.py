@@ -174,6 +174,27 @@ def test_enforce_role_superuser_or_bypassrls(migrated_url, attribute, word):
         assert finding.severity == "error" and not report.clean
 
 
+def test_enforce_role_with_createrole_can_become_the_owner(migrated_url, dbkit_server):
+    """Up to PostgreSQL 15 CREATEROLE grants any non-superuser role: the enforce role makes itself the owner role
+    and un-forces RLS (the escalation is proven, then rolled back)."""
+    with temp_role(migrated_url, "LOGIN CREATEROLE") as role:
+        q(migrated_url, f"GRANT USAGE ON SCHEMA app TO {role}")
+        with psycopg.connect(dbkit_server.url(migrated_url.dbname, user=role).conninfo) as conn:
+            pre16 = conn.info.server_version < 160000
+            if pre16:
+                conn.execute(f"GRANT app_owner TO {role}")
+                conn.execute("SET ROLE app_owner")
+                conn.execute("ALTER TABLE app.documents NO FORCE ROW LEVEL SECURITY")  # every tenant's rows
+            conn.rollback()
+        report = audit(settings_for(migrated_url, DBKIT_ROLE_ENFORCE=role))
+        if not pre16:
+            assert report.clean  # CREATEROLE grants only roles it holds ADMIN OPTION on
+            return
+        assert codes(report) == {("enforce_role_privileged", role)}
+        (finding,) = report.findings
+        assert "has CREATEROLE" in finding.message and finding.fix == f"ALTER ROLE {role} NOCREATEROLE"
+
+
 def test_enforce_role_owning_a_table(migrated_url):
     with temp_role(migrated_url) as role:
         q(migrated_url, "CREATE TABLE app.owned (id int);"

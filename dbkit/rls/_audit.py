@@ -45,8 +45,8 @@ Finding codes (severity):
   a schema a non-bypass login role may use (``_timescaledb_internal`` by default); each new chunk
   copies the hypertable's grants without its RLS;
 * ``enforce_role_privileged`` (error, role-level): the enforce role is superuser, BYPASSRLS,
-  a member of such a role, or owns tables in the audited schemas (directly or through
-  role membership);
+  a member of such a role, owns tables in the audited schemas (directly or through
+  role membership), or has CREATEROLE on PostgreSQL 15 or older (it may grant itself such roles);
 * ``all_data_role`` (error, role-level): a non-bypass login role holds pg_read_all_data or
   pg_write_all_data, so it reads (changes) every relation without RLS, TimescaleDB chunks included,
   whatever the grants and schema privileges that keep the chunks closed;
@@ -178,6 +178,7 @@ class AuditReport:
 
 _ROLE_SQL = """
 SELECT r.rolsuper, r.rolbypassrls,
+       r.rolcreaterole AND current_setting('server_version_num')::int < 160000,
        ARRAY(SELECT b.rolname FROM pg_roles b WHERE (b.rolsuper OR b.rolbypassrls) AND b.oid <> r.oid
              AND pg_has_role(r.oid, b.oid, 'MEMBER') ORDER BY 1),
        ARRAY(SELECT n.nspname || '.' || c.relname
@@ -274,7 +275,7 @@ def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
                       "run `dbkit roles apply` (or `dbkit migrate`, whose preflight applies the role model), or fix "
                       "DBKIT_ROLE_ENFORCE", role=role)
         return
-    superuser, bypassrls, powerful, owned = row
+    superuser, bypassrls, createrole, powerful, owned = row
     if powerful and not superuser:
         yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} is a member of "
                       f"{', '.join(powerful)} (superuser or BYPASSRLS): it can SET ROLE around RLS",
@@ -285,6 +286,10 @@ def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
     if bypassrls:
         yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has BYPASSRLS: RLS never "
                       "applies to it", f"ALTER ROLE {role} NOBYPASSRLS", role=role)
+    if createrole and not superuser:
+        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has CREATEROLE: up to "
+                      "PostgreSQL 15 it may grant itself any role but a superuser, the owner role or a BYPASSRLS "
+                      "role among them, and SET ROLE around RLS", f"ALTER ROLE {role} NOCREATEROLE", role=role)
     if owned and not superuser:  # a superuser "owns" everything: already reported
         shown = ", ".join(owned[:5]) + (f" and {len(owned) - 5} more" if len(owned) > 5 else "")
         yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} owns (directly or through "
