@@ -348,6 +348,28 @@ def test_the_plugin_escalation_checks_cover_chunks(dbkit_server, dbkit_seeded_db
         assert escalation_failures(conn, admin, discover(admin, settings), settings) == []
 
 
+def test_the_plugin_escalation_checks_catch_an_enforce_role_with_createrole(dbkit_server, dbkit_seeded_db):
+    """Up to PostgreSQL 15 CREATEROLE may grant the owner role: the plugin's checks try it (in a rolled-back
+    transaction) as the application's role."""
+    from dbkit.testing._escalation import escalation_failures
+    from dbkit.testing._matrix import discover
+
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    with psycopg.connect(url.conninfo, autocommit=True) as admin, \
+            login(dbkit_server, url, settings, "enforce") as conn:
+        if conn.info.server_version >= 160000:
+            pytest.skip("PostgreSQL 16 and newer: CREATEROLE grants only the roles it holds ADMIN OPTION on")
+        tables = discover(admin, settings)
+        assert escalation_failures(conn, admin, tables, settings) == []
+        admin.execute("ALTER ROLE app_rls CREATEROLE")  # a role of the server: taken back below
+        try:
+            failures = escalation_failures(conn, admin, tables, settings)
+        finally:
+            admin.execute("ALTER ROLE app_rls NOCREATEROLE")
+        assert any("could grant itself the owner role" in f for f in failures), failures
+        assert escalation_failures(conn, admin, tables, settings) == []
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_restored_database_keeps_the_paths_closed(dbkit_server, dbkit_seeded_db, tmp_path, jobs):
     """The chunk schema, the hypertable's associated schema and the pg_stats revoke are in the dump."""

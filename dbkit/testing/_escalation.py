@@ -1,5 +1,6 @@
 """The escalation checks of the RLS matrix (:mod:`dbkit.testing._matrix`): what the enforce role must never be
-able to do (switch roles, turn RLS off, touch policies, read pg_authid, read around the policies), FORCE applying
+able to do (switch roles, grant itself the owner role, turn RLS off, touch policies, read pg_authid, read around
+the policies), FORCE applying
 to the owner, and the paths around a table's policies: a hypertable's chunks, the table behind a scoped view."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
     probe = next((t for t in tables if not t.is_view), None)
     attempts = [(f"SET ROLE {_quote(name)}", f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
     attempts += [(f"SET ROLE {_quote(settings.role_owner)}", "SET ROLE to the owner role"),
+                 (f"GRANT {_quote(settings.role_owner)} TO {_quote(role)}", "grant itself the owner role"),
                  ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid")]
     if probe is not None:
         attempts += [
