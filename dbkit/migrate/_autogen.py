@@ -378,7 +378,9 @@ def _ident(name: str) -> str:
     """``name`` as PostgreSQL reads it (quoted when it must be: capitals, reserved words such as user)."""
     from sqlalchemy.dialects import postgresql
 
-    return postgresql.dialect(paramstyle="named").identifier_preparer.quote(name)  # no doubled %
+    from dbkit.migrate._ops_common import quote_name
+
+    return quote_name(postgresql.dialect(), name)
 
 
 def _pg_cast(type_) -> str | None:

@@ -50,23 +50,23 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def windows(samples, spans: list[tuple[str, float, float]]) -> list[LoadWindow]:
-    """One :class:`LoadWindow` per ``(label, start, end)``: the operations (``(start, seconds, ok[, rows])``)
+    """One :class:`LoadWindow` per ``(label, start, end)``: the operations (``(start, seconds, ok, rows)``)
     that overlapped it (ops, errors, percentiles, rows), and the longest of those that spent most of their time
-    in it.  An operation blocked by one
-    revision's lock ends just after that revision commits, so it overlaps the next revision by a few
-    milliseconds (more on a busy machine): its stall belongs to the revision that held it."""
+    in it.  An operation blocked by one revision's lock ends just after that revision commits, so it overlaps
+    the next revision by a few milliseconds (more on a busy machine): its stall belongs to the revision that
+    held it."""
 
     def overlap(s: float, d: float, start: float, end: float) -> float:
         return min(end, s + d) - max(start, s)
 
     own: list[list[float]] = [[] for _ in spans]  # per span, the samples that overlapped it most (the first on a tie)
-    for s, d, *_ in samples:
+    for s, d, _, _ in samples:
         best = max(range(len(spans)), key=lambda k: (overlap(s, d, *spans[k][1:]), -k), default=None)
         if best is not None and overlap(s, d, *spans[best][1:]) > 0:
             own[best].append(d)
     out = []
     for k, (label, start, end) in enumerate(spans):
-        hit = [(d, ok, rows[0] if rows else 0) for s, d, ok, *rows in samples if s < end and s + d > start]
+        hit = [(d, ok, rows) for s, d, ok, rows in samples if s < end and s + d > start]
         lat = [d for d, ok, _ in hit if ok]
         out.append(LoadWindow(label, len(hit), sum(1 for _, ok, _ in hit if not ok),
                               None if not lat else round(_pct(lat, 50) * 1000, 3),
