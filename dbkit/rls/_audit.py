@@ -11,7 +11,7 @@ partitioned table must have RLS enabled and forced, with policies that do someth
 ones included; only ``pg_catalog``, ``information_schema`` and objects that belong to an
 extension are skipped) against every *non-bypass login role*: a role that can log in and is not a
 superuser, has no BYPASSRLS and cannot become such a role.  A relation such a role can
-SELECT/INSERT/UPDATE/DELETE (table or column privileges, its own, inherited or PUBLIC's,
+SELECT/INSERT/UPDATE/DELETE/TRUNCATE/REFERENCES/TRIGGER (table or column privileges, its own, inherited or PUBLIC's,
 with USAGE on the schema) must be protected by RLS: a table or partition with RLS enabled,
 or a view with ``security_invoker`` (whose base tables are then checked on their own).
 Roles that hold the relation owner's rights are trusted like the owner (they could disable
@@ -28,6 +28,10 @@ Finding codes (severity):
 * ``reachable_without_rls`` (error): a non-bypass login role can read or change a table,
   partition, TimescaleDB chunk, materialized view or foreign table that RLS does not
   protect (chunks of one hypertable are reported together);
+* ``privilege_bypasses_rls`` (error): a non-bypass login role holds TRUNCATE, REFERENCES or
+  TRIGGER on a table with RLS: TRUNCATE empties every tenant's rows, a foreign key is checked
+  without RLS (which keys other tenants have; it blocks their deletes), a trigger runs on every
+  tenant's writes (``GRANT ALL`` grants all three);
 * ``view_bypasses_rls`` (error): a non-bypass login role can use a view that runs with its
   owner's rights (no ``security_invoker``), so the caller's policies do not apply — unless the
   view is exactly a tenant-scoped view of the configured model (``op.create_scoped_view``:
@@ -79,6 +83,7 @@ CODES: dict[str, str] = {
     "table_without_rls": ERROR,
     "policy_without_rls": ERROR,
     "reachable_without_rls": ERROR,
+    "privilege_bypasses_rls": ERROR,
     "view_bypasses_rls": ERROR,
     "statistics_visible": ERROR,
     "chunks_exposed": ERROR,

@@ -4,6 +4,7 @@ non-bypass login role (see :mod:`dbkit.rls._audit` for the finding codes)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from dbkit.rls._audit import Finding
 from dbkit.rls._isolation import CHUNK_SCHEMA, timescaledb_installed
@@ -31,20 +32,21 @@ rels AS (
                     AND d.deptype = 'e')
 )"""
 
-# One row per (relation, login role) where the role holds SELECT/INSERT/UPDATE/DELETE on it (table or
-# column privileges; its own, through any role it is a member of, or PUBLIC's), without the owner's rights.
+# One row per (relation, login role) where the role holds SELECT/INSERT/UPDATE/DELETE, or TRUNCATE/REFERENCES/
+# TRIGGER (which row-level security does not filter), on it: table or column privileges; its own, through any role
+# it is a member of, or PUBLIC's; without the owner's rights.
 _REACH_SQL = """
 WITH logins AS (SELECT oid, rolname FROM pg_roles WHERE oid = ANY(%(logins)s)),
 """ + _RELS_CTE + """,
 grants AS (
   SELECT r.oid AS relid, a.grantee, a.privilege_type
   FROM rels r, aclexplode(COALESCE(r.relacl, acldefault('r', r.relowner))) a
-  WHERE a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')
+  WHERE a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER')
   UNION
   SELECT r.oid, a.grantee, a.privilege_type
   FROM rels r JOIN pg_attribute att ON att.attrelid = r.oid AND att.attnum > 0 AND NOT att.attisdropped
        AND att.attacl IS NOT NULL, aclexplode(att.attacl) a
-  WHERE a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE')
+  WHERE a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
 )
 SELECT r.nspname, r.relname, r.relkind, r.relrowsecurity, r.invoker, l.rolname,
        array_agg(DISTINCT g.privilege_type) AS privileges,
@@ -56,7 +58,8 @@ SELECT r.nspname, r.relname, r.relkind, r.relrowsecurity, r.invoker, l.rolname,
        pg_get_userbyid(r.relowner) AS owner,
        (SELECT format('%%I.%%I', pn.nspname, p.relname) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
         JOIN pg_namespace pn ON pn.oid = p.relnamespace
-        WHERE i.inhrelid = r.oid AND NOT r.relispartition LIMIT 1) AS inherits_from
+        WHERE i.inhrelid = r.oid AND NOT r.relispartition LIMIT 1) AS inherits_from,
+       array_agg(DISTINCT g.privilege_type) FILTER (WHERE g.grantee = 0) AS public_privileges
 FROM grants g JOIN rels r ON r.oid = g.relid
 JOIN logins l ON g.grantee = 0 OR pg_has_role(l.oid, g.grantee, 'MEMBER')
 WHERE NOT pg_has_role(l.oid, r.relowner, 'MEMBER')
@@ -66,6 +69,16 @@ ORDER BY 1, 2, 6
 """
 
 _COUNT_RELS_SQL = "WITH " + _RELS_CTE + " SELECT count(*) FROM rels"
+
+_DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
+#: table privileges whose statements row-level security does not filter, and what each opens
+_UNFILTERED = {
+    "TRUNCATE": "TRUNCATE empties it, every tenant's rows, without looking at a policy",
+    "REFERENCES": "a foreign key from a table of its own is checked without row-level security: it tells which "
+                  "keys other tenants have, and blocks their deletes",
+    "TRIGGER": "a trigger it creates on it runs on every tenant's writes, sees their rows and may change them",
+}
+_PRIVILEGES = _DML + tuple(_UNFILTERED)
 
 _KIND_WORDS = {"r": "table", "p": "partitioned table", "m": "materialized view", "f": "foreign table", "v": "view"}
 
@@ -88,13 +101,17 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
     # chunks of one hypertable, for one role and one finding code, are reported together
     groups: dict[tuple[str, str, str], list[tuple]] = {}
     for row in rows:
-        schema, rel, kind, rls, invoker, role, privs, only_public, usage, stats, owner, parent = row
-        privs = sorted(privs, key=("SELECT", "INSERT", "UPDATE", "DELETE").index)
+        schema, rel, kind, rls, invoker, role, privs, only_public, usage, stats, owner, parent, public = row
+        privs = sorted(privs, key=_PRIVILEGES.index)
         if kind == "v":
-            if not invoker and usage and (schema, rel) not in scoped:
+            privs = [p for p in privs if p in _DML]
+            if privs and not invoker and usage and (schema, rel) not in scoped:
                 findings.append(_view_finding(schema, rel, role, privs, only_public, owner))
             continue
-        if rls:  # a table or partition whose policies apply when it is named directly
+        if rls:  # a table or partition whose policies apply when it is named directly, but not to every statement
+            unfiltered = [p for p in privs if p in _UNFILTERED]
+            if unfiltered and usage:
+                findings.append(_unfiltered_finding(schema, rel, role, unfiltered, public or ()))
             continue
         if usage:
             code = "reachable_without_rls"
@@ -113,7 +130,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
         if code == "statistics_visible" and (code, parent, role) in covered:
             continue
         schema, rel, kind, *_ = members[0]
-        privs = sorted({p for m in members for p in m[6]}, key=("SELECT", "INSERT", "UPDATE", "DELETE").index)
+        privs = sorted({p for m in members for p in m[6]}, key=_PRIVILEGES.index)
         only_public = all(m[7] for m in members)
         findings.append(_relation_finding(code, schema, rel, kind, role, privs, only_public, parent, len(members)))
     return tuple(name for _, name in logins), relations, functions, findings
@@ -159,6 +176,18 @@ def _view_finding(schema: str, view: str, role: str, privs: list[str], only_publ
         "(no security_invoker): row-level security is checked as the owner, not as the caller",
         f"ALTER VIEW {name} SET (security_invoker = true), or REVOKE ALL ON {name} FROM "
         f"{'PUBLIC' if only_public else role}", role=role)
+
+
+def _unfiltered_finding(schema: str, rel: str, role: str, privs: list[str], public: Sequence[str]) -> Finding:
+    name = f"{schema}.{rel}"
+    revokes = [f"REVOKE {', '.join(granted)} ON {name} FROM {grantee}" for grantee, granted in (
+        ("PUBLIC", [p for p in privs if p in public]), (role, [p for p in privs if p not in public])) if granted]
+    return Finding(
+        "privilege_bypasses_rls", schema, rel,
+        f"{role} holds {', '.join(privs)} on this table, which row-level security does not filter: "
+        + "; ".join(_UNFILTERED[p] for p in privs),
+        f"{'; '.join(revokes)} (the application needs only {'/'.join(_DML)}, which the policies filter)"
+        + ("; drop the triggers it created" if "TRIGGER" in privs else ""), role=role)
 
 
 def _relation_finding(code: str, schema: str, rel: str, kind: str, role: str, privs: list[str], only_public: bool,

@@ -1,6 +1,6 @@
 """The escalation checks of the RLS matrix (:mod:`dbkit.testing._matrix`): what the enforce role must never be
 able to do (switch roles, grant itself the owner role, turn RLS off, touch policies, read pg_authid, read around
-the policies), FORCE applying
+the policies, TRUNCATE a table or create a trigger on it), FORCE applying
 to the owner, and the paths around a table's policies: a hypertable's chunks, the table behind a scoped view."""
 
 from __future__ import annotations
@@ -45,6 +45,15 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
         if state != DENIED:
             out.append(f"{role} read {t.name} around its policies with row_security = off "
                        f"({'succeeded' if state is None else 'SQLSTATE ' + state})")
+        for sql, what in ((f"TRUNCATE {t.qualified}", "truncate"),
+                          (f"CREATE TRIGGER dbkit_escalation BEFORE UPDATE ON {t.qualified} FOR EACH ROW "
+                           "EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()", "create a trigger on")):
+            with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
+                enforce_conn.execute("SET LOCAL lock_timeout = '5s'")  # granted, it waits for the table's lock
+                state, _ = _attempt(enforce_conn, sql)
+            if state != DENIED:
+                out.append(f"{role} could {what} {t.name}, which row-level security does not filter "
+                           f"({'succeeded' if state is None else 'SQLSTATE ' + state}); expected permission denied")
         forced = admin.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
                                (t.qualified,)).fetchone()[0]
         with _as(admin, t.tenants[0] if t.tenants else None, settings, t.owner):

@@ -1,0 +1,141 @@
+"""Table privileges that row-level security does not filter: TRUNCATE, TRIGGER and REFERENCES on an RLS table.
+
+A ``GRANT ALL ON ALL TABLES IN SCHEMA app TO app_rls`` hands all three to the application's role. Each path is
+proven open first (another tenant's rows are emptied, seen or probed), then ``dbkit rls audit`` must fail on it
+and the pytest plugin's escalation checks must catch it, and both are clean again once it is revoked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+from migrate_helpers import q, settings_for
+from psycopg import errors
+from test_tenant_isolation import login, tenants
+
+from dbkit.rls import scoped
+from dbkit.rls._audit import audit
+
+pytestmark = pytest.mark.integration
+
+
+def _finding(settings, table: str):
+    (hit,) = [f for f in audit(settings).findings if f.code == "privilege_bypasses_rls" and f.table == table]
+    return hit
+
+
+def _document_of(url, tenant: str) -> str:
+    return str(q(url, "SELECT id FROM app.documents WHERE tenant_id = %s ORDER BY id LIMIT 1", (tenant,))[0][0])
+
+
+def test_truncate_empties_every_tenant_and_fails_the_audit(dbkit_server, dbkit_seeded_db):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    assert audit(settings).clean
+    before = q(url, "SELECT count(*), count(DISTINCT tenant_id) FROM app.document_chunks")[0]
+    assert before[0] > 0 and before[1] > 1
+    q(url, "GRANT TRUNCATE ON app.document_chunks TO app_rls")
+    hit = _finding(settings, "document_chunks")
+    assert hit.role == "app_rls" and hit.severity == "error"
+    assert "holds TRUNCATE on this table" in hit.message and "every tenant's rows" in hit.message
+    assert hit.fix.startswith("REVOKE TRUNCATE ON app.document_chunks FROM app_rls")
+    with login(dbkit_server, url, settings, "enforce") as conn:  # no claim: the policies show it no row
+        assert conn.execute("SELECT count(*) FROM app.document_chunks").fetchone()[0] == 0
+        conn.execute("TRUNCATE app.document_chunks")
+        conn.commit()
+    assert q(url, "SELECT count(*) FROM app.document_chunks")[0][0] == 0  # every tenant's rows are gone
+    q(url, "REVOKE TRUNCATE ON app.document_chunks FROM app_rls")
+    assert audit(settings).clean
+
+
+def test_a_trigger_of_the_role_sees_another_tenants_writes_and_fails_the_audit(dbkit_server, dbkit_seeded_db):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    tenant_a, tenant_b = tenants(url)[:2]
+    # a plain (SECURITY INVOKER) function every role may execute, as a database may well have
+    q(url, "CREATE FUNCTION public.announce_row() RETURNS trigger LANGUAGE plpgsql AS "
+           "$$BEGIN PERFORM pg_notify('rows', row_to_json(NEW)::text); RETURN NEW; END$$")
+    assert audit(settings).clean
+    q(url, "GRANT TRIGGER ON app.documents TO app_rls")
+    with login(dbkit_server, url, settings, "enforce") as a, login(dbkit_server, url, settings, "enforce") as b:
+        a.autocommit = b.autocommit = True
+        with scoped(a, tenant_id=tenant_a):
+            a.execute("CREATE TRIGGER announce BEFORE UPDATE ON app.documents FOR EACH ROW "
+                      "EXECUTE FUNCTION public.announce_row()")
+        a.execute("LISTEN rows")
+        with scoped(b, tenant_id=tenant_b):  # tenant B's own request, on its own connection
+            assert b.execute("UPDATE app.documents SET title = title WHERE id = %s",
+                             (_document_of(url, tenant_b),)).rowcount == 1
+        seen = [json.loads(n.payload) for n in a.notifies(timeout=10, stop_after=1)]
+    assert seen and seen[0]["tenant_id"] == tenant_b, seen  # tenant A's trigger got tenant B's row
+    hit = _finding(settings, "documents")
+    assert "holds TRIGGER on this table" in hit.message and "every tenant's writes" in hit.message
+    assert hit.fix.startswith("REVOKE TRIGGER ON app.documents FROM app_rls (")
+    q(url, "REVOKE TRIGGER ON app.documents FROM app_rls")
+    assert audit(settings).clean
+
+
+def test_a_foreign_key_of_the_role_probes_and_blocks_another_tenant_and_fails_the_audit(dbkit_server,
+                                                                                       dbkit_seeded_db):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    tenant_a, tenant_b = tenants(url)[:2]
+    theirs = _document_of(url, tenant_b)
+    q(url, "CREATE SCHEMA scratch")  # somewhere the role may create a table of its own
+    q(url, "GRANT USAGE, CREATE ON SCHEMA scratch TO app_rls")
+    q(url, "GRANT REFERENCES ON app.documents TO app_rls")
+    hit = _finding(settings, "documents")
+    assert "holds REFERENCES on this table" in hit.message and "which keys other tenants have" in hit.message
+    with login(dbkit_server, url, settings, "enforce") as conn:
+        conn.autocommit = True
+        with scoped(conn, tenant_id=tenant_a):
+            assert conn.execute("SELECT count(*) FROM app.documents WHERE id = %s", (theirs,)).fetchone()[0] == 0
+            conn.execute("CREATE TABLE scratch.probe (doc uuid REFERENCES app.documents (id))")
+            conn.execute("INSERT INTO scratch.probe VALUES (%s)", (theirs,))  # accepted: tenant B has that key
+            with pytest.raises(errors.ForeignKeyViolation), conn.transaction():
+                conn.execute("INSERT INTO scratch.probe VALUES (gen_random_uuid())")  # refused: no such key
+        with scoped(conn, tenant_id=tenant_b), pytest.raises(errors.ForeignKeyViolation), conn.transaction():
+            conn.execute("DELETE FROM app.documents WHERE id = %s", (theirs,))  # tenant B may not delete its own
+        conn.execute("DROP TABLE scratch.probe")
+        with scoped(conn, tenant_id=tenant_b):  # it was the probe that blocked it
+            assert conn.execute("DELETE FROM app.documents WHERE id = %s", (theirs,)).rowcount == 1
+    q(url, "REVOKE REFERENCES ON app.documents FROM app_rls")
+    assert audit(settings).clean
+
+
+def test_grant_all_is_reported_with_one_finding_per_table(dbkit_seeded_db):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    q(url, "GRANT ALL ON ALL TABLES IN SCHEMA app TO app_rls")
+    hits = [f for f in audit(settings).findings if f.code == "privilege_bypasses_rls"]
+    assert {f.table for f in hits} >= {"documents", "document_chunks", "events", "users", "tenants"}
+    assert all(f.role == "app_rls" and "holds TRUNCATE, REFERENCES, TRIGGER" in f.message for f in hits)
+    q(url, "GRANT TRUNCATE ON app.users TO PUBLIC")  # a grant to PUBLIC is revoked from PUBLIC
+    q(url, "REVOKE TRUNCATE ON app.users FROM app_rls")
+    users = {f.role: f for f in audit(settings).findings if f.code == "privilege_bypasses_rls" and f.table == "users"}
+    assert users["app_readonly"].fix.startswith("REVOKE TRUNCATE ON app.users FROM PUBLIC (")  # PUBLIC's only
+    users = users["app_rls"]
+    assert "holds TRUNCATE, REFERENCES, TRIGGER" in users.message
+    assert users.fix.startswith("REVOKE TRUNCATE ON app.users FROM PUBLIC; "
+                                "REVOKE REFERENCES, TRIGGER ON app.users FROM app_rls (")
+    assert users.fix.endswith("; drop the triggers it created")
+    for stmt in users.fix.split(" (")[0].split("; "):
+        q(url, stmt)
+    assert not [f for f in audit(settings).findings if f.table == "users"]
+
+
+def test_the_plugin_escalation_checks_try_truncate_and_create_trigger(dbkit_server, dbkit_seeded_db):
+    from dbkit.testing._escalation import escalation_failures
+    from dbkit.testing._matrix import discover
+
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    with psycopg.connect(url.conninfo, autocommit=True) as admin, \
+            login(dbkit_server, url, settings, "enforce") as conn:
+        tables = discover(admin, settings)
+        assert escalation_failures(conn, admin, tables, settings) == []
+        admin.execute("GRANT TRUNCATE, TRIGGER ON app.documents TO app_rls")
+        failures = escalation_failures(conn, admin, tables, settings)
+        assert any("could truncate documents" in f and "SQLSTATE 0A000" in f for f in failures), failures
+        assert any("could create a trigger on documents" in f and "(succeeded)" in f for f in failures), failures
+        admin.execute("REVOKE TRUNCATE, TRIGGER ON app.documents FROM app_rls")
+        assert escalation_failures(conn, admin, tables, settings) == []
+        assert q(url, "SELECT count(*) FROM app.documents")[0][0] > 0  # the attempts were rolled back
+        assert q(url, "SELECT count(*) FROM pg_trigger WHERE tgname = 'dbkit_escalation'")[0][0] == 0
