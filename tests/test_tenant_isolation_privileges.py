@@ -1,13 +1,16 @@
-"""Table privileges that row-level security does not filter: TRUNCATE, TRIGGER and REFERENCES on an RLS table.
+"""What row-level security does not filter: TRUNCATE, TRIGGER and REFERENCES on an RLS table, and the
+REPLICATION attribute.
 
-A ``GRANT ALL ON ALL TABLES IN SCHEMA app TO app_rls`` hands all three to the application's role. Each path is
-proven open first (another tenant's rows are emptied, seen or probed), then ``dbkit rls audit`` must fail on it
-and the pytest plugin's escalation checks must catch it, and both are clean again once it is revoked.
+A ``GRANT ALL ON ALL TABLES IN SCHEMA app TO app_rls`` hands the three privileges to the application's role. Each
+path is proven open first (another tenant's rows are emptied, seen, probed or streamed), then ``dbkit rls audit``
+must fail on it (and the pytest plugin's escalation checks catch the privileges), and the audit is clean again
+once it is revoked.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import psycopg
 import pytest
@@ -15,6 +18,7 @@ from migrate_helpers import q, settings_for
 from psycopg import errors
 from test_tenant_isolation import login, tenants
 
+from dbkit.backup._common import find_program
 from dbkit.rls import scoped
 from dbkit.rls._audit import audit
 
@@ -139,3 +143,36 @@ def test_the_plugin_escalation_checks_try_truncate_and_create_trigger(dbkit_serv
         assert escalation_failures(conn, admin, tables, settings) == []
         assert q(url, "SELECT count(*) FROM app.documents")[0][0] > 0  # the attempts were rolled back
         assert q(url, "SELECT count(*) FROM pg_trigger WHERE tgname = 'dbkit_escalation'")[0][0] == 0
+
+
+def test_an_enforce_role_with_replication_streams_every_tenants_rows_and_fails_the_audit(dbkit_server,
+                                                                                        dbkit_seeded_db, tmp_path):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    tenant_a, tenant_b = tenants(url)[:2]
+    theirs, marker = _document_of(url, tenant_b), f"dbkit-marker-{tenant_b}"
+    assert audit(settings).clean
+    q(url, "ALTER ROLE app_rls REPLICATION")  # a role of the server: taken back below
+    try:
+        hits = [f for f in audit(settings).findings if f.code == "enforce_role_privileged"]
+        assert [f.role for f in hits] == ["app_rls"] and "has REPLICATION" in hits[0].message
+        assert hits[0].fix.startswith("ALTER ROLE app_rls NOREPLICATION")
+        q(url, "SELECT pg_switch_wal()")  # tenant B's write below starts a fresh WAL segment
+        with login(dbkit_server, url, settings, "enforce") as conn:
+            with scoped(conn, tenant_id=tenant_b):
+                conn.execute("UPDATE app.documents SET title = %s WHERE id = %s", (marker, theirs))
+            with scoped(conn, tenant_id=tenant_a):  # tenant A's view of it: nothing
+                assert conn.execute("SELECT count(*) FROM app.documents WHERE id = %s", (theirs,)).fetchone()[0] == 0
+        end = q(url, "SELECT pg_current_wal_lsn()")[0][0]
+        q(url, "CHECKPOINT")  # WAL past the end position: the stream stops at once
+        wal = tmp_path / "wal"
+        wal.mkdir()
+        conninfo = f"host={dbkit_server.host} port={dbkit_server.port} user=app_rls dbname=replication"
+        done = subprocess.run([find_program(settings, "pg_receivewal"), "-d", conninfo, "-D", str(wal), "-E", end,
+                               "--no-loop", "-n"], capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "PGPASSWORD": settings.password_for("app_rls") or ""})
+        if "no pg_hba.conf entry for replication connection" in done.stderr:
+            pytest.skip("this server's pg_hba.conf allows no replication connection to app_rls")
+        assert any(marker.encode() in f.read_bytes() for f in wal.iterdir()), done.stderr  # tenant B's row, as app_rls
+    finally:
+        q(url, "ALTER ROLE app_rls NOREPLICATION")
+    assert audit(settings).clean

@@ -50,7 +50,8 @@ Finding codes (severity):
   copies the hypertable's grants without its RLS;
 * ``enforce_role_privileged`` (error, role-level): the enforce role is superuser, BYPASSRLS,
   a member of such a role, owns tables in the audited schemas (directly or through
-  role membership), or has CREATEROLE on PostgreSQL 15 or older (it may grant itself such roles);
+  role membership), has CREATEROLE on PostgreSQL 15 or older (it may grant itself such roles), or
+  has REPLICATION (it may stream the WAL or take a base backup of the whole server);
 * ``all_data_role`` (error, role-level): a non-bypass login role holds pg_read_all_data or
   pg_write_all_data, so it reads (changes) every relation without RLS, TimescaleDB chunks included,
   whatever the grants and schema privileges that keep the chunks closed;
@@ -183,7 +184,7 @@ class AuditReport:
 
 _ROLE_SQL = """
 SELECT r.rolsuper, r.rolbypassrls,
-       r.rolcreaterole AND current_setting('server_version_num')::int < 160000,
+       r.rolcreaterole AND current_setting('server_version_num')::int < 160000, r.rolreplication,
        ARRAY(SELECT b.rolname FROM pg_roles b WHERE (b.rolsuper OR b.rolbypassrls) AND b.oid <> r.oid
              AND pg_has_role(r.oid, b.oid, 'MEMBER') ORDER BY 1),
        ARRAY(SELECT n.nspname || '.' || c.relname
@@ -280,7 +281,7 @@ def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
                       "run `dbkit roles apply` (or `dbkit migrate`, whose preflight applies the role model), or fix "
                       "DBKIT_ROLE_ENFORCE", role=role)
         return
-    superuser, bypassrls, createrole, powerful, owned = row
+    superuser, bypassrls, createrole, replication, powerful, owned = row
     if powerful and not superuser:
         yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} is a member of "
                       f"{', '.join(powerful)} (superuser or BYPASSRLS): it can SET ROLE around RLS",
@@ -295,6 +296,11 @@ def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
         yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has CREATEROLE: up to "
                       "PostgreSQL 15 it may grant itself any role but a superuser, the owner role or a BYPASSRLS "
                       "role among them, and SET ROLE around RLS", f"ALTER ROLE {role} NOCREATEROLE", role=role)
+    if replication and not superuser:
+        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has REPLICATION: where "
+                      "pg_hba.conf allows it a replication connection it may stream the server's WAL or take a base "
+                      "backup, every tenant's rows of every database, which row-level security never sees",
+                      f"ALTER ROLE {role} NOREPLICATION (a standby connects as a role of its own)", role=role)
     if owned and not superuser:  # a superuser "owns" everything: already reported
         shown = ", ".join(owned[:5]) + (f" and {len(owned) - 5} more" if len(owned) > 5 else "")
         yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} owns (directly or through "
