@@ -170,6 +170,9 @@ class Planner:
         self.claims = rls.claims(settings)
         self.roles = roles.model(settings)
         self.kinds = tuple(roles.TABLE_GRANTS)
+        from dbkit.rls._scoped import shared_tables
+
+        self.shared = shared_tables(settings)
         config = getattr(settings, "rls", None)
         self.rls_config: Mapping[str, Any] = config if isinstance(config, Mapping) else {}
 
@@ -219,7 +222,10 @@ class Planner:
         columns = {c.name: c for c in op.columns if isinstance(c, Column)}
         schema = self._schema(op.schema)
         out: list = []
-        if self.claims.uses_rls:
+        if self.claims.uses_rls and (op.schema, table) in self.shared:
+            out.append(Comment(f"dbkit: {table} is a shared table ([tool.dbkit.rls] shared_tables): no row-level "
+                               "security;\nevery tenant reads it, the role model grants the application SELECT only"))
+        elif self.claims.uses_rls:
             owner, column = self.owner_column(table)
             if column in columns:
                 match = f"{_ident(column)} = {self._predicate(owner, table, columns[column])}"

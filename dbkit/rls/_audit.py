@@ -5,7 +5,9 @@ objects.  Any finding, warn included, makes the report not :attr:`~AuditReport.c
 (the CLI exits 1).
 
 **Tables of the audited schemas** (``DBKIT_SCHEMA`` by default): every ordinary and
-partitioned table must have RLS enabled and forced, with policies that do something.
+partitioned table must have RLS enabled and forced, with policies that do something, except the
+*shared tables* (``[tool.dbkit.rls] shared_tables``: no tenant's rows, such as plans or countries),
+which every non-bypass login role may read, with or without RLS, and none may change.
 
 **Every relation and SECURITY DEFINER function in every schema** (TimescaleDB's internal
 ones included; only ``pg_catalog``, ``information_schema`` and objects that belong to an
@@ -24,10 +26,11 @@ Finding codes (severity):
   (reported instead of ``table_without_rls`` for that table);
 * ``rls_not_forced`` (warn): RLS enabled but not FORCEd, so the table owner bypasses it;
 * ``rls_without_policy`` (warn): RLS enabled with no policy: every row is denied;
-* ``permissive_true_policy`` (error): a PERMISSIVE policy whose USING or WITH CHECK is ``true``;
+* ``permissive_true_policy`` (error): a PERMISSIVE policy whose USING or WITH CHECK is ``true``
+  (a FOR SELECT one on a shared table is accepted);
 * ``reachable_without_rls`` (error): a non-bypass login role can read or change a table,
   partition, TimescaleDB chunk, materialized view or foreign table that RLS does not
-  protect (chunks of one hypertable are reported together);
+  protect (chunks of one hypertable are reported together), or change a shared table;
 * ``privilege_bypasses_rls`` (error): a non-bypass login role holds TRUNCATE, REFERENCES or
   TRIGGER on a table with RLS: TRUNCATE empties every tenant's rows, a foreign key is checked
   without RLS (which keys other tenants have; it blocks their deletes), a trigger runs on every
@@ -207,7 +210,7 @@ ORDER BY 1, 2
 """
 
 _TRUE_POLICIES_SQL = """
-SELECT schemaname, tablename, policyname, qual = 'true', with_check = 'true'
+SELECT schemaname, tablename, policyname, qual = 'true', with_check = 'true', cmd
 FROM pg_policies
 WHERE schemaname = ANY(%(schemas)s) AND permissive = 'PERMISSIVE'
   AND (qual = 'true' OR with_check = 'true')
@@ -247,16 +250,21 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
 
     version_table = (settings.version_table_schema, settings.version_table)  # Alembic's: no tenant rows
     tables = [t for t in conn.execute(_TABLES_SQL, params).fetchall() if (t[0], t[1]) != version_table]
-    from dbkit.rls._scoped import scoped_views
+    from dbkit.rls._scoped import scoped_views, shared_tables
 
+    shared = shared_tables(settings)  # no tenant's rows: read by every tenant, without RLS or with a true SELECT
     views = scoped_views(conn, settings)
     isolated = {(v.source_schema, v.source) for v in views}  # read through scoped views, granted to no one
     for schema, table, enabled, forced, policies in tables:
+        if (schema, table) in shared:
+            continue  # the sweep below fails it if a non-bypass role can change it
         if not enabled and not policies and (schema, table) in isolated:
             continue  # the sweep below still fails it if a non-bypass role can reach it directly
         findings.extend(_table_findings(schema, table, enabled, forced, policies))
 
-    for schema, table, policy, qual_true, check_true in conn.execute(_TRUE_POLICIES_SQL, params):
+    for schema, table, policy, qual_true, check_true, command in conn.execute(_TRUE_POLICIES_SQL, params):
+        if command == "SELECT" and (schema, table) in shared:
+            continue
         clause = " and ".join(c for c, bad in (("USING", qual_true), ("WITH CHECK", check_true)) if bad)
         findings.append(Finding(
             "permissive_true_policy", schema, table,
@@ -265,7 +273,7 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
 
     from dbkit.rls._reach import reachability
 
-    logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views))
+    logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
     findings.extend(reach)
 
     findings.sort(key=lambda f: (f.table is not None, f.schema or "", f.table or "", _ORDER[f.code],

@@ -83,14 +83,15 @@ _PRIVILEGES = _DML + tuple(_UNFILTERED)
 _KIND_WORDS = {"r": "table", "p": "partitioned table", "m": "materialized view", "f": "foreign table", "v": "view"}
 
 
-def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tuple[tuple[str, ...], int, int,
-                                                                                   list[Finding]]:
+def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset(),
+                 shared: frozenset[tuple[str, str]] = frozenset()) -> tuple[tuple[str, ...], int, int, list[Finding]]:
     """``(login roles checked, relations checked, SECURITY DEFINER functions checked, findings)`` of the
     every-schema sweep.  ``scoped``: the (schema, view) of the tenant-scoped views (:mod:`dbkit.rls._scoped`),
-    which filter by the claims."""
+    which filter by the claims; ``shared``: the (schema, table) of the shared tables, which hold no tenant's rows
+    (reading them is no finding, changing them is)."""
     logins = conn.execute(_LOGINS_SQL).fetchall()
     relations = conn.execute(_COUNT_RELS_SQL).fetchone()[0]
-    functions, findings = _definer_findings(conn, [oid for oid, _ in logins])
+    functions, findings = _definer_findings(conn, [oid for oid, _ in logins], shared)
     if not logins:
         return (), relations, functions, findings
     findings += _all_data_findings(conn, [oid for oid, _ in logins])
@@ -112,6 +113,11 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset()) -> tupl
             unfiltered = [p for p in privs if p in _UNFILTERED]
             if unfiltered and usage:
                 findings.append(_unfiltered_finding(schema, rel, role, unfiltered, public or ()))
+            continue
+        if (schema, rel) in shared:
+            writes = [p for p in privs if p not in ("SELECT", "REFERENCES")]
+            if writes and usage:
+                findings.append(_shared_finding(schema, rel, role, writes, public or ()))
             continue
         if usage:
             code = "reachable_without_rls"
@@ -178,16 +184,28 @@ def _view_finding(schema: str, view: str, role: str, privs: list[str], only_publ
         f"{'PUBLIC' if only_public else role}", role=role)
 
 
+def _revokes(schema: str, rel: str, role: str, privs: list[str], public: Sequence[str]) -> str:
+    """``REVOKE … FROM PUBLIC; REVOKE … FROM role``: PUBLIC's grants from PUBLIC, the others from the role."""
+    return "; ".join(f"REVOKE {', '.join(granted)} ON {schema}.{rel} FROM {grantee}" for grantee, granted in (
+        ("PUBLIC", [p for p in privs if p in public]), (role, [p for p in privs if p not in public])) if granted)
+
+
+def _shared_finding(schema: str, rel: str, role: str, writes: list[str], public: Sequence[str]) -> Finding:
+    return Finding(
+        "reachable_without_rls", schema, rel,
+        f"{role} can {'/'.join(writes)} this shared table ([tool.dbkit.rls] shared_tables), which has no row-level "
+        "security: every tenant reads it, so one tenant's change reaches them all",
+        f"{_revokes(schema, rel, role, writes, public)} (the role model grants only SELECT on a shared table: "
+        "`dbkit roles check` lists what differs)", role=role)
+
+
 def _unfiltered_finding(schema: str, rel: str, role: str, privs: list[str], public: Sequence[str]) -> Finding:
-    name = f"{schema}.{rel}"
-    revokes = [f"REVOKE {', '.join(granted)} ON {name} FROM {grantee}" for grantee, granted in (
-        ("PUBLIC", [p for p in privs if p in public]), (role, [p for p in privs if p not in public])) if granted]
     return Finding(
         "privilege_bypasses_rls", schema, rel,
         f"{role} holds {', '.join(privs)} on this table, which row-level security does not filter: "
         + "; ".join(_UNFILTERED[p] for p in privs),
-        f"{'; '.join(revokes)} (the application needs only {'/'.join(_DML)}, which the policies filter)"
-        + ("; drop the triggers it created" if "TRIGGER" in privs else ""), role=role)
+        f"{_revokes(schema, rel, role, privs, public)} (the application needs only {'/'.join(_DML)}, which the "
+        "policies filter)" + ("; drop the triggers it created" if "TRIGGER" in privs else ""), role=role)
 
 
 def _relation_finding(code: str, schema: str, rel: str, kind: str, role: str, privs: list[str], only_public: bool,
@@ -279,7 +297,7 @@ definers AS (
 # every one for a superuser or BYPASSRLS owner, the unforced ones it owns otherwise.
 _DEFINERS_SQL = """
 WITH logins AS (SELECT oid, rolname FROM pg_roles WHERE oid = ANY(%(logins)s)),
-rls AS (SELECT c.relname, format('%%I.%%I', n.nspname, c.relname) AS name, c.relforcerowsecurity, c.relowner
+rls AS (SELECT c.relname, format('%%I.%%I', n.nspname, c.relname) AS name, n.nspname, c.relforcerowsecurity, c.relowner
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relrowsecurity AND c.relkind IN ('r', 'p')),
 """ + _DEFINERS_CTE + """
@@ -288,7 +306,7 @@ SELECT p.nspname, format('%%I(%%s)', p.proname, pg_get_function_identity_argumen
        o.rolname, o.rolsuper OR o.rolbypassrls, p.body, l.rolname,
        ARRAY(SELECT a.grantee = 0 FROM aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a
              WHERE a.privilege_type = 'EXECUTE' AND (a.grantee = 0 OR pg_has_role(l.oid, a.grantee, 'MEMBER'))),
-       ARRAY(SELECT ARRAY[r.relname, r.name] FROM rls r
+       ARRAY(SELECT ARRAY[r.relname, r.name, r.nspname] FROM rls r
              WHERE o.rolsuper OR o.rolbypassrls
                 OR (NOT r.relforcerowsecurity AND pg_has_role(o.oid, r.relowner, 'USAGE'))
              ORDER BY r.name)
@@ -301,7 +319,7 @@ ORDER BY 1, 2, 7
 _DYNAMIC = re.compile(r"\bEXECUTE\b", re.IGNORECASE)
 
 
-def _definer_findings(conn, logins: list[int]) -> tuple[int, list[Finding]]:
+def _definer_findings(conn, logins: list[int], shared: frozenset[tuple[str, str]]) -> tuple[int, list[Finding]]:
     """``(SECURITY DEFINER functions checked, findings)``: those that read RLS tables as an owner the policies do
     not filter, so that whoever may call one reads (or changes) every tenant's rows through it.  A table counts
     as read when its name is in the function's source; a superuser or BYPASSRLS owner's dynamic SQL (EXECUTE)
@@ -312,8 +330,8 @@ def _definer_findings(conn, logins: list[int]) -> tuple[int, list[Finding]]:
     findings = []
     for schema, function, qualified, owner, bypass, body, role, grants, tables in conn.execute(
             _DEFINERS_SQL, {"logins": logins}):
-        read = [name for relname, name in tables
-                if re.search(rf'(?<![\w$"]){re.escape(relname)}(?![\w$"])|"{re.escape(relname)}"', body, re.IGNORECASE)]
+        read = [name for relname, name, nspname in tables if (nspname, relname) not in shared and re.search(
+            rf'(?<![\w$"]){re.escape(relname)}(?![\w$"])|"{re.escape(relname)}"', body, re.IGNORECASE)]
         dynamic = bypass and _DYNAMIC.search(body) is not None
         if not read and not dynamic:
             continue

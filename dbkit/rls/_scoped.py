@@ -64,6 +64,19 @@ def owner_and_column(settings, table: str, default_owner: str | None = None) -> 
     return owner, column
 
 
+def shared_tables(settings) -> frozenset[tuple[str, str]]:
+    """``[tool.dbkit.rls] shared_tables``: the (schema, table) of the tables that hold no tenant's rows (plans,
+    countries), which every tenant may read and none may change; a bare name is in ``DBKIT_SCHEMA``."""
+    from dbkit.errors import ConfigError
+
+    value = (getattr(settings, "rls", None) or {}).get("shared_tables", [])
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.count(".") <= 1 and t.strip(".") == t
+                                              and t for t in value):
+        raise ConfigError("[tool.dbkit.rls] shared_tables", "is not a list of table names (table or schema.table)",
+                          example='shared_tables = ["plans", "reference.countries"]')
+    return frozenset(tuple(t.split(".")) if "." in t else (settings.schema, t) for t in value)
+
+
 def scoped_view_sql(quote, view: str, source: str, schema: str | None, column: str, predicate: str,
                     updatable: bool, source_schema: str | None = None) -> str:
     """The one definition of a scoped view (the operation and the audit's comparison build it here)."""

@@ -10,7 +10,7 @@ owner      owns every table; migrations run as it (``SET ROLE``); never has a pa
            except with the timescaledb extension: TimescaleDB runs policies and jobs as the
            hypertable's owner and requires LOGIN (without a password no one can log in as it)
 enforce    LOGIN NOBYPASSRLS; what the application connects as; DML on every table,
-           SELECT only on the read-only tables
+           SELECT only on the read-only tables (and ``[tool.dbkit.rls] shared_tables``)
 bypass     LOGIN BYPASSRLS; trusted workers; DML on every table
 readonly   LOGIN; SELECT on every table, still subject to RLS
 =========  ==============================================================================
@@ -275,6 +275,9 @@ def model(settings) -> RoleModel:
     if not isinstance(read_only, list) or not all(isinstance(t, str) for t in read_only):
         raise ConfigError("[tool.dbkit.roles] read_only_tables", "is not a list of table names",
                           example='read_only_tables = ["tenants"]')
+    from dbkit.rls._scoped import shared_tables  # every tenant reads them, none changes them
+
+    read_only = [*read_only, *(t for s, t in shared_tables(settings) if s == settings.schema)]
     roles: list[Role] = []
     seen: dict[str, str] = {}
     overrides_by_kind: dict[str, dict[str, tuple[str, ...]]] = {}

@@ -80,8 +80,9 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND n.nspname = ANY(%s) ORDER BY 1, 2",
         (schemas,)).fetchall()]
-    from dbkit.rls._scoped import owner_and_column, scoped_views  # scoped views: checked like RLS tables
+    from dbkit.rls._scoped import owner_and_column, scoped_views, shared_tables  # scoped views: like RLS tables
 
+    rows = [r for r in rows if (r[0], r[1]) not in shared_tables(settings)]  # no tenant's rows to compare
     views = {(v.schema, v.name): v for v in scoped_views(admin, settings) if v.schema in schemas}
     rows += [(v.schema, v.name, v.source_schema, v.source) for v in views.values()]
     tables = []
