@@ -47,7 +47,9 @@ Finding codes (severity):
 * ``definer_bypasses_rls`` (error): a non-bypass login role can execute a SECURITY DEFINER function
   (``target`` is ``schema.name(argument types)``) that reads an RLS table, named in its source, as an
   owner the policies do not filter: a superuser or BYPASSRLS role, or the table's owner when RLS is not
-  forced; a superuser or BYPASSRLS owner's dynamic SQL (``EXECUTE``) counts as reading any table;
+  forced; a superuser or BYPASSRLS owner's dynamic SQL (``EXECUTE``) counts as reading any table.
+  A function reviewed as safe (it filters by the claims itself) is accepted by naming it, as the
+  finding does, in ``[tool.dbkit.rls.definer_functions]`` with the reason (:attr:`AuditReport.accepted`);
 * ``chunks_exposed`` (error): TimescaleDB creates the chunks of an RLS-protected hypertable in
   a schema a non-bypass login role may use (``_timescaledb_internal`` by default); each new chunk
   copies the hypertable's grants without its RLS;
@@ -146,6 +148,8 @@ class AuditReport:
     login_roles: tuple[str, ...] = ()
     #: the RLS model audited against (``DBKIT_RLS_MODEL``); ``none``: RLS is not used, tables are not checked
     model: str = "tenant"
+    #: the SECURITY DEFINER functions ``[tool.dbkit.rls.definer_functions]`` accepts that would be findings
+    accepted: tuple[str, ...] = ()
 
     @property
     def rls_used(self) -> bool:
@@ -168,7 +172,7 @@ class AuditReport:
         return {"schemas": list(self.schemas), "enforce_role": self.role, "model": self.model,
                 "rls_used": self.rls_used, "tables_checked": self.tables_checked,
                 "relations_checked": self.relations_checked, "functions_checked": self.functions_checked,
-                "login_roles": list(self.login_roles),
+                "login_roles": list(self.login_roles), "accepted": list(self.accepted),
                 "errors": self.errors, "warnings": self.warnings, "clean": self.clean}
 
     def summary_line(self) -> str:
@@ -179,7 +183,9 @@ class AuditReport:
         return (f"{self.tables_checked} tables checked in {', '.join(self.schemas)} (enforce role {self.role}); "
                 f"{self.relations_checked} relations and {self.functions_checked} SECURITY DEFINER functions in every "
                 "schema checked against the non-bypass login roles "
-                f"({roles}): {self.errors} errors, {self.warnings} warnings")
+                f"({roles}): {self.errors} errors, {self.warnings} warnings"
+                + (f"; accepted as reviewed ([tool.dbkit.rls.definer_functions]): {', '.join(self.accepted)}"
+                   if self.accepted else ""))
 
     def as_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "findings": [f.as_dict() for f in self.findings]}
@@ -250,7 +256,7 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
 
     version_table = (settings.version_table_schema, settings.version_table)  # Alembic's: no tenant rows
     tables = [t for t in conn.execute(_TABLES_SQL, params).fetchall() if (t[0], t[1]) != version_table]
-    from dbkit.rls._scoped import scoped_views, shared_tables
+    from dbkit.rls._scoped import accepted_definers, scoped_views, shared_tables
 
     shared = shared_tables(settings)  # no tenant's rows: read by every tenant, without RLS or with a true SELECT
     views = scoped_views(conn, settings)
@@ -274,13 +280,15 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     from dbkit.rls._reach import reachability
 
     logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
-    findings.extend(reach)
+    reviewed = accepted_definers(settings)
+    accepted = tuple(sorted({f.target for f in reach if f.code == "definer_bypasses_rls" and f.target in reviewed}))
+    findings.extend(f for f in reach if f.code != "definer_bypasses_rls" or f.target not in reviewed)
 
     findings.sort(key=lambda f: (f.table is not None, f.schema or "", f.table or "", _ORDER[f.code],
                                  f.role or "", f.message))
     return AuditReport(schemas=schemas, role=role, tables_checked=len(tables), findings=tuple(findings),
                        relations_checked=relations, functions_checked=functions, login_roles=logins,
-                       model=settings.rls_model)
+                       model=settings.rls_model, accepted=accepted)
 
 
 def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:

@@ -77,6 +77,19 @@ def shared_tables(settings) -> frozenset[tuple[str, str]]:
     return frozenset(tuple(t.split(".")) if "." in t else (settings.schema, t) for t in value)
 
 
+def accepted_definers(settings) -> dict[str, str]:
+    """``[tool.dbkit.rls.definer_functions]``: SECURITY DEFINER functions reviewed as safe (they filter by the
+    claims themselves), named as ``dbkit rls audit`` names them, each with the reason."""
+    from dbkit.errors import ConfigError
+
+    value = (getattr(settings, "rls", None) or {}).get("definer_functions", {})
+    if not isinstance(value, Mapping) or not all(isinstance(r, str) and r.strip() for r in value.values()):
+        raise ConfigError("[tool.dbkit.rls.definer_functions]", "is not a table of function = \"reason\" (every "
+                          "function needs the reason it is safe)",
+                          example='"private.user_teams(user_id uuid)" = "returns the teams of the claimed user only"')
+    return dict(value)
+
+
 def scoped_view_sql(quote, view: str, source: str, schema: str | None, column: str, predicate: str,
                     updatable: bool, source_schema: str | None = None) -> str:
     """The one definition of a scoped view (the operation and the audit's comparison build it here)."""
