@@ -176,3 +176,22 @@ def test_an_enforce_role_with_replication_streams_every_tenants_rows_and_fails_t
     finally:
         q(url, "ALTER ROLE app_rls NOREPLICATION")
     assert audit(settings).clean
+
+
+def test_a_read_only_role_that_bypasses_rls_fails_the_audit(dbkit_server, dbkit_seeded_db):
+    """The read-only role (dashboards, reporting) is subject to RLS too; given BYPASSRLS it left the every-schema
+    sweep (which checks non-bypass roles) and nothing reported it."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    assert audit(settings).clean
+    q(url, "ALTER ROLE app_readonly BYPASSRLS")  # a role of the server: taken back below
+    try:
+        with login(dbkit_server, url, settings, "readonly") as conn:  # no claim set, every tenant's rows
+            assert conn.execute("SELECT count(DISTINCT tenant_id) FROM app.documents").fetchone()[0] > 1
+        report = audit(settings)
+        (hit,) = report.findings
+        assert (hit.code, hit.role, hit.target) == ("readonly_role_privileged", "app_readonly", "role app_readonly")
+        assert hit.message == "the read-only role app_readonly has BYPASSRLS: RLS never applies to it"
+        assert hit.fix == "ALTER ROLE app_readonly NOBYPASSRLS" and "app_readonly" not in report.login_roles
+    finally:
+        q(url, "ALTER ROLE app_readonly NOBYPASSRLS")
+    assert audit(settings).clean

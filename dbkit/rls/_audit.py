@@ -57,6 +57,8 @@ Finding codes (severity):
   a member of such a role, owns tables in the audited schemas (directly or through
   role membership), has CREATEROLE on PostgreSQL 15 or older (it may grant itself such roles), or
   has REPLICATION (it may stream the WAL or take a base backup of the whole server);
+* ``readonly_role_privileged`` (error, role-level): the same for a read-only role
+  (``DBKIT_ROLE_READONLY``), which RLS filters too;
 * ``all_data_role`` (error, role-level): a non-bypass login role holds pg_read_all_data or
   pg_write_all_data, so it reads (changes) every relation without RLS, TimescaleDB chunks included,
   whatever the grants and schema privileges that keep the chunks closed;
@@ -84,6 +86,7 @@ ERROR, WARN = "error", "warn"
 CODES: dict[str, str] = {
     "enforce_role_missing": ERROR,
     "enforce_role_privileged": ERROR,
+    "readonly_role_privileged": ERROR,
     "all_data_role": ERROR,
     "schema_missing": ERROR,
     "table_without_rls": ERROR,
@@ -250,6 +253,9 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
                 for schema in schemas if schema not in existing]
     for name in enforce:
         findings.extend(_role_findings(name, conn.execute(_ROLE_SQL, {**params, "role": name}).fetchone()))
+    for name in settings.role_readonly:  # subject to RLS too (dashboards, reporting): the same powers open it
+        row = conn.execute(_ROLE_SQL, {**params, "role": name}).fetchone()
+        findings.extend(_role_findings(name, row, "read-only") if row is not None else ())
     if settings.rls_model == "none":  # a single-tenant application: no table is expected to have RLS
         findings.sort(key=lambda f: (_ORDER[f.code], f.role or "", f.message))
         return AuditReport(schemas=schemas, role=role, tables_checked=0, findings=tuple(findings), model="none")
@@ -291,7 +297,8 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
                        model=settings.rls_model, accepted=accepted)
 
 
-def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
+def _role_findings(role: str, row: tuple | None, kind: str = "enforce") -> Iterable[Finding]:
+    code = "readonly_role_privileged" if kind == "read-only" else "enforce_role_privileged"
     if row is None:
         yield Finding("enforce_role_missing", None, None, f"the enforce role {role} does not exist",
                       "run `dbkit roles apply` (or `dbkit migrate`, whose preflight applies the role model), or fix "
@@ -299,27 +306,27 @@ def _role_findings(role: str, row: tuple | None) -> Iterable[Finding]:
         return
     superuser, bypassrls, createrole, replication, powerful, owned = row
     if powerful and not superuser:
-        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} is a member of "
+        yield Finding(code, None, None, f"the {kind} role {role} is a member of "
                       f"{', '.join(powerful)} (superuser or BYPASSRLS): it can SET ROLE around RLS",
                       f"REVOKE {powerful[0]} FROM {role}", role=role)
     if superuser:
-        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} is a superuser: RLS never "
+        yield Finding(code, None, None, f"the {kind} role {role} is a superuser: RLS never "
                       "applies to it", f"ALTER ROLE {role} NOSUPERUSER", role=role)
     if bypassrls:
-        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has BYPASSRLS: RLS never "
+        yield Finding(code, None, None, f"the {kind} role {role} has BYPASSRLS: RLS never "
                       "applies to it", f"ALTER ROLE {role} NOBYPASSRLS", role=role)
     if createrole and not superuser:
-        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has CREATEROLE: up to "
+        yield Finding(code, None, None, f"the {kind} role {role} has CREATEROLE: up to "
                       "PostgreSQL 15 it may grant itself any role but a superuser, the owner role or a BYPASSRLS "
                       "role among them, and SET ROLE around RLS", f"ALTER ROLE {role} NOCREATEROLE", role=role)
     if replication and not superuser:
-        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} has REPLICATION: where "
+        yield Finding(code, None, None, f"the {kind} role {role} has REPLICATION: where "
                       "pg_hba.conf allows it a replication connection it may stream the server's WAL or take a base "
                       "backup, every tenant's rows of every database, which row-level security never sees",
                       f"ALTER ROLE {role} NOREPLICATION (a standby connects as a role of its own)", role=role)
     if owned and not superuser:  # a superuser "owns" everything: already reported
         shown = ", ".join(owned[:5]) + (f" and {len(owned) - 5} more" if len(owned) > 5 else "")
-        yield Finding("enforce_role_privileged", None, None, f"the enforce role {role} owns (directly or through "
+        yield Finding(code, None, None, f"the {kind} role {role} owns (directly or through "
                       f"membership) {len(owned)} tables: {shown}; an owner can disable RLS and bypasses it "
                       "unless forced", "make the owner role (DBKIT_ROLE_OWNER) own them and revoke its "
                       f"membership from {role}", role=role)
