@@ -1,4 +1,4 @@
-"""What row-level security does not filter: TRUNCATE, TRIGGER and REFERENCES on an RLS table, and the
+"""What row-level security does not filter: TRUNCATE, TRIGGER and REFERENCES on an RLS table, NOTIFY, and the
 REPLICATION attribute.
 
 A ``GRANT ALL ON ALL TABLES IN SCHEMA app TO app_rls`` hands the three privileges to the application's role. Each
@@ -194,4 +194,34 @@ def test_a_read_only_role_that_bypasses_rls_fails_the_audit(dbkit_server, dbkit_
         assert hit.fix == "ALTER ROLE app_readonly NOBYPASSRLS" and "app_readonly" not in report.login_roles
     finally:
         q(url, "ALTER ROLE app_readonly NOBYPASSRLS")
+    assert audit(settings).clean
+
+
+@pytest.mark.parametrize("send", ["PERFORM pg_notify('documents', row_to_json(NEW)::text);",
+                                  "EXECUTE format('NOTIFY documents, %L', NEW.id);"])
+def test_a_trigger_that_notifies_a_row_reaches_every_tenants_listener_and_the_audit_warns(dbkit_server,
+                                                                                        dbkit_seeded_db, send):
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    tenant_a, tenant_b = tenants(url)[:2]
+    theirs = _document_of(url, tenant_b)
+    # the application's own change feed, made by its owner: no privilege of the enforce role changes
+    q(url, "SET ROLE app_owner; CREATE FUNCTION app.documents_changed() RETURNS trigger LANGUAGE plpgsql AS "
+           f"$$BEGIN {send} RETURN NEW; END$$; CREATE TRIGGER documents_changed AFTER UPDATE ON app.documents "
+           "FOR EACH ROW EXECUTE FUNCTION app.documents_changed()")
+    with login(dbkit_server, url, settings, "enforce") as a, login(dbkit_server, url, settings, "enforce") as b:
+        a.autocommit = b.autocommit = True
+        a.execute("LISTEN documents")  # tenant A's session; LISTEN needs no privilege
+        with scoped(b, tenant_id=tenant_b):
+            b.execute("UPDATE app.documents SET title = title WHERE id = %s", (theirs,))
+        payloads = [n.payload for n in a.notifies(timeout=10, stop_after=1)]
+    assert payloads and theirs in payloads[0], payloads  # tenant B's row (or its id) reached tenant A
+    report = audit(settings)
+    (hit,) = report.findings
+    assert (hit.code, hit.severity, hit.target) == ("notify_from_rls_table", "warn", "app.documents")
+    assert hit.message.startswith("trigger documents_changed runs app.documents_changed, which sends a NOTIFY "
+                                  "payload") and not report.clean
+    assert hit.fix.startswith("send a bare wake-up (pg_notify('channel', ''))")
+    # the fix: a bare wake-up, after which the listener re-reads through RLS
+    q(url, "SET ROLE app_owner; CREATE OR REPLACE FUNCTION app.documents_changed() RETURNS trigger "
+           "LANGUAGE plpgsql AS $$BEGIN PERFORM pg_notify('documents', ''); NOTIFY documents; RETURN NEW; END$$")
     assert audit(settings).clean

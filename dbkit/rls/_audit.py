@@ -62,6 +62,9 @@ Finding codes (severity):
 * ``all_data_role`` (error, role-level): a non-bypass login role holds pg_read_all_data or
   pg_write_all_data, so it reads (changes) every relation without RLS, TimescaleDB chunks included,
   whatever the grants and schema privileges that keep the chunks closed;
+* ``notify_from_rls_table`` (warn): a trigger of a table with RLS runs a function that sends a NOTIFY
+  payload (``pg_notify(channel, payload)`` or ``NOTIFY channel, payload``): every session that listens
+  on the channel receives it, whatever its role and claims (a bare wake-up is accepted);
 * ``enforce_role_missing`` (error, role-level): the enforce role does not exist;
 * ``schema_missing`` (error): an audited schema does not exist (a typo would otherwise audit clean).
 
@@ -99,6 +102,7 @@ CODES: dict[str, str] = {
     "definer_bypasses_rls": ERROR,
     "permissive_true_policy": ERROR,
     "rls_not_forced": WARN,
+    "notify_from_rls_table": WARN,
     "rls_without_policy": WARN,
 }
 _ORDER = {code: i for i, code in enumerate(CODES)}
@@ -283,12 +287,13 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
             f"permissive policy {policy} has {clause} (true): it opens the table to the roles it applies to",
             f"replace it with a tenant predicate, or DROP POLICY {policy} ON {schema}.{table}"))
 
-    from dbkit.rls._reach import reachability
+    from dbkit.rls._reach import notify_findings, reachability
 
     logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
     reviewed = accepted_definers(settings)
     accepted = tuple(sorted({f.target for f in reach if f.code == "definer_bypasses_rls" and f.target in reviewed}))
     findings.extend(f for f in reach if f.code != "definer_bypasses_rls" or f.target not in reviewed)
+    findings.extend(notify_findings(conn))
 
     findings.sort(key=lambda f: (f.table is not None, f.schema or "", f.table or "", _ORDER[f.code],
                                  f.role or "", f.message))

@@ -347,3 +347,36 @@ def _definer_findings(conn, logins: list[int], shared: frozenset[tuple[str, str]
             f"owner role, with FORCE ROW LEVEL SECURITY), or REVOKE EXECUTE ON FUNCTION {qualified} FROM {grantee}",
             role=role))
     return checked, findings
+
+
+# Triggers of RLS tables whose function sends NOTIFY: a notification reaches every session that listens on the
+# channel, whatever its role and claims.
+_NOTIFY_TRIGGERS_SQL = """
+SELECT n.nspname, c.relname, t.tgname, format('%I.%I', pn.nspname, p.proname), p.prosrc
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE NOT t.tgisinternal AND c.relrowsecurity AND c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2, 3
+"""
+_NOTIFY = re.compile(r"\bpg_notify\s*\(|\bNOTIFY\s", re.IGNORECASE)
+# a bare wake-up carries nothing of a row: pg_notify('channel', '') or NOTIFY channel;
+_BARE_NOTIFY = re.compile(r"\bpg_notify\s*\(\s*'[^']*'\s*,\s*''\s*\)|\bNOTIFY\s+\w+\s*(;|$)",
+                          re.IGNORECASE | re.MULTILINE)
+
+
+def notify_findings(conn) -> list[Finding]:
+    """Triggers of RLS tables that send a payload with NOTIFY (LISTEN needs no privilege: every role that can
+    connect may listen, the application's own role included)."""
+    findings = []
+    for schema, table, trigger, function, body in conn.execute(_NOTIFY_TRIGGERS_SQL):
+        if len(_NOTIFY.findall(body)) <= len(_BARE_NOTIFY.findall(body)):
+            continue
+        findings.append(Finding(
+            "notify_from_rls_table", schema, table,
+            f"trigger {trigger} runs {function}, which sends a NOTIFY payload: PostgreSQL delivers it to every "
+            "session that listens on the channel, whatever its role and claims, so what it carries of the rows "
+            "(their ids at least) reaches every tenant's sessions",
+            "send a bare wake-up (pg_notify('channel', '')) and let the listener re-read through RLS, or keep the "
+            "payload free of tenant data"))
+    return findings
