@@ -75,7 +75,11 @@ def test_a_trigger_of_the_role_sees_another_tenants_writes_and_fails_the_audit(d
     hit = _finding(settings, "documents")
     assert "holds TRIGGER on this table" in hit.message and "every tenant's writes" in hit.message
     assert hit.fix.startswith("REVOKE TRIGGER ON app.documents FROM app_rls (")
+    assert hit.fix.endswith("; drop the triggers it created")
     q(url, "REVOKE TRIGGER ON app.documents FROM app_rls")
+    # the trigger it created stays, and still notifies every listener
+    assert {f.code for f in audit(settings).findings} == {"notify_from_rls_table"}
+    q(url, "DROP TRIGGER announce ON app.documents")
     assert audit(settings).clean
 
 
