@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from dbkit.rls._audit import Finding
 from dbkit.rls._isolation import CHUNK_SCHEMA, timescaledb_installed
+from dbkit.roles._model import DML
 
 # ----------------------------------------------------------------------------- every relation, every login role
 
@@ -70,7 +71,6 @@ ORDER BY 1, 2, 6
 
 _COUNT_RELS_SQL = "WITH " + _RELS_CTE + " SELECT count(*) FROM rels"
 
-_DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
 #: table privileges whose statements row-level security does not filter, and what each opens
 _UNFILTERED = {
     "TRUNCATE": "TRUNCATE empties it, every tenant's rows, without looking at a policy",
@@ -78,7 +78,7 @@ _UNFILTERED = {
                   "keys other tenants have, and blocks their deletes",
     "TRIGGER": "a trigger it creates on it runs on every tenant's writes, sees their rows and may change them",
 }
-_PRIVILEGES = _DML + tuple(_UNFILTERED)
+_PRIVILEGES = DML + tuple(_UNFILTERED)
 
 _KIND_WORDS = {"r": "table", "p": "partitioned table", "m": "materialized view", "f": "foreign table", "v": "view"}
 
@@ -105,7 +105,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset(),
         schema, rel, kind, rls, invoker, role, privs, only_public, usage, stats, owner, parent, public = row
         privs = sorted(privs, key=_PRIVILEGES.index)
         if kind == "v":
-            privs = [p for p in privs if p in _DML]
+            privs = [p for p in privs if p in DML]
             if privs and not invoker and usage and (schema, rel) not in scoped:
                 findings.append(_view_finding(schema, rel, role, privs, only_public, owner))
             continue
@@ -204,7 +204,7 @@ def _unfiltered_finding(schema: str, rel: str, role: str, privs: list[str], publ
         "privilege_bypasses_rls", schema, rel,
         f"{role} holds {', '.join(privs)} on this table, which row-level security does not filter: "
         + "; ".join(_UNFILTERED[p] for p in privs),
-        f"{_revokes(schema, rel, role, privs, public)} (the application needs only {'/'.join(_DML)}, which the "
+        f"{_revokes(schema, rel, role, privs, public)} (the application needs only {'/'.join(DML)}, which the "
         "policies filter)" + ("; drop the triggers it created" if "TRIGGER" in privs else ""), role=role)
 
 
@@ -297,7 +297,8 @@ definers AS (
 # every one for a superuser or BYPASSRLS owner, the unforced ones it owns otherwise.
 _DEFINERS_SQL = """
 WITH logins AS (SELECT oid, rolname FROM pg_roles WHERE oid = ANY(%(logins)s)),
-rls AS (SELECT c.relname, format('%%I.%%I', n.nspname, c.relname) AS name, n.nspname, c.relforcerowsecurity, c.relowner
+rls AS (SELECT c.relname, format('%%I.%%I', n.nspname, c.relname) AS name, n.nspname, c.relforcerowsecurity,
+               c.relowner
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relrowsecurity AND c.relkind IN ('r', 'p')),
 """ + _DEFINERS_CTE + """

@@ -10,6 +10,7 @@ PostgreSQL's own: a temporary view is built the same way in a rolled-back transa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,8 +71,8 @@ def shared_tables(settings) -> frozenset[tuple[str, str]]:
     from dbkit.errors import ConfigError
 
     value = (getattr(settings, "rls", None) or {}).get("shared_tables", [])
-    if not isinstance(value, list) or not all(isinstance(t, str) and t.count(".") <= 1 and t.strip(".") == t
-                                              and t for t in value):
+    if not isinstance(value, list) or not all(isinstance(t, str) and re.fullmatch(r"[^.]+(\.[^.]+)?", t)
+                                              for t in value):
         raise ConfigError("[tool.dbkit.rls] shared_tables", "is not a list of table names (table or schema.table)",
                           example='shared_tables = ["plans", "reference.countries"]')
     return frozenset(tuple(t.split(".")) if "." in t else (settings.schema, t) for t in value)
