@@ -280,7 +280,9 @@ def section(p: Project) -> str:
     out += [f"{key} = {_toml(value)}{notes.get(key, '')}" for key, value in values.items()]
     if p.owner:
         out += [f"# The RLS matrix (dbkit.testing) reads each table's owner column: {p.owner_column} (rows per "
-                f"{p.owner});", "# say otherwise in [tool.dbkit.rls] or [tool.dbkit.rls.tables.<table>]."]
+                f"{p.owner});", "# say otherwise in [tool.dbkit.rls] or [tool.dbkit.rls.tables.<table>].",
+                "# Tables without any tenant's rows (plans, countries), read by all and changed by none:",
+                '# [tool.dbkit.rls] shared_tables = ["plans"] (see `dbkit rls audit` in the README).']
     for kind, config in p.roles_config().items():
         out += ["", f"[tool.dbkit.roles.{kind}]", f"password_env = {_toml(config['password_env'])}"]
     return "\n".join(out) + "\n"
