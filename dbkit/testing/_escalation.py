@@ -6,7 +6,7 @@ to the owner, and the paths around a table's policies: a hypertable's chunks, th
 from __future__ import annotations
 
 from dbkit.roles._sql import quote_ident as _quote
-from dbkit.testing._matrix import DENIED, Table, _as, _attempt
+from dbkit.testing._matrix import DENIED, Table, _as, _attempt, ident
 
 
 def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> list[str]:
@@ -14,9 +14,9 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
     out: list[str] = []
     role = enforce_conn.info.user
     probe = next((t for t in tables if not t.is_view), None)
-    attempts = [(f"SET ROLE {_quote(name)}", f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
-    attempts += [(f"SET ROLE {_quote(settings.role_owner)}", "SET ROLE to the owner role"),
-                 (f"GRANT {_quote(settings.role_owner)} TO {_quote(role)}", "grant itself the owner role"),
+    attempts = [(f"SET ROLE {ident(name)}", f"SET ROLE to the bypass role {name}") for name in settings.role_bypass]
+    attempts += [(f"SET ROLE {ident(settings.role_owner)}", "SET ROLE to the owner role"),
+                 (f"GRANT {ident(settings.role_owner)} TO {ident(role)}", "grant itself the owner role"),
                  ("SELECT rolpassword FROM pg_authid LIMIT 1", "read pg_authid")]
     if probe is not None:
         attempts += [
@@ -27,7 +27,7 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
         policy = admin.execute("SELECT policyname FROM pg_policies WHERE schemaname = %s AND tablename = %s LIMIT 1",
                                (probe.schema, probe.name)).fetchone()
         if policy:
-            attempts.append((f'DROP POLICY "{policy[0]}" ON {probe.qualified}', f"drop a policy on {probe.name}"))
+            attempts.append((f"DROP POLICY {ident(policy[0])} ON {probe.qualified}", f"drop a policy on {probe.name}"))
     first = probe.tenants[0] if probe and probe.tenants else None
     for sql, what in attempts:
         with _as(enforce_conn, first, settings, probe.owner if probe else "tenant"):
@@ -55,10 +55,10 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
                 out.append(f"{role} could {what} {t.name}, which row-level security does not filter "
                            f"({'succeeded' if state is None else 'SQLSTATE ' + state}); expected permission denied")
         forced = admin.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
-                               (t.qualified,)).fetchone()[0]
+                               (t.regclass,)).fetchone()[0]
         with _as(admin, t.tenants[0] if t.tenants else None, settings, t.owner):
             admin.execute(f"SET LOCAL ROLE {_quote(settings.role_owner)}")
-            owner_sees = admin.execute(f"SELECT count(*) FROM {t.qualified}").fetchone()[0]
+            owner_sees = admin.execute(f"SELECT count(*) FROM {t.qualified}", ()).fetchone()[0]
         if not forced or (t.counts.get("*") and owner_sees == t.counts["*"]):
             out.append(f"the owner {settings.role_owner} is not subject to RLS on {t.name} "
                        f"(FORCE {'on' if forced else 'off'}, sees {owner_sees} of {t.counts.get('*')} rows)")
@@ -70,7 +70,7 @@ def _view_source_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
     """A scoped view's table is granted to no application role: reading or changing it (or its chunks)
     directly must be refused."""
     schema, source = t.source
-    rel = f"{_quote(schema)}.{_quote(source)}"
+    rel = f"{ident(schema)}.{ident(source)}"
     out = []
     for verb, sql in (("read", f"SELECT 1 FROM {rel} LIMIT 1"), ("delete from", f"DELETE FROM {rel}")):
         with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
@@ -95,8 +95,9 @@ def _chunk_failures(enforce_conn, admin, t: Table, settings) -> list[str]:
     out = []
     tenant = t.tenants[0] if t.tenants else None
     for chunk in chunks:
-        for verb, sql in (("read", f"SELECT 1 FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s"),
-                          ("delete from", f"DELETE FROM {chunk} WHERE {_quote(t.tenant_column)}::text <> %s")):
+        rel = chunk.replace("%", "%%")  # already quoted (format's %I), run with a parameter
+        for verb, sql in (("read", f"SELECT 1 FROM {rel} WHERE {ident(t.tenant_column)}::text <> %s"),
+                          ("delete from", f"DELETE FROM {rel} WHERE {ident(t.tenant_column)}::text <> %s")):
             with _as(enforce_conn, tenant, settings, t.owner):
                 state, rows = _attempt(enforce_conn, sql, ("" if tenant is None else str(tenant),))
             if state is None and rows > 0:

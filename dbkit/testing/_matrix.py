@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbkit.roles._sql import quote_ident
+
 KINDS = ("enforce", "bypass", "readonly")
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 CASES = [(k, c) for k in KINDS for c in COMMANDS]
@@ -64,7 +66,19 @@ class Table:
 
     @property
     def qualified(self) -> str:
-        return f'"{self.schema}"."{self.name}"'
+        """The quoted name, for statements run with parameters (see :func:`ident`)."""
+        return f"{ident(self.schema)}.{ident(self.name)}"
+
+    @property
+    def regclass(self) -> str:
+        """The quoted name as a parameter's value (``to_regclass(%s)``)."""
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+
+def ident(name: str) -> str:
+    """``name`` quoted for a statement that runs with parameters, as every statement of the matrix does (``()``
+    when it has none): psycopg then reads a bare ``%`` as a placeholder, so it is doubled."""
+    return quote_ident(name).replace("%", "%%")
 
 
 def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
@@ -88,7 +102,7 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
     tables = []
     for schema, name, source_schema, source in rows:
         conf = config.get(name, {})
-        source_rel = f'"{source_schema}"."{source}"'  # rows are sampled there: a view filters by the claims
+        source_rel = f"{ident(source_schema)}.{ident(source)}"  # rows are sampled there: a view filters by claims
         view = views.get((schema, name))
         owner, column = (view.owner, view.column) if view is not None else owner_and_column(settings, name)
         # insertable columns: not generated, not always-identity, not a defaulted primary key (unless it is the
@@ -98,22 +112,22 @@ def discover(admin, settings, schemas: list[str] | None = None) -> list[Table]:
             "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
             "AND a.attgenerated = '' AND a.attidentity <> 'a' AND NOT (a.atthasdef AND a.attname <> %s AND a.attnum "
             "= ANY(SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)) "
-            "ORDER BY a.attnum", (source_rel, column)).fetchall()
+            "ORDER BY a.attnum", (f"{quote_ident(source_schema)}.{quote_ident(source)}", column)).fetchall()
         denied = {k: {c.upper() for c in conf.get(f"{k}_denied", [])} for k in KINDS}
         for k in KINDS:  # what the role model does not grant the kind on this table is denied
             denied[k] |= set(COMMANDS) - set(model.table_privileges(k, name))
         t = Table(schema, name, column, cols, denied, owner=owner, is_view=view is not None,
                   source=(source_schema, source) if view is not None else None,
                   updatable=view.updatable if view is not None else True)
-        tc = t.tenant_column
+        tc = ident(t.tenant_column)
         for tenant, n in admin.execute(
-                f'SELECT "{tc}"::text, count(*) FROM {source_rel} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2'):
+                f"SELECT {tc}::text, count(*) FROM {source_rel} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2", ()):
             t.tenants.append(tenant)
             t.counts[tenant] = n
-            col_list = ", ".join(f'"{c}"::text' for c, _ in cols)
+            col_list = ", ".join(f"{ident(c)}::text" for c, _ in cols)
             t.sample[tenant] = list(admin.execute(
-                f'SELECT {col_list} FROM {source_rel} WHERE "{tc}"::text = %s LIMIT 1', (tenant,)).fetchone())
-        t.counts["*"] = admin.execute(f"SELECT count(*) FROM {source_rel}").fetchone()[0]
+                f"SELECT {col_list} FROM {source_rel} WHERE {tc}::text = %s LIMIT 1", (tenant,)).fetchone())
+        t.counts["*"] = admin.execute(f"SELECT count(*) FROM {source_rel}", ()).fetchone()[0]
         tables.append(t)
     return tables
 
@@ -147,7 +161,7 @@ def _attempt(conn, sql: str, params=()) -> tuple[str | None, int]:
 
 
 def _insert_sql(t: Table) -> str:
-    cols = ", ".join(f'"{c}"' for c, _ in t.columns)
+    cols = ", ".join(ident(c) for c, _ in t.columns)
     vals = ", ".join(f"%s::{typ}" for _, typ in t.columns)
     return f"INSERT INTO {t.qualified} ({cols}) VALUES ({vals})"
 
@@ -170,7 +184,7 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
     # a row of another tenant is rejected by a policy (42501) or, through a scoped view, its check option (44000)
     rejected = {DENIED, "44000"} if t.is_view else {DENIED}
     who = t.owner  # "tenant" or "user": whose rows these are
-    tc = f'"{t.tenant_column}"'
+    tc = ident(t.tenant_column)
     out: list[str] = []
     denied = command in t.denied.get(kind, set()) or (kind == "readonly" and command != "SELECT")
 
@@ -201,7 +215,7 @@ def check_case(conn, t: Table, kind: str, command: str, role: str, settings) -> 
         tenants = [(a, f"{who} A"), (None, f"no {who}")] if kind != "bypass" else [(None, f"no {who}")]
         for tenant, label in tenants:
             with _as(conn, tenant, settings, t.owner):
-                seen = dict(conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1").fetchall())
+                seen = dict(conn.execute(f"SELECT {tc}::text, count(*) FROM {t.qualified} GROUP BY 1", ()).fetchall())
             if kind == "bypass":
                 if sum(seen.values()) != t.counts["*"]:
                     out.append(f"{role} ({label}) saw {sum(seen.values())} of {t.counts['*']} rows in {t.name}")
