@@ -176,6 +176,18 @@ def test_a_new_project_from_the_wheel(case, wheel_venv, dbkit_server, fresh_data
     assert rehearsal["load"][0]["rows"] > 0, rehearsal["load"]  # the claims reach the seeded rows
     status = json.loads(step("migrate", "status", "--json"))  # the project's own database was not migrated
     assert (status["current"], [r["revision"] for r in status["pending"]]) == (["0001"], ["0002"]), status
+    if case != "c":  # a shared table (no tenant's rows): the audit accepts it, the role model grants SELECT only
+        with (project / "pyproject.toml").open("a") as f:
+            f.write('\n[tool.dbkit.rls]\nshared_tables = ["plans"]\n')
+        (project / "migrations" / "versions" / "0003_plans.py").write_text(SHARED_REVISION)
+        assert "upgraded 0003" in step("migrate")
+        assert "0 error(s), 0 warning(s)" in step("roles", "check")
+        audit = step("rls", "audit")
+        assert "0 errors, 0 warnings" in audit, audit
+        enforce = "app_rls" if case == "a" else "cognitive_engine_rls"
+        with db.connect(dbkit_server.url(fresh_database), autocommit=True) as conn:
+            assert conn.execute("SELECT has_table_privilege(%s, 'app.plans', 'SELECT'), has_table_privilege(%s, "
+                                "'app.plans', 'INSERT')", (enforce, enforce)).fetchone() == (True, False)
     _say(f"case {case}: " + ", ".join(timings))
 
 
@@ -201,6 +213,38 @@ def upgrade():
 
 def downgrade():
     op.drop_column("notes", "flag", schema="{schema}")
+"""
+
+SHARED_REVISION = """\
+\"\"\"plans: a shared table (no tenant's rows), granted as the role model says
+
+Revision ID: 0003
+Revises: 0002
+\"\"\"
+
+import sqlalchemy as sa
+from alembic import op
+
+from dbkit import roles
+from dbkit.migrate import settings
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    s = settings()
+    op.create_table("plans", sa.Column("code", sa.Text, primary_key=True), schema=s.schema)
+    op.execute(f"INSERT INTO {s.schema}.plans VALUES ('free'), ('pro')")
+    for grant in roles.model(s).grants(["plans"], s.schema):
+        if grant.get("object_type") != "SCHEMA":
+            op.grant(**grant)
+
+
+def downgrade():
+    op.drop_table("plans", schema=settings().schema)
 """
 
 
