@@ -229,3 +229,32 @@ def test_a_trigger_that_notifies_a_row_reaches_every_tenants_listener_and_the_au
     q(url, "SET ROLE app_owner; CREATE OR REPLACE FUNCTION app.documents_changed() RETURNS trigger "
            "LANGUAGE plpgsql AS $$BEGIN PERFORM pg_notify('documents', ''); NOTIFY documents; RETURN NEW; END$$")
     assert audit(settings).clean
+
+
+def test_a_leakproof_function_sees_other_tenants_rows_before_the_policies_and_the_audit_warns(dbkit_server,
+                                                                                            dbkit_seeded_db):
+    """LEAKPROOF (often set "so the index is used under RLS") lets the planner run a function before the policies'
+    filter: one that reports on its argument shows every tenant's values."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    tenant_a = tenants(url)[0]
+    q(url, "CREATE FUNCTION public.has_title(text) RETURNS bool LANGUAGE plpgsql LEAKPROOF COST 0.0001 AS "
+           "$$BEGIN RAISE NOTICE 'title %', $1; RETURN $1 IS NOT NULL; END$$")  # only a superuser may do this
+    mine = q(url, "SELECT count(*) FROM app.documents WHERE tenant_id = %s", (tenant_a,))[0][0]
+    total = q(url, "SELECT count(*) FROM app.documents")[0][0]
+
+    def titles_seen() -> int:
+        with login(dbkit_server, url, settings, "enforce") as conn:
+            notes: list[str] = []
+            conn.add_notice_handler(lambda d: notes.append(d.message_primary))
+            with scoped(conn, tenant_id=tenant_a):
+                conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
+                assert conn.execute("SELECT count(*) FROM app.documents WHERE public.has_title(title)"
+                                    ).fetchone()[0] == mine  # the result itself is filtered
+            return len(notes)
+
+    assert titles_seen() == total > mine  # but the function saw every tenant's titles
+    (hit,) = audit(settings).findings
+    assert (hit.code, hit.severity, hit.target) == ("leakproof_function", "warn", "public.has_title(text)")
+    assert "app_rls" in hit.message and hit.fix.startswith("ALTER FUNCTION public.has_title(text) NOT LEAKPROOF")
+    q(url, hit.fix.split(" (")[0])
+    assert titles_seen() == mine and audit(settings).clean

@@ -65,6 +65,9 @@ Finding codes (severity):
 * ``notify_from_rls_table`` (warn): a trigger of a table with RLS runs a function that sends a NOTIFY
   payload (``pg_notify(channel, payload)`` or ``NOTIFY channel, payload``): every session that listens
   on the channel receives it, whatever its role and claims (a bare wake-up is accepted);
+* ``leakproof_function`` (warn): a function outside ``pg_catalog`` and the extensions is LEAKPROOF and
+  a non-bypass login role may run it: the planner may call it on rows before the policies filter them,
+  so an error or notice about its arguments shows other tenants' values (``target`` is the function);
 * ``enforce_role_missing`` (error, role-level): the enforce role does not exist;
 * ``schema_missing`` (error): an audited schema does not exist (a typo would otherwise audit clean).
 
@@ -103,6 +106,7 @@ CODES: dict[str, str] = {
     "permissive_true_policy": ERROR,
     "rls_not_forced": WARN,
     "notify_from_rls_table": WARN,
+    "leakproof_function": WARN,
     "rls_without_policy": WARN,
 }
 _ORDER = {code: i for i, code in enumerate(CODES)}

@@ -95,6 +95,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset(),
     if not logins:
         return (), relations, functions, findings
     findings += _all_data_findings(conn, [oid for oid, _ in logins])
+    findings += leakproof_findings(conn, [oid for oid, _ in logins])
     hypertables = {r[0] for r in conn.execute(
         "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")} \
         if timescaledb_installed(conn) else set()
@@ -381,3 +382,30 @@ def notify_findings(conn) -> list[Finding]:
             "send a bare wake-up (pg_notify('channel', '')) and let the listener re-read through RLS, or keep the "
             "payload free of tenant data"))
     return findings
+
+
+# LEAKPROOF functions of the database (not pg_catalog's or an extension's) that a non-bypass login role may run.
+_LEAKPROOF_SQL = """
+SELECT n.nspname, format('%%I(%%s)', p.proname, pg_get_function_identity_arguments(p.oid)),
+       format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+       ARRAY(SELECT l.rolname FROM pg_roles l WHERE l.oid = ANY(%(logins)s)
+             AND has_function_privilege(l.oid, p.oid, 'EXECUTE') ORDER BY 1)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proleakproof AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def leakproof_findings(conn, logins: list[int]) -> list[Finding]:
+    """LEAKPROOF lets the planner run a function on rows before the policies filter them (so that an index can
+    serve it): whatever the function lets out of its arguments (an error, a notice) shows other tenants' values."""
+    return [Finding(
+        "leakproof_function", schema, function,
+        f"{qualified} is LEAKPROOF: the planner may run it on rows before row-level security filters them, so what "
+        f"it lets out of its arguments (an error, a notice, a log line) shows other tenants' values to "
+        f"{', '.join(roles)}",
+        f"ALTER FUNCTION {qualified} NOT LEAKPROOF (as a superuser), unless it can neither fail nor report on its "
+        "arguments") for schema, function, qualified, roles in conn.execute(_LEAKPROOF_SQL, {"logins": logins})
+        if roles]
