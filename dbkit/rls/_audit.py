@@ -291,7 +291,8 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
             f"permissive policy {policy} has {clause} (true): it opens the table to the roles it applies to",
             f"replace it with a tenant predicate, or DROP POLICY {policy} ON {schema}.{table}"))
 
-    from dbkit.rls._reach import notify_findings, reachability
+    from dbkit.rls._functions import notify_findings
+    from dbkit.rls._reach import reachability
 
     logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
     reviewed = accepted_definers(settings)
