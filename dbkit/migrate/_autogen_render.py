@@ -46,8 +46,6 @@ class Call(MigrateOperation):
         self.guard, self.undo = guard, undo
 
     def reverse(self) -> Call:
-        if self.undo is None:
-            raise ValueError(f"op.{self.name} has no undo")
         return self.undo
 
 
@@ -62,13 +60,10 @@ def pair(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], undo_name: s
 
 
 class Comment(MigrateOperation):
-    """A ``# …`` line for the reviewer (the downgrade writes ``undo``, if any)."""
+    """A ``# …`` line for the reviewer, in the upgrade only."""
 
-    def __init__(self, text: str, undo: str | None = None) -> None:
-        self.text, self.undo = text, undo
-
-    def reverse(self) -> Comment:
-        return Comment(self.undo or "", self.text or None)
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 class Body(OpContainer):
@@ -80,9 +75,8 @@ class Body(OpContainer):
 
 
 def reverse(ops: Sequence[MigrateOperation]) -> list[MigrateOperation]:
-    """The downgrade of ``ops``: each one's reverse, last first (comments without an undo are left out)."""
-    undone = [op.reverse() for op in reversed(ops)]
-    return [op for op in undone if not (isinstance(op, Comment) and not op.text)]
+    """The downgrade of ``ops``: each one's reverse, last first (comments are left out)."""
+    return [op.reverse() for op in reversed(ops) if not isinstance(op, Comment)]
 
 
 def _value(value: Any) -> str:
