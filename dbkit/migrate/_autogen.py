@@ -173,8 +173,7 @@ class Planner:
         from dbkit.rls._scoped import shared_tables
 
         self.shared = shared_tables(settings)
-        config = getattr(settings, "rls", None)
-        self.rls_config: Mapping[str, Any] = config if isinstance(config, Mapping) else {}
+        self.rls_config: Mapping[str, Any] = settings.rls  # [tool.dbkit.rls]: a table (config.py), {} when absent
 
     # ---- the whole upgrade
     def plan(self, ops: list) -> list:
