@@ -124,7 +124,7 @@ class DisableCompressionOp(MigrateOperation):
 def _enable_compression(operations, op: EnableCompressionOp) -> None:
     options = ["timescaledb.compress"]
     if op.segment_by is not None:
-        columns = ", ".join(_q(operations, _name(c, "segment_by")) for c in op.segment_by)
+        columns = ", ".join(_q(operations, c) for c in op.segment_by)
         options.append(f"timescaledb.compress_segmentby = {_literal(columns)}")
     if op.order_by is not None:
         items = ", ".join(_order_item(operations, c) for c in op.order_by)
