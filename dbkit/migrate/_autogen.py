@@ -80,8 +80,7 @@ def render_item(type_, obj, autogen_context):
     """Render pgvector types as ``VECTOR(dim=384)`` with ``from pgvector.sqlalchemy import VECTOR``,
     so generated revisions import what they use."""
     if type_ == "type" and type(obj).__module__.startswith("pgvector."):
-        name = type(obj).__name__
-        autogen_context.imports.add(f"from pgvector.sqlalchemy import {name}")
+        autogen_context.imports.add(f"from pgvector.sqlalchemy import {type(obj).__name__}")
         return repr(obj)
     return False
 
