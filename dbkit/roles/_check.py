@@ -184,12 +184,10 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
     if schema == "public" and nsp_owner != owner:
         # public belongs to the database (pg_database_owner); the owner role needs CREATE in it, which
         # PostgreSQL 15 no longer gives PUBLIC (the migrate preflight grants it)
-        missing = [p for p in ("USAGE", "CREATE") if not c.execute(
-            "SELECT has_schema_privilege(%s, %s, %s)", (owner, schema, p)).fetchone()[0]] if owner in existing else []
-        if missing:
-            drifts.append(Drift(owner, f"missing privileges on schema {schema}: {_privs(missing)}", "USAGE, CREATE",
-                                _privs({"USAGE", "CREATE"} - set(missing)) or "(none)",
-                                f"GRANT {_privs(missing)} ON SCHEMA {s} TO {_ident(owner)}", object=schema))
+        missing = {p for p in ("USAGE", "CREATE") if owner in existing and not c.execute(
+            "SELECT has_schema_privilege(%s, %s, %s)", (owner, schema, p)).fetchone()[0]}
+        drifts += _grant_drifts(owner, _ident(owner), f"schema {schema}", f"SCHEMA {s}", {"USAGE", "CREATE"},
+                                {"USAGE", "CREATE"} - missing, missing, schema)
     elif nsp_owner != owner:
         drifts.append(Drift(owner, f"owner of schema {schema}", owner, nsp_owner,
                             f"ALTER SCHEMA {s} OWNER TO {_ident(owner)}", object=schema))
