@@ -25,14 +25,13 @@ from typing import Any
 from dbkit.errors import UsageError
 from dbkit.init._pyproject import pyproject_text
 from dbkit.init._render import TABLE, Project, render_files
+from dbkit.rls._claims import _KEY, _SETTING  # what Claims accepts: a custom setting name, a JSON key
 
 __all__ = ["InitOptions", "InitResult", "FileResult", "init"]
 
 MIGRATIONS_DIR = "migrations"
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_CLAIM = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+")
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EXTENSION = re.compile(r"[a-z_][a-z0-9_-]{0,62}")
 _RESERVED_SCHEMAS = ("dbkit", "information_schema")
@@ -110,7 +109,7 @@ def _names(option: str, value: str, *, optional: bool) -> tuple[str, ...]:
 
 
 def _check_claim(option: str, value: str) -> str:
-    if not _CLAIM.fullmatch(value):
+    if not _SETTING.fullmatch(value):
         raise UsageError(f"{option} {value!r} is not a custom setting name (lower-case identifiers joined by dots); "
                          f"e.g. {option} {'request.jwt.claims' if 'jwt' in option else 'app.tenant_id'}")
     return value

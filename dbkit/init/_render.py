@@ -38,9 +38,7 @@ class Project:
     @property
     def owner(self) -> str | None:
         """What rows of the example table belong to: "tenant", "user" or None (no RLS)."""
-        if self.rls == "none":
-            return None
-        return "user" if self.rls == "jwt" and self.jwt_tenant_key is None else "tenant"
+        return None if self.rls == "none" else self.claims().default_owner
 
     @property
     def owner_column(self) -> str | None:

@@ -314,32 +314,31 @@ def _role_findings(role: str, row: tuple | None, kind: str = "enforce") -> Itera
                       "run `dbkit roles apply` (or `dbkit migrate`, whose preflight applies the role model), or fix "
                       "DBKIT_ROLE_ENFORCE", role=role)
         return
+
+    def finding(problem: str, fix: str) -> Finding:
+        return Finding(code, None, None, f"the {kind} role {role} {problem}", fix, role=role)
+
     superuser, bypassrls, createrole, replication, powerful, owned = row
     if powerful and not superuser:
-        yield Finding(code, None, None, f"the {kind} role {role} is a member of "
-                      f"{', '.join(powerful)} (superuser or BYPASSRLS): it can SET ROLE around RLS",
-                      f"REVOKE {powerful[0]} FROM {role}", role=role)
+        yield finding(f"is a member of {', '.join(powerful)} (superuser or BYPASSRLS): it can SET ROLE around RLS",
+                      f"REVOKE {powerful[0]} FROM {role}")
     if superuser:
-        yield Finding(code, None, None, f"the {kind} role {role} is a superuser: RLS never "
-                      "applies to it", f"ALTER ROLE {role} NOSUPERUSER", role=role)
+        yield finding("is a superuser: RLS never applies to it", f"ALTER ROLE {role} NOSUPERUSER")
     if bypassrls:
-        yield Finding(code, None, None, f"the {kind} role {role} has BYPASSRLS: RLS never "
-                      "applies to it", f"ALTER ROLE {role} NOBYPASSRLS", role=role)
+        yield finding("has BYPASSRLS: RLS never applies to it", f"ALTER ROLE {role} NOBYPASSRLS")
     if createrole and not superuser:
-        yield Finding(code, None, None, f"the {kind} role {role} has CREATEROLE: up to "
-                      "PostgreSQL 15 it may grant itself any role but a superuser, the owner role or a BYPASSRLS "
-                      "role among them, and SET ROLE around RLS", f"ALTER ROLE {role} NOCREATEROLE", role=role)
+        yield finding("has CREATEROLE: up to PostgreSQL 15 it may grant itself any role but a superuser, the owner "
+                      "role or a BYPASSRLS role among them, and SET ROLE around RLS", f"ALTER ROLE {role} NOCREATEROLE")
     if replication and not superuser:
-        yield Finding(code, None, None, f"the {kind} role {role} has REPLICATION: where "
-                      "pg_hba.conf allows it a replication connection it may stream the server's WAL or take a base "
-                      "backup, every tenant's rows of every database, which row-level security never sees",
-                      f"ALTER ROLE {role} NOREPLICATION (a standby connects as a role of its own)", role=role)
+        yield finding("has REPLICATION: where pg_hba.conf allows it a replication connection it may stream the "
+                      "server's WAL or take a base backup, every tenant's rows of every database, which row-level "
+                      "security never sees",
+                      f"ALTER ROLE {role} NOREPLICATION (a standby connects as a role of its own)")
     if owned and not superuser:  # a superuser "owns" everything: already reported
         shown = ", ".join(owned[:5]) + (f" and {len(owned) - 5} more" if len(owned) > 5 else "")
-        yield Finding(code, None, None, f"the {kind} role {role} owns (directly or through "
-                      f"membership) {len(owned)} tables: {shown}; an owner can disable RLS and bypasses it "
-                      "unless forced", "make the owner role (DBKIT_ROLE_OWNER) own them and revoke its "
-                      f"membership from {role}", role=role)
+        yield finding(f"owns (directly or through membership) {len(owned)} tables: {shown}; an owner can disable RLS "
+                      "and bypasses it unless forced",
+                      f"make the owner role (DBKIT_ROLE_OWNER) own them and revoke its membership from {role}")
 
 
 def _table_findings(schema: str, table: str, enabled: bool, forced: bool, policies: int) -> Iterable[Finding]:

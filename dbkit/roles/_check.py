@@ -62,18 +62,12 @@ def list_roles(settings, conn=None) -> list[RoleInfo]:
         passwords = (dict(c.execute("SELECT rolname, rolpassword IS NOT NULL FROM pg_catalog.pg_authid "
                                     "WHERE rolname = ANY(%s)", (names,)).fetchall())
                      if _can_read_authid(c) else None)
-    infos = []
-    for d in declared:
-        row = rows.get(d.name)
-        variable = d.password_env if d.login else None
-        var_set = (password_of(settings, d) is not None) if variable else None
-        if row is None:
-            infos.append(RoleInfo(d.name, d.kind, False, password_variable=variable, password_variable_set=var_set))
-            continue
-        infos.append(RoleInfo(  # the row's columns are RoleInfo's fields from login to member_of, in order
-            d.name, d.kind, True, *row, has_password=passwords.get(d.name) if passwords is not None else None,
-            password_variable=variable, password_variable_set=var_set))
-    return infos
+    # a row's columns are RoleInfo's fields from login to member_of, in order; a missing role has none of them.
+    # password_env is set for the LOGIN roles that take a password only (model()).
+    return [RoleInfo(d.name, d.kind, d.name in rows, *rows.get(d.name, ()), has_password=(passwords or {}).get(d.name),
+                     password_variable=d.password_env,
+                     password_variable_set=(password_of(settings, d) is not None) if d.password_env else None)
+            for d in declared]
 
 
 @dataclass(frozen=True)
@@ -190,12 +184,10 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
     if schema == "public" and nsp_owner != owner:
         # public belongs to the database (pg_database_owner); the owner role needs CREATE in it, which
         # PostgreSQL 15 no longer gives PUBLIC (the migrate preflight grants it)
-        missing = [p for p in ("USAGE", "CREATE") if not c.execute(
-            "SELECT has_schema_privilege(%s, %s, %s)", (owner, schema, p)).fetchone()[0]] if owner in existing else []
-        if missing:
-            drifts.append(Drift(owner, f"missing privileges on schema {schema}: {_privs(missing)}", "USAGE, CREATE",
-                                _privs({"USAGE", "CREATE"} - set(missing)) or "(none)",
-                                f"GRANT {_privs(missing)} ON SCHEMA {s} TO {_ident(owner)}", object=schema))
+        missing = {p for p in ("USAGE", "CREATE") if owner in existing and not c.execute(
+            "SELECT has_schema_privilege(%s, %s, %s)", (owner, schema, p)).fetchone()[0]}
+        drifts += _grant_drifts(owner, _ident(owner), f"schema {schema}", f"SCHEMA {s}", {"USAGE", "CREATE"},
+                                {"USAGE", "CREATE"} - missing, missing, schema)
     elif nsp_owner != owner:
         drifts.append(Drift(owner, f"owner of schema {schema}", owner, nsp_owner,
                             f"ALTER SCHEMA {s} OWNER TO {_ident(owner)}", object=schema))
@@ -210,9 +202,8 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
     ):
         if who in checked or who == "PUBLIC":
             schema_has.setdefault(who, set()).add(priv + (" WITH GRANT OPTION" if grantable else ""))
-    for role, privs in ((r.name, SCHEMA_GRANTS[r.kind]) for r in roles.roles if r.kind in SCHEMA_GRANTS):
-        if role not in checked:
-            continue
+    for role, privs in ((r.name, SCHEMA_GRANTS[r.kind]) for r in roles.roles
+                        if r.kind in SCHEMA_GRANTS and r.name in checked):
         have, want = schema_has.get(role, set()), set(privs)
         missing = want - have - schema_has.get("PUBLIC", set())  # what PUBLIC has (USAGE on public), every role has
         drifts += _grant_drifts(role, _ident(role), f"schema {schema}", f"SCHEMA {s}", want, have, missing, schema)
@@ -222,8 +213,7 @@ def _check_schema(settings, c, existing: set[str], roles: RoleModel) -> list[Dri
 
     # ---- tables: owner and grants
     # the application's tables: not an extension's, not Alembic's version table
-    version_table = ((getattr(settings, "version_table", "alembic_version"), getattr(
-        settings, "version_table_schema", "dbkit")))
+    version_table = (settings.version_table, settings.version_table_schema)
     tables = [(t, o) for t, o in c.execute(
         "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.relnamespace = %s "
         "AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND NOT EXISTS (SELECT FROM pg_depend d "

@@ -58,7 +58,7 @@ def userlist(settings, conn=None, roles: Sequence[str] | None = None) -> str:
             raise OperationFailed(f"role {name} does not exist in the database's cluster",
                                   hint="create it with `dbkit roles apply` (or `dbkit migrate`)")
         verifier = stored[name]
-        variable = role.password_env or settings.password_variable_of(name)
+        variable = role.password_env  # set for every role logins() returns (model())
         if not verifier:
             raise ConfigError(variable, f"was not applied: role {name} has no password, so PgBouncer could never "
                               "let it in", example=f"{variable}=<a long random secret>, then `dbkit roles apply`")
