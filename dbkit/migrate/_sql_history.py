@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dbkit import _db as db
 from dbkit.errors import ConfigError, UsageError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -174,8 +175,7 @@ def _triple(text: str) -> str:
     return f'"""\\\n{text}"""'
 
 
-def import_sql(settings, directory: str | Path, *, table: str = "migrations", column: str = "filename",
-               date: str | None = None) -> ImportResult:
+def import_sql(settings, directory: str | Path, *, table: str = "migrations", column: str = "filename") -> ImportResult:
     """Write one revision per ``*.sql`` file of ``directory`` (name order, as the old runner applied them) that
     is not imported yet, chained after the project's head.  Nothing is written when any file is refused."""
     import datetime
@@ -203,7 +203,7 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
     versions = Path(settings.migrations_dir) / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     down = heads[0] if heads else None
-    date = date or datetime.date.today().isoformat()
+    date = datetime.date.today().isoformat()
     out = []
     for (path, statements), rev in zip(parsed, _next_ids(script, len(parsed))):
         target = versions / f"{rev}_sql_{_slug(path.stem)}.py"
@@ -255,8 +255,11 @@ def _listed(conn, table: str, column: str) -> list[str] | None:
     return [r[0] for r in rows if r[0] is not None]
 
 
-def _plan(conn, script) -> tuple[str, list[str], str] | None:
-    """(history table, files it lists in chain order, revision to stamp), or None: nothing to adopt."""
+def _plan(conn, settings, script) -> tuple[str, list[str], str] | None:
+    """(history table, files it lists in chain order, revision to stamp), or None: nothing to adopt (the version
+    table has revisions, or the old table lists none)."""
+    if db.applied_revisions(conn, db.version_table(settings)):
+        return None
     chain = [r for r in reversed(list(script.walk_revisions())) if isinstance(getattr(r.module, "sql_file", None), str)]
     if not chain:
         return None
@@ -283,7 +286,6 @@ def _plan(conn, script) -> tuple[str, list[str], str] | None:
 
 def _found(settings):
     """(script, plan) for a database to adopt, else (script, None); what cannot be adopted raises."""
-    from dbkit import _db as db
     from dbkit import _target as target
     from dbkit.migrate._runner_state import _script
 
@@ -292,9 +294,7 @@ def _found(settings):
         return script, None
     url = target.resolve_url(settings, direct=True)
     with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
-        if db.applied_revisions(conn, db.version_table(settings)):
-            return script, None
-        return script, _plan(conn, script)
+        return script, _plan(conn, settings, script)
 
 
 def advice(settings) -> str | None:
@@ -322,15 +322,13 @@ def adopt(settings) -> Adoption | None:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import exc as sa_exc
 
-    from dbkit import _db as db
     from dbkit.errors import OperationFailed
     from dbkit.migrate._session import migration_connection
 
     found: dict[str, Any] = {}
 
     def check(raw) -> None:  # as the connecting role, under the advisory lock, before any DDL
-        if not db.applied_revisions(raw, db.version_table(settings)):
-            found["plan"] = _plan(raw, script)
+        found["plan"] = _plan(raw, settings, script)
 
     try:
         with migration_connection(settings, check=check) as (conn, _):
