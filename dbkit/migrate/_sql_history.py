@@ -20,7 +20,7 @@ Two steps, as an Alembic user would expect them:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,6 @@ class ImportResult:
     column: str
     written: list[str] = field(default_factory=list)  # revision files, in chain order
     skipped: list[str] = field(default_factory=list)  # SQL files already imported
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _check_table(table: str, column: str) -> None:
@@ -235,9 +232,6 @@ class Adoption:
     stamped: str
     owned: list[str] = field(default_factory=list)  # relations given to the owner role
     kept_as: str = ""  # where the old table is now (dbkit's bookkeeping schema)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _listed(conn, table: str, column: str) -> list[str] | None:
