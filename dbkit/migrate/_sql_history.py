@@ -195,7 +195,7 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
     done = {rev.module.sql_file for rev in script.walk_revisions()  # the SQL files imported already
             if isinstance(getattr(rev.module, "sql_file", None), str)}
     todo = [f for f in files if f.name not in done]
-    shown = str(folder.relative_to(settings.project_dir) if folder.is_relative_to(settings.project_dir) else folder)
+    shown = _shown(settings, folder)
     parsed = [(f, split_statements(f.read_text(encoding="utf-8"), f"{shown}/{f.name}")) for f in todo]
     versions = Path(settings.migrations_dir) / "versions"
     versions.mkdir(parents=True, exist_ok=True)
