@@ -19,7 +19,6 @@ release their locks when they end, so none are seen after them.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -309,9 +308,8 @@ class Tracer:
         raw = self._raw(conn)
         if st.autocommit:
             self._after_autocommit(raw, st)
-        lsn, rows = self._query(raw, _LOCKS)[0]
+        lsn, locks = self._query(raw, _LOCKS)[0]  # psycopg loads the json array
         st.wal_bytes = max(0, _lsn(lsn) - self._lsn_before)
-        locks = rows if isinstance(rows, list) else json.loads(rows)
         by_oid: dict[int, list] = {}
         for r in locks:
             by_oid.setdefault(r[0], []).append(r)
