@@ -80,13 +80,10 @@ def _describe_status(st):
     else:
         yield f"current: {', '.join(st.current) or 'base (no revision of your migrations applied)'}"
     yield f"head:    {', '.join(st.heads) or f'none ({st.migrations_dir}/versions has no revisions yet)'}"
-    if st.pending and not st.problem:
-        yield Table(["pending", "message"], [(r.revision, r.message) for r in st.pending])
-    advice = st.advice()
-    if advice and not st.problem:
-        yield advice
-    elif not advice:
-        yield "up to date"
+    if not st.problem:  # the problem is the advice, said above
+        if st.pending:
+            yield Table(["pending", "message"], [(r.revision, r.message) for r in st.pending])
+        yield st.advice() or "up to date"
 
 
 @migrate.command("status")

@@ -19,7 +19,6 @@ release their locks when they end, so none are seen after them.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -201,7 +200,7 @@ def _revision_frame(prefixes: tuple[str, ...]) -> tuple[str, str, int] | None:
 class Tracer:
     """Listens to SQLAlchemy's engine events while installed (a context manager), for one database."""
 
-    def __init__(self, dbname: str, migrations_dir: str, url=None) -> None:
+    def __init__(self, dbname: str, migrations_dir: str, url) -> None:
         self.dbname, self.url = dbname, url
         self._sampler: LockSampler | None = None
         folder = Path(migrations_dir)
@@ -293,7 +292,7 @@ class Tracer:
         text = mask_secrets(" ".join(str(statement).split()))  # the report may be posted on a pull request
         self._pending = StatementTrace(rev, filename, lineno, text, time.perf_counter() - self.t0,
                                        autocommit=bool(raw.autocommit))
-        if raw.autocommit and self.url is not None:
+        if raw.autocommit:
             if self._sampler is None:
                 self._sampler = LockSampler(self.url, raw.info.backend_pid)
             self._sampler.start()
@@ -309,15 +308,14 @@ class Tracer:
         raw = self._raw(conn)
         if st.autocommit:
             self._after_autocommit(raw, st)
-        lsn, rows = self._query(raw, _LOCKS)[0]
+        lsn, locks = self._query(raw, _LOCKS)[0]  # psycopg loads the json array
         st.wal_bytes = max(0, _lsn(lsn) - self._lsn_before)
-        locks = rows if isinstance(rows, list) else json.loads(rows)
         by_oid: dict[int, list] = {}
         for r in locks:
             by_oid.setdefault(r[0], []).append(r)
         for oid, entries in by_oid.items():
             _, _, scans, read, filenode, relkind, reltuples, size, name = entries[0]
-            known = self._files.get(oid) if self._files is not None else None
+            known = self._files.get(oid)
             created = oid in self._created or known is None
             if created:
                 self._created.add(oid)
@@ -328,8 +326,7 @@ class Tracer:
                 rows=_rows(reltuples), rewritten=bool(known) and bool(filenode) and filenode != known,
                 created=created, scans=max(0, (scans or 0) - scans0), rows_read=max(0, (read or 0) - read0),
                 modes_held=sorted(e[1] for e in entries)))
-            if self._files is not None:
-                self._files[oid] = filenode
+            self._files[oid] = filenode
             for e in entries:
                 key = (oid, e[1])
                 if key in self._held_before or key in self._held:
@@ -347,13 +344,11 @@ class Tracer:
     def _after_autocommit(self, raw, st: StatementTrace) -> None:
         """Outside a transaction: the locks the sampler saw (held at most while the statement ran), and the
         relations whose relfilenode changed or that are new (compared with the revision's snapshot)."""
-        seen = self._sampler.stop() if self._sampler is not None else {}
+        seen = self._sampler.stop()
         for (oid, mode), (row, first, last) in seen.items():
             _, _, relkind, reltuples, size, name = row
-            st.locks.append(LockTaken(name, relkind, mode, size, _rows(reltuples), oid not in (self._files or {}),
+            st.locks.append(LockTaken(name, relkind, mode, size, _rows(reltuples), oid not in self._files,
                                       held_s=min(st.duration_s, last - first + self._sampler.interval)))
-        if self._files is None:
-            return
         for oid, filenode, size, _, _, name, relkind in self._query(raw, _SNAPSHOT):
             known = self._files.get(oid)
             if known is None or (known and filenode and known != filenode):

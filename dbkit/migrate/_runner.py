@@ -23,6 +23,7 @@ from dbkit.migrate import _runner_run, _runner_state, _sql_history
 from dbkit.migrate._runner_run import MigrationFailed, RunResult, check_target, downgrade, new, offline_sql, stamp
 from dbkit.migrate._runner_state import Revision, Status, _count, _script, alembic_config, history
 from dbkit.migrate._session import BOOKKEEPING_SCHEMA
+from dbkit.migrate._sql_history import import_sql
 from dbkit.migrate.env import file_sha256
 
 __all__ = ["MigrationFailed", "CheckResult", "NOT_COMPARED_NO_METADATA", "NOT_COMPARED_PENDING",
@@ -126,12 +127,6 @@ def status(settings) -> Status:
     if not (st.current or st.problem):
         st.sql_history = _sql_history.advice(settings)
     return st
-
-
-def import_sql(settings, directory, *, table: str = "migrations", column: str = "filename"):
-    """One revision per ``*.sql`` file of ``directory`` (``dbkit migrate import-sql``); see
-    :mod:`dbkit.migrate._sql_history`."""
-    return _sql_history.import_sql(settings, directory, table=table, column=column)
 
 
 def _schema_diffs(settings) -> list[str] | None:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import io
 import re
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dbkit._urls import first_line, mask_secrets
 from dbkit.errors import DbkitError, OperationFailed, UsageError
@@ -139,9 +138,6 @@ class RunResult:
     before: list[str]
     after: list[str]
     applied: list[Revision]  # upgraded or downgraded, in the order they ran
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _apply(settings, verb: str, revision: str, attributes: dict) -> RunResult:

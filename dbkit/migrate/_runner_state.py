@@ -154,8 +154,8 @@ def alembic_config(settings, *, readonly: bool = False, output: io.StringIO | No
         )
     if _runs_env and "dbkit" not in env_py.read_text(errors="replace"):
         raise ConfigError(
-            f"{_shown(settings)}/env.py", "does not use dbkit: it is Alembic's own environment, which connects with alembic.ini's "
-            "sqlalchemy.url and has none of dbkit's rails (dbkit takes the URL from DATABASE_URL)",
+            f"{_shown(settings)}/env.py", "does not use dbkit: it is Alembic's own environment, which connects with "
+            "alembic.ini's sqlalchemy.url and has none of dbkit's rails (dbkit takes the URL from DATABASE_URL)",
             purpose="runs the project's migrations",
             example="replace its body with `from dbkit.migrate.env import run` and "
                     "`run(target_metadata=None)` (or your models' MetaData)",
@@ -253,13 +253,11 @@ def status(settings) -> Status:
                   unversioned=unversioned)
 
 
-def _shown(settings) -> str:
-    """The migrations directory as users know it: relative to the project when inside it."""
-    directory = Path(settings.migrations_dir)
-    try:
-        return str(directory.relative_to(settings.project_dir))
-    except ValueError:
-        return str(directory)
+def _shown(settings, directory: Path | None = None) -> str:
+    """A directory (by default the migrations directory) as users know it: relative to the project when inside it."""
+    directory = Path(directory or settings.migrations_dir)
+    inside = directory.is_relative_to(settings.project_dir)
+    return str(directory.relative_to(settings.project_dir) if inside else directory)
 
 
 def history(settings) -> list[Revision]:

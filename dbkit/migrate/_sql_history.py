@@ -20,10 +20,11 @@ Two steps, as an Alembic user would expect them:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dbkit import _db as db
 from dbkit.errors import ConfigError, UsageError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -99,9 +100,6 @@ class ImportResult:
     written: list[str] = field(default_factory=list)  # revision files, in chain order
     skipped: list[str] = field(default_factory=list)  # SQL files already imported
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _check_table(table: str, column: str) -> None:
     if not all(_IDENT.fullmatch(part) for part in table.split(".")) or table.count(".") > 1:
@@ -174,8 +172,7 @@ def _triple(text: str) -> str:
     return f'"""\\\n{text}"""'
 
 
-def import_sql(settings, directory: str | Path, *, table: str = "migrations", column: str = "filename",
-               date: str | None = None) -> ImportResult:
+def import_sql(settings, directory: str | Path, *, table: str = "migrations", column: str = "filename") -> ImportResult:
     """Write one revision per ``*.sql`` file of ``directory`` (name order, as the old runner applied them) that
     is not imported yet, chained after the project's head.  Nothing is written when any file is refused."""
     import datetime
@@ -198,12 +195,12 @@ def import_sql(settings, directory: str | Path, *, table: str = "migrations", co
     done = {rev.module.sql_file for rev in script.walk_revisions()  # the SQL files imported already
             if isinstance(getattr(rev.module, "sql_file", None), str)}
     todo = [f for f in files if f.name not in done]
-    shown = str(folder.relative_to(settings.project_dir) if folder.is_relative_to(settings.project_dir) else folder)
+    shown = _shown(settings, folder)
     parsed = [(f, split_statements(f.read_text(encoding="utf-8"), f"{shown}/{f.name}")) for f in todo]
     versions = Path(settings.migrations_dir) / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     down = heads[0] if heads else None
-    date = date or datetime.date.today().isoformat()
+    date = datetime.date.today().isoformat()
     out = []
     for (path, statements), rev in zip(parsed, _next_ids(script, len(parsed))):
         target = versions / f"{rev}_sql_{_slug(path.stem)}.py"
@@ -236,9 +233,6 @@ class Adoption:
     owned: list[str] = field(default_factory=list)  # relations given to the owner role
     kept_as: str = ""  # where the old table is now (dbkit's bookkeeping schema)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _listed(conn, table: str, column: str) -> list[str] | None:
     """The file names the old runner recorded (None when its table does not exist here)."""
@@ -255,8 +249,11 @@ def _listed(conn, table: str, column: str) -> list[str] | None:
     return [r[0] for r in rows if r[0] is not None]
 
 
-def _plan(conn, script) -> tuple[str, list[str], str] | None:
-    """(history table, files it lists in chain order, revision to stamp), or None: nothing to adopt."""
+def _plan(conn, settings, script) -> tuple[str, list[str], str] | None:
+    """(history table, files it lists in chain order, revision to stamp), or None: nothing to adopt (the version
+    table has revisions, or the old table lists none)."""
+    if db.applied_revisions(conn, db.version_table(settings)):
+        return None
     chain = [r for r in reversed(list(script.walk_revisions())) if isinstance(getattr(r.module, "sql_file", None), str)]
     if not chain:
         return None
@@ -283,7 +280,6 @@ def _plan(conn, script) -> tuple[str, list[str], str] | None:
 
 def _found(settings):
     """(script, plan) for a database to adopt, else (script, None); what cannot be adopted raises."""
-    from dbkit import _db as db
     from dbkit import _target as target
     from dbkit.migrate._runner_state import _script
 
@@ -292,9 +288,7 @@ def _found(settings):
         return script, None
     url = target.resolve_url(settings, direct=True)
     with db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
-        if db.applied_revisions(conn, db.version_table(settings)):
-            return script, None
-        return script, _plan(conn, script)
+        return script, _plan(conn, settings, script)
 
 
 def advice(settings) -> str | None:
@@ -322,15 +316,13 @@ def adopt(settings) -> Adoption | None:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import exc as sa_exc
 
-    from dbkit import _db as db
     from dbkit.errors import OperationFailed
     from dbkit.migrate._session import migration_connection
 
     found: dict[str, Any] = {}
 
     def check(raw) -> None:  # as the connecting role, under the advisory lock, before any DDL
-        if not db.applied_revisions(raw, db.version_table(settings)):
-            found["plan"] = _plan(raw, script)
+        found["plan"] = _plan(raw, settings, script)
 
     try:
         with migration_connection(settings, check=check) as (conn, _):

@@ -122,14 +122,13 @@ def _refuse_unadopted(conn, settings, script) -> None:
     from base when the database has another Alembic version table, nor from a revision the project does not
     have; nor from base when a hand-written SQL-file runner migrated the database: ``dbkit migrate`` adopts
     it (it stamps what the old runner's table lists), plain ``alembic upgrade`` would run those files again."""
-    from dbkit import _db as db
     from dbkit.migrate._runner_state import refusal
     from dbkit.migrate._sql_history import _plan
 
     refused = refusal(conn, settings, script)
     if refused is not None:
         raise refused
-    plan = None if db.applied_revisions(conn, db.version_table(settings)) else _plan(conn, script)
+    plan = _plan(conn, settings, script)
     if plan is not None:
         table, files, rev = plan
         raise Refused(f"{table} lists {len(files)} SQL file(s) the old runner applied (last: {files[-1]}); "
