@@ -72,3 +72,50 @@ def test_a_definer_function_without_a_reason_is_one_config_error(tmp_path, value
     settings = _settings(tmp_path, f"[tool.dbkit.rls]\ndefiner_functions = {value}\n")
     with pytest.raises(ConfigError, match=r"definer_functions\] is not a table of function = \"reason\""):
         accepted_definers(settings)
+
+
+def test_a_reviewed_leakproof_function_is_accepted_and_no_other(dbkit_server, dbkit_seeded_db, dbkit_cli):
+    """``[tool.dbkit.rls.leakproof_functions]``: a LEAKPROOF function reviewed as unable to fail or report on its
+    arguments (so an index serves it under RLS) no longer keeps the audit from passing; another one still does."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    safe, leaky = "public.same_text(text, text)", "public.shout(text)"
+    q(url, "CREATE FUNCTION public.same_text(text, text) RETURNS bool LANGUAGE sql IMMUTABLE LEAKPROOF "
+           "AS 'SELECT $1 = $2'")  # only a superuser may do this
+    hits = [f for f in audit(settings).findings if f.code == "leakproof_function"]
+    assert [f.target for f in hits] == [safe] and "app_rls" in hits[0].message
+
+    def accepting(functions: dict[str, str]):
+        return dataclasses.replace(settings, rls={**settings.rls, "leakproof_functions": functions})
+
+    report = audit(accepting({safe: "compares two texts: cannot fail, reports nothing"}))
+    assert report.clean and report.accepted_leakproof == (safe,) and report.accepted == ()
+    assert report.summary()["accepted"] == [safe]
+    assert report.summary_line().endswith(f"0 errors, 0 warnings; accepted as reviewed "
+                                          f"([tool.dbkit.rls.leakproof_functions]): {safe}")
+
+    # the entry accepts that function only (not another LEAKPROOF one, not a SECURITY DEFINER one of that name)
+    q(url, "CREATE FUNCTION public.shout(text) RETURNS bool LANGUAGE plpgsql LEAKPROOF AS "
+           "$$BEGIN RAISE NOTICE '%', $1; RETURN true; END$$")
+    report = audit(accepting({safe: "compares two texts", "public.shout": "typo: no argument list"}))
+    assert [(f.code, f.target) for f in report.findings] == [("leakproof_function", leaky)]
+    report = audit(dataclasses.replace(settings, rls={**settings.rls, "definer_functions": {safe: "wrong table"}}))
+    assert {f.target for f in report.findings if f.code == "leakproof_function"} == {safe, leaky}
+    q(url, "DROP FUNCTION public.shout(text)")
+
+    # from the project's pyproject, through the CLI
+    project = copy_reference_project(dbkit_cli.cwd)
+    with (project / "pyproject.toml").open("a") as f:
+        f.write(f'\n[tool.dbkit.rls.leakproof_functions]\n"{safe}" = "compares two texts: cannot fail"\n')
+    done = dbkit_cli("rls", "audit", env={"DATABASE_URL": url.raw, "DBKIT_ENV": "test"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"accepted as reviewed ([tool.dbkit.rls.leakproof_functions]): {safe}" in done.stdout
+
+
+@pytest.mark.unit
+def test_a_leakproof_function_without_a_reason_is_one_config_error(tmp_path):
+    from dbkit.rls._scoped import accepted_definers
+
+    settings = _settings(tmp_path, '[tool.dbkit.rls]\nleakproof_functions = { "app.f()" = "" }\n')
+    with pytest.raises(ConfigError, match=r"\[tool\.dbkit\.rls\.leakproof_functions\] is not a table of function = "
+                                          r"\"reason\""):
+        accepted_definers(settings, "leakproof_functions")

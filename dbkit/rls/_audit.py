@@ -67,7 +67,8 @@ Finding codes (severity):
   on the channel receives it, whatever its role and claims (a bare wake-up is accepted);
 * ``leakproof_function`` (warn): a function outside ``pg_catalog`` and the extensions is LEAKPROOF and
   a non-bypass login role may run it: the planner may call it on rows before the policies filter them,
-  so an error or notice about its arguments shows other tenants' values (``target`` is the function);
+  so an error or notice about its arguments shows other tenants' values (``target`` is the function); one
+  reviewed as unable to fail or report on its arguments is accepted in ``[tool.dbkit.rls.leakproof_functions]``;
 * ``enforce_role_missing`` (error, role-level): the enforce role does not exist;
 * ``schema_missing`` (error): an audited schema does not exist (a typo would otherwise audit clean).
 
@@ -161,6 +162,8 @@ class AuditReport:
     model: str = "tenant"
     #: the SECURITY DEFINER functions ``[tool.dbkit.rls.definer_functions]`` accepts that would be findings
     accepted: tuple[str, ...] = ()
+    #: the LEAKPROOF functions ``[tool.dbkit.rls.leakproof_functions]`` accepts that would be findings
+    accepted_leakproof: tuple[str, ...] = ()
 
     @property
     def rls_used(self) -> bool:
@@ -183,7 +186,7 @@ class AuditReport:
         return {"schemas": list(self.schemas), "enforce_role": self.role, "model": self.model,
                 "rls_used": self.rls_used, "tables_checked": self.tables_checked,
                 "relations_checked": self.relations_checked, "functions_checked": self.functions_checked,
-                "login_roles": list(self.login_roles), "accepted": list(self.accepted),
+                "login_roles": list(self.login_roles), "accepted": [*self.accepted, *self.accepted_leakproof],
                 "errors": self.errors, "warnings": self.warnings, "clean": self.clean}
 
     def summary_line(self) -> str:
@@ -195,8 +198,9 @@ class AuditReport:
                 f"{self.relations_checked} relations and {self.functions_checked} SECURITY DEFINER functions in every "
                 "schema checked against the non-bypass login roles "
                 f"({roles}): {self.errors} errors, {self.warnings} warnings"
-                + (f"; accepted as reviewed ([tool.dbkit.rls.definer_functions]): {', '.join(self.accepted)}"
-                   if self.accepted else ""))
+                + "".join(f"; accepted as reviewed ([tool.dbkit.rls.{table}]): {', '.join(names)}"
+                          for table, names in (("definer_functions", self.accepted),
+                                               ("leakproof_functions", self.accepted_leakproof)) if names))
 
     def as_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "findings": [f.as_dict() for f in self.findings]}
@@ -295,16 +299,19 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     from dbkit.rls._reach import reachability
 
     logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
-    reviewed = accepted_definers(settings)
-    accepted = tuple(sorted({f.target for f in reach if f.code == "definer_bypasses_rls" and f.target in reviewed}))
-    findings.extend(f for f in reach if f.code != "definer_bypasses_rls" or f.target not in reviewed)
+    reviewed = {"definer_bypasses_rls": accepted_definers(settings),
+                "leakproof_function": accepted_definers(settings, "leakproof_functions")}
+    accepted = {code: tuple(sorted({f.target for f in reach if f.code == code and f.target in names}))
+                for code, names in reviewed.items()}
+    findings.extend(f for f in reach if f.target not in reviewed.get(f.code, ()))
     findings.extend(notify_findings(conn))
 
     findings.sort(key=lambda f: (f.table is not None, f.schema or "", f.table or "", _ORDER[f.code],
                                  f.role or "", f.message))
     return AuditReport(schemas=schemas, role=role, tables_checked=len(tables), findings=tuple(findings),
                        relations_checked=relations, functions_checked=functions, login_roles=logins,
-                       model=settings.rls_model, accepted=accepted)
+                       model=settings.rls_model, accepted=accepted["definer_bypasses_rls"],
+                       accepted_leakproof=accepted["leakproof_function"])
 
 
 def _role_findings(role: str, row: tuple | None, kind: str = "enforce") -> Iterable[Finding]:
