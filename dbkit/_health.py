@@ -89,11 +89,9 @@ def _database(settings) -> tuple[Service, Any]:
         return Service(status="fail", error=exc.message, hint=exc.hint or None), None
     where = {"url": url.masked, "embedded": settings.uses_dev_cluster}
     try:
-        t0 = time.perf_counter()
-        conn = db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout)
+        conn, connect_ms = _timed(lambda: db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
     except DbkitError as exc:
         return Database(status="fail", **where, error=exc.message, hint=exc.hint or None), None
-    connect_ms = round((time.perf_counter() - t0) * 1000, 2)
     latency_ms = round(db.timed_ping(conn), 3)
     row = conn.execute(
         "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
@@ -321,8 +319,8 @@ def _connections(conn) -> Connections:
     used, limit = conn.execute("SELECT (SELECT count(*) FROM pg_stat_activity), "
                                "current_setting('max_connections')::int").fetchone()
     busy = used > 0.8 * limit
-    return Connections(status="warn" if busy else "ok", used=used, max_connections=limit,
-                       hint="more than 80% of max_connections in use: add a pooler or raise the limit" if busy else None)
+    hint = "more than 80% of max_connections in use: add a pooler or raise the limit" if busy else None
+    return Connections(status="warn" if busy else "ok", used=used, max_connections=limit, hint=hint)
 
 
 def prometheus(report: Report) -> str:
