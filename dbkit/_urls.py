@@ -77,11 +77,11 @@ class DbUrl:
 
 
 def _rebuild(url: str, *, scheme: str | None = None, path: str | None = None) -> str:
-    """Replace the scheme and/or path of a URL, keeping an empty netloc (``postgresql:///db``)."""
+    """Replace the scheme and/or path of a URL, keeping an empty netloc (``postgresql:///db``); a DbUrl has no
+    fragment (:func:`_parse` refuses one)."""
     parts = urlsplit(url)
     query = f"?{parts.query}" if parts.query else ""
-    fragment = f"#{parts.fragment}" if parts.fragment else ""
-    return f"{scheme or parts.scheme}://{parts.netloc}{parts.path if path is None else path}{query}{fragment}"
+    return f"{scheme or parts.scheme}://{parts.netloc}{parts.path if path is None else path}{query}"
 
 
 def clip(text: str, limit: int = 80) -> str:
