@@ -56,10 +56,8 @@ def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
     from dbkit import __version__
 
     timestamp = datetime.now(UTC).isoformat(timespec="seconds")
-    services: dict[str, Service] = {}
     database, conn = _database(settings)
-    services["environment"] = _environment(settings, conn)
-    services["database"] = database
+    services: dict[str, Service] = {"environment": _environment(settings, conn), "database": database}
     if conn is not None:
         with conn:
             services["extensions"] = _extensions(conn, settings.extensions)
