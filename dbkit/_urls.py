@@ -100,11 +100,8 @@ def _redacted(url: str) -> str:
     if not sep:
         scheme, rest = "", url
     if "@" in rest:
-        rest = f"{MASK}@{rest.rpartition('@')[2]}"
-        text = f"{scheme}{sep}{rest}"
-    else:
-        text = mask_url(url)
-    return clip(text)
+        return clip(f"{scheme}{sep}{MASK}@{rest.rpartition('@')[2]}")
+    return clip(mask_url(url))
 
 
 def _bad(problem: str, url: str, variable: str) -> ConfigError:
@@ -182,10 +179,7 @@ def _parse(url: str) -> DbUrl:
         raise ValueError(f"unknown driver {clip(driver, 20)!r}")
     if parts.fragment or url.endswith("#"):
         raise ValueError("a database URL takes no #fragment")
-    netloc = parts.netloc
-    userinfo, at, hostinfo = netloc.rpartition("@")
-    if not at:
-        userinfo, hostinfo = "", netloc
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")  # no '@': ("", "", netloc)
     if "@" in userinfo:
         raise ValueError("an unencoded '@' in the user name or password")
     user, colon, password = userinfo.partition(":")
