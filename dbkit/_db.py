@@ -8,7 +8,6 @@ inside the functions so that ``dbkit --help`` stays fast.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import psycopg
 
 APPLICATION_NAME = "dbkit"
-log = logging.getLogger("dbkit")
 
 
 def quote_ident(name: str) -> str:

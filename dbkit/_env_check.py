@@ -258,12 +258,11 @@ def _typos(settings) -> tuple[str, ...]:
 
     from dbkit.config import FIELDS_BY_ENV  # dbkit's own variables (imported here: config imports this module)
 
-    read = set(FIELDS_BY_ENV) | set(settings.passwords) | {"DBKIT_PROJECT_DIR"}
+    known = {*FIELDS_BY_ENV, *settings.passwords, "DBKIT_PROJECT_DIR", *(v.name for v in settings.variables)}
     unset = [v.name for v in settings.variables if v.name not in settings.variable_values]
-    known = {v.name for v in settings.variables}
     warnings = []
     for name, source in settings.dotenv_keys:
-        if name in known or name in read:
+        if name in known:
             continue
         close = difflib.get_close_matches(name, unset, n=1, cutoff=0.8)
         if close:
@@ -277,9 +276,9 @@ def prod_problems(settings) -> list[str]:
     if settings.env != "prod":
         return []
     problems = []
-    for variable, url in (("DATABASE_URL", settings.database_url), ("DIRECT_DATABASE_URL", settings.direct_database_url)):
+    for name, url in (("DATABASE_URL", settings.database_url), ("DIRECT_DATABASE_URL", settings.direct_database_url)):
         if url is not None and not url.is_local and url.sslmode not in ("require", "verify-ca", "verify-full"):
-            problems.append(f"{variable} must use TLS (sslmode=require or stricter) for {url.masked}")
+            problems.append(f"{name} must use TLS (sslmode=require or stricter) for {url.masked}")
     if "://" not in settings.backup_uri or settings.backup_uri.startswith("file://"):
         problems.append(f"DBKIT_BACKUP_URI={settings.backup_uri} is on this machine; prod backups go to s3://…")
     for role in (*settings.role_enforce, *settings.role_bypass, *settings.role_readonly):

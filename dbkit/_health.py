@@ -56,10 +56,8 @@ def check(settings, *, max_backup_age_hours: float = 26.0) -> Report:
     from dbkit import __version__
 
     timestamp = datetime.now(UTC).isoformat(timespec="seconds")
-    services: dict[str, Service] = {}
     database, conn = _database(settings)
-    services["environment"] = _environment(settings, conn)
-    services["database"] = database
+    services: dict[str, Service] = {"environment": _environment(settings, conn), "database": database}
     if conn is not None:
         with conn:
             services["extensions"] = _extensions(conn, settings.extensions)
@@ -89,11 +87,9 @@ def _database(settings) -> tuple[Service, Any]:
         return Service(status="fail", error=exc.message, hint=exc.hint or None), None
     where = {"url": url.masked, "embedded": settings.uses_dev_cluster}
     try:
-        t0 = time.perf_counter()
-        conn = db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout)
+        conn, connect_ms = _timed(lambda: db.connect(url, autocommit=True, connect_timeout=settings.connect_timeout))
     except DbkitError as exc:
         return Database(status="fail", **where, error=exc.message, hint=exc.hint or None), None
-    connect_ms = round((time.perf_counter() - t0) * 1000, 2)
     latency_ms = round(db.timed_ping(conn), 3)
     row = conn.execute(
         "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
@@ -321,8 +317,8 @@ def _connections(conn) -> Connections:
     used, limit = conn.execute("SELECT (SELECT count(*) FROM pg_stat_activity), "
                                "current_setting('max_connections')::int").fetchone()
     busy = used > 0.8 * limit
-    return Connections(status="warn" if busy else "ok", used=used, max_connections=limit,
-                       hint="more than 80% of max_connections in use: add a pooler or raise the limit" if busy else None)
+    hint = "more than 80% of max_connections in use: add a pooler or raise the limit" if busy else None
+    return Connections(status="warn" if busy else "ok", used=used, max_connections=limit, hint=hint)
 
 
 def prometheus(report: Report) -> str:

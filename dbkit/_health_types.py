@@ -5,22 +5,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from dbkit._render import jsonable
 
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 _RANK = {"ok": 0, "warn": 1, "fail": 2}
 _OVERALL = {0: "healthy", 1: "degraded", 2: "unhealthy"}
-
-
-def _plain(value: Any) -> Any:
-    """Tuples (the dataclasses' immutable sequences) as JSON lists, typed items through their as_dict() or,
-    without one, as their fields."""
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if callable(getattr(value, "as_dict", None)):
-        return value.as_dict()
-    return asdict(value) if is_dataclass(value) else value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +33,7 @@ class Service:
     def as_dict(self) -> dict[str, Any]:
         tail = ("note", "error", "hint")
         names = ["status", *(f.name for f in fields(self) if f.name not in ("status", *tail)), *tail]
-        return {name: _plain(getattr(self, name)) for name in names if getattr(self, name) is not None}
+        return {name: jsonable(getattr(self, name)) for name in names if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,7 +207,8 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "timestamp": self.timestamp, "version": self.version,
-                "settings": _plain(self.settings), "services": {name: svc.as_dict() for name, svc in self.services.items()}}
+                "settings": jsonable(self.settings),
+                "services": {name: svc.as_dict() for name, svc in self.services.items()}}
 
     def summary(self) -> dict[str, Any]:
         """``dbkit check --format health``: the compact shape of a service's health endpoint, stable and small

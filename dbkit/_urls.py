@@ -77,11 +77,11 @@ class DbUrl:
 
 
 def _rebuild(url: str, *, scheme: str | None = None, path: str | None = None) -> str:
-    """Replace the scheme and/or path of a URL, keeping an empty netloc (``postgresql:///db``)."""
+    """Replace the scheme and/or path of a URL, keeping an empty netloc (``postgresql:///db``); a DbUrl has no
+    fragment (:func:`_parse` refuses one)."""
     parts = urlsplit(url)
     query = f"?{parts.query}" if parts.query else ""
-    fragment = f"#{parts.fragment}" if parts.fragment else ""
-    return f"{scheme or parts.scheme}://{parts.netloc}{parts.path if path is None else path}{query}{fragment}"
+    return f"{scheme or parts.scheme}://{parts.netloc}{parts.path if path is None else path}{query}"
 
 
 def clip(text: str, limit: int = 80) -> str:
@@ -100,11 +100,8 @@ def _redacted(url: str) -> str:
     if not sep:
         scheme, rest = "", url
     if "@" in rest:
-        rest = f"{MASK}@{rest.rpartition('@')[2]}"
-        text = f"{scheme}{sep}{rest}"
-    else:
-        text = mask_url(url)
-    return clip(text)
+        return clip(f"{scheme}{sep}{MASK}@{rest.rpartition('@')[2]}")
+    return clip(mask_url(url))
 
 
 def _bad(problem: str, url: str, variable: str) -> ConfigError:
@@ -182,10 +179,7 @@ def _parse(url: str) -> DbUrl:
         raise ValueError(f"unknown driver {clip(driver, 20)!r}")
     if parts.fragment or url.endswith("#"):
         raise ValueError("a database URL takes no #fragment")
-    netloc = parts.netloc
-    userinfo, at, hostinfo = netloc.rpartition("@")
-    if not at:
-        userinfo, hostinfo = "", netloc
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")  # no '@': ("", "", netloc)
     if "@" in userinfo:
         raise ValueError("an unencoded '@' in the user name or password")
     user, colon, password = userinfo.partition(":")

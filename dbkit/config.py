@@ -52,7 +52,7 @@ from dbkit._config_types import (
 )
 from dbkit._env_check import parse_variables, prod_problems, read_values
 from dbkit._urls import DbUrl
-from dbkit.errors import ConfigError
+from dbkit.errors import ConfigError, Refused
 
 __all__ = ["ENVIRONMENTS", "FIELDS", "Field", "Settings", "load_settings", "parse_dotenv", "find_project_dir",
            "password_variable"]
@@ -272,8 +272,6 @@ class Settings:
         """Refuse a destructive ``action`` while DBKIT_ENV=prod requirements are unmet."""
         problems = self.environment_problems()
         if problems:
-            from dbkit.errors import Refused
-
             raise Refused(f"{action} is refused: DBKIT_ENV=prod requirements are not met: {'; '.join(problems)}",
                           hint="fix them first (`dbkit check` lists them)")
 
