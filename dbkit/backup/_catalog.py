@@ -57,10 +57,10 @@ class Scan:
         start time, to the second) or wrote after it finished, newest first."""
         if not self.complete:
             return list(self.incomplete)
+        # every id here is a backup id: Manifest checks its own, scan() keeps only backup-id folders
         newest = self.complete[0]
-        started = parse_backup_id(newest.id) if is_backup_id(newest.id) else newest.started_at
-        return [u for u in self.incomplete
-                if u.last_seen > newest.finished_at or (is_backup_id(u.id) and parse_backup_id(u.id) > started)]
+        started = parse_backup_id(newest.id)
+        return [u for u in self.incomplete if u.last_seen > newest.finished_at or parse_backup_id(u.id) > started]
 
 
 @dataclass(frozen=True)

@@ -126,8 +126,6 @@ def _check_key(key: str) -> str:
 
 
 def _check_prefix(prefix: str) -> str:
-    if not prefix:
-        return ""
     if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix or any(
             seg in (".", "..") for seg in prefix.split("/")):
         raise ValueError(f"invalid list prefix {prefix!r}")

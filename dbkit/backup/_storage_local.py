@@ -110,30 +110,30 @@ class LocalStorage(Storage):
             raise self._error(exc, "read", key) from None
 
     def _walk(self, prefix: str):
-        """(key, stat) of every regular file whose key starts with ``prefix``, temp files included."""
-        start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+        """(key, size, modification time) of every regular file whose key starts with ``prefix``, temp files
+        included."""
+        start = self.root.joinpath(*prefix.split("/")[:-1])
         if not start.is_dir():
             return
         for dirpath, dirnames, filenames in os.walk(start):
             dirnames.sort()
-            rel = os.path.relpath(dirpath, self.root)
             for name in sorted(filenames):
-                key = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
                 if not key.startswith(prefix):
                     continue
-                path = Path(dirpath, name)
                 try:
                     st = path.stat()
                 except FileNotFoundError:  # removed meanwhile
                     continue
                 if os.path.isfile(path):
-                    yield key, st
+                    yield key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         prefix = _check_prefix(prefix)
         try:
-            found = [ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
-                     for key, st in self._walk(prefix) if PARTIAL not in key]
+            found = [ObjectInfo(key, size, modified) for key, size, modified in self._walk(prefix)
+                     if PARTIAL not in key]
         except OSError as exc:
             raise self._error(exc, "list") from None
         return sorted(found, key=lambda o: o.key)
@@ -146,9 +146,8 @@ class LocalStorage(Storage):
 
     def list_incomplete_uploads(self, older_than: datetime | timedelta | None = None) -> list[IncompleteUpload]:
         cutoff = _cutoff(older_than)
-        temps = [(key, st, datetime.fromtimestamp(st.st_mtime, UTC)) for key, st in self._walk("") if PARTIAL in key]
-        return [IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, st.st_size, modified)
-                for key, st, modified in temps if cutoff is None or modified < cutoff]
+        return [IncompleteUpload(key.rsplit(PARTIAL, 1)[0], key, modified, size, modified)
+                for key, size, modified in self._walk("") if PARTIAL in key and (cutoff is None or modified < cutoff)]
 
     def abort_upload(self, upload: IncompleteUpload) -> None:
         path = self.root.joinpath(*upload.upload_id.split("/"))

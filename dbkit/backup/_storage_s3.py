@@ -127,7 +127,7 @@ class S3Storage(Storage):
             raise MissingDependency("the S3 backend needs obstore", hint="pip install obstore") from None
         o, session = self.options, self._boto_session()
         kwargs: dict[str, Any] = {}
-        if o.explicit_credentials:
+        if o.access_key is not None:  # explicit keys (S3Options makes sure the secret comes with them)
             kwargs.update(access_key_id=o.access_key, secret_access_key=o.secret_key)
             if o.session_token:
                 kwargs["session_token"] = o.session_token
@@ -196,7 +196,7 @@ class S3Storage(Storage):
     def open_write(self, key: str, *, expected_size: int | None = None,
                    metadata: Mapping[str, str] | None = None) -> Writer:
         _check_key(key)
-        attributes: dict[str, str] = dict(_check_metadata(metadata))  # other keys than obstore's are user metadata
+        attributes = _check_metadata(metadata)  # other keys than obstore's are user metadata
         if self.options.storage_class:
             attributes["Storage-Class"] = self.options.storage_class
         return _S3Writer(self, key, self.part_size or choose_part_size(expected_size), attributes)

@@ -18,7 +18,7 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
 
 
 def _cred_hint(s3: S3Storage) -> str:
-    if s3.options.explicit_credentials:
+    if s3.options.access_key is not None:
         return "check S3_ACCESS_KEY/S3_SECRET_KEY and the bucket's policy"
     return ("check the credentials boto3 found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
             "an instance role) or set S3_ACCESS_KEY/S3_SECRET_KEY")
@@ -42,10 +42,7 @@ def storage_error(s3: S3Storage, exc: BaseException, action: str, key: str | Non
     where = f"{s3.uri}/{key}" if key else s3.uri
     if obstore:
         return _obstore_error(s3, exc, action, where)
-    try:
-        from botocore import exceptions as bx
-    except ImportError:  # pragma: no cover
-        return StorageError(f"cannot {action} {where}: {_scrub(s3, str(exc))}")
+    from botocore import exceptions as bx  # loaded already: the error came from a boto3 client
     if isinstance(exc, bx.ClientError):
         err = exc.response.get("Error", {}) or {}
         code = str(err.get("Code") or "")

@@ -92,10 +92,6 @@ class S3Options:
         if int(self.max_attempts) < 1:
             raise ValueError("max_attempts must be at least 1")
 
-    @property
-    def explicit_credentials(self) -> bool:
-        return self.access_key is not None
-
 
 @dataclass(frozen=True)
 class StorageLocation:
