@@ -67,11 +67,11 @@ def test_a_reviewed_definer_function_is_accepted_and_no_other(dbkit_server, dbki
 @pytest.mark.unit
 @pytest.mark.parametrize("value", ['["app.f()"]', '{ "app.f()" = "" }', '{ "app.f()" = 1 }'])
 def test_a_definer_function_without_a_reason_is_one_config_error(tmp_path, value):
-    from dbkit.rls._scoped import accepted_definers
+    from dbkit.rls._scoped import reviewed_functions
 
     settings = _settings(tmp_path, f"[tool.dbkit.rls]\ndefiner_functions = {value}\n")
     with pytest.raises(ConfigError, match=r"definer_functions\] is not a table of function = \"reason\""):
-        accepted_definers(settings)
+        reviewed_functions(settings, "definer_functions")
 
 
 def test_a_reviewed_leakproof_function_is_accepted_and_no_other(dbkit_server, dbkit_seeded_db, dbkit_cli):
@@ -113,9 +113,9 @@ def test_a_reviewed_leakproof_function_is_accepted_and_no_other(dbkit_server, db
 
 @pytest.mark.unit
 def test_a_leakproof_function_without_a_reason_is_one_config_error(tmp_path):
-    from dbkit.rls._scoped import accepted_definers
+    from dbkit.rls._scoped import reviewed_functions
 
     settings = _settings(tmp_path, '[tool.dbkit.rls]\nleakproof_functions = { "app.f()" = "" }\n')
     with pytest.raises(ConfigError, match=r"\[tool\.dbkit\.rls\.leakproof_functions\] is not a table of function = "
                                           r"\"reason\""):
-        accepted_definers(settings, "leakproof_functions")
+        reviewed_functions(settings, "leakproof_functions")

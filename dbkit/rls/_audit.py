@@ -274,7 +274,7 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
 
     version_table = (settings.version_table_schema, settings.version_table)  # Alembic's: no tenant rows
     tables = [t for t in conn.execute(_TABLES_SQL, params).fetchall() if (t[0], t[1]) != version_table]
-    from dbkit.rls._scoped import accepted_definers, scoped_views, shared_tables
+    from dbkit.rls._scoped import reviewed_functions, scoped_views, shared_tables
 
     shared = shared_tables(settings)  # no tenant's rows: read by every tenant, without RLS or with a true SELECT
     views = scoped_views(conn, settings)
@@ -299,8 +299,8 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     from dbkit.rls._reach import reachability
 
     logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
-    reviewed = {"definer_bypasses_rls": accepted_definers(settings),
-                "leakproof_function": accepted_definers(settings, "leakproof_functions")}
+    reviewed = {"definer_bypasses_rls": reviewed_functions(settings, "definer_functions"),
+                "leakproof_function": reviewed_functions(settings, "leakproof_functions")}
     accepted = {code: tuple(sorted({f.target for f in reach if f.code == code and f.target in names}))
                 for code, names in reviewed.items()}
     findings.extend(f for f in reach if f.target not in reviewed.get(f.code, ()))

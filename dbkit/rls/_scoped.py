@@ -78,19 +78,23 @@ def shared_tables(settings) -> frozenset[tuple[str, str]]:
     return frozenset(tuple(t.split(".")) if "." in t else (settings.schema, t) for t in value)
 
 
-def accepted_definers(settings, table: str = "definer_functions") -> dict[str, str]:
-    """``[tool.dbkit.rls.definer_functions]``: SECURITY DEFINER functions reviewed as safe (they filter by the
-    claims themselves), named as ``dbkit rls audit`` names them, each with the reason; with ``table`` =
-    ``"leakproof_functions"``, the LEAKPROOF functions reviewed as unable to fail or report on their arguments."""
+#: the tables of functions reviewed as safe, with an example entry each (for the error that names a bad one)
+REVIEWED_FUNCTIONS = {
+    "definer_functions": '"private.user_teams(user_id uuid)" = "returns the teams of the claimed user only"',
+    "leakproof_functions": '"app.same_tenant(uuid, uuid)" = "compares two uuids: cannot fail, reports nothing"',
+}
+
+
+def reviewed_functions(settings, table: str) -> dict[str, str]:
+    """``[tool.dbkit.rls.<table>]``: functions reviewed as safe, named as ``dbkit rls audit`` names them, each with
+    the reason: ``definer_functions`` (SECURITY DEFINER functions that filter by the claims themselves) or
+    ``leakproof_functions`` (LEAKPROOF functions that can neither fail nor report on their arguments)."""
     from dbkit.errors import ConfigError
 
     value = (getattr(settings, "rls", None) or {}).get(table, {})
     if not isinstance(value, Mapping) or not all(isinstance(r, str) and r.strip() for r in value.values()):
         raise ConfigError(f"[tool.dbkit.rls.{table}]", "is not a table of function = \"reason\" (every "
-                          "function needs the reason it is safe)",
-                          example='"private.user_teams(user_id uuid)" = "returns the teams of the claimed user only"'
-                          if table == "definer_functions" else '"app.same_tenant(uuid, uuid)" = "compares two uuids: '
-                          'cannot fail, reports nothing"')
+                          "function needs the reason it is safe)", example=REVIEWED_FUNCTIONS[table])
     return dict(value)
 
 
