@@ -258,3 +258,141 @@ def test_a_leakproof_function_sees_other_tenants_rows_before_the_policies_and_th
     assert "app_rls" in hit.message and hit.fix.startswith("ALTER FUNCTION public.has_title(text) NOT LEAKPROOF")
     q(url, hit.fix.split(" (")[0])
     assert titles_seen() == mine and audit(settings).clean
+
+
+def _scratch_of_the_role(url) -> None:
+    """A schema where the application's role may create functions and tables (as it may in ``public`` on
+    PostgreSQL 14 or older), and which the owner may use."""
+    q(url, "CREATE SCHEMA scratch")
+    q(url, "GRANT USAGE, CREATE ON SCHEMA scratch TO app_rls; GRANT USAGE ON SCHEMA scratch TO app_owner")
+
+
+def _replaceable(settings) -> list:
+    return [f for f in audit(settings).findings if f.code == "replaceable_function"]
+
+
+def test_a_policy_function_the_role_owns_opens_every_tenant_and_fails_the_audit(dbkit_server, dbkit_seeded_db):
+    """A sharing policy written by the owner calls a function the application's role created (a migration run as
+    the wrong role): replacing the function replaces the policy, with no privilege on the table."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    tenant_a = tenants(url)[0]
+    mine = q(url, "SELECT count(*) FROM app.documents WHERE tenant_id = %s", (tenant_a,))[0][0]
+    total = q(url, "SELECT count(*) FROM app.documents")[0][0]
+    _scratch_of_the_role(url)
+    with login(dbkit_server, url, settings, "enforce") as conn:
+        conn.autocommit = True
+        conn.execute("CREATE FUNCTION scratch.shared_with_me(uuid) RETURNS bool LANGUAGE sql STABLE AS 'SELECT false'")
+    q(url, "SET ROLE app_owner; CREATE POLICY documents_shared ON app.documents FOR SELECT "
+           "USING (scratch.shared_with_me(id))")
+
+    def seen(replace_with: str | None = None) -> int:
+        with login(dbkit_server, url, settings, "enforce") as conn:
+            conn.autocommit = True
+            if replace_with:
+                conn.execute("CREATE OR REPLACE FUNCTION scratch.shared_with_me(uuid) RETURNS bool LANGUAGE sql "
+                             f"STABLE AS 'SELECT {replace_with}'")
+            with scoped(conn, tenant_id=tenant_a):
+                return conn.execute("SELECT count(*) FROM app.documents").fetchone()[0]
+
+    assert seen() == mine < total
+    (hit,) = _replaceable(settings)
+    assert (hit.severity, hit.target, hit.role) == ("error", "app.documents", "app_rls")
+    assert hit.message == ("policy documents_shared of this table calls scratch.shared_with_me(uuid), owned by "
+                           "app_rls: app_rls can replace that function (CREATE OR REPLACE FUNCTION) and with it "
+                           "which rows every tenant sees")
+    assert hit.fix == "ALTER FUNCTION scratch.shared_with_me(uuid) OWNER TO app_owner"
+    assert seen(replace_with="true") == total  # tenant A now sees every tenant's documents
+    assert seen(replace_with="false") == mine
+    q(url, hit.fix)
+    assert audit(settings).clean
+    with pytest.raises(errors.InsufficientPrivilege):
+        seen(replace_with="true")
+
+
+def test_a_trigger_function_the_role_owns_copies_another_tenants_writes_and_fails_the_audit(dbkit_server,
+                                                                                           dbkit_seeded_db):
+    """The trigger the owner put on the table runs a function the application's role owns: the role turns it
+    into a copier of every tenant's writes, and tenant A reads tenant B's row. Revoking TRIGGER does not help."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    tenant_a, tenant_b = tenants(url)[:2]
+    theirs = _document_of(url, tenant_b)
+    _scratch_of_the_role(url)
+    with login(dbkit_server, url, settings, "enforce") as conn:
+        conn.autocommit = True
+        conn.execute("CREATE FUNCTION scratch.touch() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$BEGIN RETURN NEW; END$$")
+    q(url, "SET ROLE app_owner; CREATE TRIGGER documents_touch BEFORE UPDATE ON app.documents FOR EACH ROW "
+           "EXECUTE FUNCTION scratch.touch()")
+    (hit,) = _replaceable(settings)
+    assert (hit.target, hit.role) == ("app.documents", "app_rls")
+    assert hit.message.startswith("trigger documents_touch of this table calls scratch.touch(), owned by app_rls")
+    assert hit.message.endswith("what is done with every tenant's rows, as whoever writes them")
+    with login(dbkit_server, url, settings, "enforce") as a, login(dbkit_server, url, settings, "enforce") as b:
+        a.autocommit = b.autocommit = True
+        with scoped(a, tenant_id=tenant_a):
+            a.execute("CREATE TABLE scratch.copies (row jsonb)")
+            a.execute("CREATE OR REPLACE FUNCTION scratch.touch() RETURNS trigger LANGUAGE plpgsql AS "
+                      "$$BEGIN INSERT INTO scratch.copies VALUES (to_jsonb(NEW)); RETURN NEW; END$$")
+        with scoped(b, tenant_id=tenant_b):  # tenant B's own request
+            assert b.execute("UPDATE app.documents SET title = title WHERE id = %s", (theirs,)).rowcount == 1
+        with scoped(a, tenant_id=tenant_a):
+            copied = [r[0] for r in a.execute("SELECT row FROM scratch.copies")]
+    assert [r["tenant_id"] for r in copied] == [tenant_b]  # tenant B's row, in tenant A's hands
+    q(url, "SET ROLE app_owner; DROP TRIGGER documents_touch ON app.documents")
+    assert audit(settings).clean
+
+
+def test_the_plugin_escalation_checks_try_to_replace_the_functions_a_table_calls(dbkit_server, dbkit_seeded_db):
+    from dbkit.testing._escalation import escalation_failures
+    from dbkit.testing._matrix import discover
+
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    _scratch_of_the_role(url)
+    with login(dbkit_server, url, settings, "enforce") as conn:
+        conn.autocommit = True
+        conn.execute("CREATE FUNCTION scratch.shared_with_me(uuid) RETURNS bool LANGUAGE sql STABLE AS 'SELECT false'")
+    q(url, "SET ROLE app_owner; CREATE POLICY documents_shared ON app.documents FOR SELECT "
+           "USING (scratch.shared_with_me(id))")
+    q(url, "COMMENT ON FUNCTION scratch.shared_with_me(uuid) IS 'who may see a shared document'")
+    with psycopg.connect(url.conninfo, autocommit=True) as admin, \
+            login(dbkit_server, url, settings, "enforce") as conn:
+        tables = discover(admin, settings)
+        (failure,) = escalation_failures(conn, admin, tables, settings)
+        assert failure.startswith("app_rls could replace scratch.shared_with_me(uuid), which documents calls in a "
+                                  "policy, trigger, constraint, default or index (succeeded)"), failure
+        admin.execute("ALTER FUNCTION scratch.shared_with_me(uuid) OWNER TO app_owner")
+        assert escalation_failures(conn, admin, tables, settings) == []
+    # the attempt was rolled back
+    assert q(url, "SELECT obj_description('scratch.shared_with_me(uuid)'::regprocedure)")[0][0] == \
+        "who may see a shared document"
+
+
+@pytest.mark.parametrize("uses", [
+    "ALTER TABLE app.documents ADD CONSTRAINT title_ok CHECK (scratch.f(title))",
+    "ALTER TABLE app.documents ADD COLUMN flag bool DEFAULT scratch.f('x')",
+    "ALTER TABLE app.documents ADD COLUMN flag bool GENERATED ALWAYS AS (scratch.f(title)) STORED",
+    "CREATE INDEX documents_f ON app.documents ((scratch.f(title)))",
+    "CREATE POLICY documents_op ON app.documents AS RESTRICTIVE USING (title OPERATOR(scratch.~~~) title)",
+])
+def test_every_way_an_rls_table_calls_a_replaceable_function_fails_the_audit(dbkit_seeded_db, uses):
+    """Constraints, defaults, generated columns and indexes run the function on every tenant's rows; a policy may
+    call it through an operator. Owned through a NOLOGIN role the application's role belongs to, it is as much the
+    role's to replace; owned by the table's owner, it is not a finding."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    _scratch_of_the_role(url)
+    q(url, "CREATE ROLE app_helpers NOLOGIN; GRANT app_helpers TO app_rls")  # a role of the server: dropped below
+    try:
+        q(url, "GRANT USAGE, CREATE ON SCHEMA scratch TO app_helpers; SET ROLE app_helpers; "
+               "CREATE FUNCTION scratch.f(text) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT true';"
+               "CREATE FUNCTION scratch.g(text, text) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT true';"
+               "CREATE OPERATOR scratch.~~~ (LEFTARG = text, RIGHTARG = text, FUNCTION = scratch.g)")
+        q(url, "SET ROLE app_owner; " + uses)
+        (hit,) = _replaceable(settings)
+        function = "scratch.g(text, text)" if "OPERATOR" in uses else "scratch.f(text)"
+        assert (hit.target, hit.role, hit.fix) == ("app.documents", "app_rls",
+                                                   f"ALTER FUNCTION {function} OWNER TO app_owner")
+        assert f"calls {function}, owned by app_helpers: app_rls can replace" in hit.message
+        q(url, hit.fix)
+        assert audit(settings).clean
+    finally:
+        q(url, "REASSIGN OWNED BY app_helpers TO app_owner; DROP OWNED BY app_helpers; DROP ROLE app_helpers")

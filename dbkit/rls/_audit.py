@@ -50,6 +50,11 @@ Finding codes (severity):
   forced; a superuser or BYPASSRLS owner's dynamic SQL (``EXECUTE``) counts as reading any table.
   A function reviewed as safe (it filters by the claims itself) is accepted by naming it, as the
   finding does, in ``[tool.dbkit.rls.definer_functions]`` with the reason (:attr:`AuditReport.accepted`);
+* ``replaceable_function`` (error): a policy, trigger, constraint, column default, generated column or index of
+  a table with RLS calls a function (directly or through an operator) that a non-bypass login role owns, itself
+  or through membership, without the table owner's rights: it can replace the function, and with it which rows
+  the policy lets through or what the trigger does with every tenant's rows, as whoever writes them (a trigger
+  created while the role held TRIGGER stays after the REVOKE);
 * ``chunks_exposed`` (error): TimescaleDB creates the chunks of an RLS-protected hypertable in
   a schema a non-bypass login role may use (``_timescaledb_internal`` by default); each new chunk
   copies the hypertable's grants without its RLS;
@@ -104,6 +109,7 @@ CODES: dict[str, str] = {
     "statistics_visible": ERROR,
     "chunks_exposed": ERROR,
     "definer_bypasses_rls": ERROR,
+    "replaceable_function": ERROR,
     "permissive_true_policy": ERROR,
     "rls_not_forced": WARN,
     "notify_from_rls_table": WARN,

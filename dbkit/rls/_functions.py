@@ -1,6 +1,6 @@
 """The functions' part of ``dbkit rls audit``: SECURITY DEFINER functions that read RLS tables unfiltered,
-LEAKPROOF functions the planner may run before the policies, and triggers of RLS tables that NOTIFY (see
-:mod:`dbkit.rls._audit` for the finding codes)."""
+LEAKPROOF functions the planner may run before the policies, functions of RLS tables a login role can replace, and
+triggers of RLS tables that NOTIFY (see :mod:`dbkit.rls._audit` for the finding codes)."""
 
 from __future__ import annotations
 
@@ -134,3 +134,74 @@ def leakproof_findings(conn, logins: list[int]) -> list[Finding]:
         f"ALTER FUNCTION {qualified} NOT LEAKPROOF (as a superuser), unless it can neither fail nor report on its "
         "arguments") for schema, function, qualified, roles in conn.execute(_LEAKPROOF_SQL, {"logins": logins})
         if roles]
+
+
+# What of a table with RLS calls a function: its policies, triggers, constraints, column defaults and generated
+# columns, index expressions; through an operator, the operator's function.  Each decides which rows a tenant sees or
+# runs on every tenant's rows, and whoever owns the function can replace it (CREATE OR REPLACE FUNCTION) without any
+# privilege on the table.
+_CALLS_CTE = """
+users AS (
+  SELECT p.polrelid AS relid, format('policy %%I', p.polname) AS what, d.refclassid, d.refobjid
+  FROM pg_policy p JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+  UNION ALL
+  SELECT t.tgrelid, format('trigger %%I', t.tgname), 'pg_proc'::regclass, t.tgfoid
+  FROM pg_trigger t WHERE NOT t.tgisinternal
+  UNION ALL
+  SELECT c.conrelid, format('constraint %%I', c.conname), d.refclassid, d.refobjid
+  FROM pg_constraint c JOIN pg_depend d ON d.classid = 'pg_constraint'::regclass AND d.objid = c.oid
+  WHERE c.conrelid <> 0
+  UNION ALL
+  SELECT a.adrelid, format('the default of column %%I', att.attname), d.refclassid, d.refobjid
+  FROM pg_attrdef a JOIN pg_attribute att ON att.attrelid = a.adrelid AND att.attnum = a.adnum
+  JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid
+  UNION ALL
+  SELECT i.indrelid, format('index %%I', ic.relname), d.refclassid, d.refobjid
+  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+  JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+),
+calls AS (
+  SELECT relid, what, refobjid AS fn FROM users WHERE refclassid = 'pg_proc'::regclass
+  UNION
+  SELECT u.relid, u.what, o.oprcode FROM users u JOIN pg_operator o ON o.oid = u.refobjid
+  WHERE u.refclassid = 'pg_operator'::regclass
+)"""
+_FUNCTION = "format('%%I.%%I(%%s)', pn.nspname, p.proname, pg_get_function_identity_arguments(p.oid))"
+_REPLACEABLE_SQL = """
+WITH logins AS (SELECT oid, rolname FROM pg_roles WHERE oid = ANY(%(logins)s)),
+rls AS (SELECT c.oid, n.nspname, c.relname, c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relrowsecurity AND c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
+""" + _CALLS_CTE + """
+SELECT r.nspname, r.relname, c.what, """ + _FUNCTION + """,
+       pg_get_userbyid(p.proowner), pg_get_userbyid(r.relowner), l.rolname
+FROM calls c JOIN rls r ON r.oid = c.relid JOIN pg_proc p ON p.oid = c.fn
+JOIN pg_namespace pn ON pn.oid = p.pronamespace
+JOIN logins l ON pg_has_role(l.oid, p.proowner, 'MEMBER')
+WHERE NOT pg_has_role(l.oid, r.relowner, 'MEMBER')
+ORDER BY 1, 2, 3, 4, 7
+"""
+_CALLED_SQL = "WITH " + _CALLS_CTE + " SELECT DISTINCT " + _FUNCTION + """
+FROM calls c JOIN pg_proc p ON p.oid = c.fn JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE c.relid = %(rel)s::regclass AND pn.nspname <> 'pg_catalog' ORDER BY 1"""
+
+
+def called_functions(conn, regclass: str) -> list[str]:
+    """``schema.name(argument types)`` of the functions (outside ``pg_catalog``) that a table's policies, triggers,
+    constraints, defaults, generated columns and indexes call, directly or through an operator."""
+    return [r[0] for r in conn.execute(_CALLED_SQL, {"rel": regclass})]
+
+
+def replaceable_findings(conn, logins: list[int]) -> list[Finding]:
+    """Functions that a table with RLS calls, owned by a non-bypass login role (or a role it is a member of) that
+    does not hold the table owner's rights: the role replaces the function, and with it which rows the policy lets
+    through or what the trigger, default or constraint does with every tenant's rows (as whoever writes them),
+    without any privilege on the table; a trigger created while the role held TRIGGER stays after the REVOKE.
+    Functions that those functions call are not followed (PL/pgSQL records no dependencies)."""
+    return [Finding(
+        "replaceable_function", schema, table,
+        f"{what} of this table calls {function}, owned by {owner}: {role} can replace that function (CREATE OR "
+        "REPLACE FUNCTION) and with it " + ("which rows every tenant sees" if what.startswith("policy ") else
+                                            "what is done with every tenant's rows, as whoever writes them"),
+        f"ALTER FUNCTION {function} OWNER TO {table_owner}", role=role)
+        for schema, table, what, function, owner, table_owner, role in conn.execute(
+            _REPLACEABLE_SQL, {"logins": logins})]

@@ -1,10 +1,11 @@
 """The escalation checks of the RLS matrix (:mod:`dbkit.testing._matrix`): what the enforce role must never be
 able to do (switch roles, grant itself the owner role, turn RLS off, touch policies, read pg_authid, read around
-the policies, TRUNCATE a table or create a trigger on it), FORCE applying
+the policies, TRUNCATE a table or create a trigger on it, replace a function the table calls), FORCE applying
 to the owner, and the paths around a table's policies: a hypertable's chunks, the table behind a scoped view."""
 
 from __future__ import annotations
 
+from dbkit.rls._functions import called_functions
 from dbkit.roles._sql import quote_ident as _quote
 from dbkit.testing._matrix import DENIED, Table, _as, _attempt, ident
 
@@ -54,6 +55,13 @@ def escalation_failures(enforce_conn, admin, tables: list[Table], settings) -> l
             if state != DENIED:
                 out.append(f"{role} could {what} {t.name}, which row-level security does not filter "
                            f"({'succeeded' if state is None else 'SQLSTATE ' + state}); expected permission denied")
+        for function in called_functions(admin, t.regclass):  # COMMENT ON, like CREATE OR REPLACE, needs the owner
+            with _as(enforce_conn, t.tenants[0] if t.tenants else None, settings, t.owner):
+                state, _ = _attempt(enforce_conn, f"COMMENT ON FUNCTION {function} IS NULL")
+            if state != DENIED:
+                out.append(f"{role} could replace {function}, which {t.name} calls in a policy, trigger, constraint, "
+                           f"default or index ({'succeeded' if state is None else 'SQLSTATE ' + state}); expected "
+                           "permission denied: the table's owner should own it")
         forced = admin.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
                                (t.regclass,)).fetchone()[0]
         with _as(admin, t.tenants[0] if t.tenants else None, settings, t.owner):
