@@ -127,6 +127,48 @@ def database_exists(conn: psycopg.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+# What of the server's roles belongs to no database: the roles and their attributes, memberships, and the
+# settings of roles and of other databases (ALTER ROLE … SET; those of the connection's database are its own).
+# Passwords are left out (pg_authid is for superusers only).
+_SERVER_ROLES_SQL = """
+SELECT format('role %I', rolname), concat_ws(' ', rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
+                                             rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil)
+FROM pg_roles
+UNION ALL
+SELECT format('membership of %s in %s', m.member::regrole, m.roleid::regrole), to_jsonb(m)::text
+FROM pg_auth_members m
+UNION ALL
+SELECT concat_ws(' ', 'settings of', CASE WHEN s.setrole = 0 THEN 'every role' ELSE s.setrole::regrole::text END,
+                 'in database ' || quote_ident(d.datname)), s.setconfig::text
+FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase
+WHERE s.setdatabase IS DISTINCT FROM (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def server_roles(conn: psycopg.Connection) -> dict[str, str]:
+    """The server-wide state of its roles (see ``_SERVER_ROLES_SQL``), to compare with :func:`role_changes`."""
+    return dict(conn.execute(_SERVER_ROLES_SQL).fetchall())
+
+
+def role_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What changed between two :func:`server_roles`: ``role "x" created``, ``membership of a in b dropped``…"""
+    return ([f"{k} created" for k in after if k not in before] + [f"{k} dropped" for k in before if k not in after]
+            + [f"{k} changed" for k in before if k in after and before[k] != after[k]])
+
+
+def uncommitted_role_changes(conn: psycopg.Connection, url: DbUrl, connect_timeout: int = 5) -> list[str]:
+    """What the open transaction of ``conn`` changed of the server's roles: its view against the view of another
+    connection to ``url`` (the same database), which does not see it, so that what other sessions commit meanwhile
+    is not counted (read again when the outside view moved while ``conn`` was asked)."""
+    with connect(url, autocommit=True, connect_timeout=connect_timeout) as other:
+        for _ in range(3):
+            outside = server_roles(other)
+            inside = server_roles(conn)
+            if server_roles(other) == outside:
+                break
+    return role_changes(outside, inside)
+
+
 def version_table(settings) -> str:
     """The project's Alembic version table, ``schema.table``: DBKIT_VERSION_TABLE_SCHEMA and
     DBKIT_VERSION_TABLE (default ``dbkit.alembic_version``)."""

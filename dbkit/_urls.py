@@ -89,6 +89,11 @@ def clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def few(items: list[str], shown: int = 3, sep: str = "; ") -> str:
+    """The first ``shown`` of ``items`` and how many more: ``a; b; c; 2 more``."""
+    return sep.join(items[:shown]) + (f"{sep}{len(items) - shown} more" if len(items) > shown else "")
+
+
 def _redacted(url: str) -> str:
     """What an error may show of a URL that did not parse: nothing of the user-info.
 

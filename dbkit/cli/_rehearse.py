@@ -92,16 +92,20 @@ def _describe(report):
                    "(after a baseline without the migration).")
 @click.option("--max-lock", metavar="DURATION", help="Longest a write-blocking lock may be held "
               "[default: DBKIT_LOCK_TIMEOUT].")
+@click.option("--change-roles", is_flag=True, help="Let the role model and the revisions change the server's roles "
+              "(a rehearsal server: roles are shared by every database of a server).")
 @json_option
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown for a pull-request comment.")
 @pass_state
 def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, source: str | None, keep: bool,
-             min_size: str, load: int, max_lock: str | None, as_json: bool, as_markdown: bool) -> None:
+             min_size: str, load: int, max_lock: str | None, change_roles: bool, as_json: bool,
+             as_markdown: bool) -> None:
     """Run the pending revisions on a scratch copy of the database and report what each statement
     locks, rewrites and scans.  Exit 1 when a statement would block the application's writes on a
     relation bigger than --min-size (a rewrite, a scan under a write-blocking lock, or such a lock held
     longer than --max-lock) or a revision fails.  The scratch database is dropped at the end, on
-    failure and on Ctrl-C, unless --keep; the source is never written."""
+    failure and on Ctrl-C, unless --keep; the source is never written, nor (without --change-roles) the
+    server's roles."""
     from dbkit.migrate import _rehearse as rh
     from dbkit.migrate._rehearse_report import markdown
 
@@ -127,12 +131,12 @@ def rehearse(state: State, to_rev: str, clone: bool, backup_id: str | None, sour
         check_backup_uri("--from", source, settings)
 
         def copy(name: str) -> None:  # `dbkit restore ID --into <scratch>`: roles created, checks as in a restore
-            lifecycle.restore(settings, backup_id, source=source, into=name)
+            lifecycle.restore(settings, backup_id, source=source, into=name, keep_server_roles=not change_roles)
 
         method = f"restore of backup {backup_id}"
     setup_migrate_logging(state.verbose)
     report = rh.rehearse(settings, to=to_rev, min_size=size, max_lock=seconds, keep=keep, copy=copy,
-                         copy_method=method, load=load,
+                         copy_method=method, load=load, change_roles=change_roles,
                          on_scratch=lambda name: render.error_line(f"dbkit: rehearsing on scratch database {name}"))
     if as_markdown:
         sys.stdout.write(markdown(report))

@@ -142,8 +142,8 @@ def clone(settings, url, name: str) -> None:
             admin.execute(create)
         except errors.ObjectInUse:
             rows = admin.execute("SELECT coalesce(nullif(application_name, ''), backend_type) "
-                                 "|| ' (pid ' || pid || ')' FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid",
-                                 (source,)).fetchall()
+                                 "|| ' (pid ' || pid || ')' FROM pg_stat_activity "
+                                 "WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY pid", (source,)).fetchall()
             who = ", ".join(r[0] for r in rows[:3]) + (", …" if len(rows) > 3 else "")
             raise CloneImpossible(
                 f"cannot clone database {source}: {len(rows)} other session(s) are connected to it ({who or '?'}), "
@@ -201,7 +201,7 @@ def _runs(pending, tracer: Tracer) -> list[RevisionRun]:
 def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, max_lock: float | None = None,
              keep: bool = False, copy: Callable[[str], None] | None = None, copy_method: str = "clone",
              on_scratch: Callable[[str], None] | None = None, load: int = 0,
-             baseline_s: float = 2.0) -> RehearsalReport:
+             baseline_s: float = 2.0, change_roles: bool = False) -> RehearsalReport:
     """Rehearse the pending revisions (up to ``to``) on a scratch copy; returns the report.
 
     ``copy(name)`` creates the scratch database ``name`` (a restore of a backup, wired by the CLI);
@@ -212,6 +212,8 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
     revisions run.  Raises :class:`~dbkit.errors.DbkitError` for bad input or a copy
     that could not be made; a failing revision is in the report (:attr:`RehearsalReport.failed`).
     With a ``copy`` (a backup), what is pending is read on the copy: the backup's revision counts.
+    Roles belong to the whole server: unless ``change_roles`` (a rehearsal server), the preflight refuses
+    when the role model would change one, and a revision that changes one fails and is rolled back.
     """
     if not str(to).strip():
         raise UsageError("--to is empty", hint="give a revision id or head (see `dbkit migrate history`)")
@@ -255,7 +257,8 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
             if pending is None:  # a backup: pending is what the backup's revision lacks
                 pending = _pending(report, scratch, to)
             if pending:
-                _traced_run(report, settings, scratch, pending, to=to, load=load, baseline_s=baseline_s)
+                _traced_run(report, settings, scratch, pending, to=to, load=load, baseline_s=baseline_s,
+                            change_roles=change_roles)
         finally:
             if created and not keep:
                 t2 = time.perf_counter()
@@ -266,7 +269,8 @@ def rehearse(settings, *, to: str = "head", min_size: int = DEFAULT_MIN_SIZE, ma
     return report
 
 
-def _traced_run(report: RehearsalReport, settings, scratch, pending, *, to: str, load: int, baseline_s: float) -> None:
+def _traced_run(report: RehearsalReport, settings, scratch, pending, *, to: str, load: int, baseline_s: float,
+                change_roles: bool) -> None:
     """The pending revisions through the normal runner on the scratch database, traced (and loaded)."""
     from dbkit.migrate._runner_run import MigrationFailed, upgrade
 
@@ -278,7 +282,7 @@ def _traced_run(report: RehearsalReport, settings, scratch, pending, *, to: str,
         t1 = time.perf_counter()
         with Tracer(scratch_url.dbname, str(settings.migrations_dir), scratch_url) as tracer:
             try:
-                report.after = upgrade(scratch, to).after
+                report.after = upgrade(scratch, to, keep_server_roles=not change_roles).after
             except MigrationFailed as exc:
                 report.failed = str(exc)
         report.run_s = round(time.perf_counter() - t1, 4)

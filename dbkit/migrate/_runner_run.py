@@ -150,10 +150,12 @@ def _apply(settings, verb: str, revision: str, attributes: dict) -> RunResult:
     return RunResult(cfg.attributes.get("dbkit_before", after), after, ran)
 
 
-def upgrade(settings, revision: str = "head") -> RunResult:
-    """Apply revisions up to ``revision`` (default: head), each in its own transaction."""
+def upgrade(settings, revision: str = "head", *, keep_server_roles: bool = False) -> RunResult:
+    """Apply revisions up to ``revision`` (default: head), each in its own transaction.  ``keep_server_roles``
+    (a rehearsal): the preflight and the revisions may change no role of the server (a revision that does fails)."""
     _require_revision(revision, "target revision")
-    return _apply(settings, "upgrade", revision, {"dbkit_target": revision})
+    return _apply(settings, "upgrade", revision,
+                  {"dbkit_target": revision, "dbkit_keep_server_roles": keep_server_roles})
 
 
 def downgrade(settings, revision: str, *, allow_prod: bool = False) -> RunResult:

@@ -139,15 +139,17 @@ def _acquire_lock(conn) -> None:
     log.warning("the other migration finished; continuing")
 
 
-def _preflight(conn, settings) -> None:
-    """Extensions, roles, bookkeeping schema; as the connecting role, before any revision runs."""
+def _preflight(conn, settings, keep_server_roles: bool = False) -> None:
+    """Extensions, roles, bookkeeping schema; as the connecting role, before any revision runs.
+    ``keep_server_roles``: see :func:`dbkit.roles.apply` (a rehearsal)."""
     from psycopg import errors, sql
 
     from dbkit import roles
 
     db.ensure_extensions(conn, settings.extensions)
     try:
-        roles.apply(settings, conn)  # the role model, and passwords from their variables (as SCRAM verifiers)
+        # the role model, and passwords from their variables (as SCRAM verifiers)
+        roles.apply(settings, conn, keep_server_roles=keep_server_roles)
     except errors.InsufficientPrivilege as exc:
         raise MissingDependency(
             f"the connecting role may not create or correct the roles of the role model: {exc.diag.message_primary}",
@@ -290,14 +292,15 @@ def _postflight(conn, settings) -> None:
 
 
 @contextlib.contextmanager
-def migration_connection(settings, *, mutate: bool = True,
-                         check=None) -> Iterator[tuple[object, BlockerWatcher | None]]:
+def migration_connection(settings, *, mutate: bool = True, check=None,
+                         keep_server_roles: bool = False) -> Iterator[tuple[object, BlockerWatcher | None]]:
     """A SQLAlchemy Connection for Alembic on a dbkit-prepared psycopg connection.
 
     ``mutate=False`` (status, autogenerate, check) skips the lock, the preflight and
     the bookkeeping DDL; it still switches to the owner role when that role exists.
     ``check(conn)``, when given, runs as the connecting role under the lock and before
-    the preflight (before any DDL); it refuses by raising.
+    the preflight (before any DDL); it refuses by raising.  ``keep_server_roles`` (a rehearsal): the preflight
+    changes no role of the server (:func:`dbkit.roles.apply`).
     Yields ``(sqlalchemy_connection, watcher)``.
     """
     from psycopg import sql
@@ -316,7 +319,7 @@ def migration_connection(settings, *, mutate: bool = True,
         if check is not None:
             check(raw)
         if mutate:
-            _preflight(raw, settings)
+            _preflight(raw, settings, keep_server_roles)
         if settings.migrate_set_role and db.role_exists(raw, settings.role_owner):
             raw.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.role_owner)))
         raw.execute(ROW_SECURITY_OFF)

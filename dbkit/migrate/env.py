@@ -110,6 +110,31 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
             ctx.connection.exec_driver_sql(stmt.format(**{k: f"%({k})s" for k in values}), values)
 
 
+def _server_roles_kept(settings):
+    """on_version_apply for a rehearsal: a revision that changed the server's roles (which its scratch database
+    shares with every other database of the server) fails, and its transaction rolls the change back."""
+    from dbkit import _db as db
+    from dbkit._target import resolve_url
+    from dbkit._urls import few
+
+    url = resolve_url(settings, direct=True)
+
+    def check(ctx, step, heads, run_args) -> None:
+        changes = db.uncommitted_role_changes(ctx.connection.connection.driver_connection, url,
+                                              settings.connect_timeout)
+        if not changes:
+            return
+        from dbkit.migrate._runner_run import MigrationFailed
+
+        rev = (step.up_revision_ids or step.down_revision_ids)[0]
+        name = Path(step.revision_map.get_revision(rev).path).name
+        raise MigrationFailed(f"revision {rev} ({name}) changes the server's roles ({few(changes)}), which every "
+                              "database of the server shares: rolled back, a rehearsal changes none",
+                              hint="rehearse on a rehearsal server with --change-roles, or make the change with the "
+                                   "role model (`dbkit roles apply`)")
+    return check
+
+
 def _command(config) -> str | None:
     """The Alembic command that runs: dbkit says it (a Config attribute), plain ``alembic`` has it in its
     parsed command line."""
@@ -201,8 +226,12 @@ def _run(context, config, target_metadata) -> None:
             target = config.attributes.get("dbkit_target") or getattr(config.cmd_opts, "revision", None)
             refuse_community_on_apache(settings, context.script, target)(conn)
 
-    with migration_connection(settings, mutate=mutate, check=check) as (connection, watcher):
+    keep_roles = bool(config.attributes.get("dbkit_keep_server_roles"))
+    with migration_connection(settings, mutate=mutate, check=check, keep_server_roles=keep_roles) as (connection,
+                                                                                                     watcher):
         config.attributes["dbkit_watcher"] = watcher
+        if keep_roles and mutate:
+            opts["on_version_apply"] = [_record_checksum, _server_roles_kept(settings)]
         opts.update(autogenerate_online_options(settings, connection))
         connection.commit()
         context.configure(connection=connection, **opts)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from dbkit.errors import ConfigError, DbkitError, MissingDependency
+from dbkit import _db as db
+from dbkit._urls import few
+from dbkit.errors import ConfigError, DbkitError, MissingDependency, Refused
 from dbkit.roles._common import _connection, _stored_passwords, password_of
 from dbkit.roles._model import ATTRIBUTES, model, role_files
 from dbkit.roles._scram import encrypt_password, scram_verify
@@ -42,11 +44,23 @@ class ApplyResult:
         return {**asdict(self), "changed": self.changed}
 
 
+def _refuse_role_changes(conn, settings) -> None:
+    """Raise :class:`Refused` (the transaction rolls back) when ``conn``'s transaction changed the server's roles."""
+    from dbkit._target import resolve_url
+
+    changes = db.uncommitted_role_changes(conn, resolve_url(settings, direct=True), settings.connect_timeout)
+    if changes:
+        raise Refused(f"the role model would change the server's roles ({few(changes)}), which every database of "
+                      "the server shares: a rehearsal changes none",
+                      hint="run `dbkit roles apply` on that server first (`dbkit migrate` applies it anyway), or "
+                           "rehearse on a rehearsal server with --change-roles")
+
+
 def _snapshot(conn, names: list[str]) -> dict[str, tuple]:
     return {r[0]: tuple(r[1:]) for r in conn.execute(_SNAPSHOT_SQL, (names,)).fetchall()}
 
 
-def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
+def apply(settings, conn=None, *, take_ownership: bool = False, keep_server_roles: bool = False) -> ApplyResult:
     """Create or correct the roles of the model and set the LOGIN roles' passwords.
 
     Idempotent, in one transaction (a failure changes nothing):
@@ -65,13 +79,16 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
        role may use, ``pg_stats`` revoked from PUBLIC); a step that needs a superuser and
        cannot be done is a warning (``dbkit rls audit`` keeps reporting it).
 
-    ``conn`` is a psycopg connection (one is opened from the settings when None).
+    ``conn`` is a psycopg connection (one is opened from the settings when None).  ``keep_server_roles``
+    (a rehearsal, whose scratch database shares the server's roles): no password is set, and when the model
+    would change a role of the server (:func:`dbkit._db.uncommitted_role_changes`) nothing is applied and
+    :class:`~dbkit.errors.Refused` names the changes; the database's own part (step 3) is done.
     """
     from psycopg import errors, sql
 
     roles = model(settings)
     logins = roles.logins()
-    missing = [d for d in logins if password_of(settings, d) is None]
+    missing = [] if keep_server_roles else [d for d in logins if password_of(settings, d) is None]
     if missing and settings.env == "prod":
         first = missing[0].password_env
         others = f" (nor {', '.join(d.password_env for d in missing[1:])})" if len(missing) > 1 else ""
@@ -104,6 +121,8 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
                 hint="connect as a role with CREATEROLE (a superuser for BYPASSRLS roles), "
                 "or have a DBA run `dbkit roles apply` once",
             ) from None
+        if keep_server_roles:
+            _refuse_role_changes(c, settings)
         after = _snapshot(c, names)
         for name in names:
             if name not in before:
@@ -111,7 +130,7 @@ def apply(settings, conn=None, *, take_ownership: bool = False) -> ApplyResult:
             elif before[name] != after.get(name):
                 result.altered.append(name)
 
-        to_set = [d for d in logins if d not in missing]
+        to_set = [] if keep_server_roles else [d for d in logins if d not in missing]
         stored = _stored_passwords(c, [d.name for d in to_set]) if to_set else {}
         if stored is None:
             result.warnings.append("pg_authid is not readable by the connecting role: passwords were set "
