@@ -132,7 +132,8 @@ class DevCluster:
     def as_root(self) -> bool:
         return os.geteuid() == 0
 
-    def _run(self, args: Sequence[str], *, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def _run(self, args: Sequence[str], *, check: bool = True,
+             timeout: float | None = None) -> subprocess.CompletedProcess:
         cmd = ["runuser", "-u", SERVER_OS_USER, "--", *args] if self.as_root else list(args)
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(self.base_dir), timeout=timeout, check=False,
                              env={**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
@@ -224,7 +225,8 @@ class DevCluster:
             port = self._choose_port()
             preload = layout.has_extension("timescaledb")
             self._write_conf(port, preload)
-            self._write_state(port=port, version=layout.version, bindir=str(layout.bindir), timescaledb_preloaded=preload)
+            self._write_state(port=port, version=layout.version, bindir=str(layout.bindir),
+                              timescaledb_preloaded=preload)
             res = self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
                              "-w", "-t", str(self.start_timeout), "start"], check=False)
             if res.returncode != 0:
@@ -239,7 +241,8 @@ class DevCluster:
         with self._locked():
             current = self.status()
             if current.running:
-                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"])
+                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60",
+                           "stop"])
             elif current.initialized and (self.data_dir / "postmaster.pid").exists():
                 (self.data_dir / "postmaster.pid").unlink()
             if purge:
@@ -283,7 +286,8 @@ class DevCluster:
         ], timeout=300)
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a") as fh:
-            fh.write("\n# dbkit: settings that change between starts live in dbkit.conf\ninclude_if_exists = 'dbkit.conf'\n")
+            fh.write("\n# dbkit: settings that change between starts live in dbkit.conf\n"
+                     "include_if_exists = 'dbkit.conf'\n")
 
     def _choose_port(self) -> int:
         if self.port_setting:

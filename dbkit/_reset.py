@@ -48,7 +48,8 @@ def reset(settings, *, profile: str = "small", seed: int = 0, force: bool = Fals
     if not is_local(url):
         risky.append(f"the host of {url.masked} is not local")
     if name in (None, "postgres", "template0", "template1"):
-        raise Refused(f"reset refuses to drop the database {name!r}", hint="point DATABASE_URL at an application database")
+        raise Refused(f"reset refuses to drop the database {name!r}",
+                      hint="point DATABASE_URL at an application database")
     if risky:
         settings.require_environment("reset")
         if not force:

@@ -64,8 +64,8 @@ SELECT top.oid, top.nspname, top.relname,
 
 # a continuous aggregate's materialization hypertable (in TimescaleDB's own schema): its rows are counted
 # like a table's, under its own name (the restored catalog has the same names)
-_MATERIALIZATION = ("EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg a JOIN _timescaledb_catalog.hypertable h "
-                    "ON h.id = a.mat_hypertable_id WHERE")
+_MATERIALIZATION = ("EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg a "
+                    "JOIN _timescaledb_catalog.hypertable h ON h.id = a.mat_hypertable_id WHERE")
 
 _COMPRESSED_SIZE_SQL = """
 SELECT coalesce(sum(pg_table_size(format('%%I.%%I', cc.schema_name, cc.table_name)::regclass)), 0)::bigint
@@ -168,9 +168,10 @@ def _check_restorable(conn, version: str) -> None:
     if affected:
         raise BackupFailed(f"TimescaleDB {version} cannot restore the compressed chunks of {', '.join(affected)}: "
                            "batches with a column that is entirely NULL, which its dump has but its restore cannot "
-                           "read back (timescale/timescaledb#8893); nothing was stored and earlier backups are untouched",
-                           hint="upgrade TimescaleDB to a release with its fix (timescale/timescaledb#8153); until then "
-                                "decompress those chunks (decompress_chunk) and pause their compression policy")
+                           "read back (timescale/timescaledb#8893); nothing was stored and earlier backups are "
+                           "untouched",
+                           hint="upgrade TimescaleDB to a release with its fix (timescale/timescaledb#8153); until "
+                                "then decompress those chunks (decompress_chunk) and pause their compression policy")
 
 
 def _metadata(conn, snapshot: str | None, settings) -> dict[str, Any]:
@@ -189,5 +190,5 @@ def _metadata(conn, snapshot: str | None, settings) -> dict[str, Any]:
     size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     jobs = "\n  UNION ALL SELECT owner::oid, NULL FROM _timescaledb_config.bgw_job WHERE id >= 1000"
     roles = [r[0] for r in conn.execute(_ROLES_SQL.format(jobs=jobs if "timescaledb" in extensions else ""))]
-    return {"roles": roles, "database": row[0], "server_version": row[1], "server_version_num": row[2], "extensions": extensions,
-            "alembic_revision": revision, "tables": tables, "size": size}
+    return {"roles": roles, "database": row[0], "server_version": row[1], "server_version_num": row[2],
+            "extensions": extensions, "alembic_revision": revision, "tables": tables, "size": size}

@@ -302,7 +302,8 @@ def _pg_restore(settings, storage, manifest, target: DbUrl, jobs: int) -> list[i
     detail = [ln for ln in errors if not ln.strip().startswith("Command was:")]
     if res.returncode != 0 and (detail or not with_tsdb):
         raise RestoreFailed(f"pg_restore failed (exit {res.returncode}): "
-                            f"{first_line(detail[0] if detail else res.stderr, 'no message')}; the new database was dropped")
+                            f"{first_line(detail[0] if detail else res.stderr, 'no message')}; "
+                            "the new database was dropped")
     return paused
 
 
@@ -317,7 +318,8 @@ def _parallel_restore(args: list[str], dump_fd: int, jobs: int, env) -> subproce
         return listing
     entries = [ln for ln in listing.stdout.splitlines() if ln and not ln.startswith(";")]
     entries = [ln for ln in entries if not re.search(r"\bEXTENSION\b.*\btimescaledb\b", ln)]
-    catalog = [ln for ln in entries if " _timescaledb_catalog " in ln and re.search(r"\b(TABLE DATA|SEQUENCE SET)\b", ln)]
+    catalog = [ln for ln in entries
+               if " _timescaledb_catalog " in ln and re.search(r"\b(TABLE DATA|SEQUENCE SET)\b", ln)]
     rest = [ln for ln in entries if ln not in catalog]
     passes = [(entries, ["--section=pre-data"], 1), (catalog, ["--section=data"], 1),
               (rest, ["--section=data", "--section=post-data"], jobs)]

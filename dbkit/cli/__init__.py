@@ -31,14 +31,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "roles, migrations, RLS, backup target and backups, each with a fix hint."),
     "config": ("dbkit.cli._config:config", "Inspect the resolved settings."),
     "dev": ("dbkit.cli._dev:dev", "The embedded local PostgreSQL cluster in .dbkit/ (development and tests)."),
-    "init": ("dbkit.cli._init:init", "Write what a project needs to use dbkit: migrations, seeds, RLS tests, settings."),
+    "init": ("dbkit.cli._init:init",
+             "Write what a project needs to use dbkit: migrations, seeds, RLS tests, settings."),
     "migrate": ("dbkit.cli._migrate:migrate", "Upgrade the database to head (or --to REV), with safety rails."),
     "reset": ("dbkit.cli._reset:reset",
               "Drop and recreate the database, migrate to head, seed a profile (dev and test)."),
     "restore": ("dbkit.cli._backup:restore",
                 "Restore a backup (ID or latest) into a NEW database; nothing is overwritten."),
     "rls": ("dbkit.cli._roles:rls", "Row-level security: audit the catalog (tests: the dbkit pytest plugin)."),
-    "roles": ("dbkit.cli._roles:roles", "Roles as data: the role model ([tool.dbkit.roles]), passwords from their variables."),
+    "roles": ("dbkit.cli._roles:roles",
+              "Roles as data: the role model ([tool.dbkit.roles]), passwords from their variables."),
     "seed": ("dbkit.cli._seed:seed", "Deterministic, FK-consistent fake data from seeds/ (Faker pools + binary COPY)."),
 }
 

@@ -72,7 +72,8 @@ def _service_detail(svc) -> str:
                 f"(connect {svc.connect_ms} ms)")
     if isinstance(svc, health.Environment):
         ok = sum(v.status in ("ok", "unset") for v in svc.variables or ())
-        return _joined(f"DBKIT_ENV={svc.env}", svc.variables and f"{ok} of {len(svc.variables)} declared variables valid",
+        return _joined(f"DBKIT_ENV={svc.env}",
+                       svc.variables and f"{ok} of {len(svc.variables)} declared variables valid",
                        *svc.problems)
     if isinstance(svc, health.Connections):
         return f"{svc.used} of max_connections {svc.max_connections}"
@@ -82,7 +83,8 @@ def _service_detail(svc) -> str:
         if not svc.head:
             return svc.note or ""
         mine = f" ({svc.migrations_dir})" if svc.migrations_dir else ""
-        return _joined(f"database at {', '.join(svc.current) or 'base'}, your migrations{mine} at {', '.join(svc.head)}",
+        return _joined(f"database at {', '.join(svc.current) or 'base'}, "
+                       f"your migrations{mine} at {', '.join(svc.head)}",
                        svc.pending and f"{len(svc.pending)} pending", svc.edited and f"edited: {', '.join(svc.edited)}",
                        svc.note, svc.hint and f"fix: {svc.hint}")
     if isinstance(svc, health.Rls):

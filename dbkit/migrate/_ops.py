@@ -68,7 +68,8 @@ from dbkit.migrate._ops_timescale import (
 )
 
 __all__ = ["CreateExtensionOp", "DropExtensionOp", "CreateHypertableOp", "RevertHypertableOp", "EnableRLSOp",
-    "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp", "ExecuteUnfilteredOp", "CreateIndexConcurrentlyOp", "DropIndexConcurrentlyOp",
+    "DisableRLSOp", "CreatePolicyOp", "DropPolicyOp", "ExecuteUnfilteredOp", "CreateIndexConcurrentlyOp",
+    "DropIndexConcurrentlyOp",
     "CreateVectorIndexOp", "GrantOp", "RevokeOp", "ApplyRolesOp", "DropRolesOp", "EnableCompressionOp",
     "DisableCompressionOp", "AddCompressionPolicyOp", "RemoveCompressionPolicyOp", "AddRetentionPolicyOp",
     "RemoveRetentionPolicyOp", "AddReorderPolicyOp", "RemoveReorderPolicyOp", "CreateContinuousAggregateOp",

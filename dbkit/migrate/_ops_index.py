@@ -35,7 +35,8 @@ class CreateIndexConcurrentlyOp(MigrateOperation):
                  unique: bool = False, using: str | None = None, ops: Mapping[str, str] | None = None,
                  with_: Mapping[str, Any] | None = None, where: str | None = None) -> None:
         self.index_name, self.table_name, self.columns, self.schema = index_name, table_name, tuple(columns), schema
-        self.unique, self.using, self.ops, self.with_, self.where = unique, using, dict(ops or {}), dict(with_ or {}), where
+        self.unique, self.using, self.ops, self.with_, self.where = (unique, using, dict(ops or {}), dict(with_ or {}),
+                                                                     where)
 
     @classmethod
     def create_index_concurrently(cls, operations, index_name: str, table_name: str, columns: Sequence[str],

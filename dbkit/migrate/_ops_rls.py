@@ -182,8 +182,9 @@ class CreateScopedViewOp(MigrateOperation):
     user); ``security_barrier`` keeps caller-supplied functions from seeing rows before the filter; the
     check option rejects a written row of another tenant (SQLSTATE 44000).  ``updatable=False`` only for a
     source PostgreSQL cannot write through (a real-time continuous aggregate, ``materialized_only=False``): a
-    materialized-only aggregate (TimescaleDB's default) is a simple view, so it keeps the check option.  ``dbkit rls audit`` accepts a view that
-    is exactly this (same definition as the one built from the configured model) and nothing looser.
+    materialized-only aggregate (TimescaleDB's default) is a simple view, so it keeps the check option.
+    ``dbkit rls audit`` accepts a view that is exactly this (same definition as the one built from the
+    configured model) and nothing looser.
 
     Example::
 

@@ -112,8 +112,9 @@ class RehearsalReport:
         verdict = "FAIL" if not self.ok else "ok"
         extra = f"; revision failed: {self.failed}" if self.failed else ""
         kept = f"; scratch database {self.scratch} kept" if self.kept else ""
-        return (f"{verdict}: {len(self.revisions)} of {len(self.pending)} revision(s) rehearsed on a {self.copy_method} of "
-                f"{self.source}, {len(self.findings)} finding(s) (min size {human_size(self.min_size)}, "
+        return (f"{verdict}: {len(self.revisions)} of {len(self.pending)} revision(s) rehearsed on a "
+                f"{self.copy_method} of {self.source}, {len(self.findings)} finding(s) "
+                f"(min size {human_size(self.min_size)}, "
                 f"max lock {self.max_lock_s:g}s); copy {self.copy_s:.2f}s, run {self.run_s:.2f}s (tracer "
                 f"{self.trace_s:.2f}s), "
                 f"total {self.total_s:.2f}s{extra}{kept}")

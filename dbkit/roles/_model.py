@@ -249,7 +249,8 @@ def _password_env(extra: Mapping[str, Any], kind: str, names: tuple[str, ...], n
         unknown = set(value) - set(names)
         if unknown:
             raise ConfigError(where, f"names {', '.join(sorted(unknown))}, not a {kind} role "
-                              f"(the {kind} roles: {', '.join(names)})", example=f'password_env = {{ {names[0]} = "VAR" }}')
+                              f"(the {kind} roles: {', '.join(names)})",
+                              example=f'password_env = {{ {names[0]} = "VAR" }}')
         value = value.get(name)
     elif value is not None and len(names) > 1:
         raise ConfigError(where, f"is one variable for {len(names)} {kind} roles",

@@ -106,7 +106,8 @@ def _run_compression_policies(conn, schema: str, tables, owner: str | None) -> d
 def _refresh_aggregates(conn, schema: str, tables, owner: str | None) -> list[str]:
     """Refresh the TimescaleDB continuous aggregates over the seeded tables (as their owner, outside any
     transaction, as TimescaleDB requires), so aggregates and the views over them show the seeded rows."""
-    if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL").fetchone()[0]:
+    if not conn.execute(
+            "SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL").fetchone()[0]:
         return []
     views = [r[0] for r in conn.execute(
         "SELECT format('%%I.%%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates "
