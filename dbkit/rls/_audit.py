@@ -50,6 +50,12 @@ Finding codes (severity):
   forced; a superuser or BYPASSRLS owner's dynamic SQL (``EXECUTE``) counts as reading any table.
   A function reviewed as safe (it filters by the claims itself) is accepted by naming it, as the
   finding does, in ``[tool.dbkit.rls.definer_functions]`` with the reason (:attr:`AuditReport.accepted`);
+* ``definer_search_path`` (error): a non-bypass login role can execute a SECURITY DEFINER function (SQL or
+  PL/pgSQL, not ``BEGIN ATOMIC``) whose lookups it can redirect: it names a table without a schema and its
+  search_path does not end with ``pg_temp`` (a temporary view of that name, which PostgreSQL searches first,
+  is read as an owner RLS does not filter), or it sets no search_path (or one with a schema the role may
+  create in) while the role may create objects in a schema (a function or operator of its own then runs as an
+  owner who bypasses RLS or owns RLS tables); reviewing it in ``definer_functions`` does not accept this;
 * ``replaceable_function`` (error): a policy, trigger, constraint, column default, generated column or index of
   a table with RLS calls a function (directly or through an operator) that a non-bypass login role owns, itself
   or through membership, without the table owner's rights: it can replace the function, and with it which rows
@@ -110,6 +116,7 @@ CODES: dict[str, str] = {
     "chunks_exposed": ERROR,
     "definer_bypasses_rls": ERROR,
     "replaceable_function": ERROR,
+    "definer_search_path": ERROR,
     "permissive_true_policy": ERROR,
     "rls_not_forced": WARN,
     "notify_from_rls_table": WARN,

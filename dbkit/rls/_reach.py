@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dbkit.rls._audit import Finding
 from dbkit.rls._functions import definer_findings, leakproof_findings, replaceable_findings
 from dbkit.rls._isolation import CHUNK_SCHEMA, timescaledb_installed
+from dbkit.rls._search_path import search_path_findings
 from dbkit.roles._model import DML
 
 # ----------------------------------------------------------------------------- every relation, every login role
@@ -98,6 +99,7 @@ def reachability(conn, scoped: frozenset[tuple[str, str]] = frozenset(),
     findings += _all_data_findings(conn, [oid for oid, _ in logins])
     findings += leakproof_findings(conn, [oid for oid, _ in logins])
     findings += replaceable_findings(conn, [oid for oid, _ in logins])
+    findings += search_path_findings(conn, [oid for oid, _ in logins])
     hypertables = {r[0] for r in conn.execute(
         "SELECT format('%I.%I', schema_name, table_name) FROM _timescaledb_catalog.hypertable")} \
         if timescaledb_installed(conn) else set()
