@@ -156,16 +156,15 @@ def role_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
             + [f"{k} changed" for k in before if k in after and before[k] != after[k]])
 
 
-def uncommitted_role_changes(conn: psycopg.Connection, url: DbUrl, connect_timeout: int = 5) -> list[str]:
-    """What the open transaction of ``conn`` changed of the server's roles: its view against the view of another
-    connection to ``url`` (the same database), which does not see it, so that what other sessions commit meanwhile
-    is not counted (read again when the outside view moved while ``conn`` was asked)."""
-    with connect(url, autocommit=True, connect_timeout=connect_timeout) as other:
-        for _ in range(3):
-            outside = server_roles(other)
-            inside = server_roles(conn)
-            if server_roles(other) == outside:
-                break
+def uncommitted_role_changes(conn: psycopg.Connection, other: psycopg.Connection) -> list[str]:
+    """What the open transaction of ``conn`` changed of the server's roles: its view against the view of
+    ``other``, an autocommit connection to the same database, which does not see it, so that what other sessions
+    commit meanwhile is not counted (read again when the outside view moved while ``conn`` was asked)."""
+    for _ in range(3):
+        outside = server_roles(other)
+        inside = server_roles(conn)
+        if server_roles(other) == outside:
+            break
     return role_changes(outside, inside)
 
 

@@ -122,11 +122,12 @@ def test_what_other_sessions_commit_meanwhile_is_not_the_transactions(dbkit_seed
     while the revision runs is not blamed on it."""
     other_role = f"{ROLE}_other"
     try:
-        with psycopg.connect(dbkit_seeded_db.conninfo) as conn:
-            assert db.uncommitted_role_changes(conn, dbkit_seeded_db) == []
+        with psycopg.connect(dbkit_seeded_db.conninfo) as conn, \
+                psycopg.connect(dbkit_seeded_db.conninfo, autocommit=True) as outside:
+            assert db.uncommitted_role_changes(conn, outside) == []
             conn.execute(f"CREATE ROLE {ROLE} NOLOGIN")  # in conn's open transaction
             q(dbkit_seeded_db, f"CREATE ROLE {other_role} NOLOGIN")  # another session, committed
-            assert db.uncommitted_role_changes(conn, dbkit_seeded_db) == [f"role {ROLE} created"]
+            assert db.uncommitted_role_changes(conn, outside) == [f"role {ROLE} created"]
             conn.rollback()
     finally:
         q(dbkit_seeded_db, f"DROP ROLE IF EXISTS {other_role}")

@@ -23,6 +23,7 @@ Under plain ``alembic`` a :class:`~dbkit.errors.DbkitError` becomes Alembic's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -110,18 +111,15 @@ def _record_checksum(ctx, step, heads, run_args) -> None:
             ctx.connection.exec_driver_sql(stmt.format(**{k: f"%({k})s" for k in values}), values)
 
 
-def _server_roles_kept(settings):
+def _server_roles_kept(other):
     """on_version_apply for a rehearsal: a revision that changed the server's roles (which its scratch database
-    shares with every other database of the server) fails, and its transaction rolls the change back."""
+    shares with every other database of the server) fails, and its transaction rolls the change back.
+    ``other``: an autocommit connection to the same database (:func:`dbkit._db.uncommitted_role_changes`)."""
     from dbkit import _db as db
-    from dbkit._target import resolve_url
     from dbkit._urls import few
 
-    url = resolve_url(settings, direct=True)
-
     def check(ctx, step, heads, run_args) -> None:
-        changes = db.uncommitted_role_changes(ctx.connection.connection.driver_connection, url,
-                                              settings.connect_timeout)
+        changes = db.uncommitted_role_changes(ctx.connection.connection.driver_connection, other)
         if not changes:
             return
         from dbkit.migrate._runner_run import MigrationFailed
@@ -133,6 +131,14 @@ def _server_roles_kept(settings):
                               hint="rehearse on a rehearsal server with --change-roles, or make the change with the "
                                    "role model (`dbkit roles apply`)")
     return check
+
+
+def _outside(settings):
+    """A second connection to the migrated database, for :func:`_server_roles_kept`."""
+    from dbkit import _db as db
+    from dbkit._target import resolve_url
+
+    return db.connect(resolve_url(settings, direct=True), autocommit=True, connect_timeout=settings.connect_timeout)
 
 
 def _command(config) -> str | None:
@@ -226,12 +232,13 @@ def _run(context, config, target_metadata) -> None:
             target = config.attributes.get("dbkit_target") or getattr(config.cmd_opts, "revision", None)
             refuse_community_on_apache(settings, context.script, target)(conn)
 
-    keep_roles = bool(config.attributes.get("dbkit_keep_server_roles"))
+    keep_roles = bool(config.attributes.get("dbkit_keep_server_roles")) and mutate
     with migration_connection(settings, mutate=mutate, check=check, keep_server_roles=keep_roles) as (connection,
-                                                                                                     watcher):
+                                                                                                     watcher), \
+            (_outside(settings) if keep_roles else contextlib.nullcontext()) as outside:
         config.attributes["dbkit_watcher"] = watcher
-        if keep_roles and mutate:
-            opts["on_version_apply"] = [_record_checksum, _server_roles_kept(settings)]
+        if outside is not None:
+            opts["on_version_apply"] = [_record_checksum, _server_roles_kept(outside)]
         opts.update(autogenerate_online_options(settings, connection))
         connection.commit()
         context.configure(connection=connection, **opts)

@@ -48,7 +48,9 @@ def _refuse_role_changes(conn, settings) -> None:
     """Raise :class:`Refused` (the transaction rolls back) when ``conn``'s transaction changed the server's roles."""
     from dbkit._target import resolve_url
 
-    changes = db.uncommitted_role_changes(conn, resolve_url(settings, direct=True), settings.connect_timeout)
+    with db.connect(resolve_url(settings, direct=True), autocommit=True,
+                    connect_timeout=settings.connect_timeout) as other:
+        changes = db.uncommitted_role_changes(conn, other)
     if changes:
         raise Refused(f"the role model would change the server's roles ({few(changes)}), which every database of "
                       "the server shares: a rehearsal changes none",
