@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import psycopg
 import pytest
 from migrate_helpers import q, settings_for
 from test_tenant_isolation import login, tenants
@@ -131,13 +130,14 @@ def test_unqualified_relations_are_read_with_postgresqls_parser():
     assert unqualified_relations("sql", "SELECT FROM WHERE (", None) is None
 
 
-def test_the_readonly_role_alone_without_temp_is_not_reported(dbkit_seeded_db):
+@pytest.mark.parametrize("body", ["LANGUAGE sql STABLE SECURITY DEFINER AS 'SELECT d.id FROM documents d'",
+                                  "LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = app AS "
+                                  "$$BEGIN RETURN QUERY SELECT d.id FROM documents d; END$$"])
+def test_without_temp_the_redirect_is_closed(dbkit_seeded_db, body):
     """TEMP on the database is what a temporary view needs: without it (and no schema to create in) the
     redirect is closed."""
     url, settings = dbkit_seeded_db, _reviewed(settings_for(dbkit_seeded_db))
-    q(url, "SET search_path = app; CREATE FUNCTION app.my_document_ids() RETURNS SETOF uuid LANGUAGE sql STABLE "
-           "SECURITY DEFINER AS 'SELECT d.id FROM documents d'")
+    q(url, f"SET search_path = app; CREATE FUNCTION app.my_document_ids() RETURNS SETOF uuid {body}")
     assert {"app_rls", "app_readonly"} <= set(_hits(settings))
-    db = psycopg.connect(url.conninfo, autocommit=True).info.dbname
-    q(url, f'REVOKE TEMP ON DATABASE "{db}" FROM PUBLIC')
+    q(url, f'REVOKE TEMP ON DATABASE "{url.dbname}" FROM PUBLIC')
     assert audit(settings).clean
