@@ -9,6 +9,7 @@ once it is revoked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 
@@ -296,13 +297,21 @@ def test_a_policy_function_the_role_owns_opens_every_tenant_and_fails_the_audit(
 
     assert seen() == mine < total
     (hit,) = _replaceable(settings)
-    assert (hit.severity, hit.target, hit.role) == ("error", "app.documents", "app_rls")
-    assert hit.message == ("policy documents_shared of this table calls scratch.shared_with_me(uuid), owned by "
+    assert (hit.severity, hit.target, hit.role) == ("error", "scratch.shared_with_me(uuid)", "app_rls")
+    assert hit.message == ("policy documents_shared of app.documents calls scratch.shared_with_me(uuid), owned by "
                            "app_rls: app_rls can replace that function (CREATE OR REPLACE FUNCTION) and with it "
                            "which rows every tenant sees")
     assert hit.fix == "ALTER FUNCTION scratch.shared_with_me(uuid) OWNER TO app_owner"
     assert seen(replace_with="true") == total  # tenant A now sees every tenant's documents
     assert seen(replace_with="false") == mine
+    # a function whose owner the project trusts (a platform's auth service) is accepted by name, with the reason
+    trusted = dataclasses.replace(settings, rls={**settings.rls, "replaceable_functions": {
+        "scratch.shared_with_me(uuid)": "owned by the sharing service, which we trust like the owner"}})
+    report = audit(trusted)
+    assert report.clean and report.accepted_replaceable == ("scratch.shared_with_me(uuid)",)
+    assert report.summary()["accepted"] == ["scratch.shared_with_me(uuid)"]
+    assert report.summary_line().endswith("accepted as reviewed ([tool.dbkit.rls.replaceable_functions]): "
+                                          "scratch.shared_with_me(uuid)")
     q(url, hit.fix)
     assert audit(settings).clean
     with pytest.raises(errors.InsufficientPrivilege):
@@ -324,8 +333,8 @@ def test_a_trigger_function_the_role_owns_copies_another_tenants_writes_and_fail
     q(url, "SET ROLE app_owner; CREATE TRIGGER documents_touch BEFORE UPDATE ON app.documents FOR EACH ROW "
            "EXECUTE FUNCTION scratch.touch()")
     (hit,) = _replaceable(settings)
-    assert (hit.target, hit.role) == ("app.documents", "app_rls")
-    assert hit.message.startswith("trigger documents_touch of this table calls scratch.touch(), owned by app_rls")
+    assert (hit.target, hit.role) == ("scratch.touch()", "app_rls")
+    assert hit.message.startswith("trigger documents_touch of app.documents calls scratch.touch(), owned by app_rls")
     assert hit.message.endswith("what is done with every tenant's rows, as whoever writes them")
     with login(dbkit_server, url, settings, "enforce") as a, login(dbkit_server, url, settings, "enforce") as b:
         a.autocommit = b.autocommit = True
@@ -389,10 +398,25 @@ def test_every_way_an_rls_table_calls_a_replaceable_function_fails_the_audit(dbk
         q(url, "SET ROLE app_owner; " + uses)
         (hit,) = _replaceable(settings)
         function = "scratch.g(text, text)" if "OPERATOR" in uses else "scratch.f(text)"
-        assert (hit.target, hit.role, hit.fix) == ("app.documents", "app_rls",
-                                                   f"ALTER FUNCTION {function} OWNER TO app_owner")
-        assert f"calls {function}, owned by app_helpers: app_rls can replace" in hit.message
+        assert (hit.target, hit.role, hit.fix) == (function, "app_rls", f"ALTER FUNCTION {function} OWNER TO app_owner")
+        assert f"of app.documents calls {function}, owned by app_helpers: app_rls can replace" in hit.message
         q(url, hit.fix)
         assert audit(settings).clean
     finally:
         q(url, "REASSIGN OWNED BY app_helpers TO app_owner; DROP OWNED BY app_helpers; DROP ROLE app_helpers")
+
+
+def test_one_finding_per_function_names_every_use(dbkit_seeded_db):
+    """A function two tables call, in a policy and a trigger: one finding, both uses, both effects."""
+    url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
+    _scratch_of_the_role(url)
+    q(url, "SET ROLE app_rls; CREATE FUNCTION scratch.ok(uuid) RETURNS bool LANGUAGE sql STABLE AS 'SELECT true'; "
+           "CREATE FUNCTION scratch.touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$")
+    q(url, "SET ROLE app_owner; CREATE POLICY documents_ok ON app.documents AS RESTRICTIVE USING (scratch.ok(id)); "
+           "CREATE POLICY users_ok ON app.users AS RESTRICTIVE USING (scratch.ok(id)); "
+           "CREATE TRIGGER users_touch BEFORE UPDATE ON app.users FOR EACH ROW EXECUTE FUNCTION scratch.touch()")
+    hits = {f.target: f for f in _replaceable(settings)}
+    assert set(hits) == {"scratch.ok(uuid)", "scratch.touch()"}
+    assert hits["scratch.ok(uuid)"].message.startswith(
+        "policy documents_ok of app.documents, policy users_ok of app.users call scratch.ok(uuid), owned by app_rls")
+    assert hits["scratch.touch()"].message.endswith("what is done with every tenant's rows, as whoever writes them")

@@ -12,7 +12,8 @@ which every non-bypass login role may read, with or without RLS, and none may ch
 **Every relation and SECURITY DEFINER function in every schema** (TimescaleDB's internal
 ones included; only ``pg_catalog``, ``information_schema`` and objects that belong to an
 extension are skipped) against every *non-bypass login role*: a role that can log in and is not a
-superuser, has no BYPASSRLS and cannot become such a role.  A relation such a role can
+superuser, has no BYPASSRLS and cannot become such a role (a member of one, or up to PostgreSQL 15 a CREATEROLE
+role, which grants itself any non-superuser role, can).  A relation such a role can
 SELECT/INSERT/UPDATE/DELETE/TRUNCATE/REFERENCES/TRIGGER (table or column privileges, its own, inherited or PUBLIC's,
 with USAGE on the schema) must be protected by RLS: a table or partition with RLS enabled,
 or a view with ``security_invoker`` (whose base tables are then checked on their own).
@@ -56,11 +57,13 @@ Finding codes (severity):
   is read as an owner RLS does not filter), or it sets no search_path (or one with a schema the role may
   create in) while the role may create objects in a schema (a function or operator of its own then runs as an
   owner who bypasses RLS or owns RLS tables); reviewing it in ``definer_functions`` does not accept this;
-* ``replaceable_function`` (error): a policy, trigger, constraint, column default, generated column or index of
-  a table with RLS calls a function (directly or through an operator) that a non-bypass login role owns, itself
-  or through membership, without the table owner's rights: it can replace the function, and with it which rows
-  the policy lets through or what the trigger does with every tenant's rows, as whoever writes them (a trigger
-  created while the role held TRIGGER stays after the REVOKE);
+* ``replaceable_function`` (error): policies, triggers, constraints, column defaults, generated columns or
+  indexes of tables with RLS call a function (directly or through an operator) that a non-bypass login role
+  owns, itself or through membership, without the table owner's rights (``target``: the function, one finding
+  per function and role): it can replace the function, and with it which rows the policy lets through or what
+  the trigger does with every tenant's rows, as whoever writes them (a trigger created while the role held
+  TRIGGER stays after the REVOKE); one owned by a role the project trusts (a platform's auth service) is
+  accepted in ``[tool.dbkit.rls.replaceable_functions]`` with the reason;
 * ``chunks_exposed`` (error): TimescaleDB creates the chunks of an RLS-protected hypertable in
   a schema a non-bypass login role may use (``_timescaledb_internal`` by default); each new chunk
   copies the hypertable's grants without its RLS;
@@ -177,6 +180,8 @@ class AuditReport:
     accepted: tuple[str, ...] = ()
     #: the LEAKPROOF functions ``[tool.dbkit.rls.leakproof_functions]`` accepts that would be findings
     accepted_leakproof: tuple[str, ...] = ()
+    #: the functions ``[tool.dbkit.rls.replaceable_functions]`` accepts that would be findings
+    accepted_replaceable: tuple[str, ...] = ()
 
     @property
     def rls_used(self) -> bool:
@@ -199,7 +204,8 @@ class AuditReport:
         return {"schemas": list(self.schemas), "enforce_role": self.role, "model": self.model,
                 "rls_used": self.rls_used, "tables_checked": self.tables_checked,
                 "relations_checked": self.relations_checked, "functions_checked": self.functions_checked,
-                "login_roles": list(self.login_roles), "accepted": [*self.accepted, *self.accepted_leakproof],
+                "login_roles": list(self.login_roles),
+                "accepted": [*self.accepted, *self.accepted_leakproof, *self.accepted_replaceable],
                 "errors": self.errors, "warnings": self.warnings, "clean": self.clean}
 
     def summary_line(self) -> str:
@@ -213,7 +219,8 @@ class AuditReport:
                 f"({roles}): {self.errors} errors, {self.warnings} warnings"
                 + "".join(f"; accepted as reviewed ([tool.dbkit.rls.{table}]): {', '.join(names)}"
                           for table, names in (("definer_functions", self.accepted),
-                                               ("leakproof_functions", self.accepted_leakproof)) if names))
+                                               ("leakproof_functions", self.accepted_leakproof),
+                                               ("replaceable_functions", self.accepted_replaceable)) if names))
 
     def as_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "findings": [f.as_dict() for f in self.findings]}
@@ -313,7 +320,8 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
 
     logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
     reviewed = {"definer_bypasses_rls": reviewed_functions(settings, "definer_functions"),
-                "leakproof_function": reviewed_functions(settings, "leakproof_functions")}
+                "leakproof_function": reviewed_functions(settings, "leakproof_functions"),
+                "replaceable_function": reviewed_functions(settings, "replaceable_functions")}
     accepted = {code: tuple(sorted({f.target for f in reach if f.code == code and f.target in names}))
                 for code, names in reviewed.items()}
     findings.extend(f for f in reach if f.target not in reviewed.get(f.code, ()))
@@ -324,7 +332,8 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     return AuditReport(schemas=schemas, role=role, tables_checked=len(tables), findings=tuple(findings),
                        relations_checked=relations, functions_checked=functions, login_roles=logins,
                        model=settings.rls_model, accepted=accepted["definer_bypasses_rls"],
-                       accepted_leakproof=accepted["leakproof_function"])
+                       accepted_leakproof=accepted["leakproof_function"],
+                       accepted_replaceable=accepted["replaceable_function"])
 
 
 def _role_findings(role: str, row: tuple | None, kind: str = "enforce") -> Iterable[Finding]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from dbkit._urls import few
 from dbkit.rls._audit import Finding
 
 # The SECURITY DEFINER functions of every schema (not an extension's): each runs as its owner.
@@ -172,13 +173,14 @@ WITH logins AS (SELECT oid, rolname FROM pg_roles WHERE oid = ANY(%(logins)s)),
 rls AS (SELECT c.oid, n.nspname, c.relname, c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relrowsecurity AND c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
 """ + _CALLS_CTE + """
-SELECT r.nspname, r.relname, c.what, """ + _FUNCTION + """,
+SELECT r.nspname, r.relname, c.what, pn.nspname,
+       format('%%I(%%s)', p.proname, pg_get_function_identity_arguments(p.oid)), """ + _FUNCTION + """,
        pg_get_userbyid(p.proowner), pg_get_userbyid(r.relowner), l.rolname
 FROM calls c JOIN rls r ON r.oid = c.relid JOIN pg_proc p ON p.oid = c.fn
 JOIN pg_namespace pn ON pn.oid = p.pronamespace
 JOIN logins l ON pg_has_role(l.oid, p.proowner, 'MEMBER')
 WHERE NOT pg_has_role(l.oid, r.relowner, 'MEMBER')
-ORDER BY 1, 2, 3, 4, 7
+ORDER BY 6, 9, 1, 2, 3
 """
 _CALLED_SQL = "WITH " + _CALLS_CTE + " SELECT DISTINCT " + _FUNCTION + """
 FROM calls c JOIN pg_proc p ON p.oid = c.fn JOIN pg_namespace pn ON pn.oid = p.pronamespace
@@ -192,16 +194,25 @@ def called_functions(conn, regclass: str) -> list[str]:
 
 
 def replaceable_findings(conn, logins: list[int]) -> list[Finding]:
-    """Functions that a table with RLS calls, owned by a non-bypass login role (or a role it is a member of) that
+    """Functions that tables with RLS call, owned by a non-bypass login role (or a role it is a member of) that
     does not hold the table owner's rights: the role replaces the function, and with it which rows the policy lets
     through or what the trigger, default or constraint does with every tenant's rows (as whoever writes them),
     without any privilege on the table; a trigger created while the role held TRIGGER stays after the REVOKE.
-    Functions that those functions call are not followed (PL/pgSQL records no dependencies)."""
-    return [Finding(
-        "replaceable_function", schema, table,
-        f"{what} of this table calls {function}, owned by {owner}: {role} can replace that function (CREATE OR "
-        "REPLACE FUNCTION) and with it " + ("which rows every tenant sees" if what.startswith("policy ") else
-                                            "what is done with every tenant's rows, as whoever writes them"),
-        f"ALTER FUNCTION {function} OWNER TO {table_owner}", role=role)
-        for schema, table, what, function, owner, table_owner, role in conn.execute(
-            _REPLACEABLE_SQL, {"logins": logins})]
+    One finding per function and role (``target``: the function), naming every use.  Functions that those
+    functions call are not followed (PL/pgSQL records no dependencies)."""
+    uses: dict[tuple, list[str]] = {}
+    for schema, table, what, fschema, fname, function, owner, table_owner, role in conn.execute(
+            _REPLACEABLE_SQL, {"logins": logins}):
+        uses.setdefault((fschema, fname, function, owner, role, table_owner), []).append(f"{what} of {schema}.{table}")
+    findings = []
+    for (fschema, fname, function, owner, role, table_owner), calls in uses.items():
+        policy = [c.startswith("policy ") for c in calls]
+        effects = [e for e, hit in (("which rows every tenant sees", any(policy)),
+                                    ("what is done with every tenant's rows, as whoever writes them",
+                                     not all(policy))) if hit]
+        findings.append(Finding(
+            "replaceable_function", fschema, fname,
+            f"{few(calls, sep=', ')} call{'s' if len(calls) == 1 else ''} {function}, owned by {owner}: {role} can "
+            f"replace that function (CREATE OR REPLACE FUNCTION) and with it {' and '.join(effects)}",
+            f"ALTER FUNCTION {function} OWNER TO {table_owner}", role=role))
+    return findings

@@ -17,6 +17,7 @@ from dbkit.roles._model import DML
 _LOGINS_SQL = """
 SELECT r.oid, r.rolname FROM pg_roles r
 WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
+  AND NOT (r.rolcreaterole AND current_setting('server_version_num')::int < 160000)  -- grants itself any role
   AND NOT EXISTS (SELECT FROM pg_roles b WHERE (b.rolsuper OR b.rolbypassrls) AND b.oid <> r.oid
                   AND pg_has_role(r.oid, b.oid, 'MEMBER'))
 ORDER BY r.rolname

@@ -82,13 +82,15 @@ def shared_tables(settings) -> frozenset[tuple[str, str]]:
 REVIEWED_FUNCTIONS = {
     "definer_functions": '"private.user_teams(user_id uuid)" = "returns the teams of the claimed user only"',
     "leakproof_functions": '"app.same_tenant(uuid, uuid)" = "compares two uuids: cannot fail, reports nothing"',
+    "replaceable_functions": '"auth.uid()" = "owned by our platform auth service, trusted like the table owner"',
 }
 
 
 def reviewed_functions(settings, table: str) -> dict[str, str]:
     """``[tool.dbkit.rls.<table>]``: functions reviewed as safe, named as ``dbkit rls audit`` names them, each with
     the reason: ``definer_functions`` (SECURITY DEFINER functions that filter by the claims themselves) or
-    ``leakproof_functions`` (LEAKPROOF functions that can neither fail nor report on their arguments)."""
+    ``leakproof_functions`` (LEAKPROOF functions that can neither fail nor report on their arguments) or
+    ``replaceable_functions`` (functions RLS tables call whose owner the project trusts like the table owner)."""
     from dbkit.errors import ConfigError
 
     value = (getattr(settings, "rls", None) or {}).get(table, {})
