@@ -66,6 +66,13 @@ def test_a_temporary_view_redirects_a_definer_helper_and_fails_the_audit(dbkit_s
     assert hit.message.startswith(f"{HELPER} is SECURITY DEFINER and sets search_path = app: it names documents "
                                   "without a schema, and app_rls may create a temporary view of that name")
     assert hit.fix.startswith(f"ALTER FUNCTION {HELPER} SET search_path = app, pg_temp")
+    # a platform's function the project cannot change is accepted by name, with the reason (this one is not safe)
+    accepting = dataclasses.replace(settings, rls={**settings.rls, "search_path_functions": {
+        HELPER: "owned by the platform, which pins it in its next release"}})
+    report = audit(accepting)
+    assert report.clean and report.reviewed["search_path_functions"] == (HELPER,)
+    assert report.summary()["accepted"] == [HELPER, HELPER]  # as a definer, then for its search_path
+    assert report.summary_line().endswith(f"([tool.dbkit.rls.search_path_functions]): {HELPER}")
     q(url, hit.fix.split(" (")[0])
     assert audit(settings).clean
     assert seen(True) == mine  # the view is no longer found first

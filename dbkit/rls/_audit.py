@@ -56,7 +56,8 @@ Finding codes (severity):
   search_path does not end with ``pg_temp`` (a temporary view of that name, which PostgreSQL searches first,
   is read as an owner RLS does not filter), or it sets no search_path (or one with a schema the role may
   create in) while the role may create objects in a schema (a function or operator of its own then runs as an
-  owner who bypasses RLS or owns RLS tables); reviewing it in ``definer_functions`` does not accept this;
+  owner who bypasses RLS or owns RLS tables); reviewing it in ``definer_functions`` does not accept this, a
+  platform's function the project cannot change is accepted in ``[tool.dbkit.rls.search_path_functions]``;
 * ``replaceable_function`` (error): policies, triggers, constraints, column defaults, generated columns or
   indexes of tables with RLS call a function (directly or through an operator) that a non-bypass login role
   owns, itself or through membership, without the table owner's rights (``target``: the function, one finding
@@ -128,6 +129,15 @@ CODES: dict[str, str] = {
 }
 _ORDER = {code: i for i, code in enumerate(CODES)}
 
+#: finding code -> the ``[tool.dbkit.rls.<table>]`` that accepts a function reviewed as safe (by its name, as the
+#: finding's ``target`` gives it, with the reason): :func:`dbkit.rls._scoped.reviewed_functions`
+REVIEWED = {
+    "definer_bypasses_rls": "definer_functions",
+    "leakproof_function": "leakproof_functions",
+    "replaceable_function": "replaceable_functions",
+    "definer_search_path": "search_path_functions",
+}
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -176,12 +186,21 @@ class AuditReport:
     login_roles: tuple[str, ...] = ()
     #: the RLS model audited against (``DBKIT_RLS_MODEL``); ``none``: RLS is not used, tables are not checked
     model: str = "tenant"
-    #: the SECURITY DEFINER functions ``[tool.dbkit.rls.definer_functions]`` accepts that would be findings
-    accepted: tuple[str, ...] = ()
-    #: the LEAKPROOF functions ``[tool.dbkit.rls.leakproof_functions]`` accepts that would be findings
-    accepted_leakproof: tuple[str, ...] = ()
-    #: the functions ``[tool.dbkit.rls.replaceable_functions]`` accepts that would be findings
-    accepted_replaceable: tuple[str, ...] = ()
+    #: the functions each ``[tool.dbkit.rls.<table>]`` of :data:`REVIEWED` accepts that would be findings
+    reviewed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """The SECURITY DEFINER functions ``[tool.dbkit.rls.definer_functions]`` accepts."""
+        return self.reviewed.get("definer_functions", ())
+
+    @property
+    def accepted_leakproof(self) -> tuple[str, ...]:
+        return self.reviewed.get("leakproof_functions", ())
+
+    @property
+    def accepted_replaceable(self) -> tuple[str, ...]:
+        return self.reviewed.get("replaceable_functions", ())
 
     @property
     def rls_used(self) -> bool:
@@ -205,7 +224,7 @@ class AuditReport:
                 "rls_used": self.rls_used, "tables_checked": self.tables_checked,
                 "relations_checked": self.relations_checked, "functions_checked": self.functions_checked,
                 "login_roles": list(self.login_roles),
-                "accepted": [*self.accepted, *self.accepted_leakproof, *self.accepted_replaceable],
+                "accepted": [name for table in REVIEWED.values() for name in self.reviewed.get(table, ())],
                 "errors": self.errors, "warnings": self.warnings, "clean": self.clean}
 
     def summary_line(self) -> str:
@@ -218,9 +237,7 @@ class AuditReport:
                 "schema checked against the non-bypass login roles "
                 f"({roles}): {self.errors} errors, {self.warnings} warnings"
                 + "".join(f"; accepted as reviewed ([tool.dbkit.rls.{table}]): {', '.join(names)}"
-                          for table, names in (("definer_functions", self.accepted),
-                                               ("leakproof_functions", self.accepted_leakproof),
-                                               ("replaceable_functions", self.accepted_replaceable)) if names))
+                          for table in REVIEWED.values() if (names := self.reviewed.get(table))))
 
     def as_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "findings": [f.as_dict() for f in self.findings]}
@@ -319,10 +336,8 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
     from dbkit.rls._reach import reachability
 
     logins, relations, functions, reach = reachability(conn, frozenset((v.schema, v.name) for v in views), shared)
-    reviewed = {"definer_bypasses_rls": reviewed_functions(settings, "definer_functions"),
-                "leakproof_function": reviewed_functions(settings, "leakproof_functions"),
-                "replaceable_function": reviewed_functions(settings, "replaceable_functions")}
-    accepted = {code: tuple(sorted({f.target for f in reach if f.code == code and f.target in names}))
+    reviewed = {code: reviewed_functions(settings, table) for code, table in REVIEWED.items()}
+    accepted = {REVIEWED[code]: tuple(sorted({f.target for f in reach if f.code == code and f.target in names}))
                 for code, names in reviewed.items()}
     findings.extend(f for f in reach if f.target not in reviewed.get(f.code, ()))
     findings.extend(notify_findings(conn))
@@ -331,9 +346,7 @@ def audit(settings: Settings, conn: psycopg.Connection | None = None,
                                  f.role or "", f.message))
     return AuditReport(schemas=schemas, role=role, tables_checked=len(tables), findings=tuple(findings),
                        relations_checked=relations, functions_checked=functions, login_roles=logins,
-                       model=settings.rls_model, accepted=accepted["definer_bypasses_rls"],
-                       accepted_leakproof=accepted["leakproof_function"],
-                       accepted_replaceable=accepted["replaceable_function"])
+                       model=settings.rls_model, reviewed={t: names for t, names in accepted.items() if names})
 
 
 def _role_findings(role: str, row: tuple | None, kind: str = "enforce") -> Iterable[Finding]:

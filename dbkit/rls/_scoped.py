@@ -83,14 +83,16 @@ REVIEWED_FUNCTIONS = {
     "definer_functions": '"private.user_teams(user_id uuid)" = "returns the teams of the claimed user only"',
     "leakproof_functions": '"app.same_tenant(uuid, uuid)" = "compares two uuids: cannot fail, reports nothing"',
     "replaceable_functions": '"auth.uid()" = "owned by our platform auth service, trusted like the table owner"',
+    "search_path_functions": '"extensions.on_ddl()" = "an event trigger function: no role can call it"',
 }
 
 
 def reviewed_functions(settings, table: str) -> dict[str, str]:
     """``[tool.dbkit.rls.<table>]``: functions reviewed as safe, named as ``dbkit rls audit`` names them, each with
     the reason: ``definer_functions`` (SECURITY DEFINER functions that filter by the claims themselves) or
-    ``leakproof_functions`` (LEAKPROOF functions that can neither fail nor report on their arguments) or
-    ``replaceable_functions`` (functions RLS tables call whose owner the project trusts like the table owner)."""
+    ``leakproof_functions`` (LEAKPROOF functions that can neither fail nor report on their arguments),
+    ``replaceable_functions`` (functions RLS tables call whose owner the project trusts like the table owner) or
+    ``search_path_functions`` (SECURITY DEFINER functions a platform owns whose lookups cannot be pinned)."""
     from dbkit.errors import ConfigError
 
     value = (getattr(settings, "rls", None) or {}).get(table, {})
