@@ -268,6 +268,17 @@ def _scratch_of_the_role(url) -> None:
     q(url, "GRANT USAGE, CREATE ON SCHEMA scratch TO app_rls; GRANT USAGE ON SCHEMA scratch TO app_owner")
 
 
+def _sharing_policy_of_the_roles_function(server, url, settings) -> None:
+    """A sharing policy the owner wrote on app.documents, calling a function the application's role created (a
+    migration run as the wrong role); it shares nothing until replaced."""
+    _scratch_of_the_role(url)
+    with login(server, url, settings, "enforce") as conn:
+        conn.autocommit = True
+        conn.execute("CREATE FUNCTION scratch.shared_with_me(uuid) RETURNS bool LANGUAGE sql STABLE AS 'SELECT false'")
+    q(url, "SET ROLE app_owner; CREATE POLICY documents_shared ON app.documents FOR SELECT "
+           "USING (scratch.shared_with_me(id))")
+
+
 def _replaceable(settings) -> list:
     return [f for f in audit(settings).findings if f.code == "replaceable_function"]
 
@@ -279,12 +290,7 @@ def test_a_policy_function_the_role_owns_opens_every_tenant_and_fails_the_audit(
     tenant_a = tenants(url)[0]
     mine = q(url, "SELECT count(*) FROM app.documents WHERE tenant_id = %s", (tenant_a,))[0][0]
     total = q(url, "SELECT count(*) FROM app.documents")[0][0]
-    _scratch_of_the_role(url)
-    with login(dbkit_server, url, settings, "enforce") as conn:
-        conn.autocommit = True
-        conn.execute("CREATE FUNCTION scratch.shared_with_me(uuid) RETURNS bool LANGUAGE sql STABLE AS 'SELECT false'")
-    q(url, "SET ROLE app_owner; CREATE POLICY documents_shared ON app.documents FOR SELECT "
-           "USING (scratch.shared_with_me(id))")
+    _sharing_policy_of_the_roles_function(dbkit_server, url, settings)
 
     def seen(replace_with: str | None = None) -> int:
         with login(dbkit_server, url, settings, "enforce") as conn:
@@ -356,12 +362,7 @@ def test_the_plugin_escalation_checks_try_to_replace_the_functions_a_table_calls
     from dbkit.testing._matrix import discover
 
     url, settings = dbkit_seeded_db, settings_for(dbkit_seeded_db)
-    _scratch_of_the_role(url)
-    with login(dbkit_server, url, settings, "enforce") as conn:
-        conn.autocommit = True
-        conn.execute("CREATE FUNCTION scratch.shared_with_me(uuid) RETURNS bool LANGUAGE sql STABLE AS 'SELECT false'")
-    q(url, "SET ROLE app_owner; CREATE POLICY documents_shared ON app.documents FOR SELECT "
-           "USING (scratch.shared_with_me(id))")
+    _sharing_policy_of_the_roles_function(dbkit_server, url, settings)
     q(url, "COMMENT ON FUNCTION scratch.shared_with_me(uuid) IS 'who may see a shared document'")
     with psycopg.connect(url.conninfo, autocommit=True) as admin, \
             login(dbkit_server, url, settings, "enforce") as conn:
